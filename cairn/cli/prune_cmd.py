@@ -1,0 +1,44 @@
+"""`cairn prune`: apply a retention policy to one volume."""
+
+from __future__ import annotations
+
+import argparse
+
+from cairn.cli._common import add_json, add_repo, open_repo, print_json, table, when
+from cairn.store.delete import delete_points
+from cairn.store.retention import Policy, select
+
+RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("prune", help="delete the points a retention policy does not keep",
+                       description="Each --keep-RULE N keeps the newest point of each of the "
+                                   "N latest periods; N=0 keeps every period (forever).")
+    add_repo(p)
+    p.add_argument("--volume", required=True)
+    for rule in RULES:
+        p.add_argument(f"--keep-{rule}", type=int, metavar="N", dest=rule)
+    p.add_argument("--dry-run", action="store_true", help="show what would go, delete nothing")
+    add_json(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    policy = Policy(**{rule: getattr(args, rule) for rule in RULES})
+    points = repo.catalog.points(repo.volume(args.volume).id)
+    keep = select(points, policy)
+    doomed = [p for p in points if p.id not in keep]
+    if not args.dry_run:
+        delete_points(repo, doomed)
+    if args.json:
+        print_json({"dry_run": args.dry_run,
+                    "kept": [{"id": p.id, "rules": keep[p.id]} for p in points if p.id in keep],
+                    "deleted": [p.id for p in doomed]})
+        return 0
+    table(["ID", "CREATED", "ACTION"],
+          [[p.id, when(p.created),
+            f"keep ({', '.join(keep[p.id])})" if p.id in keep
+            else ("would delete" if args.dry_run else "deleted")] for p in points])
+    return 0

@@ -1,0 +1,32 @@
+"""`cairn stats`: how much the points hold and how little the store keeps."""
+
+from __future__ import annotations
+
+import argparse
+
+from cairn.cli._common import add_json, add_repo, human_bytes, open_repo, print_json
+from cairn.store.stats import repository_stats
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("stats", help="logical and stored sizes, dedup and compression ratios")
+    add_repo(p)
+    add_json(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    stats = repository_stats(open_repo(args))
+    if args.json:
+        print_json(stats.__dict__)
+        return 0
+    print(f"volumes            {stats.volumes}")
+    print(f"points             {stats.points}")
+    print(f"logical size       {human_bytes(stats.logical_bytes)} (sum of point sizes)")
+    print(f"data in points     {human_bytes(stats.allocated_bytes)} (zero blocks excluded)")
+    print(f"unique chunks      {stats.chunks} holding {human_bytes(stats.unique_bytes)}")
+    print(f"stored             {human_bytes(stats.stored_bytes)}")
+    print(f"dedup ratio        {stats.dedup_ratio:.2f}x")
+    print(f"compression ratio  {stats.compression_ratio:.2f}x")
+    print(f"overall            {stats.overall_ratio:.2f}x (logical / stored)")
+    return 0

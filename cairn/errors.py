@@ -1,0 +1,118 @@
+"""Typed errors: each class is its user message and its exit code at once.
+
+One place (`cairn.cli.main`) turns a `CairnError` into the one-line message and the exit
+status; code below the CLI raises these and never prints. `retryable` tells a caller (the
+agent, the replication loop) whether trying again can help.
+"""
+
+from __future__ import annotations
+
+USAGE = 2
+FAILURE = 1
+
+
+class CairnError(Exception):
+    """Base of every error a user may see; `str()` is the whole one-line message."""
+
+    exit_code = FAILURE
+    retryable = False
+
+
+class UsageError(CairnError):
+    """The request itself is wrong: a bad argument, an unknown name."""
+
+    exit_code = USAGE
+
+
+class NotARepository(UsageError):
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path} is not a cairn repository: create one with `cairn init --repo {path}`"
+        )
+
+
+class RepositoryExists(UsageError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path} already holds a cairn repository: use it, or choose a new path")
+
+
+class UnknownPoint(UsageError):
+    def __init__(self, point: str) -> None:
+        super().__init__(
+            f"no recovery point {point!r} in this repository: `cairn points` lists them"
+        )
+
+
+class UnknownVolume(UsageError):
+    def __init__(self, volume: str) -> None:
+        super().__init__(f"no volume {volume!r} in this repository: `cairn points` lists them")
+
+
+class SourceError(UsageError):
+    """The thing to back up cannot be read as a volume."""
+
+
+class DestinationError(CairnError):
+    """The place to restore to cannot take the image."""
+
+
+class Locked(CairnError):
+    """Another process holds a lock we need; it names the holder."""
+
+    retryable = True
+
+
+class InUse(CairnError):
+    """The object is needed by something else (a clone on a point, say)."""
+
+
+class Corruption(CairnError):
+    """Stored data does not match its hash or the catalog disagrees with the chunk store."""
+
+
+class MissingChunk(Corruption):
+    pass
+
+
+class StorageFull(CairnError):
+    def __init__(self, where: str) -> None:
+        super().__init__(
+            f"no space left on the device holding {where}: nothing committed was changed; "
+            "free space (or `cairn prune`) and run the command again"
+        )
+
+
+class InsightsError(CairnError):
+    """A file system inside a point cannot be read as asked."""
+
+
+class PartitionTableError(InsightsError):
+    """The partition table is present but damaged; the message names what failed."""
+
+
+class UnknownFileSystem(InsightsError):
+    """No supported file system signature where one was expected."""
+
+
+class DamagedFileSystem(InsightsError):
+    """A file system signature was found but the file system could not be read."""
+
+
+class PathNotFound(InsightsError, UsageError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"no such file or directory in the point: {path}")
+
+
+class UnsafePath(InsightsError):
+    """Extraction refused a path that would land outside the target directory."""
+
+
+class ToolMissing(CairnError):
+    """A program cairn runs (QEMU, tesseract) is not installed on this host."""
+
+    def __init__(self, program: str, package: str) -> None:
+        super().__init__(f"{program} is not installed: install it with `apt-get install {package}`")
+
+
+class VirtualMachineError(CairnError):
+    """QEMU could not start or stopped answering; the message carries QEMU's own words."""

@@ -1,0 +1,1 @@
+"""What cairn protects: reading a machine's volumes and knowing what changed."""

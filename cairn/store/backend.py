@@ -1,0 +1,33 @@
+"""Where chunk bytes live: one small protocol, one class per kind of storage.
+
+A backend is a flat namespace of immutable objects named by strings such as
+``chunks/ab1/ab12...``. It knows nothing of hashes, compression or points; the chunk store
+above it does. Contract, for every implementation:
+
+- ``put`` is all-or-nothing: a reader sees the whole object or no object, never a prefix.
+  Writing the same name twice with the same bytes is harmless (content addressing makes
+  concurrent writers of one chunk agree).
+- ``sync`` makes every completed ``put`` and ``delete`` durable; the catalog commits a point
+  only after ``sync`` returned.
+- ``get`` of a missing name raises ``KeyError``; ``delete`` of a missing name is not an error.
+- ``list`` raising must abort any garbage collection built on it, never be read as "empty".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+
+class Backend(Protocol):
+    def put(self, name: str, data: bytes) -> None: ...
+
+    def get(self, name: str) -> bytes: ...
+
+    def exists(self, name: str) -> bool: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def list(self, prefix: str) -> Iterator[str]: ...
+
+    def sync(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Backend implementations: one module per kind of storage (see `cairn.store.backend`)."""

@@ -1,0 +1,87 @@
+"""A directory on any local file system.
+
+Objects are files; a name's ``/`` are directories. ``put`` writes a temporary file and
+renames it over the final name, so a crash leaves either the whole object or a stray
+``.tmp`` file, never a torn object. Durability is batched: no fsync per object, one
+``syncfs`` of the whole file system in ``sync`` (one flush for thousands of chunks, where an
+fsync each would cost more than the backup itself).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from cairn.errors import StorageFull
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def syncfs(path: Path) -> None:
+    """Flush every dirty page and directory entry of the file system holding ``path``."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+    finally:
+        os.close(fd)
+
+
+class LocalBackend:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, name: str) -> Path:
+        return self.root / name
+
+    def put(self, name: str, data: bytes) -> None:
+        path = self._path(name)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            except FileNotFoundError:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(str(self.root)) from exc
+            raise
+
+    def get(self, name: str) -> bytes:
+        try:
+            with open(self._path(name), "rb", buffering=0) as f:
+                return f.read()
+        except FileNotFoundError:
+            raise KeyError(name) from None
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).exists()
+
+    def delete(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix)
+        if not base.exists():
+            return
+        for dirpath, _dirs, files in os.walk(base):
+            rel = Path(dirpath).relative_to(self.root)
+            for f in files:
+                if not f.endswith(".tmp"):
+                    yield str(rel / f)
+
+    def sync(self) -> None:
+        syncfs(self.root)

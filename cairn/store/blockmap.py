@@ -1,0 +1,166 @@
+"""A point's block map: a Merkle tree over its block hashes, of fixed height.
+
+Level 0 holds the blocks of the volume; a node at level L >= 1 is a chunk holding the
+concatenated 32-byte hashes of up to ``FANOUT`` slots of level L-1. The root sits at level
+``LEVELS`` for every volume of every size (512**4 blocks of 64 KiB is 4 PiB), so a slot
+``(level, index)`` means the same thing in every point of a volume whatever its size: that
+is what lets reference counting follow runs of a slot across points (see `runs`).
+
+``ZERO`` in a slot means "all zeros below": an empty disk costs one hash. A point's tree is
+named by its root hash and its block count; two points that share a subtree share its node
+chunk, so walking two trees side by side skips everything they have in common.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from cairn.store.chunks import HASH_SIZE, ZERO
+
+FANOUT = 512
+LEVELS = 4
+
+
+@dataclass(frozen=True)
+class Tree:
+    """The block map of one point: its root hash over ``blocks`` blocks."""
+
+    root: bytes
+    blocks: int
+
+    def width(self, level: int) -> int:
+        """How many slots this tree has at ``level``."""
+        n = self.blocks
+        for _ in range(level):
+            n = -(-n // FANOUT)
+        return max(n, 1) if level == LEVELS else n
+
+    def child_count(self, level: int, index: int) -> int:
+        below = self.width(level - 1)
+        return max(0, min(FANOUT, below - index * FANOUT))
+
+
+def split(node: bytes) -> list[bytes]:
+    return [node[i : i + HASH_SIZE] for i in range(0, len(node), HASH_SIZE)]
+
+
+class NodeCache:
+    """Decoded interior nodes by hash; a small LRU (nodes are immutable), safe across threads."""
+
+    def __init__(self, fetch: Callable[[bytes], bytes], capacity: int = 4096) -> None:
+        self._fetch = fetch
+        self._nodes: OrderedDict[bytes, list[bytes]] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def add(self, digest: bytes, node: bytes) -> list[bytes]:
+        kids = split(node)
+        with self._lock:
+            self._nodes[digest] = kids
+            if len(self._nodes) > self._capacity:
+                self._nodes.popitem(last=False)
+        return kids
+
+    def children(self, tree: Tree, level: int, index: int, digest: bytes) -> list[bytes]:
+        """The child hashes of slot ``(level, index)`` holding ``digest`` in ``tree``."""
+        if digest == ZERO:
+            return [ZERO] * tree.child_count(level, index)
+        with self._lock:
+            kids = self._nodes.get(digest)
+            if kids is not None:
+                self._nodes.move_to_end(digest)
+                return kids
+        return self.add(digest, self._fetch(digest))
+
+    def slot(self, tree: Tree, level: int, index: int) -> bytes:
+        """The hash in slot ``(level, index)`` of ``tree``, walking down from the root."""
+        digest = tree.root
+        for lvl in range(LEVELS, level, -1):
+            node_index = index // FANOUT ** (lvl - level)
+            position = (index // FANOUT ** (lvl - 1 - level)) % FANOUT
+            digest = self.children(tree, lvl, node_index, digest)[position]
+        return digest
+
+    def leaves(self, tree: Tree, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
+        """Yield ``(block, hash)`` for blocks ``start..stop-1`` reading each level-1 node once."""
+        for node_index in range(start // FANOUT, -(-stop // FANOUT)):
+            kids = self.children(tree, 1, node_index, self.slot(tree, 1, node_index))
+            base = node_index * FANOUT
+            for k in range(max(start - base, 0), min(stop - base, len(kids))):
+                yield base + k, kids[k]
+
+
+def build(
+    cache: NodeCache,
+    hash_node: Callable[[bytes], bytes],
+    parent: Tree | None,
+    blocks: int,
+    changed: dict[int, bytes],
+) -> tuple[Tree, list[tuple[bytes, bytes]]]:
+    """The tree of a new point: ``parent`` with the blocks in ``changed`` replaced.
+
+    Only nodes on the paths above changed blocks are rebuilt; every other subtree is the
+    parent's, shared as is. With no parent (or a parent of another size) ``changed`` must
+    hold every block. Returns the tree and the new ``(hash, node)`` chunks to store.
+    """
+    base = parent if parent is not None and parent.blocks == blocks else None
+    tree = Tree(ZERO, blocks)
+    new_nodes: list[tuple[bytes, bytes]] = []
+    level_changes = changed
+    for level in range(1, LEVELS + 1):
+        groups: dict[int, list[int]] = {}
+        for index in level_changes:
+            groups.setdefault(index // FANOUT, []).append(index)
+        if level == LEVELS and not groups:
+            groups[0] = []
+        next_changes: dict[int, bytes] = {}
+        for node_index, kids_changed in groups.items():
+            count = tree.child_count(level, node_index)
+            if base is not None:
+                kids = list(cache.children(base, level, node_index,
+                                           cache.slot(base, level, node_index)))
+            else:
+                kids = [ZERO] * count
+            for index in kids_changed:
+                kids[index - node_index * FANOUT] = level_changes[index]
+            if all(k == ZERO for k in kids):
+                digest = ZERO
+            else:
+                node = b"".join(kids)
+                digest = hash_node(node)
+                cache.add(digest, node)
+                new_nodes.append((digest, node))
+            next_changes[node_index] = digest
+        level_changes = next_changes
+    return Tree(level_changes[0], blocks), new_nodes
+
+
+Slot = tuple[int, int]
+
+
+def diff(
+    cache: NodeCache, a: Tree | None, b: Tree | None
+) -> Iterator[tuple[Slot, bytes | None, bytes | None]]:
+    """Every slot whose hash differs between ``a`` and ``b`` (``None`` where a tree has none).
+
+    Shared subtrees are skipped whole, so the cost follows what changed between the two.
+    Slots come in disk order within each level walk (depth first).
+    """
+    stack: list[tuple[int, int, bytes | None, bytes | None]] = [
+        (LEVELS, 0, a.root if a else None, b.root if b else None)
+    ]
+    while stack:
+        level, index, ha, hb = stack.pop()
+        if ha == hb:
+            continue
+        yield (level, index), ha, hb
+        if level == 0:
+            continue
+        ka = cache.children(a, level, index, ha) if a is not None and ha is not None else []
+        kb = cache.children(b, level, index, hb) if b is not None and hb is not None else []
+        for k in range(max(len(ka), len(kb)) - 1, -1, -1):
+            stack.append((level - 1, index * FANOUT + k,
+                          ka[k] if k < len(ka) else None, kb[k] if k < len(kb) else None))

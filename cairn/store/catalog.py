@@ -1,0 +1,305 @@
+"""The catalog: which points exist and how many runs hold each chunk (SQLite, WAL).
+
+The catalog is the single source of truth for what is committed. A point exists once its
+row is committed, and that commit happens only after every chunk it needs is durable in the
+backend. Invariant kept by every writer: *a row in ``chunks`` implies a durable chunk*;
+rows are added only at point commit (after the backend's ``sync``) and chunk bytes are
+deleted only after their row is gone (via ``pending_free``).
+
+``sessions`` and ``pins`` make a backup's work visible before it commits: a chunk a backup
+wrote or decided to reuse is pinned, so a concurrent delete never frees it, and a backup
+killed halfway leaves pins that the next writer of that volume turns back into free space.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS volumes(
+    id INTEGER PRIMARY KEY,
+    name TEXT UNIQUE NOT NULL,
+    created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS points(
+    id TEXT PRIMARY KEY,
+    volume_id INTEGER NOT NULL REFERENCES volumes(id),
+    seq INTEGER NOT NULL,
+    created REAL NOT NULL,
+    size INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    allocated INTEGER NOT NULL,
+    bytes_read INTEGER NOT NULL,
+    bytes_stored INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    source TEXT NOT NULL,
+    UNIQUE(volume_id, seq));
+CREATE TABLE IF NOT EXISTS chunks(
+    hash BLOB PRIMARY KEY,
+    refs INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    stored INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sessions(
+    id INTEGER PRIMARY KEY,
+    volume_id INTEGER NOT NULL,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    command TEXT NOT NULL,
+    started REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS pins(
+    session_id INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY(session_id, hash)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pins_by_hash ON pins(hash);
+CREATE TABLE IF NOT EXISTS pending_free(hash BLOB PRIMARY KEY) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class Volume:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class RecoveryPoint:
+    """One committed recovery point: a whole image of its volume at one moment."""
+
+    id: str
+    volume: str
+    volume_id: int
+    seq: int
+    created: float
+    size: int
+    root: bytes
+    allocated: int
+    bytes_read: int
+    bytes_stored: int
+    seconds: float
+    source: str
+
+
+_POINT_COLUMNS = (
+    "p.id, v.name, p.volume_id, p.seq, p.created, p.size, p.root, p.allocated, "
+    "p.bytes_read, p.bytes_stored, p.seconds, p.source"
+)
+
+
+def _chunked(items: list[bytes], size: int = 500) -> Iterator[list[bytes]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class Catalog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, timeout=60.0,
+                                  check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+
+    @classmethod
+    def create(cls, path: Path) -> Catalog:
+        catalog = cls(path)
+        catalog.db.executescript(SCHEMA)
+        return catalog
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic, durable unit of change; taken under SQLite's write lock."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- volumes and points -------------------------------------------------------------
+
+    def volume(self, name: str) -> Volume | None:
+        row = self.db.execute("SELECT id, name FROM volumes WHERE name=?", (name,)).fetchone()
+        return Volume(*row) if row else None
+
+    def ensure_volume(self, name: str) -> Volume:
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO volumes(name, created) VALUES(?, ?)",
+                       (name, time.time()))
+        volume = self.volume(name)
+        assert volume is not None
+        return volume
+
+    def volumes(self) -> list[Volume]:
+        return [Volume(*r) for r in self.db.execute("SELECT id, name FROM volumes ORDER BY id")]
+
+    def points(self, volume_id: int | None = None) -> list[RecoveryPoint]:
+        query = f"SELECT {_POINT_COLUMNS} FROM points p JOIN volumes v ON v.id = p.volume_id"
+        if volume_id is None:
+            rows = self.db.execute(query + " ORDER BY p.created, p.volume_id, p.seq")
+        else:
+            rows = self.db.execute(query + " WHERE p.volume_id=? ORDER BY p.seq", (volume_id,))
+        return [RecoveryPoint(*r) for r in rows]
+
+    def point(self, point_id: str) -> RecoveryPoint | None:
+        row = self.db.execute(
+            f"SELECT {_POINT_COLUMNS} FROM points p JOIN volumes v ON v.id = p.volume_id "
+            "WHERE p.id=?", (point_id,)).fetchone()
+        return RecoveryPoint(*row) if row else None
+
+    def points_with_prefix(self, prefix: str) -> list[str]:
+        rows = self.db.execute("SELECT id FROM points WHERE id >= ? AND id < ? ORDER BY id",
+                               (prefix, prefix + "\uffff"))
+        return [r[0] for r in rows]
+
+    def _neighbour(self, point: RecoveryPoint, later: bool) -> RecoveryPoint | None:
+        op, order = (">", "ASC") if later else ("<", "DESC")
+        row = self.db.execute(
+            f"SELECT {_POINT_COLUMNS} FROM points p JOIN volumes v ON v.id = p.volume_id "
+            f"WHERE p.volume_id=? AND p.seq {op} ? ORDER BY p.seq {order} LIMIT 1",
+            (point.volume_id, point.seq)).fetchone()
+        return RecoveryPoint(*row) if row else None
+
+    def neighbours(self, point: RecoveryPoint) -> tuple[RecoveryPoint | None, RecoveryPoint | None]:
+        return self._neighbour(point, later=False), self._neighbour(point, later=True)
+
+    def latest(self, volume_id: int) -> RecoveryPoint | None:
+        row = self.db.execute(
+            f"SELECT {_POINT_COLUMNS} FROM points p JOIN volumes v ON v.id = p.volume_id "
+            "WHERE p.volume_id=? ORDER BY p.seq DESC LIMIT 1", (volume_id,)).fetchone()
+        return RecoveryPoint(*row) if row else None
+
+    # -- a backup session: pins, then one commit ----------------------------------------
+
+    def open_session(self, volume_id: int) -> int:
+        command = " ".join(sys.argv)[:200]
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO sessions(volume_id, pid, host, command, started) "
+                "VALUES(?, ?, ?, ?, ?)",
+                (volume_id, os.getpid(), socket.gethostname(), command, time.time()))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def pin(self, session: int, hashes: list[bytes]) -> set[bytes]:
+        """Pin ``hashes`` for ``session``; returns those already durable in the store."""
+        present: set[bytes] = set()
+        with self.transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO pins(session_id, hash) VALUES(?, ?)",
+                           ((session, h) for h in hashes))
+            for part in _chunked(hashes):
+                marks = ",".join("?" * len(part))
+                present.update(r[0] for r in db.execute(
+                    f"SELECT hash FROM chunks WHERE hash IN ({marks})", part))
+        return present
+
+    def commit_point(self, session: int, point: RecoveryPoint,
+                     increments: Counter[bytes], written: dict[bytes, tuple[int, int]]) -> None:
+        """Make ``point`` visible with its new runs, in one durable transaction.
+
+        ``written`` maps each chunk this session stored to ``(size, stored bytes)``; every
+        other incremented chunk was pinned and found present, so its row exists.
+        """
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO points(id, volume_id, seq, created, size, root, allocated, "
+                "bytes_read, bytes_stored, seconds, source) "
+                "VALUES(?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM points WHERE volume_id=?),"
+                " ?, ?, ?, ?, ?, ?, ?, ?)",
+                (point.id, point.volume_id, point.volume_id, point.created, point.size,
+                 point.root, point.allocated, point.bytes_read, point.bytes_stored,
+                 point.seconds, point.source))
+            db.executemany(
+                "INSERT INTO chunks(hash, refs, size, stored) VALUES(?, ?, ?, ?) "
+                "ON CONFLICT(hash) DO UPDATE SET refs = refs + excluded.refs",
+                ((h, n, *written.get(h, (0, 0))) for h, n in increments.items()))
+            db.execute("DELETE FROM pins WHERE session_id=?", (session,))
+            db.execute("DELETE FROM sessions WHERE id=?", (session,))
+
+    def abandon_session(self, session: int) -> None:
+        """Drop a session that will not commit; what only it pinned becomes free space."""
+        with self.transaction() as db:
+            hashes = [r[0] for r in db.execute(
+                "SELECT hash FROM pins WHERE session_id=?", (session,))]
+            db.execute("DELETE FROM pins WHERE session_id=?", (session,))
+            db.execute("DELETE FROM sessions WHERE id=?", (session,))
+            self._free_unreferenced(db, hashes)
+
+    def unclaimed_pins(self, session: int) -> list[bytes]:
+        """Chunks pinned by ``session`` alone and not committed: only it wrote them."""
+        return [r[0] for r in self.db.execute(
+            "SELECT p.hash FROM pins p WHERE p.session_id=? "
+            "AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.hash = p.hash) "
+            "AND NOT EXISTS (SELECT 1 FROM pins o WHERE o.hash = p.hash AND o.session_id != ?)",
+            (session, session))]
+
+    def dead_sessions(self, volume_id: int) -> list[int]:
+        """Sessions of a volume whose lock we hold: their processes are gone."""
+        return [r[0] for r in self.db.execute(
+            "SELECT id FROM sessions WHERE volume_id=?", (volume_id,))]
+
+    # -- deletion ------------------------------------------------------------------------
+
+    def delete_point(self, point: RecoveryPoint, decrements: Counter[bytes]) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM points WHERE id=?", (point.id,))
+            db.executemany("UPDATE chunks SET refs = refs - ? WHERE hash=?",
+                           ((n, h) for h, n in decrements.items()))
+            self._free_unreferenced(db, list(decrements))
+
+    def _free_unreferenced(self, db: sqlite3.Connection, hashes: list[bytes]) -> None:
+        """Queue for deletion the chunks among ``hashes`` that no run and no pin holds."""
+        free = []
+        for h in hashes:
+            row = db.execute("SELECT refs FROM chunks WHERE hash=?", (h,)).fetchone()
+            if row is not None and row[0] > 0:
+                continue
+            if db.execute("SELECT 1 FROM pins WHERE hash=? LIMIT 1", (h,)).fetchone():
+                continue
+            free.append(h)
+        db.executemany("DELETE FROM chunks WHERE hash=?", ((h,) for h in free))
+        db.executemany("INSERT OR IGNORE INTO pending_free(hash) VALUES(?)", ((h,) for h in free))
+
+    def pending_free(self) -> list[bytes]:
+        return [r[0] for r in self.db.execute("SELECT hash FROM pending_free")]
+
+    def still_free(self, hashes: list[bytes]) -> list[bytes]:
+        """Of ``hashes``, those that no row and no pin has claimed again since."""
+        out: list[bytes] = []
+        for h in hashes:
+            row = self.db.execute(
+                "SELECT (SELECT COUNT(*) FROM chunks WHERE hash=?) + "
+                "(SELECT COUNT(*) FROM pins WHERE hash=?)", (h, h)).fetchone()
+            if row[0] == 0:
+                out.append(h)
+        return out
+
+    def forget_pending(self, hashes: Iterable[bytes]) -> None:
+        with self.transaction() as db:
+            db.executemany("DELETE FROM pending_free WHERE hash=?", ((h,) for h in hashes))
+
+    # -- accounting ----------------------------------------------------------------------
+
+    def chunk_refs(self) -> dict[bytes, int]:
+        return dict(self.db.execute("SELECT hash, refs FROM chunks").fetchall())
+
+    def chunk_totals(self) -> tuple[int, int, int]:
+        """(number of chunks, their plain bytes, their stored bytes)."""
+        row = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(stored), 0) FROM chunks"
+        ).fetchone()
+        return row[0], row[1], row[2]
+
+    def integrity_check(self) -> str:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0]

@@ -1,0 +1,39 @@
+"""Deleting points: local, cheap, and never touching another point.
+
+Each deleted point is removed in its own catalog transaction together with the reference
+changes its removal causes (`runs.delete_decrements`); chunks that lose their last run are
+unlinked after the commit by `Repository.reclaim`. A crash between the two leaves them queued
+in ``pending_free``, so space is never leaked and nothing committed is ever lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from cairn.store import runs
+from cairn.store.catalog import RecoveryPoint
+from cairn.store.repository import Repository
+
+
+def delete_points(repo: Repository, points: Iterable[RecoveryPoint]) -> int:
+    """Delete ``points`` (any volumes, any order); returns the number of chunks freed."""
+    by_volume: dict[str, list[RecoveryPoint]] = {}
+    for p in points:
+        by_volume.setdefault(p.volume, []).append(p)
+    for name, group in by_volume.items():
+        volume = repo.volume(name)
+        with repo.volume_lock(volume):
+            repo.recover(volume)
+            for stale in group:
+                point = repo.catalog.point(stale.id)
+                if point is None:
+                    continue
+                prev, nxt = repo.catalog.neighbours(point)
+                decrements = runs.delete_decrements(
+                    repo.nodes,
+                    repo.tree(prev) if prev else None,
+                    repo.tree(point),
+                    repo.tree(nxt) if nxt else None,
+                )
+                repo.catalog.delete_point(point, decrements)
+    return repo.reclaim()

@@ -1,0 +1,226 @@
+"""Backup: turn the current state of a source into a new, whole recovery point.
+
+Only blocks that may have changed are read: every block on the first backup (or a full
+scan), or just the blocks under the byte ranges a change tracker hands in. Each block read
+is hashed; where the hash equals the parent point's in the same slot nothing happens. A
+changed block is pinned in the catalog and written unless some volume already holds it.
+The new block map shares every untouched subtree with its parent, and the point becomes
+visible in one catalog commit after the backend's ``sync``: a crash before that loses only
+this point, and its pins tell the next writer what to clean up.
+
+Hashing, zstd and file I/O release the GIL, so a small thread pool scales them over cores
+while this module only orchestrates.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from cairn.store import runs
+from cairn.store.blockmap import Tree, build
+from cairn.store.catalog import RecoveryPoint
+from cairn.store.chunks import ZERO
+from cairn.store.repository import Repository, check_volume_name
+
+BATCH_BLOCKS = 256
+WORKERS = max(2, min(8, os.cpu_count() or 2))
+
+
+class Source(Protocol):
+    """What a backup reads: a fixed-size run of bytes (an image file, a block device)."""
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    def pread(self, offset: int, length: int) -> bytes: ...
+
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class _Scanned:
+    start: int
+    hashes: list[bytes]
+    data: memoryview
+
+
+def _runs(blocks: Iterable[int]) -> Iterator[tuple[int, int]]:
+    """Group sorted block numbers into ``(start, count)`` runs of at most BATCH_BLOCKS."""
+    start = count = -1
+    for b in blocks:
+        if count > 0 and b == start + count and count < BATCH_BLOCKS:
+            count += 1
+            continue
+        if count > 0:
+            yield start, count
+        start, count = b, 1
+    if count > 0:
+        yield start, count
+
+
+def blocks_of_ranges(ranges: Iterable[tuple[int, int]], block_size: int, size: int) -> list[int]:
+    """The sorted block numbers that byte ranges ``(offset, length)`` touch."""
+    touched: set[int] = set()
+    for offset, length in ranges:
+        if length <= 0:
+            continue
+        first = offset // block_size
+        last = min(offset + length - 1, size - 1) // block_size
+        touched.update(range(first, last + 1))
+    return sorted(touched)
+
+
+class Ingest:
+    """One backup of one volume; `run` does it and returns the committed point."""
+
+    def __init__(self, repo: Repository, volume: str, source: Source,
+                 progress: Progress | None = None) -> None:
+        self.repo = repo
+        self.volume_name = check_volume_name(volume)
+        self.source = source
+        self.progress = progress
+        self.block_size = repo.block_size
+        self.size = source.size
+        self.blocks = -(-self.size // self.block_size)
+        self.zero_block = bytes(self.block_size)
+
+    def _block_len(self, index: int) -> int:
+        return min(self.block_size, self.size - index * self.block_size)
+
+    def _scan(self, start: int, count: int) -> _Scanned:
+        offset = start * self.block_size
+        data = memoryview(self.source.pread(offset, min(count * self.block_size,
+                                                        self.size - offset)))
+        hashes = []
+        bs = self.block_size
+        for k in range(count):
+            block = data[k * bs : (k + 1) * bs]
+            if block == self.zero_block[: len(block)]:
+                hashes.append(ZERO)
+            else:
+                hashes.append(self.repo.chunks.hash(block))
+        return _Scanned(start, hashes, data)
+
+    def run(self, changed_ranges: list[tuple[int, int]] | None = None) -> RecoveryPoint:
+        repo = self.repo
+        started = time.monotonic()
+        volume = repo.catalog.ensure_volume(self.volume_name)
+        with repo.volume_lock(volume):
+            repo.recover(volume)
+            parent = repo.catalog.latest(volume.id)
+            base = repo.tree(parent) if parent is not None else None
+            if base is not None and parent is not None and parent.size == self.size \
+                    and changed_ranges is not None:
+                candidates = blocks_of_ranges(changed_ranges, self.block_size, self.size)
+            else:
+                candidates = list(range(self.blocks))
+            session = repo.catalog.open_session(volume.id)
+            try:
+                with repo.chunk_lock():
+                    point = self._ingest(session, volume.id, parent, base, candidates, started)
+            except BaseException:
+                repo.drop_session(session)
+                raise
+        repo.reclaim()
+        return point
+
+    def _ingest(self, session: int, volume_id: int, parent: RecoveryPoint | None,
+                base: Tree | None, candidates: list[int], started: float) -> RecoveryPoint:
+        repo = self.repo
+        same_shape = base is not None and base.blocks == self.blocks
+        changed: dict[int, bytes] = {}
+        allocated_delta = 0
+        written: dict[bytes, tuple[int, int]] = {}
+        handled: set[bytes] = set()
+        writes: list[tuple[bytes, Future[int], int]] = []
+        bytes_read = 0
+
+        def store(pool: ThreadPoolExecutor, items: dict[bytes, bytes | memoryview]) -> None:
+            present = repo.catalog.pin(session, list(items))
+            for digest, data in items.items():
+                if digest not in present:
+                    writes.append((digest, pool.submit(repo.chunks.put, digest, data), len(data)))
+
+        with ThreadPoolExecutor(WORKERS) as pool:
+            window: deque[Future[_Scanned]] = deque()
+            pending_runs = _runs(candidates)
+            for run in pending_runs:
+                window.append(pool.submit(self._scan, *run))
+                if len(window) >= WORKERS * 2:
+                    break
+            while window:
+                scanned = window.popleft().result()
+                nxt = next(pending_runs, None)
+                if nxt is not None:
+                    window.append(pool.submit(self._scan, *nxt))
+                count = len(scanned.hashes)
+                bytes_read += len(scanned.data)
+                if same_shape and base is not None:
+                    old = [h for _, h in repo.nodes.leaves(base, scanned.start,
+                                                            scanned.start + count)]
+                else:
+                    old = [None] * count
+                fresh: dict[bytes, bytes | memoryview] = {}
+                bs = self.block_size
+                for k, digest in enumerate(scanned.hashes):
+                    was = old[k]
+                    if digest == was:
+                        continue
+                    index = scanned.start + k
+                    changed[index] = digest
+                    length = self._block_len(index)
+                    allocated_delta += length * ((digest != ZERO) - (was not in (None, ZERO)))
+                    if digest != ZERO and digest not in handled:
+                        handled.add(digest)
+                        fresh[digest] = scanned.data[k * bs : k * bs + length]
+                if fresh:
+                    store(pool, fresh)
+                self._drain(writes, written, block=len(writes) > WORKERS * 64)
+                if self.progress:
+                    self.progress(len(scanned.data))
+            if not same_shape:
+                allocated = allocated_delta
+            else:
+                assert parent is not None
+                allocated = parent.allocated + allocated_delta
+            if same_shape and not changed and parent is not None:
+                tree, nodes = Tree(parent.root, self.blocks), []
+            else:
+                tree, nodes = build(repo.nodes, repo.chunks.hash, base, self.blocks, changed)
+            fresh_nodes = {d: n for d, n in nodes if d not in handled}
+            if fresh_nodes:
+                store(pool, fresh_nodes)
+            self._drain(writes, written, block=True)
+        repo.chunks.backend.sync()
+        increments = runs.ingest_increments(repo.nodes, base, tree)
+        point = RecoveryPoint(
+            id=repo.new_point_id(), volume=self.volume_name, volume_id=volume_id, seq=0,
+            created=time.time(), size=self.size, root=tree.root, allocated=allocated,
+            bytes_read=bytes_read, bytes_stored=sum(s for _, s in written.values()),
+            seconds=round(time.monotonic() - started, 3), source=self.source.name)
+        repo.catalog.commit_point(session, point, increments, written)
+        committed = repo.catalog.point(point.id)
+        assert committed is not None
+        return committed
+
+    @staticmethod
+    def _drain(writes: list[tuple[bytes, Future[int], int]],
+               written: dict[bytes, tuple[int, int]], block: bool) -> None:
+        """Collect finished chunk writes; wait for all of them when ``block``."""
+        keep = []
+        for digest, fut, length in writes:
+            if block or fut.done():
+                written[digest] = (length, fut.result())
+            else:
+                keep.append((digest, fut, length))
+        writes[:] = keep

@@ -1,0 +1,195 @@
+"""A repository: a config, a catalog and a chunk store, opened together.
+
+Layout on disk (version 1)::
+
+    <repo>/config.json     what kind of repository this is and how it cuts blocks
+    <repo>/catalog.db      the SQLite catalog (WAL), the truth about what is committed
+    <repo>/chunks/abc/...  one file per chunk, named by its hash (`chunks`)
+    <repo>/locks/          one lock per volume, one for chunk deletion (`locks`)
+
+Locking: a writer of a volume (backup, delete, prune) holds that volume's lock, so one
+volume never has two writers. Backups also hold the chunk lock shared; unlinking freed
+chunks takes it exclusively, so a backup that just decided to reuse a chunk never sees it
+vanish. Readers (restore, export) take no lock: a committed point never changes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cairn.errors import (
+    Locked,
+    NotARepository,
+    RepositoryExists,
+    UnknownPoint,
+    UnknownVolume,
+    UsageError,
+)
+from cairn.store.backends.local import LocalBackend
+from cairn.store.blockmap import NodeCache, Tree
+from cairn.store.catalog import Catalog, RecoveryPoint, Volume
+from cairn.store.chunks import ChunkStore
+from cairn.store.locks import FileLock
+
+MAGIC = "cairn-repository"
+VERSION = 1
+DEFAULT_BLOCK_SIZE = 64 * 1024
+_VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class RepositoryConfig:
+    id: str
+    block_size: int = DEFAULT_BLOCK_SIZE
+    compression_level: int = 1
+    magic: str = MAGIC
+    version: int = VERSION
+
+
+def check_volume_name(name: str) -> str:
+    if not _VOLUME_NAME.match(name):
+        raise UsageError(f"invalid volume name {name!r}: use letters, digits, '.', '_' and '-' "
+                         "(up to 128, starting with a letter or digit), e.g. web01-sda")
+    return name
+
+
+class Repository:
+    def __init__(self, path: Path, config: RepositoryConfig) -> None:
+        self.path = path
+        self.config = config
+        self.block_size = config.block_size
+        self.catalog = Catalog(path / "catalog.db")
+        self.chunks = ChunkStore(LocalBackend(path), level=config.compression_level)
+        self.nodes = NodeCache(self.chunks.get)
+
+    @classmethod
+    def init(cls, path: Path, block_size: int = DEFAULT_BLOCK_SIZE) -> Repository:
+        if (path / "config.json").exists():
+            raise RepositoryExists(str(path))
+        if path.exists() and any(path.iterdir()):
+            raise UsageError(f"{path} exists and is not empty: give a new or empty directory")
+        if block_size < 4096 or block_size & (block_size - 1):
+            raise UsageError(f"block size {block_size} must be a power of two of 4096 or more")
+        config = RepositoryConfig(id=secrets.token_hex(16), block_size=block_size)
+        (path / "locks").mkdir(parents=True, exist_ok=True)
+        (path / "chunks").mkdir(exist_ok=True)
+        Catalog.create(path / "catalog.db").close()
+        tmp = path / "config.json.tmp"
+        tmp.write_text(json.dumps(asdict(config), indent=2) + "\n")
+        tmp.rename(path / "config.json")
+        return cls(path, config)
+
+    @classmethod
+    def open(cls, path: Path) -> Repository:
+        try:
+            raw = json.loads((path / "config.json").read_text())
+        except (OSError, ValueError):
+            raise NotARepository(str(path)) from None
+        if not isinstance(raw, dict) or raw.get("magic") != MAGIC:
+            raise NotARepository(str(path))
+        if raw.get("version") != VERSION:
+            raise UsageError(f"{path} is a cairn repository of format version "
+                             f"{raw.get('version')}; this cairn reads version {VERSION}: "
+                             "upgrade cairn")
+        if not (path / "catalog.db").exists():
+            raise NotARepository(str(path))
+        return cls(path, RepositoryConfig(**raw))
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    # -- names ---------------------------------------------------------------------------
+
+    def tree(self, point: RecoveryPoint) -> Tree:
+        return Tree(point.root, -(-point.size // self.block_size))
+
+    def volume(self, name: str) -> Volume:
+        volume = self.catalog.volume(name)
+        if volume is None:
+            raise UnknownVolume(name)
+        return volume
+
+    def resolve(self, ref: str) -> RecoveryPoint:
+        """A point from its id, a unique id prefix, or ``VOLUME@latest``."""
+        if ref.endswith("@latest"):
+            point = self.catalog.latest(self.volume(ref[: -len("@latest")]).id)
+            if point is None:
+                raise UnknownPoint(ref)
+            return point
+        point = self.catalog.point(ref)
+        if point is not None:
+            return point
+        matches = self.catalog.points_with_prefix(ref) if len(ref) >= 4 else []
+        if len(matches) > 1:
+            raise UsageError(f"point prefix {ref!r} is ambiguous ({', '.join(matches[:4])}): "
+                             "give more characters")
+        if not matches:
+            raise UnknownPoint(ref)
+        point = self.catalog.point(matches[0])
+        assert point is not None
+        return point
+
+    @staticmethod
+    def new_point_id() -> str:
+        return secrets.token_hex(6)
+
+    # -- locks and recovery --------------------------------------------------------------
+
+    def volume_lock(self, volume: Volume) -> FileLock:
+        return FileLock(self.path / "locks" / f"volume-{volume.name}.lock",
+                        f"volume {volume.name}").acquire()
+
+    def chunk_lock(self) -> FileLock:
+        """Held shared by backups while they may reuse chunks; see module docstring."""
+        return FileLock(self.path / "locks" / "chunks.lock", "chunk store").acquire(
+            shared=True, wait=True)
+
+    def recover(self, volume: Volume) -> None:
+        """Undo what killed writers of ``volume`` left: their pins become free space.
+
+        Call with the volume's lock held: then no live process has a session on it.
+        """
+        for session in self.catalog.dead_sessions(volume.id):
+            self.drop_session(session)
+        self.reclaim()
+
+    def drop_session(self, session: int) -> None:
+        """Give back what a session that will never commit wrote.
+
+        Its chunk files go first, straight from its pins, and only then the catalog rows:
+        when the disk is full the catalog cannot take a transaction until space is freed.
+        Call without holding the chunk lock.
+        """
+        try:
+            lock = FileLock(self.path / "locks" / "chunks.lock", "chunk store").acquire()
+        except Locked:
+            lock = None
+        if lock is not None:
+            with lock:
+                for digest in self.catalog.unclaimed_pins(session):
+                    self.chunks.delete(digest)
+        self.catalog.abandon_session(session)
+
+    def reclaim(self) -> int:
+        """Delete the chunk files the catalog freed; returns how many.
+
+        Runs only when no backup holds the chunk lock (it never waits): what it skips stays
+        queued in ``pending_free`` for the next writer, never lost and never leaked.
+        """
+        try:
+            lock = FileLock(self.path / "locks" / "chunks.lock", "chunk store").acquire()
+        except Locked:
+            return 0
+        with lock:
+            pending = self.catalog.pending_free()
+            free = self.catalog.still_free(pending)
+            for digest in free:
+                self.chunks.delete(digest)
+            if free:
+                self.chunks.backend.sync()
+            self.catalog.forget_pending(pending)
+            return len(free)

@@ -1,0 +1,1 @@
+"""Instant virtualization: block devices over points and clones, NBD export, QEMU."""

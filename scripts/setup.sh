@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian machine for cairn: the Debian tools it drives (only those missing),
+# then a virtual environment in .venv with cairn and its pinned test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package providing it
+declare -A NEED=(
+  [qemu-img]=qemu-utils
+  [qemu-system-x86_64]=qemu-system-x86
+  [nbdinfo]=libnbd-bin
+  [nbdcopy]=libnbd-bin
+  [tesseract]=tesseract-ocr
+  [mkfs.ext4]=e2fsprogs
+  [mkfs.xfs]=xfsprogs
+  [mkfs.btrfs]=btrfs-progs
+  [mkfs.vfat]=dosfstools
+  [mcopy]=mtools
+  [mkntfs]=ntfs-3g
+  [sfdisk]=fdisk
+  [extlinux]=extlinux
+  [busybox]=busybox-static
+)
+missing=()
+for cmd in "${!NEED[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
+done
+[ -e /usr/lib/syslinux/mbr/mbr.bin ] || missing+=(syslinux-common)
+if [ ${#missing[@]} -gt 0 ]; then
+  pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+  echo "installing Debian packages: $pkgs"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $pkgs >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+stamp=.venv/.installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  touch "$stamp"
+fi

@@ -1,0 +1,57 @@
+"""Small images and repositories for the store tests."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+from cairn.restore.writer import restore_image
+from cairn.sources.image import ImageSource
+from cairn.store.catalog import RecoveryPoint
+from cairn.store.ingest import Ingest
+from cairn.store.reader import PointReader
+from cairn.store.repository import Repository
+
+BLOCK = 64 * 1024
+
+
+def make_image(path: Path, size: int, seed: int, fill: float = 0.5) -> bytearray:
+    """An image where about ``fill`` of the blocks hold random data, the rest zeros."""
+    rnd = random.Random(seed)
+    data = bytearray(size)
+    for off in range(0, size, BLOCK):
+        if rnd.random() < fill:
+            n = min(BLOCK, size - off)
+            data[off : off + n] = rnd.randbytes(n)
+    path.write_bytes(data)
+    return data
+
+
+def mutate(path: Path, data: bytearray, seed: int, writes: int = 5) -> list[list[int]]:
+    """Overwrite a few random ranges in place; returns them as changed ranges."""
+    rnd = random.Random(seed)
+    ranges = []
+    for _ in range(writes):
+        length = rnd.randrange(1, 3 * BLOCK)
+        off = rnd.randrange(0, len(data) - length)
+        data[off : off + length] = rnd.randbytes(length)
+        ranges.append([off, length])
+    path.write_bytes(data)
+    return ranges
+
+
+def backup(repo: Repository, volume: str, path: Path,
+           ranges: list[list[int]] | None = None) -> RecoveryPoint:
+    with ImageSource(path) as src:
+        return Ingest(repo, volume, src).run(
+            [tuple(r) for r in ranges] if ranges is not None else None)  # type: ignore[misc]
+
+
+def restored_digest(repo: Repository, point: RecoveryPoint, out: Path) -> str:
+    restore_image(PointReader(repo, point), out)
+    return hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def digest(data: bytes | bytearray) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -116,3 +116,36 @@ class ToolMissing(CairnError):
 
 class VirtualMachineError(CairnError):
     """QEMU could not start or stopped answering; the message carries QEMU's own words."""
+
+
+class ListenError(CairnError):
+    """A server (the NBD export) could not bind its address."""
+
+    def __init__(self, what: str, host: str, port: int, reason: str) -> None:
+        super().__init__(
+            f"cannot serve {what} on {host}:{port} ({reason}): choose another port or address"
+        )
+
+
+class ApplianceUnreachable(CairnError):
+    """The appliance did not answer (network, restart): the agent retries, the CLI says so."""
+
+    retryable = True
+
+
+class ApplianceRefused(CairnError):
+    """The appliance answered with an error; the message is the appliance's own words."""
+
+
+class CertificateMismatch(CairnError):
+    """The appliance presented a certificate other than the one pinned at pairing."""
+
+
+class NotPaired(UsageError):
+    def __init__(self, config: str) -> None:
+        super().__init__(f"this machine is not paired ({config} has no appliance): run "
+                         "`cairn agent pair --appliance URL --token TOKEN` first")
+
+
+class HookFailed(CairnError):
+    """A pre-freeze or post-thaw hook failed or hung; the message carries its output."""

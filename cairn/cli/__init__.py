@@ -15,7 +15,9 @@ import traceback
 from cairn import __version__
 from cairn.cli import (
     backup_cmd,
+    clone_cmd,
     delete_cmd,
+    export_cmd,
     init_cmd,
     points_cmd,
     prune_cmd,
@@ -26,7 +28,7 @@ from cairn.cli import (
 from cairn.errors import FAILURE, CairnError, StorageFull
 
 COMMANDS = (init_cmd, backup_cmd, points_cmd, restore_cmd, delete_cmd, prune_cmd, verify_cmd,
-            stats_cmd)
+            stats_cmd, clone_cmd, export_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

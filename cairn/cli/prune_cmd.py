@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cairn.cli._common import add_json, add_repo, open_repo, print_json, table, when
+from cairn.store.clones import list_clones
 from cairn.store.delete import delete_points
 from cairn.store.retention import Policy, select
 
@@ -29,6 +30,9 @@ def run(args: argparse.Namespace) -> int:
     policy = Policy(**{rule: getattr(args, rule) for rule in RULES})
     points = repo.catalog.points(repo.volume(args.volume).id)
     keep = select(points, policy)
+    for p in points:
+        if list_clones(repo, p.id):
+            keep.setdefault(p.id, []).append("has a clone")
     doomed = [p for p in points if p.id not in keep]
     if not args.dry_run:
         delete_points(repo, doomed)

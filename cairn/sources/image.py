@@ -43,6 +43,30 @@ class ImageSource:
     def name(self) -> str:
         return str(self.path)
 
+    def data_extents(self) -> list[tuple[int, int]]:
+        """``(start, end)`` byte ranges that may hold data; the rest are holes of a sparse
+        file, which read as zeros and need not be read at all."""
+        extents: list[tuple[int, int]] = []
+        pos = 0
+        while pos < self._size:
+            try:
+                start = os.lseek(self._fd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole remains; EINVAL: no hole support
+                if not extents and pos == 0 and not self._supports_holes():
+                    return [(0, self._size)]
+                break
+            end = os.lseek(self._fd, start, os.SEEK_HOLE)
+            extents.append((start, end))
+            pos = end
+        return extents
+
+    def _supports_holes(self) -> bool:
+        try:
+            os.lseek(self._fd, 0, os.SEEK_HOLE)
+        except OSError:
+            return False
+        return True
+
     def pread(self, offset: int, length: int) -> bytes:
         data = os.pread(self._fd, length, offset)
         if len(data) != length:

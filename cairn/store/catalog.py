@@ -60,6 +60,18 @@ CREATE TABLE IF NOT EXISTS pins(
     PRIMARY KEY(session_id, hash)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pins_by_hash ON pins(hash);
 CREATE TABLE IF NOT EXISTS pending_free(hash BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS clones(
+    name TEXT PRIMARY KEY,
+    point_id TEXT NOT NULL REFERENCES points(id),
+    created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS verifications(
+    point_id TEXT PRIMARY KEY REFERENCES points(id) ON DELETE CASCADE,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    ocr_text TEXT NOT NULL,
+    screenshot TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    at REAL NOT NULL);
 """
 
 
@@ -106,12 +118,11 @@ class Catalog:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
 
     @classmethod
     def create(cls, path: Path) -> Catalog:
-        catalog = cls(path)
-        catalog.db.executescript(SCHEMA)
-        return catalog
+        return cls(path)
 
     def close(self) -> None:
         self.db.close()

@@ -12,13 +12,18 @@ from collections.abc import Iterable
 
 from cairn.store import runs
 from cairn.store.catalog import RecoveryPoint
+from cairn.store.clones import refuse_if_cloned
 from cairn.store.repository import Repository
 
 
 def delete_points(repo: Repository, points: Iterable[RecoveryPoint]) -> int:
-    """Delete ``points`` (any volumes, any order); returns the number of chunks freed."""
+    """Delete ``points`` (any volumes, any order); returns the number of chunks freed.
+
+    A point with clones is refused before anything is deleted: a clone reads its point.
+    """
     by_volume: dict[str, list[RecoveryPoint]] = {}
     for p in points:
+        refuse_if_cloned(repo, p)
         by_volume.setdefault(p.volume, []).append(p)
     for name, group in by_volume.items():
         volume = repo.volume(name)

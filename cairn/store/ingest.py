@@ -14,6 +14,7 @@ while this module only orchestrates.
 
 from __future__ import annotations
 
+import bisect
 import os
 import time
 from collections import deque
@@ -42,6 +43,10 @@ class Source(Protocol):
     def name(self) -> str: ...
 
     def pread(self, offset: int, length: int) -> bytes: ...
+
+    def data_extents(self) -> list[tuple[int, int]]:
+        """Sorted ``(start, end)`` byte ranges outside of which the source reads as zeros."""
+        ...
 
 
 Progress = Callable[[int], None]
@@ -93,14 +98,24 @@ class Ingest:
         self.size = source.size
         self.blocks = -(-self.size // self.block_size)
         self.zero_block = bytes(self.block_size)
+        self._data = source.data_extents()
+
+    def _all_hole(self, offset: int, end: int) -> bool:
+        """Whether ``[offset, end)`` lies wholly in a hole of the source."""
+        i = bisect.bisect_right(self._data, (offset, float("inf"))) - 1
+        if i >= 0 and self._data[i][1] > offset:
+            return False
+        return i + 1 >= len(self._data) or self._data[i + 1][0] >= end
 
     def _block_len(self, index: int) -> int:
         return min(self.block_size, self.size - index * self.block_size)
 
     def _scan(self, start: int, count: int) -> _Scanned:
         offset = start * self.block_size
-        data = memoryview(self.source.pread(offset, min(count * self.block_size,
-                                                        self.size - offset)))
+        length = min(count * self.block_size, self.size - offset)
+        if self._all_hole(offset, offset + length):
+            return _Scanned(start, [ZERO] * count, memoryview(b""))
+        data = memoryview(self.source.pread(offset, length))
         hashes = []
         bs = self.block_size
         for k in range(count):
@@ -187,7 +202,8 @@ class Ingest:
                     store(pool, fresh)
                 self._drain(writes, written, block=len(writes) > WORKERS * 64)
                 if self.progress:
-                    self.progress(len(scanned.data))
+                    self.progress(min(count * self.block_size,
+                                      self.size - scanned.start * self.block_size))
             if not same_shape:
                 allocated = allocated_delta
             else:

@@ -7,7 +7,7 @@ same reader serves restore, NBD export and file browsing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from cairn.store.blockmap import FANOUT, Tree
 from cairn.store.catalog import RecoveryPoint
@@ -46,15 +46,20 @@ class PointReader:
         skip = offset - first * bs
         return data[skip : skip + length]
 
-    def extents(self, offset: int, length: int) -> list[tuple[int, bool]]:
-        """Runs ``(length, is_hole)`` covering the range, merged where alike."""
+    def extents(self, offset: int, length: int,
+                is_hole: Callable[[int, bytes], bool] | None = None) -> list[tuple[int, bool]]:
+        """Runs ``(length, is_hole)`` covering the range, merged where alike.
+
+        ``is_hole(block, hash)`` decides what is a hole (a clone's overlay changes that);
+        by default a block is a hole when the point holds no data for it.
+        """
         bs = self.block_size
         out: list[tuple[int, bool]] = []
         end = min(offset + length, self.size)
         pos = offset
         for index, digest in self.block_hashes(offset // bs, -(-end // bs)):
             stop = min((index + 1) * bs, end)
-            hole = digest == ZERO
+            hole = is_hole(index, digest) if is_hole else digest == ZERO
             if out and out[-1][1] == hole:
                 out[-1] = (out[-1][0] + stop - pos, hole)
             else:

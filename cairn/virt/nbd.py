@@ -1,0 +1,199 @@
+"""An NBD server that exports one `BlockDevice`, so QEMU, qemu-img and nbdcopy read points.
+
+A recovery point (read-only) or a writable clone becomes a disk any NBD client can use:
+``NbdServer(device, "127.0.0.1", 0)`` listens, a thread serves each connection, and
+`close()` ends the listener and every client. The server promises never to crash or hang
+on what a client sends: lengths are bounded, ranges are checked, a broken client only ends
+its own connection, and a device error reaches the client as an NBD error (EIO).
+
+Wire format (big-endian; "fixed newstyle" of the NBD protocol, doc/proto.md):
+
+Handshake::
+
+    S: u64 "NBDMAGIC"  u64 "IHAVEOPT"  u16 flags = FIXED_NEWSTYLE | NO_ZEROES
+    C: u32 client flags (only FIXED_NEWSTYLE | NO_ZEROES; anything else closes)
+    C: u64 "IHAVEOPT"  u32 option  u32 length  <length bytes>   (repeated; length <= 16 KiB
+       or the server answers NBD_REP_ERR_TOO_BIG and closes)
+    S: u64 0x3e889045565a9  u32 option  u32 reply type  u32 length  <length bytes>
+
+Options answered: EXPORT_NAME (1; reply u64 size, u16 transmission flags, 124 zero bytes
+unless NO_ZEROES; a wrong name closes), ABORT (2; ACK then close), LIST (3; one REP_SERVER
+``u32 len, name`` then ACK), INFO (6) and GO (7) (data ``u32 len, name, u16 n, n x u16
+info type``; replies REP_INFO EXPORT ``u16 0, u64 size, u16 flags``, REP_INFO BLOCK_SIZE
+``u16 3, u32 min=1, u32 preferred, u32 max=32 MiB``, REP_INFO NAME if asked, then ACK; an
+unknown name gets REP_ERR_UNKNOWN), STRUCTURED_REPLY (8), LIST_META_CONTEXT (9) and
+SET_META_CONTEXT (10) (data ``u32 len, name, u32 n, n x (u32 len, query)``; the only context
+is ``base:allocation``, id 1; REP_META_CONTEXT ``u32 id, name`` then ACK). Malformed data
+gets REP_ERR_INVALID, other options REP_ERR_UNSUP.
+
+Transmission flags: HAS_FLAGS, CAN_MULTI_CONN, and READ_ONLY for a read-only device, else
+SEND_FLUSH, SEND_FUA, SEND_TRIM, SEND_WRITE_ZEROES.
+
+Transmission::
+
+    C: u32 0x25609513  u16 flags  u16 type  u64 cookie  u64 offset  u32 length  [payload]
+    S: simple      u32 0x67446698  u32 error  u64 cookie  [read data]
+    S: structured  u32 0x668e33ef  u16 flags=DONE  u16 type  u64 cookie  u32 length  payload
+
+Commands: READ (0), WRITE (1, FUA), DISC (2), FLUSH (3), TRIM (4, FUA), WRITE_ZEROES (6, FUA,
+NO_HOLE), BLOCK_STATUS (7, REQ_ONE). Once structured replies are negotiated every reply is a
+single chunk: OFFSET_DATA ``u64 offset, data`` for reads, BLOCK_STATUS ``u32 context id,
+n x (u32 length, u32 flags)`` with holes as HOLE|ZERO (3) and data as 0, NONE for success,
+ERROR ``u32 error, u16 len, message`` for failures. Errors: EPERM (writes to a read-only
+export), EINVAL (bad range, length over 32 MiB, unknown command or flag, block status without
+``base:allocation``), ENOSPC (writes and write-zeroes past the end), EIO (device failure). A
+write payload over 32 MiB is answered with EINVAL and the connection is closed, since the
+stream cannot be resynchronised without reading it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+from types import TracebackType
+
+from cairn.errors import ListenError
+from cairn.virt import nbd_protocol as p
+from cairn.virt.device import BlockDevice
+from cairn.virt.nbd_handshake import Export, negotiate
+from cairn.virt.nbd_transmission import Transmission
+
+log = logging.getLogger(__name__)
+
+
+class NbdServer:
+    """Serve one device as one NBD export to many clients, a thread per connection.
+
+    ``serialize`` (default True) calls the device from one thread at a time; pass False when
+    the device is safe to call concurrently, so several connections read in parallel.
+    A client has ``handshake_timeout`` seconds to finish negotiating; after that it may stay
+    connected and idle as long as it likes. Connections beyond ``max_clients`` are closed at
+    once.
+    """
+
+    def __init__(
+        self,
+        device: BlockDevice,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        export_name: str = "",
+        *,
+        serialize: bool = True,
+        preferred_block: int = 4096,
+        handshake_timeout: float = 30.0,
+        max_clients: int = 64,
+    ) -> None:
+        self.export = Export(export_name, device, preferred_block)
+        self.host = host
+        self.port = port
+        self.handshake_timeout = handshake_timeout
+        self.max_clients = max_clients
+        self._lock: contextlib.AbstractContextManager[object] = (
+            threading.Lock() if serialize else contextlib.nullcontext()
+        )
+        self._listener: socket.socket | None = None
+        self._accept_thread: threading.Thread | None = None
+        self._clients: dict[socket.socket, threading.Thread] = {}
+        self._state = threading.Lock()
+        self._closed = threading.Event()
+
+    @property
+    def connections(self) -> int:
+        """How many clients are connected right now (for status pages and leak checks)."""
+        with self._state:
+            return len(self._clients)
+
+    def start(self) -> None:
+        """Bind and listen (port 0 picks a free port, then in `port`); accept in a thread.
+
+        Raises `ListenError` when the address cannot be bound (port taken, bad address).
+        """
+        if self._listener is not None:
+            return
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        try:
+            listener = socket.create_server((self.host, self.port), family=family, backlog=64)
+        except OSError as exc:
+            raise ListenError("NBD", self.host, self.port, exc.strerror or str(exc)) from exc
+        self._listener = listener
+        self.port = listener.getsockname()[1]
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, name=f"nbd-accept-{self.port}", daemon=True
+        )
+        self._accept_thread.start()
+
+    def serve_forever(self) -> None:
+        """Start if needed and block until `close()` (from another thread or a signal)."""
+        self.start()
+        self._closed.wait()
+
+    def close(self) -> None:
+        """Stop listening, disconnect every client and wait for their threads to end."""
+        self._closed.set()
+        if self._listener is not None:
+            _shutdown(self._listener)
+            self._listener.close()
+        if self._accept_thread is not None:
+            self._accept_thread.join()
+        with self._state:
+            clients = list(self._clients.items())
+        for sock, _ in clients:
+            _shutdown(sock)
+        for _, thread in clients:
+            thread.join()
+
+    def __enter__(self) -> NbdServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._closed.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                if self._closed.wait(0.05):
+                    return
+                continue
+            with self._state:
+                if self._closed.is_set() or len(self._clients) >= self.max_clients:
+                    sock.close()
+                    continue
+                thread = threading.Thread(
+                    target=self._serve_client, args=(sock,), name="nbd-client", daemon=True
+                )
+                self._clients[sock] = thread
+            thread.start()
+
+    def _serve_client(self, sock: socket.socket) -> None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(self.handshake_timeout)
+            session = negotiate(sock, self.export)
+            if session is not None:
+                sock.settimeout(None)
+                Transmission(sock, self.export, session, self._lock).run()
+        except p.Disconnected as exc:
+            log.debug("NBD client gone: %s", exc)
+        except Exception:
+            log.exception("NBD connection failed")
+        finally:
+            with self._state:
+                self._clients.pop(sock, None)
+            _shutdown(sock)
+            sock.close()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)

@@ -1,0 +1,218 @@
+"""The NBD transmission phase: one connection's request loop over a `BlockDevice`.
+
+Requests are served one at a time per connection, in order (clients that want parallelism
+open several connections, which the export allows with NBD_FLAG_CAN_MULTI_CONN). Every range
+is checked before the device sees it, so the device contract (offsets inside ``[0, size)``)
+holds whatever a client sends. A device exception becomes an NBD error reply (EIO unless a
+clearer errno applies) and the connection keeps serving: a client must see read errors, never
+a silently short or stale answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+from collections.abc import Callable
+from typing import TypeVar
+
+from cairn.virt import nbd_protocol as p
+from cairn.virt.nbd_handshake import META_CONTEXT_ID, Export, Session
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_ALLOWED_FLAGS = {
+    p.CMD_READ: p.CMD_FLAG_FUA,
+    p.CMD_WRITE: p.CMD_FLAG_FUA,
+    p.CMD_DISC: p.CMD_FLAG_FUA,
+    p.CMD_FLUSH: p.CMD_FLAG_FUA,
+    p.CMD_TRIM: p.CMD_FLAG_FUA,
+    p.CMD_WRITE_ZEROES: p.CMD_FLAG_FUA | p.CMD_FLAG_NO_HOLE,
+    p.CMD_BLOCK_STATUS: p.CMD_FLAG_FUA | p.CMD_FLAG_REQ_ONE,
+}
+_ZERO_PIECE = 1024 * 1024
+
+
+class _DeviceFailed(Exception):
+    def __init__(self, error: int) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class Transmission:
+    """Serve requests on a negotiated connection until NBD_CMD_DISC or the peer goes away."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        export: Export,
+        session: Session,
+        lock: contextlib.AbstractContextManager[object],
+    ) -> None:
+        self.sock = sock
+        self.export = export
+        self.device = export.device
+        self.session = session
+        self.lock = lock
+
+    def run(self) -> None:
+        """Return on NBD_CMD_DISC; raise `Disconnected` when the stream breaks."""
+        while True:
+            header = p.recv_exact(self.sock, p.REQUEST.size)
+            magic, flags, command, cookie, offset, length = p.REQUEST.unpack(header)
+            if magic != p.REQUEST_MAGIC:
+                raise p.Disconnected(f"bad request magic {magic:#x}")
+            if command == p.CMD_DISC:
+                return
+            if command == p.CMD_WRITE:
+                self._write(flags, cookie, offset, length)
+                continue
+            if command not in _ALLOWED_FLAGS or flags & ~_ALLOWED_FLAGS[command]:
+                self._error(cookie, p.NBD_EINVAL, "unsupported command or flag")
+                continue
+            try:
+                self._dispatch(command, flags, cookie, offset, length)
+            except _DeviceFailed as exc:
+                self._error(cookie, exc.error, "device error")
+
+    def _dispatch(self, command: int, flags: int, cookie: int, offset: int, length: int) -> None:
+        size = self.device.size
+        in_range = offset + length <= size
+        if command == p.CMD_READ:
+            if length > p.MAX_PAYLOAD or not in_range:
+                return self._error(cookie, p.NBD_EINVAL, "read out of range")
+            return self._read(cookie, offset, length)
+        if command == p.CMD_BLOCK_STATUS:
+            if not self.session.block_status:
+                return self._error(cookie, p.NBD_EINVAL, "base:allocation not negotiated")
+            if length == 0 or not in_range:
+                return self._error(cookie, p.NBD_EINVAL, "block status out of range")
+            return self._block_status(cookie, offset, length, bool(flags & p.CMD_FLAG_REQ_ONE))
+        if command == p.CMD_FLUSH:
+            if not self.device.read_only:
+                self._call(self.device.flush)
+            return self._ok(cookie)
+        if self.device.read_only:
+            return self._error(cookie, p.NBD_EPERM, "export is read-only")
+        if not in_range:
+            error = p.NBD_ENOSPC if command == p.CMD_WRITE_ZEROES else p.NBD_EINVAL
+            return self._error(cookie, error, "range past the end of the export")
+        if length:
+            if command == p.CMD_TRIM:
+                self._call(self.device.trim, offset, length)
+            elif flags & p.CMD_FLAG_NO_HOLE:
+                self._write_zero_bytes(offset, length)
+            else:
+                self._call(self.device.write_zeroes, offset, length)
+            if flags & p.CMD_FLAG_FUA:
+                self._call(self.device.flush)
+        return self._ok(cookie)
+
+    def _write(self, flags: int, cookie: int, offset: int, length: int) -> None:
+        if length > p.MAX_PAYLOAD:
+            self._error(cookie, p.NBD_EINVAL, "write larger than the maximum payload")
+            raise p.Disconnected(f"write payload of {length} bytes refused")
+        data = bytes(p.recv_exact(self.sock, length))
+        if flags & ~_ALLOWED_FLAGS[p.CMD_WRITE]:
+            return self._error(cookie, p.NBD_EINVAL, "unsupported flag")
+        if self.device.read_only:
+            return self._error(cookie, p.NBD_EPERM, "export is read-only")
+        if offset + length > self.device.size:
+            return self._error(cookie, p.NBD_ENOSPC, "write past the end of the export")
+        try:
+            if length:
+                self._call(self.device.write, offset, data)
+            if flags & p.CMD_FLAG_FUA:
+                self._call(self.device.flush)
+        except _DeviceFailed as exc:
+            return self._error(cookie, exc.error, "device error")
+        self._ok(cookie)
+
+    def _write_zero_bytes(self, offset: int, length: int) -> None:
+        """NBD_CMD_FLAG_NO_HOLE: the client wants the zeros allocated, so write them."""
+        end = offset + length
+        while offset < end:
+            piece = min(_ZERO_PIECE, end - offset)
+            self._call(self.device.write, offset, bytes(piece))
+            offset += piece
+
+    def _read(self, cookie: int, offset: int, length: int) -> None:
+        data = self._call(self.device.read, offset, length) if length else b""
+        if len(data) != length:
+            log.error("device returned %d bytes for a %d-byte read", len(data), length)
+            raise _DeviceFailed(p.NBD_EIO)
+        if not self.session.structured:
+            return p.send_all(self.sock, p.SIMPLE_REPLY.pack(p.SIMPLE_REPLY_MAGIC, 0, cookie), data)
+        if not length:
+            return self._ok(cookie)
+        header = p.CHUNK_HEADER.pack(
+            p.STRUCTURED_REPLY_MAGIC,
+            p.REPLY_FLAG_DONE,
+            p.REPLY_TYPE_OFFSET_DATA,
+            cookie,
+            8 + length,
+        )
+        p.send_all(self.sock, header + struct.pack(">Q", offset), data)
+
+    def _block_status(self, cookie: int, offset: int, length: int, req_one: bool) -> None:
+        runs = self._call(self.device.extents, offset, length)
+        descriptors = block_status_descriptors(runs, length, req_one)
+        payload = struct.pack(">I", META_CONTEXT_ID) + b"".join(
+            struct.pack(">II", run, flags) for run, flags in descriptors
+        )
+        self._chunk(cookie, p.REPLY_TYPE_BLOCK_STATUS, payload)
+
+    def _call(self, method: Callable[..., T], *args: object) -> T:
+        try:
+            with self.lock:
+                return method(*args)
+        except Exception as exc:
+            log.warning("NBD device %s%r failed: %s", method.__name__, args[:1], exc)
+            raise _DeviceFailed(p.nbd_error_for(exc)) from exc
+
+    def _ok(self, cookie: int) -> None:
+        if self.session.structured:
+            return self._chunk(cookie, p.REPLY_TYPE_NONE, b"")
+        p.send_all(self.sock, p.SIMPLE_REPLY.pack(p.SIMPLE_REPLY_MAGIC, 0, cookie))
+
+    def _error(self, cookie: int, error: int, message: str) -> None:
+        if not self.session.structured:
+            return p.send_all(self.sock, p.SIMPLE_REPLY.pack(p.SIMPLE_REPLY_MAGIC, error, cookie))
+        text = message.encode()
+        self._chunk(cookie, p.REPLY_TYPE_ERROR, struct.pack(">IH", error, len(text)) + text)
+
+    def _chunk(self, cookie: int, reply_type: int, payload: bytes) -> None:
+        header = p.CHUNK_HEADER.pack(
+            p.STRUCTURED_REPLY_MAGIC, p.REPLY_FLAG_DONE, reply_type, cookie, len(payload)
+        )
+        p.send_all(self.sock, header + payload)
+
+
+def block_status_descriptors(
+    runs: list[tuple[int, bool]], length: int, req_one: bool
+) -> list[tuple[int, int]]:
+    """Turn device runs into ``(length, NBD_STATE_*)`` descriptors a client can trust.
+
+    Runs are clipped to the request, merged when their state repeats and capped in number;
+    a device that answers nothing usable is reported as data, which is never wrong.
+    """
+    out: list[tuple[int, int]] = []
+    covered = 0
+    for run_length, hole in runs:
+        run = min(run_length, length - covered)
+        if run <= 0:
+            break
+        state = p.STATE_HOLE | p.STATE_ZERO if hole else 0
+        if out and out[-1][1] == state:
+            out[-1] = (out[-1][0] + run, state)
+        elif len(out) < p.MAX_BLOCK_STATUS_DESCRIPTORS:
+            out.append((run, state))
+        else:
+            break
+        covered += run
+    if not out:
+        out.append((length, 0))
+    return out[:1] if req_one else out

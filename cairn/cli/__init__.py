@@ -22,13 +22,15 @@ from cairn.cli import (
     points_cmd,
     prune_cmd,
     restore_cmd,
+    screenshot_verify_cmd,
     stats_cmd,
     verify_cmd,
+    virtualize_cmd,
 )
 from cairn.errors import FAILURE, CairnError, StorageFull
 
 COMMANDS = (init_cmd, backup_cmd, points_cmd, restore_cmd, delete_cmd, prune_cmd, verify_cmd,
-            stats_cmd, clone_cmd, export_cmd)
+            stats_cmd, clone_cmd, export_cmd, virtualize_cmd, screenshot_verify_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

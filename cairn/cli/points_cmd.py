@@ -14,6 +14,7 @@ from cairn.cli._common import (
     table,
     when,
 )
+from cairn.store.catalog import Verification
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,14 +25,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=run)
 
 
+def _verification(v: Verification | None) -> dict[str, object] | None:
+    if v is None:
+        return None
+    return {"status": v.status, "reason": v.reason, "ocr_text": v.ocr_text,
+            "screenshot": v.screenshot, "seconds": v.seconds, "at_unix": v.at}
+
+
 def run(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     volume_id = repo.volume(args.volume).id if args.volume else None
     points = repo.catalog.points(volume_id)
+    checks = repo.catalog.verifications()
     if args.json:
-        print_json([point_json(p) for p in points])
+        print_json([{**point_json(p), "verification": _verification(checks.get(p.id))}
+                    for p in points])
         return 0
-    table(["ID", "VOLUME", "CREATED", "SIZE", "DATA", "STORED"],
+    table(["ID", "VOLUME", "CREATED", "SIZE", "DATA", "STORED", "BOOT CHECK"],
           [[p.id, p.volume, when(p.created), human_bytes(p.size), human_bytes(p.allocated),
-            human_bytes(p.bytes_stored)] for p in points])
+            human_bytes(p.bytes_stored),
+            checks[p.id].status if p.id in checks else "-"] for p in points])
     return 0

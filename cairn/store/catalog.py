@@ -99,6 +99,19 @@ class RecoveryPoint:
     source: str
 
 
+@dataclass(frozen=True)
+class Verification:
+    """The last screenshot verification of a point: did it boot, and what did it show."""
+
+    point_id: str
+    status: str
+    reason: str
+    ocr_text: str
+    screenshot: str
+    seconds: float
+    at: float
+
+
 _POINT_COLUMNS = (
     "p.id, v.name, p.volume_id, p.seq, p.created, p.size, p.root, p.allocated, "
     "p.bytes_read, p.bytes_stored, p.seconds, p.source"
@@ -305,6 +318,20 @@ class Catalog:
     def forget_pending(self, hashes: Iterable[bytes]) -> None:
         with self.transaction() as db:
             db.executemany("DELETE FROM pending_free WHERE hash=?", ((h,) for h in hashes))
+
+    # -- screenshot verifications -------------------------------------------------------
+
+    def record_verification(self, v: Verification) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO verifications(point_id, status, reason, ocr_text,"
+                       " screenshot, seconds, at) VALUES(?, ?, ?, ?, ?, ?, ?)",
+                       (v.point_id, v.status, v.reason, v.ocr_text, v.screenshot, v.seconds,
+                        v.at))
+
+    def verifications(self) -> dict[str, Verification]:
+        rows = self.db.execute("SELECT point_id, status, reason, ocr_text, screenshot, seconds, "
+                               "at FROM verifications")
+        return {r[0]: Verification(*r) for r in rows}
 
     # -- accounting ----------------------------------------------------------------------
 

@@ -1,0 +1,54 @@
+"""`cairn virtualize`: boot any point as a VM now, from a clone, with no copy of the image."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from cairn.cli._common import add_repo, open_repo
+from cairn.errors import UsageError
+from cairn.virt.boot import exported_clone
+from cairn.virt.qemu import VirtualMachine
+
+
+def vnc_display(text: str) -> int:
+    host, _, port = text.rpartition(":")
+    if host not in ("127.0.0.1", "localhost") or not port.isdigit() or not \
+            5900 <= int(port) < 6000:
+        raise UsageError(f"--vnc {text!r}: give 127.0.0.1:PORT with PORT 5900-5999 "
+                         "(VNC listens on loopback only; tunnel it to reach it remotely)")
+    return int(port) - 5900
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("virtualize", help="boot a point as a virtual machine (QEMU, VNC)")
+    add_repo(p)
+    p.add_argument("point", help="point id (or unique prefix, or VOLUME@latest)")
+    p.add_argument("--memory", type=int, default=1024, help="MiB of memory (default 1024)")
+    p.add_argument("--vnc", default="127.0.0.1:5901", help="VNC address (default 127.0.0.1:5901)")
+    p.add_argument("--name", help="name of the clone the VM runs on")
+    p.add_argument("--keep-clone", action="store_true",
+                   help="keep the clone (and what the VM wrote) after the VM stops")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    display = vnc_display(args.vnc)
+    repo = open_repo(args)
+    point = repo.resolve(args.point)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with exported_clone(repo, point, args.name, keep=args.keep_clone) as export:
+        vm = VirtualMachine(drive=export.url, format="raw", snapshot=False,
+                            memory_mib=args.memory, vnc_display=display)
+        with vm:
+            print(f"VM of point {point.id} ({point.volume}) running on clone "
+                  f"{export.clone.name} ({vm.used_accel}); VNC at {args.vnc}; "
+                  "stop with Ctrl-C", flush=True)
+            while not stop.wait(0.5) and vm.running():
+                pass
+    kept = f"clone {export.clone.name} kept" if args.keep_clone else "clone removed"
+    print(f"VM stopped; {kept}")
+    return 0

@@ -1,0 +1,62 @@
+"""Booting points: a throwaway or kept clone, exported over NBD, run by QEMU.
+
+Both `virtualize` and `screenshot_verify` boot a *clone*, never the point: the guest may
+write (logs, journal replay) and those writes land in the clone's overlay, while the point
+stays bit for bit what was backed up. The NBD export runs in this process on a free
+loopback port and QEMU reads the disk from it, so booting needs no copy of the image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cairn.store.catalog import RecoveryPoint, Verification
+from cairn.store.clones import Clone, CloneVolume, create_clone, remove_clone
+from cairn.store.repository import Repository
+from cairn.virt.devices import CloneDevice
+from cairn.virt.nbd import NbdServer
+from cairn.virt.screenshot import Verdict, verify_boot
+
+
+@dataclass(frozen=True)
+class Exported:
+    clone: Clone
+    url: str
+
+
+@contextlib.contextmanager
+def exported_clone(repo: Repository, point: RecoveryPoint, name: str | None = None,
+                   keep: bool = False) -> Iterator[Exported]:
+    """A clone of ``point`` served over NBD on loopback for as long as the block runs."""
+    clone = create_clone(repo, point, name)
+    volume = CloneVolume(repo, clone)
+    try:
+        with NbdServer(CloneDevice(volume), "127.0.0.1", 0, serialize=False) as server:
+            yield Exported(clone, f"nbd://127.0.0.1:{server.port}")
+        volume.flush()
+    finally:
+        volume.close()
+        if not keep:
+            remove_clone(repo, clone.name)
+
+
+def screenshot_verify(repo: Repository, point: RecoveryPoint, expect_text: str | None,
+                      timeout: float, out: Path | None = None) -> tuple[Verdict, Verification]:
+    """Boot a throwaway clone of ``point`` and record the verdict beside the point."""
+    folder = repo.path / "verifications"
+    folder.mkdir(exist_ok=True)
+    shot = folder / f"{point.id}.png"
+    with exported_clone(repo, point) as export:
+        verdict = verify_boot(export.url, out=shot, expect_text=expect_text, timeout=timeout,
+                              snapshot=False, drive_format="raw")
+    if out is not None and shot.exists():
+        out.write_bytes(shot.read_bytes())
+    record = Verification(point.id, verdict.status, verdict.reason, verdict.ocr_text,
+                          str(shot) if shot.exists() else "", round(verdict.seconds, 2),
+                          time.time())
+    repo.catalog.record_verification(record)
+    return verdict, record

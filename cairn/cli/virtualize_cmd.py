@@ -9,7 +9,7 @@ import threading
 from cairn.cli._common import add_repo, open_repo
 from cairn.errors import UsageError
 from cairn.virt.boot import exported_clone
-from cairn.virt.qemu import VirtualMachine
+from cairn.virt.qemu import VirtualMachine, mark_kvm_broken
 
 
 def vnc_display(text: str) -> int:
@@ -33,6 +33,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=run)
 
 
+def _wait(vm: VirtualMachine, stop: threading.Event) -> bool:
+    """Run until stopped or the VM ends; True when KVM failed and TCG should take over."""
+    while not stop.wait(0.5) and vm.running():
+        if vm.used_accel == "kvm" and vm.status() == "internal-error":
+            return True
+    return False
+
+
 def run(args: argparse.Namespace) -> int:
     display = vnc_display(args.vnc)
     repo = open_repo(args)
@@ -41,14 +49,18 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with exported_clone(repo, point, args.name, keep=args.keep_clone) as export:
-        vm = VirtualMachine(drive=export.url, format="raw", snapshot=False,
-                            memory_mib=args.memory, vnc_display=display)
-        with vm:
-            print(f"VM of point {point.id} ({point.volume}) running on clone "
-                  f"{export.clone.name} ({vm.used_accel}); VNC at {args.vnc}; "
-                  "stop with Ctrl-C", flush=True)
-            while not stop.wait(0.5) and vm.running():
-                pass
+        while True:
+            vm = VirtualMachine(drive=export.url, format="raw", snapshot=False,
+                                memory_mib=args.memory, vnc_display=display)
+            with vm:
+                print(f"VM of point {point.id} ({point.volume}) running on clone "
+                      f"{export.clone.name} ({vm.used_accel}); VNC at {args.vnc}; "
+                      "stop with Ctrl-C", flush=True)
+                kvm_failed = _wait(vm, stop)
+            if not kvm_failed:
+                break
+            mark_kvm_broken()
+            print("KVM cannot run this guest here; starting again under TCG", flush=True)
     kept = f"clone {export.clone.name} kept" if args.keep_clone else "clone removed"
     print(f"VM stopped; {kept}")
     return 0

@@ -7,46 +7,53 @@ This is the one place that turns a `CairnError` into a one-line message and an e
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sqlite3
 import sys
 import traceback
 
 from cairn import __version__
-from cairn.cli import (
-    backup_cmd,
-    clone_cmd,
-    delete_cmd,
-    export_cmd,
-    init_cmd,
-    points_cmd,
-    prune_cmd,
-    restore_cmd,
-    screenshot_verify_cmd,
-    stats_cmd,
-    verify_cmd,
-    virtualize_cmd,
-)
 from cairn.errors import FAILURE, CairnError, StorageFull
 
-COMMANDS = (init_cmd, backup_cmd, points_cmd, restore_cmd, delete_cmd, prune_cmd, verify_cmd,
-            stats_cmd, clone_cmd, export_cmd, virtualize_cmd, screenshot_verify_cmd)
+# Command name -> the module under cairn/cli/ that registers it. Only the module of the
+# command being run is imported, so `cairn backup` never pays for QEMU, NBD or web imports.
+COMMANDS = {
+    "init": "init_cmd",
+    "backup": "backup_cmd",
+    "points": "points_cmd",
+    "restore": "restore_cmd",
+    "delete": "delete_cmd",
+    "prune": "prune_cmd",
+    "verify": "verify_cmd",
+    "stats": "stats_cmd",
+    "clone": "clone_cmd",
+    "clones": "clone_cmd",
+    "clone-rm": "clone_cmd",
+    "export": "export_cmd",
+    "virtualize": "virtualize_cmd",
+    "screenshot-verify": "screenshot_verify_cmd",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with only ``command``'s module loaded when it is a known command."""
     parser = argparse.ArgumentParser(
         prog="cairn",
         description="Image backups where every recovery point is whole: restore, boot, "
                     "browse or delete any point without touching another.")
     parser.add_argument("--version", action="version", version=f"cairn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
-        command.register(sub)
+    wanted = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for module in wanted:
+        importlib.import_module(f"cairn.cli.{module}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         return args.handler(args) or 0
     except CairnError as exc:

@@ -239,28 +239,42 @@ class Catalog:
                     f"SELECT hash FROM chunks WHERE hash IN ({marks})", part))
         return present
 
-    def commit_point(self, session: int, point: RecoveryPoint,
-                     increments: Counter[bytes], written: dict[bytes, tuple[int, int]]) -> None:
+    def commit_point(self, session: int | None, point: RecoveryPoint,
+                     increments: Counter[bytes], written: dict[bytes, tuple[int, int]],
+                     append: bool = True) -> None:
         """Make ``point`` visible with its new runs, in one durable transaction.
 
         ``written`` maps each chunk this session stored to ``(size, stored bytes)``; every
-        other incremented chunk was pinned and found present, so its row exists.
+        other incremented chunk was pinned and found present, so its row exists. A point's
+        place in its volume (``seq``) follows its creation time in microseconds, so a point
+        that arrives late (replicated, or learnt from a bucket) slots in where it belongs;
+        a new backup (``append``) always goes last, even if the clock went back, since its
+        increments were counted against the last point.
         """
         with self.transaction() as db:
+            seq = int(point.created * 1_000_000)
+            if append:
+                last = db.execute("SELECT MAX(seq) FROM points WHERE volume_id=?",
+                                  (point.volume_id,)).fetchone()[0]
+                seq = max(seq, (last or 0) + 1)
+            while db.execute("SELECT 1 FROM points WHERE volume_id=? AND seq=?",
+                             (point.volume_id, seq)).fetchone():
+                seq += 1
             db.execute(
                 "INSERT INTO points(id, volume_id, seq, created, size, root, allocated, "
                 "bytes_read, bytes_stored, seconds, source) "
-                "VALUES(?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM points WHERE volume_id=?),"
-                " ?, ?, ?, ?, ?, ?, ?, ?)",
-                (point.id, point.volume_id, point.volume_id, point.created, point.size,
+                "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (point.id, point.volume_id, seq, point.created, point.size,
                  point.root, point.allocated, point.bytes_read, point.bytes_stored,
                  point.seconds, point.source))
             db.executemany(
                 "INSERT INTO chunks(hash, refs, size, stored) VALUES(?, ?, ?, ?) "
-                "ON CONFLICT(hash) DO UPDATE SET refs = refs + excluded.refs",
+                "ON CONFLICT(hash) DO UPDATE SET refs = refs + excluded.refs, "
+                "size = MAX(size, excluded.size), stored = MAX(stored, excluded.stored)",
                 ((h, n, *written.get(h, (0, 0))) for h, n in increments.items()))
-            db.execute("DELETE FROM pins WHERE session_id=?", (session,))
-            db.execute("DELETE FROM sessions WHERE id=?", (session,))
+            if session is not None:
+                db.execute("DELETE FROM pins WHERE session_id=?", (session,))
+                db.execute("DELETE FROM sessions WHERE id=?", (session,))
 
     def abandon_session(self, session: int) -> None:
         """Drop a session that will not commit; what only it pinned becomes free space."""

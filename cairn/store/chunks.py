@@ -3,11 +3,14 @@
 Format of one stored chunk (version 1), written once and never changed::
 
     offset 0  3 bytes  magic b"CRN"
-    offset 3  1 byte   codec: 0 = stored as is, 1 = zstd frame
-    offset 4  ...      payload
+    offset 3  1 byte   codec: 0 = stored as is, 1 = zstd frame; +0x80 when encrypted
+    offset 4  ...      payload; encrypted: 12-byte nonce, then AES-256-GCM of the
+                       (possibly compressed) bytes with the 4-byte header as associated data
 
-A chunk is named by BLAKE3 of its plain content (keyed BLAKE3 when the repository has a
-key), so identical blocks of any volume are stored once. The hash of the all-zero block
+A chunk is named by BLAKE3 of its plain content, keyed BLAKE3 when the repository has a
+key (so names reveal nothing about content to whoever holds the bytes without the key), and
+identical blocks of any volume are stored once. The encryption key is derived from the same
+repository key; it never leaves the machine that holds the key file. The hash of the all-zero block
 is never computed: ``ZERO`` (32 zero bytes) stands for it, and for any all-zero subtree of a
 block map, and is never stored (thin provisioning). Every read checks the hash: a flipped
 bit anywhere surfaces as `Corruption`, never as wrong data.
@@ -15,10 +18,13 @@ bit anywhere surfaces as `Corruption`, never as wrong data.
 
 from __future__ import annotations
 
+import os
 import threading
 
 import blake3
 import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cairn.errors import Corruption, MissingChunk
 from cairn.store.backend import Backend
@@ -28,7 +34,20 @@ ZERO = bytes(HASH_SIZE)
 MAGIC = b"CRN"
 CODEC_RAW = 0
 CODEC_ZSTD = 1
+ENCRYPTED = 0x80
 _HEADER = 4
+_NONCE = 12
+KEY_SIZE = 32
+
+
+def derive(key: bytes, purpose: str) -> bytes:
+    """A subkey for one purpose; the repository key itself is never used directly."""
+    return blake3.blake3(key, derive_key_context=f"cairn 2026 {purpose}").digest()
+
+
+def key_id(key: bytes) -> str:
+    """What a repository's config records about its key: enough to tell keys apart."""
+    return derive(key, "key id")[:16].hex()
 # Store a block as is unless zstd saves at least this share: incompressible data (already
 # compressed files, random bytes) then costs no decompression on restore.
 _MIN_SAVING = 1 / 32
@@ -45,12 +64,13 @@ class ChunkStore:
     def __init__(self, backend: Backend, level: int = 1, key: bytes | None = None) -> None:
         self.backend = backend
         self.level = level
-        self.key = key
+        self._name_key = derive(key, "chunk names") if key is not None else None
+        self._aead = AESGCM(derive(key, "chunk encryption")) if key is not None else None
         self._local = threading.local()
 
     def hash(self, data: bytes | memoryview) -> bytes:
-        if self.key is not None:
-            return blake3.blake3(data, key=self.key).digest()
+        if self._name_key is not None:
+            return blake3.blake3(data, key=self._name_key).digest()
         return blake3.blake3(data).digest()
 
     def _compressor(self) -> zstandard.ZstdCompressor:
@@ -68,18 +88,35 @@ class ChunkStore:
     def encode(self, data: bytes | memoryview) -> bytes:
         packed = self._compressor().compress(data)
         if len(packed) <= len(data) * (1 - _MIN_SAVING):
-            return MAGIC + bytes([CODEC_ZSTD]) + packed
-        return MAGIC + bytes([CODEC_RAW]) + bytes(data)
+            codec, payload = CODEC_ZSTD, packed
+        else:
+            codec, payload = CODEC_RAW, bytes(data)
+        if self._aead is None:
+            return MAGIC + bytes([codec]) + payload
+        header = MAGIC + bytes([codec | ENCRYPTED])
+        nonce = os.urandom(_NONCE)
+        return header + nonce + self._aead.encrypt(nonce, payload, header)
 
     def decode(self, digest: bytes, stored: bytes) -> bytes:
         if len(stored) < _HEADER or stored[:3] != MAGIC:
             raise Corruption(f"chunk {digest.hex()} has a damaged header")
         codec = stored[3]
+        payload: bytes | memoryview = memoryview(stored)[_HEADER:]
+        if codec & ENCRYPTED:
+            if self._aead is None:
+                raise Corruption(f"chunk {digest.hex()} is encrypted but no key was given")
+            try:
+                payload = self._aead.decrypt(bytes(payload[:_NONCE]), bytes(payload[_NONCE:]),
+                                             stored[:_HEADER])
+            except InvalidTag:
+                raise Corruption(f"chunk {digest.hex()} fails authentication (damaged, or "
+                                 "another key)") from None
+            codec &= ~ENCRYPTED
         if codec == CODEC_RAW:
-            data = stored[_HEADER:]
+            data = bytes(payload)
         elif codec == CODEC_ZSTD:
             try:
-                data = self._decompressor().decompress(memoryview(stored)[_HEADER:])
+                data = self._decompressor().decompress(payload)
             except zstandard.ZstdError as exc:
                 raise Corruption(f"chunk {digest.hex()} does not decompress: {exc}") from None
         else:

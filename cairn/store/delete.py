@@ -25,6 +25,7 @@ def delete_points(repo: Repository, points: Iterable[RecoveryPoint]) -> int:
     for p in points:
         refuse_if_cloned(repo, p)
         by_volume.setdefault(p.volume, []).append(p)
+    freed = 0
     for name, group in by_volume.items():
         volume = repo.volume(name)
         with repo.volume_lock(volume):
@@ -40,5 +41,7 @@ def delete_points(repo: Repository, points: Iterable[RecoveryPoint]) -> int:
                     repo.tree(point),
                     repo.tree(nxt) if nxt else None,
                 )
+                repo.unpublish(point)
                 repo.catalog.delete_point(point, decrements)
-    return repo.reclaim()
+            freed += repo.reclaim()
+    return freed

@@ -146,7 +146,7 @@ class Ingest:
             except BaseException:
                 repo.drop_session(session)
                 raise
-        repo.reclaim()
+            repo.reclaim()
         return point
 
     def _ingest(self, session: int, volume_id: int, parent: RecoveryPoint | None,
@@ -224,6 +224,7 @@ class Ingest:
             created=time.time(), size=self.size, root=tree.root, allocated=allocated,
             bytes_read=bytes_read, bytes_stored=sum(s for _, s in written.values()),
             seconds=round(time.monotonic() - started, 3), source=self.source.name)
+        repo.publish(point)
         repo.catalog.commit_point(session, point, increments, written)
         committed = repo.catalog.point(point.id)
         assert committed is not None

@@ -16,10 +16,13 @@ vanish. Readers (restore, export) take no lock: a committed point never changes.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
-from dataclasses import asdict, dataclass
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Protocol
 
 from cairn.errors import (
     Locked,
@@ -29,10 +32,11 @@ from cairn.errors import (
     UnknownVolume,
     UsageError,
 )
+from cairn.store.backend import Backend
 from cairn.store.backends.local import LocalBackend
 from cairn.store.blockmap import NodeCache, Tree
 from cairn.store.catalog import Catalog, RecoveryPoint, Volume
-from cairn.store.chunks import ChunkStore
+from cairn.store.chunks import KEY_SIZE, ChunkStore, key_id
 from cairn.store.locks import FileLock
 
 MAGIC = "cairn-repository"
@@ -48,6 +52,53 @@ class RepositoryConfig:
     compression_level: int = 1
     magic: str = MAGIC
     version: int = VERSION
+    key_id: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, raw: object, where: str) -> RepositoryConfig:
+        if not isinstance(raw, dict) or raw.get("magic") != MAGIC:
+            raise NotARepository(where)
+        if raw.get("version") != VERSION:
+            raise UsageError(f"{where} is a cairn repository of format version "
+                             f"{raw.get('version')}; this cairn reads version {VERSION}: "
+                             "upgrade cairn")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+def check_block_size(block_size: int) -> int:
+    if block_size < 4096 or block_size & (block_size - 1):
+        raise UsageError(f"block size {block_size} must be a power of two of 4096 or more")
+    return block_size
+
+
+def load_key(config: RepositoryConfig, key_file: Path | None, where: str) -> bytes | None:
+    """The repository key from ``key_file``, checked against the config's key id."""
+    if config.key_id is None:
+        return None
+    if key_file is None:
+        raise UsageError(f"{where} is encrypted: pass --key-file (or set CAIRN_KEY_FILE) "
+                         "to the key it was created with")
+    try:
+        key = bytes.fromhex(key_file.read_text().strip())
+    except (OSError, ValueError):
+        raise UsageError(f"cannot read a cairn key from {key_file}: give the key file "
+                         "`cairn init --encrypt` wrote") from None
+    if len(key) != KEY_SIZE or key_id(key) != config.key_id:
+        raise UsageError(f"{key_file} is not the key of {where}: give the key file it was "
+                         "created with")
+    return key
+
+
+def write_key(path: Path) -> bytes:
+    key = secrets.token_bytes(KEY_SIZE)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex() + "\n")
+    return key
 
 
 def check_volume_name(name: str) -> str:
@@ -57,47 +108,87 @@ def check_volume_name(name: str) -> str:
     return name
 
 
+class Remote(Protocol):
+    """What a repository whose truth lives elsewhere (a cloud bucket) adds to writing.
+
+    The local catalog of such a repository is a cache: ``publish`` makes a point exist
+    (before the catalog learns it), ``unpublish`` makes one stop existing, ``lock`` holds
+    the remote writers' lock and brings the cache up to date, and chunk files may be
+    unlinked only while ``exclusive_held``.
+    """
+
+    @property
+    def exclusive_held(self) -> bool: ...
+
+    def lock(self, repo: Repository, exclusive: bool) -> AbstractContextManager[object]: ...
+
+    def publish(self, point: RecoveryPoint) -> None: ...
+
+    def unpublish(self, point: RecoveryPoint) -> None: ...
+
+
 class Repository:
-    def __init__(self, path: Path, config: RepositoryConfig) -> None:
+    """A config, a catalog, a chunk store over a backend, and (for clouds) a `Remote`.
+
+    ``path`` is the local working folder: the repository itself when local, a rebuildable
+    cache folder when the chunks live in a bucket.
+    """
+
+    def __init__(self, location: str, path: Path, config: RepositoryConfig, backend: Backend,
+                 key: bytes | None = None, remote: Remote | None = None) -> None:
+        self.location = location
         self.path = path
         self.config = config
         self.block_size = config.block_size
+        (path / "locks").mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(path / "catalog.db")
-        self.chunks = ChunkStore(LocalBackend(path), level=config.compression_level)
+        self.chunks = ChunkStore(backend, level=config.compression_level, key=key)
         self.nodes = NodeCache(self.chunks.get)
+        self.remote = remote
 
     @classmethod
-    def init(cls, path: Path, block_size: int = DEFAULT_BLOCK_SIZE) -> Repository:
+    def init(cls, path: Path, block_size: int = DEFAULT_BLOCK_SIZE,
+             encrypt: bool = False) -> Repository:
+        """A new local repository; with ``encrypt`` its key is written to ``<path>/key``."""
         if (path / "config.json").exists():
             raise RepositoryExists(str(path))
         if path.exists() and any(path.iterdir()):
             raise UsageError(f"{path} exists and is not empty: give a new or empty directory")
-        if block_size < 4096 or block_size & (block_size - 1):
-            raise UsageError(f"block size {block_size} must be a power of two of 4096 or more")
-        config = RepositoryConfig(id=secrets.token_hex(16), block_size=block_size)
-        (path / "locks").mkdir(parents=True, exist_ok=True)
+        check_block_size(block_size)
+        path.mkdir(parents=True, exist_ok=True)
+        key = write_key(path / "key") if encrypt else None
+        config = RepositoryConfig(id=secrets.token_hex(16), block_size=block_size,
+                                  key_id=key_id(key) if key else None)
         (path / "chunks").mkdir(exist_ok=True)
         Catalog.create(path / "catalog.db").close()
         tmp = path / "config.json.tmp"
-        tmp.write_text(json.dumps(asdict(config), indent=2) + "\n")
+        tmp.write_text(config.to_json())
         tmp.rename(path / "config.json")
-        return cls(path, config)
+        return cls(str(path), path, config, LocalBackend(path), key)
 
     @classmethod
-    def open(cls, path: Path) -> Repository:
+    def open(cls, path: Path, key_file: Path | None = None) -> Repository:
         try:
             raw = json.loads((path / "config.json").read_text())
         except (OSError, ValueError):
             raise NotARepository(str(path)) from None
-        if not isinstance(raw, dict) or raw.get("magic") != MAGIC:
-            raise NotARepository(str(path))
-        if raw.get("version") != VERSION:
-            raise UsageError(f"{path} is a cairn repository of format version "
-                             f"{raw.get('version')}; this cairn reads version {VERSION}: "
-                             "upgrade cairn")
+        config = RepositoryConfig.from_json(raw, str(path))
         if not (path / "catalog.db").exists():
             raise NotARepository(str(path))
-        return cls(path, RepositoryConfig(**raw))
+        if key_file is None and (path / "key").exists():
+            key_file = path / "key"
+        key = load_key(config, key_file, str(path))
+        return cls(str(path), path, config, LocalBackend(path), key)
+
+    def publish(self, point: RecoveryPoint) -> None:
+        """Called just before ``point`` is committed to the catalog."""
+        if self.remote is not None:
+            self.remote.publish(point)
+
+    def unpublish(self, point: RecoveryPoint) -> None:
+        """Called just before ``point`` is deleted from the catalog."""
+        if self.remote is not None:
+            self.remote.unpublish(point)
 
     def close(self) -> None:
         self.catalog.close()
@@ -139,9 +230,18 @@ class Repository:
 
     # -- locks and recovery --------------------------------------------------------------
 
-    def volume_lock(self, volume: Volume) -> FileLock:
-        return FileLock(self.path / "locks" / f"volume-{volume.name}.lock",
-                        f"volume {volume.name}").acquire()
+    def volume_lock(self, volume: Volume) -> ExitStack:
+        """The right to write ``volume``; for a cloud repository also its writers' lock."""
+        stack = ExitStack()
+        stack.enter_context(FileLock(self.path / "locks" / f"volume-{volume.name}.lock",
+                                     f"volume {volume.name}").acquire())
+        if self.remote is not None:
+            try:
+                stack.enter_context(self.remote.lock(self, exclusive=True))
+            except BaseException:
+                stack.close()
+                raise
+        return stack
 
     def chunk_lock(self) -> FileLock:
         """Held shared by backups while they may reuse chunks; see module docstring."""
@@ -178,8 +278,12 @@ class Repository:
         """Delete the chunk files the catalog freed; returns how many.
 
         Runs only when no backup holds the chunk lock (it never waits): what it skips stays
-        queued in ``pending_free`` for the next writer, never lost and never leaked.
+        queued in ``pending_free`` for the next writer, never lost and never leaked. On a
+        cloud repository it runs only under the exclusive remote lock, so no other node can
+        be counting on a chunk that is about to go.
         """
+        if self.remote is not None and not self.remote.exclusive_held:
+            return 0
         try:
             lock = FileLock(self.path / "locks" / "chunks.lock", "chunk store").acquire()
         except Locked:

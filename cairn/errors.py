@@ -136,6 +136,11 @@ class ApplianceUnreachable(CairnError):
 class ApplianceRefused(CairnError):
     """The appliance answered with an error; the message is the appliance's own words."""
 
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = status in (409, 429, 502, 503, 504)
+
 
 class CertificateMismatch(CairnError):
     """The appliance presented a certificate other than the one pinned at pairing."""
@@ -149,3 +154,39 @@ class NotPaired(UsageError):
 
 class HookFailed(CairnError):
     """A pre-freeze or post-thaw hook failed or hung; the message carries its output."""
+
+
+class S3Unreachable(CairnError):
+    """No answer from the object store: a network or service problem that may pass."""
+
+    retryable = True
+
+    def __init__(self, endpoint: str, detail: str) -> None:
+        super().__init__(
+            f"cannot reach the S3 endpoint {endpoint} ({detail}): check the address and that "
+            "the service runs, then try again"
+        )
+
+
+class S3AccessDenied(CairnError):
+    def __init__(self, endpoint: str, bucket: str, code: str) -> None:
+        super().__init__(
+            f"{endpoint} refused access to bucket {bucket!r} ({code}): check the key pair "
+            "(CAIRN_S3_ACCESS_KEY and CAIRN_S3_SECRET_KEY) and its rights on the bucket"
+        )
+
+
+class S3NoSuchBucket(CairnError):
+    def __init__(self, endpoint: str, bucket: str) -> None:
+        super().__init__(
+            f"bucket {bucket!r} does not exist on {endpoint}: create it with "
+            f"`aws --endpoint-url {endpoint} s3 mb s3://{bucket}`"
+        )
+
+
+class S3Error(CairnError):
+    """Any other refusal by the object store; retryable when the server itself failed."""
+
+    def __init__(self, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable

@@ -33,6 +33,7 @@ COMMANDS = {
     "export": "export_cmd",
     "virtualize": "virtualize_cmd",
     "screenshot-verify": "screenshot_verify_cmd",
+    "replicate": "replicate_cmd",
 }
 
 

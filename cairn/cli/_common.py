@@ -19,21 +19,48 @@ from cairn.store.repository import Repository
 
 def add_repo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo", default=os.environ.get("CAIRN_REPO"),
-                        help="repository path (default: $CAIRN_REPO)")
+                        help="repository: a local path or s3://BUCKET/PREFIX "
+                             "(default: $CAIRN_REPO)")
+    add_cloud_options(parser)
+
+
+def add_cloud_options(parser: argparse.ArgumentParser) -> None:
+    if any(a.dest == "endpoint" for a in parser._actions):
+        return
+    parser.add_argument("--endpoint", default=os.environ.get("CAIRN_S3_ENDPOINT"),
+                        help="S3 endpoint URL for s3:// repositories (default: "
+                             "$CAIRN_S3_ENDPOINT)")
+    parser.add_argument("--key-file", type=Path, default=os.environ.get("CAIRN_KEY_FILE"),
+                        help="key of an encrypted repository (default: $CAIRN_KEY_FILE; a "
+                             "local repository finds its own)")
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
-def repo_path(args: argparse.Namespace) -> Path:
+def repo_location(args: argparse.Namespace) -> str:
     if not args.repo:
         raise UsageError("no repository given: pass --repo PATH or set CAIRN_REPO")
-    return Path(args.repo)
+    return str(args.repo)
+
+
+def is_cloud(location: str) -> bool:
+    return location.startswith("s3://")
+
+
+def open_location(location: str, args: argparse.Namespace) -> Repository:
+    """Open a local or a cloud repository; the cloud's code loads only when needed."""
+    key_file = Path(args.key_file) if args.key_file else None
+    if is_cloud(location):
+        from cairn.store.cloud import open_cloud
+
+        return open_cloud(location, args.endpoint, key_file)
+    return Repository.open(Path(location), key_file)
 
 
 def open_repo(args: argparse.Namespace) -> Repository:
-    return Repository.open(repo_path(args))
+    return open_location(repo_location(args), args)
 
 
 def print_json(value: Any) -> None:

@@ -307,6 +307,22 @@ class Catalog:
                            ((n, h) for h, n in decrements.items()))
             self._free_unreferenced(db, list(decrements))
 
+    def forget_points(self, point_ids: Iterable[str]) -> None:
+        """Drop point rows without touching counts (a `recount` follows)."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM points WHERE id=?", ((p,) for p in point_ids))
+
+    def recount(self, expected: Counter[bytes]) -> None:
+        """Set every chunk's count to ``expected``; what drops out is queued to be freed."""
+        with self.transaction() as db:
+            db.execute("UPDATE chunks SET refs = 0")
+            db.executemany(
+                "INSERT INTO chunks(hash, refs, size, stored) VALUES(?, ?, 0, 0) "
+                "ON CONFLICT(hash) DO UPDATE SET refs = excluded.refs",
+                expected.items())
+            zero = [r[0] for r in db.execute("SELECT hash FROM chunks WHERE refs = 0")]
+            self._free_unreferenced(db, zero)
+
     def _free_unreferenced(self, db: sqlite3.Connection, hashes: list[bytes]) -> None:
         """Queue for deletion the chunks among ``hashes`` that no run and no pin holds."""
         free = []

@@ -82,14 +82,21 @@ def load_key(config: RepositoryConfig, key_file: Path | None, where: str) -> byt
     if key_file is None:
         raise UsageError(f"{where} is encrypted: pass --key-file (or set CAIRN_KEY_FILE) "
                          "to the key it was created with")
+    key = read_key(key_file)
+    if key_id(key) != config.key_id:
+        raise UsageError(f"{key_file} is not the key of {where}: give the key file it was "
+                         "created with")
+    return key
+
+
+def read_key(key_file: Path) -> bytes:
     try:
         key = bytes.fromhex(key_file.read_text().strip())
     except (OSError, ValueError):
+        key = b""
+    if len(key) != KEY_SIZE:
         raise UsageError(f"cannot read a cairn key from {key_file}: give the key file "
-                         "`cairn init --encrypt` wrote") from None
-    if len(key) != KEY_SIZE or key_id(key) != config.key_id:
-        raise UsageError(f"{key_file} is not the key of {where}: give the key file it was "
-                         "created with")
+                         "`cairn init --encrypt` wrote")
     return key
 
 

@@ -1,0 +1,52 @@
+"""`cairn replicate`: send the points a cloud repository lacks, and only missing chunks."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from cairn.cli._common import add_json, add_repo, human_bytes, open_location, open_repo, print_json
+from cairn.cli._common import progress as progress_bar
+from cairn.errors import UsageError
+from cairn.replication.replicate import replicate
+
+_RATE = re.compile(r"^(\d+(?:\.\d+)?)([KMG]?)$", re.IGNORECASE)
+
+
+def parse_rate(text: str | None) -> int | None:
+    """``50M`` = 50 MB/s (decimal, as network rates are written)."""
+    if text is None:
+        return None
+    m = _RATE.match(text.strip())
+    if not m or float(m.group(1)) <= 0:
+        raise UsageError(f"--bandwidth {text!r}: give bytes per second like 800K, 50M or 1G")
+    return int(float(m.group(1)) * {"": 1, "K": 10**3, "M": 10**6, "G": 10**9}[
+        m.group(2).upper()])
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("replicate", help="copy points to a cloud repository (s3://...)")
+    add_repo(p)
+    p.add_argument("--to", required=True, metavar="s3://BUCKET/PREFIX",
+                   help="the cloud repository (uses --endpoint and the local key)")
+    p.add_argument("--volume", help="only this volume")
+    p.add_argument("--bandwidth", help="cap on bytes sent per second, e.g. 50M")
+    add_json(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    rate = parse_rate(args.bandwidth)
+    local = open_repo(args)
+    if local.config.key_id is not None and args.key_file is None:
+        args.key_file = local.path / "key"
+    cloud = open_location(args.to, args)
+    with progress_bar(0, "replicate") as advance:
+        report = replicate(local, cloud, args.volume, rate, advance)
+    if args.json:
+        print_json(report.__dict__)
+        return 0
+    print(f"replicated {len(report.points)} point(s): sent {report.chunks_sent} chunk(s), "
+          f"{human_bytes(report.bytes_sent)}; {report.chunks_already_there} already in the "
+          f"cloud; {report.seconds:.2f} s")
+    return 0

@@ -1,0 +1,1 @@
+"""Offsite replication: copying points to a cloud repository, chunk by missing chunk."""

@@ -1,0 +1,151 @@
+"""Send the points a cloud repository lacks, and only the chunks it does not hold.
+
+For each local point missing from the cloud, the walk is a tree diff against the cloud's
+point just before it in the same volume: shared subtrees are skipped, so the work and the
+traffic follow what changed. Each chunk that the cloud's catalog does not know is read from
+the local store, checked against its hash (a damaged local chunk is never sent on), and
+PUT as stored: both repositories use the same key (or none), so chunks travel unchanged.
+Only then is the point published in the bucket: a point appears there only once complete.
+
+Replication holds the cloud's lock *shared*: several appliances may replicate at once, but
+no prune on the cloud can free a chunk under it. A run that dies leaves its uploads listed
+in the local cache (``uploaded``); the next run checks those objects still exist (one HEAD
+each) and does not send them again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from cairn.errors import MissingChunk, UsageError
+from cairn.store.blockmap import NodeCache, diff
+from cairn.store.catalog import RecoveryPoint
+from cairn.store.chunks import ZERO, chunk_name
+from cairn.store.cloud import Cloud
+from cairn.store.repository import Repository
+
+WORKERS = 8
+
+
+@dataclass
+class Report:
+    points: list[str] = field(default_factory=list)
+    chunks_sent: int = 0
+    bytes_sent: int = 0
+    chunks_already_there: int = 0
+    seconds: float = 0.0
+
+
+class Throttle:
+    """Caps the rate of bytes sent across threads (``--bandwidth``)."""
+
+    def __init__(self, bytes_per_second: int | None) -> None:
+        self.rate = bytes_per_second
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        if not self.rate:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + n / self.rate
+        if start > now:
+            time.sleep(start - now)
+
+
+def _check_compatible(local: Repository, cloud: Repository) -> Cloud:
+    if not isinstance(cloud.remote, Cloud):
+        raise UsageError(f"{cloud.location} is not a cloud repository: give s3://BUCKET/PREFIX")
+    if local.config.key_id != cloud.config.key_id:
+        raise UsageError(f"{cloud.location} and {local.location} use different keys: create "
+                         "the cloud repository with --key-file set to the local repository's "
+                         "key (or neither encrypted)")
+    if local.block_size != cloud.block_size:
+        raise UsageError(f"{cloud.location} cuts {cloud.block_size}-byte blocks and "
+                         f"{local.location} {local.block_size}: init the cloud repository "
+                         f"with --block-size {local.block_size}")
+    return cloud.remote
+
+
+def replicate(local: Repository, cloud: Repository, volume: str | None = None,
+              bandwidth: int | None = None,
+              progress: Callable[[int], None] | None = None) -> Report:
+    remote = _check_compatible(local, cloud)
+    started = time.monotonic()
+    report = Report()
+    throttle = Throttle(bandwidth)
+    volume_id = local.volume(volume).id if volume else None
+    wanted = sorted(local.catalog.points(volume_id), key=lambda p: (p.volume, p.seq))
+    cloud.catalog.db.execute("CREATE TABLE IF NOT EXISTS uploaded(hash BLOB PRIMARY KEY) "
+                             "WITHOUT ROWID")
+
+    def fetch(digest: bytes) -> bytes:
+        try:
+            return local.chunks.get(digest)
+        except MissingChunk:
+            return cloud.chunks.get(digest)
+
+    nodes = NodeCache(fetch)
+
+    def send(digest: bytes) -> tuple[bytes, int, int]:
+        stored = local.chunks.backend.get(chunk_name(digest))
+        size = len(local.chunks.decode(digest, stored))
+        throttle.take(len(stored))
+        cloud.chunks.backend.put(chunk_name(digest), stored)
+        return digest, size, len(stored)
+
+    with remote.lock(cloud, exclusive=False), ThreadPoolExecutor(WORKERS) as pool:
+        for point in wanted:
+            if cloud.catalog.point(point.id) is not None:
+                continue
+            cloud_volume = cloud.catalog.ensure_volume(point.volume)
+            placed = RecoveryPoint(**{**point.__dict__, "volume_id": cloud_volume.id,
+                                      "seq": int(point.created * 1_000_000)})
+            before, _after = cloud.catalog.neighbours(placed)
+            needed = {h for _slot, _old, h in diff(nodes, cloud.tree(before) if before else None,
+                                                   local.tree(point))
+                      if h is not None and h != ZERO}
+            held = _held(cloud, needed)
+            report.chunks_already_there += len(held)
+            written: dict[bytes, tuple[int, int]] = {}
+            batch: list[bytes] = []
+            for digest, size, stored in pool.map(send, needed - held):
+                written[digest] = (size, stored)
+                report.chunks_sent += 1
+                report.bytes_sent += stored
+                batch.append(digest)
+                if progress:
+                    progress(stored)
+                if len(batch) >= 8:
+                    _journal(cloud, batch)
+            _journal(cloud, batch)
+            remote.publish(placed)
+            Cloud.insert(cloud, placed, written)
+            report.points.append(point.id)
+        cloud.catalog.db.execute("DELETE FROM uploaded")
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+def _held(cloud: Repository, needed: set[bytes]) -> set[bytes]:
+    """Chunks the cloud has: in its catalog, or sent by a run that died (and still there)."""
+    held = set()
+    db = cloud.catalog.db
+    for digest in needed:
+        known = db.execute("SELECT 1 FROM chunks WHERE hash=?", (digest,)).fetchone()
+        sent = known or db.execute("SELECT 1 FROM uploaded WHERE hash=?", (digest,)).fetchone()
+        if known or (sent and cloud.chunks.backend.exists(chunk_name(digest))):
+            held.add(digest)
+    return held
+
+
+def _journal(cloud: Repository, batch: list[bytes]) -> None:
+    with cloud.catalog.transaction(durable=False) as db:
+        db.executemany("INSERT OR IGNORE INTO uploaded(hash) VALUES(?)", ((h,) for h in batch))
+    batch.clear()

@@ -1,0 +1,201 @@
+"""What only the S3 backend does: name its failures clearly, parse its URL, find credentials.
+
+Every failure is provoked for real against SeaweedFS (a wrong key, a missing bucket) or a
+closed loopback port, and must come out as one `CairnError` line that names the fix.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from cairn.errors import S3AccessDenied, S3NoSuchBucket, S3Unreachable, UsageError
+from cairn.store.backends.s3 import S3Backend, open_s3_url
+from tests.s3server import SeaweedS3, free_ports
+
+
+def _backend(server: SeaweedS3) -> S3Backend:
+    return S3Backend(
+        server.bucket,
+        uuid.uuid4().hex,
+        endpoint_url=server.endpoint,
+        access_key=server.access_key,
+        secret_key=server.secret_key,
+    )
+
+
+def _one_line(exc: pytest.ExceptionInfo[Exception]) -> str:
+    message = str(exc.value)
+    assert "\n" not in message
+    return message
+
+
+def test_unreachable_endpoint_is_retryable_and_named() -> None:
+    endpoint = f"http://127.0.0.1:{free_ports(1)[0]}"
+    backend = S3Backend("bucket", endpoint_url=endpoint, attempts=1)
+    with pytest.raises(S3Unreachable) as exc:
+        backend.put("chunks/a", b"a")
+    assert exc.value.retryable
+    assert f"{endpoint} (connection refused)" in _one_line(exc)
+
+
+def test_unreachable_endpoint_fails_a_listing() -> None:
+    backend = S3Backend("bucket", endpoint_url=f"http://127.0.0.1:{free_ports(1)[0]}", attempts=1)
+    with pytest.raises(S3Unreachable):
+        list(backend.list("chunks"))
+
+
+def test_silent_endpoint_times_out() -> None:
+    """A port that accepts connections but never answers: the request timeout ends it."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        backend = S3Backend("bucket", endpoint_url=endpoint, attempts=1, request_timeout=0.5)
+        with pytest.raises(S3Unreachable, match=r"\(timed out\)") as exc:
+            backend.get("chunks/a")
+    assert exc.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("field", "code"),
+    [("secret_key", "SignatureDoesNotMatch"), ("access_key", "InvalidAccessKeyId")],
+)
+def test_wrong_credentials(s3_server: SeaweedS3, field: str, code: str) -> None:
+    backend = S3Backend(
+        s3_server.bucket,
+        endpoint_url=s3_server.endpoint,
+        **{
+            "access_key": s3_server.access_key,
+            "secret_key": s3_server.secret_key,
+            field: "wrong-wrong-wrong",
+        },
+    )
+    with pytest.raises(S3AccessDenied) as exc:
+        backend.get("chunks/a")
+    message = _one_line(exc)
+    assert code in message
+    assert "CAIRN_S3_ACCESS_KEY" in message
+    assert not exc.value.retryable
+
+
+@pytest.mark.parametrize("action", ["put", "get", "exists", "list"])
+def test_missing_bucket_says_how_to_create_it(s3_server: SeaweedS3, action: str) -> None:
+    backend = S3Backend(
+        "no-such-bucket",
+        endpoint_url=s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+    )
+    calls = {
+        "put": lambda: backend.put("chunks/a", b"a"),
+        "get": lambda: backend.get("chunks/a"),
+        "exists": lambda: backend.exists("chunks/a"),
+        "list": lambda: list(backend.list("chunks")),
+    }
+    with pytest.raises(S3NoSuchBucket) as exc:
+        calls[action]()
+    message = _one_line(exc)
+    assert "'no-such-bucket'" in message
+    assert f"create it with `aws --endpoint-url {s3_server.endpoint} s3 mb" in message
+
+
+def test_url_parsing_reaches_the_same_objects(s3_server: SeaweedS3) -> None:
+    prefix = uuid.uuid4().hex
+    backend = open_s3_url(
+        f"s3://{s3_server.bucket}/{prefix}/repo/",
+        s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+    )
+    assert (backend.bucket, backend.prefix) == (s3_server.bucket, f"{prefix}/repo")
+    backend.put("chunks/a", b"payload")
+    whole_bucket = S3Backend(
+        s3_server.bucket,
+        endpoint_url=s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+    )
+    assert whole_bucket.get(f"{prefix}/repo/chunks/a") == b"payload"
+
+
+@pytest.mark.parametrize("url", ["bucket/prefix", "s3:///prefix", "http://host/bucket"])
+def test_bad_url_is_a_usage_error(url: str) -> None:
+    with pytest.raises(UsageError, match="s3://BUCKET/PREFIX"):
+        open_s3_url(url)
+
+
+def test_bad_endpoint_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="not a URL"):
+        open_s3_url("s3://bucket", "127.0.0.1:8333")
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        ("CAIRN_S3_ACCESS_KEY", "CAIRN_S3_SECRET_KEY"),
+        ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+    ],
+)
+def test_credentials_from_environment(
+    s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch, variables: tuple[str, str]
+) -> None:
+    for name in (
+        "CAIRN_S3_ACCESS_KEY",
+        "CAIRN_S3_SECRET_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variables[0], s3_server.access_key)
+    monkeypatch.setenv(variables[1], s3_server.secret_key)
+    monkeypatch.setenv("CAIRN_S3_ENDPOINT", s3_server.endpoint)
+    backend = open_s3_url(f"s3://{s3_server.bucket}/{uuid.uuid4().hex}")
+    backend.put("chunks/a", b"env")
+    assert backend.get("chunks/a") == b"env"
+
+
+def test_arguments_win_over_environment(
+    s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CAIRN_S3_ACCESS_KEY", "wrong")
+    monkeypatch.setenv("CAIRN_S3_SECRET_KEY", "wrong")
+    backend = _backend(s3_server)
+    backend.put("chunks/a", b"args")
+    assert backend.get("chunks/a") == b"args"
+
+
+@pytest.mark.parametrize("bundle", ["", "/nonexistent/ca.pem"])
+def test_odd_aws_ca_bundle_does_not_matter_over_http(
+    s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch, bundle: str
+) -> None:
+    monkeypatch.setenv("AWS_CA_BUNDLE", bundle)
+    backend = _backend(s3_server)
+    backend.put("chunks/a", b"tls")
+    assert backend.get("chunks/a") == b"tls"
+
+
+def test_listing_cut_short_raises_instead_of_ending() -> None:
+    """The server dies after the first page: the listing must fail, never look complete."""
+    with SeaweedS3.start() as server:
+        backend = _backend(server)
+        names = [f"chunks/{i:05d}" for i in range(3500)]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: backend.put(n, b""), names))
+        listing = S3Backend(
+            server.bucket,
+            backend.prefix,
+            endpoint_url=server.endpoint,
+            access_key=server.access_key,
+            secret_key=server.secret_key,
+            attempts=1,
+        ).list("chunks")
+        seen = [next(listing)]
+        server.process.kill()
+        server.process.wait()
+        with pytest.raises(S3Unreachable):
+            seen.extend(listing)
+        assert len(seen) < len(names)

@@ -53,6 +53,22 @@ step "restore the newest as qcow2 and let qemu-img compare it"
 cairn restore web01-sda@latest "$work/restored.qcow2" --format qcow2
 qemu-img compare "$work/disk.img" "$work/restored.qcow2"
 
+step "instant access: a writable clone of the oldest point, served over NBD"
+cairn clone "$oldest" --name sandbox
+cairn export sandbox --nbd 127.0.0.1:10899 > "$work/export.log" 2>&1 &
+export_pid=$!
+trap 'kill $export_pid 2>/dev/null || true' EXIT
+for _ in $(seq 50); do grep -q exporting "$work/export.log" && break; sleep 0.1; done
+cat "$work/export.log"
+qemu-io -f raw -c "write -P 0x42 0 1M" nbd://127.0.0.1:10899 | head -1
+echo "the clone now differs from the original disk where it was written:"
+qemu-img compare -f raw "$work/disk-before.img" "nbd://127.0.0.1:10899" | head -1 || true
+echo "while the point it came from is untouched:"
+kill $export_pid; wait $export_pid 2>/dev/null || true
+cairn restore "$oldest" "$work/restored-again.img"
+cmp "$work/disk-before.img" "$work/restored-again.img" && echo "oldest point still identical"
+cairn clone-rm sandbox
+
 step "cairn verify --read-data"
 cairn verify --read-data
 

@@ -129,3 +129,22 @@ def test_flipped_bit_is_found_and_named(repo: Repository, tmp_path: Path) -> Non
     path.unlink()
     with pytest.raises(MissingChunk):
         PointReader(repo, first).pread(0, len(data))
+
+
+def test_damaged_repository_fixtures(repo: Repository, tmp_path: Path) -> None:
+    """restic's checker cases: a truncated chunk, a catalog row with no chunk, an orphan."""
+    img = tmp_path / "img"
+    make_image(img, 1024 * 1024, seed=9, fill=1.0)
+    point = backup(repo, "vol", img)
+    hashes = [h for _, h in PointReader(repo, point).block_hashes()]
+    truncated = repo.path / chunk_name(hashes[0])
+    truncated.write_bytes(truncated.read_bytes()[:-10])
+    (repo.path / chunk_name(hashes[1])).unlink()
+    orphan = repo.path / chunk_name(bytes(range(32)))
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"CRN\x00stray")
+    quick = verify(repo)
+    assert [p for p in quick.problems if hashes[1].hex() in p] and quick.orphans == 1
+    full = verify(repo, read_data=True)
+    assert set(full.damaged) == {hashes[0].hex(), hashes[1].hex()}
+    assert all(points == [point.id] for points in full.damaged.values())

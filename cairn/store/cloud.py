@@ -39,6 +39,7 @@ from pathlib import Path
 from cairn.errors import Locked, NotARepository, RepositoryExists
 from cairn.store import runs
 from cairn.store.backend import Backend
+from cairn.store.blockmap import NodeCache
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import key_id
 from cairn.store.repository import (
@@ -229,12 +230,38 @@ def _open_backend(url: str, endpoint: str | None) -> Backend:
     return open_s3_url(url, endpoint)
 
 
+class NodeFiles:
+    """Block-map nodes kept on local disk once fetched: every point walk, sync and browse
+    of a cloud repository reads them again, and they never change. Each is checked against
+    its hash when read back, like any chunk."""
+
+    def __init__(self, folder: Path, repo: Repository) -> None:
+        self.folder = folder
+        self.repo = repo
+        folder.mkdir(exist_ok=True)
+
+    def __call__(self, digest: bytes) -> bytes:
+        path = self.folder / digest.hex()
+        try:
+            node = path.read_bytes()
+            if self.repo.chunks.hash(node) == digest:
+                return node
+        except FileNotFoundError:
+            pass
+        node = self.repo.chunks.get(digest)
+        tmp = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")
+        tmp.write_bytes(node)
+        tmp.rename(path)
+        return node
+
+
 def _repository(url: str, backend: Backend, config: RepositoryConfig,
                 key: bytes | None) -> Repository:
     folder = cache_root() / config.id
     folder.mkdir(parents=True, exist_ok=True)
     cloud = Cloud(backend, url)
     repo = Repository(url, folder, config, backend, key, cloud)
+    repo.nodes = NodeCache(NodeFiles(folder / "nodes", repo))
     cloud.sync(repo)
     return repo
 

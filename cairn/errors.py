@@ -190,3 +190,11 @@ class S3Error(CairnError):
     def __init__(self, message: str, retryable: bool) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class UnknownPartition(InsightsError, UsageError):
+    """A path named a partition the point does not have, or needs to name one."""
+
+
+class MountError(InsightsError):
+    """The FUSE mount could not be made or served; the message says why and what to do."""

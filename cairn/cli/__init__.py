@@ -34,6 +34,11 @@ COMMANDS = {
     "virtualize": "virtualize_cmd",
     "screenshot-verify": "screenshot_verify_cmd",
     "replicate": "replicate_cmd",
+    "serve": "serve_cmd",
+    "agent": "agent_cmd",
+    "machines": "machines_cmd",
+    "jobs": "jobs_cmd",
+    "schedule": "schedule_cmd",
 }
 
 

@@ -129,6 +129,7 @@ class Catalog:
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, timeout=60.0,
                                   check_same_thread=False)
+        self._depth = 0
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
@@ -151,15 +152,27 @@ class Catalog:
 
         ``durable=False`` skips the WAL fsync: for bookkeeping whose loss in a power cut
         costs at most leaked space (pins, sessions), never for what makes a point visible
-        or lets chunk files be unlinked.
+        or lets chunk files be unlinked. Transactions nest: an inner one joins the outer,
+        so a caller can read (neighbours, say), compute and write as one unit while other
+        processes sharing the catalog wait.
         """
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.db
+            finally:
+                self._depth -= 1
+            return
         self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self.db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
         try:
             yield self.db
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+        finally:
+            self._depth = 0
         self.db.execute("COMMIT")
 
     # -- volumes and points -------------------------------------------------------------

@@ -173,9 +173,14 @@ class Cloud:
         (`verify.expected_refs`), and chunks no longer counted are queued for an exclusive
         holder to unlink (the deleting node may have died before it could).
         """
-        names = list(self.backend.list("points"))
+        with repo.catalog.transaction():
+            self._apply(repo)
+
+    def _apply(self, repo: Repository) -> None:
+        """The sync itself; the listing is taken inside the catalog's write lock, so a
+        point another local process is publishing is either seen or added by it later."""
         remote: dict[str, str] = {}
-        for name in names:
+        for name in self.backend.list("points"):
             parts = name.split("/")
             if len(parts) == 3 and parts[2].endswith(".json"):
                 remote[parts[2][: -len(".json")]] = name
@@ -212,14 +217,23 @@ class Cloud:
     @staticmethod
     def insert(repo: Repository, point: RecoveryPoint,
                written: dict[bytes, tuple[int, int]]) -> RecoveryPoint:
-        """Put ``point`` in its place by creation time; its runs are the delete rule reversed."""
-        placed = RecoveryPoint(**{**point.__dict__, "seq": int(point.created * 1_000_000)})
-        prev, nxt = repo.catalog.neighbours(placed)
-        increments = runs.delete_decrements(
-            repo.nodes, repo.tree(prev) if prev else None, repo.tree(placed),
-            repo.tree(nxt) if nxt else None)
-        repo.catalog.commit_point(None, placed, increments, written, append=False)
-        committed = repo.catalog.point(point.id)
+        """Put ``point`` in its place by creation time; its runs are the delete rule reversed.
+
+        One transaction from reading the neighbours to the commit: another process sharing
+        this cache (a second replication, a sync) cannot slip a point in between, and a
+        point it already added is not added twice.
+        """
+        with repo.catalog.transaction():
+            committed = repo.catalog.point(point.id)
+            if committed is not None:
+                return committed
+            placed = RecoveryPoint(**{**point.__dict__, "seq": int(point.created * 1_000_000)})
+            prev, nxt = repo.catalog.neighbours(placed)
+            increments = runs.delete_decrements(
+                repo.nodes, repo.tree(prev) if prev else None, repo.tree(placed),
+                repo.tree(nxt) if nxt else None)
+            repo.catalog.commit_point(None, placed, increments, written, append=False)
+            committed = repo.catalog.point(point.id)
         assert committed is not None
         return committed
 

@@ -31,17 +31,18 @@ def delete_points(repo: Repository, points: Iterable[RecoveryPoint]) -> int:
         with repo.volume_lock(volume):
             repo.recover(volume)
             for stale in group:
-                point = repo.catalog.point(stale.id)
-                if point is None:
-                    continue
-                prev, nxt = repo.catalog.neighbours(point)
-                decrements = runs.delete_decrements(
-                    repo.nodes,
-                    repo.tree(prev) if prev else None,
-                    repo.tree(point),
-                    repo.tree(nxt) if nxt else None,
-                )
-                repo.unpublish(point)
-                repo.catalog.delete_point(point, decrements)
+                with repo.catalog.transaction():
+                    point = repo.catalog.point(stale.id)
+                    if point is None:
+                        continue
+                    prev, nxt = repo.catalog.neighbours(point)
+                    decrements = runs.delete_decrements(
+                        repo.nodes,
+                        repo.tree(prev) if prev else None,
+                        repo.tree(point),
+                        repo.tree(nxt) if nxt else None,
+                    )
+                    repo.unpublish(point)
+                    repo.catalog.delete_point(point, decrements)
             freed += repo.reclaim()
     return freed

@@ -1,0 +1,394 @@
+"""The REST API (OpenAPI at ``/docs``): admins manage, agents upload, Prometheus scrapes.
+
+Three kinds of caller, told apart by their bearer token: the admin (token made at first
+start, in ``<repo>/admin-token``), an agent (token issued at pairing, scoped to its one
+machine: any other machine's objects answer 403), and nobody (pairing, health, metrics).
+Every refusal is a 4xx with ``{"detail": "one line naming the problem and the fix"}``; a
+500 means a bug.
+"""
+
+
+import re
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+
+from cairn import __version__
+from cairn.appliance import logs, metrics, retention
+from cairn.appliance.config import ApplianceConfig
+from cairn.appliance.scheduler import check_cron, first_run, parse_every
+from cairn.appliance.spool import MAX_FRAME
+from cairn.appliance.state import Machine, State
+from cairn.appliance.uploads import Conflict, Forbidden, NotFound, Uploads, store_volume
+from cairn.errors import CairnError, Locked, UsageError
+from cairn.store.catalog import RecoveryPoint
+from cairn.store.repository import Repository
+from cairn.store.retention import Policy
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+MAX_BODY = 4 * MAX_FRAME
+
+
+class NewMachine(BaseModel):
+    name: str = Field(description="machine name: letters, digits, '_' and '-'")
+
+
+class PairRequest(BaseModel):
+    token: str = Field(min_length=8, max_length=200)
+
+
+class VolumeRegistration(BaseModel):
+    size: int = Field(ge=1, le=1 << 50)
+
+
+class JobRequest(BaseModel):
+    full_rescan: bool = False
+
+
+class JobReport(BaseModel):
+    ok: bool
+    error: str | None = Field(default=None, max_length=20000)
+    bytes_read: int = Field(default=0, ge=0)
+    points: list[str] = Field(default_factory=list, max_length=1000)
+
+
+class UploadRequest(BaseModel):
+    volume: str
+    size: int = Field(ge=1, le=1 << 50)
+
+
+class CommitRequest(BaseModel):
+    ranges: list[tuple[int, int]] = Field(max_length=10_000_000)
+    full: bool = False
+
+
+class ScheduleRequest(BaseModel):
+    every: str | None = Field(default=None, description="interval like 5m, 1h")
+    cron: str | None = Field(default=None, description="five-field cron expression")
+    retention: str | None = Field(default=None, description='e.g. "hourly=24,daily=14"')
+
+
+def point_json(p: RecoveryPoint) -> dict[str, Any]:
+    return {"id": p.id, "volume": p.volume, "created": p.created, "size": p.size,
+            "allocated": p.allocated, "bytes_read": p.bytes_read,
+            "bytes_stored": p.bytes_stored, "seconds": p.seconds}
+
+
+def check_name(kind: str, name: str) -> str:
+    if not NAME.match(name):
+        raise UsageError(f"invalid {kind} name {name!r}: use letters, digits, '_' and '-' "
+                         "(up to 63, starting with a letter or digit)")
+    return name
+
+
+def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAPI:
+    app = FastAPI(title="cairn appliance", version=__version__,
+                  description="Backups where every recovery point is whole.")
+    uploads = Uploads(repo_path, state)
+
+    def _status(status: int, message: str) -> JSONResponse:
+        if 400 <= status < 500:
+            metrics.add("cairn_http_client_errors_total")
+        return JSONResponse({"detail": message}, status_code=status)
+
+    @app.exception_handler(UsageError)
+    async def _usage(_: Request, exc: UsageError) -> JSONResponse:
+        return _status(400, str(exc))
+
+    @app.exception_handler(Locked)
+    async def _locked(_: Request, exc: Locked) -> JSONResponse:
+        return _status(409, str(exc))
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return _status(409, str(exc))
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return _status(403, str(exc))
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return _status(404, str(exc))
+
+    @app.exception_handler(CairnError)
+    async def _cairn(_: Request, exc: CairnError) -> JSONResponse:
+        logs.event("request.failed", error=str(exc))
+        return JSONResponse({"detail": str(exc)}, status_code=500)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _status(422, f"invalid request: {where}: {first.get('msg', 'malformed')}")
+
+    # -- who is calling ----------------------------------------------------------------
+
+    def _bearer(authorization: str | None) -> str:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise HTTPException(401, "no token: send 'Authorization: Bearer TOKEN'")
+        return authorization[len("Bearer "):].strip()
+
+    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
+        token = _bearer(authorization)
+        if state.is_admin(token):
+            return
+        if state.agent(token) is not None:
+            raise HTTPException(403, "an agent token cannot do this: use the admin token")
+        raise HTTPException(401, "unknown token: use the admin token from <repo>/admin-token")
+
+    def agent(authorization: Annotated[str | None, Header()] = None) -> Machine:
+        machine = state.agent(_bearer(authorization))
+        if machine is None:
+            raise HTTPException(401, "unknown agent token: pair again with `cairn agent pair`")
+        state.seen(machine.id)
+        return machine
+
+    def machine_for(name: str, authorization: str | None) -> Machine:
+        """``name`` if the caller is the admin or that machine's own agent."""
+        token = _bearer(authorization)
+        machine = state.machine(check_name("machine", name))
+        if state.is_admin(token):
+            if machine is None:
+                raise NotFound(f"no machine {name!r}: `cairn machines` lists them")
+            return machine
+        caller = state.agent(token)
+        if caller is None:
+            raise HTTPException(401, "unknown token")
+        if machine is None or caller.id != machine.id:
+            raise Forbidden(f"this agent's token is for {caller.name}, not {name}")
+        return machine
+
+    def describe(machine: Machine) -> dict[str, Any]:
+        schedule = state.schedule(machine.id)
+        seen = machine.last_seen
+        return {
+            "name": machine.name, "created": machine.created, "paired": machine.paired,
+            "last_seen": seen,
+            "online": bool(seen and time.time() - seen <= config.offline_after_seconds),
+            "volumes": [{"name": n, "size": s} for n, s in state.volumes(machine.id)],
+            "schedule": None if schedule is None else {
+                "every": schedule.every, "cron": schedule.cron,
+                "retention": schedule.retention, "next_run": schedule.next_run},
+            "active_job": state.active_job(machine.id),
+        }
+
+    # -- open endpoints ----------------------------------------------------------------
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def prometheus() -> str:
+        return metrics.render(state, config.offline_after_seconds)
+
+    @app.post("/api/v1/pair")
+    def pair(body: PairRequest) -> dict[str, str]:
+        result = state.pair(body.token)
+        if result is None:
+            raise HTTPException(403, "pairing token unknown, used or expired: make a new one "
+                                     "with `cairn machines add NAME`")
+        machine, token = result
+        logs.event("machine.paired", machine=machine.name)
+        return {"machine": machine.name, "token": token}
+
+    # -- admin: machines, jobs, schedules ----------------------------------------------
+
+    @app.get("/api/v1/machines", dependencies=[Depends(admin)])
+    def list_machines() -> list[dict[str, Any]]:
+        return [describe(m) for m in state.machines()]
+
+    @app.post("/api/v1/machines", dependencies=[Depends(admin)], status_code=201)
+    def add_machine(body: NewMachine) -> dict[str, str]:
+        name = check_name("machine", body.name)
+        token = state.add_machine(name)
+        logs.event("machine.added", machine=name)
+        return {"machine": name, "pairing_token": token}
+
+    @app.get("/api/v1/machines/{name}")
+    def get_machine(name: str,
+                    authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        return describe(machine_for(name, authorization))
+
+    @app.delete("/api/v1/machines/{name}", dependencies=[Depends(admin)], status_code=204)
+    def remove_machine(name: str) -> Response:
+        machine = state.machine(check_name("machine", name))
+        if machine is None:
+            raise NotFound(f"no machine {name!r}")
+        state.remove_machine(machine.id)
+        logs.event("machine.removed", machine=name)
+        return Response(status_code=204)
+
+    @app.get("/api/v1/machines/{name}/volumes")
+    def get_volumes(name: str, authorization: Annotated[str | None, Header()] = None
+                    ) -> list[dict[str, Any]]:
+        machine = machine_for(name, authorization)
+        return [{"name": n, "size": s, "store_volume": store_volume(machine.name, n)}
+                for n, s in state.volumes(machine.id)]
+
+    @app.get("/api/v1/machines/{name}/points")
+    def get_points(name: str, authorization: Annotated[str | None, Header()] = None
+                   ) -> list[dict[str, Any]]:
+        machine = machine_for(name, authorization)
+        repo = Repository.open(repo_path)
+        try:
+            out = []
+            for volume, _ in state.volumes(machine.id):
+                vol = repo.catalog.volume(store_volume(machine.name, volume))
+                if vol is not None:
+                    out.extend({**point_json(p), "machine_volume": volume}
+                               for p in repo.catalog.points(vol.id))
+            return out
+        finally:
+            repo.close()
+
+    @app.post("/api/v1/machines/{name}/jobs", dependencies=[Depends(admin)], status_code=201)
+    def run_job(name: str, body: JobRequest) -> dict[str, Any]:
+        machine = state.machine(check_name("machine", name))
+        if machine is None:
+            raise NotFound(f"no machine {name!r}: `cairn machines` lists them")
+        job_id, created = state.queue_job(machine.id, "manual", body.full_rescan)
+        if not created:
+            raise Conflict(f"{name} already has job {job_id} queued or running: jobs never "
+                           "overlap on one machine; wait for it (`cairn jobs --follow`)")
+        logs.event("job.queued", machine=name, job=job_id, reason="manual")
+        return state.job(job_id) or {}
+
+    @app.post("/api/v1/machines/{name}/prune", dependencies=[Depends(admin)])
+    def prune(name: str) -> dict[str, int]:
+        machine = state.machine(check_name("machine", name))
+        if machine is None:
+            raise NotFound(f"no machine {name!r}")
+        return {"deleted": retention.apply(repo_path, state, machine)}
+
+    @app.get("/api/v1/jobs", dependencies=[Depends(admin)])
+    def list_jobs(machine: str | None = None, since: int = 0, limit: int = 200
+                  ) -> list[dict[str, Any]]:
+        machine_id = None
+        if machine is not None:
+            found = state.machine(check_name("machine", machine))
+            if found is None:
+                raise NotFound(f"no machine {machine!r}")
+            machine_id = found.id
+        if not 1 <= limit <= 10_000:
+            raise UsageError("limit must be between 1 and 10000")
+        return state.jobs(machine_id=machine_id, since_id=since, limit=limit)
+
+    @app.get("/api/v1/jobs/{job_id}", dependencies=[Depends(admin)])
+    def get_job(job_id: int) -> dict[str, Any]:
+        job = state.job(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        return job
+
+    @app.get("/api/v1/schedules", dependencies=[Depends(admin)])
+    def list_schedules() -> list[dict[str, Any]]:
+        return [{"machine": s.machine, "every": s.every, "cron": s.cron,
+                 "retention": s.retention, "next_run": s.next_run} for s in state.schedules()]
+
+    @app.put("/api/v1/machines/{name}/schedule", dependencies=[Depends(admin)])
+    def set_schedule(name: str, body: ScheduleRequest) -> dict[str, Any]:
+        machine = state.machine(check_name("machine", name))
+        if machine is None:
+            raise NotFound(f"no machine {name!r}")
+        if (body.every is None) == (body.cron is None):
+            raise UsageError("give exactly one of every (e.g. 5m) or cron (e.g. '*/15 * * * *')")
+        every = parse_every(body.every, config.min_interval_seconds) if body.every else None
+        cron = check_cron(body.cron) if body.cron else None
+        if body.retention is not None and Policy.parse(body.retention).empty:
+            raise UsageError("retention names no rule: e.g. hourly=24,daily=14")
+        state.set_schedule(machine.id, every, cron, body.retention,
+                           first_run(every, cron, time.time()))
+        logs.event("schedule.set", machine=name, every=every, cron=cron,
+                   retention=body.retention)
+        return describe(machine)
+
+    @app.delete("/api/v1/machines/{name}/schedule", dependencies=[Depends(admin)],
+                status_code=204)
+    def delete_schedule(name: str) -> Response:
+        machine = state.machine(check_name("machine", name))
+        if machine is None:
+            raise NotFound(f"no machine {name!r}")
+        state.delete_schedule(machine.id)
+        return Response(status_code=204)
+
+    # -- agents --------------------------------------------------------------------------
+
+    @app.put("/api/v1/agent/volumes/{volume}")
+    def register_volume(volume: str, body: VolumeRegistration,
+                        machine: Annotated[Machine, Depends(agent)]) -> dict[str, Any]:
+        state.register_volume(machine.id, check_name("volume", volume), body.size)
+        return {"machine": machine.name, "volume": volume, "size": body.size}
+
+    @app.post("/api/v1/agent/jobs/next")
+    def next_job(machine: Annotated[Machine, Depends(agent)]) -> Response:
+        job = state.take_job(machine.id)
+        if job is None:
+            return Response(status_code=204)
+        logs.event("job.started", machine=machine.name, job=job["id"],
+                   attempt=job["attempts"])
+        return JSONResponse(job)
+
+    @app.post("/api/v1/agent/jobs/{job_id}/finish")
+    def finish_job(job_id: int, body: JobReport,
+                   machine: Annotated[Machine, Depends(agent)]) -> dict[str, Any]:
+        job = state.job(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        if job["machine_id"] != machine.id:
+            raise Forbidden(f"job {job_id} belongs to another machine")
+        stored = 0
+        repo = Repository.open(repo_path)
+        try:
+            for point_id in body.points:
+                point = repo.catalog.point(point_id)
+                if point is None or not point.volume.startswith(machine.name + "."):
+                    raise Forbidden(f"point {point_id} is not a point of {machine.name}")
+                stored += point.bytes_stored
+        finally:
+            repo.close()
+        state.finish_job(job_id, body.ok, body.error, body.bytes_read, stored, body.points)
+        logs.event("job.finished", machine=machine.name, job=job_id, ok=body.ok,
+                   error=body.error, bytes_read=body.bytes_read, bytes_stored=stored)
+        if body.ok:
+            retention.apply(repo_path, state, machine)
+        return state.job(job_id) or {}
+
+    @app.post("/api/v1/agent/uploads")
+    def open_upload(body: UploadRequest,
+                    machine: Annotated[Machine, Depends(agent)]) -> dict[str, Any]:
+        return uploads.open(machine, check_name("volume", body.volume), body.size)
+
+    @app.put("/api/v1/agent/uploads/{upload_id}/data", openapi_extra={"requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                            "format": "binary"}}}}})
+    async def put_data(upload_id: str, request: Request,
+                       machine: Annotated[Machine, Depends(agent)]) -> dict[str, int]:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            raise HTTPException(413, f"body larger than {MAX_BODY} bytes: send smaller batches")
+        body = await request.body()
+        if not body or len(body) > MAX_BODY:
+            raise UsageError(f"body must hold 1 to {MAX_BODY} bytes of frames")
+        frames = await run_in_threadpool(uploads.put, machine, upload_id, body)
+        return {"frames": frames}
+
+    @app.get("/api/v1/agent/uploads/{upload_id}/parent-hashes")
+    def parent_hashes(upload_id: str, machine: Annotated[Machine, Depends(agent)]) -> Response:
+        return Response(uploads.parent_hashes(machine, upload_id),
+                        media_type="application/octet-stream")
+
+    @app.post("/api/v1/agent/uploads/{upload_id}/commit")
+    def commit(upload_id: str, body: CommitRequest,
+               machine: Annotated[Machine, Depends(agent)]) -> dict[str, Any]:
+        return uploads.commit(machine, upload_id, body.ranges, body.full)
+
+    return app

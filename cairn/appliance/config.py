@@ -1,0 +1,63 @@
+"""The appliance's settings, from ``/etc/cairn/appliance.toml`` (or ``--config``).
+
+Every key is optional; command-line flags win over the file. The scheduler settings exist
+so tests and benchmarks can compress time (a 1 s minimum interval, a 0.2 s tick); production
+keeps the defaults, which refuse schedules tighter than five minutes.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from cairn.errors import UsageError
+
+DEFAULT_PATH = Path("/etc/cairn/appliance.toml")
+
+
+@dataclass(frozen=True)
+class ApplianceConfig:
+    repo: str | None = None
+    listen: str = "127.0.0.1:8443"
+    tick_seconds: float = 10.0
+    min_interval_seconds: float = 300.0
+    offline_after_seconds: float = 120.0
+    job_lease_seconds: float = 600.0
+    log_level: str = "INFO"
+
+
+def _number(table: dict[str, object], key: str, default: float, where: Path) -> float:
+    value = table.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise UsageError(f"{where}: scheduler.{key} must be a positive number, not {value!r}")
+    return float(value)
+
+
+def load(path: Path | None) -> ApplianceConfig:
+    """The config at ``path``; the default path may be absent, an explicit one may not."""
+    where = path or DEFAULT_PATH
+    try:
+        raw = tomllib.loads(where.read_text())
+    except FileNotFoundError:
+        if path is None:
+            return ApplianceConfig()
+        raise UsageError(f"config file {where} does not exist: give an existing file "
+                         "(see examples/appliance.toml)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {where} is not valid TOML: {exc}") from None
+    sched = raw.get("scheduler", {})
+    if not isinstance(sched, dict):
+        raise UsageError(f"{where}: [scheduler] must be a table")
+    d = ApplianceConfig()
+    return ApplianceConfig(
+        repo=str(raw["repo"]) if "repo" in raw else None,
+        listen=str(raw.get("listen", d.listen)),
+        tick_seconds=_number(sched, "tick_seconds", d.tick_seconds, where),
+        min_interval_seconds=_number(sched, "min_interval_seconds", d.min_interval_seconds,
+                                     where),
+        offline_after_seconds=_number(sched, "offline_after_seconds", d.offline_after_seconds,
+                                      where),
+        job_lease_seconds=_number(sched, "job_lease_seconds", d.job_lease_seconds, where),
+        log_level=str(raw.get("log_level", d.log_level)).upper(),
+    )

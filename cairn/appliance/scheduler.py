@@ -1,0 +1,108 @@
+"""The scheduler: turns each machine's schedule into jobs, one slot at a time.
+
+A tick (every ``tick_seconds``) looks at the schedules whose slot has come. An online
+machine with no job in flight gets a queued job; an offline machine (its agent not seen for
+``offline_after_seconds``) or one still busy with the previous job gets a ``missed`` job in
+the history instead, so nothing overlaps and every lost slot is visible. Slots that passed
+while the appliance was down count once, not once per slot. Running jobs whose agent went
+silent for ``job_lease_seconds`` are failed, so a dead agent never blocks its machine.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+from croniter import croniter
+
+from cairn.appliance import logs
+from cairn.appliance.config import ApplianceConfig
+from cairn.appliance.state import Schedule, State
+from cairn.errors import UsageError
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+
+
+def parse_every(text: str, minimum: float) -> float:
+    """``"5m"`` -> 300.0, refusing anything shorter than ``minimum`` seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise UsageError(f"interval {text!r} is not a number with a unit s, m, h or d "
+                         "(e.g. 5m, 1h)")
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds < minimum:
+        raise UsageError(f"interval {text!r} is shorter than the minimum of {minimum:g} s")
+    return seconds
+
+
+def check_cron(expr: str) -> str:
+    if not croniter.is_valid(expr):
+        raise UsageError(f"cron expression {expr!r} is not valid: use five fields, "
+                         "e.g. '*/15 * * * *'")
+    return expr
+
+
+def next_after(schedule: Schedule, now: float) -> float:
+    """The first slot strictly after ``now``."""
+    if schedule.cron:
+        return float(croniter(schedule.cron, now).get_next(float))
+    assert schedule.every
+    slot = schedule.next_run
+    if slot <= now:
+        slot += (int((now - slot) // schedule.every) + 1) * schedule.every
+    return slot
+
+
+def first_run(every: float | None, cron: str | None, now: float) -> float:
+    if cron:
+        return float(croniter(cron, now).get_next(float))
+    assert every
+    return now + every
+
+
+class Scheduler:
+    def __init__(self, state: State, config: ApplianceConfig) -> None:
+        self.state = state
+        self.config = config
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.config.tick_seconds):
+            try:
+                self.tick(time.time())
+            except Exception:
+                logs.log.exception("scheduler tick failed")
+
+    def tick(self, now: float) -> None:
+        for job_id in self.state.fail_stale(now - self.config.job_lease_seconds):
+            logs.event("job.lost", job=job_id)
+        for schedule in self.state.schedules(due_before=now):
+            self._slot(schedule, now)
+            self.state.advance(schedule.machine_id, next_after(schedule, now))
+
+    def _slot(self, schedule: Schedule, now: float) -> None:
+        machine = self.state.machine_by_id(schedule.machine_id)
+        seen = machine.last_seen or 0.0
+        if now - seen > self.config.offline_after_seconds:
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seen)) if seen else "never"
+            job = self.state.record_missed(machine.id, "schedule",
+                                           f"machine offline: agent last seen {since}")
+            logs.event("job.missed", machine=machine.name, job=job, why="offline")
+            return
+        if self.state.active_job(machine.id) is not None:
+            job = self.state.record_missed(machine.id, "schedule",
+                                           "previous backup still running (jobs never overlap)")
+            logs.event("job.missed", machine=machine.name, job=job, why="busy")
+            return
+        job, _ = self.state.queue_job(machine.id, "schedule")
+        logs.event("job.queued", machine=machine.name, job=job, reason="schedule")

@@ -1,0 +1,76 @@
+"""Starting the appliance: repository checks, TLS identity, admin token, scheduler, HTTPS.
+
+First start creates what later starts reuse: the certificate under ``<repo>/tls/`` (agents
+pin it), and the admin token in ``<repo>/admin-token`` (mode 0600, root only; or the value
+of ``CAIRN_ADMIN_TOKEN`` when set). Jobs a previous process left running go back to the
+queue; sessions a killed ingest left in the store are cleaned by the store itself on the
+next backup of that volume.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import uvicorn
+
+from cairn.appliance import logs
+from cairn.appliance.app import create_app
+from cairn.appliance.config import ApplianceConfig
+from cairn.appliance.scheduler import Scheduler
+from cairn.appliance.state import State, new_token
+from cairn.appliance.tls import ensure_certificate
+from cairn.errors import ListenError, UsageError
+from cairn.store.repository import Repository
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"listen address {text!r} is not HOST:PORT, e.g. 127.0.0.1:8443")
+    return host.strip("[]"), int(port)
+
+
+def ensure_admin_token(repo: Path, state: State) -> None:
+    env = os.environ.get("CAIRN_ADMIN_TOKEN")
+    if env:
+        state.add_admin(env)
+        return
+    path = repo / "admin-token"
+    if path.exists():
+        state.add_admin(path.read_text().strip())
+        return
+    token = new_token("admin")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    state.add_admin(token)
+
+
+def serve(repo_path: Path, config: ApplianceConfig) -> int:
+    logs.setup(config.log_level)
+    Repository.open(repo_path).close()
+    host, port = parse_listen(config.listen)
+    cert, key, fingerprint = ensure_certificate(repo_path / "tls")
+    state = State(repo_path / "appliance.db")
+    ensure_admin_token(repo_path, state)
+    requeued = state.requeue_running()
+    scheduler = Scheduler(state, config)
+    app = create_app(repo_path, state, config)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=host, port=port, ssl_certfile=str(cert), ssl_keyfile=str(key),
+        log_config=None, access_log=False, timeout_keep_alive=30))
+    logs.event("appliance.starting", repo=str(repo_path), listen=f"{host}:{port}",
+               fingerprint=fingerprint, requeued_jobs=requeued, pid=os.getpid())
+    scheduler.start()
+    try:
+        server.run()
+    except SystemExit:
+        server.started = False
+    finally:
+        scheduler.stop()
+        state.close()
+    if not server.started:
+        raise ListenError("the appliance API", host, port, "address in use or not allowed")
+    logs.event("appliance.stopped")
+    return 0

@@ -1,0 +1,159 @@
+"""Uploads in flight: received ranges in a sparse spool file, then one `Ingest` at commit.
+
+Wire format of ``PUT /api/v1/agent/uploads/{id}/data`` (version 1): the body is a sequence
+of frames, each ``offset`` (u64, big endian), ``length`` (u32), then ``length`` bytes of the
+volume at ``offset``. Frames are idempotent (writing one twice leaves the same spool), so an
+agent whose connection dropped simply sends again whatever it is not sure arrived. The
+appliance remembers each frame's BLAKE3 so a resumed agent can skip the frames it would send
+with identical content.
+
+The spool is the truth for the bytes of the ranges the agent's commit lists, the parent
+point for all others (or zeros on a full upload). `SpoolSource` presents exactly that as a
+store `Source`, so `Ingest` reads only the changed ranges and shares everything else with
+the parent: the point is whole, yet the appliance stored and read only what changed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import struct
+from pathlib import Path
+
+import blake3
+
+from cairn.errors import UsageError
+from cairn.store.reader import PointReader
+
+FRAME = struct.Struct(">QI")
+MAX_FRAME = 16 * 1024 * 1024
+
+
+def parse_frames(body: bytes, size: int) -> list[tuple[int, memoryview]]:
+    """Split a request body into ``(offset, data)``; rejects anything outside the volume."""
+    view = memoryview(body)
+    frames = []
+    pos = 0
+    while pos < len(view):
+        if len(view) - pos < FRAME.size:
+            raise UsageError("truncated frame header: each frame is offset (u64), length (u32), "
+                             "then the data")
+        offset, length = FRAME.unpack_from(view, pos)
+        pos += FRAME.size
+        if length == 0 or length > MAX_FRAME:
+            raise UsageError(f"frame length {length} must be between 1 and {MAX_FRAME}")
+        if offset + length > size:
+            raise UsageError(f"frame {offset}+{length} lies past the end of the volume ({size})")
+        if len(view) - pos < length:
+            raise UsageError(f"frame at {offset} claims {length} bytes but the body ends first")
+        frames.append((offset, view[pos : pos + length]))
+        pos += length
+    return frames
+
+
+def encode_frame(offset: int, data: bytes) -> bytes:
+    return FRAME.pack(offset, len(data)) + data
+
+
+def frame_hash(data: bytes | memoryview) -> bytes:
+    return blake3.blake3(data).digest()
+
+
+class Spool:
+    """The sparse file holding what one upload received so far."""
+
+    def __init__(self, directory: Path, upload_id: str, size: int) -> None:
+        self.path = directory / f"{upload_id}.spool"
+        directory.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if os.fstat(self.fd).st_size != size:
+            os.ftruncate(self.fd, size)
+
+    def write(self, frames: list[tuple[int, memoryview]]) -> None:
+        for offset, data in frames:
+            os.pwrite(self.fd, data, offset)
+        os.fdatasync(self.fd)
+
+    def pread(self, offset: int, length: int) -> bytes:
+        return os.pread(self.fd, length, offset)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    @staticmethod
+    def remove(directory: Path, upload_id: str) -> None:
+        (directory / f"{upload_id}.spool").unlink(missing_ok=True)
+
+
+def merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for offset, length in sorted(r for r in ranges if r[1] > 0):
+        if out and offset <= out[-1][0] + out[-1][1]:
+            start = out[-1][0]
+            out[-1] = (start, max(out[-1][0] + out[-1][1], offset + length) - start)
+        else:
+            out.append((offset, length))
+    return out
+
+
+def uncovered(wanted: list[tuple[int, int]], have: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of ``wanted`` that ``have`` does not cover (both merged, sorted)."""
+    missing = []
+    j = 0
+    for offset, length in wanted:
+        pos, end = offset, offset + length
+        while j < len(have) and have[j][0] + have[j][1] <= pos:
+            j += 1
+        k = j
+        while pos < end:
+            if k < len(have) and have[k][0] <= pos:
+                pos = max(pos, have[k][0] + have[k][1])
+                k += 1
+            else:
+                nxt = min(end, have[k][0]) if k < len(have) else end
+                missing.append((pos, nxt - pos))
+                pos = nxt
+    return missing
+
+
+class SpoolSource:
+    """A volume image: ``changed`` ranges from the spool, the rest from the parent point."""
+
+    def __init__(self, spool: Spool, size: int, changed: list[tuple[int, int]],
+                 parent: PointReader | None, name: str) -> None:
+        self.spool = spool
+        self._size = size
+        self.changed = merge(changed)
+        self._starts = [o for o, _ in self.changed]
+        self.parent = parent
+        self._name = name
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def data_extents(self) -> list[tuple[int, int]]:
+        """Where data may be: anywhere with a parent, else only what the agent sent."""
+        if self.parent is not None:
+            return [(0, self._size)]
+        return [(o, o + n) for o, n in self.changed]
+
+    def pread(self, offset: int, length: int) -> bytes:
+        end = offset + length
+        if self.parent is not None and offset < self.parent.size:
+            base = bytearray(self.parent.pread(offset, min(end, self.parent.size) - offset))
+            base.extend(bytes(length - len(base)))
+        else:
+            base = bytearray(length)
+        i = max(0, bisect.bisect_right(self._starts, offset) - 1)
+        while i < len(self.changed) and self.changed[i][0] < end:
+            start, n = self.changed[i]
+            lo, hi = max(start, offset), min(start + n, end)
+            if lo < hi:
+                base[lo - offset : hi - offset] = self.spool.pread(lo, hi - lo)
+            i += 1
+        return bytes(base)

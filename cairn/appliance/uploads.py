@@ -1,0 +1,169 @@
+"""What the appliance does for an agent's upload: open or resume, take frames, commit.
+
+A machine's volume ``sda`` is stored as the repository volume ``<machine>.<volume>``
+(machine names hold no dot), so machines never collide and a token's machine name is all
+it takes to scope every store access. A commit runs `Ingest` over a `SpoolSource`: the
+point becomes visible only when every range the agent lists has arrived, in one catalog
+commit; anything less is refused and the upload stays open for the agent to finish.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from cairn.appliance import logs, metrics
+from cairn.appliance.spool import Spool, SpoolSource, frame_hash, merge, parse_frames, uncovered
+from cairn.appliance.state import Machine, State, Upload
+from cairn.errors import UsageError
+from cairn.store.ingest import Ingest
+from cairn.store.reader import PointReader
+from cairn.store.repository import Repository
+
+
+class Forbidden(Exception):
+    """The token is valid but this object belongs to another machine (HTTP 403)."""
+
+
+class NotFound(Exception):
+    """No such object (HTTP 404)."""
+
+
+class Conflict(Exception):
+    """The request is valid but the object's state does not allow it now (HTTP 409)."""
+
+
+def store_volume(machine: str, volume: str) -> str:
+    return f"{machine}.{volume}"
+
+
+class Uploads:
+    def __init__(self, repo_path: Path, state: State) -> None:
+        self.repo_path = repo_path
+        self.state = state
+        self.spool_dir = repo_path / "spool"
+        self._commit_locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _own(self, machine: Machine, upload_id: str) -> Upload:
+        upload = self.state.upload(upload_id)
+        if upload is None:
+            raise NotFound(f"no upload {upload_id!r}: open one with POST /api/v1/agent/uploads")
+        if upload.machine_id != machine.id:
+            raise Forbidden(f"upload {upload_id} belongs to another machine")
+        return upload
+
+    def open(self, machine: Machine, volume: str, size: int) -> dict[str, Any]:
+        if volume not in dict(self.state.volumes(machine.id)):
+            raise NotFound(f"volume {volume!r} is not protected on {machine.name}: run "
+                           "`cairn agent protect` first")
+        self.state.register_volume(machine.id, volume, size)
+        upload, stale = self.state.open_upload(machine.id, volume, size)
+        for upload_id in stale:
+            Spool.remove(self.spool_dir, upload_id)
+        repo = Repository.open(self.repo_path)
+        try:
+            vol = repo.catalog.volume(store_volume(machine.name, volume))
+            parent = repo.catalog.latest(vol.id) if vol is not None else None
+            block_size = repo.block_size
+            keyed = repo.config.key_id is not None
+        finally:
+            repo.close()
+        return {
+            "upload": upload.id,
+            "block_size": block_size,
+            "parent": None if parent is None else {"id": parent.id, "size": parent.size},
+            "parent_hashes": parent is not None and not keyed,
+            "received": [[o, n, h.hex()] for o, n, h in self.state.received(upload.id)],
+        }
+
+    def put(self, machine: Machine, upload_id: str, body: bytes) -> int:
+        upload = self._own(machine, upload_id)
+        if upload.state != "open":
+            raise Conflict(f"upload {upload_id} is {upload.state}: open a new one")
+        frames = parse_frames(body, upload.size)
+        spool = Spool(self.spool_dir, upload.id, upload.size)
+        try:
+            spool.write(frames)
+        finally:
+            spool.close()
+        self.state.add_received(upload.id, [(o, len(d), frame_hash(d)) for o, d in frames])
+        job = self.state.active_job(machine.id)
+        if job is not None:
+            self.state.heartbeat(job, bytes_sent=len(body))
+        metrics.add("cairn_upload_bytes_received_total", sum(len(d) for _, d in frames))
+        return len(frames)
+
+    def parent_hashes(self, machine: Machine, upload_id: str) -> bytes:
+        """The parent point's block hashes, 32 bytes each, `ZERO` for holes."""
+        upload = self._own(machine, upload_id)
+        repo = Repository.open(self.repo_path)
+        try:
+            if repo.config.key_id is not None:
+                raise Conflict("this repository hashes blocks with a key: agents cannot "
+                               "compare against it; do a full upload")
+            vol = repo.catalog.volume(store_volume(machine.name, upload.volume))
+            parent = repo.catalog.latest(vol.id) if vol is not None else None
+            if parent is None:
+                raise NotFound(f"volume {upload.volume} has no point yet: do a full upload")
+            return b"".join(h for _, h in PointReader(repo, parent).block_hashes())
+        finally:
+            repo.close()
+
+    def commit(self, machine: Machine, upload_id: str, plan: list[tuple[int, int]],
+               full: bool) -> dict[str, Any]:
+        upload = self._own(machine, upload_id)
+        with self._guard:
+            lock = self._commit_locks.setdefault(upload_id, threading.Lock())
+        with lock:
+            upload = self._own(machine, upload_id)
+            if upload.state == "committed":
+                return {"point": upload.point, "bytes_stored": upload.bytes_stored}
+            if upload.state != "open":
+                raise Conflict(f"upload {upload_id} is {upload.state}: open a new one")
+            for offset, length in plan:
+                if offset < 0 or length <= 0 or offset + length > upload.size:
+                    raise UsageError(f"range {offset}+{length} lies outside the volume "
+                                     f"(size {upload.size})")
+            wanted = merge(plan)
+            have = merge([(o, n) for o, n, _ in self.state.received(upload.id)])
+            missing = uncovered(wanted, have)
+            if missing:
+                raise Conflict(f"{sum(n for _, n in missing)} bytes of the listed ranges have "
+                               f"not arrived (first at offset {missing[0][0]}): send them, then "
+                               "commit again")
+            result = self._ingest(machine, upload, wanted, full)
+        with self._guard:
+            self._commit_locks.pop(upload_id, None)
+        return result
+
+    def _ingest(self, machine: Machine, upload: Upload, wanted: list[tuple[int, int]],
+                full: bool) -> dict[str, Any]:
+        started = time.monotonic()
+        name = store_volume(machine.name, upload.volume)
+        repo = Repository.open(self.repo_path)
+        spool = Spool(self.spool_dir, upload.id, upload.size)
+        try:
+            vol = repo.catalog.volume(name)
+            parent = repo.catalog.latest(vol.id) if vol is not None else None
+            if not full and parent is None:
+                raise Conflict(f"volume {upload.volume} has no point yet: the first upload "
+                               "must be full")
+            reader = None if full or parent is None else PointReader(repo, parent)
+            source = SpoolSource(spool, upload.size, wanted, reader, f"agent:{machine.name}")
+            point = Ingest(repo, name, source).run(None if full else wanted)
+        finally:
+            spool.close()
+            repo.close()
+        self.state.commit_upload(upload.id, point.id, point.bytes_stored)
+        Spool.remove(self.spool_dir, upload.id)
+        seconds = time.monotonic() - started
+        metrics.add("cairn_upload_commits_total")
+        metrics.add("cairn_upload_commit_seconds_total", seconds)
+        logs.event("point.committed", machine=machine.name, volume=upload.volume,
+                   point=point.id, bytes_read=point.bytes_read, stored=point.bytes_stored,
+                   seconds=round(seconds, 3))
+        return {"point": point.id, "bytes_stored": point.bytes_stored}
+

@@ -1,0 +1,55 @@
+"""What the admin commands share: reaching the appliance's API with its certificate pinned.
+
+On the appliance host the repository says everything (``--repo``: its ``admin-token`` and
+``tls/cert.pem``); from elsewhere give ``CAIRN_ADMIN_TOKEN`` and the fingerprint that
+`cairn serve` logs at start (``--fingerprint`` or ``CAIRN_APPLIANCE_FINGERPRINT``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import ssl
+from pathlib import Path
+
+from cairn.agent.client import ApplianceClient, fetch_certificate, fingerprint_der
+from cairn.cli._common import add_repo
+from cairn.errors import UsageError
+
+DEFAULT_URL = "https://127.0.0.1:8443"
+
+
+def add_appliance(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--appliance", default=os.environ.get("CAIRN_APPLIANCE", DEFAULT_URL),
+                        metavar="URL", help=f"appliance API (default $CAIRN_APPLIANCE or "
+                                            f"{DEFAULT_URL})")
+    parser.add_argument("--fingerprint", default=os.environ.get("CAIRN_APPLIANCE_FINGERPRINT"),
+                        help="expected sha256:... of the appliance certificate")
+    add_repo(parser)
+
+
+def admin_client(args: argparse.Namespace) -> ApplianceClient:
+    token = os.environ.get("CAIRN_ADMIN_TOKEN")
+    repo = Path(args.repo) if args.repo else None
+    if token is None and repo is not None:
+        try:
+            token = (repo / "admin-token").read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read {repo / 'admin-token'} ({exc.strerror}): run as "
+                             "root on the appliance, or set CAIRN_ADMIN_TOKEN") from None
+    if not token:
+        raise UsageError("no admin token: pass --repo on the appliance host, or set "
+                         "CAIRN_ADMIN_TOKEN")
+    pem = None
+    if repo is not None and (repo / "tls" / "cert.pem").exists():
+        pem = (repo / "tls" / "cert.pem").read_text()
+        fingerprint = fingerprint_der(ssl.PEM_cert_to_DER_cert(pem))
+        if args.fingerprint and args.fingerprint.lower() != fingerprint:
+            raise UsageError(f"--fingerprint {args.fingerprint} does not match {repo}'s "
+                             f"certificate {fingerprint}")
+    elif args.fingerprint:
+        pem, fingerprint = fetch_certificate(args.appliance, args.fingerprint)
+    else:
+        raise UsageError("cannot pin the appliance certificate: pass --repo on the appliance "
+                         "host, or --fingerprint sha256:... (logged by `cairn serve`)")
+    return ApplianceClient(args.appliance, token, fingerprint, pem)

@@ -1,0 +1,75 @@
+"""`cairn jobs`: the job history (bytes read/sent/stored, durations, errors); run one now."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from cairn.cli._appliance import add_appliance, admin_client
+from cairn.cli._common import add_json, human_bytes, print_json, table, when
+
+FINAL = ("succeeded", "failed", "missed")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("jobs", help="show the job history; `jobs run MACHINE` backs up now")
+    add_appliance(p)
+    add_json(p)
+    p.add_argument("--machine", help="only this machine's jobs")
+    p.add_argument("--follow", action="store_true", help="keep printing jobs as they change")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    run_now = actions.add_parser("run", help="queue a backup of a machine now")
+    run_now.add_argument("name", metavar="MACHINE")
+    run_now.add_argument("--full-rescan", action="store_true",
+                         help="ignore change tracking: the agent reads everything again")
+    run_now.add_argument("--wait", action="store_true", help="wait until the job ends; "
+                                                             "exit 1 if it failed")
+    p.set_defaults(handler=run)
+
+
+def _row(j: dict[str, Any]) -> list[str]:
+    return [str(j["id"]), j["machine"], j["state"], j["reason"], when(j["created"]),
+            f"{j['seconds']:.1f}s" if j["seconds"] is not None else "-",
+            human_bytes(j["bytes_read"]), human_bytes(j["bytes_sent"]),
+            human_bytes(j["bytes_stored"]), (j["error"] or "")[:80]]
+
+
+HEADERS = ["JOB", "MACHINE", "STATE", "REASON", "CREATED", "TOOK", "READ", "SENT", "STORED",
+           "ERROR"]
+
+
+def run(args: argparse.Namespace) -> int:
+    with admin_client(args) as client:
+        if args.action == "run":
+            job = client.json("POST", f"/api/v1/machines/{args.name}/jobs",
+                              json={"full_rescan": args.full_rescan})
+            if not args.wait:
+                if args.json:
+                    print_json(job)
+                else:
+                    print(f"job {job['id']} queued for {args.name}")
+                return 0
+            while job["state"] not in FINAL:
+                time.sleep(0.5)
+                job = client.json("GET", f"/api/v1/jobs/{job['id']}")
+            if args.json:
+                print_json(job)
+            else:
+                table(HEADERS, [_row(job)])
+            return 0 if job["state"] == "succeeded" else 1
+        params: dict[str, Any] = {"machine": args.machine} if args.machine else {}
+        jobs = client.json("GET", "/api/v1/jobs", params=params)
+        if args.json and not args.follow:
+            print_json(jobs)
+            return 0
+        table(HEADERS, [_row(j) for j in jobs])
+        if not args.follow:
+            return 0
+        shown = {j["id"]: j["state"] for j in jobs}
+        while True:
+            time.sleep(1.0)
+            for job in client.json("GET", "/api/v1/jobs", params={**params, "limit": 50}):
+                if shown.get(job["id"]) != job["state"]:
+                    shown[job["id"]] = job["state"]
+                    print("  ".join(_row(job)), flush=True)

@@ -1,0 +1,35 @@
+"""`cairn serve`: run the appliance (REST API with OpenAPI at /docs, scheduler, jobs)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from cairn.appliance import config as appliance_config
+from cairn.appliance.server import serve
+from cairn.cli._common import add_repo
+from cairn.errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run the appliance: HTTPS API, scheduler and jobs",
+                       description="The first start makes a self-signed certificate (agents "
+                                   "pin it) and an admin token in REPO/admin-token.")
+    add_repo(p)
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="address to serve on (default from the config, else 127.0.0.1:8443)")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help=f"TOML config (default {appliance_config.DEFAULT_PATH} if present)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = appliance_config.load(args.config)
+    if args.listen:
+        config = dataclasses.replace(config, listen=args.listen)
+    repo = args.repo or config.repo
+    if not repo:
+        raise UsageError("no repository given: pass --repo PATH, set CAIRN_REPO, or set repo "
+                         "in the config file")
+    return serve(Path(repo), config)

@@ -16,10 +16,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from cairn import logs
 from cairn.agent.client import ApplianceClient
 from cairn.agent.config import AgentConfig
 from cairn.agent.upload import VolumeBackup, VolumeResult, retrying
-from cairn.appliance import logs
 from cairn.errors import ApplianceUnreachable, CairnError
 
 

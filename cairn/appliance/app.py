@@ -19,8 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
-from cairn import __version__
-from cairn.appliance import logs, metrics, retention
+from cairn import __version__, logs
+from cairn.appliance import metrics, retention
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.scheduler import check_cron, first_run, parse_every
 from cairn.appliance.spool import MAX_FRAME

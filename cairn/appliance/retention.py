@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cairn.appliance import logs, metrics
+from cairn import logs
+from cairn.appliance import metrics
 from cairn.appliance.state import Machine, State
 from cairn.appliance.uploads import store_volume
 from cairn.errors import Locked

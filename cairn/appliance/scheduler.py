@@ -16,7 +16,7 @@ import time
 
 from croniter import croniter
 
-from cairn.appliance import logs
+from cairn import logs
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.state import Schedule, State
 from cairn.errors import UsageError

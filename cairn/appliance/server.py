@@ -14,7 +14,7 @@ from pathlib import Path
 
 import uvicorn
 
-from cairn.appliance import logs
+from cairn import logs
 from cairn.appliance.app import create_app
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.scheduler import Scheduler

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cairn.appliance import logs, metrics
+from cairn import logs
+from cairn.appliance import metrics
 from cairn.appliance.spool import Spool, SpoolSource, frame_hash, merge, parse_frames, uncovered
 from cairn.appliance.state import Machine, State, Upload
 from cairn.errors import UsageError

@@ -6,11 +6,11 @@ import argparse
 import os
 from pathlib import Path
 
+from cairn import logs
 from cairn.agent import config as agent_config
 from cairn.agent.client import ApplianceClient, fetch_certificate
 from cairn.agent.config import VolumeConfig
 from cairn.agent.daemon import Agent, connect
-from cairn.appliance import logs
 from cairn.cli._common import add_json, print_json
 from cairn.errors import SourceError, UsageError
 from cairn.sources.image import ImageSource

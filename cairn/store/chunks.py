@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import TYPE_CHECKING
 
 import blake3
 import zstandard
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cairn.errors import Corruption, MissingChunk
 from cairn.store.backend import Backend
@@ -65,7 +67,11 @@ class ChunkStore:
         self.backend = backend
         self.level = level
         self._name_key = derive(key, "chunk names") if key is not None else None
-        self._aead = AESGCM(derive(key, "chunk encryption")) if key is not None else None
+        self._aead: AESGCM | None = None
+        if key is not None:  # imported only here: most commands never need it
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._aead = AESGCM(derive(key, "chunk encryption"))
         self._local = threading.local()
 
     def hash(self, data: bytes | memoryview) -> bytes:
@@ -105,6 +111,8 @@ class ChunkStore:
         if codec & ENCRYPTED:
             if self._aead is None:
                 raise Corruption(f"chunk {digest.hex()} is encrypted but no key was given")
+            from cryptography.exceptions import InvalidTag
+
             try:
                 payload = self._aead.decrypt(bytes(payload[:_NONCE]), bytes(payload[_NONCE:]),
                                              stored[:_HEADER])

@@ -157,14 +157,19 @@ class Ingest:
         allocated_delta = 0
         written: dict[bytes, tuple[int, int]] = {}
         handled: set[bytes] = set()
-        writes: list[tuple[bytes, Future[int], int]] = []
+        writes: list[Future[list[tuple[bytes, int, int]]]] = []
         bytes_read = 0
 
+        def put_all(items: list[tuple[bytes, bytes | memoryview]]) -> list[tuple[bytes, int, int]]:
+            return [(d, len(data), repo.chunks.put(d, data)) for d, data in items]
+
         def store(pool: ThreadPoolExecutor, items: dict[bytes, bytes | memoryview]) -> None:
+            """Pin ``items``, then write the missing ones as one job: a future per chunk
+            would cost more than compressing it."""
             present = repo.catalog.pin(session, list(items))
-            for digest, data in items.items():
-                if digest not in present:
-                    writes.append((digest, pool.submit(repo.chunks.put, digest, data), len(data)))
+            missing = [(d, data) for d, data in items.items() if d not in present]
+            if missing:
+                writes.append(pool.submit(put_all, missing))
 
         with ThreadPoolExecutor(WORKERS) as pool:
             window: deque[Future[_Scanned]] = deque()
@@ -200,7 +205,7 @@ class Ingest:
                         fresh[digest] = scanned.data[k * bs : k * bs + length]
                 if fresh:
                     store(pool, fresh)
-                self._drain(writes, written, block=len(writes) > WORKERS * 64)
+                self._drain(writes, written, block=len(writes) > WORKERS * 2)
                 if self.progress:
                     self.progress(min(count * self.block_size,
                                       self.size - scanned.start * self.block_size))
@@ -231,13 +236,14 @@ class Ingest:
         return committed
 
     @staticmethod
-    def _drain(writes: list[tuple[bytes, Future[int], int]],
+    def _drain(writes: list[Future[list[tuple[bytes, int, int]]]],
                written: dict[bytes, tuple[int, int]], block: bool) -> None:
         """Collect finished chunk writes; wait for all of them when ``block``."""
         keep = []
-        for digest, fut, length in writes:
+        for fut in writes:
             if block or fut.done():
-                written[digest] = (length, fut.result())
+                for digest, length, stored in fut.result():
+                    written[digest] = (length, stored)
             else:
-                keep.append((digest, fut, length))
+                keep.append(fut)
         writes[:] = keep

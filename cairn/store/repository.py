@@ -19,6 +19,7 @@ import json
 import os
 import re
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -298,8 +299,8 @@ class Repository:
         with lock:
             pending = self.catalog.pending_free()
             free = self.catalog.still_free(pending)
-            for digest in free:
-                self.chunks.delete(digest)
+            with ThreadPoolExecutor(8) as pool:  # unlink waits on the journal: overlap them
+                list(pool.map(self.chunks.delete, free))
             if free:
                 self.chunks.backend.sync()
             self.catalog.forget_pending(pending)

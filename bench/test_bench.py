@@ -1,0 +1,104 @@
+"""Checks that the benchmark measures what it claims: right ranges, real round trips.
+
+Run: `.venv/bin/pytest bench/test_bench.py` (as root; restic, borg and the cairn CLI are run
+for real on a few MiB, so a broken driver fails here rather than an hour into a full run).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from churn import Churn
+from images import BLOCK, changed_ranges, parse_size, size_label
+from store_bench import medians
+from tools import CAIRN, Borg, Cairn, Restic, Tool, same_bytes
+
+
+@pytest.fixture
+def work() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="cairn-bench-test-") as tmp:
+        yield Path(tmp)
+
+
+def image(path: Path, size: int, seed: int) -> Path:
+    """A small image of random pages with zero holes between them."""
+    data = bytearray(size)
+    for n, offset in enumerate(range(0, size, 3 * BLOCK)):
+        data[offset : offset + BLOCK] = bytes([(seed + n) % 251 + 1]) * BLOCK
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_sizes_read_as_people_type_them() -> None:
+    assert parse_size("2G") == 2**31
+    assert parse_size("512M") == 512 * 2**20
+    assert parse_size("512MiB") == 512 * 2**20
+    assert size_label(2**31) == "2G"
+    assert size_label(768 * 2**20) == "768M"
+
+
+def test_changed_ranges_merge_adjacent_blocks_and_catch_the_tail(work: Path) -> None:
+    a = image(work / "a", 40 * BLOCK + 100, 1)
+    data = bytearray(a.read_bytes())
+    data[5 * BLOCK + 7] ^= 1
+    data[6 * BLOCK] ^= 1
+    data[20 * BLOCK + 3] ^= 1
+    data[-1] ^= 1
+    b = work / "b"
+    b.write_bytes(bytes(data))
+    assert changed_ranges(a, b) == [[5 * BLOCK, 2 * BLOCK], [20 * BLOCK, BLOCK],
+                                    [40 * BLOCK, 100]]
+    assert changed_ranges(a, a) == []
+
+
+def test_churn_reports_exactly_what_it_wrote(work: Path) -> None:
+    path = image(work / "img", 64 * BLOCK, 2)
+    before = path.read_bytes()
+    ranges = Churn(path, writes=20, seed=5).step(work / "ranges.json")
+    after = path.read_bytes()
+    assert json.loads((work / "ranges.json").read_text()) == ranges
+    touched = bytearray(len(before))
+    for offset, length in ranges:
+        touched[offset : offset + length] = b"\1" * length
+    assert all(x == y for x, y, t in zip(before, after, touched, strict=True) if not t)
+    assert before != after
+
+
+def test_medians_take_the_middle_round_and_keep_every_round() -> None:
+    merged = medians([{"full_s": 3.0, "ok": True}, {"full_s": 1.0, "ok": True},
+                      {"full_s": 2.0, "ok": False}])
+    assert merged["full_s"] == 2.0
+    assert merged["ok"] is False
+    assert len(merged["rounds"]) == 3
+
+
+def drivers(run: Path) -> list[Tool]:
+    found: list[Tool] = [Restic(run), Borg(run)]
+    if CAIRN.exists():
+        found.append(Cairn(run))
+    return found
+
+
+@pytest.mark.parametrize("name", ["restic", "borg", "cairn"])
+def test_driver_round_trip_restores_the_oldest_point_exactly(work: Path, name: str) -> None:
+    tool = next((t for t in drivers(work) if t.name == name), None)
+    if tool is None:
+        pytest.skip(f"{name} is not installed")
+    a = image(work / "a.img", 64 * BLOCK, 3)
+    b = work / "b.img"
+    b.write_bytes(a.read_bytes())
+    ranges = Churn(b, writes=8, seed=9).step(work / "ranges.json")
+    assert ranges
+    tool.init()
+    oldest = tool.backup(a)
+    tool.backup(b, work / "ranges.json")
+    stored = tool.stored_bytes()
+    dest = work / "restored.img"
+    tool.restore(oldest, dest)
+    assert same_bytes(dest, a)
+    tool.delete(oldest)
+    assert tool.stored_bytes() <= stored

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_cli import ROOT, one_line_error
+from tests.cli.test_export import free_port
 from tests.s3server import SeaweedS3
 from tests.store.helpers import make_image, mutate
 
@@ -174,3 +175,26 @@ def test_two_appliances_and_a_prune_at_once_stay_consistent(cli: Cli, cloud_url:
         cli.ok("restore", "--repo", cloud_url, point["id"], out)
         originals = {p: data for _repo, _img, pts in sites for p, data in pts}
         assert out.read_bytes() == originals[point["id"]]
+
+
+def test_clone_and_export_from_the_cloud(cli: Cli, cloud_url: str, tmp_path: Path) -> None:
+    local, _img, points = local_repo_with_points(cli, tmp_path, 1, encrypt=False)
+    cli.ok("init", "--repo", cloud_url)
+    cli.ok("replicate", "--repo", local, "--to", cloud_url)
+    point, data = points[0]
+    cli.ok("clone", "--repo", cloud_url, point, "--name", "drill")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "cairn", "export", "--repo", cloud_url,
+                             "drill", "--nbd", f"127.0.0.1:{port}"], cwd=ROOT, env=cli.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and "exporting" in proc.stdout.readline()
+        want = tmp_path / "want.img"
+        want.write_bytes(data)
+        compare = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw", want,
+                                  f"nbd://127.0.0.1:{port}"], capture_output=True, text=True)
+        assert compare.returncode == 0, compare.stdout + compare.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    cli.ok("clone-rm", "--repo", cloud_url, "drill")

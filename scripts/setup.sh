@@ -20,6 +20,8 @@ declare -A NEED=(
   [sfdisk]=fdisk
   [extlinux]=extlinux
   [busybox]=busybox-static
+  [fusermount3]=fuse3
+  [debugfs]=e2fsprogs
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

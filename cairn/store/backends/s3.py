@@ -11,7 +11,8 @@ server, so an obstore upgrade that changes the text fails them rather than the u
 
 Promises beyond `cairn.store.backend`:
 - ``put`` is a single PUT request, never multipart, so it is atomic by S3 semantics; ``sync``
-  is a no-op because S3 acknowledges a PUT only once it is durable.
+  is a no-op because S3 acknowledges a PUT only once it is durable. Each PUT sends the
+  SHA-256 of its body (``x-amz-checksum-sha256``), which the server checks on arrival.
 - ``list`` follows every continuation token of ListObjectsV2 and raises on any failure; a
   prefix names a "directory" (``chunks`` does not match ``chunksX/...``), like the local
   backend.
@@ -127,6 +128,9 @@ class S3Backend:
             or _env("CAIRN_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
             or DEFAULT_REGION,
             virtual_hosted_style_request=False,
+            # Every PUT carries the SHA-256 of its body; the server refuses a body that
+            # arrived different, so a chunk is checked on arrival, not only before it left.
+            checksum_algorithm="sha256",
             client_options={
                 "allow_http": scheme == "http",
                 "connect_timeout": timedelta(seconds=connect_timeout),

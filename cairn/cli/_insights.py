@@ -1,0 +1,46 @@
+"""What the file-browsing commands (ls, cat, restore-files, diff, mount) share.
+
+They all open a point of a repository as a disk and name files with the ``[PART:]/path``
+syntax of `cairn.insights.paths`; the help text for that syntax lives here once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from cairn.cli._common import open_repo
+from cairn.insights.disk import Volume
+from cairn.insights.points import BlockCache, open_point
+from cairn.store.catalog import RecoveryPoint
+from cairn.store.repository import Repository
+
+POINT_HELP = "point id (or unique prefix, or VOLUME@latest)"
+PATH_SYNTAX = (
+    "Paths are [PART:]/path. PART is a partition number as `cairn ls POINT` shows it "
+    "(1, 2, ...; 'p1' works too; 0 is a disk without a partition table), e.g. 1:/etc/hosts "
+    "or p2:/EFI. Leave PART out when the point holds one readable file system: /etc/hosts."
+)
+
+
+def add_point(parser: argparse.ArgumentParser, name: str = "point") -> None:
+    parser.add_argument(name, help=POINT_HELP)
+
+
+@contextmanager
+def repository(args: argparse.Namespace) -> Iterator[Repository]:
+    repo = open_repo(args)
+    try:
+        yield repo
+    finally:
+        repo.close()
+
+
+@contextmanager
+def point_disk(repo: Repository, ref: str,
+               cache: BlockCache | None = None) -> Iterator[tuple[RecoveryPoint, list[Volume]]]:
+    """The point ``ref`` names and its partitions, file systems open, closed on exit."""
+    point = repo.resolve(ref)
+    with open_point(repo, point, cache) as volumes:
+        yield point, volumes

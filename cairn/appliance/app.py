@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -34,6 +35,10 @@ from cairn.store.retention import Policy
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 MAX_BODY = 4 * MAX_FRAME
 
+
+SQLITE_MAX = 2**63 - 1
+# Ids are SQLite integers: anything outside their range is a 422, not a crash in the query.
+JobId = Annotated[int, PathParam(ge=1, le=SQLITE_MAX)]
 
 class NewMachine(BaseModel):
     name: str = Field(description="machine name: letters, digits, '_' and '-'")
@@ -269,7 +274,9 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
         return {"deleted": retention.apply(repo_path, state, machine)}
 
     @app.get("/api/v1/jobs", dependencies=[Depends(admin)])
-    def list_jobs(machine: str | None = None, since: int = 0, limit: int = 200
+    def list_jobs(machine: str | None = None,
+                  since: Annotated[int, Query(ge=0, le=SQLITE_MAX)] = 0,
+                  limit: Annotated[int, Query(ge=1, le=10_000)] = 200
                   ) -> list[dict[str, Any]]:
         machine_id = None
         if machine is not None:
@@ -282,7 +289,7 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
         return state.jobs(machine_id=machine_id, since_id=since, limit=limit)
 
     @app.get("/api/v1/jobs/{job_id}", dependencies=[Depends(admin)])
-    def get_job(job_id: int) -> dict[str, Any]:
+    def get_job(job_id: JobId) -> dict[str, Any]:
         job = state.job(job_id)
         if job is None:
             raise NotFound(f"no job {job_id}")
@@ -337,7 +344,7 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
         return JSONResponse(job)
 
     @app.post("/api/v1/agent/jobs/{job_id}/finish")
-    def finish_job(job_id: int, body: JobReport,
+    def finish_job(job_id: JobId, body: JobReport,
                    machine: Annotated[Machine, Depends(agent)]) -> dict[str, Any]:
         job = state.job(job_id)
         if job is None:

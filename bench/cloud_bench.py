@@ -1,0 +1,197 @@
+"""Cloud benchmark: what replication to S3 costs on the wire and in time, against rclone.
+
+Why: issue 7 promises that after the first copy a new point costs the cloud about what it
+cost locally (bytes sent for point B at most 1.05x its local `bytes_stored`), that the first
+replication moves data at least about as fast as a plain file sync of the repository would,
+and that a point restores straight from the bucket. Measured on a real SeaweedFS S3 gateway
+on loopback (`tests/s3server.py`), with the realistic image pair of `images.py`:
+
+1. local repository, back up A, `cairn replicate` (the first, full copy), back up B,
+   replicate again (only B's new chunks); bytes sent come from `replicate --json`;
+2. `rclone copy` of the local repository folder (after both backups) to a fresh server:
+   a tool that only moves files, as the throughput reference;
+3. `cairn restore` of point B from the bucket and from the local repository, cold cache.
+
+Each repeat starts a fresh SeaweedFS (it holds at most 2 GiB: 32 volumes of 64 MiB), and
+rclone gets its own, so both write into an empty server. Figures are medians of
+`--repeats` runs; the load average is recorded. Results go to `bench/work/cloud-<time>.json`.
+
+Run as root (it drops the page cache): `.venv/bin/python bench/cloud_bench.py [--quick]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from images import WORK, BenchError, ImagePair, build, parse_size, size_label  # noqa: E402
+from tools import CAIRN, call, drop_caches, tree_bytes  # noqa: E402
+
+from tests.s3server import SeaweedS3  # noqa: E402
+
+Results = dict[str, Any]
+BUCKET = "cairn-bench"
+
+
+def cairn_env(server: SeaweedS3, cache: Path) -> dict[str, str]:
+    """The environment the tests give cairn: endpoint, key and a private cache folder."""
+    return {**os.environ, "CAIRN_S3_ENDPOINT": server.endpoint,
+            "CAIRN_S3_ACCESS_KEY": server.access_key,
+            "CAIRN_S3_SECRET_KEY": server.secret_key, "CAIRN_CACHE": str(cache)}
+
+
+def rclone_env(server: SeaweedS3, config: Path) -> dict[str, str]:
+    """An rclone remote `sw:` for the server, from variables only (no file in $HOME).
+
+    AWS_CA_BUNDLE is dropped: rclone fails to start on this host's bundle, and the
+    endpoint is plain HTTP anyway.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    env.update({"RCLONE_CONFIG": str(config), "RCLONE_CONFIG_SW_TYPE": "s3",
+                "RCLONE_CONFIG_SW_PROVIDER": "Other",
+                "RCLONE_CONFIG_SW_ACCESS_KEY_ID": server.access_key,
+                "RCLONE_CONFIG_SW_SECRET_ACCESS_KEY": server.secret_key,
+                "RCLONE_CONFIG_SW_ENDPOINT": server.endpoint,
+                "RCLONE_CONFIG_SW_REGION": "us-east-1",
+                "RCLONE_CONFIG_SW_FORCE_PATH_STYLE": "true"})
+    return env
+
+
+def timed_json(argv: list[str | Path], env: dict[str, str]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = call([CAIRN, *argv, "--json"], env=env)
+    return json.loads(out), time.perf_counter() - start
+
+
+def timed_call(argv: list[str | Path], env: dict[str, str], cold: bool = True) -> float:
+    if cold:
+        drop_caches()
+    start = time.perf_counter()
+    call(argv, env=env)
+    return time.perf_counter() - start
+
+
+def one_repeat(pair: ImagePair, tmp: Path, rclone_transfers: int) -> Results:
+    """One full round on fresh servers; every figure of the table, unreduced."""
+    res: Results = {}
+    local, cloud = tmp / "local", f"s3://{BUCKET}/cairn"
+    with SeaweedS3.start(bucket=BUCKET) as server:
+        env = cairn_env(server, tmp / "cache")
+        call([CAIRN, "init", "--repo", local], env=env)
+        call([CAIRN, "init", "--repo", cloud], env=env)
+        a, _ = timed_json(["backup", "--repo", local, "--volume", "vol", pair.a], env)
+        first, first_s = timed_json(["replicate", "--repo", local, "--to", cloud], env)
+        b, _ = timed_json(["backup", "--repo", local, "--volume", "vol", pair.b], env)
+        second, second_s = timed_json(["replicate", "--repo", local, "--to", cloud], env)
+        res.update(a_stored=a["bytes_stored"], b_stored=b["bytes_stored"],
+                   first_sent=first["bytes_sent"], first_s=first_s,
+                   first_reported_s=first["seconds"], first_chunks=first["chunks_sent"],
+                   second_sent=second["bytes_sent"], second_s=second_s,
+                   second_chunks=second["chunks_sent"],
+                   local_stats=json.loads(call([CAIRN, "stats", "--repo", local, "--json"],
+                                               env=env)))
+        out = tmp / "restored.img"
+        res["restore_cloud_s"] = timed_call([CAIRN, "restore", "--repo", cloud, b["point"], out],
+                                            env)
+        out.unlink()
+        res["restore_local_s"] = timed_call([CAIRN, "restore", "--repo", local, b["point"], out],
+                                            env)
+        out.unlink()
+    res["repo_bytes"] = tree_bytes(local)
+    res["repo_files"] = sum(len(files) for _, _, files in os.walk(local))
+    with SeaweedS3.start(bucket=BUCKET) as server:
+        env = rclone_env(server, tmp / "rclone.conf")
+        res["rclone_s"] = timed_call(
+            ["rclone", "copy", "--s3-no-check-bucket", f"--transfers={rclone_transfers}",
+             local, f"sw:{BUCKET}/rclone"], env)
+    shutil.rmtree(local)
+    shutil.rmtree(tmp / "cache", ignore_errors=True)
+    return res
+
+
+def summarize(runs: list[Results]) -> Results:
+    """Medians of every numeric figure across the repeats."""
+    out: Results = {}
+    for key, value in runs[0].items():
+        if isinstance(value, int | float):
+            out[key] = statistics.median(r[key] for r in runs)
+    out["first_mb_s"] = statistics.median(r["first_sent"] / r["first_s"] / 1e6 for r in runs)
+    out["rclone_mb_s"] = statistics.median(r["repo_bytes"] / r["rclone_s"] / 1e6 for r in runs)
+    out["b_ratio"] = statistics.median(r["second_sent"] / r["b_stored"] for r in runs)
+    return out
+
+
+def table(m: Results, label: str) -> str:
+    mb = 1e6
+    rows = [
+        ("bytes sent, replicate of B / B bytes_stored",
+         f"{m['second_sent'] / mb:.1f} / {m['b_stored'] / mb:.1f} MB = {m['b_ratio']:.3f}x",
+         "<= 1.05x", "ok" if m["b_ratio"] <= 1.05 else "MISS"),
+        ("bytes sent, first replicate / A bytes_stored",
+         f"{m['first_sent'] / mb:.1f} / {m['a_stored'] / mb:.1f} MB", "-", "-"),
+        ("first replicate (A)", f"{m['first_s']:.1f} s  {m['first_mb_s']:.0f} MB/s", "-", "-"),
+        ("rclone copy of the repository folder",
+         f"{m['rclone_s']:.1f} s  {m['rclone_mb_s']:.0f} MB/s "
+         f"({m['repo_bytes'] / mb:.0f} MB, {m['repo_files']:.0f} files)", "-", "-"),
+        ("first replicate MB/s / rclone MB/s", f"{m['first_mb_s'] / m['rclone_mb_s']:.2f}x",
+         ">= ~1x", "ok" if m["first_mb_s"] >= 0.9 * m["rclone_mb_s"] else "MISS"),
+        ("second replicate (B)", f"{m['second_s']:.1f} s", "-", "-"),
+        (f"restore B ({label}) from cloud, cold", f"{m['restore_cloud_s']:.1f} s", "-", "-"),
+        (f"restore B ({label}) from local, cold", f"{m['restore_local_s']:.1f} s", "-", "-"),
+        ("restore cloud / local", f"{m['restore_cloud_s'] / m['restore_local_s']:.2f}x", "-",
+         "-"),
+    ]
+    head = ("metric", "median", "target", "verdict")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
+                     for r in [head, *rows])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="512M images, one run")
+    parser.add_argument("--size", help="image size (default 2G, 512M with --quick)")
+    parser.add_argument("--repeats", type=int, help="runs (default 3, 1 with --quick)")
+    parser.add_argument("--rclone-transfers", type=int, default=4,
+                        help="rclone --transfers (default 4, rclone's own default)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("error: run as root (the benchmark drops the page cache)", file=sys.stderr)
+        return 1
+    size = parse_size(args.size or ("512M" if args.quick else "2G"))
+    repeats = args.repeats or (1 if args.quick else 3)
+    res: Results = {"image_size": size, "repeats": repeats, "load_before": os.getloadavg(),
+                    "rclone_transfers": args.rclone_transfers,
+                    "rclone": call(["rclone", "version"]).splitlines()[0]}
+    try:
+        pair = build(size)
+        runs = []
+        for n in range(repeats):
+            print(f"repeat {n + 1}/{repeats} ...", flush=True)
+            with tempfile.TemporaryDirectory(prefix="cloud-run-", dir=WORK) as tmp:
+                runs.append(one_repeat(pair, Path(tmp), args.rclone_transfers))
+    except (BenchError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    res.update(runs=runs, medians=summarize(runs), load_after=os.getloadavg())
+    out = WORK / f"cloud-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(res, indent=1))
+    print(table(res["medians"], size_label(size)))
+    print(f"load average before {res['load_before']}, after {res['load_after']}; "
+          f"repeats {repeats} (medians); JSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

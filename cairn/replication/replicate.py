@@ -122,7 +122,7 @@ def replicate(local: Repository, cloud: Repository, volume: str | None = None,
                 batch.append(digest)
                 if progress:
                     progress(stored)
-                if len(batch) >= 8:
+                if len(batch) >= 4:
                     _journal(cloud, batch)
             _journal(cloud, batch)
             remote.publish(placed)

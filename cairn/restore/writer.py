@@ -74,8 +74,9 @@ def restore_image(reader: PointReader, dest: Path,
             os.pwrite(fd, reader.block(digest, length), index * bs)
         return (stop - start) * bs
 
+    workers = WORKERS * 4 if reader.repo.remote is not None else WORKERS  # slow requests
     try:
-        with ThreadPoolExecutor(WORKERS) as pool:
+        with ThreadPoolExecutor(workers) as pool:
             for done in pool.map(write_group, reader.node_groups()):
                 if progress:
                     progress(done)

@@ -355,12 +355,13 @@ class Catalog:
     def still_free(self, hashes: list[bytes]) -> list[bytes]:
         """Of ``hashes``, those that no row and no pin has claimed again since."""
         out: list[bytes] = []
-        for h in hashes:
-            row = self.db.execute(
-                "SELECT (SELECT COUNT(*) FROM chunks WHERE hash=?) + "
-                "(SELECT COUNT(*) FROM pins WHERE hash=?)", (h, h)).fetchone()
-            if row[0] == 0:
-                out.append(h)
+        with self.transaction(durable=False) as db:  # one lock for all the lookups
+            for h in hashes:
+                row = db.execute(
+                    "SELECT (SELECT COUNT(*) FROM chunks WHERE hash=?) + "
+                    "(SELECT COUNT(*) FROM pins WHERE hash=?)", (h, h)).fetchone()
+                if row[0] == 0:
+                    out.append(h)
         return out
 
     def forget_pending(self, hashes: Iterable[bytes]) -> None:

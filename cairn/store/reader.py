@@ -7,29 +7,12 @@ same reader serves restore, NBD export and file browsing.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 from cairn.store.blockmap import FANOUT, Tree
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO
 from cairn.store.repository import Repository
-
-_PARALLEL_FROM = 4
-_pools: dict[bool, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
-
-
-def _pool(repo: Repository) -> ThreadPoolExecutor:
-    """Threads shared by all readers: fetching, checking and decompressing a chunk release
-    the GIL. A bucket answers each request slowly, so it gets more of them in flight."""
-    remote = repo.remote is not None
-    with _pools_lock:
-        if remote not in _pools:
-            _pools[remote] = ThreadPoolExecutor(16 if remote else 4,
-                                                thread_name_prefix="cairn-read")
-        return _pools[remote]
 
 
 class PointReader:
@@ -56,12 +39,8 @@ class PointReader:
             return b""
         bs = self.block_size
         first, last = offset // bs, (offset + length - 1) // bs
-        wanted = [(digest, min(bs, self.size - index * bs))
-                  for index, digest in self.block_hashes(first, last + 1)]
-        if len(wanted) >= _PARALLEL_FROM:  # large reads (NBD, restore): overlap the fetches
-            parts = list(_pool(self.repo).map(lambda w: self.block(*w), wanted))
-        else:
-            parts = [self.block(*w) for w in wanted]
+        parts = [self.block(digest, min(bs, self.size - index * bs))
+                 for index, digest in self.block_hashes(first, last + 1)]
         data = b"".join(parts)
         skip = offset - first * bs
         return data[skip : skip + length]

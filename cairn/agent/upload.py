@@ -37,11 +37,11 @@ from cairn.agent.client import ApplianceClient
 from cairn.agent.config import VolumeConfig
 from cairn.agent.hooks import frozen
 from cairn.errors import CairnError, SourceError
+from cairn.frames import FRAME, encode_frame, frame_hash
 
 PIECE = 1 << 20
 BATCH_BYTES = 4 << 20
 ZERO = bytes(32)
-_FRAME_HEADER = 12
 
 
 @dataclass
@@ -111,11 +111,10 @@ class Sender:
 
     def frame(self, offset: int, data: bytes) -> None:
         known = self.received.get((offset, len(data)))
-        if known is not None and known == blake3.blake3(data).digest():
+        if known is not None and known == frame_hash(data):
             return
-        self.batch.append(offset.to_bytes(8, "big") + len(data).to_bytes(4, "big"))
-        self.batch.append(data)
-        self.batch_bytes += len(data) + _FRAME_HEADER
+        self.batch.append(encode_frame(offset, data))
+        self.batch_bytes += len(data) + FRAME.size
         if self.batch_bytes >= BATCH_BYTES:
             self.flush()
 

@@ -24,10 +24,10 @@ from cairn import __version__, logs
 from cairn.appliance import metrics, retention
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.scheduler import check_cron, first_run, parse_every
-from cairn.appliance.spool import MAX_FRAME
 from cairn.appliance.state import Machine, State
 from cairn.appliance.uploads import Conflict, Forbidden, NotFound, Uploads, store_volume
 from cairn.errors import CairnError, Locked, UsageError
+from cairn.frames import MAX_FRAME
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.repository import Repository
 from cairn.store.retention import Policy

@@ -1,11 +1,9 @@
 """Uploads in flight: received ranges in a sparse spool file, then one `Ingest` at commit.
 
-Wire format of ``PUT /api/v1/agent/uploads/{id}/data`` (version 1): the body is a sequence
-of frames, each ``offset`` (u64, big endian), ``length`` (u32), then ``length`` bytes of the
-volume at ``offset``. Frames are idempotent (writing one twice leaves the same spool), so an
-agent whose connection dropped simply sends again whatever it is not sure arrived. The
-appliance remembers each frame's BLAKE3 so a resumed agent can skip the frames it would send
-with identical content.
+The agent sends frames (`cairn.frames`); they are idempotent (writing one twice leaves the
+same spool), so an agent whose connection dropped simply sends again whatever it is not sure
+arrived. The appliance remembers each frame's BLAKE3 so a resumed agent can skip the frames
+it would send with identical content.
 
 The spool is the truth for the bytes of the ranges the agent's commit lists, the parent
 point for all others (or zeros on a full upload). `SpoolSource` presents exactly that as a
@@ -17,46 +15,9 @@ from __future__ import annotations
 
 import bisect
 import os
-import struct
 from pathlib import Path
 
-import blake3
-
-from cairn.errors import UsageError
 from cairn.store.reader import PointReader
-
-FRAME = struct.Struct(">QI")
-MAX_FRAME = 16 * 1024 * 1024
-
-
-def parse_frames(body: bytes, size: int) -> list[tuple[int, memoryview]]:
-    """Split a request body into ``(offset, data)``; rejects anything outside the volume."""
-    view = memoryview(body)
-    frames = []
-    pos = 0
-    while pos < len(view):
-        if len(view) - pos < FRAME.size:
-            raise UsageError("truncated frame header: each frame is offset (u64), length (u32), "
-                             "then the data")
-        offset, length = FRAME.unpack_from(view, pos)
-        pos += FRAME.size
-        if length == 0 or length > MAX_FRAME:
-            raise UsageError(f"frame length {length} must be between 1 and {MAX_FRAME}")
-        if offset + length > size:
-            raise UsageError(f"frame {offset}+{length} lies past the end of the volume ({size})")
-        if len(view) - pos < length:
-            raise UsageError(f"frame at {offset} claims {length} bytes but the body ends first")
-        frames.append((offset, view[pos : pos + length]))
-        pos += length
-    return frames
-
-
-def encode_frame(offset: int, data: bytes) -> bytes:
-    return FRAME.pack(offset, len(data)) + data
-
-
-def frame_hash(data: bytes | memoryview) -> bytes:
-    return blake3.blake3(data).digest()
 
 
 class Spool:

@@ -161,9 +161,6 @@ class State:
 
     # -- admin ---------------------------------------------------------------------------
 
-    def has_admin(self) -> bool:
-        return bool(self.query("SELECT 1 FROM admin_tokens LIMIT 1"))
-
     def add_admin(self, token: str) -> None:
         with self.tx() as db:
             db.execute("INSERT OR IGNORE INTO admin_tokens VALUES(?, ?)",

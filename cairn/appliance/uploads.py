@@ -16,9 +16,10 @@ from typing import Any
 
 from cairn import logs
 from cairn.appliance import metrics
-from cairn.appliance.spool import Spool, SpoolSource, frame_hash, merge, parse_frames, uncovered
+from cairn.appliance.spool import Spool, SpoolSource, merge, uncovered
 from cairn.appliance.state import Machine, State, Upload
 from cairn.errors import UsageError
+from cairn.frames import frame_hash, parse_frames
 from cairn.store.ingest import Ingest
 from cairn.store.reader import PointReader
 from cairn.store.repository import Repository

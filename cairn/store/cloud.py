@@ -41,7 +41,7 @@ from cairn.store import runs
 from cairn.store.backend import Backend
 from cairn.store.blockmap import NodeCache
 from cairn.store.catalog import RecoveryPoint
-from cairn.store.chunks import key_id
+from cairn.store.chunks import chunk_name, key_id
 from cairn.store.repository import (
     DEFAULT_BLOCK_SIZE,
     Repository,
@@ -52,6 +52,7 @@ from cairn.store.repository import (
 )
 from cairn.store.verify import expected_refs
 
+SWEEP_MARKER = "sweep-needed"
 STALE_AFTER = 30 * 60
 REFRESH_EVERY = 5 * 60
 LOCK_WAIT = 60.0
@@ -146,14 +147,37 @@ class Cloud:
 
     @contextmanager
     def lock(self, repo: Repository, exclusive: bool) -> Iterator[RemoteLock]:
+        """Hold the writers' lock with the cache synced.
+
+        An exclusive holder also leaves ``SWEEP_MARKER`` in the bucket while it works: if it
+        dies midway (after unpublishing points, before unlinking their chunks), the next
+        exclusive holder finds the marker and sweeps the chunks no point counts.
+        """
         lock = RemoteLock(self.backend, exclusive, self.where).acquire()
         self._exclusive += exclusive
         try:
             self.sync(repo)
+            if exclusive:
+                if self.backend.exists(SWEEP_MARKER):
+                    self.sweep(repo)
+                self.backend.put(SWEEP_MARKER, b"an exclusive writer is at work\n")
             yield lock
+            if exclusive:
+                self.backend.delete(SWEEP_MARKER)
         finally:
             self._exclusive -= exclusive
             lock.release()
+
+    def sweep(self, repo: Repository) -> int:
+        """Delete chunk objects that no point counts; only under the exclusive lock, with the
+        cache just synced, so nothing any node relies on can be among them. A listing error
+        raises and deletes nothing."""
+        assert self.exclusive_held
+        known = {chunk_name(h) for h in repo.catalog.chunk_refs()}
+        stray = [name for name in list(self.backend.list("chunks")) if name not in known]
+        for name in stray:
+            self.backend.delete(name)
+        return len(stray)
 
     def publish(self, point: RecoveryPoint) -> None:
         record = {f: getattr(point, f) for f in POINT_FIELDS}

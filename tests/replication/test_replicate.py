@@ -204,3 +204,24 @@ def test_clone_and_export_from_the_cloud(cli: Cli, cloud_url: str, tmp_path: Pat
         proc.terminate()
         proc.wait(timeout=10)
     cli.ok("clone-rm", "--repo", cloud_url, "drill")
+
+
+def test_a_dead_cloud_delete_is_swept_by_the_next(cli: Cli, cloud_url: str, tmp_path: Path,
+                                                  s3_server: SeaweedS3) -> None:
+    local, _img, points = local_repo_with_points(cli, tmp_path, 2, encrypt=False)
+    cli.ok("init", "--repo", cloud_url)
+    cli.ok("replicate", "--repo", local, "--to", cloud_url)
+    # What a delete killed between unpublishing a point and unlinking its chunks leaves:
+    # the sweep marker and chunks that no point counts any more.
+    bucket, _, prefix = cloud_url[len("s3://"):].partition("/")
+    s3 = s3_server.client()
+    stray = f"{prefix}/chunks/aba/{'ab' * 32}"
+    s3.put_object(Bucket=bucket, Key=stray, Body=b"CRN\x00left behind")
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/sweep-needed", Body=b"x")
+    assert cli.json("verify", "--repo", cloud_url)["orphans"] == 1
+    cli.ok("prune", "--repo", cloud_url, "--volume", "web01-sda", "--keep-last", "1")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]}
+    assert stray not in keys and f"{prefix}/sweep-needed" not in keys
+    report = cli.json("verify", "--repo", cloud_url, "--read-data")
+    assert report["ok"] and report["orphans"] == 0
+    assert [p["id"] for p in cli.json("points", "--repo", cloud_url)] == [points[-1][0]]

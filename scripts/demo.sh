@@ -21,7 +21,7 @@ cairn init
 step "first backup: reads everything once"
 cairn backup --volume web01-sda "$work/disk.img"
 
-step "the machine changes: a file is rewritten, one is added"
+step "the machine changes: a file is added, another deleted"
 cp "$work/disk.img" "$work/disk-before.img"
 head -c 300000 /dev/urandom > "$work/new.bin"
 debugfs -w -R "write $work/new.bin new.bin" "$work/disk.img" >/dev/null 2>&1
@@ -52,6 +52,11 @@ cmp "$work/disk-before.img" "$work/restored.img" && echo "restored image is iden
 step "restore the newest as qcow2 and let qemu-img compare it"
 cairn restore web01-sda@latest "$work/restored.qcow2" --format qcow2
 qemu-img compare "$work/disk.img" "$work/restored.qcow2"
+
+step "Backup Insights: browse the newest point and compare it with the oldest, file by file"
+cairn ls web01-sda@latest /
+cairn diff "$oldest" web01-sda@latest
+cairn cat "$oldest" /README.md | head -3
 
 step "instant access: a writable clone of the oldest point, served over NBD"
 cairn clone "$oldest" --name sandbox

@@ -10,6 +10,7 @@ Every refusal is a 4xx with ``{"detail": "one line naming the problem and the fi
 
 import re
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -102,30 +103,20 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
             metrics.add("cairn_http_client_errors_total")
         return JSONResponse({"detail": message}, status_code=status)
 
-    @app.exception_handler(UsageError)
-    async def _usage(_: Request, exc: UsageError) -> JSONResponse:
-        return _status(400, str(exc))
+    def answer(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+        async def handler(_: Request, exc: Exception) -> JSONResponse:
+            return _status(status, str(exc))
+        return handler
 
-    @app.exception_handler(Locked)
-    async def _locked(_: Request, exc: Locked) -> JSONResponse:
-        return _status(409, str(exc))
-
-    @app.exception_handler(Conflict)
-    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
-        return _status(409, str(exc))
-
-    @app.exception_handler(Forbidden)
-    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
-        return _status(403, str(exc))
-
-    @app.exception_handler(NotFound)
-    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
-        return _status(404, str(exc))
+    for error, status in ((UsageError, 400), (Forbidden, 403), (NotFound, 404),
+                          (Locked, 409), (Conflict, 409)):
+        app.add_exception_handler(error, answer(status))
 
     @app.exception_handler(CairnError)
     async def _cairn(_: Request, exc: CairnError) -> JSONResponse:
+        """Not the request's fault: 503 when trying again may help, else 500."""
         logs.event("request.failed", error=str(exc))
-        return JSONResponse({"detail": str(exc)}, status_code=500)
+        return JSONResponse({"detail": str(exc)}, status_code=503 if exc.retryable else 500)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -148,3 +148,6 @@ class ChunkStore:
 
     def delete(self, digest: bytes) -> None:
         self.backend.delete(chunk_name(digest))
+
+    def delete_many(self, digests: list[bytes]) -> None:
+        self.backend.delete_many([chunk_name(d) for d in digests])

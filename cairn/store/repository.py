@@ -4,7 +4,8 @@ Layout on disk (version 1)::
 
     <repo>/config.json     what kind of repository this is and how it cuts blocks
     <repo>/catalog.db      the SQLite catalog (WAL), the truth about what is committed
-    <repo>/chunks/abc/...  one file per chunk, named by its hash (`chunks`)
+    <repo>/packs/ + packs.db  chunks appended to pack files, and their index (`packs`);
+                           repositories of the first layout keep ``chunks/abc/<hash>`` files
     <repo>/locks/          one lock per volume, one for chunk deletion (`locks`)
 
 Locking: a writer of a volume (backup, delete, prune) holds that volume's lock, so one
@@ -19,7 +20,6 @@ import json
 import os
 import re
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -35,6 +35,7 @@ from cairn.errors import (
 )
 from cairn.store.backend import Backend
 from cairn.store.backends.local import LocalBackend
+from cairn.store.backends.packs import PackBackend
 from cairn.store.blockmap import NodeCache, Tree
 from cairn.store.catalog import Catalog, RecoveryPoint, Volume
 from cairn.store.chunks import KEY_SIZE, ChunkStore, key_id
@@ -54,6 +55,8 @@ class RepositoryConfig:
     magic: str = MAGIC
     version: int = VERSION
     key_id: str | None = None
+    layout: str = "files"
+    """How a local repository keeps chunks: "packs" (new repositories) or "files"."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -68,6 +71,12 @@ class RepositoryConfig:
                              "upgrade cairn")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+def local_backend(path: Path, config: RepositoryConfig) -> Backend:
+    if config.layout == "packs":
+        return PackBackend(path)
+    return LocalBackend(path)
 
 
 def check_block_size(block_size: int) -> int:
@@ -166,13 +175,13 @@ class Repository:
         path.mkdir(parents=True, exist_ok=True)
         key = write_key(path / "key") if encrypt else None
         config = RepositoryConfig(id=secrets.token_hex(16), block_size=block_size,
-                                  key_id=key_id(key) if key else None)
+                                  key_id=key_id(key) if key else None, layout="packs")
         (path / "chunks").mkdir(exist_ok=True)
         Catalog.create(path / "catalog.db").close()
         tmp = path / "config.json.tmp"
         tmp.write_text(config.to_json())
         tmp.rename(path / "config.json")
-        return cls(str(path), path, config, LocalBackend(path), key)
+        return cls(str(path), path, config, local_backend(path, config), key)
 
     @classmethod
     def open(cls, path: Path, key_file: Path | None = None) -> Repository:
@@ -186,7 +195,7 @@ class Repository:
         if key_file is None and (path / "key").exists():
             key_file = path / "key"
         key = load_key(config, key_file, str(path))
-        return cls(str(path), path, config, LocalBackend(path), key)
+        return cls(str(path), path, config, local_backend(path, config), key)
 
     def publish(self, point: RecoveryPoint) -> None:
         """Called just before ``point`` is committed to the catalog."""
@@ -199,6 +208,7 @@ class Repository:
             self.remote.unpublish(point)
 
     def close(self) -> None:
+        self.chunks.backend.close()
         self.catalog.close()
 
     # -- names ---------------------------------------------------------------------------
@@ -299,8 +309,7 @@ class Repository:
         with lock:
             pending = self.catalog.pending_free()
             free = self.catalog.still_free(pending)
-            with ThreadPoolExecutor(8) as pool:  # unlink waits on the journal: overlap them
-                list(pool.map(self.chunks.delete, free))
+            self.chunks.delete_many(free)
             if free:
                 self.chunks.backend.sync()
             self.catalog.forget_pending(pending)

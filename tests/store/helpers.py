@@ -9,6 +9,7 @@ from pathlib import Path
 from cairn.restore.writer import restore_image
 from cairn.sources.image import ImageSource
 from cairn.store.catalog import RecoveryPoint
+from cairn.store.chunks import chunk_name
 from cairn.store.ingest import Ingest
 from cairn.store.reader import PointReader
 from cairn.store.repository import Repository
@@ -55,3 +56,23 @@ def restored_digest(repo: Repository, point: RecoveryPoint, out: Path) -> str:
 
 def digest(data: bytes | bytearray) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def flip_bit(repo: Repository, digest: bytes) -> None:
+    """Damage a stored chunk in place, as a failing disk would."""
+    path, offset, length = repo.chunks.backend.locate(chunk_name(digest))  # type: ignore[attr-defined]
+    with open(path, "r+b") as f:
+        f.seek(offset + length // 2)
+        byte = f.read(1)
+        f.seek(offset + length // 2)
+        f.write(bytes([byte[0] ^ 0x10]))
+
+
+def rewrite(repo: Repository, digest: bytes, data: bytes | None) -> None:
+    """Replace (or, with ``None``, remove) a stored chunk's bytes behind the catalog's back."""
+    backend = repo.chunks.backend
+    if data is None:
+        backend.delete(chunk_name(digest))
+    else:
+        backend.put(chunk_name(digest), data)
+    backend.sync()

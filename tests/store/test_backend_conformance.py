@@ -16,14 +16,20 @@ import pytest
 
 from cairn.store.backend import Backend
 from cairn.store.backends.local import LocalBackend
+from cairn.store.backends.packs import PackBackend
 from cairn.store.backends.s3 import S3Backend
 from tests.s3server import SeaweedS3
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "packs", "s3"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     if request.param == "local":
         yield LocalBackend(tmp_path)
+        return
+    if request.param == "packs":
+        packs = PackBackend(tmp_path)
+        yield packs
+        packs.close()
         return
     server: SeaweedS3 = request.getfixturevalue("s3_server")
     yield S3Backend(

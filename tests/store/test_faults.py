@@ -52,12 +52,19 @@ class FailingBackend:
         self._tick()
         self.inner.delete(name)
 
+    def delete_many(self, names: list[str]) -> None:
+        for name in names:
+            self.delete(name)
+
     def list(self, prefix: str) -> Iterator[str]:
         return self.inner.list(prefix)
 
     def sync(self) -> None:
         self._tick()
         self.inner.sync()
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def check(path: Path, expected: dict[str, str], scratch: Path) -> None:

@@ -13,7 +13,16 @@ from cairn.store.reader import PointReader
 from cairn.store.repository import Repository
 from cairn.store.stats import repository_stats
 from cairn.store.verify import verify
-from tests.store.helpers import BLOCK, backup, digest, make_image, mutate, restored_digest
+from tests.store.helpers import (
+    BLOCK,
+    backup,
+    digest,
+    flip_bit,
+    make_image,
+    mutate,
+    restored_digest,
+    rewrite,
+)
 
 
 @pytest.fixture
@@ -118,15 +127,12 @@ def test_flipped_bit_is_found_and_named(repo: Repository, tmp_path: Path) -> Non
     # Damage a chunk that only the first point holds.
     only_first = next(h for i, h in PointReader(repo, first).block_hashes()
                       if h != dict(PointReader(repo, second).block_hashes())[i])
-    path = repo.path / chunk_name(only_first)
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0x10
-    path.write_bytes(raw)
+    flip_bit(repo, only_first)
     assert verify(repo).ok  # presence only
     report = verify(repo, read_data=True)
     assert not report.ok
     assert report.damaged == {only_first.hex(): [first.id]}
-    path.unlink()
+    rewrite(repo, only_first, None)
     with pytest.raises(MissingChunk):
         PointReader(repo, first).pread(0, len(data))
 
@@ -137,12 +143,9 @@ def test_damaged_repository_fixtures(repo: Repository, tmp_path: Path) -> None:
     make_image(img, 1024 * 1024, seed=9, fill=1.0)
     point = backup(repo, "vol", img)
     hashes = [h for _, h in PointReader(repo, point).block_hashes()]
-    truncated = repo.path / chunk_name(hashes[0])
-    truncated.write_bytes(truncated.read_bytes()[:-10])
-    (repo.path / chunk_name(hashes[1])).unlink()
-    orphan = repo.path / chunk_name(bytes(range(32)))
-    orphan.parent.mkdir(parents=True, exist_ok=True)
-    orphan.write_bytes(b"CRN\x00stray")
+    rewrite(repo, hashes[0], repo.chunks.backend.get(chunk_name(hashes[0]))[:-10])
+    rewrite(repo, hashes[1], None)
+    rewrite(repo, bytes(range(32)), b"CRN\x00stray")
     quick = verify(repo)
     assert [p for p in quick.problems if hashes[1].hex() in p] and quick.orphans == 1
     full = verify(repo, read_data=True)

@@ -14,6 +14,7 @@ import errno
 import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cairn.errors import StorageFull
@@ -61,6 +62,14 @@ class LocalBackend:
                 raise StorageFull(str(self.root)) from exc
             raise
 
+    def locate(self, name: str) -> tuple[Path, int, int]:
+        """Where an object's bytes are: file, offset, length (for repair tools)."""
+        path = self._path(name)
+        try:
+            return path, 0, path.stat().st_size
+        except FileNotFoundError:
+            raise KeyError(name) from None
+
     def get(self, name: str) -> bytes:
         # open, fstat, one read of exactly the size, close: a restore does this for every
         # chunk, and Python's file objects add an lseek and an extra read at the end.
@@ -86,6 +95,10 @@ class LocalBackend:
     def delete(self, name: str) -> None:
         self._path(name).unlink(missing_ok=True)
 
+    def delete_many(self, names: list[str]) -> None:
+        with ThreadPoolExecutor(8) as pool:  # an unlink waits on the journal: overlap them
+            list(pool.map(self.delete, names))
+
     def list(self, prefix: str) -> Iterator[str]:
         base = self._path(prefix)
         if not base.exists():
@@ -98,3 +111,6 @@ class LocalBackend:
 
     def sync(self) -> None:
         syncfs(self.root)
+
+    def close(self) -> None:
+        """Nothing is held open between calls."""

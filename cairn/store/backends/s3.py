@@ -224,6 +224,13 @@ class S3Backend:
     def delete(self, name: str) -> None:
         self._call(f"DELETE {name}", lambda: obstore.delete(self._store, name))
 
+    def delete_many(self, names: list[str]) -> None:
+        """One DeleteObjects request per thousand names."""
+        for start in range(0, len(names), 1000):
+            batch = names[start : start + 1000]
+            self._call(f"DELETE {len(batch)} objects",
+                       lambda b=batch: obstore.delete(self._store, b))
+
     def list(self, prefix: str) -> Iterator[str]:
         if not self._bucket_checked:
             self.check_bucket()
@@ -237,6 +244,9 @@ class S3Backend:
 
     def sync(self) -> None:
         """Nothing to do: S3 acknowledges a PUT or DELETE only once it is durable."""
+
+    def close(self) -> None:
+        """Connections close with the store object."""
 
 
 def open_s3_url(

@@ -1,0 +1,261 @@
+"""Chunks packed into large append-only files, on a local file system.
+
+One file per 64 KiB chunk costs a create, a rename and a directory entry per chunk, and a
+cold restore or delete then pays a directory and an inode lookup per chunk. Here each
+writing thread appends its chunks to its own *pack* (``packs/<pid>-<random>.pack``, rolled
+over at 256 MiB), so a backup writes a few files sequentially and a restore of a point reads
+them mostly in order. An index (SQLite, ``packs.db``) maps each object name to its pack,
+offset and length.
+
+Promises (as `cairn.store.backend` asks): an object is visible to this process as soon as
+``put`` returns and durable, for every process, after ``sync`` (packs fsynced, then the
+index rows committed). ``delete`` punches a hole over the object (``fallocate``
+PUNCH_HOLE: the space returns at once, nothing else moves) and drops its index row at the
+next ``sync``; a pack whose objects are all deleted, and that no writer appends to any
+more, is unlinked. A crash before ``sync`` leaves bytes in a pack that no index row names:
+space only, reclaimed when that pack empties.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from cairn.errors import StorageFull
+
+PACK_LIMIT = 256 * 1024 * 1024
+_FALLOC_FL_KEEP_SIZE = 1
+_FALLOC_FL_PUNCH_HOLE = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects(
+    name TEXT PRIMARY KEY, pack TEXT NOT NULL, offset INTEGER NOT NULL,
+    length INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS packs(
+    name TEXT PRIMARY KEY, live INTEGER NOT NULL, sealed INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+Location = tuple[str, int, int]
+
+
+def _punch(fd: int, offset: int, length: int) -> None:
+    if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length):
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _runs(locations: Iterable[Location]) -> list[Location]:
+    """Merge byte ranges that touch, per pack."""
+    merged: list[Location] = []
+    for pack, offset, length in sorted(locations):
+        if merged and merged[-1][0] == pack and merged[-1][1] + merged[-1][2] == offset:
+            merged[-1] = (pack, merged[-1][1], merged[-1][2] + length)
+        else:
+            merged.append((pack, offset, length))
+    return merged
+
+
+class _Writer:
+    """The pack one thread appends to."""
+
+    def __init__(self, folder: Path) -> None:
+        self.name = f"{os.getpid()}-{os.urandom(6).hex()}.pack"
+        self.fd = os.open(folder / self.name, os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                          | os.O_CLOEXEC, 0o644)
+        self.size = 0
+
+
+class PackBackend:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.folder = root / "packs"
+        self.folder.mkdir(exist_ok=True)
+        self._db = sqlite3.connect(root / "packs.db", isolation_level=None, timeout=60.0,
+                                   check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self._db_lock = threading.Lock()
+        self._local = threading.local()
+        self._writers: list[_Writer] = []
+        self._sealed: list[str] = []
+        self._pending: dict[str, Location] = {}
+        self._deleted: list[str] = []
+        self._readers: dict[str, int] = {}
+
+    # -- writing -------------------------------------------------------------------------
+
+    def put(self, name: str, data: bytes) -> None:
+        writer: _Writer | None = getattr(self._local, "writer", None)
+        try:
+            if writer is None or writer.size >= PACK_LIMIT:
+                if writer is not None:
+                    with self._lock:
+                        self._sealed.append(writer.name)
+                writer = self._local.writer = _Writer(self.folder)
+                with self._lock:
+                    self._writers.append(writer)
+            offset = writer.size
+            view = memoryview(data)
+            while view:
+                view = view[os.write(writer.fd, view):]
+            writer.size += len(data)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(str(self.root)) from exc
+            raise
+        with self._lock:
+            self._pending[name] = (writer.name, offset, len(data))
+
+    def sync(self) -> None:
+        with self._lock:
+            writers = list(self._writers)
+            pending, self._pending = self._pending, {}
+            deleted, self._deleted = self._deleted, []
+            sealed, self._sealed = self._sealed, []
+        for writer in writers:
+            os.fsync(writer.fd)
+        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with self._db_lock:
+            empty = self._commit(pending, deleted, sealed)
+        for pack in empty:
+            with contextlib.suppress(FileNotFoundError):
+                (self.folder / pack).unlink()
+
+    def _commit(self, pending: dict[str, Location], deleted: list[str],
+                sealed: list[str]) -> list[str]:
+        """Index what `sync` made durable; returns the packs now empty and sealed."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for name in deleted:
+                self._forget(name, punch=False)
+            for name, (pack, offset, length) in pending.items():
+                self._forget(name, punch=True)  # the same chunk written twice: keep one
+                self._db.execute("INSERT INTO objects VALUES(?, ?, ?, ?)",
+                                 (name, pack, offset, length))
+                self._db.execute(
+                    "INSERT INTO packs VALUES(?, ?, 0) ON CONFLICT(name) DO UPDATE SET "
+                    "live = live + excluded.live", (pack, length))
+            self._db.executemany("UPDATE packs SET sealed = 1 WHERE name=?",
+                                 ((p,) for p in sealed))
+            empty = [r[0] for r in self._db.execute(
+                "SELECT name FROM packs WHERE live <= 0 AND sealed = 1")]
+            self._db.executemany("DELETE FROM packs WHERE name=?", ((p,) for p in empty))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return empty
+
+    def _forget(self, name: str, punch: bool) -> None:
+        """Drop ``name``'s index row (inside `sync`'s transaction) and count its bytes out."""
+        row = self._db.execute("SELECT pack, offset, length FROM objects WHERE name=?",
+                               (name,)).fetchone()
+        if row is None:
+            return
+        if punch:
+            _punch(self._reader(row[0]), row[1], row[2])
+        self._db.execute("DELETE FROM objects WHERE name=?", (name,))
+        self._db.execute("UPDATE packs SET live = live - ? WHERE name=?", (row[2], row[0]))
+
+    def close(self) -> None:
+        """Seal this process's packs: nothing will be appended to them any more."""
+        with self._lock:
+            for writer in self._writers:
+                self._sealed.append(writer.name)
+        self.sync()
+        for writer in self._writers:
+            os.close(writer.fd)
+        self._writers.clear()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _where(self, name: str) -> Location | None:
+        with self._lock:
+            loc = self._pending.get(name)
+        if loc is not None:
+            return loc
+        with self._db_lock:  # one connection, many reader threads (restore, NBD)
+            row = self._db.execute("SELECT pack, offset, length FROM objects WHERE name=?",
+                                   (name,)).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def _reader(self, pack: str) -> int:
+        with self._lock:
+            fd = self._readers.get(pack)
+            if fd is None:
+                fd = self._readers[pack] = os.open(self.folder / pack,
+                                                   os.O_RDWR | os.O_CLOEXEC)
+            return fd
+
+    def locate(self, name: str) -> tuple[Path, int, int]:
+        """Where an object's bytes are: pack file, offset, length (for repair tools)."""
+        loc = self._where(name)
+        if loc is None:
+            raise KeyError(name)
+        return self.folder / loc[0], loc[1], loc[2]
+
+    def get(self, name: str) -> bytes:
+        loc = self._where(name)
+        if loc is None:
+            raise KeyError(name)
+        pack, offset, length = loc
+        return os.pread(self._reader(pack), length, offset)
+
+    def exists(self, name: str) -> bool:
+        return self._where(name) is not None
+
+    def delete(self, name: str) -> None:
+        loc = self._where(name)
+        if loc is None:
+            return
+        pack, offset, length = loc
+        _punch(self._reader(pack), offset, length)
+        with self._lock:
+            self._pending.pop(name, None)
+            self._deleted.append(name)
+
+    def delete_many(self, names: list[str]) -> None:
+        """Look the names up in one pass and punch each run of neighbours at once: the
+        chunks a point alone held were mostly appended together, so they sit side by side."""
+        found: dict[str, Location] = {}
+        with self._lock:
+            for name in names:
+                if name in self._pending:
+                    found[name] = self._pending[name]
+        rest = [n for n in names if n not in found]
+        for start in range(0, len(rest), 500):
+            part = rest[start : start + 500]
+            with self._db_lock:
+                rows = self._db.execute(
+                    f"SELECT name, pack, offset, length FROM objects WHERE name IN "
+                    f"({','.join('?' * len(part))})", part).fetchall()
+            found.update((r[0], (r[1], r[2], r[3])) for r in rows)
+        for pack, offset, length in _runs(found.values()):
+            _punch(self._reader(pack), offset, length)
+        with self._lock:
+            for name in found:
+                self._pending.pop(name, None)
+            self._deleted.extend(found)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Names under the folder ``prefix`` (``chunks`` does not match ``chunksX/...``)."""
+        folder = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+        with self._lock:
+            pending = [n for n in self._pending if n.startswith(folder)]
+        with self._db_lock:
+            rows = self._db.execute("SELECT name FROM objects WHERE name >= ? AND name < ?",
+                                    (folder, folder + "\uffff")).fetchall()
+        yield from sorted({r[0] for r in rows} | set(pending))

@@ -48,11 +48,15 @@ def drop_caches() -> None:
 
 
 def tree_bytes(path: Path) -> int:
-    """Apparent size of every file under `path`: what a repository holds."""
+    """Disk space every file under `path` takes (allocated blocks): what a repository costs.
+
+    Allocated, not apparent, size: a repository that frees space by punching holes in its
+    files (cairn's packs) really gives that space back, and this counts it.
+    """
     total = 0
     for folder, _, files in os.walk(path):
         for name in files:
-            total += os.lstat(os.path.join(folder, name)).st_size
+            total += os.lstat(os.path.join(folder, name)).st_blocks * 512
     return total
 
 

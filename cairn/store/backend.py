@@ -39,3 +39,7 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release what the backend holds open; it is not used afterwards."""
         ...
+
+    def recover(self) -> None:
+        """Remove what writers that died before their ``sync`` left behind."""
+        ...

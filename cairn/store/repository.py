@@ -273,6 +273,7 @@ class Repository:
         """
         for session in self.catalog.dead_sessions(volume.id):
             self.drop_session(session)
+        self.chunks.backend.recover()
         self.reclaim()
 
     def drop_session(self, session: int) -> None:

@@ -66,6 +66,9 @@ class FailingBackend:
     def close(self) -> None:
         self.inner.close()
 
+    def recover(self) -> None:
+        self.inner.recover()
+
 
 def check(path: Path, expected: dict[str, str], scratch: Path) -> None:
     repo = Repository.open(path)

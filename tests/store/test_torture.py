@@ -13,6 +13,7 @@ import hashlib
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -44,6 +45,10 @@ def check_repository(repo_path: Path, scratch: Path, seed: int) -> int:
         assert on_disk == in_catalog, (
             f"seed {seed}: {len(on_disk - in_catalog)} leaked, "
             f"{len(in_catalog - on_disk)} missing chunk files")
+        packs = {p.name for p in (repo_path / "packs").glob("*.pack")}
+        with sqlite3.connect(repo_path / "packs.db") as index:
+            indexed = {r[0] for r in index.execute("SELECT name FROM packs")}
+        assert packs <= indexed, f"seed {seed}: packs left by a dead writer: {packs - indexed}"
         points = repo.catalog.points()
         for point in points:
             want = hashlib.sha256(Path(point.source).read_bytes()).hexdigest()

@@ -114,3 +114,6 @@ class LocalBackend:
 
     def close(self) -> None:
         """Nothing is held open between calls."""
+
+    def recover(self) -> None:
+        """Nothing to do: a dead writer leaves at most a ``.tmp`` file, which lists skip."""

@@ -1,19 +1,19 @@
 """Chunks packed into large append-only files, on a local file system.
 
 One file per 64 KiB chunk costs a create, a rename and a directory entry per chunk, and a
-cold restore or delete then pays a directory and an inode lookup per chunk. Here each
-writing thread appends its chunks to its own *pack* (``packs/<pid>-<random>.pack``, rolled
-over at 256 MiB), so a backup writes a few files sequentially and a restore of a point reads
-them mostly in order. An index (SQLite, ``packs.db``) maps each object name to its pack,
-offset and length.
+cold restore or delete then pays a directory and an inode lookup per chunk. Here a process
+appends chunks to a *pack* (``packs/<pid>-<random>.pack``, rolled over at 256 MiB and sealed
+at every ``sync``), so a backup writes a few files sequentially and a restore of a point
+reads them mostly in order. An index (SQLite, ``packs.db``) maps each object name to its
+pack, offset and length.
 
 Promises (as `cairn.store.backend` asks): an object is visible to this process as soon as
 ``put`` returns and durable, for every process, after ``sync`` (packs fsynced, then the
 index rows committed). ``delete`` punches a hole over the object (``fallocate``
 PUNCH_HOLE: the space returns at once, nothing else moves) and drops its index row at the
-next ``sync``; a pack whose objects are all deleted, and that no writer appends to any
-more, is unlinked. A crash before ``sync`` leaves bytes in a pack that no index row names:
-space only, reclaimed when that pack empties.
+next ``sync``; a sealed pack whose objects are all deleted is unlinked. A crash before
+``sync`` leaves a pack that no index row names: `recover` unlinks it once its writer's
+process is gone.
 """
 
 from __future__ import annotations
@@ -52,6 +52,16 @@ def _punch(fd: int, offset: int, length: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _runs(locations: Iterable[Location]) -> list[Location]:
     """Merge byte ranges that touch, per pack."""
     merged: list[Location] = []
@@ -64,7 +74,7 @@ def _runs(locations: Iterable[Location]) -> list[Location]:
 
 
 class _Writer:
-    """The pack one thread appends to."""
+    """The pack being appended to."""
 
     def __init__(self, folder: Path) -> None:
         self.name = f"{os.getpid()}-{os.urandom(6).hex()}.pack"
@@ -84,9 +94,8 @@ class PackBackend:
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._db_lock = threading.Lock()
-        self._local = threading.local()
+        self._writer: _Writer | None = None
         self._writers: list[_Writer] = []
-        self._sealed: list[str] = []
         self._pending: dict[str, Location] = {}
         self._deleted: list[str] = []
         self._readers: dict[str, int] = {}
@@ -94,35 +103,36 @@ class PackBackend:
     # -- writing -------------------------------------------------------------------------
 
     def put(self, name: str, data: bytes) -> None:
-        writer: _Writer | None = getattr(self._local, "writer", None)
-        try:
-            if writer is None or writer.size >= PACK_LIMIT:
-                if writer is not None:
-                    with self._lock:
-                        self._sealed.append(writer.name)
-                writer = self._local.writer = _Writer(self.folder)
-                with self._lock:
-                    self._writers.append(writer)
-            offset = writer.size
-            view = memoryview(data)
-            while view:
-                view = view[os.write(writer.fd, view):]
-            writer.size += len(data)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFull(str(self.root)) from exc
-            raise
+        """Append to the current pack. Appends are serialised (each is a short copy into
+        the page cache; compression, the real work, happened before, in parallel)."""
         with self._lock:
+            try:
+                writer = self._writer
+                if writer is None or writer.size >= PACK_LIMIT:
+                    writer = self._writer = _Writer(self.folder)
+                    self._writers.append(writer)
+                offset = writer.size
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(writer.fd, view):]
+                writer.size += len(data)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise StorageFull(str(self.root)) from exc
+                raise
             self._pending[name] = (writer.name, offset, len(data))
 
     def sync(self) -> None:
+        """Make every put durable and seal the packs written so far: the next put starts a
+        new pack, so no pack is ever left open by a process that ends without closing."""
         with self._lock:
-            writers = list(self._writers)
+            writers, self._writers, self._writer = self._writers, [], None
             pending, self._pending = self._pending, {}
             deleted, self._deleted = self._deleted, []
-            sealed, self._sealed = self._sealed, []
+        sealed = [w.name for w in writers]
         for writer in writers:
             os.fsync(writer.fd)
+            os.close(writer.fd)
         fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)
@@ -170,15 +180,27 @@ class PackBackend:
         self._db.execute("DELETE FROM objects WHERE name=?", (name,))
         self._db.execute("UPDATE packs SET live = live - ? WHERE name=?", (row[2], row[0]))
 
-    def close(self) -> None:
-        """Seal this process's packs: nothing will be appended to them any more."""
+    def recover(self) -> None:
+        """Unlink packs that no index row knows and whose writing process is gone."""
+        with self._db_lock:
+            known = {r[0] for r in self._db.execute("SELECT name FROM packs")}
         with self._lock:
-            for writer in self._writers:
-                self._sealed.append(writer.name)
+            mine = {w.name for w in self._writers}
+        for path in self.folder.glob("*.pack"):
+            if path.name in known or path.name in mine:
+                continue
+            pid = int(path.name.split("-", 1)[0])
+            if pid == os.getpid() or _alive(pid):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def close(self) -> None:
         self.sync()
-        for writer in self._writers:
-            os.close(writer.fd)
-        self._writers.clear()
+        with self._lock:
+            for fd in self._readers.values():
+                os.close(fd)
+            self._readers.clear()
 
     # -- reading -------------------------------------------------------------------------
 

@@ -248,6 +248,9 @@ class S3Backend:
     def close(self) -> None:
         """Connections close with the store object."""
 
+    def recover(self) -> None:
+        """Nothing to do: a PUT that never completed left no object."""
+
 
 def open_s3_url(
     url: str,

@@ -14,7 +14,6 @@ import errno
 import os
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cairn.errors import StorageFull
@@ -96,6 +95,8 @@ class LocalBackend:
         self._path(name).unlink(missing_ok=True)
 
     def delete_many(self, names: list[str]) -> None:
+        from concurrent.futures import ThreadPoolExecutor  # only deletes pay for the import
+
         with ThreadPoolExecutor(8) as pool:  # an unlink waits on the journal: overlap them
             list(pool.map(self.delete, names))
 

@@ -14,7 +14,6 @@ killed halfway leaves pins that the next writer of that volume turns back into f
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import sys
 import time
@@ -236,7 +235,7 @@ class Catalog:
             cur = db.execute(
                 "INSERT INTO sessions(volume_id, pid, host, command, started) "
                 "VALUES(?, ?, ?, ?, ?)",
-                (volume_id, os.getpid(), socket.gethostname(), command, time.time()))
+                (volume_id, os.getpid(), os.uname().nodename, command, time.time()))
         assert cur.lastrowid is not None
         return cur.lastrowid
 
@@ -338,31 +337,29 @@ class Catalog:
 
     def _free_unreferenced(self, db: sqlite3.Connection, hashes: list[bytes]) -> None:
         """Queue for deletion the chunks among ``hashes`` that no run and no pin holds."""
-        free = []
-        for h in hashes:
-            row = db.execute("SELECT refs FROM chunks WHERE hash=?", (h,)).fetchone()
-            if row is not None and row[0] > 0:
-                continue
-            if db.execute("SELECT 1 FROM pins WHERE hash=? LIMIT 1", (h,)).fetchone():
-                continue
-            free.append(h)
+        free = self._unclaimed(db, hashes, "SELECT hash FROM chunks WHERE refs > 0 AND hash IN")
         db.executemany("DELETE FROM chunks WHERE hash=?", ((h,) for h in free))
         db.executemany("INSERT OR IGNORE INTO pending_free(hash) VALUES(?)", ((h,) for h in free))
+
+    @staticmethod
+    def _unclaimed(db: sqlite3.Connection, hashes: list[bytes], claimed: str) -> list[bytes]:
+        """Of ``hashes``, those that neither the ``claimed`` query nor a pin names; asked
+        500 at a time, since a delete may free thousands."""
+        taken: set[bytes] = set()
+        for part in _chunked(hashes):
+            marks = f"({','.join('?' * len(part))})"
+            taken.update(r[0] for r in db.execute(f"{claimed} {marks}", part))
+            taken.update(r[0] for r in db.execute(
+                f"SELECT hash FROM pins WHERE hash IN {marks}", part))
+        return [h for h in hashes if h not in taken]
 
     def pending_free(self) -> list[bytes]:
         return [r[0] for r in self.db.execute("SELECT hash FROM pending_free")]
 
     def still_free(self, hashes: list[bytes]) -> list[bytes]:
         """Of ``hashes``, those that no row and no pin has claimed again since."""
-        out: list[bytes] = []
         with self.transaction(durable=False) as db:  # one lock for all the lookups
-            for h in hashes:
-                row = db.execute(
-                    "SELECT (SELECT COUNT(*) FROM chunks WHERE hash=?) + "
-                    "(SELECT COUNT(*) FROM pins WHERE hash=?)", (h, h)).fetchone()
-                if row[0] == 0:
-                    out.append(h)
-        return out
+            return self._unclaimed(db, hashes, "SELECT hash FROM chunks WHERE hash IN")
 
     def forget_pending(self, hashes: Iterable[bytes]) -> None:
         with self.transaction() as db:

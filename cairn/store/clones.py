@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 import threading
 import time
@@ -49,7 +48,7 @@ def _folder(repo: Repository, name: str) -> Path:
 
 
 def create_clone(repo: Repository, point: RecoveryPoint, name: str | None = None) -> Clone:
-    name = name or f"{point.volume}-{point.id[:6]}-{secrets.token_hex(3)}"
+    name = name or f"{point.volume}-{point.id[:6]}-{os.urandom(3).hex()}"
     if not _NAME.match(name):
         raise UsageError(f"invalid clone name {name!r}: use letters, digits, '.', '_', '-'")
     if repo.catalog.db.execute("SELECT 1 FROM clones WHERE name=?", (name,)).fetchone():

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import sys
 import threading
 import time
@@ -82,7 +81,7 @@ class RemoteLock:
 
     def _write(self) -> None:
         self.backend.put(self.name, json.dumps({
-            "exclusive": self.exclusive, "host": socket.gethostname(), "pid": os.getpid(),
+            "exclusive": self.exclusive, "host": os.uname().nodename, "pid": os.getpid(),
             "command": " ".join(os.path.basename(a) if i == 0 else a
                                 for i, a in enumerate(sys.argv))[:200],
             "time": time.time()}).encode())

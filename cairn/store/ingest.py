@@ -178,6 +178,11 @@ class Ingest:
                 window.append(pool.submit(self._scan, *run))
                 if len(window) >= WORKERS * 2:
                     break
+            # New chunks are pinned and written in batches of about BATCH_BLOCKS: a short
+            # changed range alone would cost a catalog transaction for a few chunks. A batch
+            # keeps the reads it slices alive, so it also closes at WORKERS reads' worth.
+            fresh: dict[bytes, bytes | memoryview] = {}
+            held = 0
             while window:
                 scanned = window.popleft().result()
                 nxt = next(pending_runs, None)
@@ -190,8 +195,8 @@ class Ingest:
                                                             scanned.start + count)]
                 else:
                     old = [None] * count
-                fresh: dict[bytes, bytes | memoryview] = {}
                 bs = self.block_size
+                before = len(fresh)
                 for k, digest in enumerate(scanned.hashes):
                     was = old[k]
                     if digest == was:
@@ -203,8 +208,12 @@ class Ingest:
                     if digest != ZERO and digest not in handled:
                         handled.add(digest)
                         fresh[digest] = scanned.data[k * bs : k * bs + length]
-                if fresh:
+                if len(fresh) > before:
+                    held += len(scanned.data)
+                if fresh and (len(fresh) >= BATCH_BLOCKS or not window
+                              or held >= WORKERS * BATCH_BLOCKS * bs):
                     store(pool, fresh)
+                    fresh, held = {}, 0
                 self._drain(writes, written, block=len(writes) > WORKERS * 2)
                 if self.progress:
                     self.progress(min(count * self.block_size,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -111,7 +110,7 @@ def read_key(key_file: Path) -> bytes:
 
 
 def write_key(path: Path) -> bytes:
-    key = secrets.token_bytes(KEY_SIZE)
+    key = os.urandom(KEY_SIZE)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(key.hex() + "\n")
@@ -174,7 +173,7 @@ class Repository:
         check_block_size(block_size)
         path.mkdir(parents=True, exist_ok=True)
         key = write_key(path / "key") if encrypt else None
-        config = RepositoryConfig(id=secrets.token_hex(16), block_size=block_size,
+        config = RepositoryConfig(id=os.urandom(16).hex(), block_size=block_size,
                                   key_id=key_id(key) if key else None, layout="packs")
         (path / "chunks").mkdir(exist_ok=True)
         Catalog.create(path / "catalog.db").close()
@@ -244,7 +243,7 @@ class Repository:
 
     @staticmethod
     def new_point_id() -> str:
-        return secrets.token_hex(6)
+        return os.urandom(6).hex()
 
     # -- locks and recovery --------------------------------------------------------------
 

@@ -149,15 +149,11 @@ class PackBackend:
         """Index what `sync` made durable; returns the packs now empty and sealed."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            for name in deleted:
-                self._forget(name, punch=False)
-            for name, (pack, offset, length) in pending.items():
-                self._forget(name, punch=True)  # the same chunk written twice: keep one
-                self._db.execute("INSERT INTO objects VALUES(?, ?, ?, ?)",
-                                 (name, pack, offset, length))
-                self._db.execute(
-                    "INSERT INTO packs VALUES(?, ?, 0) ON CONFLICT(name) DO UPDATE SET "
-                    "live = live + excluded.live", (pack, length))
+            self._forget(deleted, punch=False)
+            self._forget(list(pending), punch=True)  # the same chunk written twice: keep one
+            self._db.executemany("INSERT INTO objects VALUES(?, ?, ?, ?)",
+                                 ((n, *loc) for n, loc in pending.items()))
+            self._count(pending.values(), +1)
             self._db.executemany("UPDATE packs SET sealed = 1 WHERE name=?",
                                  ((p,) for p in sealed))
             empty = [r[0] for r in self._db.execute(
@@ -169,16 +165,35 @@ class PackBackend:
         self._db.execute("COMMIT")
         return empty
 
-    def _forget(self, name: str, punch: bool) -> None:
-        """Drop ``name``'s index row (inside `sync`'s transaction) and count its bytes out."""
-        row = self._db.execute("SELECT pack, offset, length FROM objects WHERE name=?",
-                               (name,)).fetchone()
-        if row is None:
-            return
+    def _lookup(self, names: list[str]) -> dict[str, Location]:
+        """The index rows of ``names``, in a few queries rather than one per name."""
+        found: dict[str, Location] = {}
+        for start in range(0, len(names), 500):
+            part = names[start : start + 500]
+            rows = self._db.execute(
+                f"SELECT name, pack, offset, length FROM objects WHERE name IN "
+                f"({','.join('?' * len(part))})", part)
+            found.update((r[0], (r[1], r[2], r[3])) for r in rows)
+        return found
+
+    def _forget(self, names: list[str], punch: bool) -> None:
+        """Drop the index rows of ``names`` (inside `sync`'s transaction), counting their
+        bytes out of their packs."""
+        rows = self._lookup(names)
         if punch:
-            _punch(self._reader(row[0]), row[1], row[2])
-        self._db.execute("DELETE FROM objects WHERE name=?", (name,))
-        self._db.execute("UPDATE packs SET live = live - ? WHERE name=?", (row[2], row[0]))
+            for pack, offset, length in _runs(rows.values()):
+                _punch(self._reader(pack), offset, length)
+        self._db.executemany("DELETE FROM objects WHERE name=?", ((n,) for n in rows))
+        self._count(rows.values(), -1)
+
+    def _count(self, locations: Iterable[Location], sign: int) -> None:
+        """Add (``sign`` +1) or take away (-1) the bytes of ``locations`` from their packs."""
+        per_pack: dict[str, int] = {}
+        for pack, _offset, length in locations:
+            per_pack[pack] = per_pack.get(pack, 0) + sign * length
+        self._db.executemany(
+            "INSERT INTO packs VALUES(?, ?, 0) ON CONFLICT(name) DO UPDATE SET "
+            "live = live + excluded.live", per_pack.items())
 
     def recover(self) -> None:
         """Unlink packs that no index row knows and whose writing process is gone."""
@@ -257,14 +272,8 @@ class PackBackend:
             for name in names:
                 if name in self._pending:
                     found[name] = self._pending[name]
-        rest = [n for n in names if n not in found]
-        for start in range(0, len(rest), 500):
-            part = rest[start : start + 500]
-            with self._db_lock:
-                rows = self._db.execute(
-                    f"SELECT name, pack, offset, length FROM objects WHERE name IN "
-                    f"({','.join('?' * len(part))})", part).fetchall()
-            found.update((r[0], (r[1], r[2], r[3])) for r in rows)
+        with self._db_lock:
+            found.update(self._lookup([n for n in names if n not in found]))
         for pack, offset, length in _runs(found.values()):
             _punch(self._reader(pack), offset, length)
         with self._lock:

@@ -11,7 +11,6 @@ import importlib
 import os
 import sqlite3
 import sys
-import traceback
 
 from cairn import __version__
 from cairn.errors import FAILURE, CairnError, StorageFull
@@ -87,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _internal(exc: BaseException) -> int:
     if os.environ.get("CAIRN_DEBUG"):
+        import traceback  # only a bug pays for it
+
         traceback.print_exc()
     print(f"cairn: internal error: {type(exc).__name__}: {exc} (set CAIRN_DEBUG=1 for "
           "details and report it)", file=sys.stderr)

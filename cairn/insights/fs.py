@@ -6,10 +6,14 @@ followed (its target names a path on the protected machine, not in this process)
 `stat` describes the entry itself (like `lstat`).
 
 `Entry.extents` are the byte ranges ``(offset, length)`` on the volume that hold the file's
-data, when the library can say; None means unknown (data kept inside the inode, a resident
-NTFS attribute, or a library that does not expose it). `diff` relies on this: a file whose
-metadata and extents are unchanged and whose extents meet no changed range has the same
-content, so it is never read.
+data, in file order, when the library can say; None means unknown (data kept inside the
+inode, a resident NTFS attribute, or a library that does not expose it). A range that reads
+as zeros (a hole, or space allocated but never written) is ``(HOLE, length)``: keeping holes
+in place keeps the layout, so equal extents mean the same bytes at the same file offsets.
+`diff` relies on this: a file whose extents are unchanged and whose extents meet no changed
+range has the same content, so it is never read. Where `FileSystem.plain_extents` holds,
+the extents read in order (holes as zeros) and cut at the size *are* the content, so `diff`
+compares files by reading the volume (`FileSystem.reader`) without the library.
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from cairn.errors import DamagedFileSystem
+from cairn.insights.volume import VolumeReader
 
 FILE, DIR, SYMLINK, OTHER = "file", "dir", "symlink", "other"
 
 Extents = tuple[tuple[int, int], ...]
+HOLE = -1
+"""The offset of an extent that holds no data on the volume and reads as zeros."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,11 @@ class FileSystem(ABC):
 
     kind: str
     label: str = ""
+    reader: VolumeReader
+    """The volume the file system was opened on; extents are offsets into it."""
+    plain_extents: bool = False
+    """True when every file whose extents cover its size is exactly those extents read in
+    order (holes as zeros), cut at the size: no compression, no valid-data length."""
 
     @abstractmethod
     def stat(self, path: str) -> Entry:

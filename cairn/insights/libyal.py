@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import stat as stat_mod
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -23,6 +23,7 @@ from cairn.errors import DamagedFileSystem, PathNotFound
 from cairn.insights.fs import (
     DIR,
     FILE,
+    HOLE,
     SYMLINK,
     Entry,
     Extents,
@@ -41,6 +42,8 @@ _NTFS_READ_ONLY = 0x0001
 _NTFS_DIRECTORY = 0x10000000
 _NTFS_FIRST_USER_MFT = 64
 _MFT_INDEX = (1 << 48) - 1
+_EXTENT_SPARSE = 0x1
+"""libfsext, libfsxfs and libfsntfs all flag ranges that read as zeros with this bit."""
 
 
 def _posix_ns(entry: Any, getter: str) -> int | None:
@@ -71,6 +74,8 @@ _FLAVOURS = {
 class LibyalFileSystem(FileSystem):
     def __init__(self, reader: VolumeReader, kind: str, where: str) -> None:
         self.kind = kind
+        self.reader = reader
+        self.plain_extents = kind != NTFS  # NTFS compresses, and reads zeros past valid data
         self._where = where
         self._flavour = _FLAVOURS[kind]
         self._file = VolumeFile(reader)
@@ -116,21 +121,46 @@ class LibyalFileSystem(FileSystem):
             raise self._fail(path, e) from e
 
     def list(self, path: str = "/") -> list[Entry]:
+        raw, base = self._directory(path)
+        return [entry for entry, _ in self._children(raw, base, path)]
+
+    def walk(self, path: str = "/") -> Iterator[Entry]:
+        """Descends through the library's own file entries: looking every directory up again
+        by path from the root (as `list` must) costs more than reading it."""
+        raw, base = self._directory(path)
+        stack = [(raw, base)]
+        while stack:
+            raw, base = stack.pop()
+            children = self._children(raw, base, base)
+            yield from (entry for entry, _ in children)
+            stack.extend((child, entry.path) for entry, child in reversed(children)
+                         if entry.kind == DIR)
+
+    def _directory(self, path: str) -> tuple[Any, str]:
+        """The library's entry for directory `path`, and its normalised path."""
         raw, parts = self._lookup(path)
         base = "/" + "/".join(parts)
-        entries = []
         try:
             if parts and self._entry(raw, parts[-1], base).kind != DIR:
                 raise PathNotFound(f"{base} (not a directory)")
-            for child in raw.sub_file_entries:
-                name = child.name
-                if self._hidden(parts, name, child):
-                    continue
-                entries.append(self._entry(child, name, join_path(base, name)))
         except (OSError, RuntimeError) as e:
             raise self._fail(path, e) from e
-        entries.sort(key=lambda e: e.name)
-        return entries
+        return raw, base
+
+    def _children(self, raw: Any, base: str, path: str) -> list[tuple[Entry, Any]]:
+        """The visible entries of directory `raw` (at `base`) sorted by name, each beside the
+        library's entry; `path` is what the caller asked for, for error messages."""
+        children = []
+        try:
+            for child in raw.sub_file_entries:
+                name = child.name
+                if self._hidden(base, name, child):
+                    continue
+                children.append((self._entry(child, name, join_path(base, name)), child))
+        except (OSError, RuntimeError) as e:
+            raise self._fail(path, e) from e
+        children.sort(key=lambda pair: pair[0].name)
+        return children
 
     def open(self, path: str) -> BinaryIO:
         raw, _ = self._lookup(path)
@@ -143,10 +173,10 @@ class LibyalFileSystem(FileSystem):
 
         return open_stream(read_at, entry.size, f"{self._where}: {path}")
 
-    def _hidden(self, parts: list[str], name: str, raw: Any) -> bool:
+    def _hidden(self, base: str, name: str, raw: Any) -> bool:
         if name in (".", ".."):
             return True
-        if self.kind != NTFS or parts:
+        if self.kind != NTFS or base != "/":
             return False
         return name.startswith("$") and raw.file_reference & _MFT_INDEX < _NTFS_FIRST_USER_MFT
 
@@ -225,15 +255,20 @@ def _xfs_block_mapper(reader: VolumeReader) -> Callable[[int], int]:
 
 
 def _extents(raw: Any, size: int, to_volume: Callable[[int], int]) -> Extents | None:
-    """The allocated byte ranges of a file, or None when its data is not in extents."""
+    """The byte ranges of a file in file order, or None when its data is not in extents.
+
+    The libraries flag holes (offset 0) and allocated but unwritten ranges alike as sparse:
+    both read as zeros, whatever the volume holds there, so both become `HOLE`.
+    """
     ranges = []
     try:
         for i in range(raw.number_of_extents):
-            offset, length, _flags = raw.get_extent(i)
-            if offset > 0 and length > 0:
-                ranges.append((to_volume(offset), length))
+            offset, length, flags = raw.get_extent(i)
+            if length > 0:
+                hole = flags & _EXTENT_SPARSE or offset <= 0
+                ranges.append((HOLE if hole else to_volume(offset), length))
     except OSError:
         return None  # extents are a shortcut for diff, never a reason to fail a listing
-    if size > 0 and not ranges:
+    if size > 0 and all(offset == HOLE for offset, _ in ranges):
         return None
     return tuple(ranges)

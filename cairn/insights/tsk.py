@@ -67,6 +67,8 @@ def _ns(seconds: int, nanos: int) -> int | None:
 class TskFileSystem(FileSystem):
     def __init__(self, reader: VolumeReader, kind: str, where: str) -> None:
         self.kind = kind
+        self.reader = reader
+        self.plain_extents = kind == FAT  # FAT has no holes, no compression
         self._where = where
         try:
             self._image = _Image(reader)

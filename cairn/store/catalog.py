@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cairn.store import sqlite
+
 SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS volumes(
@@ -126,10 +128,8 @@ def _chunked(items: list[bytes], size: int = 500) -> Iterator[list[bytes]]:
 class Catalog:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, timeout=60.0,
-                                  check_same_thread=False)
+        self.db = sqlite.connect(path)
         self._depth = 0
-        self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
         if self.db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
@@ -362,7 +362,9 @@ class Catalog:
             return self._unclaimed(db, hashes, "SELECT hash FROM chunks WHERE hash IN")
 
     def forget_pending(self, hashes: Iterable[bytes]) -> None:
-        with self.transaction() as db:
+        """Called once the backend has durably dropped ``hashes``. Not fsynced: if a power
+        cut loses this, the next reclaim deletes them again, which finds nothing to do."""
+        with self.transaction(durable=False) as db:
             db.executemany("DELETE FROM pending_free WHERE hash=?", ((h,) for h in hashes))
 
     # -- screenshot verifications -------------------------------------------------------

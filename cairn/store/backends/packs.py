@@ -22,12 +22,12 @@ import contextlib
 import ctypes
 import errno
 import os
-import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from cairn.errors import StorageFull
+from cairn.store import sqlite
 
 PACK_LIMIT = 256 * 1024 * 1024
 _FALLOC_FL_KEEP_SIZE = 1
@@ -88,9 +88,7 @@ class PackBackend:
         self.root = root
         self.folder = root / "packs"
         self.folder.mkdir(exist_ok=True)
-        self._db = sqlite3.connect(root / "packs.db", isolation_level=None, timeout=60.0,
-                                   check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = sqlite.connect(root / "packs.db")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._db_lock = threading.Lock()
@@ -133,11 +131,14 @@ class PackBackend:
         for writer in writers:
             os.fsync(writer.fd)
             os.close(writer.fd)
-        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if writers:  # new pack files: their directory entries must be durable too
+            fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if not (pending or deleted or sealed):
+            return
         with self._db_lock:
             empty = self._commit(pending, deleted, sealed)
         for pack in empty:

@@ -1,9 +1,10 @@
 """Write a whole point to a file or a block device, as fast as the disk allows.
 
 Files are written sparse: holes are never written, the file is cut to size first. A block
-device may hold old data, so its holes are zeroed explicitly. The work is split by level-1
-node (512 blocks) over a thread pool; each worker fetches, checks and writes its blocks
-with ``os.pwrite`` (no shared offset), and every chunk's hash is checked on the way.
+device may hold old data, so its holes are zeroed explicitly. Chunks are read in the order
+the store keeps them (`ChunkStore.get_many`: for packs, disk order, neighbours in one read),
+each checked against its hash on the store's reading threads, and written with
+``os.pwrite`` wherever the point uses them: a chunk used by several blocks is read once.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ import errno
 import os
 import stat
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cairn.errors import DestinationError, StorageFull
-from cairn.store.blockmap import FANOUT
 from cairn.store.chunks import ZERO
 from cairn.store.reader import PointReader
 
-WORKERS = max(2, min(8, os.cpu_count() or 2))
+# Blocks planned at once: their chunks are read in the order the store keeps them, not in
+# disk order. 65536 blocks (4 GiB of a volume) keep the plan a few MiB whatever the size.
+WINDOW = 65536
 
 
 def _open_destination(dest: Path, size: int, allocated: int) -> tuple[int, bool]:
@@ -61,23 +62,29 @@ def restore_image(reader: PointReader, dest: Path,
     fd, is_device = _open_destination(dest, point.size, point.allocated)
     bs = reader.block_size
     zero = bytes(bs)
+    where: dict[bytes, list[int]] = {}  # chunk -> the blocks of this window that hold it
 
-    def write_group(group: int) -> int:
-        start = group * FANOUT
-        stop = min(start + FANOUT, reader.tree.blocks)
-        for index, digest in reader.block_hashes(start, stop):
-            length = min(bs, point.size - index * bs)
-            if digest == ZERO:
+    def write(digest: bytes, data: bytes) -> int:
+        for index in where[digest]:
+            os.pwrite(fd, data, index * bs)
+        return len(data) * len(where[digest])
+
+    try:
+        for start in range(0, reader.tree.blocks, WINDOW):
+            where.clear()
+            holes = 0
+            for index, digest in reader.block_hashes(start, min(start + WINDOW,
+                                                                reader.tree.blocks)):
+                if digest != ZERO:
+                    where.setdefault(digest, []).append(index)
+                    continue
+                length = min(bs, point.size - index * bs)
+                holes += length
                 if is_device:
                     os.pwrite(fd, zero[:length], index * bs)
-                continue
-            os.pwrite(fd, reader.block(digest, length), index * bs)
-        return (stop - start) * bs
-
-    workers = WORKERS * 4 if reader.repo.remote is not None else WORKERS  # slow requests
-    try:
-        with ThreadPoolExecutor(workers) as pool:
-            for done in pool.map(write_group, reader.node_groups()):
+            if progress and holes:
+                progress(holes)
+            for done in reader.repo.chunks.get_many(list(where), write):
                 if progress:
                     progress(done)
         os.fsync(fd)

@@ -15,14 +15,23 @@ above it does. Contract, for every implementation:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Backend(Protocol):
     def put(self, name: str, data: bytes) -> None: ...
 
     def get(self, name: str) -> bytes: ...
+
+    def get_many(self, names: list[str], each: Callable[[str, bytes], T]) -> Iterator[T]:
+        """``each(name, bytes)`` for every name, run on the backend's reading threads and
+        yielded in whatever order reads the storage fastest (a restore writes each block
+        where it belongs, so it does not care): one object per request where that is all
+        the storage offers, neighbours in one read where it can."""
+        ...
 
     def exists(self, name: str) -> bool: ...
 
@@ -43,3 +52,4 @@ class Backend(Protocol):
     def recover(self) -> None:
         """Remove what writers that died before their ``sync`` left behind."""
         ...
+

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -47,6 +46,12 @@ def _folder(repo: Repository, name: str) -> Path:
     return repo.path / "clones" / name
 
 
+def _remove_folder(folder: Path) -> None:
+    import shutil  # not at the top: `cairn delete` imports this module only to ask the catalog
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def create_clone(repo: Repository, point: RecoveryPoint, name: str | None = None) -> Clone:
     name = name or f"{point.volume}-{point.id[:6]}-{os.urandom(3).hex()}"
     if not _NAME.match(name):
@@ -54,7 +59,7 @@ def create_clone(repo: Repository, point: RecoveryPoint, name: str | None = None
     if repo.catalog.db.execute("SELECT 1 FROM clones WHERE name=?", (name,)).fetchone():
         raise UsageError(f"a clone named {name!r} exists: choose another name or remove it")
     folder = _folder(repo, name)
-    shutil.rmtree(folder, ignore_errors=True)
+    _remove_folder(folder)
     folder.mkdir(parents=True)
     with open(folder / "overlay.img", "wb") as f:
         f.truncate(point.size)
@@ -89,7 +94,7 @@ def remove_clone(repo: Repository, name: str) -> None:
     clone = get_clone(repo, name)
     with repo.catalog.transaction() as db:
         db.execute("DELETE FROM clones WHERE name=?", (clone.name,))
-    shutil.rmtree(_folder(repo, clone.name), ignore_errors=True)
+    _remove_folder(_folder(repo, clone.name))
 
 
 def refuse_if_cloned(repo: Repository, point: RecoveryPoint) -> None:

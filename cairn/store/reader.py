@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from cairn.store.blockmap import FANOUT, Tree
+from cairn.store.blockmap import Tree
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO
 from cairn.store.repository import Repository
@@ -65,7 +65,3 @@ class PointReader:
                 out.append((stop - pos, hole))
             pos = stop
         return out
-
-    def node_groups(self) -> range:
-        """Indices of level-1 nodes: the unit of parallel work for a whole-image read."""
-        return range(-(-self.tree.blocks // FANOUT))

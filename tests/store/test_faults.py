@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import errno
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from cairn.store.backend import Backend
+from cairn.store.backend import Backend, T
 from cairn.store.chunks import chunk_name
 from cairn.store.delete import delete_points
 from cairn.store.repository import Repository
@@ -44,6 +44,9 @@ class FailingBackend:
 
     def get(self, name: str) -> bytes:
         return self.inner.get(name)
+
+    def get_many(self, names: list[str], each: Callable[[str, bytes], T]) -> Iterator[T]:
+        return self.inner.get_many(names, each)
 
     def exists(self, name: str) -> bool:
         return self.inner.exists(name)

@@ -62,6 +62,7 @@ _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "I
 _OS_MESSAGE = re.compile(r'Os \{[^}]*message: "([^"]+)"')
 _HTTP_KIND = re.compile(r"HttpError \{\s*kind: (\w+)")
 _BUCKET_PROBE = ".cairn-bucket-check"
+READERS = 32  # a GET waits on the network: many in flight
 
 T = TypeVar("T")
 
@@ -209,6 +210,11 @@ class S3Backend:
             raise KeyError(name) from None
         except BaseError as exc:
             raise self._translate(exc, f"GET {name}") from exc
+
+    def get_many(self, names: list[str], each: Callable[[str, bytes], T]) -> Iterator[T]:
+        from cairn.store.parallel import get_each
+
+        return get_each(self.get, names, each, READERS)
 
     def exists(self, name: str) -> bool:
         if not self._bucket_checked:

@@ -15,7 +15,6 @@ from cairn.insights import signature
 from cairn.insights.fs import FileSystem
 from cairn.insights.libyal import LibyalFileSystem
 from cairn.insights.partitions import Partition, read_partitions
-from cairn.insights.tsk import TskFileSystem
 from cairn.insights.volume import SliceReader, VolumeReader
 
 
@@ -38,6 +37,8 @@ def open_filesystem(reader: VolumeReader, where: str = "volume") -> FileSystem:
             "supported are ext2/3/4, XFS, NTFS and FAT"
         )
     if kind == signature.FAT:
+        from cairn.insights.tsk import TskFileSystem  # pytsk3 loads in 10 ms: only for FAT
+
         return TskFileSystem(reader, kind, where)
     return LibyalFileSystem(reader, kind, where)
 

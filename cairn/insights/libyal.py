@@ -9,15 +9,12 @@ flags, and its own metadata files "$MFT" and friends are hidden from the root li
 
 from __future__ import annotations
 
+import importlib
 import stat as stat_mod
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
-
-import pyfsext
-import pyfsntfs
-import pyfsxfs
 
 from cairn.errors import DamagedFileSystem, PathNotFound
 from cairn.insights.fs import (
@@ -58,16 +55,17 @@ def _filetime_ns(entry: Any, getter: str) -> int | None:
 
 @dataclass(frozen=True)
 class _Flavour:
-    module: Any
+    module: str
+    """The binding, imported when a file system of this kind is opened (each takes ms)."""
     separator: str
     time_ns: Callable[[Any, str], int | None]
     posix: bool
 
 
 _FLAVOURS = {
-    EXT: _Flavour(pyfsext, "/", _posix_ns, True),
-    XFS: _Flavour(pyfsxfs, "/", _posix_ns, True),
-    NTFS: _Flavour(pyfsntfs, "\\", _filetime_ns, False),
+    EXT: _Flavour("pyfsext", "/", _posix_ns, True),
+    XFS: _Flavour("pyfsxfs", "/", _posix_ns, True),
+    NTFS: _Flavour("pyfsntfs", "\\", _filetime_ns, False),
 }
 
 
@@ -79,7 +77,7 @@ class LibyalFileSystem(FileSystem):
         self._where = where
         self._flavour = _FLAVOURS[kind]
         self._file = VolumeFile(reader)
-        self._volume = self._flavour.module.volume()
+        self._volume = importlib.import_module(self._flavour.module).volume()
         try:
             self._volume.open_file_object(self._file)
             self.label = self._volume.get_label() if kind != NTFS else self._volume.get_name()

@@ -1,3 +1,3 @@
-from cairn.cli import main
+from cairn.cli import entry
 
-raise SystemExit(main())
+entry()

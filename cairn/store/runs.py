@@ -28,6 +28,7 @@ there: its cost follows the slots where ``cur`` differs from both neighbours.
 from __future__ import annotations
 
 from collections import Counter
+from itertools import zip_longest
 
 from cairn.store.blockmap import FANOUT, LEVELS, NodeCache, Tree, diff
 from cairn.store.chunks import ZERO
@@ -48,18 +49,10 @@ def delete_decrements(
     """The runs that end when ``cur`` is deleted from between ``prev`` and ``nxt``."""
     counts: Counter[bytes] = Counter()
 
-    def kids(tree: Tree | None, level: int, index: int, digest: bytes | None) -> list[bytes]:
-        if tree is None or digest is None:
-            return []
-        return cache.children(tree, level, index, digest)
-
-    stack: list[tuple[int, int, bytes | None, bytes | None, bytes | None]] = [
-        (LEVELS, 0, prev.root if prev else None, cur.root, nxt.root if nxt else None)
-    ]
-    while stack:
-        level, index, p, c, n = stack.pop()
+    def settle(p: bytes | None, c: bytes | None, n: bytes | None) -> bool:
+        """Count the runs that end at one slot; returns whether to look below it."""
         if c is not None and c in (p, n):
-            continue
+            return False
         if c is not None and c != ZERO:
             counts[c] += 1
         merged = p is not None and p == n
@@ -67,18 +60,25 @@ def delete_decrements(
             counts[p] += 1
         # Below an absent ``cur`` (it was smaller than a neighbour) the neighbours' runs
         # were split by it and may merge; this only happens where a volume changed size.
-        descend = c is not None or (p is not None and n is not None and not (merged and p == ZERO))
-        if level == 0 or not descend:
+        return c is not None or (p is not None and n is not None and not (merged and p == ZERO))
+
+    def kids(tree: Tree | None, level: int, index: int, digest: bytes | None) -> list[bytes]:
+        if tree is None or digest is None:
+            return []
+        return cache.children(tree, level, index, digest)
+
+    roots = (prev.root if prev else None, cur.root, nxt.root if nxt else None)
+    stack = [(LEVELS, 0, *roots)] if settle(*roots) else []
+    while stack:
+        level, index, p, c, n = stack.pop()
+        slots = zip_longest(kids(prev, level, index, p), kids(cur, level, index, c),
+                            kids(nxt, level, index, n))
+        if level == 1:  # leaves: most equal a neighbour, so test before calling
+            for lp, lc, ln in slots:
+                if lc is None or (lc != lp and lc != ln):
+                    settle(lp, lc, ln)
             continue
-        kp = kids(prev, level, index, p)
-        kc = kids(cur, level, index, c)
-        kn = kids(nxt, level, index, n)
-        for k in range(max(len(kp), len(kc), len(kn))):
-            stack.append((
-                level - 1,
-                index * FANOUT + k,
-                kp[k] if k < len(kp) else None,
-                kc[k] if k < len(kc) else None,
-                kn[k] if k < len(kn) else None,
-            ))
+        for k, (kp, kc, kn) in enumerate(slots):
+            if settle(kp, kc, kn):
+                stack.append((level - 1, index * FANOUT + k, kp, kc, kn))
     return counts

@@ -36,6 +36,7 @@ READ_LIMIT = 4 * 1024 * 1024
 READERS = max(2, min(8, os.cpu_count() or 2))
 _FALLOC_FL_KEEP_SIZE = 1
 _FALLOC_FL_PUNCH_HOLE = 2
+_FS_BLOCK = 4096  # ext4's and XFS's block size; a larger one only frees less per punch
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
 
@@ -51,7 +52,16 @@ Location = tuple[str, int, int]
 
 
 def _punch(fd: int, offset: int, length: int) -> None:
-    if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length):
+    """Give back the file-system blocks wholly inside ``[offset, offset+length)``.
+
+    Only whole blocks: a partial block at either end is shared with a neighbouring object
+    and cannot be freed anyway, and asking for it makes the file system read it (cold, from
+    disk) to zero part of it, a third of a cold delete's punching time.
+    """
+    start = -(-offset // _FS_BLOCK) * _FS_BLOCK
+    end = (offset + length) // _FS_BLOCK * _FS_BLOCK
+    if end > start and _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE,
+                                       start, end - start):
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 

@@ -22,6 +22,9 @@ from cairn.store.chunks import HASH_SIZE, ZERO
 
 FANOUT = 512
 LEVELS = 4
+PRELOAD_NODES = 8  # a read of leaves spanning this many level-1 nodes loads them in bulk
+
+FetchMany = Callable[[list[bytes], Callable[[bytes, bytes], object]], Iterator[object]]
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,18 @@ def split(node: bytes) -> list[bytes]:
 
 
 class NodeCache:
-    """Decoded interior nodes by hash; a small LRU (nodes are immutable), safe across threads."""
+    """Decoded interior nodes by hash; a small LRU (nodes are immutable), safe across threads.
 
-    def __init__(self, fetch: Callable[[bytes], bytes], capacity: int = 4096) -> None:
+    ``fetch_many`` (`ChunkStore.get_many`), when given, lets a long read of leaves load its
+    level-1 nodes in one bulk read first: a point's nodes were written by many backups into
+    many places, and fetching them one by one, as the walk meets them, costs a random read
+    each before any data is read.
+    """
+
+    def __init__(self, fetch: Callable[[bytes], bytes], capacity: int = 4096,
+                 fetch_many: FetchMany | None = None) -> None:
         self._fetch = fetch
+        self._fetch_many = fetch_many
         self._nodes: OrderedDict[bytes, list[bytes]] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
@@ -86,7 +97,14 @@ class NodeCache:
 
     def leaves(self, tree: Tree, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
         """Yield ``(block, hash)`` for blocks ``start..stop-1`` reading each level-1 node once."""
-        for node_index in range(start // FANOUT, -(-stop // FANOUT)):
+        first, last = start // FANOUT, -(-stop // FANOUT)
+        if self._fetch_many is not None and last - first >= PRELOAD_NODES:
+            wanted = {self.slot(tree, 1, i) for i in range(first, last)} - {ZERO}
+            with self._lock:
+                missing = [d for d in wanted if d not in self._nodes]
+            for _ in self._fetch_many(missing, self.add):
+                pass
+        for node_index in range(first, last):
             kids = self.children(tree, 1, node_index, self.slot(tree, 1, node_index))
             base = node_index * FANOUT
             for k in range(max(start - base, 0), min(stop - base, len(kids))):

@@ -159,7 +159,7 @@ class Repository:
         (path / "locks").mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(path / "catalog.db")
         self.chunks = ChunkStore(backend, level=config.compression_level, key=key)
-        self.nodes = NodeCache(self.chunks.get)
+        self.nodes = NodeCache(self.chunks.get, fetch_many=self.chunks.get_many)
         self.remote = remote
 
     @classmethod

@@ -36,6 +36,7 @@ from images import WORK, BenchError
 from tools import CAIRN, Borg, Cairn, Restic, Tool, call, same_bytes, timed
 
 Results = dict[str, Any]
+SAMPLES = 3  # deletes timed per point count of the delete curve
 
 
 def attempt(record: Results, key: str, action: Callable[[], Any]) -> Any:
@@ -173,7 +174,9 @@ def fifty_points(image: Path, run: Path, points: int = 50, repeats: int = 3) -> 
 def delete_curve(
     tool: Tool, image: Path, run: Path, counts: list[int], size: int = 256 * 2**20
 ) -> Results:
-    """(b) Time to delete one point (the oldest, and one in the middle) as points accumulate."""
+    """(b) Time to delete a point (the oldest, and one in the middle) as points accumulate;
+    each figure is the median of SAMPLES deletes, since one cold delete of 0.2 s moves by
+    a few hundredths with the disk."""
     print(f"{tool.name}, delete curve on {size // 2**20} MiB:", flush=True)
     work = run / f"curve-{tool.name}.img"
     with image.open("rb") as src, work.open("wb") as out:
@@ -186,10 +189,10 @@ def delete_curve(
         while len(ids) < count:
             churn.step(ranges)
             ids.append(tool.backup(work, ranges))
-        middle = ids.pop(len(ids) // 2)
-        _, middle_s = timed(lambda p=middle: tool.delete(p))
-        oldest = ids.pop(0)
-        _, oldest_s = timed(lambda p=oldest: tool.delete(p))
+        middle_s = statistics.median(
+            timed(lambda: tool.delete(ids.pop(len(ids) // 2)))[1] for _ in range(SAMPLES))
+        oldest_s = statistics.median(
+            timed(lambda: tool.delete(ids.pop(0)))[1] for _ in range(SAMPLES))
         curve.append({"points": count, "delete_middle_s": middle_s, "delete_oldest_s": oldest_s})
         print(
             f"  {count} points: delete middle {middle_s:.3f} s, oldest {oldest_s:.3f} s", flush=True

@@ -1,3 +1,3 @@
-from cairn.cli import entry
+from cairn.cli import main
 
-entry()
+raise SystemExit(main())

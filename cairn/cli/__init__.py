@@ -7,12 +7,10 @@ This is the one place that turns a `CairnError` into a one-line message and an e
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
 import sqlite3
 import sys
-from typing import NoReturn
 
 from cairn import __version__
 from cairn.errors import FAILURE, CairnError, StorageFull
@@ -84,22 +82,6 @@ def main(argv: list[str] | None = None) -> int:
         return FAILURE
     except Exception as exc:  # a bug: say so in one line, keep the trace on request
         return _internal(exc)
-
-
-def entry() -> NoReturn:
-    """The `cairn` executable: `main`, then an immediate exit.
-
-    Finalising the interpreter would close the store's SQLite connections, and closing the
-    last connection to a WAL database checkpoints it: a short command (a delete, a backup)
-    would copy its own changes a second time and fsync them, some 15 ms of a 0.2 s command,
-    for nothing, since committed transactions are durable in the WAL, which the next
-    command reads. Commands commit, close and release what they hold before `main` returns.
-    """
-    code = main()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing to say
-            stream.flush()
-    os._exit(code)
 
 
 def _internal(exc: BaseException) -> int:

@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import blake3
-import zstandard
 
 if TYPE_CHECKING:
+    import zstandard
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cairn.errors import Corruption, MissingChunk
@@ -80,21 +80,28 @@ class ChunkStore:
             return blake3.blake3(data, key=self._name_key).digest()
         return blake3.blake3(data).digest()
 
+    # zstandard is imported on first use, like the cipher: its extension module is 11 MiB
+    # and loading it costs a cold command 30 ms, which a delete or a listing never needs.
+
     def _compressor(self) -> zstandard.ZstdCompressor:
         c = getattr(self._local, "c", None)
         if c is None:
+            import zstandard
+
             c = self._local.c = zstandard.ZstdCompressor(level=self.level)
         return c
 
     def _decompressor(self) -> zstandard.ZstdDecompressor:
         d = getattr(self._local, "d", None)
         if d is None:
+            import zstandard
+
             d = self._local.d = zstandard.ZstdDecompressor()
         return d
 
-    def encode(self, data: bytes | memoryview) -> bytes:
-        packed = self._compressor().compress(data)
-        if len(packed) <= len(data) * (1 - _MIN_SAVING):
+    def encode(self, data: bytes | memoryview, compress: bool = True) -> bytes:
+        packed = self._compressor().compress(data) if compress else b""
+        if compress and len(packed) <= len(data) * (1 - _MIN_SAVING):
             codec, payload = CODEC_ZSTD, packed
         else:
             codec, payload = CODEC_RAW, bytes(data)
@@ -124,8 +131,11 @@ class ChunkStore:
         if codec == CODEC_RAW:
             data = bytes(payload)
         elif codec == CODEC_ZSTD:
+            decompressor = self._decompressor()
+            import zstandard  # loaded by now: the name is for the except clause
+
             try:
-                data = self._decompressor().decompress(payload)
+                data = decompressor.decompress(payload)
             except zstandard.ZstdError as exc:
                 raise Corruption(f"chunk {digest.hex()} does not decompress: {exc}") from None
         else:
@@ -134,9 +144,9 @@ class ChunkStore:
             raise Corruption(f"chunk {digest.hex()} does not match its hash")
         return data
 
-    def put(self, digest: bytes, data: bytes | memoryview) -> int:
+    def put(self, digest: bytes, data: bytes | memoryview, compress: bool = True) -> int:
         """Store ``data`` under ``digest``; returns the bytes it takes in the backend."""
-        encoded = self.encode(data)
+        encoded = self.encode(data, compress)
         self.backend.put(chunk_name(digest), encoded)
         return len(encoded)
 

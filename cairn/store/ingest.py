@@ -160,16 +160,18 @@ class Ingest:
         writes: list[Future[list[tuple[bytes, int, int]]]] = []
         bytes_read = 0
 
-        def put_all(items: list[tuple[bytes, bytes | memoryview]]) -> list[tuple[bytes, int, int]]:
-            return [(d, len(data), repo.chunks.put(d, data)) for d, data in items]
+        def put_all(items: list[tuple[bytes, bytes | memoryview]],
+                    compress: bool) -> list[tuple[bytes, int, int]]:
+            return [(d, len(data), repo.chunks.put(d, data, compress)) for d, data in items]
 
-        def store(pool: ThreadPoolExecutor, items: dict[bytes, bytes | memoryview]) -> None:
+        def store(pool: ThreadPoolExecutor, items: dict[bytes, bytes | memoryview],
+                  compress: bool = True) -> None:
             """Pin ``items``, then write the missing ones as one job: a future per chunk
             would cost more than compressing it."""
             present = repo.catalog.pin(session, list(items))
             missing = [(d, data) for d, data in items.items() if d not in present]
             if missing:
-                writes.append(pool.submit(put_all, missing))
+                writes.append(pool.submit(put_all, missing, compress))
 
         with ThreadPoolExecutor(WORKERS) as pool:
             window: deque[Future[_Scanned]] = deque()
@@ -228,8 +230,8 @@ class Ingest:
             else:
                 tree, nodes = build(repo.nodes, repo.chunks.hash, base, self.blocks, changed)
             fresh_nodes = {d: n for d, n in nodes if d not in handled}
-            if fresh_nodes:
-                store(pool, fresh_nodes)
+            if fresh_nodes:  # stored raw: a walk of the tree (a delete) then never loads zstd
+                store(pool, fresh_nodes, compress=False)
             self._drain(writes, written, block=True)
         repo.chunks.backend.sync()
         increments = runs.ingest_increments(repo.nodes, base, tree)

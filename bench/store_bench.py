@@ -288,6 +288,21 @@ def targets(results: Results) -> list[tuple[str, float | None, str, bool | None]
         "<= 3x",
         lambda v: v <= 3,
     )
+    goal(
+        "delete oldest + reclaim: wall s",
+        t("cairn", "delete_oldest_s"),
+        "< 0.2 s",
+        lambda v: v < 0.2,
+    )
+    curve = (results.get("delete_curve") or {}).get("cairn-curve") or {}
+    deletes = [row[key] for row in curve.get("curve", [])
+               for key in ("delete_middle_s", "delete_oldest_s")]
+    goal(
+        "delete curve 10..200 points: max / min",
+        max(deletes) / min(deletes) if deletes else None,
+        "<= 1.3x",
+        lambda v: v <= 1.3,
+    )
     fifty = results.get("fifty_points") or {}
     goal(
         "50 points: restore oldest / newest",

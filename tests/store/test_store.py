@@ -118,6 +118,25 @@ def test_reader_reads_any_range(repo: Repository, tmp_path: Path) -> None:
     assert sum(n for n, _ in runs) == len(data)
 
 
+def test_small_reads_of_one_block_fetch_it_once(repo: Repository, tmp_path: Path) -> None:
+    """A block read in 4 KiB pieces (as a booting machine does) is fetched and checked once,
+    and every piece is still the image's bytes."""
+    img = tmp_path / "img"
+    data = make_image(img, 1024 * 1024, seed=16, fill=1.0)
+    reader = PointReader(repo, backup(repo, "vol", img))
+    fetched: list[bytes] = []
+    real_get = repo.chunks.get
+
+    def counting_get(digest: bytes) -> bytes:
+        fetched.append(digest)
+        return real_get(digest)
+
+    repo.chunks.get = counting_get  # type: ignore[method-assign]
+    pieces = [reader.pread(off, 4096) for off in range(0, 65536 * 2, 4096)]
+    assert b"".join(pieces) == bytes(data[: 65536 * 2])
+    assert len(fetched) == len(set(fetched)) == 2
+
+
 def test_flipped_bit_is_found_and_named(repo: Repository, tmp_path: Path) -> None:
     img = tmp_path / "img"
     data = make_image(img, 1024 * 1024, seed=7, fill=1.0)

@@ -164,9 +164,11 @@ def test_damaged_repository_fixtures(repo: Repository, tmp_path: Path) -> None:
     hashes = [h for _, h in PointReader(repo, point).block_hashes()]
     rewrite(repo, hashes[0], repo.chunks.backend.get(chunk_name(hashes[0]))[:-10])
     rewrite(repo, hashes[1], None)
+    rewrite(repo, hashes[7], None)  # a read that meets several missing chunks goes on
     rewrite(repo, bytes(range(32)), b"CRN\x00stray")
     quick = verify(repo)
     assert [p for p in quick.problems if hashes[1].hex() in p] and quick.orphans == 1
     full = verify(repo, read_data=True)
-    assert set(full.damaged) == {hashes[0].hex(), hashes[1].hex()}
+    assert set(full.damaged) == {hashes[0].hex(), hashes[1].hex(), hashes[7].hex()}
+    assert full.chunks > len(set(hashes)) and full.bytes_read > 0  # data and tree nodes
     assert all(points == [point.id] for points in full.damaged.values())

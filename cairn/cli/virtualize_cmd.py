@@ -9,7 +9,7 @@ import threading
 from cairn.cli._common import add_repo, open_repo
 from cairn.errors import UsageError
 from cairn.virt.boot import exported_clone
-from cairn.virt.qemu import VirtualMachine, mark_kvm_broken
+from cairn.virt.qemu import KvmCannotRun, VirtualMachine, vnc_secret, with_tcg_fallback
 
 
 def vnc_display(text: str) -> int:
@@ -33,14 +33,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=run)
 
 
-def _wait(vm: VirtualMachine, stop: threading.Event) -> bool:
-    """Run until stopped or the VM ends; True when KVM failed and TCG should take over."""
-    while not stop.wait(0.5) and vm.running():
-        if vm.used_accel == "kvm" and vm.status() == "internal-error":
-            return True
-    return False
-
-
 def run(args: argparse.Namespace) -> int:
     display = vnc_display(args.vnc)
     repo = open_repo(args)
@@ -48,19 +40,21 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    password = vnc_secret()
     with exported_clone(repo, point, args.name, keep=args.keep_clone) as export:
-        while True:
-            vm = VirtualMachine(drive=export.url, format="raw", snapshot=False,
-                                memory_mib=args.memory, vnc_display=display)
-            with vm:
-                print(f"VM of point {point.id} ({point.volume}) running on clone "
-                      f"{export.clone.name} ({vm.used_accel}); VNC at {args.vnc}; "
-                      "stop with Ctrl-C", flush=True)
-                kvm_failed = _wait(vm, stop)
-            if not kvm_failed:
-                break
-            mark_kvm_broken()
-            print("KVM cannot run this guest here; starting again under TCG", flush=True)
+        vm = VirtualMachine(drive=export.url, format="raw", snapshot=False,
+                            memory_mib=args.memory, vnc_display=display, vnc_password=password)
+
+        def watch(vm: VirtualMachine) -> None:
+            print(f"VM of point {point.id} ({point.volume}) running on clone "
+                  f"{export.clone.name} ({vm.used_accel}); VNC at {args.vnc}, password "
+                  f"{password}; stop with Ctrl-C", flush=True)
+            while not stop.wait(0.5) and vm.running():
+                if vm.kvm_failed():
+                    print("KVM cannot run this guest here; starting again under TCG", flush=True)
+                    raise KvmCannotRun
+
+        with_tcg_fallback(vm, watch)
     kept = f"clone {export.clone.name} kept" if args.keep_clone else "clone removed"
     print(f"VM stopped; {kept}")
     return 0

@@ -1,10 +1,12 @@
-"""Run one disk (a point over NBD, a clone's overlay, an image file) as a headless QEMU VM.
+"""Run disks (points over NBD, a clone's overlay, image files) as a headless QEMU VM.
 
 `VirtualMachine` is a context manager: the QEMU process it starts is gone when the block ends,
-whatever happened inside, and it is killed if this Python process dies first. The VM has no
-network (``-nic none``) and no default devices (``-nodefaults``: no floppy or CD-ROM for the
-firmware to fall back to), so what the screen shows comes from that one disk. Its console is
-reachable through QMP (``screendump``, ``query-status``) and optionally VNC on loopback.
+whatever happened inside, and it is killed if this Python process dies first. By default the
+VM has no network (``-nic none``), and never default devices (``-nodefaults``: no floppy or
+CD-ROM for the firmware to fall back to), so what the screen shows comes from its disks.
+BIOS guests run on the ``pc`` machine with SeaBIOS, UEFI guests on ``q35`` with OVMF. Its console is
+reachable through QMP (``screendump``, ``query-status``) and optionally VNC on loopback,
+with a password when one is given.
 
 QMP is spoken by the small synchronous client below rather than the asyncio ``qemu.qmp``
 package: callers are plain threads (CLI, job runner), and a QMP session bound to one event
@@ -16,8 +18,8 @@ between at any time and are skipped.
 
 Acceleration: KVM when ``/dev/kvm`` answers ``KVM_GET_API_VERSION``, else TCG. KVM that opens
 can still fail to run a guest (nested KVM without real-mode emulation stops SYSLINUX with
-"KVM internal error"); callers that see status ``internal-error`` call `mark_kvm_broken` and
-start again, and every later VM in this process then uses TCG.
+"KVM internal error"); code watching a VM raises `KvmCannotRun` when `kvm_failed`, and
+`with_tcg_fallback` starts it again under TCG; every later VM in this process uses TCG.
 """
 
 from __future__ import annotations
@@ -27,16 +29,18 @@ import ctypes
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from cairn.errors import ToolMissing, VirtualMachineError
 
@@ -47,6 +51,7 @@ PR_SET_PDEATHSIG = 1
 QCOW2_MAGIC = b"QFI\xfb"
 
 Accel = Literal["auto", "kvm", "tcg"]
+T = TypeVar("T")
 
 _kvm_broken = False
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -68,6 +73,16 @@ def kvm_usable() -> bool:
         os.close(fd)
 
 
+class KvmCannotRun(VirtualMachineError):
+    """KVM opens but cannot run this guest: QEMU aborted at start naming KVM, or code watching
+    the VM saw `VirtualMachine.kvm_failed`. `with_tcg_fallback` runs it again on TCG."""
+
+
+def vnc_secret() -> str:
+    """A VNC password: the RFB protocol uses at most 8 characters, so make all 8 count."""
+    return secrets.token_urlsafe(6)
+
+
 def mark_kvm_broken() -> None:
     """Remember for this process that KVM opens but cannot run guests; use TCG from now on."""
     global _kvm_broken
@@ -87,25 +102,44 @@ def detect_format(drive: str) -> str:
         ) from None
 
 
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+
+Firmware = Literal["bios", "uefi"]
+DiskBus = Literal["ide", "sata", "virtio"]
+
+
 @dataclass
 class VirtualMachine:
-    """How to boot one disk, and, once entered as a context manager, the running VM.
+    """How to boot one or more disks, and, once entered as a context manager, the running VM.
 
     `snapshot` sends the guest's writes to a throwaway overlay so the disk is never changed
     (what a verification wants); turn it off to boot a writable clone for real. `vnc_display`
-    N listens on 127.0.0.1:5900+N, `vnc_websocket` on that loopback port for noVNC.
-    `die_with_parent` kills QEMU when the thread that started it exits: right for a
-    verification, wrong for a long-lived VM started from a short-lived worker thread.
+    N listens on 127.0.0.1:5900+N (``"auto"``: the first free one, see `vnc_port`),
+    `vnc_websocket` on that loopback port for noVNC; with `vnc_password` a client must give
+    it (VNC passwords are 8 characters at most). `die_with_parent` kills QEMU when the
+    thread that started it exits: right for a verification and for a VM runner, wrong for a
+    long-lived VM started from a short-lived worker thread.
+
+    `drive` boots; `more_drives` are attached after it in order. `nics` are QEMU arguments
+    made by `cairn.virt.network` (none: no network at all). `serial` connects the first
+    serial port to ``serial.sock`` in the working folder (a console for scripts and tests).
     """
 
     drive: str
     format: str | None = None
-    interface: Literal["ide", "virtio"] = "ide"
+    interface: DiskBus = "ide"
     snapshot: bool = True
     memory_mib: int = 512
+    cpus: int = 1
     accel: Accel = "auto"
-    vnc_display: int | None = None
+    firmware: Firmware = "bios"
+    more_drives: tuple[str, ...] = ()
+    nics: tuple[str, ...] = ()
+    serial: bool = False
+    vnc_display: int | Literal["auto"] | None = None
     vnc_websocket: int | None = None
+    vnc_password: str | None = None
     die_with_parent: bool = True
     start_timeout: float = 10.0
     stop_timeout: float = 5.0
@@ -130,40 +164,56 @@ class VirtualMachine:
         """The QEMU command line, resolved once the accelerator is chosen."""
         accel = self.accel if self.accel != "auto" else ("kvm" if kvm_usable() else "tcg")
         self.used_accel = accel
-        fmt = self.format or detect_format(self.drive)
-        drive = f"file={self.drive},format={fmt},if={self.interface}"
-        if self.snapshot:
-            drive += ",snapshot=on"
+        machine = "q35" if self.firmware == "uefi" else "pc"
         cmd = [
-            QEMU,
-            "-nodefaults",
-            "-machine",
-            "pc",
-            "-accel",
-            accel,
-            "-m",
-            str(self.memory_mib),
-            "-vga",
-            "std",
-            "-nic",
-            "none",
-            "-boot",
-            "strict=on",
-            "-display",
-            "none",
-            "-drive",
-            drive,
-            "-qmp",
-            f"unix:{qmp_socket},server=on,wait=off",
+            QEMU, "-nodefaults", "-machine", machine, "-accel", accel,
+            "-m", str(self.memory_mib), "-smp", str(self.cpus), "-vga", "std",
+            "-boot", "strict=on", "-display", "none",
+            "-qmp", f"unix:{qmp_socket},server=on,wait=off",
         ]
+        cmd += self._firmware_args(qmp_socket.parent)
+        cmd += self._drive_args(machine)
+        cmd += list(self.nics) if self.nics else ["-nic", "none"]
         if accel == "kvm":
             cmd += ["-cpu", "host"]
-        if self.vnc_display is not None:
-            vnc = f"127.0.0.1:{self.vnc_display}"
-            if self.vnc_websocket is not None:
-                vnc += f",websocket=127.0.0.1:{self.vnc_websocket}"
-            cmd += ["-vnc", vnc]
-        return cmd
+        if self.serial:
+            cmd += ["-serial", f"unix:{qmp_socket.parent / 'serial.sock'},server=on,wait=off"]
+        return cmd + self._vnc_args()
+
+    def _firmware_args(self, workdir: Path) -> list[str]:
+        """OVMF reads its code read-only and keeps its variables in a copy of its own."""
+        if self.firmware != "uefi":
+            return []
+        if not OVMF_CODE.exists():
+            raise ToolMissing(str(OVMF_CODE), "ovmf")
+        variables = workdir / "OVMF_VARS.fd"
+        shutil.copyfile(OVMF_VARS, variables)
+        return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={variables}"]
+
+    def _drive_args(self, machine: str) -> list[str]:
+        """Each disk as a device with a boot order; SATA is q35's own AHCI, or one added."""
+        args = []
+        if self.interface == "sata" and machine == "pc":
+            args += ["-device", "ahci,id=ahci"]
+        for index, drive in enumerate((self.drive, *self.more_drives)):
+            fmt = self.format or detect_format(drive)
+            spec = f"file={drive},format={fmt},if=none,id=disk{index}"
+            if self.snapshot:
+                spec += ",snapshot=on"
+            args += ["-drive", spec, "-device", _disk_device(self.interface, machine, index)]
+        return args
+
+    def _vnc_args(self) -> list[str]:
+        if self.vnc_display is None:
+            return []
+        display = "0,to=99" if self.vnc_display == "auto" else str(self.vnc_display)
+        vnc = f"127.0.0.1:{display}"
+        if self.vnc_websocket is not None:
+            vnc += f",websocket=127.0.0.1:{self.vnc_websocket}"
+        if self.vnc_password is not None:
+            vnc += ",password=on"
+        return ["-vnc", vnc]
 
     def start(self) -> None:
         """Start QEMU and connect to its QMP socket; on any failure nothing is left running."""
@@ -181,6 +231,8 @@ class VirtualMachine:
                 preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
             self._qmp = self._connect(qmp_socket)
+            if self.vnc_password is not None:
+                self._qmp.execute("change-vnc-password", {"password": self.vnc_password})
         except BaseException:
             self.stop()
             raise
@@ -191,7 +243,10 @@ class VirtualMachine:
         deadline = time.monotonic() + self.start_timeout
         while True:
             if self._process is None or self._process.poll() is not None:
-                raise VirtualMachineError(f"QEMU exited at start: {self.log_tail()}")
+                words = self.log_tail()
+                if self.used_accel == "kvm" and "kvm" in words.lower():
+                    raise KvmCannotRun(f"KVM cannot run this guest: {words}")
+                raise VirtualMachineError(f"QEMU exited at start: {words}")
             with contextlib.suppress(FileNotFoundError, ConnectionRefusedError,
                                      ConnectionResetError, BrokenPipeError):
                 return QmpClient(qmp_socket)
@@ -207,6 +262,19 @@ class VirtualMachine:
     def status(self) -> str:
         """QEMU's run state: ``running``, ``internal-error``, ``guest-panicked``, ``shutdown``..."""
         return str(self._client().execute("query-status")["status"])
+
+    def vnc_port(self) -> int | None:
+        """The loopback TCP port VNC listens on (with ``vnc_display="auto"`` QEMU chose it)."""
+        info = self._client().execute("query-vnc")
+        return int(info["service"]) if info.get("enabled") else None
+
+    def powerdown(self) -> None:
+        """Press the virtual power button (ACPI): a guest that listens shuts itself down."""
+        self._client().execute("system_powerdown")
+
+    def kvm_failed(self) -> bool:
+        """KVM opened but stopped this guest with an internal error (see the module docs)."""
+        return self.used_accel == "kvm" and self.status() == "internal-error"
 
     def screendump(self, path: Path) -> Path:
         """Write the current screen as PNG (QEMU >= 7.1 encodes it itself)."""
@@ -253,6 +321,32 @@ class VirtualMachine:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def with_tcg_fallback(vm: VirtualMachine, run: Callable[[VirtualMachine], T]) -> T:
+    """Start ``vm``, call ``run(vm)``, stop it; when ``run`` raises `KvmCannotRun`, remember
+    that KVM is broken here and do it all once more under TCG. The one place that decides."""
+    try:
+        with vm:
+            return run(vm)
+    except KvmCannotRun:
+        mark_kvm_broken()
+        vm.accel = "tcg"
+        with vm:
+            return run(vm)
+
+
+def _disk_device(bus: DiskBus, machine: str, index: int) -> str:
+    """The ``-device`` for disk ``index``: IDE is two buses of two on ``pc``; q35's AHCI
+    (which serves both IDE and SATA there) and an added AHCI have one disk per port."""
+    boot = f"drive=disk{index},bootindex={index}"
+    if bus == "virtio":
+        return f"virtio-blk-pci,{boot}"
+    if machine == "q35":
+        return f"ide-hd,{boot},bus=ide.{index}"
+    if bus == "sata":
+        return f"ide-hd,{boot},bus=ahci.{index}"
+    return f"ide-hd,{boot},bus=ide.{index // 2},unit={index % 2}"
 
 
 def _reap(process: subprocess.Popen[bytes], timeout: float) -> None:

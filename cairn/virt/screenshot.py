@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from cairn.errors import ToolMissing, VirtualMachineError
-from cairn.virt.qemu import Accel, VirtualMachine, mark_kvm_broken
+from cairn.virt.qemu import Accel, DiskBus, KvmCannotRun, VirtualMachine, with_tcg_fallback
 
 Status = Literal["booted", "failed", "timed_out"]
 
@@ -75,10 +75,6 @@ class Verdict:
     accel: str
 
 
-class _KvmCannotRun(Exception):
-    """KVM stopped this guest with an internal error: start again under TCG."""
-
-
 def verify_boot(
     drive: str | Path,
     *,
@@ -90,7 +86,7 @@ def verify_boot(
     accel: Accel = "auto",
     snapshot: bool = True,
     memory_mib: int = 512,
-    interface: Literal["ide", "virtio"] = "ide",
+    interface: DiskBus = "ide",
     drive_format: str | None = None,
 ) -> Verdict:
     """Boot `drive` (a file path or an ``nbd://`` URL) and judge its screen into `out`."""
@@ -113,12 +109,7 @@ def verify_boot(
         memory_mib=memory_mib,
         accel=accel,
     )
-    try:
-        return judge.watch(vm)
-    except _KvmCannotRun:
-        mark_kvm_broken()
-        vm.accel = "tcg"
-        return judge.watch(vm)
+    return with_tcg_fallback(vm, judge.watch)
 
 
 @dataclass
@@ -131,40 +122,39 @@ class _Judge:
     started: float
 
     def watch(self, vm: VirtualMachine) -> Verdict:
-        """Poll the screen of a freshly started `vm` until a verdict; QEMU is gone after."""
+        """Poll the screen of a freshly started `vm` until a verdict."""
         ocr_cache: dict[bytes, str] = {}
         text = ""
         last_change = time.monotonic()
-        with vm:
-            accel = vm.used_accel or vm.accel
-            shot = vm.workdir / "screen.png"
-            while True:
-                if not vm.running():
-                    reason = f"QEMU exited (guest powered off or crashed): {vm.log_tail()}"
-                    return self._verdict("failed", reason, text, accel, shot)
-                state = vm.status()
-                if state == "internal-error" and accel == "kvm":
-                    raise _KvmCannotRun
-                vm.screendump(shot)
-                if state in GUEST_STOPPED:
-                    text = ocr(shot)
-                    return self._verdict("failed", GUEST_STOPPED[state], text, accel, shot)
-                digest = hashlib.sha256(shot.read_bytes()).digest()
-                if digest not in ocr_cache:
-                    ocr_cache[digest] = ocr(shot)
-                new_text = ocr_cache[digest]
-                if _meaningful(new_text) != _meaningful(text):
-                    last_change = time.monotonic()
-                text = new_text
-                status, reason = judge_screen(
-                    text, self.expect, time.monotonic() - last_change, self.blank_after
-                )
-                now = time.monotonic()
-                if status is None and now >= self.deadline:
-                    status, reason = "timed_out", _timed_out_reason(now - self.started, text)
-                if status is not None:
-                    return self._verdict(status, reason, text, accel, shot)
-                time.sleep(max(0.0, min(self.interval, self.deadline - now)))
+        accel = vm.used_accel or vm.accel
+        shot = vm.workdir / "screen.png"
+        while True:
+            if not vm.running():
+                reason = f"QEMU exited (guest powered off or crashed): {vm.log_tail()}"
+                return self._verdict("failed", reason, text, accel, shot)
+            if vm.kvm_failed():
+                raise KvmCannotRun
+            state = vm.status()
+            vm.screendump(shot)
+            if state in GUEST_STOPPED:
+                text = ocr(shot)
+                return self._verdict("failed", GUEST_STOPPED[state], text, accel, shot)
+            digest = hashlib.sha256(shot.read_bytes()).digest()
+            if digest not in ocr_cache:
+                ocr_cache[digest] = ocr(shot)
+            new_text = ocr_cache[digest]
+            if _meaningful(new_text) != _meaningful(text):
+                last_change = time.monotonic()
+            text = new_text
+            status, reason = judge_screen(
+                text, self.expect, time.monotonic() - last_change, self.blank_after
+            )
+            now = time.monotonic()
+            if status is None and now >= self.deadline:
+                status, reason = "timed_out", _timed_out_reason(now - self.started, text)
+            if status is not None:
+                return self._verdict(status, reason, text, accel, shot)
+            time.sleep(max(0.0, min(self.interval, self.deadline - now)))
 
     def _verdict(self, status: Status, reason: str, text: str, accel: str, shot: Path) -> Verdict:
         """Copy the judged screen out of the VM's folder (removed with the VM) to `out`."""

@@ -6,7 +6,8 @@ above it does. Contract, for every implementation:
 
 - ``put`` is all-or-nothing: a reader sees the whole object or no object, never a prefix.
   Writing the same name twice with the same bytes is harmless (content addressing makes
-  concurrent writers of one chunk agree).
+  concurrent writers of one chunk agree). ``replace=True`` says a stored copy is damaged
+  and this one must take its place; without it a backend may keep either copy.
 - ``sync`` makes every completed ``put`` and ``delete`` durable; the catalog commits a point
   only after ``sync`` returned.
 - ``get`` of a missing name raises ``KeyError``; ``delete`` of a missing name is not an error.
@@ -22,7 +23,7 @@ T = TypeVar("T")
 
 
 class Backend(Protocol):
-    def put(self, name: str, data: bytes) -> None: ...
+    def put(self, name: str, data: bytes, replace: bool = False) -> None: ...
 
     def get(self, name: str) -> bytes: ...
 

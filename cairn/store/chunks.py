@@ -144,10 +144,12 @@ class ChunkStore:
             raise Corruption(f"chunk {digest.hex()} does not match its hash")
         return data
 
-    def put(self, digest: bytes, data: bytes | memoryview, compress: bool = True) -> int:
-        """Store ``data`` under ``digest``; returns the bytes it takes in the backend."""
+    def put(self, digest: bytes, data: bytes | memoryview, compress: bool = True,
+            replace: bool = False) -> int:
+        """Store ``data`` under ``digest``; returns the bytes it takes in the backend.
+        ``replace``: the stored copy is damaged, this one takes its place."""
         encoded = self.encode(data, compress)
-        self.backend.put(chunk_name(digest), encoded)
+        self.backend.put(chunk_name(digest), encoded, replace)
         return len(encoded)
 
     def get(self, digest: bytes) -> bytes:

@@ -74,5 +74,5 @@ def rewrite(repo: Repository, digest: bytes, data: bytes | None) -> None:
     if data is None:
         backend.delete(chunk_name(digest))
     else:
-        backend.put(chunk_name(digest), data)
+        backend.put(chunk_name(digest), data, replace=True)
     backend.sync()

@@ -38,9 +38,9 @@ class FailingBackend:
         if self.calls == self.fail_at or (self.sticky and self.calls > self.fail_at):
             raise OSError(errno.EIO, "injected I/O error")
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes, replace: bool = False) -> None:
         self._tick()
-        self.inner.put(name, data)
+        self.inner.put(name, data, replace)
 
     def get(self, name: str) -> bytes:
         return self.inner.get(name)

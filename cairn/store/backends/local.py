@@ -42,7 +42,8 @@ class LocalBackend:
     def _path(self, name: str) -> Path:
         return self.root / name
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes, replace: bool = False) -> None:
+        """Writes over any stored copy, so ``replace`` needs nothing more."""
         path = self._path(name)
         tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
         try:

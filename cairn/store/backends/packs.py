@@ -14,6 +14,13 @@ PUNCH_HOLE: the space returns at once, nothing else moves) and drops its index r
 next ``sync``; a sealed pack whose objects are all deleted is unlinked. A crash before
 ``sync`` leaves a pack that no index row names: `recover` unlinks it once its writer's
 process is gone.
+
+Two writers may store the same object at once (two backups of different volumes meeting
+the same new chunk). The first index commit wins; the later writer's copy is a spare that
+no row names, punched only *after* its own commit. An indexed copy is never punched by a
+writer that merely wrote the object again: a committed point may read it, and a reader may
+have looked it up already. Only ``put(..., replace=True)`` (healing a copy known to be
+damaged) moves the row to the new copy, and the old bytes go after that commit too.
 """
 
 from __future__ import annotations
@@ -121,6 +128,7 @@ class PackBackend:
         self.folder = root / "packs"
         self.folder.mkdir(exist_ok=True)
         self._db = sqlite.connect(root / "packs.db")
+        self._db.execute("PRAGMA synchronous=FULL")  # `_free` relies on a durable COMMIT
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._db_lock = threading.Lock()
@@ -128,13 +136,18 @@ class PackBackend:
         self._writers: list[_Writer] = []
         self._pending: dict[str, Location] = {}
         self._deleted: list[str] = []
+        self._replacing: set[str] = set()
         self._readers: dict[str, int] = {}
 
     # -- writing -------------------------------------------------------------------------
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes, replace: bool = False) -> None:
         """Append to the current pack. Appends are serialised (each is a short copy into
-        the page cache; compression, the real work, happened before, in parallel)."""
+        the page cache; compression, the real work, happened before, in parallel).
+
+        With ``replace`` this copy supersedes an indexed one at the next `sync` (the old
+        one is damaged); otherwise an indexed copy, if any, is kept and this one dropped.
+        """
         with self._lock:
             try:
                 writer = self._writer
@@ -151,6 +164,10 @@ class PackBackend:
                     raise StorageFull(str(self.root)) from exc
                 raise
             self._pending[name] = (writer.name, offset, len(data))
+            if replace:
+                self._replacing.add(name)
+            else:
+                self._replacing.discard(name)
 
     def sync(self) -> None:
         """Make every put durable and seal the packs written so far: the next put starts a
@@ -159,6 +176,7 @@ class PackBackend:
             writers, self._writers, self._writer = self._writers, [], None
             pending, self._pending = self._pending, {}
             deleted, self._deleted = self._deleted, []
+            replacing, self._replacing = self._replacing, set()
         sealed = [w.name for w in writers]
         for writer in writers:
             os.fsync(writer.fd)
@@ -172,18 +190,29 @@ class PackBackend:
         if not (pending or deleted or sealed):
             return
         with self._db_lock:
-            empty = self._commit(pending, deleted, sealed)
+            empty, unneeded = self._commit(pending, deleted, sealed, replacing)
+        self._free(unneeded)
         for pack in empty:
             with contextlib.suppress(FileNotFoundError):
                 (self.folder / pack).unlink()
 
-    def _commit(self, pending: dict[str, Location], deleted: list[str],
-                sealed: list[str]) -> list[str]:
-        """Index what `sync` made durable; returns the packs now empty and sealed."""
+    def _commit(self, pending: dict[str, Location], deleted: list[str], sealed: list[str],
+                replacing: set[str]) -> tuple[list[str], list[Location]]:
+        """Index what `sync` made durable, in one transaction.
+
+        Returns the packs now empty and sealed, and the copies no row names any more (a
+        spare copy of an object indexed elsewhere, or the damaged copy a ``replace`` put
+        superseded): the caller punches those only after this commit, see `_free`.
+        """
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._forget(deleted, punch=False)
-            self._forget(list(pending), punch=True)  # the same chunk written twice: keep one
+            self._forget(deleted)
+            indexed = self._lookup(list(pending))
+            unneeded = [pending.pop(n) for n in indexed if n not in replacing]
+            superseded = {n: indexed[n] for n in indexed if n in replacing}
+            unneeded += superseded.values()
+            self._db.executemany("DELETE FROM objects WHERE name=?", ((n,) for n in superseded))
+            self._count(superseded.values(), -1)
             self._db.executemany("INSERT INTO objects VALUES(?, ?, ?, ?)",
                                  ((n, *loc) for n, loc in pending.items()))
             self._count(pending.values(), +1)
@@ -196,7 +225,22 @@ class PackBackend:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
-        return empty
+        return empty, unneeded
+
+    def _free(self, unneeded: list[Location]) -> None:
+        """Punch copies that no index row names, after the commit that unnamed them.
+
+        Why this is the only safe order: a committed point needs an object through its
+        index row. Before the commit, the row that a point (or a reader that looked it up)
+        follows still names the old copy; punching it then and crashing, or being killed,
+        before the commit leaves that row naming zeros: a committed point loses a chunk.
+        After the commit (``synchronous=FULL``: durable when COMMIT returns) no row names
+        these bytes, so a crash at any instant from here on only leaks space, which the
+        pack's live count makes good when its last object goes.
+        """
+        for pack, offset, length in _runs(unneeded):
+            with contextlib.suppress(FileNotFoundError):
+                _punch(self._reader(pack), offset, length)
 
     def _lookup(self, names: list[str]) -> dict[str, Location]:
         """The index rows of ``names``, in a few queries rather than one per name."""
@@ -209,13 +253,11 @@ class PackBackend:
             found.update((r[0], (r[1], r[2], r[3])) for r in rows)
         return found
 
-    def _forget(self, names: list[str], punch: bool) -> None:
+    def _forget(self, names: list[str]) -> None:
         """Drop the index rows of ``names`` (inside `sync`'s transaction), counting their
-        bytes out of their packs."""
+        bytes out of their packs; `delete` punched their bytes already, after the
+        catalog's durable commit made them unneeded."""
         rows = self._lookup(names)
-        if punch:
-            for pack, offset, length in _runs(rows.values()):
-                _punch(self._reader(pack), offset, length)
         self._db.executemany("DELETE FROM objects WHERE name=?", ((n,) for n in rows))
         self._count(rows.values(), -1)
 

@@ -196,7 +196,8 @@ class S3Backend:
             raise self._translate(exc, "LIST") from exc
         self._bucket_checked = True
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes, replace: bool = False) -> None:
+        """Writes over any stored copy, so ``replace`` needs nothing more."""
         self._call(f"PUT {name}", lambda: obstore.put(self._store, name, data, use_multipart=False))
 
     def get(self, name: str) -> bytes:

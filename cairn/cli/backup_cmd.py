@@ -7,23 +7,40 @@ from pathlib import Path
 
 from cairn.cli._common import add_json, add_repo, human_bytes, open_repo, point_json, print_json
 from cairn.cli._common import progress as progress_bar
+from cairn.cli._machines import print_vm_backup, vm_backup_json
+from cairn.errors import UsageError
+from cairn.ops.vm_backup import VmBackupRequest, backup_vm
 from cairn.sources.image import ImageSource, load_changed_ranges
 from cairn.store.ingest import Ingest
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("backup", help="back up an image file or block device as a new point")
+    p = sub.add_parser("backup", help="back up an image file, a block device or a running "
+                                      "QEMU VM as a new point")
     add_repo(p)
-    p.add_argument("--volume", required=True, help="volume name, e.g. web01-sda")
+    p.add_argument("--volume", help="volume name, e.g. web01-sda (required with SOURCE)")
     p.add_argument("--changed-ranges", type=Path, metavar="FILE",
                    help="JSON list of [offset, length] byte ranges changed since the last "
                         "point (from a change tracker); only those are read")
+    p.add_argument("--qemu", type=Path, metavar="SOCKET",
+                   help="back up every disk of the running QEMU VM with this QMP socket, "
+                        "reading only what its dirty bitmaps mark (a machine point)")
+    p.add_argument("--machine", help="machine name for --qemu (default: QEMU's -name, else "
+                                     "the socket's file name)")
+    p.add_argument("--guest-agent", type=Path, metavar="SOCKET",
+                   help="with --qemu: the guest agent's socket, to freeze file systems for "
+                        "the instant of the snapshot")
     add_json(p)
-    p.add_argument("source", type=Path, help="image file or block device")
+    p.add_argument("source", type=Path, nargs="?", help="image file or block device")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.qemu is not None:
+        return _run_vm(args)
+    if args.source is None or args.volume is None:
+        raise UsageError("give --volume NAME and a SOURCE (image file or block device), or "
+                         "--qemu SOCKET for a running VM")
     with ImageSource(args.source) as source:
         repo = open_repo(args)
         ranges = (load_changed_ranges(args.changed_ranges, source.size)
@@ -36,4 +53,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"point {point.id} of {point.volume}: read {human_bytes(point.bytes_read)}, "
               f"stored {human_bytes(point.bytes_stored)} in {point.seconds:.2f} s")
+    return 0
+
+
+def _run_vm(args: argparse.Namespace) -> int:
+    if args.source is not None or args.volume is not None:
+        raise UsageError("--qemu backs up every disk of the VM: drop --volume and SOURCE")
+    repo = open_repo(args)
+    request = VmBackupRequest(args.qemu, args.machine, args.guest_agent)
+    result = backup_vm(repo, request, progress_bar)
+    if args.json:
+        print_json(vm_backup_json(result))
+    else:
+        print_vm_backup(result)
     return 0

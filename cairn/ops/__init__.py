@@ -1,0 +1,1 @@
+"""The operations: what a user can do to a repository, written once for every face."""

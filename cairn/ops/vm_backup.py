@@ -134,8 +134,9 @@ def _plan_disk(repo: Repository, machine: str, index: int, disk: Disk,
     if disk.name in why_not:
         reason = why_not[disk.name]
     elif base not in disk.bitmaps:
-        reason = (f"no dirty bitmap since machine point {last.id} (the VM restarted and its "
-                  "image keeps no bitmaps, or the disk is new)")
+        reason = (f"no dirty bitmap since machine point {last.id} (the VM restarted and "
+                  "its image keeps no bitmaps, or QEMU stopped before saving it; or the "
+                  "disk is new)")
     elif member is None or latest is None or latest.id != member.id:
         reason = f"the last point of {volume} is not the one of machine point {last.id}"
     elif member.size != disk.size:

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from cairn.ops.vm_backup import VmBackupRequest, VmBackupResult, backup_vm
 from cairn.restore.writer import restore_image
+from cairn.sources.nbd_source import NbdSource
+from cairn.sources.qemu_view import PointInTimeView, ViewDisk
+from cairn.sources.qmp import Monitor
+from cairn.sources.vm_disks import list_disks
 from cairn.store.machine_points import MachinePoints
 from cairn.store.reader import PointReader
 from cairn.store.repository import Repository
 from tests.sources.live_vm import MIB, LiveVm
 
+ROOT = Path(__file__).resolve().parents[2]
 TWO_DISKS = {"vda": 16 * MIB, "vdb": 8 * MIB}
 
 
@@ -67,3 +75,104 @@ def test_unchanged_vm_reads_nothing(start_vm: Callable[..., LiveVm], repo: Repos
     again = backup(repo, vm)
     assert again.disks[0].mode == "incremental"
     assert again.disks[0].point.bytes_read == 0
+
+
+def test_view_holds_the_instant_while_the_guest_writes(
+        start_vm: Callable[..., LiveVm], tmp_path: Path) -> None:
+    vm = start_vm({"vda": 8 * MIB})
+    vm.write("vda", 0, 4 * MIB, 0x61)
+    before = vm.reference("vda", tmp_path / "before.img").read_bytes()
+    with Monitor(vm.qmp) as monitor:
+        view = PointInTimeView(monitor, [ViewDisk(list_disks(monitor)[0], 0, None)], "cairn-t")
+        view.open()
+        try:
+            vm.write("vda", MIB, 2 * MIB, 0x62)
+            source = NbdSource(view.socket, "vda")
+            try:
+                seen = source.pread(0, 8 * MIB)
+            finally:
+                source.close()
+        finally:
+            view.close(committed=False)
+    assert seen == before
+    assert vm.bitmaps() == {"vda": []}
+    assert vm.leftovers() == []
+
+
+def run_killed_backup(vm: LiveVm, repo: Repository) -> None:
+    """Start `cairn backup --qemu` and SIGKILL it while it reads from the view."""
+    proc = subprocess.Popen([sys.executable, "-m", "cairn", "backup", "--repo", str(repo.path),
+                             "--qemu", str(vm.qmp)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not vm.monitor.execute("query-block-exports"):
+            assert proc.poll() is None, "the backup ended before it could be killed"
+            assert time.monotonic() < deadline
+        proc.kill()
+    finally:
+        proc.wait()
+
+
+def test_killed_backup_loses_no_change(start_vm: Callable[..., LiveVm], repo: Repository,
+                                       tmp_path: Path) -> None:
+    vm = start_vm({"vda": 64 * MIB, "vdb": 8 * MIB})
+    vm.write("vda", 0, 8 * MIB, 0x71)
+    first = backup(repo, vm)
+    vm.write("vda", 8 * MIB, 48 * MIB, 0x72)  # what the killed backup was reading
+    vm.write("vdb", 0, MIB, 0x73)
+    run_killed_backup(vm, repo)
+    assert vm.leftovers() != []
+    vm.write("vda", 60 * MIB, MIB, 0x74)  # after the kill
+    refs = references(vm, tmp_path, "after")
+    third = backup(repo, vm)
+    assert third.leftovers_cleared
+    assert [d.mode for d in third.disks] == ["incremental", "incremental"]
+    assert third.disks[0].point.bytes_read == 49 * MIB
+    assert_restores(repo, third, refs, tmp_path)
+    assert vm.leftovers() == []
+    assert vm.bitmaps() == {d: [f"cairn-{third.machine_point.id}"] for d in vm.disks}
+    assert [mp.id for mp in MachinePoints(repo.catalog).list()] == [
+        first.machine_point.id, third.machine_point.id]
+
+
+def test_restarts_persistent_bitmap_survives_unclean_stop_reads_all(
+        start_vm: Callable[..., LiveVm], repo: Repository, tmp_path: Path) -> None:
+    vm = start_vm({"vda": 8 * MIB})
+    vm.write("vda", 0, MIB, 0x81)
+    backup(repo, vm)
+    vm.stop()
+    vm.start()
+    vm.write("vda", 2 * MIB, 64 * 1024, 0x82)
+    refs = references(vm, tmp_path, "clean")
+    after_quit = backup(repo, vm)
+    assert after_quit.disks[0].mode == "incremental"
+    assert after_quit.disks[0].point.bytes_read == 64 * 1024
+    assert_restores(repo, after_quit, refs, tmp_path)
+
+    vm.stop()
+    vm.start()  # the bitmap is loaded from the image, which marks it in use there
+    vm.write("vda", 4 * MIB, 64 * 1024, 0x83)
+    vm.stop(kill=True)
+    vm.start()
+    refs = references(vm, tmp_path, "killed")
+    after_kill = backup(repo, vm)
+    assert after_kill.disks[0].mode == "full"
+    assert "inconsistent" in after_kill.disks[0].reason
+    assert_restores(repo, after_kill, refs, tmp_path)
+    assert vm.bitmaps() == {"vda": [f"cairn-{after_kill.machine_point.id}"]}
+
+
+def test_raw_disk_restart_falls_back_to_a_full_read(
+        start_vm: Callable[..., LiveVm], repo: Repository, tmp_path: Path) -> None:
+    vm = start_vm({"vda": 8 * MIB}, fmt="raw")
+    vm.write("vda", 0, MIB, 0x91)
+    backup(repo, vm)
+    vm.stop()
+    vm.start()
+    vm.write("vda", 3 * MIB, MIB, 0x92)
+    refs = references(vm, tmp_path, "raw")
+    again = backup(repo, vm)
+    assert again.disks[0].mode == "full"
+    assert "no dirty bitmap" in again.disks[0].reason
+    assert_restores(repo, again, refs, tmp_path)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from cairn import __version__, logs
 from cairn.appliance import metrics, retention
 from cairn.appliance.config import ApplianceConfig
+from cairn.appliance.routes import alerts as alerts_routes
 from cairn.appliance.scheduler import check_cron, first_run, parse_every
 from cairn.appliance.state import Machine, State
 from cairn.appliance.uploads import Conflict, Forbidden, NotFound, Uploads, store_volume
@@ -389,4 +390,5 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
                machine: Annotated[Machine, Depends(agent)]) -> dict[str, Any]:
         return uploads.commit(machine, upload_id, body.ranges, body.full)
 
+    app.include_router(alerts_routes.router(repo_path), dependencies=[Depends(admin)])
     return app

@@ -2,7 +2,9 @@
 
 Every key is optional; command-line flags win over the file. The scheduler settings exist
 so tests and benchmarks can compress time (a 1 s minimum interval, a 0.2 s tick); production
-keeps the defaults, which refuse schedules tighter than five minutes.
+keeps the defaults, which refuse schedules tighter than five minutes. ``[alerts]`` sets how
+often conditions are checked, the first retry delay of a failing channel, when a silent agent
+is worth an alert, and the free-space floor of the repository's file system.
 """
 
 from __future__ import annotations
@@ -25,13 +27,31 @@ class ApplianceConfig:
     offline_after_seconds: float = 120.0
     job_lease_seconds: float = 600.0
     log_level: str = "INFO"
+    alert_tick_seconds: float = 15.0
+    alert_retry_seconds: float = 30.0
+    agent_silent_seconds: float = 900.0
+    disk_free_percent: float = 10.0
 
 
-def _number(table: dict[str, object], key: str, default: float, where: Path) -> float:
+# [alerts] key -> ApplianceConfig field
+_ALERT_KEYS = {"tick_seconds": "alert_tick_seconds", "retry_seconds": "alert_retry_seconds",
+               "agent_silent_seconds": "agent_silent_seconds",
+               "disk_free_percent": "disk_free_percent"}
+
+
+def _number(table: dict[str, object], key: str, default: float, where: Path,
+            section: str = "scheduler") -> float:
     value = table.get(key, default)
     if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise UsageError(f"{where}: scheduler.{key} must be a positive number, not {value!r}")
+        raise UsageError(f"{where}: {section}.{key} must be a positive number, not {value!r}")
     return float(value)
+
+
+def _table(raw: dict[str, object], name: str, where: Path) -> dict[str, object]:
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise UsageError(f"{where}: [{name}] must be a table")
+    return table
 
 
 def load(path: Path | None) -> ApplianceConfig:
@@ -46,9 +66,8 @@ def load(path: Path | None) -> ApplianceConfig:
                          "(see examples/appliance.toml)") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config file {where} is not valid TOML: {exc}") from None
-    sched = raw.get("scheduler", {})
-    if not isinstance(sched, dict):
-        raise UsageError(f"{where}: [scheduler] must be a table")
+    sched = _table(raw, "scheduler", where)
+    alerts = _table(raw, "alerts", where)
     d = ApplianceConfig()
     return ApplianceConfig(
         repo=str(raw["repo"]) if "repo" in raw else None,
@@ -60,4 +79,6 @@ def load(path: Path | None) -> ApplianceConfig:
                                       where),
         job_lease_seconds=_number(sched, "job_lease_seconds", d.job_lease_seconds, where),
         log_level=str(raw.get("log_level", d.log_level)).upper(),
+        **{field: _number(alerts, key, getattr(d, field), where, "alerts")
+           for key, field in _ALERT_KEYS.items()},
     )

@@ -20,6 +20,7 @@ from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.scheduler import Scheduler
 from cairn.appliance.state import State, new_token
 from cairn.appliance.tls import ensure_certificate
+from cairn.appliance.watch import AlertLoop
 from cairn.errors import ListenError, UsageError
 from cairn.store.repository import Repository
 
@@ -56,6 +57,7 @@ def serve(repo_path: Path, config: ApplianceConfig) -> int:
     ensure_admin_token(repo_path, state)
     requeued = state.requeue_running()
     scheduler = Scheduler(state, config)
+    alerts = AlertLoop(repo_path, state, config)
     app = create_app(repo_path, state, config)
     server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, ssl_certfile=str(cert), ssl_keyfile=str(key),
@@ -63,12 +65,14 @@ def serve(repo_path: Path, config: ApplianceConfig) -> int:
     logs.event("appliance.starting", repo=str(repo_path), listen=f"{host}:{port}",
                fingerprint=fingerprint, requeued_jobs=requeued, pid=os.getpid())
     scheduler.start()
+    alerts.start()
     try:
         server.run()
     except SystemExit:
         server.started = False
     finally:
         scheduler.stop()
+        alerts.stop()
         state.close()
     if not server.started:
         raise ListenError("the appliance API", host, port, "address in use or not allowed")

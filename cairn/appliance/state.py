@@ -361,6 +361,12 @@ class State:
             out.append(job)
         return out
 
+    def last_finished_job(self, machine_id: int) -> dict[str, Any] | None:
+        """The machine's latest job that succeeded or failed (missed slots do not count)."""
+        rows = self.query("SELECT id FROM jobs WHERE machine_id=? AND state IN "
+                          "('succeeded', 'failed') ORDER BY id DESC LIMIT 1", (machine_id,))
+        return self.job(rows[0][0]) if rows else None
+
     def job_totals(self) -> dict[str, Any]:
         by_state = dict(self.query("SELECT state, COUNT(*) FROM jobs GROUP BY state"))
         sums = self.query("SELECT COALESCE(SUM(bytes_read),0), COALESCE(SUM(bytes_sent),0), "

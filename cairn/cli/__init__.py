@@ -43,6 +43,7 @@ COMMANDS = {
     "machines": "machines_cmd",
     "jobs": "jobs_cmd",
     "schedule": "schedule_cmd",
+    "alerts": "alerts_cmd",
 }
 
 

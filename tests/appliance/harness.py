@@ -51,7 +51,10 @@ def wait_for(predicate: Any, timeout: float = 20.0, every: float = 0.05) -> Any:
 
 
 class Appliance:
-    def __init__(self, work: Path, **scheduler: float) -> None:
+    """``alerts`` fills the config's [alerts] table; ``env`` adds to the process environment."""
+
+    def __init__(self, work: Path, alerts: dict[str, float] | None = None,
+                 env: dict[str, str] | None = None, **scheduler: float) -> None:
         self.work = work
         self.repo = work / "repo"
         self.port = free_port()
@@ -60,7 +63,9 @@ class Appliance:
         settings = {"tick_seconds": 0.1, "min_interval_seconds": 1, "offline_after_seconds": 2,
                     "job_lease_seconds": 60, **scheduler}
         self.config.write_text("[scheduler]\n" + "".join(
-            f"{k} = {v}\n" for k, v in settings.items()))
+            f"{k} = {v}\n" for k, v in settings.items()) + "[alerts]\n" + "".join(
+            f"{k} = {v}\n" for k, v in (alerts or {}).items()))
+        self.env = {**ENV, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = work / "appliance.log"
         cairn("init", "--repo", self.repo)
@@ -69,7 +74,7 @@ class Appliance:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [*CLI, "serve", "--repo", str(self.repo), "--listen", f"127.0.0.1:{self.port}",
-                 "--config", str(self.config)], cwd=ROOT, env=ENV, stdout=log, stderr=log)
+                 "--config", str(self.config)], cwd=ROOT, env=self.env, stdout=log, stderr=log)
         wait_for(self._up, timeout=30)
 
     def _up(self) -> bool:

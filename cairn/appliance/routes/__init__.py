@@ -1,0 +1,1 @@
+"""The REST API's areas, one APIRouter each, included by `cairn.appliance.app.create_app`."""

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from cairn import __version__, logs
 from cairn.appliance import metrics, retention
 from cairn.appliance.config import ApplianceConfig
+from cairn.appliance.limits import BodyLimit
 from cairn.appliance.routes import alerts as alerts_routes
 from cairn.appliance.scheduler import check_cron, first_run, parse_every
 from cairn.appliance.state import Machine, State
@@ -97,6 +98,7 @@ def check_name(kind: str, name: str) -> str:
 def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAPI:
     app = FastAPI(title="cairn appliance", version=__version__,
                   description="Backups where every recovery point is whole.")
+    app.add_middleware(BodyLimit, known=lambda t: state.is_admin(t) or bool(state.agent(t)))
     uploads = Uploads(repo_path, state)
 
     def _status(status: int, message: str) -> JSONResponse:

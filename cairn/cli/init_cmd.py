@@ -28,9 +28,16 @@ def run(args: argparse.Namespace) -> int:
                              "replicates: pass --key-file LOCAL_REPO/key instead of --encrypt")
         from cairn.store.cloud import init_cloud
 
-        init_cloud(location, args.endpoint, args.block_size,
-                   Path(args.key_file) if args.key_file else None).close()
-        print(f"created cairn cloud repository at {location}")
+        from cairn.store.keys import integrity_key_path
+
+        repo = init_cloud(location, args.endpoint, args.block_size,
+                          Path(args.key_file) if args.key_file else None)
+        repo.close()
+        note = ""
+        if not args.key_file:
+            note = (f" (integrity key in {integrity_key_path(repo.config.id)}: copy it to "
+                    "every appliance that opens this repository, and keep a copy safe)")
+        print(f"created cairn cloud repository at {location}{note}")
         return 0
     Repository.init(Path(location), block_size=args.block_size, encrypt=args.encrypt).close()
     note = f" (key in {location}/key: keep a copy somewhere safe)" if args.encrypt else ""

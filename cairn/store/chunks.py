@@ -14,6 +14,12 @@ repository key; it never leaves the machine that holds the key file. The hash of
 is never computed: ``ZERO`` (32 zero bytes) stands for it, and for any all-zero subtree of a
 block map, and is never stored (thin provisioning). Every read checks the hash: a flipped
 bit anywhere surfaces as `Corruption`, never as wrong data.
+
+Stored bytes may come from a bucket someone else can write, so decoding trusts nothing
+before the hash: a chunk larger than the repository's largest chunk (``max_size``: a
+block or a block-map node) is refused before it is decompressed or hashed, a zstd frame
+never inflates past ``max_size``, and a repository with a key refuses a chunk stored in
+plain text instead of reading it.
 """
 
 from __future__ import annotations
@@ -40,7 +46,9 @@ CODEC_ZSTD = 1
 ENCRYPTED = 0x80
 _HEADER = 4
 _NONCE = 12
+_TAG = 16
 KEY_SIZE = 32
+DEFAULT_MAX_SIZE = 1 << 20
 
 
 def derive(key: bytes, purpose: str) -> bytes:
@@ -64,9 +72,12 @@ def chunk_name(digest: bytes) -> str:
 class ChunkStore:
     """Encodes, stores, fetches and checks chunks over any `Backend`; safe across threads."""
 
-    def __init__(self, backend: Backend, level: int = 1, key: bytes | None = None) -> None:
+    def __init__(self, backend: Backend, level: int = 1, key: bytes | None = None,
+                 max_size: int = DEFAULT_MAX_SIZE) -> None:
         self.backend = backend
         self.level = level
+        self.max_size = max_size
+        self.max_stored = _HEADER + _NONCE + max_size + _TAG
         self._name_key = derive(key, "chunk names") if key is not None else None
         self._aead: AESGCM | None = None
         if key is not None:  # imported only here: most commands never need it
@@ -114,8 +125,14 @@ class ChunkStore:
     def decode(self, digest: bytes, stored: bytes) -> bytes:
         if len(stored) < _HEADER or stored[:3] != MAGIC:
             raise Corruption(f"chunk {digest.hex()} has a damaged header")
+        if len(stored) > self.max_stored:
+            raise Corruption(f"chunk {digest.hex()} is {len(stored)} bytes, more than any "
+                             "chunk of this repository: it was altered")
         codec = stored[3]
         payload: bytes | memoryview = memoryview(stored)[_HEADER:]
+        if self._aead is not None and not codec & ENCRYPTED:
+            raise Corruption(f"chunk {digest.hex()} is stored in plain text in an encrypted "
+                             "repository: it was altered; refusing to read it")
         if codec & ENCRYPTED:
             if self._aead is None:
                 raise Corruption(f"chunk {digest.hex()} is encrypted but no key was given")
@@ -131,18 +148,31 @@ class ChunkStore:
         if codec == CODEC_RAW:
             data = bytes(payload)
         elif codec == CODEC_ZSTD:
-            decompressor = self._decompressor()
-            import zstandard  # loaded by now: the name is for the except clause
-
-            try:
-                data = decompressor.decompress(payload)
-            except zstandard.ZstdError as exc:
-                raise Corruption(f"chunk {digest.hex()} does not decompress: {exc}") from None
+            data = self._inflate(digest, payload)
         else:
             raise Corruption(f"chunk {digest.hex()} has unknown codec {codec}")
+        if len(data) > self.max_size:
+            raise Corruption(f"chunk {digest.hex()} holds {len(data)} bytes, more than any "
+                             "chunk of this repository: it was altered")
         if self.hash(data) != digest:
             raise Corruption(f"chunk {digest.hex()} does not match its hash")
         return data
+
+    def _inflate(self, digest: bytes, payload: bytes | memoryview) -> bytes:
+        """Decompress at most ``max_size`` bytes: zstd trusts a frame's declared size and
+        ignores ``max_output_size`` when there is one, so that size is checked first."""
+        decompressor = self._decompressor()
+        import zstandard  # loaded by now by `_decompressor`
+
+        try:
+            declared = zstandard.frame_content_size(payload)
+            if declared > self.max_size:
+                raise Corruption(f"chunk {digest.hex()} claims to inflate to {declared} "
+                                 "bytes, more than any chunk of this repository: it was "
+                                 "altered")
+            return decompressor.decompress(payload, max_output_size=self.max_size)
+        except zstandard.ZstdError as exc:
+            raise Corruption(f"chunk {digest.hex()} does not decompress: {exc}") from None
 
     def put(self, digest: bytes, data: bytes | memoryview, compress: bool = True,
             replace: bool = False) -> int:

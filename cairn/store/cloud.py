@@ -2,8 +2,9 @@
 
 Layout in the bucket (under its prefix)::
 
-    config.json                      the repository config (a key *id*, never a key)
-    points/<volume>/<point id>.json  one immutable object per point: it exists = committed
+    config.json                      the repository config (a key *id*, never a key), sealed
+    points/<volume>/<point id>.json  one immutable sealed object per point: it exists =
+                                     committed
     chunks/abc/<hash>                chunks, as in a local repository
     locks/<random>.json              writers' locks: {exclusive, host, pid, command, time}
 
@@ -17,6 +18,14 @@ delete or prune *exclusive*. An exclusive holder is alone, so it can sync, unpub
 and unlink the chunks they alone held knowing no other node counts on them. A lock not
 refreshed for 30 minutes is stale and ignored; holders refresh every 5 minutes.
 
+Whoever can write to the bucket is not trusted (`records`, `keys`): ``config.json`` and
+every point record carry a MAC made with a key that never leaves the appliance (the
+encryption key, or the integrity key `cairn init` made), and one that fails is refused,
+not skipped. A point record names its repository, volume and id, which must match its
+object name and the config, so records cannot be moved between repositories or volumes.
+Names and ids from the bucket are checked against their patterns before any use and never
+become paths; chunks are content-addressed and checked by `chunks`.
+
 How this maps elsewhere: AWS S3 and Ceph RGW give the same strong read-after-write and
 atomic single PUTs that SeaweedFS gives, which is all this needs; a bucket lifecycle rule
 must not expire ``points/`` or ``chunks/`` objects, and versioning (or object lock) on the
@@ -26,30 +35,44 @@ bucket adds protection against a stolen credential deleting points.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
+import re
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from cairn.errors import Locked, NotARepository, RepositoryExists
+from cairn.errors import Corruption, Locked, NotARepository, RepositoryExists, UsageError
 from cairn.store import runs
 from cairn.store.backend import Backend
 from cairn.store.blockmap import NodeCache
 from cairn.store.catalog import RecoveryPoint
-from cairn.store.chunks import chunk_name, key_id
+from cairn.store.chunks import chunk_name
+from cairn.store.keys import (
+    REPOSITORY_ID,
+    RepoKey,
+    integrity_key_path,
+    read_key_file,
+    write_key_file,
+)
+from cairn.store.records import Sealer
 from cairn.store.repository import (
     DEFAULT_BLOCK_SIZE,
     Repository,
     RepositoryConfig,
     check_block_size,
-    load_key,
-    read_key,
+    check_volume_name,
 )
 from cairn.store.verify import expected_refs
+
+if TYPE_CHECKING:
+    from cairn.store.backends.s3 import S3Backend
 
 SWEEP_MARKER = "sweep-needed"
 STALE_AFTER = 30 * 60
@@ -58,6 +81,8 @@ LOCK_WAIT = 60.0
 
 POINT_FIELDS = ("id", "volume", "created", "size", "allocated", "bytes_read", "bytes_stored",
                 "seconds", "source")
+_POINT_ID = re.compile(r"^[0-9a-f]{8,64}$")
+_MAX_SIZE = 1 << 56
 
 
 def cache_root() -> Path:
@@ -93,9 +118,10 @@ class RemoteLock:
                 continue
             try:
                 info = json.loads(self.backend.get(name))
-            except (KeyError, ValueError):
+                age = time.time() - float(info.get("time", 0))
+            except (KeyError, ValueError, TypeError, AttributeError):
                 continue  # released meanwhile, or not ours to read
-            if time.time() - float(info.get("time", 0)) > STALE_AFTER:
+            if age > STALE_AFTER:
                 continue
             if self.exclusive or info.get("exclusive"):
                 found.append(info)
@@ -135,9 +161,11 @@ class RemoteLock:
 class Cloud:
     """The `Remote` of a repository kept in a bucket."""
 
-    def __init__(self, backend: Backend, where: str) -> None:
+    def __init__(self, backend: Backend, where: str, sealer: Sealer, repository_id: str) -> None:
         self.backend = backend
         self.where = where
+        self.sealer = sealer
+        self.repository_id = repository_id
         self._exclusive = 0
 
     @property
@@ -179,9 +207,11 @@ class Cloud:
         return len(stray)
 
     def publish(self, point: RecoveryPoint) -> None:
-        record = {f: getattr(point, f) for f in POINT_FIELDS}
+        record: dict[str, Any] = {f: getattr(point, f) for f in POINT_FIELDS}
         record["root"] = point.root.hex()
-        self.backend.put(point_object(point), json.dumps(record, indent=1).encode())
+        record["repository"] = self.repository_id
+        self.backend.put(point_object(point),
+                         json.dumps(self.sealer.seal(record), indent=1).encode())
 
     def unpublish(self, point: RecoveryPoint) -> None:
         self.backend.delete(point_object(point))
@@ -204,9 +234,11 @@ class Cloud:
         point another local process is publishing is either seen or added by it later."""
         remote: dict[str, str] = {}
         for name in self.backend.list("points"):
-            parts = name.split("/")
-            if len(parts) == 3 and parts[2].endswith(".json"):
-                remote[parts[2][: -len(".json")]] = name
+            point_id = self._point_id_of(name)
+            if point_id in remote:
+                raise Corruption(f"objects {remote[point_id]} and {name} in {self.where} "
+                                 "claim the same point: one was planted; remove it")
+            remote[point_id] = name
         local = {p.id: p for p in repo.catalog.points()}
         gone = local.keys() - remote.keys()
         if gone:
@@ -215,27 +247,49 @@ class Cloud:
         arrivals = []
         for point_id in remote.keys() - local.keys():
             try:
-                record = json.loads(self.backend.get(remote[point_id]))
+                raw = self.backend.get(remote[point_id])
             except KeyError:
                 continue  # deleted since the listing
-            arrivals.append(record)
-        for record in sorted(arrivals, key=lambda r: r["created"]):
-            self.learn(repo, record)
+            arrivals.append(self.read_record(remote[point_id], raw))
+        for point in sorted(arrivals, key=lambda p: p.created):
+            self.learn(repo, point)
 
-    def learn(self, repo: Repository, record: dict[str, object]) -> RecoveryPoint:
+    def _point_id_of(self, name: str) -> str:
+        """The point id in a ``points/`` object name, which must be one cairn writes."""
+        parts = name.split("/")
+        if (len(parts) != 3 or not parts[2].endswith(".json")
+                or not _POINT_ID.match(parts[2][: -len(".json")])):
+            raise Corruption(f"object {name!r} in {self.where} is not a point record cairn "
+                             "writes: someone else wrote to the bucket; remove it")
+        return parts[2][: -len(".json")]
+
+    def read_record(self, name: str, raw: bytes) -> RecoveryPoint:
+        """A point from its record, once sealed, bound to this repository and its own
+        object name, and every field of the type and range cairn writes."""
+        what = f"point record {name} in {self.where}"
+        record = self.sealer.open(raw, what)
+        try:
+            point = RecoveryPoint(
+                id=record["id"], volume=check_volume_name(record["volume"]), volume_id=0,
+                seq=0, created=float(record["created"]), size=int(record["size"]),
+                root=bytes.fromhex(record["root"]), allocated=int(record["allocated"]),
+                bytes_read=int(record["bytes_read"]), bytes_stored=int(record["bytes_stored"]),
+                seconds=float(record["seconds"]), source=str(record["source"]))
+            valid = (record.get("repository") == self.repository_id
+                     and name == point_object(point) and len(point.root) == 32
+                     and 0 < point.size <= _MAX_SIZE and math.isfinite(point.created))
+        except (KeyError, TypeError, ValueError, AttributeError, UsageError):
+            valid = False
+        if not valid:
+            raise Corruption(f"{what} does not belong at that name in this repository: it "
+                             "was moved or altered; restore it from a copy or remove it")
+        return point
+
+    def learn(self, repo: Repository, point: RecoveryPoint) -> RecoveryPoint:
         """Add one published point to the cache catalog with its runs."""
-        volume = repo.catalog.ensure_volume(str(record["volume"]))
-        point = RecoveryPoint(
-            id=str(record["id"]), volume=volume.name, volume_id=volume.id, seq=0,
-            created=float(record["created"]),  # type: ignore[arg-type]
-            size=int(record["size"]),  # type: ignore[call-overload]
-            root=bytes.fromhex(str(record["root"])),
-            allocated=int(record["allocated"]),  # type: ignore[call-overload]
-            bytes_read=int(record["bytes_read"]),  # type: ignore[call-overload]
-            bytes_stored=int(record["bytes_stored"]),  # type: ignore[call-overload]
-            seconds=float(record["seconds"]),  # type: ignore[arg-type]
-            source=str(record["source"]))
-        return self.insert(repo, point, {})
+        volume = repo.catalog.ensure_volume(point.volume)
+        return self.insert(repo, RecoveryPoint(**{**point.__dict__, "volume_id": volume.id}),
+                           {})
 
     @staticmethod
     def insert(repo: Repository, point: RecoveryPoint,
@@ -261,7 +315,7 @@ class Cloud:
         return committed
 
 
-def _open_backend(url: str, endpoint: str | None) -> Backend:
+def _open_backend(url: str, endpoint: str | None) -> S3Backend:
     from cairn.store.backends.s3 import open_s3_url
 
     return open_s3_url(url, endpoint)
@@ -292,12 +346,17 @@ class NodeFiles:
         return node
 
 
-def _repository(url: str, backend: Backend, config: RepositoryConfig,
-                key: bytes | None) -> Repository:
+def _repository(url: str, backend: S3Backend, config: RepositoryConfig,
+                key: RepoKey) -> Repository:
+    """Open the repository whose config was just authenticated with ``key``."""
+    assert REPOSITORY_ID.match(config.id)
+    check_block_size(config.block_size)
     folder = cache_root() / config.id
     folder.mkdir(parents=True, exist_ok=True)
-    cloud = Cloud(backend, url)
-    repo = Repository(url, folder, config, backend, key, cloud)
+    cloud = Cloud(backend, url, Sealer(key.secret), config.id)
+    repo = Repository(url, folder, config, backend, key.secret if key.encrypts else None,
+                      cloud)
+    backend.max_object = repo.chunks.max_stored
     repo.nodes = NodeCache(NodeFiles(folder / "nodes", repo))
     cloud.sync(repo)
     return repo
@@ -305,26 +364,66 @@ def _repository(url: str, backend: Backend, config: RepositoryConfig,
 
 def init_cloud(url: str, endpoint: str | None, block_size: int = DEFAULT_BLOCK_SIZE,
                key_file: Path | None = None) -> Repository:
-    """A new repository in a bucket; with ``key_file`` its chunks are encrypted by that key
-    (normally the local repository's, so replication sends chunks as they are)."""
+    """A new repository in a bucket. With ``key_file`` an encryption key (normally the
+    local repository's, so replication sends chunks as they are) encrypts its chunks, and
+    an integrity key only authenticates; without one a new integrity key is written to
+    `keys.integrity_key_path`."""
     backend = _open_backend(url, endpoint)
     check_block_size(block_size)
     if backend.exists("config.json"):
         raise RepositoryExists(url)
-    key = read_key(key_file) if key_file is not None else None
-    config = RepositoryConfig(id=os.urandom(16).hex(), block_size=block_size,
-                              key_id=key_id(key) if key is not None else None)
-    backend.put("config.json", config.to_json().encode())
+    repository_id = os.urandom(16).hex()
+    if key_file is not None:
+        key = read_key_file(key_file)
+    else:
+        key = write_key_file(integrity_key_path(repository_id), encrypts=False)
+    config = RepositoryConfig(id=repository_id, block_size=block_size,
+                              key_id=key.id if key.encrypts else None,
+                              integrity_id=None if key.encrypts else key.id)
+    sealed = Sealer(key.secret).seal(asdict(config))
+    backend.put("config.json", (json.dumps(sealed, indent=2) + "\n").encode())
     return _repository(url, backend, config, key)
+
+
+def _cloud_key(config: RepositoryConfig, key_file: Path | None, url: str) -> RepoKey:
+    """The key that opens ``url``: the one given, else this node's integrity key for it.
+
+    The config is not yet authenticated here, so a key id it lacks or changes is refused
+    rather than read as "not encrypted": a repository opened with a key never falls back
+    to plain text.
+    """
+    if key_file is None:
+        if config.key_id is not None:
+            raise UsageError(f"{url} is encrypted: pass --key-file (or set CAIRN_KEY_FILE) "
+                             "to the key it was created with")
+        key_file = integrity_key_path(str(config.id))
+        if not key_file.exists():
+            raise UsageError(f"no key on this node for {url} (repository {config.id} by its "
+                             "config.json): pass --key-file, or copy the integrity key "
+                             f"`cairn init` wrote for it to {key_file}")
+    key = read_key_file(key_file)
+    if not key.encrypts and config.key_id is not None:
+        raise UsageError(f"{url} is encrypted: pass --key-file to its encryption key, not "
+                         f"the integrity key {key_file}")
+    expected = config.key_id if key.encrypts else config.integrity_id
+    if expected is None:
+        kind = "encryption" if key.encrypts else "integrity"
+        raise Corruption(f"config.json of {url} names no {kind} key although {key_file} is "
+                         "one: the bucket's config was altered; refusing to use it (restore "
+                         "config.json from a copy)")
+    if expected != key.id:
+        raise UsageError(f"{key_file} is not the key of {url}: give the key file it was "
+                         "created with")
+    return key
 
 
 def open_cloud(url: str, endpoint: str | None, key_file: Path | None = None) -> Repository:
     backend = _open_backend(url, endpoint)
     try:
-        raw = json.loads(backend.get("config.json"))
-    except KeyError:
+        raw = backend.get("config.json")
+        config = RepositoryConfig.from_json(json.loads(raw), url)
+    except (KeyError, ValueError, TypeError):
         raise NotARepository(url) from None
-    except ValueError:
-        raise NotARepository(url) from None
-    config = RepositoryConfig.from_json(raw, url)
-    return _repository(url, backend, config, load_key(config, key_file, url))
+    key = _cloud_key(config, key_file, url)
+    Sealer(key.secret).open(raw, f"config.json of {url}")
+    return _repository(url, backend, config, key)

@@ -35,9 +35,10 @@ from cairn.errors import (
 from cairn.store.backend import Backend
 from cairn.store.backends.local import LocalBackend
 from cairn.store.backends.packs import PackBackend
-from cairn.store.blockmap import NodeCache, Tree
+from cairn.store.blockmap import FANOUT, NodeCache, Tree
 from cairn.store.catalog import Catalog, RecoveryPoint, Volume
-from cairn.store.chunks import KEY_SIZE, ChunkStore, key_id
+from cairn.store.chunks import HASH_SIZE, ChunkStore, key_id
+from cairn.store.keys import read_key_file, write_key_file
 from cairn.store.locks import FileLock
 
 MAGIC = "cairn-repository"
@@ -54,6 +55,8 @@ class RepositoryConfig:
     magic: str = MAGIC
     version: int = VERSION
     key_id: str | None = None
+    integrity_id: str | None = None
+    """Id of the integrity key of an unencrypted cloud repository (see `keys`)."""
     layout: str = "files"
     """How a local repository keeps chunks: "packs" (new repositories) or "files"."""
 
@@ -85,7 +88,7 @@ def check_block_size(block_size: int) -> int:
 
 
 def load_key(config: RepositoryConfig, key_file: Path | None, where: str) -> bytes | None:
-    """The repository key from ``key_file``, checked against the config's key id."""
+    """The encryption key from ``key_file``, checked against the config's key id."""
     if config.key_id is None:
         return None
     if key_file is None:
@@ -99,22 +102,17 @@ def load_key(config: RepositoryConfig, key_file: Path | None, where: str) -> byt
 
 
 def read_key(key_file: Path) -> bytes:
-    try:
-        key = bytes.fromhex(key_file.read_text().strip())
-    except (OSError, ValueError):
-        key = b""
-    if len(key) != KEY_SIZE:
-        raise UsageError(f"cannot read a cairn key from {key_file}: give the key file "
-                         "`cairn init --encrypt` wrote")
-    return key
+    """An encryption key; an integrity key is refused, since nothing would be encrypted."""
+    key = read_key_file(key_file)
+    if not key.encrypts:
+        raise UsageError(f"{key_file} is an integrity key, not an encryption key: give the "
+                         "key file `cairn init --encrypt` wrote")
+    return key.secret
 
 
-def write_key(path: Path) -> bytes:
-    key = os.urandom(KEY_SIZE)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key.hex() + "\n")
-    return key
+def max_chunk_size(block_size: int) -> int:
+    """The largest plain chunk a repository holds: a block, or a block-map node."""
+    return max(block_size, FANOUT * HASH_SIZE)
 
 
 def check_volume_name(name: str) -> str:
@@ -158,7 +156,8 @@ class Repository:
         self.block_size = config.block_size
         (path / "locks").mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(path / "catalog.db")
-        self.chunks = ChunkStore(backend, level=config.compression_level, key=key)
+        self.chunks = ChunkStore(backend, level=config.compression_level, key=key,
+                                 max_size=max_chunk_size(config.block_size))
         self.nodes = NodeCache(self.chunks.get, fetch_many=self.chunks.get_many)
         self.remote = remote
 
@@ -172,7 +171,7 @@ class Repository:
             raise UsageError(f"{path} exists and is not empty: give a new or empty directory")
         check_block_size(block_size)
         path.mkdir(parents=True, exist_ok=True)
-        key = write_key(path / "key") if encrypt else None
+        key = write_key_file(path / "key", encrypts=True).secret if encrypt else None
         config = RepositoryConfig(id=os.urandom(16).hex(), block_size=block_size,
                                   key_id=key_id(key) if key else None, layout="packs")
         (path / "chunks").mkdir(exist_ok=True)

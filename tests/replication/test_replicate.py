@@ -9,10 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.cli.test_cli import ROOT, one_line_error
 from tests.cli.test_export import free_port
@@ -21,12 +18,14 @@ from tests.store.helpers import make_image, mutate
 
 
 class Cli:
-    """`cairn` with the test server's endpoint, credentials and a private cache folder."""
+    """`cairn` with the test server's endpoint, credentials and a private cache folder; the
+    integrity keys `cairn init` makes go beside the cache, shared by the test's nodes."""
 
     def __init__(self, server: SeaweedS3, cache: Path) -> None:
         self.env = {**os.environ, "CAIRN_S3_ENDPOINT": server.endpoint,
                     "CAIRN_S3_ACCESS_KEY": server.access_key,
-                    "CAIRN_S3_SECRET_KEY": server.secret_key, "CAIRN_CACHE": str(cache)}
+                    "CAIRN_S3_SECRET_KEY": server.secret_key, "CAIRN_CACHE": str(cache),
+                    "CAIRN_KEYS": str(cache.parent / "keys")}
 
     def run(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "cairn", *map(str, args)],
@@ -40,17 +39,6 @@ class Cli:
 
     def json(self, *args: str | Path) -> object:
         return json.loads(self.ok(*args, "--json"))
-
-
-@pytest.fixture
-def cloud_url(s3_server: SeaweedS3, request: pytest.FixtureRequest) -> str:
-    name = "r" + str(abs(hash(request.node.name)) % 10**8)
-    return f"s3://{s3_server.bucket}/{name}"
-
-
-@pytest.fixture
-def cli(s3_server: SeaweedS3, tmp_path: Path) -> Iterator[Cli]:
-    yield Cli(s3_server, tmp_path / "cache")
 
 
 def local_repo_with_points(cli: Cli, tmp_path: Path, count: int,

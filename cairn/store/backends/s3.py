@@ -19,6 +19,9 @@ Promises beyond `cairn.store.backend`:
 - The first call checks the bucket with one LIST: a HEAD answers a bare 404 whether the object
   or the bucket is missing, and SeaweedFS creates a missing bucket on PUT, so without the
   check a typo in the bucket name would read as "no chunks" or silently write elsewhere.
+- ``get`` refuses an object larger than ``max_object`` (set by the repository to its largest
+  chunk) from the response's length, before reading its body: a bucket is written by others
+  too, and a planted giant object must not fill the appliance's memory.
 - Failures become `CairnError`s: `S3Unreachable` (retryable), `S3AccessDenied`,
   `S3NoSuchBucket`, else `S3Error` (retryable on 5xx). Transient failures are first retried
   a few times with backoff inside obstore.
@@ -45,6 +48,7 @@ from obstore.store import S3Store
 
 from cairn.errors import (
     CairnError,
+    Corruption,
     S3AccessDenied,
     S3Error,
     S3NoSuchBucket,
@@ -63,6 +67,7 @@ _OS_MESSAGE = re.compile(r'Os \{[^}]*message: "([^"]+)"')
 _HTTP_KIND = re.compile(r"HttpError \{\s*kind: (\w+)")
 _BUCKET_PROBE = ".cairn-bucket-check"
 READERS = 32  # a GET waits on the network: many in flight
+DEFAULT_MAX_OBJECT = 1 << 20
 
 T = TypeVar("T")
 
@@ -149,6 +154,7 @@ class S3Backend:
             },
         )
         self._bucket_checked = False
+        self.max_object = DEFAULT_MAX_OBJECT
 
     def __repr__(self) -> str:
         return f"S3Backend(s3://{self.bucket}/{self.prefix} at {self.endpoint})"
@@ -204,7 +210,13 @@ class S3Backend:
         if not self._bucket_checked:
             self.check_bucket()
         try:
-            return bytes(obstore.get(self._store, name).bytes())
+            result = obstore.get(self._store, name)
+            size = int(result.meta["size"])
+            if size > self.max_object:
+                raise Corruption(f"object {name} in bucket {self.bucket!r} is {size} bytes, "
+                                 f"more than any cairn object here ({self.max_object}): it "
+                                 "was not written by cairn; remove it")
+            return bytes(result.bytes())
         except FileNotFoundError as exc:
             if "<Code>NoSuchBucket</Code>" in str(exc):
                 raise S3NoSuchBucket(self.endpoint, self.bucket) from exc

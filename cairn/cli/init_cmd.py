@@ -27,7 +27,6 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("a cloud repository takes the key of the local repository it "
                              "replicates: pass --key-file LOCAL_REPO/key instead of --encrypt")
         from cairn.store.cloud import init_cloud
-
         from cairn.store.keys import integrity_key_path
 
         repo = init_cloud(location, args.endpoint, args.block_size,

@@ -83,6 +83,7 @@ POINT_FIELDS = ("id", "volume", "created", "size", "allocated", "bytes_read", "b
                 "seconds", "source")
 _POINT_ID = re.compile(r"^[0-9a-f]{8,64}$")
 _MAX_SIZE = 1 << 56
+RECORD_LIMIT = 1 << 20
 
 
 def cache_root() -> Path:
@@ -318,7 +319,9 @@ class Cloud:
 def _open_backend(url: str, endpoint: str | None) -> S3Backend:
     from cairn.store.backends.s3 import open_s3_url
 
-    return open_s3_url(url, endpoint)
+    backend = open_s3_url(url, endpoint)
+    backend.max_object = RECORD_LIMIT  # until the config names the block size
+    return backend
 
 
 class NodeFiles:

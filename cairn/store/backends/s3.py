@@ -67,7 +67,6 @@ _OS_MESSAGE = re.compile(r'Os \{[^}]*message: "([^"]+)"')
 _HTTP_KIND = re.compile(r"HttpError \{\s*kind: (\w+)")
 _BUCKET_PROBE = ".cairn-bucket-check"
 READERS = 32  # a GET waits on the network: many in flight
-DEFAULT_MAX_OBJECT = 1 << 20
 
 T = TypeVar("T")
 
@@ -154,7 +153,7 @@ class S3Backend:
             },
         )
         self._bucket_checked = False
-        self.max_object = DEFAULT_MAX_OBJECT
+        self.max_object: int | None = None
 
     def __repr__(self) -> str:
         return f"S3Backend(s3://{self.bucket}/{self.prefix} at {self.endpoint})"
@@ -212,7 +211,7 @@ class S3Backend:
         try:
             result = obstore.get(self._store, name)
             size = int(result.meta["size"])
-            if size > self.max_object:
+            if self.max_object is not None and size > self.max_object:
                 raise Corruption(f"object {name} in bucket {self.bucket!r} is {size} bytes, "
                                  f"more than any cairn object here ({self.max_object}): it "
                                  "was not written by cairn; remove it")

@@ -34,6 +34,7 @@ from cairn.frames import MAX_FRAME
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.repository import Repository
 from cairn.store.retention import Policy
+from cairn.web import install as install_console
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 MAX_BODY = 4 * MAX_FRAME
@@ -393,4 +394,5 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
         return uploads.commit(machine, upload_id, body.ranges, body.full)
 
     app.include_router(alerts_routes.router(repo_path), dependencies=[Depends(admin)])
+    install_console(app, repo_path, state, config)
     return app

@@ -227,6 +227,13 @@ class Catalog:
             "WHERE p.volume_id=? ORDER BY p.seq DESC LIMIT 1", (volume_id,)).fetchone()
         return RecoveryPoint(*row) if row else None
 
+    def volume_totals(self) -> dict[str, tuple[int, int]]:
+        """Per volume name: how many points it has and the bytes they stored, in one query."""
+        rows = self.db.execute("SELECT v.name, COUNT(p.id), COALESCE(SUM(p.bytes_stored), 0) "
+                               "FROM volumes v LEFT JOIN points p ON p.volume_id = v.id "
+                               "GROUP BY v.id")
+        return {r[0]: (r[1], r[2]) for r in rows}
+
     # -- a backup session: pins, then one commit ----------------------------------------
 
     def open_session(self, volume_id: int) -> int:

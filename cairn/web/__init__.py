@@ -1,0 +1,30 @@
+"""The web console: server-rendered pages at ``/`` on the appliance, beside the REST API.
+
+Pages are Jinja2 templates with a little plain JavaScript where they update live (no build
+step). Users log in with the accounts `cairn users` manages; every action calls the same
+library functions as the CLI and the API. `install` adds the console to the appliance app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from cairn.appliance.config import ApplianceConfig
+from cairn.appliance.state import State
+from cairn.web import auth, files, machines, points
+from cairn.web.pages import STATIC, Console
+from cairn.web.users import Users
+
+
+def install(app: FastAPI, repo_path: Path, state: State, config: ApplianceConfig) -> Console:
+    console = Console(repo_path, state, config, Users(state))
+    guard = auth.Auth(console.users)
+    app.include_router(auth.router(console, guard, auth.LoginLimiter()))
+    app.include_router(machines.router(console, guard))
+    app.include_router(points.router(console, guard))
+    app.include_router(files.router(console, guard))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return console

@@ -1,0 +1,37 @@
+"""The dashboard (every machine at a glance) and a machine's page (its timeline of points)."""
+
+
+from collections import Counter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+
+from cairn.web.auth import Auth
+from cairn.web.overview import find_machine, repository, summaries, timeline
+from cairn.web.pages import Console, PageRoute, render
+from cairn.web.users import Session
+
+
+def router(console: Console, auth: Auth) -> APIRouter:
+    routes = APIRouter(route_class=PageRoute, include_in_schema=False)
+    Viewer = Annotated[Session, Depends(auth.session)]
+
+    @routes.get("/", response_class=HTMLResponse)
+    def dashboard(request: Request, _: Viewer) -> HTMLResponse:
+        machines = summaries(console)
+        counts = Counter(m.status for m in machines)
+        return render(request, "dashboard.html", machines=machines, counts=counts,
+                      stored=sum(m.stored_local for m in machines),
+                      offsite="not configured", alerts=[])
+
+    @routes.get("/machines/{name}", response_class=HTMLResponse)
+    def machine(request: Request, name: str, _: Viewer) -> HTMLResponse:
+        found = find_machine(console, name)
+        summary = summaries(console, [found])[0]
+        with repository(console) as repo:
+            rows = timeline(repo, found.name)
+        return render(request, "machine.html", machine=found, summary=summary, rows=rows,
+                      schedule=console.state.schedule(found.id))
+
+    return routes

@@ -1,0 +1,130 @@
+"""What the dashboard and a machine's page show, read from the appliance state and catalog.
+
+A machine's points are the points of its store volumes (``MACHINE.VOLUME``, see
+`cairn.appliance.uploads.store_volume`). Reads are batched so a page costs a handful of
+queries however many machines or points there are: totals per volume come in one query,
+verifications in one, and one ``latest`` lookup per volume.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from cairn.appliance.state import Machine
+from cairn.errors import UnknownPoint
+from cairn.store.catalog import RecoveryPoint, Verification
+from cairn.store.repository import Repository
+from cairn.web.pages import Console, Refused
+
+
+@dataclass(frozen=True)
+class MachineSummary:
+    """One dashboard row."""
+
+    name: str
+    status: str
+    detail: str
+    last_point: RecoveryPoint | None
+    verification: Verification | None
+    next_run: float | None
+    points: int
+    stored_local: int
+
+
+@dataclass(frozen=True)
+class PointRow:
+    point: RecoveryPoint
+    verification: Verification | None
+
+
+@contextmanager
+def repository(console: Console) -> Iterator[Repository]:
+    repo = Repository.open(console.repo_path)
+    try:
+        yield repo
+    finally:
+        repo.close()
+
+
+def machine_volumes(machine: str, names: Any) -> list[str]:
+    """The store volumes of ``machine`` among ``names``."""
+    prefix = machine + "."
+    return sorted(n for n in names if n.startswith(prefix))
+
+
+def _status(console: Console, machine: Machine, last: RecoveryPoint | None) -> tuple[str, str]:
+    """(status, detail): running, failed, offline, never (backed up) or ok."""
+    jobs = console.state.jobs(machine_id=machine.id, limit=1)
+    job = jobs[-1] if jobs else None
+    if job is not None and job["state"] in ("queued", "running"):
+        return "running", f"job {job['id']} {job['state']}"
+    if job is not None and job["state"] in ("failed", "missed"):
+        return "failed", job["error"] or f"job {job['id']} {job['state']}"
+    if last is None:
+        return "never", "no backup yet"
+    seen = machine.last_seen
+    if machine.paired and (not seen or time.time() - seen > console.config.offline_after_seconds):
+        return "offline", "the agent has not called in"
+    return "ok", "protected"
+
+
+def summaries(console: Console, machines: list[Machine] | None = None) -> list[MachineSummary]:
+    """Dashboard rows of ``machines`` (default: every machine)."""
+    machines = console.state.machines() if machines is None else machines
+    schedules = {s.machine_id: s for s in console.state.schedules()}
+    with repository(console) as repo:
+        totals = repo.catalog.volume_totals()
+        verifications = repo.catalog.verifications()
+        rows = []
+        for machine in machines:
+            latest: RecoveryPoint | None = None
+            count = stored = 0
+            for name in machine_volumes(machine.name, totals):
+                n, b = totals[name]
+                count, stored = count + n, stored + b
+                volume = repo.catalog.volume(name)
+                point = repo.catalog.latest(volume.id) if volume and n else None
+                if point is not None and (latest is None or point.created > latest.created):
+                    latest = point
+            status, detail = _status(console, machine, latest)
+            schedule = schedules.get(machine.id)
+            rows.append(MachineSummary(
+                machine.name, status, detail, latest,
+                verifications.get(latest.id) if latest else None,
+                schedule.next_run if schedule else None, count, stored))
+    return rows
+
+
+def find_machine(console: Console, name: str) -> Machine:
+    machine = console.state.machine(name)
+    if machine is None:
+        raise Refused(404, f"no machine {name!r}: the dashboard lists the machines")
+    return machine
+
+
+def timeline(repo: Repository, machine: str) -> list[PointRow]:
+    """The machine's points, newest first, each with its last verification."""
+    verifications = repo.catalog.verifications()
+    points: list[RecoveryPoint] = []
+    for volume in repo.catalog.volumes():
+        if volume.name.startswith(machine + "."):
+            points.extend(repo.catalog.points(volume.id))
+    points.sort(key=lambda p: p.created, reverse=True)
+    return [PointRow(p, verifications.get(p.id)) for p in points]
+
+
+def find_point(repo: Repository, point_id: str) -> RecoveryPoint:
+    """The point with exactly this id: console links carry whole ids."""
+    point = repo.catalog.point(point_id)
+    if point is None:
+        raise UnknownPoint(point_id)
+    return point
+
+
+def machine_of(point: RecoveryPoint) -> str | None:
+    name, dot, _ = point.volume.partition(".")
+    return name if dot else None

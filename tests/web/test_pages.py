@@ -1,0 +1,122 @@
+"""Dashboard, machine and point pages, files, compare, export, delete: the real operations."""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+
+from cairn.store.repository import Repository
+from tests.web.conftest import Site, csrf, login
+
+
+def alert(html: str) -> str:
+    found = re.search(r'role="alert">([^<]*)<', html)
+    return found.group(1) if found else ""
+
+
+def test_dashboard_and_machine_pages(site: Site) -> None:
+    login(site.client, "victor")
+    dashboard = site.client.get("/")
+    assert '<a href="/machines/web01">web01</a>' in dashboard.text
+    assert "2</td>" in dashboard.text
+    machine = site.client.get("/machines/web01")
+    for p in site.points:
+        assert f'href="/points/{p.id}"' in machine.text
+    point = site.client.get(f"/points/{site.points[0].id}")
+    assert point.status_code == 200 and "Browse files" in point.text
+    assert "Delete point" not in point.text  # a viewer is not offered changes
+
+
+def test_missing_things_are_pages_not_tracebacks(site: Site) -> None:
+    login(site.client, "alice")
+    for url, words in (("/points/feedbeef", "no recovery point 'feedbeef'"),
+                       ("/machines/nobody", "no machine 'nobody'"),
+                       (f"/points/{site.points[0].id}/files?path=/nothing/here",
+                        "no such file or directory in the point: /nothing/here"),
+                       (f"/points/{site.points[0].id}/screenshot.png", "has no screenshot"),
+                       (f"/points/{site.points[0].id}/export/iso", "no export format")):
+        r = site.client.get(url)
+        assert r.status_code == 404, url
+        assert words in alert(r.text).replace("&#39;", "'"), (url, r.text)
+        assert "Traceback" not in r.text
+
+
+def test_browse_and_download_files(site: Site) -> None:
+    login(site.client, "victor")
+    first = site.points[0].id
+    root = site.client.get(f"/points/{first}/files")
+    assert root.url.query == b"path=/"
+    assert 'href="/points/%s/files?path=%%2Fdocs"' % first in root.text
+    assert "hello.txt" in root.text
+    data = site.client.get(f"/points/{first}/file", params={"path": "/docs/deep/data.bin"})
+    assert data.status_code == 200
+    assert data.content == site.files["/docs/deep/data.bin"]
+    assert "data.bin" in data.headers["content-disposition"]
+    archive = site.client.get(f"/points/{first}/archive", params={"path": "/docs"})
+    with tarfile.open(fileobj=io.BytesIO(archive.content)) as tar:
+        names = set(tar.getnames())
+        assert {"docs", "docs/readme.md", "docs/deep/data.bin", "docs/absolute-link"} <= names
+        extracted = tar.extractfile("docs/deep/data.bin")
+        assert extracted is not None
+        assert extracted.read() == site.files["/docs/deep/data.bin"]
+        assert tar.getmember("docs/absolute-link").linkname == "/etc/passwd"
+
+
+def test_compare_two_points(site: Site) -> None:
+    login(site.client, "victor")
+    a, b = site.points
+    page = site.client.get(f"/points/{b.id}/compare", params={"with": a.id})
+    assert page.status_code == 200
+    text = re.sub(r"<[^>]+>", " ", page.text)
+    assert re.search(r"added\s+/added.txt\s+file\s+900 B", text)
+    assert re.search(r"removed\s+/empty\s+file", text)
+    assert re.search(r"modified\s+/docs/readme.md\s+file\s+450 B → 1.6 KiB", text)
+
+
+def test_export_raw_is_the_image(site: Site) -> None:
+    login(site.client, "victor")
+    with site.client.stream("GET", f"/points/{site.points[0].id}/export/raw") as r:
+        assert r.status_code == 200
+        body = b"".join(r.iter_bytes())
+    assert body == site.image_a.read_bytes()
+
+
+def test_export_qcow2(site: Site) -> None:
+    login(site.client, "victor")
+    r = site.client.get(f"/points/{site.points[0].id}/export/qcow2")
+    assert r.status_code == 200 and r.content[:4] == b"QFI\xfb"
+    assert not list(site.repo.glob("cairn-export-*"))
+
+
+def test_a_viewer_cannot_delete(site: Site) -> None:
+    login(site.client, "victor")
+    token = csrf(site.client)
+    target = site.points[0].id
+    r = site.client.post(f"/points/{target}/delete", data={"csrf": token})
+    assert r.status_code == 403 and "victor is a viewer" in alert(r.text)
+    repo = Repository.open(site.repo)
+    try:
+        assert repo.catalog.point(target) is not None
+    finally:
+        repo.close()
+
+
+def test_an_admin_deletes_with_confirmation_and_token(site: Site) -> None:
+    login(site.client, "alice")
+    target = site.points[0].id
+    confirm = site.client.get(f"/points/{target}/delete")
+    assert "Delete this point" in confirm.text
+    forged = site.client.post(f"/points/{target}/delete", data={"csrf": "forged"})
+    assert forged.status_code == 403
+    token = csrf(site.client, f"/points/{target}/delete")
+    done = site.client.post(f"/points/{target}/delete", data={"csrf": token},
+                            follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == "/machines/web01"
+    repo = Repository.open(site.repo)
+    try:
+        assert repo.catalog.point(target) is None
+        assert repo.catalog.point(site.points[1].id) is not None
+    finally:
+        repo.close()
+    assert site.client.get(f"/points/{target}").status_code == 404

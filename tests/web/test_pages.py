@@ -47,7 +47,7 @@ def test_browse_and_download_files(site: Site) -> None:
     first = site.points[0].id
     root = site.client.get(f"/points/{first}/files")
     assert root.url.query == b"path=/"
-    assert 'href="/points/%s/files?path=%%2Fdocs"' % first in root.text
+    assert f'href="/points/{first}/files?path=%2Fdocs"' in root.text
     assert "hello.txt" in root.text
     data = site.client.get(f"/points/{first}/file", params={"path": "/docs/deep/data.bin"})
     assert data.status_code == 200

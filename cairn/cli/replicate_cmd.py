@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="the cloud repository (uses --endpoint and the local key)")
     p.add_argument("--volume", help="only this volume")
     p.add_argument("--bandwidth", help="cap on bytes sent per second, e.g. 50M")
+    p.add_argument("--send", default="all", choices=("all", "hourly", "daily"),
+                   help="every point (default), or only the first of each hour or day")
     add_json(p)
     p.set_defaults(handler=run)
 
@@ -42,11 +44,13 @@ def run(args: argparse.Namespace) -> int:
         args.key_file = local.path / "key"
     cloud = open_location(args.to, args)
     with progress_bar(0, "replicate") as advance:
-        report = replicate(local, cloud, args.volume, rate, advance)
+        report = replicate(local, cloud, args.volume, rate, advance, args.send)
     if args.json:
         print_json(report.__dict__)
         return 0
     print(f"replicated {len(report.points)} point(s): sent {report.chunks_sent} chunk(s), "
           f"{human_bytes(report.bytes_sent)}; {report.chunks_already_there} already in the "
-          f"cloud; {report.seconds:.2f} s")
+          f"cloud; {report.seconds:.2f} s" + (f"; {report.not_sent_removed} point(s) the cloud "
+                                              "removed were not sent again"
+                                              if report.not_sent_removed else ""))
     return 0

@@ -1,11 +1,13 @@
 """Send the points a cloud repository lacks, and only the chunks it does not hold.
 
-For each local point missing from the cloud, the walk is a tree diff against the cloud's
-point just before it in the same volume: shared subtrees are skipped, so the work and the
-traffic follow what changed. Each chunk that the cloud's catalog does not know is read from
-the local store, checked against its hash (a damaged local chunk is never sent on), and
-PUT as stored: both repositories use the same key (or none), so chunks travel unchanged.
-Only then is the point published in the bucket: a point appears there only once complete.
+The points sent are those `selection.choose` picks: never one the cloud holds or held (its
+retention removed it), and with ``send`` only the first of each hour or day. For each, the
+walk is a tree diff against the cloud's point just before it in the same volume: shared
+subtrees are skipped, so the work and the traffic follow what changed. Each chunk that the
+cloud's catalog does not know is read from the local store, checked against its hash (a
+damaged local chunk is never sent on), and PUT as stored: both repositories use the same
+key (or none), so chunks travel unchanged. Only then is the point published in the bucket:
+a point appears there only once complete.
 
 Replication holds the cloud's lock *shared*: several appliances may replicate at once, but
 no prune on the cloud can free a chunk under it. A run that dies leaves its uploads listed
@@ -22,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cairn.errors import MissingChunk, UsageError
+from cairn.replication.selection import Known, check_send, choose
 from cairn.store.blockmap import NodeCache, diff
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO, chunk_name
@@ -38,6 +41,7 @@ class Report:
     bytes_sent: int = 0
     chunks_already_there: int = 0
     seconds: float = 0.0
+    not_sent_removed: int = 0
 
 
 class Throttle:
@@ -73,15 +77,26 @@ def _check_compatible(local: Repository, cloud: Repository) -> Cloud:
     return cloud.remote
 
 
+def _wanted(local: Repository, cloud: Repository, remote: Cloud, volume_id: int | None,
+            send: str, report: Report) -> list[RecoveryPoint]:
+    """What to send, from the cloud's points and tombstones (read under the lock)."""
+    removed = remote.removed()
+    points = local.catalog.points(volume_id)
+    gone = {r.id for r in removed}
+    report.not_sent_removed = sum(p.id in gone for p in points)
+    known = [Known(p.id, p.volume, p.created) for p in cloud.catalog.points()]
+    return choose(points, known + [Known(r.id, r.volume, r.created) for r in removed], send)
+
+
 def replicate(local: Repository, cloud: Repository, volume: str | None = None,
               bandwidth: int | None = None,
-              progress: Callable[[int], None] | None = None) -> Report:
+              progress: Callable[[int], None] | None = None, send: str = "all") -> Report:
     remote = _check_compatible(local, cloud)
+    send = check_send(send)
     started = time.monotonic()
     report = Report()
     throttle = Throttle(bandwidth)
     volume_id = local.volume(volume).id if volume else None
-    wanted = sorted(local.catalog.points(volume_id), key=lambda p: (p.volume, p.seq))
     cloud.catalog.db.execute("CREATE TABLE IF NOT EXISTS uploaded(hash BLOB PRIMARY KEY) "
                              "WITHOUT ROWID")
 
@@ -93,7 +108,7 @@ def replicate(local: Repository, cloud: Repository, volume: str | None = None,
 
     nodes = NodeCache(fetch)
 
-    def send(digest: bytes) -> tuple[bytes, int, int]:
+    def put(digest: bytes) -> tuple[bytes, int, int]:
         stored = local.chunks.backend.get(chunk_name(digest))
         size = len(local.chunks.decode(digest, stored))
         throttle.take(len(stored))
@@ -101,7 +116,7 @@ def replicate(local: Repository, cloud: Repository, volume: str | None = None,
         return digest, size, len(stored)
 
     with remote.lock(cloud, exclusive=False), ThreadPoolExecutor(WORKERS) as pool:
-        for point in wanted:
+        for point in _wanted(local, cloud, remote, volume_id, send, report):
             if cloud.catalog.point(point.id) is not None:
                 continue
             cloud_volume = cloud.catalog.ensure_volume(point.volume)
@@ -115,7 +130,7 @@ def replicate(local: Repository, cloud: Repository, volume: str | None = None,
             report.chunks_already_there += len(held)
             written: dict[bytes, tuple[int, int]] = {}
             batch: list[bytes] = []
-            for digest, size, stored in pool.map(send, needed - held):
+            for digest, size, stored in pool.map(put, needed - held):
                 written[digest] = (size, stored)
                 report.chunks_sent += 1
                 report.bytes_sent += stored

@@ -7,6 +7,14 @@ Layout in the bucket (under its prefix)::
                                      committed
     chunks/abc/<hash>                chunks, as in a local repository
     locks/<random>.json              writers' locks: {exclusive, host, pid, command, time}
+    removed/<volume>/<point id>_<created µs>_<mac>  a point that was here and was deleted
+
+``points/`` and ``removed/`` together record every point ever sent: replication never sends
+a point again that the cloud's retention (or anyone) removed, whichever appliance or cache
+replicates. A tombstone is written before its point object goes, so a crash between the two
+leaves both (the point is still there; nothing is sent twice). Its name carries everything
+(one listing reads them all) including a MAC, so a forged tombstone is ignored (the point is
+then sent again, the safe side).
 
 Nothing on local disk is needed to use the bucket: the cache folder
 (``$CAIRN_CACHE`` or ``~/.cache/cairn``, one folder per repository id) holds a catalog that
@@ -34,6 +42,7 @@ bucket adds protection against a stolen credential deleting points.
 
 from __future__ import annotations
 
+import hmac
 import json
 import math
 import os
@@ -44,7 +53,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +101,21 @@ def cache_root() -> Path:
 
 def point_object(point: RecoveryPoint) -> str:
     return f"points/{point.volume}/{point.id}.json"
+
+
+def _tombstone_mac(sealer: Sealer, repository: str, volume: str, point_id: str,
+                   micros: int) -> str:
+    return sealer.mac({"repository": repository, "volume": volume, "id": point_id,
+                       "created_us": micros, "removed": True})[:32]
+
+
+@dataclass(frozen=True)
+class Removed:
+    """A point the cloud once held: enough to know its period without fetching anything."""
+
+    id: str
+    volume: str
+    created: float
 
 
 class RemoteLock:
@@ -215,7 +239,24 @@ class Cloud:
                          json.dumps(self.sealer.seal(record), indent=1).encode())
 
     def unpublish(self, point: RecoveryPoint) -> None:
+        micros = round(point.created * 1_000_000)
+        mac = _tombstone_mac(self.sealer, self.repository_id, point.volume, point.id, micros)
+        self.backend.put(f"removed/{point.volume}/{point.id}_{micros}_{mac}", b"")
         self.backend.delete(point_object(point))
+
+    def removed(self) -> list[Removed]:
+        """Every point deleted from the bucket, from one listing of ``removed/``."""
+        found = []
+        for name in self.backend.list("removed"):
+            parts = name.split("/")
+            fields = parts[-1].split("_") if len(parts) == 3 else []
+            if len(fields) != 3 or not _POINT_ID.match(fields[0]) or not fields[1].isdigit():
+                continue
+            point_id, micros, mac = fields[0], int(fields[1]), fields[2]
+            want = _tombstone_mac(self.sealer, self.repository_id, parts[1], point_id, micros)
+            if hmac.compare_digest(want, mac):
+                found.append(Removed(point_id, parts[1], micros / 1_000_000))
+        return found
 
     def sync(self, repo: Repository) -> None:
         """Bring the cache catalog to the bucket's set of points.

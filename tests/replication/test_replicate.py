@@ -56,7 +56,7 @@ def local_repo_with_points(cli: Cli, tmp_path: Path, count: int,
 
 
 def test_replicate_sends_only_missing_chunks_and_points_are_whole(
-        cli: Cli, cloud_url: str, tmp_path: Path) -> None:
+        cli: Cli, cloud_url: str, tmp_path: Path, s3_server: SeaweedS3) -> None:
     local, img, points = local_repo_with_points(cli, tmp_path, 3)
     key = local / "key"
     cli.ok("init", "--repo", cloud_url, "--key-file", key)
@@ -91,6 +91,11 @@ def test_replicate_sends_only_missing_chunks_and_points_are_whole(
     assert [p["id"] for p in cli.json("points", "--repo", cloud_url, "--key-file", key)] == [
         new["point"]]
     assert len(cli.json("points", "--repo", local)) == 3
+    # What the cloud's retention removed is never sent again, whichever cache replicates.
+    for node in (cli, Cli(s3_server, tmp_path / "second-appliance-cache")):
+        again = node.json("replicate", "--repo", local, "--to", cloud_url)
+        assert again["points"] == [] and again["bytes_sent"] == 0
+        assert again["not_sent_removed"] == 2
     assert "no problems found" in cli.ok("verify", "--repo", cloud_url, "--key-file", key,
                                          "--read-data")
     assert "no problems found" in cli.ok("verify", "--repo", local, "--read-data")

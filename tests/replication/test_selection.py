@@ -1,0 +1,44 @@
+"""Which points a replication sends: never one the cloud held, first of each hour or day."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cairn.errors import UsageError
+from cairn.replication.selection import Known, choose
+from cairn.store.catalog import RecoveryPoint
+
+DAY0 = time.mktime((2026, 3, 2, 0, 0, 0, 0, 0, -1))  # local midnight
+
+
+def point(n: int, hours: float, volume: str = "web01.sda") -> RecoveryPoint:
+    return RecoveryPoint(id=f"p{n}", volume=volume, volume_id=1, seq=n,
+                         created=DAY0 + hours * 3600, size=1, root=b"", allocated=0,
+                         bytes_read=0, bytes_stored=0, seconds=0.0, source="")
+
+
+def test_every_point_but_those_the_cloud_holds_or_removed() -> None:
+    local = [point(n, n) for n in range(5)]
+    known = [Known("p1", "web01.sda", local[1].created), Known("p3", "web01.sda", 0)]
+    assert [p.id for p in choose(local, known)] == ["p0", "p2", "p4"]
+
+
+def test_first_of_each_hour_and_day_and_a_period_sent_once_stays_done() -> None:
+    # two points an hour for three days, and a second volume
+    local = [point(n, n / 2) for n in range(144)] + [point(900, 0.2, "db01.sda")]
+    hourly = choose(local, [], "hourly")
+    assert len(hourly) == 72 + 1 and all(p.seq % 2 == 0 for p in hourly[:72])
+    daily = choose(local, [], "daily")
+    assert [p.id for p in daily] == ["p900", "p0", "p48", "p96"]
+    # Day 1's first point went and was removed by the cloud's retention; local retention
+    # then deleted it too: the day's next point must not go in its place.
+    removed_first = [Known("p0", "web01.sda", local[0].created)]
+    later = [p for p in local if p.id != "p0"]
+    assert [p.id for p in choose(later, removed_first, "daily")] == ["p900", "p48", "p96"]
+
+
+def test_unknown_send_is_refused() -> None:
+    with pytest.raises(UsageError, match="--send 'weekly'"):
+        choose([point(0, 0)], [], "weekly")

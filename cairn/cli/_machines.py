@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from cairn.cli._common import human_bytes, point_json
+from cairn.cli._common import human_bytes, point_json, print_json, table, when
+from cairn.errors import UsageError
+from cairn.ops.machine_points import list_machine_points
 from cairn.ops.vm_backup import VmBackupResult
 from cairn.store.machine_points import MachinePoint
+from cairn.store.repository import Repository
 
 
 def machine_point_json(mp: MachinePoint) -> dict[str, Any]:
@@ -33,3 +36,17 @@ def print_vm_backup(result: VmBackupResult) -> None:
     for d in result.disks:
         print(f"  {d.disk}: point {d.point.id}, {d.mode} ({d.reason}): read "
               f"{human_bytes(d.point.bytes_read)}, stored {human_bytes(d.point.bytes_stored)}")
+
+
+def print_machine_points(repo: Repository, machine: str, as_json: bool) -> int:
+    points = list_machine_points(repo, machine)
+    if not points:
+        raise UsageError(f"no machine points of {machine!r}: back it up with "
+                         f"`cairn backup --qemu SOCKET --machine {machine}`")
+    if as_json:
+        print_json([machine_point_json(mp) for mp in points])
+        return 0
+    table(["ID", "CREATED", "CONSISTENCY", "SIZE", "DISKS (VOLUME POINTS)"],
+          [[mp.id, when(mp.created), mp.consistency, human_bytes(mp.size),
+            ", ".join(f"{m.disk}={m.point.id}" for m in mp.members)] for mp in points])
+    return 0

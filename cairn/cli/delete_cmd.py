@@ -5,19 +5,26 @@ from __future__ import annotations
 import argparse
 
 from cairn.cli._common import add_repo, open_repo
+from cairn.ops.machine_points import delete_machine_points
+from cairn.ops.machine_points import resolve as resolve_machine_point
 from cairn.store.delete import delete_points
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("delete", help="delete recovery points")
     add_repo(p)
-    p.add_argument("points", nargs="+", metavar="POINT", help="point ids")
+    p.add_argument("points", nargs="+", metavar="POINT",
+                   help="point ids; a machine point goes whole, with every disk's point")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    points = [repo.resolve(ref) for ref in args.points]
-    freed = delete_points(repo, points)
-    print(f"deleted {len(points)} point(s), freed {freed} chunk(s)")
+    targets = [(ref, resolve_machine_point(repo, ref)) for ref in args.points]
+    machine_points = [mp for _, mp in targets if mp is not None]
+    points = [repo.resolve(ref) for ref, mp in targets if mp is None]
+    freed = delete_points(repo, points) + delete_machine_points(repo, machine_points)
+    what = f"{len(points)} point(s)" + (f" and {len(machine_points)} machine point(s)"
+                                        if machine_points else "")
+    print(f"deleted {what}, freed {freed} chunk(s)")
     return 0

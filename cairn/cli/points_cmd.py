@@ -14,6 +14,7 @@ from cairn.cli._common import (
     table,
     when,
 )
+from cairn.cli._machines import print_machine_points
 from cairn.store.catalog import Verification
 
 
@@ -21,6 +22,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("points", help="list recovery points")
     add_repo(p)
     p.add_argument("--volume", help="only this volume")
+    p.add_argument("--machine", help="machine points of this machine (agentless backups): "
+                                     "every disk of one moment together")
     add_json(p)
     p.set_defaults(handler=run)
 
@@ -34,6 +37,8 @@ def _verification(v: Verification | None) -> dict[str, object] | None:
 
 def run(args: argparse.Namespace) -> int:
     repo = open_repo(args)
+    if args.machine:
+        return print_machine_points(repo, args.machine, args.json)
     volume_id = repo.volume(args.volume).id if args.volume else None
     points = repo.catalog.points(volume_id)
     checks = repo.catalog.verifications()

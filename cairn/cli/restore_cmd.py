@@ -7,6 +7,8 @@ from pathlib import Path
 
 from cairn.cli._common import add_repo, human_bytes, open_repo
 from cairn.cli._common import progress as progress_bar
+from cairn.ops.machine_points import resolve as resolve_machine_point
+from cairn.ops.machine_points import restore_machine_point
 from cairn.restore.convert import FORMATS, restore_as
 from cairn.store.reader import PointReader
 
@@ -15,13 +17,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("restore", help="restore a point to an image file or block device")
     add_repo(p)
     p.add_argument("--format", choices=FORMATS, default="raw", help="image format (default raw)")
-    p.add_argument("point", help="point id (or unique prefix, or VOLUME@latest)")
-    p.add_argument("dest", type=Path, help="destination file or block device")
+    p.add_argument("point", help="point id (or unique prefix, or VOLUME@latest); a machine "
+                                 "point (or MACHINE@latest) restores every disk")
+    p.add_argument("dest", type=Path, help="destination file or block device; for a machine "
+                                           "point a folder, one image per disk")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     repo = open_repo(args)
+    machine_point = resolve_machine_point(repo, args.point)
+    if machine_point is not None:
+        with progress_bar(machine_point.size, f"restore {machine_point.id}") as advance:
+            files = restore_machine_point(repo, machine_point, args.dest, args.format, advance)
+        print(f"restored machine point {machine_point.id} of {machine_point.machine}: "
+              + ", ".join(map(str, files)))
+        return 0
     point = repo.resolve(args.point)
     with progress_bar(point.size, f"restore {point.id}") as advance:
         restore_as(PointReader(repo, point), args.dest, args.format, advance)

@@ -1,0 +1,99 @@
+"""Machine points as a whole: list, resolve, restore every disk, delete, prune.
+
+A machine point is kept or removed whole: `delete` removes its volume points and then the
+group, and `prune` applies a retention policy to the machine's points (each point's fate is
+decided once, for all its disks). Its volume points remain ordinary points, so clone, export
+and virtualize take a member's id (``cairn points --machine M`` lists them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cairn.errors import DestinationError, UnknownPoint
+from cairn.restore.convert import restore_as
+from cairn.store.clones import list_clones
+from cairn.store.delete import delete_points
+from cairn.store.machine_points import MachinePoint, MachinePoints
+from cairn.store.reader import PointReader
+from cairn.store.repository import Repository
+from cairn.store.retention import Policy, select
+
+Advance = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class _Dated:
+    """What `select` looks at in a point: its id and its time."""
+
+    id: str
+    created: float
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    kept: dict[str, list[str]]
+    """machine point id -> the rules (or "has a clone") that keep it"""
+    doomed: list[MachinePoint]
+
+
+def list_machine_points(repo: Repository, machine: str | None = None) -> list[MachinePoint]:
+    return MachinePoints(repo.catalog).list(machine)
+
+
+def resolve(repo: Repository, ref: str) -> MachinePoint | None:
+    """The machine point ``ref`` names (id, prefix, ``MACHINE@latest``), or None."""
+    return MachinePoints(repo.catalog).resolve(ref)
+
+
+def get(repo: Repository, ref: str) -> MachinePoint:
+    found = resolve(repo, ref)
+    if found is None:
+        raise UnknownPoint(ref)
+    return found
+
+
+def restore_machine_point(repo: Repository, mp: MachinePoint, folder: Path, fmt: str = "raw",
+                          advance: Advance | None = None) -> list[Path]:
+    """Write each disk of ``mp`` to ``folder/<disk>.<fmt>``; returns the files in disk order."""
+    if folder.exists() and not folder.is_dir():
+        raise DestinationError(f"{folder} is a file: a machine point restores into a folder, "
+                               "one image per disk")
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for member in mp.members:
+        dest = folder / f"{member.disk}.{'img' if fmt == 'raw' else fmt}"
+        restore_as(PointReader(repo, member.point), dest, fmt, advance)
+        written.append(dest)
+    return written
+
+
+def delete_machine_points(repo: Repository, mps: Sequence[MachinePoint]) -> int:
+    """Delete every volume point of ``mps``, then the groups; returns chunks freed."""
+    freed = delete_points(repo, [m.point for mp in mps for m in mp.members])
+    store = MachinePoints(repo.catalog)
+    for mp in mps:
+        store.forget(mp.id)
+    return freed
+
+
+def plan_prune(repo: Repository, machine: str, policy: Policy) -> PrunePlan:
+    points = list_machine_points(repo, machine)
+    if not points:
+        raise UnknownPoint(f"{machine}@latest")
+    kept = select([_Dated(mp.id, mp.created) for mp in points], policy)
+    for mp in points:
+        if any(list_clones(repo, m.point.id) for m in mp.members):
+            kept.setdefault(mp.id, []).append("has a clone")
+    return PrunePlan(kept, [mp for mp in points if mp.id not in kept])
+
+
+def prune_machine(repo: Repository, machine: str, policy: Policy,
+                  dry_run: bool = False) -> PrunePlan:
+    plan = plan_prune(repo, machine, policy)
+    if not dry_run:
+        delete_machine_points(repo, plan.doomed)
+    return plan

@@ -1,0 +1,74 @@
+"""Machine points from the command line: backup --qemu, points --machine, restore, delete,
+prune; each machine point is restored, deleted and kept whole."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.sources.live_vm import MIB, LiveVm
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cairn(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cairn", *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT, env=dict(os.environ), timeout=120)
+
+
+def ok(*args: str | Path) -> str:
+    result = cairn(*args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_machine_points_restore_delete_prune_whole(start_vm: Callable[..., LiveVm],
+                                                   tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    ok("init", "--repo", repo)
+    vm = start_vm({"vda": 8 * MIB, "vdb": 4 * MIB}, name="web01")
+    refs: list[dict[str, bytes]] = []
+    ids = []
+    for round_ in range(3):
+        vm.write("vda", round_ * MIB, MIB, 0x10 + round_)
+        vm.write("vdb", round_ * 64 * 1024, 64 * 1024, 0x20 + round_)
+        refs.append({d: vm.reference(d, tmp_path / f"ref{round_}-{d}.img").read_bytes()
+                     for d in vm.disks})
+        out = ok("backup", "--repo", repo, "--qemu", vm.qmp, "--json")
+        ids.append(json.loads(out)["machine_point"]["id"])
+    text = cairn("backup", "--repo", repo, "--qemu", vm.qmp)
+    assert "incremental" in text.stdout and "crash-consistent" in text.stdout
+
+    listed = json.loads(ok("points", "--repo", repo, "--machine", "web01", "--json"))
+    assert [mp["id"] for mp in listed][:3] == ids
+    assert [[v["disk"] for v in mp["volumes"]] for mp in listed] == [["vda", "vdb"]] * 4
+    assert {v["volume"] for v in listed[0]["volumes"]} == {"web01-vda", "web01-vdb"}
+
+    for round_, mp in enumerate(ids):
+        ok("restore", "--repo", repo, mp, tmp_path / f"out{round_}")
+        for disk, data in refs[round_].items():
+            assert (tmp_path / f"out{round_}" / f"{disk}.img").read_bytes() == data
+
+    ok("delete", "--repo", repo, ids[1])
+    left = json.loads(ok("points", "--repo", repo, "--machine", "web01", "--json"))
+    assert [mp["id"] for mp in left][:2] == [ids[0], ids[2]]
+    volume_points = json.loads(ok("points", "--repo", repo, "--json"))
+    assert len(volume_points) == 6
+    assert not {v["id"] for v in listed[1]["volumes"]} & {p["id"] for p in volume_points}
+
+    pruned = json.loads(ok("prune", "--repo", repo, "--machine", "web01", "--keep-last", "1",
+                           "--json"))
+    assert pruned["deleted"] == [ids[0], ids[2]]
+    assert len(json.loads(ok("points", "--repo", repo, "--json"))) == 2
+    ok("restore", "--repo", repo, "web01@latest", tmp_path / "latest")
+    assert (tmp_path / "latest" / "vdb.img").read_bytes() == refs[2]["vdb"]
+
+
+def test_qemu_with_volume_is_a_usage_error(tmp_path: Path) -> None:
+    result = cairn("backup", "--repo", tmp_path, "--qemu", tmp_path / "q.sock", "--volume", "v")
+    assert result.returncode == 2
+    assert result.stderr.startswith("cairn: error: --qemu backs up every disk")

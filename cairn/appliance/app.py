@@ -25,6 +25,7 @@ from cairn import __version__, logs
 from cairn.appliance import metrics, retention
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.limits import BodyLimit
+from cairn.appliance.routes import agentless as agentless_routes
 from cairn.appliance.routes import alerts as alerts_routes
 from cairn.appliance.scheduler import check_cron, first_run, parse_every
 from cairn.appliance.state import Machine, State
@@ -394,5 +395,6 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
         return uploads.commit(machine, upload_id, body.ranges, body.full)
 
     app.include_router(alerts_routes.router(repo_path), dependencies=[Depends(admin)])
+    app.include_router(agentless_routes.router(state), dependencies=[Depends(admin)])
     install_console(app, repo_path, state, config)
     return app

@@ -15,6 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from cairn import logs
+from cairn.appliance.agentless import AgentlessRunner
 from cairn.appliance.app import create_app
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.scheduler import Scheduler
@@ -58,6 +59,7 @@ def serve(repo_path: Path, config: ApplianceConfig) -> int:
     requeued = state.requeue_running()
     scheduler = Scheduler(state, config)
     alerts = AlertLoop(repo_path, state, config)
+    agentless = AgentlessRunner(repo_path, state, config)
     app = create_app(repo_path, state, config)
     server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, ssl_certfile=str(cert), ssl_keyfile=str(key),
@@ -66,6 +68,7 @@ def serve(repo_path: Path, config: ApplianceConfig) -> int:
                fingerprint=fingerprint, requeued_jobs=requeued, pid=os.getpid())
     scheduler.start()
     alerts.start()
+    agentless.start()
     try:
         server.run()
     except SystemExit:
@@ -73,6 +76,7 @@ def serve(repo_path: Path, config: ApplianceConfig) -> int:
     finally:
         scheduler.stop()
         alerts.stop()
+        agentless.stop()
         state.close()
     if not server.started:
         raise ListenError("the appliance API", host, port, "address in use or not allowed")

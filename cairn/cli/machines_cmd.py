@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from cairn.agent.client import ApplianceClient
 from cairn.cli._appliance import add_appliance, admin_client
 from cairn.cli._common import add_json, print_json, table, when
 
@@ -13,8 +14,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_appliance(p)
     add_json(p)
     actions = p.add_subparsers(dest="action", metavar="ACTION")
-    add = actions.add_parser("add", help="add a machine and print its one-time pairing token")
+    add = actions.add_parser("add", help="add a machine and print its one-time pairing token; "
+                                         "with --qemu, a VM the appliance backs up itself")
     add.add_argument("name")
+    add.add_argument("--qemu", metavar="SOCKET",
+                     help="QMP socket (on the appliance host) of a running QEMU VM: no agent, "
+                          "the appliance backs it up on its schedule")
+    add.add_argument("--guest-agent", metavar="SOCKET",
+                     help="with --qemu: the guest agent's socket, to freeze file systems")
     remove = actions.add_parser("remove", help="forget a machine (its points stay)")
     remove.add_argument("name")
     p.set_defaults(handler=run)
@@ -22,6 +29,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with admin_client(args) as client:
+        if args.action == "add" and args.qemu:
+            return _add_agentless(client, args)
         if args.action == "add":
             answer = client.json("POST", "/api/v1/machines", json={"name": args.name})
             if args.json:
@@ -52,3 +61,16 @@ def _schedule(s: dict[str, object] | None) -> str:
         return "-"
     every = f"every {s['every']:g}s" if s["every"] else f"cron {s['cron']}"
     return every + (f", keep {s['retention']}" if s["retention"] else "")
+
+
+def _add_agentless(client: ApplianceClient, args: argparse.Namespace) -> int:
+    answer = client.json("POST", "/api/v1/agentless-machines",
+                         json={"name": args.name, "qemu": args.qemu,
+                               "guest_agent": args.guest_agent})
+    if args.json:
+        print_json(answer)
+    else:
+        print(f"machine {answer['machine']} added: the appliance backs it up through "
+              f"{answer['qemu']}; give it a schedule with `cairn schedule set "
+              f"{answer['machine']} --every 1h`")
+    return 0

@@ -82,24 +82,34 @@ class _Plan:
 
 @dataclass
 class _Quiesce:
-    """The guest agent's freeze and thaw; a failure makes the point crash-consistent."""
+    """The guest agent's freeze and thaw. The agent is reached (and synced) before the pause,
+    so one that does not answer costs no pause; any failure makes the point crash-consistent
+    and the note says why."""
 
     path: Path | None
     notes: list[str] = field(default_factory=list)
     agent: GuestAgent | None = None
     frozen: int | None = None
 
-    def freeze(self) -> int:
+    def connect(self) -> None:
         if self.path is None:
-            return 0
+            return
         try:
             self.agent = GuestAgent(self.path)
+        except SourceError as exc:
+            self.notes.append(f"not frozen: {exc}")
+
+    def freeze(self) -> int:
+        if self.agent is None:
+            return 0
+        try:
             self.frozen = self.agent.freeze()
         except SourceError as exc:
             self.notes.append(f"not frozen: {exc}")
         return self.frozen or 0
 
     def thaw(self) -> None:
+        """Runs whenever freeze was tried, even if it failed: a half-done freeze thaws too."""
         if self.agent is None:
             return
         try:
@@ -111,9 +121,22 @@ class _Quiesce:
             self.agent.close()
             self.agent = None
 
+    def close(self) -> None:
+        if self.agent is not None:
+            self.agent.close()
+            self.agent = None
+
     @property
     def consistency(self) -> str:
         return "application" if self.frozen is not None else "crash"
+
+    @property
+    def note(self) -> str:
+        if self.notes:
+            return "; ".join(self.notes)
+        if self.frozen is not None:
+            return f"guest agent froze {self.frozen} file system(s)"
+        return "no guest agent"
 
 
 def default_machine(monitor: Monitor, qmp: Path) -> str:
@@ -177,6 +200,49 @@ def _read(repo: Repository, view: PointInTimeView, plans: list[_Plan],
     return results
 
 
+@dataclass
+class _Backup:
+    """One backup's fixed inputs, once the machine and its last point are known."""
+
+    repo: Repository
+    monitor: Monitor
+    machine: str
+    points: MachinePoints
+    progress: ProgressFactory | None
+
+
+def _prepare(b: _Backup, qmp: Path) -> tuple[list[_Plan], bool]:
+    """Clear leftovers, settle the bitmaps, and decide how to read each disk."""
+    cleared = clear_leftovers(b.monitor)
+    last = b.points.latest(b.machine)
+    keep = bitmap_name(last.id) if last else None
+    why_not = _inconsistent(b.monitor, keep)
+    disks = settle_bitmaps(b.monitor, keep)
+    if not disks:
+        raise SourceError(f"the VM at {qmp} has no writable disk to back up")
+    return [_plan_disk(b.repo, b.machine, i, d, last, why_not)
+            for i, d in enumerate(disks)], cleared
+
+
+def _take(b: _Backup, plans: list[_Plan], quiesce: _Quiesce
+          ) -> tuple[MachinePoint, list[DiskResult], float]:
+    """Take the view, read every disk, commit; the view goes and the bitmaps are handed
+    over whatever happens."""
+    point_id = b.repo.new_point_id()
+    view = PointInTimeView(b.monitor, [p.view for p in plans], bitmap_name(point_id),
+                           Freeze(quiesce.freeze, quiesce.thaw))
+    view.open()
+    committed = False
+    try:
+        results = _read(b.repo, view, plans, b.progress)
+        mp = b.points.record(point_id, b.machine, time.time(), quiesce.consistency,
+                             quiesce.note, [(r.disk, r.point) for r in results])
+        committed = True
+    finally:
+        view.close(committed)
+    return mp, results, view.pause_seconds
+
+
 def backup_vm(repo: Repository, request: VmBackupRequest,
               progress: ProgressFactory | None = None) -> VmBackupResult:
     """One machine point of the VM behind ``request.qmp``; see the module docstring."""
@@ -184,32 +250,15 @@ def backup_vm(repo: Repository, request: VmBackupRequest,
     with Monitor(request.qmp) as monitor:
         check_qemu(monitor)
         machine = check_machine_name(request.machine or default_machine(monitor, request.qmp))
-        points = MachinePoints(repo.catalog)
+        b = _Backup(repo, monitor, machine, MachinePoints(repo.catalog), progress)
         lock = FileLock(repo.path / "locks" / f"machine-{machine}.lock", f"machine {machine}")
         with lock.acquire():
-            cleared = clear_leftovers(monitor)
-            last = points.latest(machine)
-            keep = bitmap_name(last.id) if last else None
-            why_not = _inconsistent(monitor, keep)
-            disks = settle_bitmaps(monitor, keep)
-            if not disks:
-                raise SourceError(f"the VM at {request.qmp} has no writable disk to back up")
-            plans = [_plan_disk(repo, machine, i, d, last, why_not) for i, d in enumerate(disks)]
+            plans, cleared = _prepare(b, request.qmp)
             quiesce = _Quiesce(request.guest_agent)
-            point_id = repo.new_point_id()
-            view = PointInTimeView(monitor, [p.view for p in plans], bitmap_name(point_id),
-                                   Freeze(quiesce.freeze, quiesce.thaw))
-            view.open()
-            committed = False
+            quiesce.connect()
             try:
-                results = _read(repo, view, plans, progress)
-                note = "; ".join(quiesce.notes) or (
-                    f"guest agent froze {quiesce.frozen} file system(s)" if quiesce.frozen
-                    is not None else "no guest agent")
-                mp = points.record(point_id, machine, time.time(), quiesce.consistency, note,
-                                   [(r.disk, r.point) for r in results])
-                committed = True
+                mp, results, pause = _take(b, plans, quiesce)
             finally:
-                view.close(committed)
-    return VmBackupResult(mp, results, round(view.pause_seconds, 4),
-                          round(time.monotonic() - started, 3), cleared)
+                quiesce.close()
+    return VmBackupResult(mp, results, round(pause, 4), round(time.monotonic() - started, 3),
+                          cleared)

@@ -38,6 +38,11 @@ class LiveVm:
         return self.folder / "qmp.sock"
 
     @property
+    def guest_agent(self) -> Path:
+        """The host end of the guest agent's virtio-serial port (no agent runs inside)."""
+        return self.folder / "qga.sock"
+
+    @property
     def test_qmp(self) -> Path:
         return self.folder / "test-qmp.sock"
 
@@ -53,7 +58,10 @@ class LiveVm:
         cmd = ["qemu-system-x86_64", "-name", self.name, "-nodefaults", "-machine", "pc",
                "-accel", "tcg", "-m", "64", "-display", "none", "-nic", "none",
                "-qmp", f"unix:{self.qmp},server=on,wait=off",
-               "-qmp", f"unix:{self.test_qmp},server=on,wait=off"]
+               "-qmp", f"unix:{self.test_qmp},server=on,wait=off",
+               "-chardev", f"socket,path={self.guest_agent},server=on,wait=off,id=qga0",
+               "-device", "virtio-serial", "-device",
+               "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"]
         for disk in self.disks:
             cmd += ["-blockdev", f"driver=file,filename={self.image(disk)},node-name=f-{disk}",
                     "-blockdev", f"driver={self.fmt},file=f-{disk},node-name=n-{disk}",

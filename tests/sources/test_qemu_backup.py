@@ -176,3 +176,16 @@ def test_raw_disk_restart_falls_back_to_a_full_read(
     assert again.disks[0].mode == "full"
     assert "no dirty bitmap" in again.disks[0].reason
     assert_restores(repo, again, refs, tmp_path)
+
+
+def test_guest_agent_that_does_not_answer_gives_a_crash_consistent_point(
+        start_vm: Callable[..., LiveVm], repo: Repository, tmp_path: Path) -> None:
+    vm = start_vm({"vda": 8 * MIB})
+    vm.write("vda", 0, MIB, 0x41)
+    refs = references(vm, tmp_path, "ga")
+    result = backup_vm(repo, VmBackupRequest(vm.qmp, guest_agent=vm.guest_agent))
+    assert result.machine_point.consistency == "crash"
+    assert "not frozen" in result.machine_point.note
+    assert "is qemu-ga running in the guest?" in result.machine_point.note
+    assert result.pause_seconds < 1.0
+    assert_restores(repo, result, refs, tmp_path)

@@ -69,10 +69,17 @@ def fiemap(fd: int) -> list[Extent]:
 
 
 def clone(source: Path, target: Path) -> None:
-    """Make ``target`` a reflink copy of ``source`` (atomic for the file's contents)."""
+    """Make ``target`` a new reflink copy of ``source`` (atomic for the file's contents).
+
+    ``target`` sits beside user data, where another local user may plant a symlink: the
+    agent (root) removes whatever is there and creates the file itself, refusing to follow
+    or reuse anything (``O_EXCL|O_NOFOLLOW``), so it never truncates a file it did not make.
+    """
     src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        target.unlink(missing_ok=True)
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                      | os.O_CLOEXEC, 0o600)
         try:
             fcntl.ioctl(dst, FICLONE, src)
         except OSError as exc:

@@ -253,7 +253,7 @@ class VolumeBackup:
         return data
 
     def _fiemap_changes(self, fd: int, size: int, sender: Sender) -> list[list[int]]:
-        old_fd = os.open(self.snapshot, os.O_RDONLY | os.O_CLOEXEC)
+        old_fd = os.open(self.snapshot, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             old = extents.fiemap(old_fd)
         finally:

@@ -2,7 +2,8 @@
 
 Three kinds of caller, told apart by their bearer token: the admin (token made at first
 start, in ``<repo>/admin-token``), an agent (token issued at pairing, scoped to its one
-machine: any other machine's objects answer 403), and nobody (pairing, health, metrics).
+machine: any other machine's objects answer 403), and nobody (pairing, health).
+``/metrics`` takes the admin token or a metrics-only token (`cairn.appliance.tokens`).
 Every refusal is a 4xx with ``{"detail": "one line naming the problem and the fix"}``; a
 500 means a bug.
 """
@@ -27,6 +28,7 @@ from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.limits import BodyLimit
 from cairn.appliance.routes import agentless as agentless_routes
 from cairn.appliance.routes import alerts as alerts_routes
+from cairn.appliance.routes import tokens as tokens_routes
 from cairn.appliance.scheduler import check_cron, first_run, parse_every
 from cairn.appliance.state import Machine, State
 from cairn.appliance.uploads import Conflict, Forbidden, NotFound, Uploads, store_volume
@@ -186,7 +188,12 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    def scraper(authorization: Annotated[str | None, Header()] = None) -> None:
+        if state.token_scope(_bearer(authorization)) is None:
+            raise HTTPException(401, "unknown token: use the admin token or a metrics token "
+                                     "(`cairn tokens add --metrics`)")
+
+    @app.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(scraper)])
     def prometheus() -> str:
         return metrics.render(state, config.offline_after_seconds)
 
@@ -396,5 +403,6 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
 
     app.include_router(alerts_routes.router(repo_path), dependencies=[Depends(admin)])
     app.include_router(agentless_routes.router(state), dependencies=[Depends(admin)])
+    app.include_router(tokens_routes.router(repo_path, state), dependencies=[Depends(admin)])
     install_console(app, repo_path, state, config)
     return app

@@ -1,10 +1,10 @@
 """Starting the appliance: repository checks, TLS identity, admin token, scheduler, HTTPS.
 
 First start creates what later starts reuse: the certificate under ``<repo>/tls/`` (agents
-pin it), and the admin token in ``<repo>/admin-token`` (mode 0600, root only; or the value
-of ``CAIRN_ADMIN_TOKEN`` when set). Jobs a previous process left running go back to the
-queue; sessions a killed ingest left in the store are cleaned by the store itself on the
-next backup of that volume.
+pin it), and the admin token in ``<repo>/admin-token`` (mode 0600, root only; the value
+of ``CAIRN_ADMIN_TOKEN`` is valid too while it is set: see `cairn.appliance.tokens`). Jobs a
+previous process left running go back to the queue; sessions a killed ingest left in the
+store are cleaned by the store itself on the next backup of that volume.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from pathlib import Path
 import uvicorn
 
 from cairn import logs
+from cairn.appliance import tokens
 from cairn.appliance.agentless import AgentlessRunner
 from cairn.appliance.app import create_app
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.scheduler import Scheduler
-from cairn.appliance.state import State, new_token
+from cairn.appliance.state import State
 from cairn.appliance.tls import ensure_certificate
 from cairn.appliance.watch import AlertLoop
 from cairn.errors import ListenError, UsageError
@@ -33,29 +34,13 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def ensure_admin_token(repo: Path, state: State) -> None:
-    env = os.environ.get("CAIRN_ADMIN_TOKEN")
-    if env:
-        state.add_admin(env)
-        return
-    path = repo / "admin-token"
-    if path.exists():
-        state.add_admin(path.read_text().strip())
-        return
-    token = new_token("admin")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    state.add_admin(token)
-
-
 def serve(repo_path: Path, config: ApplianceConfig) -> int:
     logs.setup(config.log_level)
     Repository.open(repo_path).close()
     host, port = parse_listen(config.listen)
     cert, key, fingerprint = ensure_certificate(repo_path / "tls")
     state = State(repo_path / "appliance.db")
-    ensure_admin_token(repo_path, state)
+    tokens.start(repo_path, state)
     requeued = state.requeue_running()
     scheduler = Scheduler(state, config)
     alerts = AlertLoop(repo_path, state, config)

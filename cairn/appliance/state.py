@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS admin_tokens(hash TEXT PRIMARY KEY, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS api_tokens(
+    id TEXT PRIMARY KEY,
+    hash TEXT UNIQUE NOT NULL,
+    kind TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    label TEXT,
+    created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS machines(
     id INTEGER PRIMARY KEY,
     name TEXT UNIQUE NOT NULL,
@@ -161,13 +167,13 @@ class State:
 
     # -- admin ---------------------------------------------------------------------------
 
-    def add_admin(self, token: str) -> None:
-        with self.tx() as db:
-            db.execute("INSERT OR IGNORE INTO admin_tokens VALUES(?, ?)",
-                       (digest(token), time.time()))
+    def token_scope(self, token: str) -> str | None:
+        """``admin`` or ``metrics`` for a live token (`cairn.appliance.tokens`), else None."""
+        rows = self.query("SELECT scope FROM api_tokens WHERE hash=?", (digest(token),))
+        return str(rows[0][0]) if rows else None
 
     def is_admin(self, token: str) -> bool:
-        return bool(self.query("SELECT 1 FROM admin_tokens WHERE hash=?", (digest(token),)))
+        return self.token_scope(token) == "admin"
 
     # -- machines and pairing ----------------------------------------------------------
 

@@ -45,6 +45,7 @@ COMMANDS = {
     "schedule": "schedule_cmd",
     "alerts": "alerts_cmd",
     "users": "users_cmd",
+    "tokens": "tokens_cmd",
 }
 
 

@@ -77,6 +77,7 @@ from cairn.store.repository import (
     RepositoryConfig,
     check_block_size,
     check_volume_name,
+    private_folder,
 )
 from cairn.store.verify import expected_refs
 
@@ -396,7 +397,7 @@ def _repository(url: str, backend: S3Backend, config: RepositoryConfig,
     assert REPOSITORY_ID.match(config.id)
     check_block_size(config.block_size)
     folder = cache_root() / config.id
-    folder.mkdir(parents=True, exist_ok=True)
+    private_folder(folder)
     cloud = Cloud(backend, url, Sealer(key.secret), config.id)
     repo = Repository(url, folder, config, backend, key.secret if key.encrypts else None,
                       cloud)

@@ -36,7 +36,7 @@ class FileLock:
         self._fd: int | None = None
 
     def acquire(self, shared: bool = False, wait: bool = False) -> FileLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         try:
             fcntl.flock(fd, mode if wait else mode | fcntl.LOCK_NB)

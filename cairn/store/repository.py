@@ -115,6 +115,13 @@ def max_chunk_size(block_size: int) -> int:
     return max(block_size, FANOUT * HASH_SIZE)
 
 
+def private_folder(path: Path) -> None:
+    """Create ``path`` readable by its owner only, whatever the umask: a repository holds
+    every byte of every protected machine."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
 def check_volume_name(name: str) -> str:
     if not _VOLUME_NAME.match(name):
         raise UsageError(f"invalid volume name {name!r}: use letters, digits, '.', '_' and '-' "
@@ -170,14 +177,16 @@ class Repository:
         if path.exists() and any(path.iterdir()):
             raise UsageError(f"{path} exists and is not empty: give a new or empty directory")
         check_block_size(block_size)
-        path.mkdir(parents=True, exist_ok=True)
+        private_folder(path)
         key = write_key_file(path / "key", encrypts=True).secret if encrypt else None
         config = RepositoryConfig(id=os.urandom(16).hex(), block_size=block_size,
                                   key_id=key_id(key) if key else None, layout="packs")
         (path / "chunks").mkdir(exist_ok=True)
         Catalog.create(path / "catalog.db").close()
         tmp = path / "config.json.tmp"
-        tmp.write_text(config.to_json())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(config.to_json())
         tmp.rename(path / "config.json")
         return cls(str(path), path, config, local_backend(path, config), key)
 

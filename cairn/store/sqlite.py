@@ -12,6 +12,7 @@ the bytes read ahead would cost more than the random reads they save.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from pathlib import Path
@@ -32,9 +33,15 @@ def _prefetch(path: Path) -> None:
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """A connection in autocommit mode (callers issue BEGIN) on a WAL database."""
+    """A connection in autocommit mode (callers issue BEGIN) on a WAL database.
+
+    A new database file is made 0600 first: SQLite gives its WAL and shared-memory files
+    the database file's mode, so the whole catalog stays private whatever the umask.
+    """
     for part in (path, path.with_name(path.name + "-wal")):
         _prefetch(part)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     db = sqlite3.connect(path, isolation_level=None, timeout=60.0, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     return db

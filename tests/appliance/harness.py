@@ -122,7 +122,7 @@ class Appliance:
             return c.json("GET", "/api/v1/jobs", params={"machine": machine} if machine else {})
 
     def metrics(self) -> str:
-        with self.client(None) as c:
+        with self.admin() as c:
             return c.request("GET", "/metrics").text
 
 

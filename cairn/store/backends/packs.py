@@ -118,7 +118,7 @@ class _Writer:
     def __init__(self, folder: Path) -> None:
         self.name = f"{os.getpid()}-{os.urandom(6).hex()}.pack"
         self.fd = os.open(folder / self.name, os.O_WRONLY | os.O_CREAT | os.O_APPEND
-                          | os.O_CLOEXEC, 0o644)
+                          | os.O_CLOEXEC, 0o600)
         self.size = 0
 
 

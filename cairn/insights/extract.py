@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cairn.errors import DestinationError, UnsafePath
-from cairn.insights.fs import DIR, FILE, SYMLINK, Entry, FileSystem
+from cairn.insights.fs import DIR, FILE, SYMLINK, Entry, FileSystem, enter
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -77,12 +77,15 @@ class _Writer:
         self.as_root = os.geteuid() == 0
         self.done = Extracted()
         self.first_link: dict[int, list[str]] = {}
+        self.entered: set[int] = set()
 
     def write(self, entry: Entry, parent_fd: int, parents: list[str]) -> None:
         _check_name(entry)
         rel = [*parents, entry.name]
         try:
-            if entry.kind == DIR:
+            if entry.kind == DIR and not enter(self.entered, entry):
+                self.done.skipped += 1
+            elif entry.kind == DIR:
                 self._directory(entry, parent_fd, rel)
             elif entry.kind == FILE:
                 self._file(entry, parent_fd, rel)

@@ -101,6 +101,23 @@ def join_path(parent: str, name: str) -> str:
     return f"{parent.rstrip('/')}/{name}"
 
 
+MAX_DEPTH = 200
+
+
+def enter(seen: set[int], entry: Entry) -> bool:
+    """Whether a walk goes into `entry`: a directory, not deeper than MAX_DEPTH levels, and
+    never twice into one inode. A damaged (or hostile) file system in a point can link a
+    directory into its own child; followed, that cycle is an endless walk."""
+    if entry.kind != DIR or entry.path.count("/") > MAX_DEPTH:
+        return False
+    if entry.inode is None:
+        return True
+    if entry.inode in seen:
+        return False
+    seen.add(entry.inode)
+    return True
+
+
 class FileSystem(ABC):
     """A read-only file system inside a volume. Errors are `CairnError`s, never tracebacks."""
 
@@ -130,12 +147,14 @@ class FileSystem(ABC):
             return f.read()
 
     def walk(self, path: str = "/") -> Iterator[Entry]:
-        """Every entry below `path` (not `path` itself), each directory before its contents."""
+        """Every entry below `path` (not `path` itself), each directory before its contents;
+        a directory met again (see `enter`) is listed but not walked into."""
+        seen: set[int] = set()
         stack = [path]
         while stack:
             entries = self.list(stack.pop())
             yield from entries
-            stack.extend(e.path for e in reversed(entries) if e.kind == DIR)
+            stack.extend(e.path for e in reversed(entries) if enter(seen, e))
 
     @abstractmethod
     def close(self) -> None:

@@ -25,6 +25,7 @@ from cairn.insights.fs import (
     Entry,
     Extents,
     FileSystem,
+    enter,
     first_line,
     join_path,
     kind_of_mode,
@@ -126,13 +127,14 @@ class LibyalFileSystem(FileSystem):
         """Descends through the library's own file entries: looking every directory up again
         by path from the root (as `list` must) costs more than reading it."""
         raw, base = self._directory(path)
+        seen: set[int] = set()
         stack = [(raw, base)]
         while stack:
             raw, base = stack.pop()
             children = self._children(raw, base, base)
             yield from (entry for entry, _ in children)
             stack.extend((child, entry.path) for entry, child in reversed(children)
-                         if entry.kind == DIR)
+                         if enter(seen, entry))
 
     def _directory(self, path: str) -> tuple[Any, str]:
         """The library's entry for directory `path`, and its normalised path."""

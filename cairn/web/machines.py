@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from cairn.web.auth import Auth
-from cairn.web.overview import find_machine, repository, summaries, timeline
+from cairn.web.overview import find_machine, open_alerts, repository, summaries, timeline
 from cairn.web.pages import Console, PageRoute, render
 from cairn.web.users import Session
 
@@ -23,7 +23,7 @@ def router(console: Console, auth: Auth) -> APIRouter:
         counts = Counter(m.status for m in machines)
         return render(request, "dashboard.html", machines=machines, counts=counts,
                       stored=sum(m.stored_local for m in machines),
-                      offsite="not configured", alerts=[])
+                      offsite="not configured", alerts=open_alerts(console))
 
     @routes.get("/machines/{name}", response_class=HTMLResponse)
     def machine(request: Request, name: str, _: Viewer) -> HTMLResponse:

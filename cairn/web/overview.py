@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from cairn.alerts import Alert, AlertStore
 from cairn.appliance.state import Machine
 from cairn.errors import UnknownPoint
 from cairn.store.catalog import RecoveryPoint, Verification
@@ -97,6 +98,17 @@ def summaries(console: Console, machines: list[Machine] | None = None) -> list[M
                 verifications.get(latest.id) if latest else None,
                 schedule.next_run if schedule else None, count, stored))
     return rows
+
+
+def open_alerts(console: Console) -> list[Alert]:
+    """The appliance's open alerts, most severe first."""
+    store = AlertStore(console.repo_path / "appliance.db")
+    try:
+        alerts = store.alerts()
+    finally:
+        store.close()
+    rank = {"critical": 0, "warning": 1}
+    return sorted(alerts, key=lambda a: (rank.get(a.severity, 2), -a.last_seen))
 
 
 def find_machine(console: Console, name: str) -> Machine:

@@ -120,3 +120,15 @@ def test_an_admin_deletes_with_confirmation_and_token(site: Site) -> None:
     finally:
         repo.close()
     assert site.client.get(f"/points/{target}").status_code == 404
+
+
+def test_open_alerts_are_on_the_dashboard(site: Site) -> None:
+    from cairn.alerts import raise_alert, resolve_alert
+
+    raise_alert(site.repo, "job_failed", "backup of web01 failed: disk gone", machine="web01")
+    raise_alert(site.repo, "disk_low", "the repository is 95% full", subject="fs")
+    resolve_alert(site.repo, "disk_low", subject="fs")
+    login(site.client, "victor")
+    page = site.client.get("/").text
+    assert "Open alerts" in page and "backup of web01 failed: disk gone" in page
+    assert "95% full" not in page

@@ -22,12 +22,16 @@ declare -A NEED=(
   [busybox]=busybox-static
   [fusermount3]=fuse3
   [debugfs]=e2fsprogs
+  [chromium]=chromium
+  [npm]=npm
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
 done
 [ -e /usr/lib/syslinux/mbr/mbr.bin ] || missing+=(syslinux-common)
+[ -e /usr/share/novnc/core/rfb.js ] || missing+=(novnc)       # the console's VM screen
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then
   pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
   echo "installing Debian packages: $pkgs"
@@ -47,3 +51,8 @@ fi
 # Byte-compile cairn once here: a cold `cairn` command otherwise compiles every module it
 # imports, every run, wherever PYTHONDONTWRITEBYTECODE is set (a third of a cold delete).
 .venv/bin/python -m compileall -q cairn
+# axe-core (pinned) for the console's accessibility test, kept out of the repository.
+axe=.cache/axe-core/node_modules/axe-core/axe.min.js
+if [ ! -f "$axe" ]; then
+  npm install --prefix .cache/axe-core --no-save --no-audit --no-fund --silent axe-core@4.14.1 >/dev/null
+fi

@@ -8,8 +8,7 @@ import threading
 
 from cairn.cli._common import add_repo, open_repo
 from cairn.errors import UsageError
-from cairn.virt.boot import exported_clone
-from cairn.virt.qemu import KvmCannotRun, VirtualMachine, vnc_secret, with_tcg_fallback
+from cairn.virt.boot import Running, virtualize
 
 
 def vnc_display(text: str) -> int:
@@ -40,21 +39,19 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    password = vnc_secret()
-    with exported_clone(repo, point, args.name, keep=args.keep_clone) as export:
-        vm = VirtualMachine(drive=export.url, format="raw", snapshot=False,
-                            memory_mib=args.memory, vnc_display=display, vnc_password=password)
+    runs = 0
 
-        def watch(vm: VirtualMachine) -> None:
-            print(f"VM of point {point.id} ({point.volume}) running on clone "
-                  f"{export.clone.name} ({vm.used_accel}); VNC at {args.vnc}, password "
-                  f"{password}; stop with Ctrl-C", flush=True)
-            while not stop.wait(0.5) and vm.running():
-                if vm.kvm_failed():
-                    print("KVM cannot run this guest here; starting again under TCG", flush=True)
-                    raise KvmCannotRun
+    def started(run: Running) -> None:
+        nonlocal runs
+        runs += 1
+        if runs > 1:
+            print("KVM cannot run this guest here; started again under TCG", flush=True)
+        print(f"VM of point {point.id} ({point.volume}) running on clone {run.clone.name} "
+              f"({run.vm.used_accel}); VNC at {args.vnc}, password {run.vnc_password}; "
+              "stop with Ctrl-C", flush=True)
 
-        with_tcg_fallback(vm, watch)
-    kept = f"clone {export.clone.name} kept" if args.keep_clone else "clone removed"
+    clone = virtualize(repo, point, stop, started, args.memory, display, args.name,
+                       args.keep_clone)
+    kept = f"clone {clone.name} kept" if args.keep_clone else "clone removed"
     print(f"VM stopped; {kept}")
     return 0

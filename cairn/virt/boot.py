@@ -9,16 +9,19 @@ loopback port and QEMU reads the disk from it, so booting needs no copy of the i
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from cairn.store.catalog import RecoveryPoint, Verification
 from cairn.store.clones import Clone, CloneVolume, create_clone, remove_clone
 from cairn.store.repository import Repository
 from cairn.virt.devices import CloneDevice
 from cairn.virt.nbd import NbdServer
+from cairn.virt.qemu import KvmCannotRun, VirtualMachine, vnc_secret, with_tcg_fallback
 from cairn.virt.screenshot import Verdict, verify_boot
 
 
@@ -60,3 +63,42 @@ def screenshot_verify(repo: Repository, point: RecoveryPoint, expect_text: str |
                           time.time())
     repo.catalog.record_verification(record)
     return verdict, record
+
+
+@dataclass(frozen=True)
+class Running:
+    """A point booted by `virtualize`: its VM, the clone it writes to, and its VNC console
+    (loopback ``vnc_port``, which asks for ``vnc_password``)."""
+
+    vm: VirtualMachine
+    clone: Clone
+    vnc_port: int
+    vnc_password: str
+
+
+def virtualize(repo: Repository, point: RecoveryPoint, stop: threading.Event,
+               started: Callable[[Running], None], memory_mib: int = 1024,
+               vnc_display: int | Literal["auto"] = "auto", name: str | None = None,
+               keep: bool = False) -> Clone:
+    """Boot ``point`` on a clone until ``stop`` is set or the guest ends; returns the clone.
+
+    ``started`` is called once the VM runs (again if KVM cannot run the guest and TCG takes
+    over, with the new VM). The console listens on loopback only, behind a fresh password:
+    `cairn virtualize` prints it, the web console proxies it behind its login.
+    """
+    password = vnc_secret()
+    with exported_clone(repo, point, name, keep=keep) as export:
+        vm = VirtualMachine(drive=export.url, format="raw", snapshot=False,
+                            memory_mib=memory_mib, vnc_display=vnc_display,
+                            vnc_password=password, die_with_parent=True)
+
+        def watch(vm: VirtualMachine) -> None:
+            port = vm.vnc_port()
+            assert port is not None
+            started(Running(vm, export.clone, port, password))
+            while not stop.wait(0.5) and vm.running():
+                if vm.kvm_failed():
+                    raise KvmCannotRun
+
+        with_tcg_fallback(vm, watch)
+    return export.clone

@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.state import State
-from cairn.web import auth, files, machines, points
+from cairn.web import auth, files, machines, points, vms
 from cairn.web.pages import STATIC, Console
 from cairn.web.users import Users
 
@@ -26,5 +26,8 @@ def install(app: FastAPI, repo_path: Path, state: State, config: ApplianceConfig
     app.include_router(machines.router(console, guard))
     app.include_router(points.router(console, guard))
     app.include_router(files.router(console, guard))
+    app.include_router(vms.router(console, guard, vms.VirtualMachines(console)))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if vms.NOVNC.is_dir():
+        app.mount("/novnc", StaticFiles(directory=vms.NOVNC), name="novnc")
     return console

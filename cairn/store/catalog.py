@@ -388,6 +388,14 @@ class Catalog:
                                "at FROM verifications")
         return {r[0]: Verification(*r) for r in rows}
 
+    def last_verifications(self) -> dict[str, Verification]:
+        """Per volume name: the most recent screenshot verification of any of its points."""
+        rows = self.db.execute(
+            "SELECT v.name, x.point_id, x.status, x.reason, x.ocr_text, x.screenshot, "
+            "x.seconds, MAX(x.at) FROM verifications x JOIN points p ON p.id = x.point_id "
+            "JOIN volumes v ON v.id = p.volume_id GROUP BY v.id")
+        return {r[0]: Verification(*r[1:]) for r in rows}
+
     # -- accounting ----------------------------------------------------------------------
 
     def chunk_refs(self) -> dict[bytes, int]:

@@ -31,6 +31,7 @@ class MachineSummary:
     detail: str
     last_point: RecoveryPoint | None
     verification: Verification | None
+    """The machine's most recent boot check, of whichever of its points."""
     next_run: float | None
     points: int
     stored_local: int
@@ -73,30 +74,29 @@ def _status(console: Console, machine: Machine, last: RecoveryPoint | None) -> t
     return "ok", "protected"
 
 
+def _newest(items: Any, key: str) -> Any:
+    return max((i for i in items if i is not None), key=lambda i: getattr(i, key), default=None)
+
+
 def summaries(console: Console, machines: list[Machine] | None = None) -> list[MachineSummary]:
     """Dashboard rows of ``machines`` (default: every machine)."""
     machines = console.state.machines() if machines is None else machines
     schedules = {s.machine_id: s for s in console.state.schedules()}
     with repository(console) as repo:
         totals = repo.catalog.volume_totals()
-        verifications = repo.catalog.verifications()
+        checks = repo.catalog.last_verifications()
         rows = []
         for machine in machines:
-            latest: RecoveryPoint | None = None
-            count = stored = 0
-            for name in machine_volumes(machine.name, totals):
-                n, b = totals[name]
-                count, stored = count + n, stored + b
-                volume = repo.catalog.volume(name)
-                point = repo.catalog.latest(volume.id) if volume and n else None
-                if point is not None and (latest is None or point.created > latest.created):
-                    latest = point
+            names = machine_volumes(machine.name, totals)
+            latest = _newest((repo.catalog.latest(v.id) for v in
+                              filter(None, map(repo.catalog.volume, names))), "created")
             status, detail = _status(console, machine, latest)
             schedule = schedules.get(machine.id)
             rows.append(MachineSummary(
                 machine.name, status, detail, latest,
-                verifications.get(latest.id) if latest else None,
-                schedule.next_run if schedule else None, count, stored))
+                _newest((checks.get(n) for n in names), "at"),
+                schedule.next_run if schedule else None,
+                sum(totals[n][0] for n in names), sum(totals[n][1] for n in names)))
     return rows
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cairn.cli._common import human_bytes, point_json, print_json, table, when
 from cairn.errors import UsageError
 from cairn.ops.machine_points import list_machine_points
-from cairn.ops.vm_backup import VmBackupResult
 from cairn.store.machine_points import MachinePoint
 from cairn.store.repository import Repository
+
+if TYPE_CHECKING:
+    from cairn.ops.vm_backup import VmBackupResult
 
 
 def machine_point_json(mp: MachinePoint) -> dict[str, Any]:

@@ -7,9 +7,7 @@ from pathlib import Path
 
 from cairn.cli._common import add_json, add_repo, human_bytes, open_repo, point_json, print_json
 from cairn.cli._common import progress as progress_bar
-from cairn.cli._machines import print_vm_backup, vm_backup_json
 from cairn.errors import UsageError
-from cairn.ops.vm_backup import VmBackupRequest, backup_vm
 from cairn.sources.image import ImageSource, load_changed_ranges
 from cairn.store.ingest import Ingest
 
@@ -59,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
 def _run_vm(args: argparse.Namespace) -> int:
     if args.source is not None or args.volume is not None:
         raise UsageError("--qemu backs up every disk of the VM: drop --volume and SOURCE")
+    from cairn.cli._machines import print_vm_backup, vm_backup_json  # QMP loads only here
+    from cairn.ops.vm_backup import VmBackupRequest, backup_vm
+
     repo = open_repo(args)
     request = VmBackupRequest(args.qemu, args.machine, args.guest_agent)
     result = backup_vm(repo, request, progress_bar)

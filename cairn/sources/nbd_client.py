@@ -101,35 +101,60 @@ class NbdConnection:
             if reply == p.REP_INFO and struct.unpack(">H", data[:2])[0] == p.INFO_EXPORT:
                 self.size = struct.unpack(">Q", data[2:10])[0]
 
-    def _request(self, command: int, offset: int, length: int) -> Iterator[tuple[int, bytes]]:
-        """Send one request; yield its reply chunks as ``(type, payload)``."""
+    def _send(self, command: int, offset: int, length: int) -> None:
         self.cookie += 1
         p.send_all(self.sock, p.REQUEST.pack(p.REQUEST_MAGIC, 0, command, self.cookie,
                                              offset, length))
-        while True:
-            magic, flags, kind, cookie, size = p.CHUNK_HEADER.unpack(
-                self._recv(p.CHUNK_HEADER.size))
-            if magic != p.STRUCTURED_REPLY_MAGIC or cookie != self.cookie:
-                raise NbdReadError(f"NBD export {self.export!r}: reply out of order")
+
+    def _chunk_header(self, offset: int) -> tuple[int, int, int]:
+        """The next reply chunk's ``(flags, type, payload length)``; an error chunk raises."""
+        magic, flags, kind, cookie, size = p.CHUNK_HEADER.unpack(self._recv(p.CHUNK_HEADER.size))
+        if magic != p.STRUCTURED_REPLY_MAGIC or cookie != self.cookie:
+            raise NbdReadError(f"NBD export {self.export!r}: reply out of order")
+        if kind == p.REPLY_TYPE_ERROR:
             payload = self._recv(size)
-            if kind == p.REPLY_TYPE_ERROR:
-                error = struct.unpack(">I", payload[:4])[0]
-                why = payload[6:].decode(errors="replace")
-                raise NbdReadError(f"NBD export {self.export!r} failed a request at offset "
-                                   f"{offset} (error {error}: {why})")
+            error = struct.unpack(">I", payload[:4])[0]
+            why = payload[6:].decode(errors="replace")
+            raise NbdReadError(f"NBD export {self.export!r} failed a request at offset "
+                               f"{offset} (error {error}: {why})")
+        return flags, kind, size
+
+    def _request(self, command: int, offset: int, length: int) -> Iterator[tuple[int, bytes]]:
+        """Send one request; yield its reply chunks as ``(type, payload)``."""
+        self._send(command, offset, length)
+        while True:
+            flags, kind, size = self._chunk_header(offset)
+            payload = self._recv(size)
             if kind != p.REPLY_TYPE_NONE:
                 yield kind, payload
             if flags & p.REPLY_FLAG_DONE:
                 return
 
-    def read(self, offset: int, length: int) -> bytes:
-        """``length`` bytes at ``offset``; holes the server reports arrive as zeros."""
+    def read(self, offset: int, length: int) -> bytearray:
+        """``length`` bytes at ``offset``; holes the server reports arrive as zeros. Data
+        lands straight in the buffer returned (no copy per chunk)."""
         out = bytearray(length)
-        for kind, payload in self._request(p.CMD_READ, offset, length):
-            at = struct.unpack(">Q", payload[:8])[0] - offset
+        view = memoryview(out)
+        self._send(p.CMD_READ, offset, length)
+        while True:
+            flags, kind, size = self._chunk_header(offset)
             if kind == p.REPLY_TYPE_OFFSET_DATA:
-                out[at : at + len(payload) - 8] = payload[8:]
-        return bytes(out)
+                at = struct.unpack(">Q", self._recv(8))[0] - offset
+                if at < 0 or at + size - 8 > length:
+                    raise NbdReadError(f"NBD export {self.export!r} sent data out of range")
+                self._recv_into(view[at : at + size - 8])
+            else:
+                self._recv(size)  # a hole (already zeros) or nothing
+            if flags & p.REPLY_FLAG_DONE:
+                return out
+
+    def _recv_into(self, view: memoryview) -> None:
+        got = 0
+        while got < len(view):
+            n = self.sock.recv_into(view[got:])
+            if n == 0:
+                raise NbdReadError(f"NBD export {self.export!r} closed the connection")
+            got += n
 
     def extents(self, context: str, want: int) -> list[tuple[int, int]]:
         """Sorted ``(offset, length)`` extents whose status has every bit of ``want``."""

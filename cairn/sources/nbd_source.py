@@ -64,7 +64,7 @@ class NbdSource:
             extents.append((pos, self._size))
         return extents
 
-    def pread(self, offset: int, length: int) -> bytes:
+    def pread(self, offset: int, length: int) -> bytearray:
         conn = getattr(self._local, "conn", None) or self._connect()
         return conn.read(offset, length)
 

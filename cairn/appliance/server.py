@@ -19,6 +19,7 @@ from cairn.appliance import tokens
 from cairn.appliance.agentless import AgentlessRunner
 from cairn.appliance.app import create_app
 from cairn.appliance.config import ApplianceConfig
+from cairn.appliance.offsite_loop import OffsiteLoop
 from cairn.appliance.scheduler import Scheduler
 from cairn.appliance.state import State
 from cairn.appliance.tls import ensure_certificate
@@ -45,6 +46,7 @@ def serve(repo_path: Path, config: ApplianceConfig) -> int:
     scheduler = Scheduler(state, config)
     alerts = AlertLoop(repo_path, state, config)
     agentless = AgentlessRunner(repo_path, state, config)
+    offsite = OffsiteLoop(repo_path, state, config)
     app = create_app(repo_path, state, config)
     server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, ssl_certfile=str(cert), ssl_keyfile=str(key),
@@ -54,6 +56,7 @@ def serve(repo_path: Path, config: ApplianceConfig) -> int:
     scheduler.start()
     alerts.start()
     agentless.start()
+    offsite.start()
     try:
         server.run()
     except SystemExit:
@@ -62,6 +65,7 @@ def serve(repo_path: Path, config: ApplianceConfig) -> int:
         scheduler.stop()
         alerts.stop()
         agentless.stop()
+        offsite.stop()
         state.close()
     if not server.started:
         raise ListenError("the appliance API", host, port, "address in use or not allowed")

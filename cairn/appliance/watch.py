@@ -24,6 +24,7 @@ from cairn import logs
 from cairn.alerts import KINDS, AlertStore
 from cairn.alerts.dispatch import Dispatcher
 from cairn.appliance.config import ApplianceConfig
+from cairn.appliance.offsite import OffsiteTable
 from cairn.appliance.state import Machine, Schedule, State
 from cairn.appliance.uploads import store_volume
 from cairn.store.repository import Repository
@@ -65,9 +66,10 @@ class Checks:
         self.repo = repo
         self.state = state
         self.config = config
+        self.offsite = OffsiteTable(state)
 
     def all(self, now: float) -> list[Condition]:
-        found = self.disk(now)
+        found = self.disk(now) + self.offsite_behind(now)
         machines = self.state.machines()
         newest = self._newest_points(machines)
         for m in machines:
@@ -105,6 +107,19 @@ class Checks:
         return [Condition("no_recent_point", m.name,
                           f"{m.name} should be backed up every {_ago(every)} but {last}: "
                           "see `cairn jobs` for why")]
+
+    def offsite_behind(self, now: float) -> list[Condition]:
+        found = []
+        for p in self.offsite.policies():
+            since = p.last_ok or p.created
+            if now - since <= 2 * p.every:
+                continue
+            why = f": the last run failed: {p.last_error}" if p.last_error else ""
+            last = f"last replicated {_ago(now - since)} ago" if p.last_ok else "never replicated"
+            found.append(Condition("offsite_behind", p.machine,
+                                   f"offsite copy of {p.machine} to {p.target} is behind "
+                                   f"({last}, every {_ago(p.every)} wanted){why}"))
+        return found
 
     def disk(self, now: float) -> list[Condition]:
         st = os.statvfs(self.repo)

@@ -44,6 +44,7 @@ COMMANDS = {
     "jobs": "jobs_cmd",
     "schedule": "schedule_cmd",
     "alerts": "alerts_cmd",
+    "offsite": "offsite_cmd",
     "users": "users_cmd",
     "tokens": "tokens_cmd",
 }

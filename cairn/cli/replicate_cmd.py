@@ -3,25 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import re
 
 from cairn.cli._common import add_json, add_repo, human_bytes, open_location, open_repo, print_json
 from cairn.cli._common import progress as progress_bar
-from cairn.errors import UsageError
-from cairn.replication.replicate import replicate
-
-_RATE = re.compile(r"^(\d+(?:\.\d+)?)([KMG]?)$", re.IGNORECASE)
-
-
-def parse_rate(text: str | None) -> int | None:
-    """``50M`` = 50 MB/s (decimal, as network rates are written)."""
-    if text is None:
-        return None
-    m = _RATE.match(text.strip())
-    if not m or float(m.group(1)) <= 0:
-        raise UsageError(f"--bandwidth {text!r}: give bytes per second like 800K, 50M or 1G")
-    return int(float(m.group(1)) * {"": 1, "K": 10**3, "M": 10**6, "G": 10**9}[
-        m.group(2).upper()])
+from cairn.replication.replicate import parse_rate, replicate
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -17,6 +17,7 @@ each) and does not send them again.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,20 @@ class Report:
     chunks_already_there: int = 0
     seconds: float = 0.0
     not_sent_removed: int = 0
+
+
+_RATE = re.compile(r"^(\d+(?:\.\d+)?)([KMG]?)$", re.IGNORECASE)
+
+
+def parse_rate(text: str | None) -> int | None:
+    """``50M`` = 50 MB/s (decimal, as network rates are written)."""
+    if text is None:
+        return None
+    m = _RATE.match(text.strip())
+    if not m or float(m.group(1)) <= 0:
+        raise UsageError(f"--bandwidth {text!r}: give bytes per second like 800K, 50M or 1G")
+    return int(float(m.group(1)) * {"": 1, "K": 10**3, "M": 10**6, "G": 10**9}[
+        m.group(2).upper()])
 
 
 class Throttle:

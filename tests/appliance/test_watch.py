@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,8 +11,10 @@ import pytest
 
 from cairn.alerts import AlertStore
 from cairn.appliance.config import ApplianceConfig
+from cairn.appliance.offsite import OffsiteTable, in_window, parse_window
 from cairn.appliance.state import State
 from cairn.appliance.watch import Checks, reconcile
+from cairn.errors import UsageError
 from cairn.store.repository import Repository
 from tests.store.helpers import backup, make_image
 
@@ -106,3 +109,37 @@ def test_repository_file_system_under_ten_percent_free(tmp_path: Path) -> None:
             state.close()
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_offsite_behind_by_more_than_two_intervals(
+        world: tuple[Path, State, AlertStore]) -> None:
+    repo, state, _ = world
+    checks = Checks(repo, state, ApplianceConfig())
+    table = OffsiteTable(state)
+    state.add_machine("web01")
+    web01 = state.machine("web01")
+    assert web01 is not None
+    table.set(web01.id, "s3://b/p", None, 3600.0, "daily", None, None, "22:00-06:00")
+    [policy] = table.policies()
+    assert checks.offsite_behind(policy.created + 7000) == []
+    [behind] = checks.offsite_behind(policy.created + 7300)
+    assert behind.kind == "offsite_behind" and "never replicated" in behind.message
+    table.finished(policy, policy.created + 7200, "bucket unreachable", None)
+    [behind] = checks.offsite_behind(policy.created + 7300)
+    assert "the last run failed: bucket unreachable" in behind.message
+    table.finished(policy, policy.created + 7250, None, {"points_sent": 1})
+    assert checks.offsite_behind(policy.created + 7300) == []
+
+
+def test_windows_wrap_midnight_and_bad_ones_are_refused() -> None:
+    def at(hour: int, minute: int = 0) -> float:
+        return time.mktime((2026, 3, 2, hour, minute, 0, 0, 0, -1))
+
+    assert parse_window("22:00-06:00") == (1320, 360)
+    assert in_window("22:00-06:00", at(23)) and in_window("22:00-06:00", at(5, 59))
+    assert not in_window("22:00-06:00", at(6)) and not in_window("22:00-06:00", at(12))
+    assert in_window("01:30-02:00", at(1, 45)) and not in_window("01:30-02:00", at(2))
+    assert in_window(None, at(12))
+    for bad in ("22:00", "24:00-06:00", "22:60-06:00", "06:00-06:00", "late"):
+        with pytest.raises(UsageError, match="HH:MM-HH:MM"):
+            parse_window(bad)

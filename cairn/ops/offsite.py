@@ -1,0 +1,104 @@
+"""Offsite: replicate volumes to their cloud repository by a policy, then the cloud's retention.
+
+One implementation for the appliance's offsite schedule and its "run now". The cloud
+repository is opened with the local repository's key (or this node's integrity key for an
+unencrypted one) and created on first use when the bucket holds none, with the local key
+and block size so chunks travel as they are. The cloud's retention runs after each
+replication and deletes only in the cloud; what it deletes is recorded in the bucket, so
+it is never sent again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cairn.errors import NotARepository
+from cairn.replication.replicate import replicate
+from cairn.store.clones import list_clones
+from cairn.store.delete import delete_points
+from cairn.store.repository import Repository
+from cairn.store.retention import Policy, select
+
+
+@dataclass(frozen=True)
+class OffsiteTarget:
+    url: str
+    endpoint: str | None
+    send: str = "all"
+    retention: str | None = None
+    bandwidth: int | None = None
+
+
+@dataclass
+class OffsiteResult:
+    points_sent: int = 0
+    chunks_sent: int = 0
+    bytes_sent: int = 0
+    not_sent_removed: int = 0
+    cloud_deleted: int = 0
+    seconds: float = 0.0
+
+    def json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def local_key(repo_path: Path) -> Path | None:
+    key = repo_path / "key"
+    return key if key.exists() else None
+
+
+def open_target(repo_path: Path, url: str, endpoint: str | None) -> Repository:
+    """The cloud repository at ``url``, created for ``repo_path`` if the bucket has none."""
+    from cairn.store.cloud import init_cloud, open_cloud
+
+    key = local_key(repo_path)
+    try:
+        return open_cloud(url, endpoint, key)
+    except NotARepository:
+        local = Repository.open(repo_path)
+        try:
+            block_size = local.block_size
+        finally:
+            local.close()
+        return init_cloud(url, endpoint, block_size, key)
+
+
+def cloud_retention(cloud: Repository, volume: str, policy: Policy) -> int:
+    """Delete the cloud's points of ``volume`` that ``policy`` does not keep (clones stay)."""
+    if cloud.catalog.volume(volume) is None:
+        return 0
+    points = cloud.catalog.points(cloud.volume(volume).id)
+    keep = select(points, policy)
+    doomed = [p for p in points if p.id not in keep and not list_clones(cloud, p.id)]
+    delete_points(cloud, doomed)
+    return len(doomed)
+
+
+def replicate_volumes(repo_path: Path, volumes: list[str], target: OffsiteTarget
+                      ) -> OffsiteResult:
+    """Send what ``target`` selects of each volume, then apply the cloud's retention."""
+    result = OffsiteResult()
+    local = Repository.open(repo_path)
+    try:
+        cloud = open_target(repo_path, target.url, target.endpoint)
+        try:
+            for volume in volumes:
+                if local.catalog.volume(volume) is None:
+                    continue
+                report = replicate(local, cloud, volume, target.bandwidth, send=target.send)
+                result.points_sent += len(report.points)
+                result.chunks_sent += report.chunks_sent
+                result.bytes_sent += report.bytes_sent
+                result.not_sent_removed += report.not_sent_removed
+                result.seconds += report.seconds
+                if target.retention:
+                    result.cloud_deleted += cloud_retention(cloud, volume,
+                                                            Policy.parse(target.retention))
+        finally:
+            cloud.close()
+    finally:
+        local.close()
+    result.seconds = round(result.seconds, 3)
+    return result

@@ -28,8 +28,8 @@ from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.limits import BodyLimit
 from cairn.appliance.routes import agentless as agentless_routes
 from cairn.appliance.routes import alerts as alerts_routes
-from cairn.appliance.routes import tokens as tokens_routes
 from cairn.appliance.routes import offsite as offsite_routes
+from cairn.appliance.routes import tokens as tokens_routes
 from cairn.appliance.scheduler import check_cron, first_run, parse_every
 from cairn.appliance.state import Machine, State
 from cairn.appliance.uploads import Conflict, Forbidden, NotFound, Uploads, store_volume

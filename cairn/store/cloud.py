@@ -23,8 +23,15 @@ run rule, see `runs`), plus this node's clones. Any node can be lost and another
 
 Writers (restic's scheme): each takes a lock object; a replication takes it *shared*, a
 delete or prune *exclusive*. An exclusive holder is alone, so it can sync, unpublish points
-and unlink the chunks they alone held knowing no other node counts on them. A lock not
-refreshed for 30 minutes is stale and ignored; holders refresh every 5 minutes.
+and unlink the chunks they alone held knowing no other node counts on them. The lock, its
+refresh, and how staleness is judged by the server's clock: `cloudlock`. A holder whose
+lock lapsed publishes, unpublishes and sweeps nothing more (`LockLost`).
+
+A listing is never trusted to say an object is gone: a point the cache knows leaves it only
+once a HEAD confirms its object is gone, a sweep runs only when a second listing of points
+agrees with the cache, never with no point known, and never deletes a chunk younger than
+the longest lock lifetime (a replication whose lock lapsed may still be about to publish).
+Point records are created with ``If-None-Match`` where the server supports it.
 
 Whoever can write to the bucket is not trusted (`records`, `keys`): ``config.json`` and
 every point record carry a MAC made with a key that never leaves the appliance (the
@@ -46,23 +53,21 @@ import hmac
 import json
 import math
 import os
-import random
 import re
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cairn.errors import Corruption, Locked, NotARepository, RepositoryExists, UsageError
+from cairn import logs
+from cairn.errors import Corruption, NotARepository, RepositoryExists, UsageError
 from cairn.store import runs
-from cairn.store.backend import Backend
 from cairn.store.blockmap import NodeCache
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import chunk_name
+from cairn.store.cloudlock import Bucket, RemoteLock, lifetime
 from cairn.store.keys import (
     REPOSITORY_ID,
     RepoKey,
@@ -85,9 +90,7 @@ if TYPE_CHECKING:
     from cairn.store.backends.s3 import S3Backend
 
 SWEEP_MARKER = "sweep-needed"
-STALE_AFTER = 30 * 60
-REFRESH_EVERY = 5 * 60
-LOCK_WAIT = 60.0
+MARKER_TEXT = b"an exclusive writer is at work\n"
 
 POINT_FIELDS = ("id", "volume", "created", "size", "allocated", "bytes_read", "bytes_stored",
                 "seconds", "source")
@@ -119,80 +122,16 @@ class Removed:
     created: float
 
 
-class RemoteLock:
-    """One writer's lock object in the bucket, refreshed while held."""
-
-    def __init__(self, backend: Backend, exclusive: bool, where: str) -> None:
-        self.backend = backend
-        self.exclusive = exclusive
-        self.where = where
-        self.name = f"locks/{os.urandom(8).hex()}.json"
-        self._stop = threading.Event()
-        self._refresher: threading.Thread | None = None
-
-    def _write(self) -> None:
-        self.backend.put(self.name, json.dumps({
-            "exclusive": self.exclusive, "host": os.uname().nodename, "pid": os.getpid(),
-            "command": " ".join(os.path.basename(a) if i == 0 else a
-                                for i, a in enumerate(sys.argv))[:200],
-            "time": time.time()}).encode())
-
-    def _conflicts(self) -> list[dict[str, object]]:
-        found = []
-        for name in self.backend.list("locks"):
-            if name == self.name:
-                continue
-            try:
-                info = json.loads(self.backend.get(name))
-                age = time.time() - float(info.get("time", 0))
-            except (KeyError, ValueError, TypeError, AttributeError):
-                continue  # released meanwhile, or not ours to read
-            if age > STALE_AFTER:
-                continue
-            if self.exclusive or info.get("exclusive"):
-                found.append(info)
-        return found
-
-    def acquire(self, wait: float = LOCK_WAIT) -> RemoteLock:
-        deadline = time.monotonic() + wait
-        while True:
-            self._write()
-            conflicts = self._conflicts()
-            if not conflicts:
-                break
-            self.backend.delete(self.name)
-            if time.monotonic() > deadline:
-                holder = conflicts[0]
-                kind = "exclusively" if holder.get("exclusive") else "for writing"
-                raise Locked(f"cloud repository {self.where} is locked {kind} by pid "
-                             f"{holder.get('pid')} on {holder.get('host')} "
-                             f"({holder.get('command')}): wait for it to finish, or remove a "
-                             "dead holder's object under locks/ after 30 minutes")
-            time.sleep(random.uniform(0.2, 1.0))
-        self._refresher = threading.Thread(target=self._refresh, daemon=True)
-        self._refresher.start()
-        return self
-
-    def _refresh(self) -> None:
-        while not self._stop.wait(REFRESH_EVERY):
-            self._write()
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._refresher is not None:
-            self._refresher.join()
-        self.backend.delete(self.name)
-
-
 class Cloud:
     """The `Remote` of a repository kept in a bucket."""
 
-    def __init__(self, backend: Backend, where: str, sealer: Sealer, repository_id: str) -> None:
+    def __init__(self, backend: Bucket, where: str, sealer: Sealer, repository_id: str) -> None:
         self.backend = backend
         self.where = where
         self.sealer = sealer
         self.repository_id = repository_id
         self._exclusive = 0
+        self._held: list[RemoteLock] = []
 
     @property
     def exclusive_held(self) -> bool:
@@ -208,38 +147,72 @@ class Cloud:
         """
         lock = RemoteLock(self.backend, exclusive, self.where).acquire()
         self._exclusive += exclusive
+        self._held.append(lock)
         try:
             self.sync(repo)
             if exclusive:
                 if self.backend.exists(SWEEP_MARKER):
                     self.sweep(repo)
-                self.backend.put(SWEEP_MARKER, b"an exclusive writer is at work\n")
+                self.backend.put(SWEEP_MARKER, MARKER_TEXT)
             yield lock
             if exclusive:
                 self.backend.delete(SWEEP_MARKER)
         finally:
             self._exclusive -= exclusive
+            self._held.remove(lock)
             lock.release()
+
+    def check_lock(self) -> None:
+        """Before any write that others must be able to count on: every lock still live."""
+        for lock in self._held:
+            lock.check()
 
     def sweep(self, repo: Repository) -> int:
         """Delete chunk objects that no point counts; only under the exclusive lock, with the
         cache just synced, so nothing any node relies on can be among them. A listing error
         raises and deletes nothing."""
         assert self.exclusive_held
+        self.check_lock()
+        self.backend.put(SWEEP_MARKER, MARKER_TEXT)
+        now = self.backend.stamp(SWEEP_MARKER)
+        if not self._listing_agrees(repo):
+            return 0
         known = {chunk_name(h) for h in repo.catalog.chunk_refs()}
-        stray = [name for name in list(self.backend.list("chunks")) if name not in known]
+        grace = lifetime()
+        stray = [name for name, stamp in list(self.backend.stamps("chunks"))
+                 if name not in known and now - stamp > grace]
+        self.check_lock()
         for name in stray:
             self.backend.delete(name)
         return len(stray)
 
+    def _listing_agrees(self, repo: Repository) -> bool:
+        """A second listing of points names exactly the points the cache knows (and there
+        are some): an empty or partial listing then stops the sweep instead of letting it
+        read live chunks as stray."""
+        listed = {self._point_id_of(name) for name in self.backend.list("points")}
+        known = {p.id for p in repo.catalog.points()}
+        if known and listed == known:
+            return True
+        logs.event("cloud.sweep_skipped", known=len(known), listed=len(listed))
+        return False
+
     def publish(self, point: RecoveryPoint) -> None:
+        """Create the point's record; one already there (a retried PUT that had landed) must
+        be this very point."""
+        self.check_lock()
         record: dict[str, Any] = {f: getattr(point, f) for f in POINT_FIELDS}
         record["root"] = point.root.hex()
         record["repository"] = self.repository_id
-        self.backend.put(point_object(point),
-                         json.dumps(self.sealer.seal(record), indent=1).encode())
+        name = point_object(point)
+        if self.backend.put_new(name, json.dumps(self.sealer.seal(record), indent=1).encode()):
+            return
+        if self.read_record(name, self.backend.get(name)).root != point.root:
+            raise Corruption(f"{name} in {self.where} already holds another point: it was "
+                             "planted; remove it")
 
     def unpublish(self, point: RecoveryPoint) -> None:
+        self.check_lock()
         micros = round(point.created * 1_000_000)
         mac = _tombstone_mac(self.sealer, self.repository_id, point.volume, point.id, micros)
         self.backend.put(f"removed/{point.volume}/{point.id}_{micros}_{mac}", b"")
@@ -283,7 +256,8 @@ class Cloud:
                                  "claim the same point: one was planted; remove it")
             remote[point_id] = name
         local = {p.id: p for p in repo.catalog.points()}
-        gone = local.keys() - remote.keys()
+        gone = {i for i in local.keys() - remote.keys()
+                if not self.backend.exists(point_object(local[i]))}
         if gone:
             repo.catalog.forget_points(gone)
             repo.catalog.recount(expected_refs(repo, repo.nodes))
@@ -391,7 +365,7 @@ class NodeFiles:
         return node
 
 
-def _repository(url: str, backend: S3Backend, config: RepositoryConfig,
+def _repository(url: str, backend: Bucket, config: RepositoryConfig,
                 key: RepoKey) -> Repository:
     """Open the repository whose config was just authenticated with ``key``."""
     assert REPOSITORY_ID.match(config.id)
@@ -462,8 +436,12 @@ def _cloud_key(config: RepositoryConfig, key_file: Path | None, url: str) -> Rep
     return key
 
 
-def open_cloud(url: str, endpoint: str | None, key_file: Path | None = None) -> Repository:
-    backend = _open_backend(url, endpoint)
+def open_cloud(url: str, endpoint: str | None, key_file: Path | None = None,
+               bucket: Bucket | None = None) -> Repository:
+    """The repository at ``url``; ``bucket`` reaches its objects through another layer
+    over the same bucket (the tests' fault injection)."""
+    backend = bucket or _open_backend(url, endpoint)
+    backend.max_object = RECORD_LIMIT
     try:
         raw = backend.get("config.json")
         config = RepositoryConfig.from_json(json.loads(raw), url)

@@ -43,7 +43,12 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 import obstore
-from obstore.exceptions import BaseError, PermissionDeniedError, UnauthenticatedError
+from obstore.exceptions import (
+    AlreadyExistsError,
+    BaseError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
 from obstore.store import S3Store
 
 from cairn.errors import (
@@ -153,6 +158,7 @@ class S3Backend:
             },
         )
         self._bucket_checked = False
+        self._conditional = True
         self.max_object: int | None = None
 
     def __repr__(self) -> str:
@@ -205,6 +211,38 @@ class S3Backend:
         """Writes over any stored copy, so ``replace`` needs nothing more."""
         self._call(f"PUT {name}", lambda: obstore.put(self._store, name, data, use_multipart=False))
 
+    def put_new(self, name: str, data: bytes) -> bool:
+        """Create ``name`` only where it does not exist (``If-None-Match: *``): False when
+        it does. A server without conditional writes answers 501 NotImplemented; from then
+        on this is a plain `put` (the names it is used for are unique anyway)."""
+        if not self._conditional:
+            self.put(name, data)
+            return True
+        try:
+            self._call(f"PUT {name}", lambda: obstore.put(
+                self._store, name, data, mode="create", use_multipart=False))
+        except S3Error as exc:
+            if isinstance(exc.__cause__, AlreadyExistsError):
+                return False
+            if "NotImplemented" not in str(exc.__cause__):
+                raise
+            self._conditional = False
+            self.put(name, data)
+        return True
+
+    def stamp(self, name: str) -> float:
+        """The server's LastModified of ``name`` (seconds since the epoch); KeyError if
+        missing. Ages of objects other hosts wrote are judged by this, never our clock."""
+        if not self._bucket_checked:
+            self.check_bucket()
+        try:
+            meta = obstore.head(self._store, name)
+        except FileNotFoundError:
+            raise KeyError(name) from None
+        except BaseError as exc:
+            raise self._translate(exc, f"HEAD {name}") from exc
+        return meta["last_modified"].timestamp()
+
     def get(self, name: str) -> bytes:
         if not self._bucket_checked:
             self.check_bucket()
@@ -250,13 +288,17 @@ class S3Backend:
                        lambda b=batch: obstore.delete(self._store, b))
 
     def list(self, prefix: str) -> Iterator[str]:
+        return (name for name, _ in self.stamps(prefix))
+
+    def stamps(self, prefix: str) -> Iterator[tuple[str, float]]:
+        """Each name under ``prefix`` with its server LastModified (see `stamp`)."""
         if not self._bucket_checked:
             self.check_bucket()
         stream = obstore.list(self._store, prefix.strip("/") or None, chunk_size=1000)
         try:
             for batch in stream:
                 for meta in batch:
-                    yield meta["path"]
+                    yield meta["path"], meta["last_modified"].timestamp()
         except (BaseError, FileNotFoundError) as exc:
             raise self._translate(exc, f"LIST {prefix}") from exc
 

@@ -1,0 +1,196 @@
+"""Cloud repositories under a misbehaving bucket: real SeaweedFS behind `FaultyS3`.
+
+No committed point is ever lost, a lock that cannot be refreshed stops its writer, ages are
+judged by the server's clock, and an empty or partial listing never lets a sweep delete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cairn.errors import CairnError, Locked
+from cairn.replication.replicate import replicate
+from cairn.store.backends.s3 import S3Backend, open_s3_url
+from cairn.store.catalog import RecoveryPoint
+from cairn.store.cloud import init_cloud, open_cloud
+from cairn.store.cloudlock import LockLost, RemoteLock, _boot_id
+from cairn.store.repository import Repository
+from cairn.store.verify import verify
+from tests.s3server import SeaweedS3
+from tests.store.faulty_s3 import Faults, FaultyS3
+from tests.store.helpers import backup, digest, make_image, mutate, restored_digest
+
+
+@dataclass
+class Site:
+    url: str
+    real: S3Backend
+    local: Repository
+    points: list[tuple[RecoveryPoint, str]]
+    work: Path
+
+    def faulty(self, faults: Faults, seed: int = 0) -> tuple[Repository, FaultyS3]:
+        bucket = FaultyS3(open_s3_url(self.url), faults, seed)
+        return open_cloud(self.url, None, bucket=bucket), bucket
+
+
+@pytest.fixture
+def site(s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+         ) -> Iterator[Site]:
+    for name, value in (("CAIRN_S3_ENDPOINT", s3_server.endpoint),
+                        ("CAIRN_S3_ACCESS_KEY", s3_server.access_key),
+                        ("CAIRN_S3_SECRET_KEY", s3_server.secret_key),
+                        ("CAIRN_CACHE", str(tmp_path / "cache")),
+                        ("CAIRN_KEYS", str(tmp_path / "keys")),
+                        ("CAIRN_CLOUD_LOCK_SECONDS", "3")):
+        monkeypatch.setenv(name, value)
+    url = f"s3://{s3_server.bucket}/faults-{uuid.uuid4().hex[:10]}"
+    local = Repository.init(tmp_path / "local")
+    img = tmp_path / "disk.img"
+    data = make_image(img, 2 * 1024 * 1024, seed=5, fill=0.6)
+    points = []
+    for k in range(3):
+        points.append((backup(local, "web01-sda", img), digest(data)))
+        mutate(img, data, seed=90 + k, writes=4)
+    init_cloud(url, None).close()
+    try:
+        yield Site(url, open_s3_url(url), local, points, tmp_path)
+    finally:
+        local.close()
+
+
+def assert_whole(site: Site, expect: list[tuple[RecoveryPoint, str]]) -> None:
+    """Through the plain bucket: every expected point is there, restores bit for bit, and
+    verify --read-data is clean."""
+    cloud = open_cloud(site.url, None)
+    try:
+        assert {p.id for p, _ in expect} <= {p.id for p in cloud.catalog.points()}
+        for point, want in expect:
+            got = restored_digest(cloud, cloud.catalog.point(point.id), site.work / "out.img")
+            assert got == want, point.id
+        assert verify(cloud, read_data=True).ok
+    finally:
+        cloud.close()
+
+
+def plant_lock(site: Site, info: dict[str, object]) -> str:
+    name = f"locks/{uuid.uuid4().hex[:16]}.json"
+    site.real.put(name, json.dumps(info).encode())
+    return name
+
+
+def test_age_is_the_servers_not_the_writers_clock(site: Site) -> None:
+    plant_lock(site, {"exclusive": True, "host": "elsewhere", "pid": 4242, "time": 0,
+                      "command": "cairn prune"})
+    with pytest.raises(Locked) as err:
+        RemoteLock(site.real, True, site.url).acquire(wait=1)
+    assert "pid 4242 on elsewhere" in str(err.value) and "held for" in str(err.value)
+
+
+def test_lock_of_a_dead_process_on_this_host_is_taken_at_once(site: Site) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    planted = plant_lock(site, {"exclusive": True, "host": os.uname().nodename,
+                                "boot": _boot_id(), "pid": gone.pid, "started": "1"})
+    RemoteLock(site.real, True, site.url).acquire(wait=0).release()
+    assert not site.real.exists(planted)
+
+
+def test_holder_that_cannot_refresh_stops_writing(site: Site) -> None:
+    faults = Faults()
+    cloud, _ = site.faulty(faults)
+    try:
+        with cloud.remote.lock(cloud, exclusive=False):  # type: ignore[union-attr]
+            faults.fail = re.compile(r"^locks/")
+            time.sleep(4)
+            with pytest.raises(LockLost):
+                cloud.remote.publish(site.points[0][0])  # type: ignore[union-attr]
+            faults.fail = None
+    finally:
+        cloud.close()
+    assert not site.real.exists(f"points/web01-sda/{site.points[0][0].id}.json")
+
+
+@pytest.mark.parametrize("listing", ["empty", "partial"])
+def test_short_listing_never_lets_a_sweep_delete(site: Site, listing: str) -> None:
+    cloud = open_cloud(site.url, None)
+    replicate(site.local, cloud)
+    cloud.close()
+    chunks = sorted(site.real.list("chunks"))
+    stray = "chunks/fff/" + "f" * 64
+    site.real.put(stray, b"left by a writer that died")
+    time.sleep(3.5)
+    faults = Faults(listing=listing)
+    faulty, _ = site.faulty(faults, seed=7)
+    try:
+        with faulty.remote.lock(faulty, exclusive=True):  # type: ignore[union-attr]
+            assert faulty.remote.sweep(faulty) == 0  # type: ignore[union-attr]
+    finally:
+        faulty.close()
+    assert sorted(site.real.list("chunks")) == sorted([*chunks, stray])
+    assert_whole(site, site.points)
+    cloud = open_cloud(site.url, None)
+    try:
+        with cloud.remote.lock(cloud, exclusive=True):  # type: ignore[union-attr]
+            assert cloud.remote.sweep(cloud) == 1  # type: ignore[union-attr]
+    finally:
+        cloud.close()
+    assert sorted(site.real.list("chunks")) == chunks
+
+
+def test_sweep_spares_objects_younger_than_a_lock_lifetime(site: Site) -> None:
+    young = "chunks/eee/" + "e" * 64
+    site.real.put(young, b"a replication may be about to publish this")
+    cloud = open_cloud(site.url, None)
+    try:
+        with cloud.remote.lock(cloud, exclusive=True):  # type: ignore[union-attr]
+            cloud.remote.sweep(cloud)  # type: ignore[union-attr]
+    finally:
+        cloud.close()
+    assert site.real.exists(young)
+
+
+def test_put_that_lands_but_answers_an_error_loses_nothing(site: Site) -> None:
+    faults = Faults(land_then_fail_rate=0.15, error_rate=0.05)
+    for attempt in range(40):
+        try:
+            cloud, _ = site.faulty(faults, seed=attempt)
+        except CairnError:
+            continue
+        try:
+            replicate(site.local, cloud)
+            break
+        except CairnError:
+            continue
+        finally:
+            cloud.close()
+    else:
+        raise AssertionError("replication never got through 15% failures")
+    assert faults.injected.get("landed", 0) > 0
+    assert_whole(site, site.points)
+
+
+def test_flipped_or_truncated_reads_are_caught_not_restored(site: Site) -> None:
+    cloud = open_cloud(site.url, None)
+    replicate(site.local, cloud)
+    cloud.close()
+    for faults in (Faults(flip_rate=1.0), Faults(truncate_rate=1.0)):
+        faulty, _ = site.faulty(Faults())
+        faulty.chunks.backend.faults = faults  # type: ignore[attr-defined]
+        try:
+            point, _ = site.points[-1]
+            with pytest.raises(CairnError):
+                restored_digest(faulty, faulty.catalog.point(point.id), site.work / "bad.img")
+        finally:
+            faulty.close()
+    assert_whole(site, site.points)

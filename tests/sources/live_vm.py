@@ -28,6 +28,8 @@ class LiveVm:
     """disk id -> size in bytes"""
     fmt: str = "qcow2"
     name: str = "vm1"
+    boot: tuple[Path, Path] | None = None
+    """A kernel and initramfs to boot (the guest agent test); else the guest runs no OS."""
     process: subprocess.Popen[bytes] | None = None
     _monitor: Monitor | None = field(default=None, repr=False)
 
@@ -43,6 +45,17 @@ class LiveVm:
         return self.folder / "qga.sock"
 
     @property
+    def serial(self) -> Path:
+        return self.folder / "serial.log"
+
+    def wait_for_serial(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not (self.serial.exists() and text in self.serial.read_text(errors="replace")):
+            assert self.process is not None and self.process.poll() is None, "QEMU exited"
+            assert time.monotonic() < deadline, f"the guest never printed {text!r}"
+            time.sleep(0.2)
+
+    @property
     def test_qmp(self) -> Path:
         return self.folder / "test-qmp.sock"
 
@@ -56,12 +69,16 @@ class LiveVm:
 
     def start(self) -> LiveVm:
         cmd = ["qemu-system-x86_64", "-name", self.name, "-nodefaults", "-machine", "pc",
-               "-accel", "tcg", "-m", "64", "-display", "none", "-nic", "none",
+               "-accel", "tcg", "-m", "256" if self.boot else "64", "-display", "none",
+               "-nic", "none",
                "-qmp", f"unix:{self.qmp},server=on,wait=off",
                "-qmp", f"unix:{self.test_qmp},server=on,wait=off",
                "-chardev", f"socket,path={self.guest_agent},server=on,wait=off,id=qga0",
                "-device", "virtio-serial", "-device",
                "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"]
+        if self.boot is not None:
+            cmd += ["-kernel", str(self.boot[0]), "-initrd", str(self.boot[1]),
+                    "-append", "console=ttyS0 quiet", "-serial", f"file:{self.serial}"]
         for disk in self.disks:
             cmd += ["-blockdev", f"driver=file,filename={self.image(disk)},node-name=f-{disk}",
                     "-blockdev", f"driver={self.fmt},file=f-{disk},node-name=n-{disk}",

@@ -30,6 +30,7 @@ from cairn.appliance.routes import agentless as agentless_routes
 from cairn.appliance.routes import alerts as alerts_routes
 from cairn.appliance.routes import offsite as offsite_routes
 from cairn.appliance.routes import tokens as tokens_routes
+from cairn.appliance.routes import verification as verification_routes
 from cairn.appliance.scheduler import check_cron, first_run, parse_every
 from cairn.appliance.state import Machine, State
 from cairn.appliance.uploads import Conflict, Forbidden, NotFound, Uploads, store_volume
@@ -407,5 +408,6 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
     app.include_router(tokens_routes.router(repo_path, state), dependencies=[Depends(admin)])
     app.include_router(offsite_routes.router(repo_path, state, config),
                        dependencies=[Depends(admin)])
+    app.include_router(verification_routes.router(state), dependencies=[Depends(admin)])
     install_console(app, repo_path, state, config)
     return app

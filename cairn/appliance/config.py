@@ -31,6 +31,7 @@ class ApplianceConfig:
     alert_retry_seconds: float = 30.0
     agent_silent_seconds: float = 900.0
     disk_free_percent: float = 10.0
+    screenshot_timeout_seconds: float = 180.0
 
 
 # [alerts] key -> ApplianceConfig field
@@ -78,6 +79,8 @@ def load(path: Path | None) -> ApplianceConfig:
         offline_after_seconds=_number(sched, "offline_after_seconds", d.offline_after_seconds,
                                       where),
         job_lease_seconds=_number(sched, "job_lease_seconds", d.job_lease_seconds, where),
+        screenshot_timeout_seconds=_number(sched, "screenshot_timeout_seconds",
+                                           d.screenshot_timeout_seconds, where),
         log_level=str(raw.get("log_level", d.log_level)).upper(),
         **{field: _number(alerts, key, getattr(d, field), where, "alerts")
            for key, field in _ALERT_KEYS.items()},

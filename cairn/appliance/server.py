@@ -23,6 +23,7 @@ from cairn.appliance.offsite_loop import OffsiteLoop
 from cairn.appliance.scheduler import Scheduler
 from cairn.appliance.state import State
 from cairn.appliance.tls import ensure_certificate
+from cairn.appliance.verifier import Verifier
 from cairn.appliance.watch import AlertLoop
 from cairn.errors import ListenError, UsageError
 from cairn.store.repository import Repository
@@ -47,6 +48,7 @@ def serve(repo_path: Path, config: ApplianceConfig) -> int:
     alerts = AlertLoop(repo_path, state, config)
     agentless = AgentlessRunner(repo_path, state, config)
     offsite = OffsiteLoop(repo_path, state, config)
+    verifier = Verifier(repo_path, state, config)
     app = create_app(repo_path, state, config)
     server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, ssl_certfile=str(cert), ssl_keyfile=str(key),
@@ -57,6 +59,7 @@ def serve(repo_path: Path, config: ApplianceConfig) -> int:
     alerts.start()
     agentless.start()
     offsite.start()
+    verifier.start()
     try:
         server.run()
     except SystemExit:
@@ -66,6 +69,7 @@ def serve(repo_path: Path, config: ApplianceConfig) -> int:
         alerts.stop()
         agentless.stop()
         offsite.stop()
+        verifier.stop()
         state.close()
     if not server.started:
         raise ListenError("the appliance API", host, port, "address in use or not allowed")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from cairn.appliance.verification import check as check_verification
 from cairn.cli._appliance import add_appliance, admin_client
 from cairn.cli._common import add_json, print_json, table, when
 
@@ -21,6 +22,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     when_.add_argument("--cron", help="five-field cron expression, e.g. '*/15 * * * *'")
     put.add_argument("--retention", help='after each backup keep e.g. '
                                          '"hourly=24,daily=14,weekly=8,monthly=12"')
+    put.add_argument("--screenshot", choices=("each", "daily", "weekly", "off"),
+                     help="boot and read each new point, the newest daily or weekly")
+    put.add_argument("--expect-text", help="text that means booted (default: a login, "
+                                           "sign-in or lock screen)")
+    put.add_argument("--verify-data", type=int, metavar="N",
+                     help="re-read and hash-check all stored data every N days (1/N nightly)")
     remove = actions.add_parser("remove", help="stop scheduling a machine")
     remove.add_argument("name", metavar="MACHINE")
     p.set_defaults(handler=run)
@@ -31,7 +38,16 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "set":
             body: dict[str, Any] = {"every": args.every, "cron": args.cron,
                                     "retention": args.retention}
+            verification = (args.screenshot, args.expect_text, args.verify_data) != (
+                None, None, None)
+            if verification:  # checked before anything changes
+                check_verification(args.screenshot or "off", args.verify_data)
             machine = client.json("PUT", f"/api/v1/machines/{args.name}/schedule", json=body)
+            if verification:
+                machine["verification"] = client.json(
+                    "PUT", f"/api/v1/machines/{args.name}/verification",
+                    json={"screenshot": args.screenshot or "off",
+                          "expect_text": args.expect_text, "verify_data": args.verify_data})
             s = machine["schedule"]
             if args.json:
                 print_json(machine)

@@ -4,7 +4,9 @@ A recovery point is only proven good when it boots. `verify_boot` starts the dis
 with no network (writes go to a throwaway overlay unless told otherwise), takes a QMP
 screendump about every second, reads it with tesseract, and returns a `Verdict`:
 
-- ``booted``: the expected text (default ``login:``) is on the screen;
+- ``booted``: the expected text is on the screen, or without one, a screen that waits for
+  its user (`LOGIN_SCREENS`: a Linux text or graphical login, a Windows sign-in or lock
+  screen);
 - ``failed``: the screen shows a known firmware, boot loader or kernel error, the screen has
   held no readable text for `blank_after` seconds, or QEMU stopped the guest (panic,
   power-off, emulation error);
@@ -35,7 +37,20 @@ from cairn.virt.qemu import Accel, DiskBus, KvmCannotRun, VirtualMachine, with_t
 
 Status = Literal["booted", "failed", "timed_out"]
 
-DEFAULT_EXPECT = "login:"
+_DAYS = "monday|tuesday|wednesday|thursday|friday|saturday|sunday"
+_MONTHS = "january|february|march|april|may|june|july|august|september|october|november|december"
+
+# What a machine waiting for its user shows (the default verdict), matched like BOOT_ERRORS.
+LOGIN_SCREENS: tuple[tuple[str, str], ...] = (
+    (r"\blogin: ?", "a text console login prompt"),
+    (r"ctrl ?\+ ?alt ?\+ ?del", "a Windows lock or sign-in screen (Ctrl+Alt+Delete)"),
+    (r"\bother user\b|\bsign-in options\b|\bi forgot my (pin|password)\b",
+     "a Windows sign-in screen"),
+    (rf"\b({_DAYS}),? ({_MONTHS}) \d{{1,2}}\b", "a Windows lock screen (time and date)"),
+    (r"\bnot listed\?", "a GNOME login screen"),
+    (r"\b(log ?in|sign in|user ?name)\b.*\bpassword\b|\bpassword\b.*\b(log ?in|sign in)\b",
+     "a graphical login screen"),
+)
 
 # Matched against OCR text lowercased with runs of whitespace made one space.
 BOOT_ERRORS: tuple[tuple[str, str], ...] = (
@@ -94,7 +109,7 @@ def verify_boot(
         raise ToolMissing("tesseract", "tesseract-ocr")
     started = time.monotonic()
     judge = _Judge(
-        expect=expect_text or DEFAULT_EXPECT,
+        expect=expect_text,
         deadline=started + timeout,
         blank_after=blank_after,
         interval=interval,
@@ -114,7 +129,7 @@ def verify_boot(
 
 @dataclass
 class _Judge:
-    expect: str
+    expect: str | None
     deadline: float
     blank_after: float
     interval: float
@@ -173,7 +188,7 @@ class _Judge:
 
 
 def judge_screen(
-    text: str, expect_text: str, unchanged_for: float, blank_after: float
+    text: str, expect_text: str | None, unchanged_for: float, blank_after: float
 ) -> tuple[Status | None, str]:
     """Judge one screen's OCR text; ``(None, "")`` means keep watching.
 
@@ -182,9 +197,14 @@ def judge_screen(
     lower case with whitespace runs collapsed.
     """
     screen = _normalise(text)
-    expect = _normalise(expect_text)
-    if expect in screen:
-        return "booted", f"the screen shows {expect!r}"
+    if expect_text is not None:
+        expect = _normalise(expect_text)
+        if expect in screen:
+            return "booted", f"the screen shows {expect!r}"
+    else:
+        for pattern, what in LOGIN_SCREENS:
+            if re.search(pattern, screen):
+                return "booted", f"the screen shows {what}"
     for pattern, reason in BOOT_ERRORS:
         if re.search(pattern, screen):
             return "failed", reason

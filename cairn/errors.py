@@ -67,11 +67,18 @@ class InUse(CairnError):
 
 
 class Corruption(CairnError):
-    """Stored data does not match its hash or the catalog disagrees with the chunk store."""
+    """Stored data does not match its hash or the catalog disagrees with the chunk store.
+    ``digest`` names the damaged chunk when there is one."""
+
+    digest: bytes | None = None
 
 
 class MissingChunk(Corruption):
     pass
+
+
+class DamagedPoint(Corruption):
+    """A point's blocks cannot all be read; the message names them."""
 
 
 class StorageFull(CairnError):

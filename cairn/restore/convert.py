@@ -20,18 +20,19 @@ FORMATS = ("raw", "qcow2", "vmdk", "vhdx")
 
 
 def restore_as(reader: PointReader, dest: Path, fmt: str,
-               progress: Callable[[int], None] | None = None) -> None:
+               progress: Callable[[int], None] | None = None,
+               ignore_damage: bool = False) -> list[tuple[int, int]]:
+    """Returns the lost block runs (see `restore_image`)."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if fmt == "raw":
-        restore_image(reader, dest, progress)
-        return
+        return restore_image(reader, dest, progress, ignore_damage)
     qemu_img = shutil.which("qemu-img")
     if qemu_img is None:
         raise UsageError(f"--format {fmt} needs qemu-img: install it (apt-get install qemu-utils)")
     raw = dest.with_name(f".{dest.name}.cairn-raw")
     try:
-        restore_image(reader, raw, progress)
+        lost = restore_image(reader, raw, progress, ignore_damage)
         result = subprocess.run([qemu_img, "convert", "-q", "-f", "raw", "-O", fmt,
                                  str(raw), str(dest)], capture_output=True, text=True)
         if result.returncode != 0:
@@ -39,3 +40,4 @@ def restore_as(reader: PointReader, dest: Path, fmt: str,
                                    f"{result.stderr.strip()}")
     finally:
         raw.unlink(missing_ok=True)
+    return lost

@@ -5,6 +5,7 @@ device may hold old data, so its holes are zeroed explicitly. Chunks are read in
 the store keeps them (`ChunkStore.get_many`: for packs, disk order, neighbours in one read),
 each checked against its hash on the store's reading threads, and written with
 ``os.pwrite`` wherever the point uses them: a chunk used by several blocks is read once.
+A damaged point restores everything it still holds: lost blocks are zeros, named.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from cairn.errors import DestinationError, StorageFull
+from cairn.errors import Corruption, DamagedPoint, DestinationError, StorageFull
 from cairn.store.chunks import ZERO
 from cairn.store.reader import PointReader
+from cairn.store.repository import tolerant_nodes
 
 # Blocks planned at once: their chunks are read in the order the store keeps them, not in
 # disk order. 65536 blocks (4 GiB of a volume) keep the plan a few MiB whatever the size.
@@ -56,37 +58,110 @@ def _open_destination(dest: Path, size: int, allocated: int) -> tuple[int, bool]
     return fd, False
 
 
+def _spans(blocks: list[int]) -> list[tuple[int, int]]:
+    """Sorted block numbers as ``(first, last)`` runs."""
+    spans: list[tuple[int, int]] = []
+    for b in sorted(blocks):
+        if spans and spans[-1][1] == b - 1:
+            spans[-1] = (spans[-1][0], b)
+        else:
+            spans.append((b, b))
+    return spans
+
+
+def describe_lost(lost: list[tuple[int, int]], block_size: int) -> str:
+    """Lost block runs in words: ``blocks 3-5 (bytes 196608-393215), ...``."""
+    shown = [f"{a}-{b}" if a != b else str(a) for a, b in lost[:8]]
+    more = f" and {len(lost) - 8} more run(s)" if len(lost) > 8 else ""
+    count = sum(b - a + 1 for a, b in lost)
+    return (f"{count} block(s) of {block_size} bytes: {', '.join(shown)}{more}")
+
+
+class _Window:
+    """The blocks of one window of a point and the chunks they need, read past damage:
+    a block whose map node or chunk is damaged or missing is *lost*, never a stop."""
+
+    def __init__(self, reader: PointReader, start: int, stop: int) -> None:
+        self.reader = reader
+        self.where: dict[bytes, list[int]] = {}
+        self.holes: list[int] = []
+        self.lost: list[int] = []
+        try:
+            hashes = list(reader.block_hashes(start, stop))
+        except Corruption:  # a damaged node: what it covers is lost
+            hashes = list(tolerant_nodes(reader.repo).leaves(reader.tree, start, stop))
+            seen = {i for i, _ in hashes}
+            self.lost = [i for i in range(start, stop) if i not in seen]
+        for index, digest in hashes:
+            if digest == ZERO:
+                self.holes.append(index)
+            else:
+                self.where.setdefault(digest, []).append(index)
+
+    def read(self, write: Callable[[bytes, bytes], int]) -> Iterator[int]:
+        """``write`` each intact chunk, yielding its result; damaged ones become lost."""
+        left = dict(self.where)
+        done: set[bytes] = set()
+
+        def each(digest: bytes, data: bytes) -> int:
+            done.add(digest)
+            return write(digest, data)
+
+        chunks = self.reader.repo.chunks
+        while left:
+            try:
+                yield from chunks.get_many(list(left), each)
+                return
+            except Corruption as exc:
+                for digest in done:
+                    left.pop(digest, None)
+                done.clear()
+                if exc.digest not in left:
+                    raise
+                self.lost += left.pop(exc.digest)
+
+
 def restore_image(reader: PointReader, dest: Path,
-                  progress: Callable[[int], None] | None = None) -> None:
+                  progress: Callable[[int], None] | None = None,
+                  ignore_damage: bool = False) -> list[tuple[int, int]]:
+    """Write ``reader``'s point to ``dest``; returns the lost block runs ``(first, last)``.
+
+    Damage is read past, never a stop: a lost block (its chunk or map node is damaged or
+    missing) is left as zeros, and at the end the restore fails naming every lost block,
+    unless ``ignore_damage``, when the lost blocks are returned for the caller to list.
+    """
     point = reader.point
     fd, is_device = _open_destination(dest, point.size, point.allocated)
     bs = reader.block_size
     zero = bytes(bs)
-    where: dict[bytes, list[int]] = {}  # chunk -> the blocks of this window that hold it
+    lost: list[int] = []
 
     def write(digest: bytes, data: bytes) -> int:
-        for index in where[digest]:
+        for index in window.where[digest]:
             os.pwrite(fd, data, index * bs)
-        return len(data) * len(where[digest])
+        return len(data) * len(window.where[digest])
+
+    def blank(blocks: list[int]) -> int:
+        """Zero ``blocks`` where the destination may hold old data; returns their bytes."""
+        total = 0
+        for index in blocks:
+            length = min(bs, point.size - index * bs)
+            total += length
+            if is_device:
+                os.pwrite(fd, zero[:length], index * bs)
+        return total
 
     try:
         for start in range(0, reader.tree.blocks, WINDOW):
-            where.clear()
-            holes = 0
-            for index, digest in reader.block_hashes(start, min(start + WINDOW,
-                                                                reader.tree.blocks)):
-                if digest != ZERO:
-                    where.setdefault(digest, []).append(index)
-                    continue
-                length = min(bs, point.size - index * bs)
-                holes += length
-                if is_device:
-                    os.pwrite(fd, zero[:length], index * bs)
+            window = _Window(reader, start, min(start + WINDOW, reader.tree.blocks))
+            holes = blank(window.holes)
             if progress and holes:
                 progress(holes)
-            for done in reader.repo.chunks.get_many(list(where), write):
+            for done in window.read(write):
                 if progress:
                     progress(done)
+            blank(window.lost)
+            lost += window.lost
         os.fsync(fd)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -94,3 +169,10 @@ def restore_image(reader: PointReader, dest: Path,
         raise
     finally:
         os.close(fd)
+        reader.repo.record_damage()
+    spans = _spans(lost)
+    if spans and not ignore_damage:
+        raise DamagedPoint(f"point {point.id} is damaged: {describe_lost(spans, bs)} cannot "
+                           f"be read (written as zeros in {dest}); run `cairn restore "
+                           "--ignore-damage` to accept that, or `cairn verify` for details")
+    return spans

@@ -9,6 +9,11 @@ deleted only after their row is gone (via ``pending_free``).
 ``sessions`` and ``pins`` make a backup's work visible before it commits: a chunk a backup
 wrote or decided to reuse is pinned, so a concurrent delete never frees it, and a backup
 killed halfway leaves pins that the next writer of that volume turns back into free space.
+
+``bad_chunks`` quarantines damage: a chunk that failed its hash or went missing, found by
+any read. A backup never counts a bad chunk as present, so it stores a fresh copy whenever
+its source still has the block, and marks the chunk *healed*; the next verify re-reads it
+and reports the points that healed.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 
 from cairn.store import sqlite
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS volumes(
     id INTEGER PRIMARY KEY,
@@ -74,6 +79,11 @@ CREATE TABLE IF NOT EXISTS verifications(
     screenshot TEXT NOT NULL,
     seconds REAL NOT NULL,
     at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS bad_chunks(
+    hash BLOB PRIMARY KEY,
+    reason TEXT NOT NULL,
+    found REAL NOT NULL,
+    healed REAL) WITHOUT ROWID;
 """
 
 
@@ -316,6 +326,52 @@ class Catalog:
         """Sessions of a volume whose lock we hold: their processes are gone."""
         return [r[0] for r in self.db.execute(
             "SELECT id FROM sessions WHERE volume_id=?", (volume_id,))]
+
+    # -- damage --------------------------------------------------------------------------
+
+    def note_bad(self, found: dict[bytes, str]) -> bool:
+        """Quarantine ``found`` (chunk: what is wrong); returns whether it was recorded.
+
+        Any thread may call this, in the middle of anything (a restore's reading thread,
+        a delete's open transaction): it uses its own short-lived connection and gives up
+        after a second rather than wait on a writer, or when the disk is full; the caller
+        keeps what was not recorded and tries again later.
+        """
+        try:
+            db = sqlite3.connect(self.path, timeout=1.0, isolation_level=None)
+        except sqlite3.Error:
+            return False
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "INSERT INTO bad_chunks(hash, reason, found) VALUES(?, ?, ?) "
+                "ON CONFLICT(hash) DO UPDATE SET reason = excluded.reason, healed = NULL",
+                ((h, why, time.time()) for h, why in found.items()))
+            db.execute("COMMIT")
+            return True
+        except sqlite3.Error:
+            return False
+        finally:
+            db.close()
+
+    def bad_chunks(self) -> dict[bytes, str]:
+        """Chunks quarantined and not healed since, with what was wrong."""
+        return dict(self.db.execute("SELECT hash, reason FROM bad_chunks WHERE healed IS NULL"))
+
+    def healed_chunks(self) -> list[bytes]:
+        return [r[0] for r in self.db.execute(
+            "SELECT hash FROM bad_chunks WHERE healed IS NOT NULL")]
+
+    def mark_healed(self, hashes: list[bytes]) -> None:
+        """A fresh copy of each of ``hashes`` is durable (a backup or a repair wrote it)."""
+        with self.transaction() as db:
+            db.executemany("UPDATE bad_chunks SET healed = ? WHERE hash = ?",
+                           ((time.time(), h) for h in hashes))
+
+    def clear_bad(self, hashes: list[bytes]) -> None:
+        """Forget the quarantine of chunks found good again (verify re-read them)."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM bad_chunks WHERE hash = ?", ((h,) for h in hashes))
 
     # -- deletion ------------------------------------------------------------------------
 

@@ -85,6 +85,37 @@ class ChunkStore:
 
             self._aead = AESGCM(derive(key, "chunk encryption"))
         self._local = threading.local()
+        self._damage: dict[bytes, str] = {}
+        self._met: set[bytes] = set()  # reported once per process, however often read
+        self._damage_lock = threading.Lock()
+        self.on_damage: Callable[[dict[bytes, str]], bool] | None = None
+
+    def _damaged(self, digest: bytes, why: str) -> None:
+        """Remember a chunk that failed a read and hand what is remembered to
+        ``on_damage`` (the catalog's quarantine); what it could not take is kept for
+        `take_damage`."""
+        with self._damage_lock:
+            if digest in self._met:
+                return
+            self._met.add(digest)
+            self._damage[digest] = why
+            found = dict(self._damage)
+        if self.on_damage is not None and self.on_damage(found):
+            with self._damage_lock:
+                for h in found:
+                    if self._damage.get(h) == found[h]:
+                        del self._damage[h]
+
+    def take_damage(self) -> dict[bytes, str]:
+        """Damage met by reads and not yet recorded; forgotten here once taken."""
+        with self._damage_lock:
+            found, self._damage = self._damage, {}
+        return found
+
+    def keep_damage(self, found: dict[bytes, str]) -> None:
+        """Give back what `take_damage` returned and could not be recorded."""
+        with self._damage_lock:
+            self._damage = {**found, **self._damage}
 
     def hash(self, data: bytes | memoryview) -> bytes:
         if self._name_key is not None:
@@ -186,8 +217,23 @@ class ChunkStore:
         try:
             stored = self.backend.get(chunk_name(digest))
         except KeyError:
-            raise MissingChunk(f"chunk {digest.hex()} is missing from the store") from None
-        return self.decode(digest, stored)
+            raise self._missing(digest) from None
+        return self.checked(digest, stored)
+
+    def _missing(self, digest: bytes) -> MissingChunk:
+        self._damaged(digest, "missing")
+        exc = MissingChunk(f"chunk {digest.hex()} is missing from the store")
+        exc.digest = digest
+        return exc
+
+    def checked(self, digest: bytes, stored: bytes) -> bytes:
+        """`decode`, quarantining the chunk when it fails."""
+        try:
+            return self.decode(digest, stored)
+        except Corruption as exc:
+            self._damaged(digest, str(exc))
+            exc.digest = digest
+            raise
 
     def get_many(self, digests: list[bytes], each: Callable[[bytes, bytes], T]) -> Iterator[T]:
         """``each(digest, content)`` for every chunk, checked, in the order the backend
@@ -196,13 +242,12 @@ class ChunkStore:
 
         def decode(name: str, stored: bytes) -> T:
             digest = by_name[name]
-            return each(digest, self.decode(digest, stored))
+            return each(digest, self.checked(digest, stored))
 
         try:
             yield from self.backend.get_many(list(by_name), decode)
         except KeyError as exc:
-            digest = by_name.get(str(exc.args[0]), b"")
-            raise MissingChunk(f"chunk {digest.hex()} is missing from the store") from None
+            raise self._missing(by_name.get(str(exc.args[0]), b"")) from None
 
     def delete(self, digest: bytes) -> None:
         self.backend.delete(chunk_name(digest))

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from cairn.errors import Corruption
 from cairn.store import runs
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.clones import refuse_if_cloned
-from cairn.store.repository import Repository
+from cairn.store.repository import Repository, tolerant_nodes
+from cairn.store.verify import expected_refs
 
 
 def delete_points(repo: Repository, points: Iterable[RecoveryPoint]) -> int:
@@ -35,14 +37,33 @@ def delete_points(repo: Repository, points: Iterable[RecoveryPoint]) -> int:
                     point = repo.catalog.point(stale.id)
                     if point is None:
                         continue
-                    prev, nxt = repo.catalog.neighbours(point)
-                    decrements = runs.delete_decrements(
-                        repo.nodes,
-                        repo.tree(prev) if prev else None,
-                        repo.tree(point),
-                        repo.tree(nxt) if nxt else None,
-                    )
-                    repo.unpublish(point)
-                    repo.catalog.delete_point(point, decrements)
+                    _delete_one(repo, point)
             freed += repo.reclaim()
     return freed
+
+
+def _delete_one(repo: Repository, point: RecoveryPoint) -> None:
+    """Delete ``point`` inside the caller's transaction.
+
+    Where a block map the delete must walk is damaged, the runs it ends cannot be known
+    exactly; then the point is dropped and every count recomputed from the points left,
+    walking past damaged nodes (`tolerant_nodes`). That never undercounts a chunk an
+    intact point reads, since an intact point reaches each of its chunks through nodes that
+    read; what only damaged nodes led to is freed, being unreachable anyway.
+    """
+    prev, nxt = repo.catalog.neighbours(point)
+    try:
+        decrements = runs.delete_decrements(
+            repo.nodes,
+            repo.tree(prev) if prev else None,
+            repo.tree(point),
+            repo.tree(nxt) if nxt else None,
+        )
+    except Corruption:
+        decrements = None
+    repo.unpublish(point)
+    if decrements is not None:
+        repo.catalog.delete_point(point, decrements)
+        return
+    repo.catalog.forget_points([point.id])
+    repo.catalog.recount(expected_refs(repo, tolerant_nodes(repo)))

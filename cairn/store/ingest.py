@@ -3,7 +3,10 @@
 Only blocks that may have changed are read: every block on the first backup (or a full
 scan), or just the blocks under the byte ranges a change tracker hands in. Each block read
 is hashed; where the hash equals the parent point's in the same slot nothing happens. A
-changed block is pinned in the catalog and written unless some volume already holds it.
+changed block is pinned in the catalog and written unless some volume already holds it
+intact: a quarantined chunk (`Catalog.bad_chunks`) never counts as held, and the blocks of
+the parent that hold one are read again, so the backup stores a fresh copy and heals every
+point that shares it.
 The new block map shares every untouched subtree with its parent, and the point becomes
 visible in one catalog commit after the backend's ``sync``: a crash before that loses only
 this point, and its pins tell the next writer what to clean up.
@@ -17,17 +20,18 @@ from __future__ import annotations
 import bisect
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+from cairn.errors import Corruption
 from cairn.store import runs
-from cairn.store.blockmap import Tree, build
+from cairn.store.blockmap import NodeCache, Tree, build, diff
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO
-from cairn.store.repository import Repository, check_volume_name
+from cairn.store.repository import Repository, check_volume_name, tolerant_nodes
 
 BATCH_BLOCKS = 256
 WORKERS = max(2, min(8, os.cpu_count() or 2))
@@ -99,6 +103,8 @@ class Ingest:
         self.blocks = -(-self.size // self.block_size)
         self.zero_block = bytes(self.block_size)
         self._data = source.data_extents()
+        self.bad: dict[bytes, str] = {}
+        self.rebuild = False
 
     def _all_hole(self, offset: int, end: int) -> bool:
         """Whether ``[offset, end)`` lies wholly in a hole of the source."""
@@ -132,11 +138,17 @@ class Ingest:
         volume = repo.catalog.ensure_volume(self.volume_name)
         with repo.volume_lock(volume):
             repo.recover(volume)
+            repo.record_damage()
+            self.bad = repo.catalog.bad_chunks()
             parent = repo.catalog.latest(volume.id)
             base = repo.tree(parent) if parent is not None else None
+            heal = self._damaged_blocks(base) if base is not None and self.bad else []
+            if heal is None:  # the parent's own block map is damaged: read everything
+                base, self.rebuild = None, True
             if base is not None and parent is not None and parent.size == self.size \
                     and changed_ranges is not None:
-                candidates = blocks_of_ranges(changed_ranges, self.block_size, self.size)
+                candidates = sorted(set(heal or ()).union(
+                    blocks_of_ranges(changed_ranges, self.block_size, self.size)))
             else:
                 candidates = list(range(self.blocks))
             session = repo.catalog.open_session(volume.id)
@@ -148,6 +160,44 @@ class Ingest:
                 raise
             repo.reclaim()
         return point
+
+    def _damaged_blocks(self, base: Tree) -> list[int] | None:
+        """The parent's blocks whose chunks are quarantined (read again, so their fresh
+        copies heal every point that shares them), or None when the parent's block map
+        itself cannot be read."""
+        blocks = []
+        try:  # a fresh cache: nodes this process read before may have been damaged since
+            for (level, index), _old, digest in diff(NodeCache(self.repo.chunks.get), None, base):
+                if digest in self.bad:
+                    if level:
+                        return None
+                    blocks.append(index)
+        except Corruption:
+            return None
+        return blocks
+
+    def _intact(self, digest: bytes) -> bool:
+        """Whether a chunk the catalog holds may be reused. Always, unless the parent's
+        block map is damaged (`rebuild`): then what lay below its damaged nodes was never
+        checked, so each chunk is read (and quarantined when it fails)."""
+        if not self.rebuild:
+            return True
+        try:
+            self.repo.chunks.get(digest)
+        except Corruption as exc:
+            self.bad[digest] = str(exc)
+            return False
+        return True
+
+    def _increments(self, parent: RecoveryPoint | None, tree: Tree) -> Counter[bytes]:
+        """The runs the new point starts. Where the parent's block map is damaged below a
+        slot that changed, the slots under it count as new runs: an over-count only keeps
+        chunks longer, where guessing could free one a point needs."""
+        old = self.repo.tree(parent) if parent is not None else None
+        try:
+            return runs.ingest_increments(self.repo.nodes, old, tree)
+        except Corruption:
+            return runs.ingest_increments(tolerant_nodes(self.repo), old, tree)
 
     def _ingest(self, session: int, volume_id: int, parent: RecoveryPoint | None,
                 base: Tree | None, candidates: list[int], started: float) -> RecoveryPoint:
@@ -162,14 +212,16 @@ class Ingest:
 
         def put_all(items: list[tuple[bytes, bytes | memoryview]],
                     compress: bool) -> list[tuple[bytes, int, int]]:
-            return [(d, len(data), repo.chunks.put(d, data, compress)) for d, data in items]
+            return [(d, len(data), repo.chunks.put(d, data, compress, d in self.bad))
+                    for d, data in items]
 
         def store(pool: ThreadPoolExecutor, items: dict[bytes, bytes | memoryview],
                   compress: bool = True) -> None:
             """Pin ``items``, then write the missing ones as one job: a future per chunk
             would cost more than compressing it."""
             present = repo.catalog.pin(session, list(items))
-            missing = [(d, data) for d, data in items.items() if d not in present]
+            missing = [(d, data) for d, data in items.items()
+                       if d not in present or d in self.bad or not self._intact(d)]
             if missing:
                 writes.append(pool.submit(put_all, missing, compress))
 
@@ -202,6 +254,10 @@ class Ingest:
                 for k, digest in enumerate(scanned.hashes):
                     was = old[k]
                     if digest == was:
+                        if digest in self.bad and digest not in handled:  # heal in place
+                            handled.add(digest)
+                            fresh[digest] = scanned.data[k * bs : k * bs + self._block_len(
+                                scanned.start + k)]
                         continue
                     index = scanned.start + k
                     changed[index] = digest
@@ -234,7 +290,7 @@ class Ingest:
                 store(pool, fresh_nodes, compress=False)
             self._drain(writes, written, block=True)
         repo.chunks.backend.sync()
-        increments = runs.ingest_increments(repo.nodes, base, tree)
+        increments = self._increments(parent, tree)
         point = RecoveryPoint(
             id=repo.new_point_id(), volume=self.volume_name, volume_id=volume_id, seq=0,
             created=time.time(), size=self.size, root=tree.root, allocated=allocated,
@@ -242,6 +298,9 @@ class Ingest:
             seconds=round(time.monotonic() - started, 3), source=self.source.name)
         repo.publish(point)
         repo.catalog.commit_point(session, point, increments, written)
+        healed = [h for h in written if h in self.bad]
+        if healed:
+            repo.catalog.mark_healed(healed)
         committed = repo.catalog.point(point.id)
         assert committed is not None
         return committed

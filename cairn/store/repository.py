@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cairn.errors import (
+    Corruption,
     Locked,
     NotARepository,
     RepositoryExists,
@@ -148,6 +149,19 @@ class Remote(Protocol):
     def unpublish(self, point: RecoveryPoint) -> None: ...
 
 
+def tolerant_nodes(repo: Repository) -> NodeCache:
+    """Block-map nodes where a damaged or missing node reads as having no children: for
+    walks that must go on past damage (verify naming hurt points, a delete's recount)."""
+
+    def fetch(digest: bytes) -> bytes:
+        try:
+            return repo.chunks.get(digest)
+        except Corruption:
+            return b""
+
+    return NodeCache(fetch)
+
+
 class Repository:
     """A config, a catalog, a chunk store over a backend, and (for clouds) a `Remote`.
 
@@ -165,6 +179,7 @@ class Repository:
         self.catalog = Catalog(path / "catalog.db")
         self.chunks = ChunkStore(backend, level=config.compression_level, key=key,
                                  max_size=max_chunk_size(config.block_size))
+        self.chunks.on_damage = self.catalog.note_bad
         self.nodes = NodeCache(self.chunks.get, fetch_many=self.chunks.get_many)
         self.remote = remote
 
@@ -215,8 +230,16 @@ class Repository:
             self.remote.unpublish(point)
 
     def close(self) -> None:
+        self.record_damage()
         self.chunks.backend.close()
         self.catalog.close()
+
+    def record_damage(self) -> None:
+        """Quarantine the damage reads met that could not be recorded when found (the
+        catalog was busy, or the disk full); kept for later if it still cannot be."""
+        found = self.chunks.take_damage()
+        if found and not self.catalog.note_bad(found):
+            self.chunks.keep_damage(found)
 
     # -- names ---------------------------------------------------------------------------
 

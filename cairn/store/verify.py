@@ -3,9 +3,15 @@
 The expected reference counts are recomputed from scratch by the same rule ingest uses
 (one run per slot change between consecutive points, see `runs`) and compared with the
 catalog's counts: any drift means a bug or damage, and is reported, never fixed silently.
-With ``read_data`` every chunk is read and hash-checked, and each damaged chunk is traced
-to the points whose images it breaks, by walking each volume's points in order and following
-the slots that hold damaged chunks.
+With ``read_data`` every chunk is read and hash-checked; without it every chunk must be
+indexed and, for packs, lie wholly inside its pack file.
+
+Damage never stops the check: a block-map node that cannot be read is itself a damaged
+chunk, and the walk goes on past it. Every damaged chunk is quarantined in the catalog
+(so the next backup stores a fresh copy, see `ingest`) and traced to the points whose
+images it breaks, by walking each volume's points in order and following the slots that
+hold damaged chunks. Chunks quarantined earlier are always re-read: those a backup healed
+since are reported with the points they healed, then forgotten.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 
 from cairn.errors import Corruption
 from cairn.store import runs
+from cairn.store.backends.packs import PackBackend
 from cairn.store.blockmap import NodeCache, Tree, diff
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO, chunk_name
@@ -31,11 +38,21 @@ class Report:
     bytes_read: int = 0
     problems: list[str] = field(default_factory=list)
     damaged: dict[str, list[str]] = field(default_factory=dict)
+    healed: dict[str, list[str]] = field(default_factory=dict)
     orphans: int = 0
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def damaged_points(self) -> list[str]:
+        return sorted({p for pts in self.damaged.values() for p in pts})
+
+    @property
+    def healed_points(self) -> list[str]:
+        hurt = set(self.damaged_points)
+        return sorted({p for pts in self.healed.values() for p in pts} - hurt)
 
     def lines(self) -> list[str]:
         out = [f"checked {self.points} point(s), {self.chunks} chunk(s)"
@@ -43,6 +60,14 @@ class Report:
         out += [f"problem: {p}" for p in self.problems]
         out += [f"damaged chunk {h} hurts point(s): {', '.join(pts) or '(none)'}"
                 for h, pts in self.damaged.items()]
+        out += [f"healed chunk {h} (a backup stored it again) for point(s): "
+                f"{', '.join(pts) or '(none)'}" for h, pts in self.healed.items()]
+        if self.healed_points:
+            out.append(f"healed point(s): {', '.join(self.healed_points)}")
+        if self.damaged_points:
+            out.append(f"damaged point(s): {', '.join(self.damaged_points)}: back up their "
+                       "volumes again to heal what the source still holds, `cairn restore "
+                       "--ignore-damage` what they keep, or delete them")
         if self.orphans:
             out.append(f"note: {self.orphans} chunk(s) in storage that no point, backup or "
                        "queued delete knows (space only; nothing is at risk)")
@@ -52,11 +77,29 @@ class Report:
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "points": self.points, "chunks": self.chunks,
                 "bytes_read": self.bytes_read, "problems": self.problems,
-                "damaged": self.damaged, "orphans": self.orphans}
+                "damaged": self.damaged, "damaged_points": self.damaged_points,
+                "healed": self.healed, "healed_points": self.healed_points,
+                "orphans": self.orphans}
 
 
 def _lines(repo: Repository) -> list[list[RecoveryPoint]]:
     return [repo.catalog.points(v.id) for v in repo.catalog.volumes()]
+
+
+class _Nodes(NodeCache):
+    """Block-map nodes that read as childless when damaged, remembering which were."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.broken: dict[bytes, str] = {}
+
+        def fetch(digest: bytes) -> bytes:
+            try:
+                return repo.chunks.get(digest)
+            except Corruption as exc:
+                self.broken[digest] = str(exc)
+                return b""
+
+        super().__init__(fetch)
 
 
 def expected_refs(repo: Repository, nodes: NodeCache) -> Counter[bytes]:
@@ -75,16 +118,9 @@ def _point_chunks(repo: Repository, nodes: NodeCache, point: RecoveryPoint) -> s
             if h is not None and h != ZERO}
 
 
-def _hurt_points(repo: Repository, damaged: set[bytes]) -> dict[bytes, list[str]]:
+def hurt_points(repo: Repository, damaged: set[bytes]) -> dict[bytes, list[str]]:
     """Which points read each damaged chunk; unreadable nodes read as empty here."""
-
-    def tolerant(digest: bytes) -> bytes:
-        try:
-            return repo.chunks.get(digest)
-        except Corruption:
-            return b""
-
-    nodes = NodeCache(tolerant)
+    nodes = _Nodes(repo)
     hurt: dict[bytes, list[str]] = {h: [] for h in damaged}
     for points in _lines(repo):
         holding: dict[tuple[int, int], bytes] = {}
@@ -120,9 +156,14 @@ Checked = tuple[bytes, str | None, int]
 
 
 def _look_up_all(repo: Repository, wanted: set[bytes]) -> Iterator[Checked]:
+    backend = repo.chunks.backend
+    short = set(backend.short_objects()) if isinstance(backend, PackBackend) else set()
+
     def look(digest: bytes) -> Checked:
-        ok = repo.chunks.backend.exists(chunk_name(digest))
-        return digest, None if ok else "missing", 0
+        name = chunk_name(digest)
+        if name in short:
+            return digest, "its pack file is missing or shorter than the index says", 0
+        return digest, None if backend.exists(name) else "missing", 0
 
     with ThreadPoolExecutor(4) as pool:
         yield from pool.map(look, wanted)
@@ -154,52 +195,79 @@ def _read_all(repo: Repository, wanted: set[bytes]) -> Iterator[Checked]:
             del left[str(exc.args[0])]
 
 
+def _check_counts(report: Report, refs: dict[bytes, int], expected: Counter[bytes]) -> None:
+    for digest, count in expected.items():
+        have = refs.get(digest)
+        if have is None:
+            report.problems.append(f"chunk {digest.hex()} is needed but has no catalog row")
+        elif have != count:
+            report.problems.append(f"chunk {digest.hex()} counts {have} runs, expected {count}")
+    for digest, have in refs.items():
+        if digest not in expected and have > 0:
+            report.problems.append(f"chunk {digest.hex()} counts {have} runs but no point "
+                                   "uses it")
+
+
+def _scope(repo: Repository, report: Report, point: RecoveryPoint | None,
+           nodes: _Nodes) -> set[bytes]:
+    """The chunks to check (and, for the whole repository, the accounting checked)."""
+    if point is not None:
+        report.points = 1
+        return _point_chunks(repo, nodes, point)
+    report.points = len(repo.catalog.points())
+    expected = expected_refs(repo, nodes)
+    if nodes.broken:
+        report.problems.append(f"{len(nodes.broken)} block-map node(s) cannot be read; "
+                               "reference counts not checked until they are healed")
+    else:
+        _check_counts(report, repo.catalog.chunk_refs(), expected)
+    report.orphans = _orphans(repo)
+    return set(expected) | set(nodes.broken)
+
+
 def verify(repo: Repository, point: RecoveryPoint | None = None, read_data: bool = False,
            progress: Callable[[int], None] | None = None) -> Report:
     report = Report()
     integrity = repo.catalog.integrity_check()
     if integrity != "ok":
         report.problems.append(f"catalog integrity check failed: {integrity}")
-    nodes = NodeCache(repo.chunks.get)
-    refs = repo.catalog.chunk_refs()
-    try:
-        expected = expected_refs(repo, nodes)
-    except Corruption as exc:
-        report.problems.append(f"a block map cannot be read: {exc}")
-        expected = Counter()
-    if point is None:
-        report.points = len(repo.catalog.points())
-        for digest, count in expected.items():
-            have = refs.get(digest)
-            if have is None:
-                report.problems.append(f"chunk {digest.hex()} is needed but has no catalog row")
-            elif have != count:
-                report.problems.append(f"chunk {digest.hex()} counts {have} runs, expected "
-                                       f"{count}")
-        for digest, have in refs.items():
-            if digest not in expected and have > 0:
-                report.problems.append(f"chunk {digest.hex()} counts {have} runs but no point "
-                                       "uses it")
-        wanted = set(expected)
-    else:
-        report.points = 1
-        wanted = _point_chunks(repo, nodes, point)
+    repo.record_damage()
+    quarantined = set(repo.catalog.bad_chunks()) | set(repo.catalog.healed_chunks())
+    nodes = _Nodes(repo)
+    wanted = _scope(repo, report, point, nodes)
     report.chunks = len(wanted)
-    if point is None:
-        report.orphans = _orphans(repo)
-
-    bad: set[bytes] = set()
-    checked = _read_all(repo, wanted) if read_data else _look_up_all(repo, wanted)
+    bad = dict(nodes.broken)
+    recheck = (quarantined & wanted) - bad.keys()
+    checked = _read_all(repo, wanted - bad.keys()) if read_data else _look_up_all(
+        repo, wanted - bad.keys() - recheck)
     for digest, problem, nbytes in checked:
         report.bytes_read += nbytes
         if progress and nbytes:
             progress(nbytes)
         if problem is not None:
-            bad.add(digest)
-            report.problems.append(f"chunk {digest.hex()}: {problem}")
-    if bad:
-        hurt = _hurt_points(repo, bad)
-        if point is not None:
-            hurt = {h: [p for p in pts if p == point.id] for h, pts in hurt.items()}
-        report.damaged = {h.hex(): pts for h, pts in hurt.items()}
+            bad[digest] = problem
+    if not read_data:
+        for digest, problem, _nbytes in _read_all(repo, recheck):
+            if problem is not None:
+                bad[digest] = problem
+    report.problems += [f"chunk {h.hex()}: {why}" for h, why in bad.items()]
+    _settle_quarantine(repo, report, point, bad, quarantined & wanted)
     return report
+
+
+def _settle_quarantine(repo: Repository, report: Report, point: RecoveryPoint | None,
+                       bad: dict[bytes, str], quarantined: set[bytes]) -> None:
+    """Quarantine what is damaged now, report who it hurts, and report (then forget) the
+    quarantined chunks that read well again: a backup healed them."""
+    healed = set(repo.catalog.healed_chunks()) & quarantined - bad.keys()
+    if bad and not repo.catalog.note_bad(bad):
+        repo.chunks.keep_damage(bad)
+    if not (bad or healed):
+        repo.catalog.clear_bad(list(quarantined))
+        return
+    hurt = hurt_points(repo, set(bad) | healed)
+    if point is not None:
+        hurt = {h: [p for p in pts if p == point.id] for h, pts in hurt.items()}
+    report.damaged = {h.hex(): pts for h, pts in hurt.items() if h in bad}
+    report.healed = {h.hex(): pts for h, pts in hurt.items() if h in healed}
+    repo.catalog.clear_bad(list(quarantined - bad.keys()))

@@ -228,15 +228,21 @@ class PackBackend:
         return empty, unneeded
 
     def _free(self, unneeded: list[Location]) -> None:
-        """Punch copies that no index row names, after the commit that unnamed them.
+        """Punch copies no committed point needs, after the commit that made it so.
 
-        Why this is the only safe order: a committed point needs an object through its
-        index row. Before the commit, the row that a point (or a reader that looked it up)
-        follows still names the old copy; punching it then and crashing, or being killed,
-        before the commit leaves that row naming zeros: a committed point loses a chunk.
-        After the commit (``synchronous=FULL``: durable when COMMIT returns) no row names
-        these bytes, so a crash at any instant from here on only leaks space, which the
-        pack's live count makes good when its last object goes.
+        Two callers, two commits. A spare or superseded copy (`_commit`): a committed
+        point needs an object through its index row, and before the index commit that row,
+        which a point (or a reader that looked it up) follows, still names the old copy;
+        punching it then and crashing, or being killed, before the commit leaves that row
+        naming zeros: a committed point loses a chunk. After the commit (``synchronous=
+        FULL``: durable when COMMIT returns) no row names these bytes. A deleted object
+        (`delete`, `delete_many`): the catalog's durable commit took its last reference,
+        and `Repository.reclaim` deletes only chunks still unreferenced and unpinned under
+        the exclusive chunk lock, so no backup can be reusing it; its index row goes at the
+        next ``sync``, and a crash before that leaves a row no point follows, deleted again
+        by the next reclaim. Either way a crash from here on only leaks space, which the
+        pack's live count makes good when its last object goes. A pack already gone
+        (damage) has nothing left to punch.
         """
         for pack, offset, length in _runs(unneeded):
             with contextlib.suppress(FileNotFoundError):
@@ -324,7 +330,10 @@ class PackBackend:
         if loc is None:
             raise KeyError(name)
         pack, offset, length = loc
-        return os.pread(self._reader(pack), length, offset)
+        try:
+            return os.pread(self._reader(pack), length, offset)
+        except FileNotFoundError:  # the pack file went (damage): the object is missing
+            raise KeyError(name) from None
 
     def get_many(self, names: list[str], each: Callable[[str, bytes], T]) -> Iterator[T]:
         """Objects in pack order, neighbours in one read: a point's blocks were written by
@@ -343,7 +352,10 @@ class PackBackend:
         def read(batch: list[tuple[str, Location]]) -> list[T]:
             pack, start = batch[0][1][0], batch[0][1][1]
             end = batch[-1][1][1] + batch[-1][1][2]
-            data = os.pread(self._reader(pack), end - start, start)
+            try:
+                data = os.pread(self._reader(pack), end - start, start)
+            except FileNotFoundError:
+                raise KeyError(batch[0][0]) from None
             return [each(name, data[offset - start : offset - start + length])
                     for name, (_pack, offset, length) in batch]
 
@@ -353,12 +365,30 @@ class PackBackend:
     def exists(self, name: str) -> bool:
         return self._where(name) is not None
 
+    def short_objects(self) -> list[str]:
+        """Indexed objects whose bytes are not all in their pack file (a pack deleted or
+        truncated behind cairn's back): what a quick verify reports without reading data."""
+        with self._db_lock:
+            ends = self._db.execute(
+                "SELECT pack, MAX(offset + length) FROM objects GROUP BY pack").fetchall()
+        short: list[str] = []
+        for pack, end in ends:
+            try:
+                size = (self.folder / pack).stat().st_size
+            except FileNotFoundError:
+                size = -1
+            if size < end:
+                with self._db_lock:
+                    short += [r[0] for r in self._db.execute(
+                        "SELECT name FROM objects WHERE pack = ? AND offset + length > ?",
+                        (pack, max(size, 0)))]
+        return short
+
     def delete(self, name: str) -> None:
         loc = self._where(name)
         if loc is None:
             return
-        pack, offset, length = loc
-        _punch(self._reader(pack), offset, length)
+        self._free([loc])
         with self._lock:
             self._pending.pop(name, None)
             self._deleted.append(name)
@@ -373,8 +403,7 @@ class PackBackend:
                     found[name] = self._pending[name]
         with self._db_lock:
             found.update(self._lookup([n for n in names if n not in found]))
-        for pack, offset, length in _runs(found.values()):
-            _punch(self._reader(pack), offset, length)
+        self._free(list(found.values()))
         with self._lock:
             for name in found:
                 self._pending.pop(name, None)

@@ -82,10 +82,12 @@ class DamagedPoint(Corruption):
 
 
 class StorageFull(CairnError):
-    def __init__(self, where: str) -> None:
+    def __init__(self, where: str, need: int = 0) -> None:
+        amount = f"free at least {-(-need // (1024 * 1024))} MiB" if need > 0 else "free space"
         super().__init__(
             f"no space left on the device holding {where}: nothing committed was changed; "
-            "free space (or `cairn prune`) and run the command again"
+            f"{amount} (`cairn delete` or `cairn prune` work on a full disk) and run the "
+            "command again"
         )
 
 

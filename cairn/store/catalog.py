@@ -18,6 +18,7 @@ and reports the points that healed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
@@ -28,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cairn.errors import StorageFull
 from cairn.store import sqlite
 
 SCHEMA_VERSION = 2
@@ -173,16 +175,22 @@ class Catalog:
                 self._depth -= 1
             return
         self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        self.db.execute("BEGIN IMMEDIATE")
-        self._depth = 1
         try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        finally:
-            self._depth = 0
-        self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self.db
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+            finally:
+                self._depth = 0
+            self.db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise sqlite.full_disk(exc, self.path) from exc
 
     # -- volumes and points -------------------------------------------------------------
 
@@ -369,8 +377,11 @@ class Catalog:
                            ((time.time(), h) for h in hashes))
 
     def clear_bad(self, hashes: list[bytes]) -> None:
-        """Forget the quarantine of chunks found good again (verify re-read them)."""
-        with self.transaction() as db:
+        """Forget the quarantine of chunks found good again (verify re-read them). On a
+        full disk they stay quarantined: the next verify reads them again."""
+        if not hashes:
+            return
+        with contextlib.suppress(StorageFull), self.transaction() as db:
             db.executemany("DELETE FROM bad_chunks WHERE hash = ?", ((h,) for h in hashes))
 
     # -- deletion ------------------------------------------------------------------------

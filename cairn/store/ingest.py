@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cairn.errors import Corruption
-from cairn.store import runs
+from cairn.store import reserve, runs
 from cairn.store.blockmap import NodeCache, Tree, build, diff
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO
@@ -135,6 +135,8 @@ class Ingest:
     def run(self, changed_ranges: list[tuple[int, int]] | None = None) -> RecoveryPoint:
         repo = self.repo
         started = time.monotonic()
+        if repo.remote is None:
+            reserve.check_room(repo.path)
         volume = repo.catalog.ensure_volume(self.volume_name)
         with repo.volume_lock(volume):
             repo.recover(volume)

@@ -45,8 +45,11 @@ class FileLock:
             raise Locked(f"{self.what} is locked by {self._describe_holder()}: "
                          "wait for it to finish, or stop it") from None
         if not shared:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(_holder()).encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(_holder()).encode(), 0)
+            except OSError:  # a full disk: the lock holds, it just cannot say whose it is
+                pass
         self._fd = fd
         return self
 

@@ -33,6 +33,7 @@ from cairn.errors import (
     UnknownVolume,
     UsageError,
 )
+from cairn.store import reserve
 from cairn.store.backend import Backend
 from cairn.store.backends.local import LocalBackend
 from cairn.store.backends.packs import PackBackend
@@ -217,6 +218,7 @@ class Repository:
         if key_file is None and (path / "key").exists():
             key_file = path / "key"
         key = load_key(config, key_file, str(path))
+        reserve.keep(path)
         return cls(str(path), path, config, local_backend(path, config), key)
 
     def publish(self, point: RecoveryPoint) -> None:

@@ -17,6 +17,9 @@ import os
 import sqlite3
 from pathlib import Path
 
+from cairn.errors import StorageFull
+from cairn.store import reserve
+
 PREFETCH_LIMIT = 64 * 1024 * 1024
 
 
@@ -43,5 +46,19 @@ def connect(path: Path) -> sqlite3.Connection:
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     db = sqlite3.connect(path, isolation_level=None, timeout=60.0, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as exc:
+        db.close()
+        raise full_disk(exc, path) from exc
     return db
+
+
+def full_disk(exc: sqlite3.OperationalError, path: Path) -> Exception:
+    """What to raise for ``exc``: `StorageFull`, saying how much to free, when the file
+    system is full (SQLite says "disk I/O error" when it cannot grow its shared-memory
+    file, "database or disk is full" when its log cannot grow), else ``exc`` itself."""
+    free = reserve.free_bytes(path.parent)
+    if free < reserve.LOW:
+        return StorageFull(str(path.parent), need=reserve.LOW - free)
+    return exc

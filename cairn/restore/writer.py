@@ -86,9 +86,11 @@ class _Window:
         self.where: dict[bytes, list[int]] = {}
         self.holes: list[int] = []
         self.lost: list[int] = []
+        self.why = ""  # the first damage met, in the store's words
         try:
             hashes = list(reader.block_hashes(start, stop))
-        except Corruption:  # a damaged node: what it covers is lost
+        except Corruption as exc:  # a damaged node: what it covers is lost
+            self.why = str(exc)
             hashes = list(tolerant_nodes(reader.repo).leaves(reader.tree, start, stop))
             seen = {i for i, _ in hashes}
             self.lost = [i for i in range(start, stop) if i not in seen]
@@ -119,6 +121,7 @@ class _Window:
                 if exc.digest not in left:
                     raise
                 self.lost += left.pop(exc.digest)
+                self.why = self.why or str(exc)
 
 
 def restore_image(reader: PointReader, dest: Path,
@@ -135,6 +138,7 @@ def restore_image(reader: PointReader, dest: Path,
     bs = reader.block_size
     zero = bytes(bs)
     lost: list[int] = []
+    why = ""
 
     def write(digest: bytes, data: bytes) -> int:
         for index in window.where[digest]:
@@ -162,6 +166,7 @@ def restore_image(reader: PointReader, dest: Path,
                     progress(done)
             blank(window.lost)
             lost += window.lost
+            why = why or window.why
         os.fsync(fd)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -173,6 +178,6 @@ def restore_image(reader: PointReader, dest: Path,
     spans = _spans(lost)
     if spans and not ignore_damage:
         raise DamagedPoint(f"point {point.id} is damaged: {describe_lost(spans, bs)} cannot "
-                           f"be read (written as zeros in {dest}); run `cairn restore "
+                           f"be read ({why}; written as zeros in {dest}); run `cairn restore "
                            "--ignore-damage` to accept that, or `cairn verify` for details")
     return spans

@@ -34,11 +34,13 @@ from cairn.appliance.routes import verification as verification_routes
 from cairn.appliance.scheduler import check_cron, first_run, parse_every
 from cairn.appliance.state import Machine, State
 from cairn.appliance.uploads import Conflict, Forbidden, NotFound, Uploads, store_volume
+from cairn.appliance.vm_routes import vm_router
 from cairn.errors import CairnError, Locked, UsageError
 from cairn.frames import MAX_FRAME
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.repository import Repository
 from cairn.store.retention import Policy
+from cairn.virt.vms import VmManager
 from cairn.web import install as install_console
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -330,6 +332,8 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
             raise NotFound(f"no machine {name!r}")
         state.delete_schedule(machine.id)
         return Response(status_code=204)
+
+    app.include_router(vm_router(VmManager(repo_path), admin))
 
     # -- agents --------------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ COMMANDS = {
     "offsite": "offsite_cmd",
     "users": "users_cmd",
     "tokens": "tokens_cmd",
+    "vm": "vm_cmd",
 }
 
 

@@ -173,6 +173,12 @@ class CloneVolume:
                 os.fsync(f.fileno())
             tmp.rename(self._folder / "map")
 
+    def written_ranges(self) -> list[tuple[int, int]]:
+        """``(offset, length)`` of every block written since the clone was made, in order."""
+        bs = self.block_size
+        blocks = -(-self.size // bs)
+        return [(b * bs, self._block_len(b)) for b in range(blocks) if self._written(b)]
+
     def is_hole(self, block: int, digest: bytes) -> bool:
         """A block reads as zeros without being stored: untouched and empty in the point."""
         return not self._written(block) and digest == ZERO

@@ -50,8 +50,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import threading
+from pathlib import Path
 from types import TracebackType
 
 from cairn.errors import ListenError
@@ -68,9 +70,11 @@ class NbdServer:
 
     ``serialize`` (default True) calls the device from one thread at a time; pass False when
     the device is safe to call concurrently, so several connections read in parallel.
-    A client has ``handshake_timeout`` seconds to finish negotiating; after that it may stay
-    connected and idle as long as it likes. Connections beyond ``max_clients`` are closed at
-    once.
+    A client has ``handshake_timeout`` seconds in all to finish negotiating (however slowly
+    it trickles bytes), then is closed after ``idle_timeout`` seconds without a request
+    (None: never, for a VM's own disk, which may sit idle for hours). Connections beyond
+    ``max_clients`` are closed at once. With ``unix_path`` the export listens on a unix
+    socket (mode 0600) instead of TCP: reachable only by this user.
     """
 
     def __init__(
@@ -83,13 +87,17 @@ class NbdServer:
         serialize: bool = True,
         preferred_block: int = 4096,
         handshake_timeout: float = 30.0,
+        idle_timeout: float | None = None,
         max_clients: int = 64,
+        unix_path: Path | None = None,
     ) -> None:
         self.export = Export(export_name, device, preferred_block)
         self.host = host
         self.port = port
         self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
         self.max_clients = max_clients
+        self.unix_path = unix_path
         self._lock: contextlib.AbstractContextManager[object] = (
             threading.Lock() if serialize else contextlib.nullcontext()
         )
@@ -112,22 +120,34 @@ class NbdServer:
         """
         if self._listener is not None:
             return
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         try:
-            listener = socket.create_server((self.host, self.port), family=family, backlog=64)
+            listener = self._listen()
         except OSError as exc:
             raise ListenError("NBD", self.host, self.port, exc.strerror or str(exc)) from exc
         self._listener = listener
-        self.port = listener.getsockname()[1]
+        if self.unix_path is None:
+            self.port = listener.getsockname()[1]
         self._accept_thread = threading.Thread(
             target=self._accept_loop, name=f"nbd-accept-{self.port}", daemon=True
         )
         self._accept_thread.start()
 
-    def serve_forever(self) -> None:
-        """Start if needed and block until `close()` (from another thread or a signal)."""
-        self.start()
-        self._closed.wait()
+    def _listen(self) -> socket.socket:
+        if self.unix_path is None:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            return socket.create_server((self.host, self.port), family=family, backlog=64)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            old = os.umask(0o177)
+            try:
+                listener.bind(str(self.unix_path))
+            finally:
+                os.umask(old)
+            listener.listen(64)
+        except OSError:
+            listener.close()
+            raise
+        return listener
 
     def close(self) -> None:
         """Stop listening, disconnect every client and wait for their threads to end."""
@@ -137,6 +157,8 @@ class NbdServer:
             self._listener.close()
         if self._accept_thread is not None:
             self._accept_thread.join()
+        if self.unix_path is not None:
+            self.unix_path.unlink(missing_ok=True)
         with self._state:
             clients = list(self._clients.items())
         for sock, _ in clients:
@@ -177,11 +199,18 @@ class NbdServer:
 
     def _serve_client(self, sock: socket.socket) -> None:
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(self.handshake_timeout)
-            session = negotiate(sock, self.export)
+            deadline = threading.Timer(self.handshake_timeout, _shutdown, (sock,))
+            deadline.daemon = True
+            deadline.start()
+            try:
+                session = negotiate(sock, self.export)
+            finally:
+                deadline.cancel()
             if session is not None:
-                sock.settimeout(None)
+                sock.settimeout(self.idle_timeout)
                 Transmission(sock, self.export, session, self._lock).run()
         except p.Disconnected as exc:
             log.debug("NBD client gone: %s", exc)

@@ -1,0 +1,107 @@
+"""`cairn vm`: run points as machines owned by the appliance (start, list, stop, console)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cairn.cli._appliance import add_appliance, admin_client
+from cairn.cli._common import add_json, print_json, table
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("vm", help="run points as VMs owned by the appliance",
+                       description="VMs run inside the appliance (`cairn serve`) and outlive "
+                                   "this command; `cairn vm list` finds them again.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    start = actions.add_parser("start", help="start a VM on a new clone of a point")
+    start.add_argument("source", help="point id, VOLUME@latest, or a kept clone's name")
+    start.add_argument("--name", help="VM name (default: the clone's name)")
+    start.add_argument("--cpus", type=int, default=2, help="virtual CPUs (default 2)")
+    start.add_argument("--memory", type=int, default=2048, help="MiB of memory (default 2048)")
+    start.add_argument("--network", action="append", default=[], metavar="NET",
+                       help="none (default), isolated:LAN, nat[,hostfwd=tcp::8080-:80], "
+                            "bridge:BR; repeat for several NICs")
+    start.add_argument("--firmware", choices=["auto", "bios", "uefi"], default="auto",
+                       help="auto: UEFI when the disk has an EFI system partition")
+    start.add_argument("--disk-bus", choices=["auto", "virtio", "sata", "ide"], default="auto",
+                       help="auto: virtio for Linux guests, else SATA")
+    listing = actions.add_parser("list", help="the VMs with their state, console and clone")
+    stop = actions.add_parser("stop", help="ACPI shutdown, forced after --timeout")
+    stop.add_argument("name")
+    stop.add_argument("--timeout", type=float, default=30.0,
+                      help="seconds to wait for the guest to power off (default 30)")
+    what = stop.add_mutually_exclusive_group()
+    what.add_argument("--keep-as-point", action="store_true",
+                      help="store what the VM wrote as a new point of its volume (failback)")
+    what.add_argument("--discard", action="store_true",
+                      help="remove the clone and what the VM wrote (default: keep the clone)")
+    console = actions.add_parser("console", help="how to reach a VM's screen")
+    console.add_argument("name")
+    for parser in (start, listing, stop, console):
+        add_appliance(parser)
+        add_json(parser)
+        parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    with admin_client(args) as client:
+        if args.action == "start":
+            answer = client.json("POST", "/api/v1/vms", json={
+                "source": args.source, "name": args.name, "cpus": args.cpus,
+                "memory_mib": args.memory, "networks": args.network,
+                "firmware": args.firmware, "disk_bus": args.disk_bus})
+        elif args.action == "stop":
+            answer = client.json("POST", f"/api/v1/vms/{args.name}/stop", json={
+                "keep_as_point": args.keep_as_point, "discard": args.discard,
+                "timeout": args.timeout}, timeout=args.timeout + 120)
+        elif args.action == "console":
+            answer = client.json("GET", f"/api/v1/vms/{args.name}/console")
+        else:
+            answer = client.json("GET", "/api/v1/vms")
+    if args.json:
+        print_json(answer)
+    else:
+        SHOW[args.action](answer)
+    return 0
+
+
+def _show_started(vm: dict[str, Any]) -> None:
+    print(f"VM {vm['name']} running point {vm['point']} ({vm['volume']}) on clone "
+          f"{', '.join(vm['clones'])}: {vm['firmware']}, {vm['disk_bus']}, "
+          f"{vm['cpus']} CPUs, {vm['memory_mib']} MiB, network "
+          f"{', '.join(vm['networks']) or 'none'}; `cairn vm console {vm['name']}` to see it")
+
+
+def _show_list(vms: list[dict[str, Any]]) -> None:
+    table(["VM", "STATE", "POINT", "VOLUME", "NETWORK", "VNC", "CLONE"],
+          [[v["name"], v["state"], v["point"], v["volume"], ", ".join(v["networks"]) or "none",
+            v["vnc"] or "-", ", ".join(v["clones"])] for v in vms])
+
+
+def _show_stopped(answer: dict[str, Any]) -> None:
+    vm = answer["vm"]
+    how = "forced off after the timeout" if answer["forced"] else "stopped"
+    if answer["point"]:
+        after = f"what it wrote is point {answer['point']} of {vm['volume']}"
+    elif answer["kept_clones"]:
+        after = (f"clone {', '.join(answer['kept_clones'])} kept (start it again with "
+                 f"`cairn vm start {answer['kept_clones'][0]}`, or `cairn clone-rm` it)")
+    else:
+        after = "its clone is removed"
+    print(f"VM {vm['name']} {how}; {after}")
+
+
+def _show_console(console: dict[str, Any]) -> None:
+    if not console["vnc"]:
+        print("the VM is not running: no console")
+        return
+    print(f"VNC {console['vnc']} (loopback of the appliance), password {console['password']}")
+    print(f"from elsewhere: ssh -L 5900:{console['vnc']} APPLIANCE, then a VNC viewer on "
+          "localhost:5900")
+    if console["serial"]:
+        print(f"serial console: unix socket {console['serial']} (e.g. `socat - UNIX:...`)")
+
+
+SHOW = {"start": _show_started, "list": _show_list, "stop": _show_stopped,
+        "console": _show_console}

@@ -1,0 +1,325 @@
+"""Managed VMs: points run as machines for as long as the business needs them.
+
+The appliance owns them, not the command that asked: each VM is a runner process
+(`cairn.virt.vm_runner`) in a session of its own, started from here, with its folder
+``<repo>/vms/<name>/`` (mode 0700) holding ``spec.json`` (what was asked), ``status.json``
+(what the runner reports) and ``runner.log``. Listing reads the folders, so after an
+appliance restart every VM is found again: running if its runner lives, ``gone`` if the
+runner died without stopping (a host reboot, a kill); a gone VM keeps its clones, and
+`stop` tidies it up like any other (it can still keep what the VM wrote as a point).
+
+Starting checks everything it can before QEMU does (name, point, boot loader, firmware,
+networks, host ports), so a refusal is one clear line and leaves nothing behind. Stopping
+presses the ACPI power button, forces the VM off after the timeout, then keeps, stores
+(`--keep-as-point`) or discards what the VM wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cairn.errors import UsageError, VirtualMachineError
+from cairn.store.catalog import RecoveryPoint
+from cairn.store.clones import (
+    Clone,
+    CloneNotFound,
+    CloneVolume,
+    create_clone,
+    get_clone,
+    remove_clone,
+)
+from cairn.store.repository import Repository
+from cairn.virt.failback import keep_as_point
+from cairn.virt.firmware import BusChoice, FirmwareChoice, plan_boot
+from cairn.virt.network import check_available, parse_networks, qemu_args
+from cairn.virt.qemu import vnc_secret
+from cairn.virt.vm_runner import VmSpec, write_json
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+LIVE = ("starting", "running", "stopping")
+START_TIMEOUT = 120.0
+RUNNER = "cairn.virt.vm_runner"
+
+
+class VmNotFound(UsageError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no VM named {name!r}: `cairn vm list` shows them")
+
+
+class VmNameTaken(UsageError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a VM named {name!r} exists: choose another --name, or stop it "
+                         f"first (`cairn vm stop {name}`)")
+
+
+@dataclass(frozen=True)
+class VmRequest:
+    """``source``: a point reference (id, prefix, VOLUME@latest) or a kept clone's name."""
+
+    source: str
+    name: str | None = None
+    cpus: int = 2
+    memory_mib: int = 2048
+    networks: list[str] = field(default_factory=list)
+    firmware: FirmwareChoice = "auto"
+    disk_bus: BusChoice = "auto"
+
+
+@dataclass(frozen=True)
+class VmInfo:
+    name: str
+    state: str
+    point: str
+    volume: str
+    clones: list[str]
+    networks: list[str]
+    cpus: int
+    memory_mib: int
+    firmware: str
+    disk_bus: str
+    vnc: str | None
+    accel: str | None
+    pid: int | None
+    created: float
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Console:
+    vnc: str | None
+    password: str
+    serial: str | None
+
+
+@dataclass(frozen=True)
+class Stopped:
+    vm: VmInfo
+    forced: bool
+    point: str | None
+    kept_clones: list[str]
+
+
+class VmManager:
+    """Start, list and stop the VMs of one repository; one per appliance process."""
+
+    def __init__(self, repo_path: Path) -> None:
+        self.repo_path = repo_path
+        self.folder = repo_path / "vms"
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _repo(self) -> Iterator[Repository]:
+        repo = Repository.open(self.repo_path)
+        try:
+            yield repo
+        finally:
+            repo.close()
+
+    def _vm_folder(self, name: str) -> Path:
+        if not NAME.match(name):
+            raise UsageError(f"invalid VM name {name!r}: use letters, digits, '_' and '-'")
+        return self.folder / name
+
+    # -- start ----------------------------------------------------------------------------
+
+    def start(self, request: VmRequest) -> VmInfo:
+        networks = parse_networks(request.networks)
+        if not 1 <= request.cpus <= 64 or not 64 <= request.memory_mib <= 1 << 20:
+            raise UsageError("give 1 to 64 --cpus and 64 MiB to 1 TiB of --memory")
+        with self._repo() as repo:
+            point, clone, created = self._clone_for(repo, request)
+            name = request.name or clone.name
+            folder = self._vm_folder(name)
+            try:
+                with self._lock:
+                    self.folder.mkdir(mode=0o700, exist_ok=True)
+                    if folder.exists():
+                        raise VmNameTaken(name)
+                    folder.mkdir(mode=0o700)
+            except BaseException:
+                if created:
+                    remove_clone(repo, clone.name)
+                raise
+            try:
+                spec = self._spec(repo, request, name, point, clone, networks)
+                spec.save(folder)
+                self._spawn(folder)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                if created:
+                    remove_clone(repo, clone.name)
+                raise
+        return self.get(name)
+
+    def _clone_for(self, repo: Repository, request: VmRequest
+                   ) -> tuple[RecoveryPoint, Clone, bool]:
+        """The clone to run: a kept one named by ``source`` (not in use), or a new one."""
+        try:
+            clone = get_clone(repo, request.source)
+        except CloneNotFound:
+            point = repo.resolve(request.source)
+            return point, create_clone(repo, point), True
+        user = next((vm.name for vm in self.list() if clone.name in vm.clones), None)
+        if user is not None:
+            raise UsageError(f"clone {clone.name} is the disk of VM {user}: stop it first")
+        point = repo.catalog.point(clone.point_id)
+        assert point is not None  # a clone's point cannot be deleted
+        return point, clone, False
+
+    def _spec(self, repo: Repository, request: VmRequest, name: str, point: RecoveryPoint,
+              clone: Clone, networks: list[Any]) -> VmSpec:
+        volume = CloneVolume(repo, clone)
+        try:
+            plan = plan_boot(volume, f"point {point.id} ({point.volume})", request.firmware,
+                             request.disk_bus)
+        finally:
+            volume.close()
+        check_available(networks)
+        model = "virtio-net-pci" if plan.linux else "e1000"
+        return VmSpec(
+            name=name, repo=str(self.repo_path), clones=[clone.name], point=point.id,
+            volume=point.volume, cpus=request.cpus, memory_mib=request.memory_mib,
+            firmware=plan.firmware, disk_bus=plan.disk_bus,
+            networks=[n.describe() for n in networks],
+            nics=qemu_args(networks, name, model), vnc_password=vnc_secret())
+
+    def _spawn(self, folder: Path) -> None:
+        """Start the runner in its own session and wait until QEMU runs or the runner fails."""
+        with open(folder / "runner.log", "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", RUNNER, str(folder)], stdin=subprocess.DEVNULL,
+                stdout=log, stderr=log, start_new_session=True, close_fds=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            status = _read_json(folder / "status.json")
+            if status.get("state") == "running":
+                threading.Thread(target=process.wait, daemon=True).start()  # reap it later
+                return
+            if process.poll() is not None:
+                reason = status.get("error") or _tail(folder / "runner.log")
+                raise VirtualMachineError(f"the VM did not start: {reason}")
+            time.sleep(0.1)
+        process.kill()
+        process.wait()
+        raise VirtualMachineError(f"the VM did not start within {START_TIMEOUT:.0f} s: "
+                                  f"{_tail(folder / 'runner.log')}")
+
+    # -- list -----------------------------------------------------------------------------
+
+    def list(self) -> list[VmInfo]:
+        if not self.folder.is_dir():
+            return []
+        infos = []
+        for folder in sorted(self.folder.iterdir()):
+            with contextlib.suppress(VmNotFound):
+                infos.append(self.get(folder.name))
+        return infos
+
+    def get(self, name: str) -> VmInfo:
+        folder = self._vm_folder(name)
+        try:
+            spec = VmSpec.load(folder)
+        except (OSError, ValueError, TypeError):
+            raise VmNotFound(name) from None
+        status = _read_json(folder / "status.json")
+        state = str(status.get("state", "starting"))
+        pid = status.get("pid")
+        if state in LIVE and not _runner_alive(pid):
+            state = "gone"
+        port = status.get("vnc_port")
+        return VmInfo(
+            name=spec.name, state=state, point=spec.point, volume=spec.volume,
+            clones=spec.clones, networks=spec.networks, cpus=spec.cpus,
+            memory_mib=spec.memory_mib, firmware=spec.firmware, disk_bus=spec.disk_bus,
+            vnc=f"127.0.0.1:{port}" if port and state == "running" else None,
+            accel=status.get("accel"), pid=pid if state in LIVE else None,
+            created=spec.created, error=status.get("error"))
+
+    def console(self, name: str) -> Console:
+        info = self.get(name)
+        folder = self._vm_folder(name)
+        status = _read_json(folder / "status.json")
+        serial = status.get("serial") if info.state == "running" else None
+        return Console(info.vnc, VmSpec.load(folder).vnc_password, serial)
+
+    # -- stop -----------------------------------------------------------------------------
+
+    def stop(self, name: str, keep_as_point_: bool = False, discard: bool = False,
+             timeout: float = 30.0) -> Stopped:
+        """Stop the VM (ACPI, then forced after ``timeout``); keep, store or drop its disk."""
+        if keep_as_point_ and discard:
+            raise UsageError("--keep-as-point and --discard exclude each other: choose one")
+        info = self.get(name)
+        folder = self._vm_folder(name)
+        if info.pid is not None:
+            write_json(folder / "stop.json", {"timeout": timeout})
+            _stop_runner(info.pid, timeout + 30)
+        status = _read_json(folder / "status.json")
+        point: str | None = None
+        with self._repo() as repo:
+            if keep_as_point_:
+                point = keep_as_point(repo, get_clone(repo, info.clones[0])).id
+            if keep_as_point_ or discard:
+                for clone in info.clones:
+                    with contextlib.suppress(CloneNotFound):
+                        remove_clone(repo, clone)
+        shutil.rmtree(folder, ignore_errors=True)
+        kept = [] if keep_as_point_ or discard else info.clones
+        return Stopped(info, bool(status.get("forced")), point, kept)
+
+
+def _stop_runner(pid: int, patience: float) -> None:
+    """SIGTERM the runner, wait for it; SIGKILL it (QEMU dies with it) if it hangs."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + patience
+    while _runner_alive(pid):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+        time.sleep(0.1)
+
+
+def _runner_alive(pid: object) -> bool:
+    """Whether ``pid`` is a live (not zombie) runner, not some process that reused the id."""
+    if not isinstance(pid, int):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return RUNNER.encode() in cmdline and stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "no output"
+    return " | ".join(text.strip().splitlines()[-lines:]) or "no output"

@@ -1,0 +1,212 @@
+"""Managed VMs (`cairn vm`): owned by the appliance, on real QEMU, reached over real networks.
+
+Every VM a test starts is stopped at teardown (its runner killed if need be), whatever the
+test did. Boots take 10-30 s under TCG on a loaded machine, so each test boots few VMs and
+checks many things on each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bootable_image import WEB_PAGE
+
+from tests.appliance.harness import Appliance, cairn, free_port, wait_for
+from tests.virt.test_virtualize import VNC_AUTH, security_types
+
+BOOT = 240.0
+
+
+class Vms:
+    """The appliance under test and the `cairn vm` commands, as a user runs them."""
+
+    def __init__(self, appliance: Appliance) -> None:
+        self.appliance = appliance
+
+    def backup(self, image: Path, volume: str = "web01") -> str:
+        out = cairn("backup", "--repo", self.appliance.repo, "--volume", volume, image, "--json")
+        return str(json.loads(out.stdout)["point"])
+
+    def run(self, *args: str | Path, check: bool = True) -> Any:
+        result = cairn("vm", *args, *self.appliance.admin_args(), "--json", check=check,
+                       timeout=600)
+        return json.loads(result.stdout) if result.returncode == 0 else result
+
+    def start(self, source: str, name: str, *networks: str) -> dict[str, Any]:
+        nets = [a for n in networks for a in ("--network", n)]
+        vm: dict[str, Any] = self.run("start", source, "--name", name, "--cpus", "1",
+                                      "--memory", "256", *nets)
+        return vm
+
+    def listed(self) -> dict[str, dict[str, Any]]:
+        return {vm["name"]: vm for vm in self.run("list")}
+
+    def serial(self, name: str) -> Serial:
+        return Serial(Path(self.run("console", name)["serial"]))
+
+
+class Serial:
+    """The guest's root shell on its first serial port (a unix socket of the VM's runner)."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(str(path))
+        self.sock.settimeout(1)
+        self.seen = b""
+
+    def wait_for(self, text: str, timeout: float = BOOT) -> str:
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.seen:
+            assert time.monotonic() < deadline, f"{text!r} never came: {self.seen[-500:]!r}"
+            with contextlib.suppress(TimeoutError):
+                self.seen += self.sock.recv(65536)
+        return self.seen.decode(errors="replace")
+
+    def address(self) -> str:
+        """The guest's IPv4 address, from the ``NET UP 10.0.0.7/24`` line its init prints."""
+        deadline = time.monotonic() + BOOT
+        while (found := re.search(rb"NET UP ([0-9.]+)/\d+\r?\n", self.seen)) is None:
+            self.wait_for("NET UP", deadline - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                self.seen += self.sock.recv(65536)
+        return found.group(1).decode()
+
+    def run(self, command: str, marker: str, timeout: float = 60) -> str:
+        """Send one command line and return what it printed up to ``marker``."""
+        start = len(self.seen)
+        self.sock.sendall(command.encode() + b"\n")
+        self.wait_for(marker, timeout)
+        return self.seen[start:].decode(errors="replace")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def vms(tmp_path: Path) -> Iterator[Vms]:
+    appliance = Appliance(tmp_path)
+    appliance.start()
+    try:
+        yield Vms(appliance)
+    finally:
+        for status in (appliance.repo / "vms").glob("*/status.json"):
+            with contextlib.suppress(ProcessLookupError, ValueError, KeyError, OSError):
+                os.kill(json.loads(status.read_text())["pid"], signal.SIGKILL)
+        appliance.stop()
+
+
+def fetch(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as answer:
+        return str(answer.read().decode())
+
+
+def test_vm_outlives_its_command_and_the_appliance_and_stops_cleanly(
+        vms: Vms, bootable_image: Path) -> None:
+    point = vms.backup(bootable_image)
+    port = free_port()
+    vm = vms.start(point, "web", f"nat,hostfwd=tcp:127.0.0.1:{port}-:80")
+    assert vm["state"] == "running" and vm["point"] == point and vm["volume"] == "web01"
+    assert vm["disk_bus"] == "virtio" and vm["firmware"] == "bios"  # a Linux disk with an MBR
+    serial = vms.serial("web")
+    assert serial.address() == "10.0.2.15"  # QEMU's DHCP: NAT is up
+    assert fetch(port) == WEB_PAGE + "\n"  # the port forward answers from the host
+    serial.close()
+
+    console = vms.run("console", "web")
+    assert len(console["password"]) == 8
+    assert security_types(int(console["vnc"].rsplit(":", 1)[1])) == [VNC_AUTH]
+    clash = vms.run("start", point, "--name", "web", check=False)
+    assert clash.returncode == 1 and "exists" in clash.stderr, clash.stderr
+
+    vms.appliance.stop()  # the VM belongs to no process of the appliance's
+    assert fetch(port) == WEB_PAGE + "\n"
+    vms.appliance.start()
+    assert vms.listed()["web"]["state"] == "running"
+
+    stopped = vms.run("stop", "web", "--timeout", "120")
+    assert stopped["forced"] is False  # the guest heard the ACPI power button
+    assert stopped["kept_clones"] == vm["clones"]
+    assert vms.listed() == {}
+    with pytest.raises(OSError):
+        fetch(port)
+    clones = cairn("clones", "--repo", vms.appliance.repo, "--json").stdout
+    assert [c["name"] for c in json.loads(clones)] == vm["clones"]
+
+
+def test_isolated_lan_joins_its_vms_and_nothing_else(vms: Vms, bootable_image: Path) -> None:
+    point = vms.backup(bootable_image)
+    vms.start(point, "dc", "isolated:office")
+    vms.start(point, "app", "isolated:office")
+    vms.start(point, "other", "isolated:lab")
+    dc, app, other = (vms.serial(name) for name in ("dc", "app", "other"))
+    dc_ip, app_ip = dc.address(), app.address()
+    other.address()
+    assert dc_ip != app_ip
+    assert "2 packets received" in app.run(f"ping -c 2 -W 5 {dc_ip}", "packet loss")
+    assert "0 packets received" in other.run(f"ping -c 2 -W 2 {dc_ip}", "packet loss")
+    outside = dc.run("ping -c 1 -W 2 10.0.2.2 >/dev/null 2>&1; echo 'P''ING='$?", "PING=")
+    assert "PING=1" in outside  # no route off the LAN
+    listed = vms.listed()
+    assert listed["dc"]["networks"] == ["isolated:office"]
+    for name in ("dc", "app", "other"):
+        vms.run("stop", name, "--discard", "--timeout", "0")
+
+
+def test_failback_keeps_what_the_vm_wrote_even_after_its_runner_died(
+        vms: Vms, bootable_image: Path, tmp_path: Path) -> None:
+    point = vms.backup(bootable_image)
+    vm = vms.start("web01@latest", "db")
+    serial = vms.serial("db")
+    serial.wait_for("/ #")
+    offset = 40 * 1024 * 1024
+    written = b"FAILBACK" * 81920  # 640 KiB, ten 64 KiB blocks
+    serial.run(f"yes FAILBACK | tr -d '\\n' | head -c {len(written)} | dd of=/dev/vda bs=65536 "
+               f"seek={offset // 65536} conv=fsync 2>&1; echo WROTE $?", "WROTE 0")
+    os.kill(vm["pid"], signal.SIGKILL)  # a host crash, as far as the VM is concerned
+    assert wait_for(lambda: vms.listed()["db"]["state"] == "gone", timeout=30)
+
+    stopped = vms.run("stop", "db", "--keep-as-point")
+    new = stopped["point"]
+    assert new and new != point and stopped["kept_clones"] == []
+    restored = tmp_path / "failback.img"
+    cairn("restore", "--repo", vms.appliance.repo, new, restored)
+    expected = bytearray(bootable_image.read_bytes())
+    expected[offset:offset + len(written)] = written
+    assert restored.read_bytes() == bytes(expected)
+    assert json.loads(cairn("clones", "--repo", vms.appliance.repo, "--json").stdout) == []
+
+
+def test_bad_requests_are_refused_before_anything_starts(
+        vms: Vms, bootable_image: Path, unbootable_image: Path) -> None:
+    point = vms.backup(bootable_image)
+    broken = vms.backup(unbootable_image, "broken")
+    refusals = {
+        "no known boot loader": ("start", broken),
+        "no bridge 'cairn-nope0'": ("start", point, "--network", "bridge:cairn-nope0"),
+        "is not none, isolated:LAN": ("start", point, "--network", "wifi"),
+        "no volume 'nope'": ("start", "nope@latest"),
+        "no VM named": ("stop", "ghost"),
+    }
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        used = taken.getsockname()[1]
+        refusals["already in use"] = ("start", point, "--network",
+                                      f"nat,hostfwd=tcp:127.0.0.1:{used}-:80")
+        for words, args in refusals.items():
+            result = vms.run(*args, check=False)
+            assert result.returncode != 0 and words in result.stderr, (args, result.stderr)
+            assert len(result.stderr.strip().splitlines()) == 1
+    assert vms.listed() == {}
+    assert json.loads(cairn("clones", "--repo", vms.appliance.repo, "--json").stdout) == []

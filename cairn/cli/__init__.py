@@ -48,6 +48,7 @@ COMMANDS = {
     "users": "users_cmd",
     "tokens": "tokens_cmd",
     "vm": "vm_cmd",
+    "rollback": "rollback_cmd",
 }
 
 

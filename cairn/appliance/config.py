@@ -32,6 +32,7 @@ class ApplianceConfig:
     agent_silent_seconds: float = 900.0
     disk_free_percent: float = 10.0
     screenshot_timeout_seconds: float = 180.0
+    data_verify_every_seconds: float = 86400.0
 
 
 # [alerts] key -> ApplianceConfig field
@@ -81,6 +82,8 @@ def load(path: Path | None) -> ApplianceConfig:
         job_lease_seconds=_number(sched, "job_lease_seconds", d.job_lease_seconds, where),
         screenshot_timeout_seconds=_number(sched, "screenshot_timeout_seconds",
                                            d.screenshot_timeout_seconds, where),
+        data_verify_every_seconds=_number(sched, "data_verify_every_seconds",
+                                          d.data_verify_every_seconds, where),
         log_level=str(raw.get("log_level", d.log_level)).upper(),
         **{field: _number(alerts, key, getattr(d, field), where, "alerts")
            for key, field in _ALERT_KEYS.items()},

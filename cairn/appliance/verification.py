@@ -24,6 +24,10 @@ CREATE TABLE IF NOT EXISTS verification_policies(
     expect_text TEXT,
     verify_data INTEGER,
     since REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS data_verification(
+    location TEXT PRIMARY KEY,
+    next_slice INTEGER NOT NULL,
+    last_run REAL NOT NULL);
 """
 
 # How long a verified point stays good enough before the newest is booted again.
@@ -58,7 +62,8 @@ class VerificationTable:
     def __init__(self, state: State) -> None:
         self.state = state
         with state.tx() as db:
-            db.execute(SCHEMA)
+            for statement in filter(str.strip, SCHEMA.split(";")):
+                db.execute(statement)
 
     def set(self, machine_id: int, screenshot: str, expect_text: str | None,
             verify_data: int | None) -> None:
@@ -77,3 +82,20 @@ class VerificationTable:
 
     def policy(self, machine_id: int) -> VerificationPolicy | None:
         return next((p for p in self.policies() if p.machine_id == machine_id), None)
+
+    def data_days(self) -> int | None:
+        """The shortest ``verify_data`` any machine asks for: the store is shared (a chunk
+        may serve many machines), so it is read as a whole at the strictest pace."""
+        days = [p.verify_data for p in self.policies() if p.verify_data]
+        return min(days) if days else None
+
+    def data_progress(self, location: str) -> tuple[int, float]:
+        """``(next slice, last run)`` of a repository's rotating data check."""
+        rows = self.state.query("SELECT next_slice, last_run FROM data_verification "
+                                "WHERE location=?", (location,))
+        return (rows[0][0], rows[0][1]) if rows else (0, 0.0)
+
+    def data_checked(self, location: str, next_slice: int, when: float) -> None:
+        with self.state.tx() as db:
+            db.execute("INSERT OR REPLACE INTO data_verification VALUES(?, ?, ?)",
+                       (location, next_slice, when))

@@ -7,6 +7,7 @@ point, when it is newer than the policy and not yet verified (``each``), or when
 of the volume was verified within the last day or week (``daily``, ``weekly``). The
 verdict, the screenshot and the OCR text are kept with the point (`virt.boot`); a verdict
 other than booted raises a ``screenshot_failed`` alert, and the next good one resolves it.
+The day's data verification slice (`data_check`) runs in the same thread.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 from cairn import logs
 from cairn.alerts import raise_alert, resolve_alert
 from cairn.appliance.config import ApplianceConfig
+from cairn.appliance.data_check import DataCheck
+from cairn.appliance.offsite import OffsiteTable
 from cairn.appliance.state import State
 from cairn.appliance.uploads import store_volume
 from cairn.appliance.verification import EVERY, VerificationPolicy, VerificationTable
@@ -31,6 +34,8 @@ class Verifier:
         self.repo = repo
         self.state = state
         self.table = VerificationTable(state)
+        self.data = DataCheck(repo, self.table, OffsiteTable(state),
+                              config.data_verify_every_seconds)
         self.tick_seconds = config.tick_seconds
         self.timeout = config.screenshot_timeout_seconds
         self._stop = threading.Event()
@@ -51,7 +56,8 @@ class Verifier:
                 logs.log.exception("verification pass failed")
 
     def run_due(self, now: float) -> int:
-        """Verify every point due now, one after the other; how many were verified."""
+        """Verify every point due now, one after the other, then the day's data slice;
+        how many points were verified."""
         done = 0
         for policy in self.table.policies():
             if self._stop.is_set():
@@ -60,6 +66,8 @@ class Verifier:
             if point is not None:
                 self.verify(policy, point)
                 done += 1
+        if not self._stop.is_set():
+            self.data.run_due(now)
         return done
 
     def due(self, policy: VerificationPolicy, now: float) -> RecoveryPoint | None:

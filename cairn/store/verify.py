@@ -225,8 +225,17 @@ def _scope(repo: Repository, report: Report, point: RecoveryPoint | None,
     return set(expected) | set(nodes.broken)
 
 
+def in_slice(digest: bytes, subset: tuple[int, int]) -> bool:
+    """Whether a chunk is in slice ``k`` of ``n``: hashes spread chunks evenly, so reading
+    slice 0, 1, ... n-1 on n nights reads every chunk once."""
+    k, n = subset
+    return int.from_bytes(digest[:8], "big") % n == k
+
+
 def verify(repo: Repository, point: RecoveryPoint | None = None, read_data: bool = False,
-           progress: Callable[[int], None] | None = None) -> Report:
+           progress: Callable[[int], None] | None = None,
+           subset: tuple[int, int] | None = None) -> Report:
+    """Check ``repo`` (or one point); ``subset`` ``(k, n)`` checks only slice k of n."""
     report = Report()
     integrity = repo.catalog.integrity_check()
     if integrity != "ok":
@@ -235,6 +244,8 @@ def verify(repo: Repository, point: RecoveryPoint | None = None, read_data: bool
     quarantined = set(repo.catalog.bad_chunks()) | set(repo.catalog.healed_chunks())
     nodes = _Nodes(repo)
     wanted = _scope(repo, report, point, nodes)
+    if subset is not None:
+        wanted = {d for d in wanted if in_slice(d, subset)}
     report.chunks = len(wanted)
     bad = dict(nodes.broken)
     recheck = (quarantined & wanted) - bad.keys()

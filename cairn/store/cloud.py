@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cairn import logs
-from cairn.errors import Corruption, NotARepository, RepositoryExists, UsageError
+from cairn.errors import Corruption, NotARepository, RepositoryExists, S3NoSuchBucket, UsageError
 from cairn.store import runs
 from cairn.store.blockmap import NodeCache
 from cairn.store.catalog import RecoveryPoint
@@ -386,11 +386,19 @@ def init_cloud(url: str, endpoint: str | None, block_size: int = DEFAULT_BLOCK_S
     """A new repository in a bucket. With ``key_file`` an encryption key (normally the
     local repository's, so replication sends chunks as they are) encrypts its chunks, and
     an integrity key only authenticates; without one a new integrity key is written to
-    `keys.integrity_key_path`."""
+    `keys.integrity_key_path`. A missing bucket is created; a location that holds objects
+    but no repository is refused (it is someone else's data)."""
     backend = _open_backend(url, endpoint)
     check_block_size(block_size)
+    try:
+        backend.check_bucket()
+    except S3NoSuchBucket:
+        backend.create_bucket()
     if backend.exists("config.json"):
         raise RepositoryExists(url)
+    if not backend.is_empty():
+        raise UsageError(f"{url} is not empty and holds no cairn repository: give an empty "
+                         "bucket or a new prefix (s3://BUCKET/NEW-PREFIX)")
     repository_id = os.urandom(16).hex()
     if key_file is not None:
         key = read_key_file(key_file)

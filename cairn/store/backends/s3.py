@@ -124,19 +124,20 @@ class S3Backend:
             raise UsageError(
                 f"S3 endpoint {self.endpoint!r} is not a URL: give one like {DEFAULT_ENDPOINT}"
             )
+        self._credentials = (
+            access_key or _env("CAIRN_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID") or _PLACEHOLDER_KEY,
+            secret_key or _env("CAIRN_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY")
+            or _PLACEHOLDER_KEY,
+            region or _env("CAIRN_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
+            or DEFAULT_REGION,
+        )
         self._store = S3Store(
             bucket,
             prefix=self.prefix or None,
             endpoint=self.endpoint,
-            access_key_id=access_key
-            or _env("CAIRN_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
-            or _PLACEHOLDER_KEY,
-            secret_access_key=secret_key
-            or _env("CAIRN_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY")
-            or _PLACEHOLDER_KEY,
-            region=region
-            or _env("CAIRN_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
-            or DEFAULT_REGION,
+            access_key_id=self._credentials[0],
+            secret_access_key=self._credentials[1],
+            region=self._credentials[2],
             virtual_hosted_style_request=False,
             # Every PUT carries the SHA-256 of its body; the server refuses a body that
             # arrived different, so a chunk is checked on arrival, not only before it left.
@@ -206,6 +207,17 @@ class S3Backend:
         except (BaseError, FileNotFoundError) as exc:
             raise self._translate(exc, "LIST") from exc
         self._bucket_checked = True
+
+    def create_bucket(self) -> None:
+        """Create the bucket (`s3_bucket`); only `cairn init` does, when it is missing."""
+        from cairn.store.backends.s3_bucket import create_bucket
+
+        create_bucket(self.endpoint, self.bucket, *self._credentials)
+        self._bucket_checked = False
+
+    def is_empty(self) -> bool:
+        """Whether nothing at all is stored under this backend's prefix."""
+        return next(iter(self.list("")), None) is None
 
     def put(self, name: str, data: bytes, replace: bool = False) -> None:
         """Writes over any stored copy, so ``replace`` needs nothing more."""

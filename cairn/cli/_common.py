@@ -60,7 +60,17 @@ def open_location(location: str, args: argparse.Namespace) -> Repository:
 
 
 def open_repo(args: argparse.Namespace) -> Repository:
-    return open_location(repo_location(args), args)
+    repo = open_location(repo_location(args), args)
+    repo.lock_wait = getattr(args, "lock_wait", 0.0)
+    repo.on_wait = lambda message: print(f"cairn: {message}", file=sys.stderr, flush=True)
+    return repo
+
+
+def add_wait(parser: argparse.ArgumentParser) -> None:
+    """``--wait SECONDS``: for commands that write a volume another writer may hold."""
+    parser.add_argument("--wait", dest="lock_wait", type=float, default=0.0, metavar="SECONDS",
+                        help="wait up to SECONDS for another writer of the volume (or a use "
+                             "of the point) to finish, instead of failing at once")
 
 
 def print_json(value: Any) -> None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cairn.cli._common import add_json, add_repo, human_bytes, open_repo, point_json, print_json
+from cairn.cli._common import (
+    add_json,
+    add_repo,
+    add_wait,
+    human_bytes,
+    open_repo,
+    point_json,
+    print_json,
+)
 from cairn.cli._common import progress as progress_bar
 from cairn.errors import UsageError
 from cairn.sources.image import ImageSource, load_changed_ranges
@@ -16,6 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("backup", help="back up an image file, a block device or a running "
                                       "QEMU VM as a new point")
     add_repo(p)
+    add_wait(p)
     p.add_argument("--volume", help="volume name, e.g. web01-sda (required with SOURCE)")
     p.add_argument("--changed-ranges", type=Path, metavar="FILE",
                    help="JSON list of [offset, length] byte ranges changed since the last "

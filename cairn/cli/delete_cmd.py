@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cairn.cli._common import add_repo, open_repo
+from cairn.cli._common import add_repo, add_wait, open_repo
 from cairn.ops.machine_points import delete_machine_points
 from cairn.ops.machine_points import resolve as resolve_machine_point
 from cairn.store.delete import delete_points
@@ -13,6 +13,7 @@ from cairn.store.delete import delete_points
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("delete", help="delete recovery points")
     add_repo(p)
+    add_wait(p)
     p.add_argument("points", nargs="+", metavar="POINT",
                    help="point ids; a machine point goes whole, with every disk's point")
     p.set_defaults(handler=run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cairn.cli._common import add_json, add_repo, open_repo, print_json, table, when
+from cairn.cli._common import add_json, add_repo, add_wait, open_repo, print_json, table, when
 from cairn.ops.machine_points import list_machine_points, prune_machine
 from cairn.store.clones import list_clones
 from cairn.store.delete import delete_points
@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description="Each --keep-RULE N keeps the newest point of each of the "
                                    "N latest periods; N=0 keeps every period (forever).")
     add_repo(p)
+    add_wait(p)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--volume")
     which.add_argument("--machine", help="prune machine points: each is kept or removed whole")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -183,6 +184,10 @@ class Repository:
         self.chunks.on_damage = self.catalog.note_bad
         self.nodes = NodeCache(self.chunks.get, fetch_many=self.chunks.get_many)
         self.remote = remote
+        self.lock_wait = 0.0
+        """Seconds a writer waits for a volume held by another (`--wait`); 0: fail at once."""
+        self.on_wait: Callable[[str], None] | None = None
+        """Told once who a writer is waiting for."""
 
     @classmethod
     def init(cls, path: Path, block_size: int = DEFAULT_BLOCK_SIZE,
@@ -284,7 +289,8 @@ class Repository:
         """The right to write ``volume``; for a cloud repository also its writers' lock."""
         stack = ExitStack()
         stack.enter_context(FileLock(self.path / "locks" / f"volume-{volume.name}.lock",
-                                     f"volume {volume.name}").acquire())
+                                     f"volume {volume.name}").acquire(
+            wait=self.lock_wait, notify=self.on_wait))
         if self.remote is not None:
             try:
                 stack.enter_context(self.remote.lock(self, exclusive=True))

@@ -206,6 +206,17 @@ def test_an_admin_runs_through_the_console(world: World, browser: Browser) -> No
     expect(changes).to_contain_text("/empty")
     check(page, "compare")
 
+    page.get_by_role("link", name="Jobs").click()
+    expect(page.get_by_role("heading", name="Running now")).to_be_visible()
+    expect(page.get_by_role("table").nth(1)).to_contain_text("screenshot-verify")
+    check(page, "jobs")
+    page.get_by_role("link", name="Settings").click()
+    expect(page.get_by_role("cell", name="victor")).to_be_visible()
+    check(page, "settings")
+    page.get_by_role("link", name="Dashboard").click()
+    expect(page.get_by_role("img", name="screen of web01: booted")).to_be_visible()
+    check(page, "dashboard-checked")
+
     page.get_by_role("button", name="Log out").click()
     expect(page.get_by_role("button", name="Log in")).to_be_visible()
     page.goto(url + "/")

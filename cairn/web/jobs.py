@@ -1,0 +1,66 @@
+"""The jobs page: backups the appliance ran (history and errors), what the console started
+(boot checks, virtual machines), and live progress of what runs now (server-sent events)."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
+
+from cairn.appliance.state import ACTIVE
+from cairn.web.auth import Auth
+from cairn.web.pages import Console, PageRoute, render
+from cairn.web.users import Session
+from cairn.web.vms import VirtualMachines
+
+HISTORY = 200
+TICK = 1.0
+KEEPALIVE = 15.0
+
+
+def live(console: Console, vms: VirtualMachines) -> list[dict[str, Any]]:
+    """What is running now, as the page's live table shows it."""
+    rows: list[dict[str, Any]] = [
+        {"id": f"job-{j['id']}", "what": f"backup of {j['machine']} ({j['reason']})",
+         "state": j["state"], "bytes": j["bytes_sent"], "seconds": j["seconds"]}
+        for j in console.state.jobs(limit=HISTORY) if j["state"] in ACTIVE]
+    rows += [{"id": f"task-{t.id}", "what": f"{t.kind} of {t.point}", "state": t.state,
+              "bytes": None, "seconds": None}
+             for t in console.tasks.recent() if t.state == "running"]
+    rows += [{"id": f"vm-{v.id}", "what": f"virtual machine of {v.point}", "state": v.state,
+              "bytes": None, "seconds": None}
+             for v in vms.all() if v.state in ("starting", "running")]
+    return rows
+
+
+def router(console: Console, auth: Auth, vms: VirtualMachines) -> APIRouter:
+    routes = APIRouter(route_class=PageRoute, include_in_schema=False)
+    Viewer = Annotated[Session, Depends(auth.session)]
+
+    @routes.get("/jobs", response_class=HTMLResponse)
+    def jobs(request: Request, _: Viewer) -> HTMLResponse:
+        history = list(reversed(console.state.jobs(limit=HISTORY)))
+        return render(request, "jobs.html", live=live(console, vms), jobs=history,
+                      tasks=console.tasks.recent(), vms=vms.all())
+
+    @routes.get("/jobs/events")
+    async def events(request: Request, _: Viewer) -> StreamingResponse:
+        async def stream() -> AsyncIterator[str]:
+            last, quiet = None, 0.0
+            while not await request.is_disconnected():
+                now = json.dumps(live(console, vms))
+                if now != last:
+                    last, quiet = now, 0.0
+                    yield f"event: live\ndata: {now}\n\n"
+                elif quiet >= KEEPALIVE:
+                    quiet = 0.0
+                    yield ": keepalive\n\n"
+                await asyncio.sleep(TICK)
+                quiet += TICK
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})
+
+    return routes

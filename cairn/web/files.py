@@ -10,8 +10,10 @@ is ever held whole in memory.
 import os
 import tarfile
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Annotated, BinaryIO
 from urllib.parse import quote
 
@@ -106,6 +108,46 @@ def _crumbs(volumes: list[Volume], location: paths.Location) -> list[tuple[str, 
     return out
 
 
+@dataclass(frozen=True)
+class Listing:
+    """A folder as its page shows it: entries beside the ``[PART:]/path`` each links to."""
+
+    crumbs: list[tuple[str, str]]
+    rows: list[tuple[Entry, str]]
+
+
+class Listings:
+    """Recently listed folders. A point never changes, so a listing never goes stale: the
+    second look at a big folder costs only the page."""
+
+    def __init__(self, capacity: int = 32) -> None:
+        self._items: OrderedDict[tuple[str, str], Listing] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> Listing | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+            return self._items.get(key)
+
+    def put(self, key: tuple[str, str], listing: Listing) -> None:
+        with self._lock:
+            self._items[key] = listing
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+
+def _listing(console: Console, point_id: str, spec: str) -> Listing | None:
+    """The folder ``spec`` names; None when it names something else than a folder."""
+    with _opened(console, point_id, spec) as (volumes, fs, location, entry):
+        if entry.kind != DIR:
+            return None
+        entries = fs.list(location.path)
+        prefix = paths.display(volumes, location.partition, "/")[:-1]
+        return Listing(_crumbs(volumes, location), [(e, prefix + e.path) for e in entries])
+
+
 def _attachment(name: str) -> dict[str, str]:
     return {"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}"}
 
@@ -114,6 +156,7 @@ def router(console: Console, auth: Auth) -> APIRouter:
     routes = APIRouter(route_class=PageRoute, include_in_schema=False)
     Viewer = Annotated[Session, Depends(auth.session)]
     Spec = Annotated[str, Query(max_length=4096)]
+    listings = Listings()
 
     @routes.get("/points/{point_id}/files", response_class=HTMLResponse)
     def browse(request: Request, point_id: str, _: Viewer, path: Spec = "") -> Response:
@@ -127,15 +170,15 @@ def router(console: Console, auth: Auth) -> APIRouter:
                                                 status_code=303)
                     return render(request, "partitions.html", point=point, volumes=volumes,
                                   machine=machine_of(point))
-        with _opened(console, point_id, path) as (volumes, fs, location, entry):
-            if entry.kind != DIR:
+        listing = listings.get((point_id, path))
+        if listing is None:
+            listing = _listing(console, point_id, path)
+            if listing is None:
                 return RedirectResponse(f"/points/{point_id}/file?path={quote(path)}",
                                         status_code=303)
-            entries = fs.list(location.path)
-            links = [paths.display(volumes, location.partition, e.path) for e in entries]
-            crumbs = _crumbs(volumes, location)
-        return render(request, "files.html", point_id=point_id, spec=path, crumbs=crumbs,
-                      rows=list(zip(entries, links, strict=True)))
+            listings.put((point_id, path), listing)
+        return render(request, "files.html", point_id=point_id, spec=path,
+                      crumbs=listing.crumbs, rows=listing.rows)
 
     @routes.get("/points/{point_id}/file")
     def download(point_id: str, _: Viewer, path: Spec) -> StreamingResponse:

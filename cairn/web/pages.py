@@ -131,12 +131,23 @@ def status_of(exc: Exception) -> int:
 
 
 class PageRoute(APIRoute):
-    """A route whose errors are pages: login redirect, 4xx with the reason, 500 without."""
+    """A route whose errors are pages: login redirect, 4xx with the reason, 500 without.
+
+    Every answer says how long the server took (``Server-Timing: app;dur=MS``), which is
+    what the console's speed targets are about and what `bench/console_bench.py` reads.
+    """
 
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
         handler = super().get_route_handler()
 
         async def page(request: Request) -> Response:
+            started = time.perf_counter()
+            answer = await _answer(request)
+            answer.headers["Server-Timing"] = \
+                f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+            return answer
+
+        async def _answer(request: Request) -> Response:
             try:
                 return await handler(request)
             except LoginRequired as exc:

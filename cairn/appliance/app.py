@@ -31,15 +31,14 @@ from cairn.appliance.routes import alerts as alerts_routes
 from cairn.appliance.routes import offsite as offsite_routes
 from cairn.appliance.routes import tokens as tokens_routes
 from cairn.appliance.routes import verification as verification_routes
-from cairn.appliance.scheduler import check_cron, first_run, parse_every
 from cairn.appliance.state import Machine, State
 from cairn.appliance.uploads import Conflict, Forbidden, NotFound, Uploads, store_volume
 from cairn.appliance.vm_routes import vm_router
 from cairn.errors import CairnError, Locked, UsageError
 from cairn.frames import MAX_FRAME
+from cairn.ops import schedules
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.repository import Repository
-from cairn.store.retention import Policy
 from cairn.virt.vms import VmManager
 from cairn.web import install as install_console
 
@@ -312,16 +311,7 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
         machine = state.machine(check_name("machine", name))
         if machine is None:
             raise NotFound(f"no machine {name!r}")
-        if (body.every is None) == (body.cron is None):
-            raise UsageError("give exactly one of every (e.g. 5m) or cron (e.g. '*/15 * * * *')")
-        every = parse_every(body.every, config.min_interval_seconds) if body.every else None
-        cron = check_cron(body.cron) if body.cron else None
-        if body.retention is not None and Policy.parse(body.retention).empty:
-            raise UsageError("retention names no rule: e.g. hourly=24,daily=14")
-        state.set_schedule(machine.id, every, cron, body.retention,
-                           first_run(every, cron, time.time()))
-        logs.event("schedule.set", machine=name, every=every, cron=cron,
-                   retention=body.retention)
+        schedules.set_schedule(state, config, machine, body.every, body.cron, body.retention)
         return describe(machine)
 
     @app.delete("/api/v1/machines/{name}/schedule", dependencies=[Depends(admin)],

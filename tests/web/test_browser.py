@@ -212,7 +212,7 @@ def test_an_admin_runs_through_the_console(world: World, browser: Browser) -> No
     expect(page.get_by_role("table").nth(1)).to_contain_text("screenshot-verify")
     check(page, "jobs")
     page.get_by_role("link", name="Settings").click()
-    expect(page.get_by_role("cell", name="victor")).to_be_visible()
+    expect(page.get_by_role("cell", name="victor", exact=True)).to_be_visible()
     check(page, "settings")
     page.get_by_role("link", name="Dashboard").click()
     expect(page.get_by_role("img", name=re.compile("screen of web01: "))).to_be_visible()

@@ -1,0 +1,62 @@
+"""A machine's schedule and retention: set them (REST API and web console alike), and see
+before saving which existing points a retention policy would remove.
+
+The preview uses the rules `cairn prune` applies: the policy's own selection
+(`cairn.store.retention.select`), and a point with a clone is always kept.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from cairn import logs
+from cairn.appliance.config import ApplianceConfig
+from cairn.appliance.scheduler import check_cron, first_run, parse_every
+from cairn.appliance.state import Machine, State
+from cairn.errors import UsageError
+from cairn.store.catalog import RecoveryPoint
+from cairn.store.clones import list_clones
+from cairn.store.repository import Repository
+from cairn.store.retention import Policy, select
+
+
+def set_schedule(state: State, config: ApplianceConfig, machine: Machine, every: str | None,
+                 cron: str | None, retention: str | None) -> None:
+    """Back ``machine`` up every ``every`` (``5m``) or by ``cron``, pruning by ``retention``."""
+    if (every is None) == (cron is None):
+        raise UsageError("give exactly one of every (e.g. 5m) or cron (e.g. '*/15 * * * *')")
+    seconds = parse_every(every, config.min_interval_seconds) if every else None
+    checked = check_cron(cron) if cron else None
+    if retention is not None and Policy.parse(retention).empty:
+        raise UsageError("retention names no rule: e.g. hourly=24,daily=14")
+    state.set_schedule(machine.id, seconds, checked, retention,
+                       first_run(seconds, checked, time.time()))
+    logs.event("schedule.set", machine=machine.name, every=seconds, cron=checked,
+               retention=retention)
+
+
+@dataclass(frozen=True)
+class Fate:
+    """One existing point under a policy: kept (with the rules that keep it) or removed."""
+
+    point: RecoveryPoint
+    kept_by: list[str]
+
+
+def preview(repo: Repository, volumes: list[str], policy: Policy) -> list[Fate]:
+    """What ``policy`` would do now to the points of ``volumes``, newest first."""
+    if policy.empty:
+        raise UsageError("retention names no rule: e.g. hourly=24,daily=14")
+    cloned = {c.point_id for c in list_clones(repo)}
+    fates: list[Fate] = []
+    for name in volumes:
+        volume = repo.catalog.volume(name)
+        if volume is None:
+            continue
+        points = repo.catalog.points(volume.id)
+        keep = select(points, policy)
+        fates += [Fate(p, keep.get(p.id, []) + (["has a clone"] if p.id in cloned else []))
+                  for p in points]
+    fates.sort(key=lambda f: f.point.created, reverse=True)
+    return fates

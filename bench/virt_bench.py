@@ -90,7 +90,7 @@ def export(repo: Path, point: str,
     `nbdinfo --size` is a bare handshake.
     """
     port = free_port()
-    url = f"nbd://127.0.0.1:{port}"
+    urls: list[str] = []
     start = time.perf_counter()
     process = subprocess.Popen(
         [str(CAIRN), "export", "--repo", str(repo), point, "--nbd", f"127.0.0.1:{port}"],
@@ -103,12 +103,14 @@ def export(repo: Path, point: str,
         for line in process.stdout:
             if line.startswith("exporting") and not line_at:
                 line_at.append(time.perf_counter() - start)
+                urls.append(line.split(" at ")[1].split()[0])  # the name is a secret
 
     reader = threading.Thread(target=read_line, daemon=True)
     reader.start()
     try:
         while True:
             began = time.perf_counter()
+            url = urls[0] if urls else f"nbd://127.0.0.1:{port}"
             probe = subprocess.run(["nbdinfo", *probe_args, url], capture_output=True, check=False)
             ended = time.perf_counter()
             if probe.returncode == 0:

@@ -52,6 +52,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -74,7 +75,8 @@ class NbdServer:
     it trickles bytes), then is closed after ``idle_timeout`` seconds without a request
     (None: never, for a VM's own disk, which may sit idle for hours). Connections beyond
     ``max_clients`` are closed at once. With ``unix_path`` the export listens on a unix
-    socket (mode 0600) instead of TCP: reachable only by this user.
+    socket (mode 0600) instead of TCP: reachable only by this user. With ``tls`` (a server
+    context) clients must upgrade with STARTTLS before anything else.
     """
 
     def __init__(
@@ -90,8 +92,9 @@ class NbdServer:
         idle_timeout: float | None = None,
         max_clients: int = 64,
         unix_path: Path | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        self.export = Export(export_name, device, preferred_block)
+        self.export = Export(export_name, device, preferred_block, tls)
         self.host = host
         self.port = port
         self.handshake_timeout = handshake_timeout
@@ -103,7 +106,7 @@ class NbdServer:
         )
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
-        self._clients: dict[socket.socket, threading.Thread] = {}
+        self._clients: dict[int, threading.Thread] = {}  # by file descriptor
         self._state = threading.Lock()
         self._closed = threading.Event()
 
@@ -161,8 +164,8 @@ class NbdServer:
             self.unix_path.unlink(missing_ok=True)
         with self._state:
             clients = list(self._clients.items())
-        for sock, _ in clients:
-            _shutdown(sock)
+        for fd, _ in clients:
+            _shutdown_fd(fd)
         for _, thread in clients:
             thread.join()
 
@@ -194,19 +197,21 @@ class NbdServer:
                 thread = threading.Thread(
                     target=self._serve_client, args=(sock,), name="nbd-client", daemon=True
                 )
-                self._clients[sock] = thread
+                self._clients[sock.fileno()] = thread
             thread.start()
 
     def _serve_client(self, sock: socket.socket) -> None:
+        """Serve one client; it is tracked by descriptor, which STARTTLS keeps."""
+        fd = sock.fileno()
         try:
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(self.handshake_timeout)
-            deadline = threading.Timer(self.handshake_timeout, _shutdown, (sock,))
+            deadline = threading.Timer(self.handshake_timeout, _shutdown_fd, (fd,))
             deadline.daemon = True
             deadline.start()
             try:
-                session = negotiate(sock, self.export)
+                session, sock = negotiate(sock, self.export)
             finally:
                 deadline.cancel()
             if session is not None:
@@ -218,9 +223,15 @@ class NbdServer:
             log.exception("NBD connection failed")
         finally:
             with self._state:
-                self._clients.pop(sock, None)
+                self._clients.pop(fd, None)
             _shutdown(sock)
             sock.close()
+
+
+def _shutdown_fd(fd: int) -> None:
+    """Shut a connection down by descriptor, whatever object (plain or TLS) now owns it."""
+    with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _shutdown(sock: socket.socket) -> None:

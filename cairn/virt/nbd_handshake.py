@@ -5,11 +5,18 @@ of the option and against `MAX_STRING`, an option longer than `MAX_OPTION_LENGTH
 without being read, and anything that leaves the stream out of step (a bad magic, unknown
 client flags, an unknown name with ``NBD_OPT_EXPORT_NAME``) ends the session by raising
 `Disconnected`, which the server treats as a normal end of connection.
+
+An export with a name is a secret: ``NBD_OPT_LIST`` never reveals it (only the unnamed
+default export is listed). With a TLS context, ``NBD_OPT_STARTTLS`` upgrades the socket and
+every other option before it is answered ``NBD_REP_ERR_TLS_REQD`` (``NBD_OPT_EXPORT_NAME``,
+which cannot carry an error, closes): no byte of the export and not even its size is sent
+in the clear.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 from dataclasses import dataclass
 
@@ -26,6 +33,7 @@ class Export:
     name: str
     device: BlockDevice
     preferred_block: int = 4096
+    tls: ssl.SSLContext | None = None
 
     @property
     def flags(self) -> int:
@@ -47,6 +55,7 @@ class Session:
 
     structured: bool = False
     meta_export: str | None = None  # export name base:allocation was selected for, if any
+    tls: bool = False
 
     @property
     def block_status(self) -> bool:
@@ -95,8 +104,9 @@ def _reply(sock: socket.socket, option: int, reply: int, data: bytes = b"") -> N
     p.send_all(sock, p.OPTION_REPLY.pack(p.OPTION_REPLY_MAGIC, option, reply, len(data)) + data)
 
 
-def negotiate(sock: socket.socket, export: Export) -> Session | None:
-    """Run the fixed newstyle handshake; return the session, or None if the client aborted."""
+def negotiate(sock: socket.socket, export: Export) -> tuple[Session | None, socket.socket]:
+    """Run the fixed newstyle handshake; return the session (None if the client aborted)
+    and the socket to go on with (a TLS one after ``NBD_OPT_STARTTLS``)."""
     p.send_all(sock, p.SERVER_GREETING.pack(p.NBDMAGIC, p.IHAVEOPT, p.CLIENT_FLAGS_KNOWN))
     (client_flags,) = p.CLIENT_FLAGS.unpack(p.recv_exact(sock, p.CLIENT_FLAGS.size))
     if client_flags & ~p.CLIENT_FLAGS_KNOWN:
@@ -112,19 +122,45 @@ def negotiate(sock: socket.socket, export: Export) -> Session | None:
                 _reply(sock, option, p.REP_ERR_TOO_BIG)
             raise p.Disconnected(f"option {option} claims {length} bytes")
         data = bytes(p.recv_exact(sock, length))
-        if option == p.OPT_EXPORT_NAME:
-            _export_name(sock, export, data, no_zeroes)
-            return session
         if option == p.OPT_ABORT:
             _reply(sock, option, p.REP_ACK)
-            return None
+            return None, sock
+        if option == p.OPT_STARTTLS:
+            sock = _starttls(sock, export, session, data)
+            continue
+        if export.tls is not None and not session.tls:
+            if option == p.OPT_EXPORT_NAME:
+                raise p.Disconnected("NBD_OPT_EXPORT_NAME before STARTTLS")
+            _reply(sock, option, p.REP_ERR_TLS_REQD, b"this export needs TLS: use STARTTLS")
+            continue
+        if option == p.OPT_EXPORT_NAME:
+            _export_name(sock, export, data, no_zeroes)
+            return session, sock
         try:
             done = _option(sock, export, session, option, data)
         except _Invalid as exc:
             _reply(sock, option, p.REP_ERR_INVALID, str(exc).encode())
             continue
         if done:
-            return session
+            return session, sock
+
+
+def _starttls(sock: socket.socket, export: Export, session: Session, data: bytes
+              ) -> socket.socket:
+    """Upgrade to TLS once; a bad handshake ends the connection (`Disconnected`)."""
+    if export.tls is None:
+        _reply(sock, p.OPT_STARTTLS, p.REP_ERR_UNSUP, b"this export does not offer TLS")
+        return sock
+    if data or session.tls:
+        _reply(sock, p.OPT_STARTTLS, p.REP_ERR_INVALID, b"STARTTLS takes no data, once")
+        return sock
+    _reply(sock, p.OPT_STARTTLS, p.REP_ACK)
+    try:
+        tls = export.tls.wrap_socket(sock, server_side=True)
+    except (ssl.SSLError, OSError) as exc:
+        raise p.Disconnected(f"TLS handshake failed: {exc}") from exc
+    session.tls = True
+    return tls
 
 
 def _export_name(sock: socket.socket, export: Export, data: bytes, no_zeroes: bool) -> None:
@@ -146,8 +182,8 @@ def _option(
     if option == p.OPT_LIST:
         if data:
             raise _Invalid("NBD_OPT_LIST takes no data")
-        name = export.name.encode()
-        _reply(sock, option, p.REP_SERVER, struct.pack(">I", len(name)) + name)
+        if not export.name:
+            _reply(sock, option, p.REP_SERVER, struct.pack(">I", 0))
         _reply(sock, option, p.REP_ACK)
     elif option in (p.OPT_INFO, p.OPT_GO):
         return _info_or_go(sock, export, session, option, data)

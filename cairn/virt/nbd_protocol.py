@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import ssl
 import struct
 
 from cairn.errors import StorageFull
@@ -47,6 +48,7 @@ REP_FLAG_ERROR = 1 << 31
 REP_ERR_UNSUP = REP_FLAG_ERROR | 1
 REP_ERR_POLICY = REP_FLAG_ERROR | 2
 REP_ERR_INVALID = REP_FLAG_ERROR | 3
+REP_ERR_TLS_REQD = REP_FLAG_ERROR | 5
 REP_ERR_UNKNOWN = REP_FLAG_ERROR | 6
 REP_ERR_TOO_BIG = REP_FLAG_ERROR | 9
 
@@ -138,8 +140,8 @@ def recv_exact(sock: socket.socket, length: int) -> bytearray:
 def send_all(sock: socket.socket, *parts: bytes) -> None:
     """Send the parts back to back (one syscall where possible) or raise `Disconnected`."""
     try:
-        if len(parts) == 1:
-            sock.sendall(parts[0])
+        if len(parts) == 1 or isinstance(sock, ssl.SSLSocket):  # TLS has no sendmsg
+            sock.sendall(b"".join(parts) if len(parts) > 1 else parts[0])
             return
         total = sum(len(p) for p in parts)
         sent = sock.sendmsg(parts)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import subprocess
 import sys
@@ -29,10 +31,17 @@ def exported(repo: Path, target: str, *extra: str) -> Iterator[str]:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert "exporting" in line, line + (proc.stderr.read() if proc.stderr else "")
-        yield f"nbd://127.0.0.1:{port}"
+        yield export_url(line)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def export_url(line: str) -> str:
+    """The URL `cairn export` prints: its export name is the secret a client needs."""
+    found = re.search(r"nbds?://\S+", line)
+    assert found is not None, line
+    return found.group(0)
 
 
 def run(*cmd: str | Path) -> subprocess.CompletedProcess[str]:
@@ -73,3 +82,36 @@ def test_clone_export_takes_writes_and_point_stays(tmp_path: Path) -> None:
     assert out.read_bytes() == bytes(data)
     ok("clone-rm", "--repo", repo, "sandbox")
     assert "sandbox" not in ok("clones", "--repo", repo)
+
+
+def test_export_needs_its_secret_name_and_tls_when_asked(tmp_path: Path) -> None:
+    repo, img = tmp_path / "repo", tmp_path / "v.img"
+    ok("init", "--repo", repo)
+    make_image(img, 4 * 1024 * 1024, seed=7)
+    ok("backup", "--repo", repo, "--volume", "v", img)
+    with exported(repo, "v@latest") as url:
+        name = url.rsplit("/", 1)[1]
+        assert len(name) >= 24  # 18 random bytes: unguessable
+        assert run("nbdinfo", url.rsplit("/", 1)[0]).returncode != 0  # the default name
+        listing = run("nbdinfo", "--list", "--json", url)
+        assert json.loads(listing.stdout)["exports"] == []  # and it is never listed
+    with exported(repo, "v@latest", "--tls") as url:
+        assert url.startswith("nbds://")
+        plain = run("qemu-img", "compare", "-f", "raw", img, "nbd" + url[4:])
+        assert plain.returncode != 0 and "TLS" in plain.stderr  # no byte in the clear
+        certs = tmp_path / "certs"
+        certs.mkdir()
+        (certs / "ca-cert.pem").write_bytes((repo / "tls" / "cert.pem").read_bytes())
+        secure = f"{url}?tls-certificates={certs}"
+        copy = tmp_path / "copy.img"
+        assert run("nbdcopy", secure, copy).returncode == 0
+        assert copy.read_bytes() == img.read_bytes()
+
+
+def test_export_off_loopback_without_tls_is_refused(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    ok("init", "--repo", repo)
+    result = subprocess.run([sys.executable, "-m", "cairn", "export", "--repo", str(repo), "x",
+                             "--nbd", "0.0.0.0:10809"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and "--tls" in result.stderr, result.stderr

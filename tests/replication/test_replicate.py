@@ -187,11 +187,13 @@ def test_clone_and_export_from_the_cloud(cli: Cli, cloud_url: str, tmp_path: Pat
                              "drill", "--nbd", f"127.0.0.1:{port}"], cwd=ROOT, env=cli.env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None and "exporting" in proc.stdout.readline()
+        line = proc.stdout.readline() if proc.stdout is not None else ""
+        assert "exporting" in line
+        url = line.split(" at ")[1].split()[0]  # nbd://HOST:PORT/SECRET-NAME
         want = tmp_path / "want.img"
         want.write_bytes(data)
-        compare = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw", want,
-                                  f"nbd://127.0.0.1:{port}"], capture_output=True, text=True)
+        compare = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw", want, url],
+                                 capture_output=True, text=True)
         assert compare.returncode == 0, compare.stdout + compare.stderr
     finally:
         proc.terminate()

@@ -98,14 +98,18 @@ def test_nbdinfo_map_reports_holes_as_hole_and_zero(serve: Serve, image_device: 
     assert {e["type"] for e in extents} == {0, 3}
 
 
-def test_nbdinfo_lists_the_export_and_an_unknown_name_is_refused(
+def test_a_named_export_is_never_listed_and_an_unknown_name_is_refused(
     serve: Serve, image_device: FileDevice
 ) -> None:
     server = serve(image_device, export_name="point-1")
     listing = json.loads(run("nbdinfo", "--list", "--json", url(server)).stdout)
-    assert [e["export-name"] for e in listing["exports"]] == ["point-1"]
+    assert listing["exports"] == []  # the name is the secret: a client must know it
+    assert json.loads(run("nbdinfo", "--json", url(server, "point-1")).stdout)["exports"]
     refused = run("nbdinfo", url(server, "nope"), check=False)
     assert refused.returncode != 0
+    default = serve(image_device)
+    listing = json.loads(run("nbdinfo", "--list", "--json", url(default)).stdout)
+    assert [e["export-name"] for e in listing["exports"]] == [""]
 
 
 def test_nbdcopy_reads_and_writes(serve: Serve, image: Path, tmp_path: Path) -> None:

@@ -191,6 +191,35 @@ def test_a_silent_client_is_dropped_after_the_handshake_timeout(serve: Serve) ->
     sock.close()
 
 
+def test_a_trickling_client_is_dropped_at_the_total_handshake_deadline(serve: Serve) -> None:
+    """Issue 14: each byte within the per-read timeout must not stretch the handshake."""
+    srv = serve(MemoryDevice(SIZE), handshake_timeout=1.0)
+    sock = connect_raw(srv.port, timeout=5)
+    greet(sock)
+    started = time.monotonic()
+    trickle = p.OPTION_HEADER.pack(p.IHAVEOPT, p.OPT_GO, 100) + bytes(100)
+    with pytest.raises(OSError):
+        for byte in trickle:
+            sock.sendall(bytes([byte]))
+            time.sleep(0.1)
+        recv_exact(sock, 1)
+    assert time.monotonic() - started < 4
+    sock.close()
+    deadline = time.monotonic() + 5
+    while srv.connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert srv.connections == 0
+
+
+def test_an_idle_client_is_closed_after_the_idle_timeout(serve: Serve) -> None:
+    srv = serve(MemoryDevice(SIZE), idle_timeout=0.5)
+    with NbdClient(srv.port) as client:
+        assert client.read(0, 512) == bytes(512)
+        client.sock.settimeout(5)
+        assert read_until_closed(client.sock) == b""
+    assert srv.connections == 0
+
+
 def test_connections_beyond_the_limit_are_closed(serve: Serve) -> None:
     srv = serve(MemoryDevice(SIZE), max_clients=2)
     held = [NbdClient(srv.port), NbdClient(srv.port)]

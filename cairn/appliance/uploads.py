@@ -155,7 +155,8 @@ class Uploads:
                                "must be full")
             reader = None if full or parent is None else PointReader(repo, parent)
             source = SpoolSource(spool, upload.size, wanted, reader, f"agent:{machine.name}")
-            point = Ingest(repo, name, source).run(None if full else wanted)
+            point = Ingest(repo, name, source, origin=f"upload:{upload.id}").run(
+                None if full else wanted)
         finally:
             spool.close()
             repo.close()

@@ -32,7 +32,7 @@ from pathlib import Path
 from cairn.errors import StorageFull
 from cairn.store import sqlite
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS volumes(
     id INTEGER PRIMARY KEY,
@@ -81,6 +81,9 @@ CREATE TABLE IF NOT EXISTS verifications(
     screenshot TEXT NOT NULL,
     seconds REAL NOT NULL,
     at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS point_origins(
+    origin TEXT PRIMARY KEY,
+    point_id TEXT NOT NULL REFERENCES points(id) ON DELETE CASCADE);
 CREATE TABLE IF NOT EXISTS bad_chunks(
     hash BLOB PRIMARY KEY,
     reason TEXT NOT NULL,
@@ -312,6 +315,18 @@ class Catalog:
             if session is not None:
                 db.execute("DELETE FROM pins WHERE session_id=?", (session,))
                 db.execute("DELETE FROM sessions WHERE id=?", (session,))
+
+    def record_origin(self, origin: str, point_id: str) -> None:
+        """Remember what made ``point_id`` (an appliance upload's id), inside the caller's
+        commit: a retried commit of the same upload then finds this point."""
+        with self.transaction() as db:
+            db.execute("INSERT INTO point_origins(origin, point_id) VALUES(?, ?)",
+                       (origin, point_id))
+
+    def point_by_origin(self, origin: str) -> RecoveryPoint | None:
+        row = self.db.execute("SELECT point_id FROM point_origins WHERE origin=?",
+                              (origin,)).fetchone()
+        return self.point(row[0]) if row else None
 
     def abandon_session(self, session: int) -> None:
         """Drop a session that will not commit; what only it pinned becomes free space."""

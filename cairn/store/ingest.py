@@ -93,8 +93,12 @@ class Ingest:
     """One backup of one volume; `run` does it and returns the committed point."""
 
     def __init__(self, repo: Repository, volume: str, source: Source,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, origin: str | None = None) -> None:
+        """``origin`` names what asked for this point (an appliance upload): committed
+        with the point, so running the same origin again returns that point, whatever
+        crashed between the store's commit and the caller's own record of it."""
         self.repo = repo
+        self.origin = origin
         self.volume_name = check_volume_name(volume)
         self.source = source
         self.progress = progress
@@ -139,6 +143,9 @@ class Ingest:
             reserve.check_room(repo.path)
         volume = repo.catalog.ensure_volume(self.volume_name)
         with repo.volume_lock(volume):
+            done = repo.catalog.point_by_origin(self.origin) if self.origin else None
+            if done is not None:
+                return done
             repo.recover(volume)
             repo.record_damage()
             self.bad = repo.catalog.bad_chunks()
@@ -299,7 +306,10 @@ class Ingest:
             bytes_read=bytes_read, bytes_stored=sum(s for _, s in written.values()),
             seconds=round(time.monotonic() - started, 3), source=self.source.name)
         repo.publish(point)
-        repo.catalog.commit_point(session, point, increments, written)
+        with repo.catalog.transaction():
+            repo.catalog.commit_point(session, point, increments, written)
+            if self.origin:
+                repo.catalog.record_origin(self.origin, point.id)
         healed = [h for h in written if h in self.bad]
         if healed:
             repo.catalog.mark_healed(healed)

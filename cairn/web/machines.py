@@ -23,7 +23,8 @@ def router(console: Console, auth: Auth) -> APIRouter:
         counts = Counter(m.status for m in machines)
         return render(request, "dashboard.html", machines=machines, counts=counts,
                       stored=sum(m.stored_local for m in machines),
-                      offsite="not configured", alerts=open_alerts(console))
+                      offsite=sum(1 for m in machines if m.offsite is not None),
+                      alerts=open_alerts(console))
 
     @routes.get("/machines/{name}", response_class=HTMLResponse)
     def machine(request: Request, name: str, _: Viewer) -> HTMLResponse:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cairn.alerts import Alert, AlertStore
+from cairn.appliance.offsite import OffsitePolicy, OffsiteTable
 from cairn.appliance.state import Machine
 from cairn.errors import UnknownPoint
 from cairn.store.catalog import RecoveryPoint, Verification
@@ -35,6 +36,8 @@ class MachineSummary:
     next_run: float | None
     points: int
     stored_local: int
+    offsite: OffsitePolicy | None
+    """Where the machine's points are copied offsite, and how the last copy went."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ def summaries(console: Console, machines: list[Machine] | None = None) -> list[M
     """Dashboard rows of ``machines`` (default: every machine)."""
     machines = console.state.machines() if machines is None else machines
     schedules = {s.machine_id: s for s in console.state.schedules()}
+    offsite = {p.machine_id: p for p in OffsiteTable(console.state).policies()}
     with repository(console) as repo:
         totals = repo.catalog.volume_totals()
         checks = repo.catalog.last_verifications()
@@ -96,7 +100,8 @@ def summaries(console: Console, machines: list[Machine] | None = None) -> list[M
                 machine.name, status, detail, latest,
                 _newest((checks.get(n) for n in names), "at"),
                 schedule.next_run if schedule else None,
-                sum(totals[n][0] for n in names), sum(totals[n][1] for n in names)))
+                sum(totals[n][0] for n in names), sum(totals[n][1] for n in names),
+                offsite.get(machine.id)))
     return rows
 
 

@@ -132,3 +132,23 @@ def test_open_alerts_are_on_the_dashboard(site: Site) -> None:
     page = site.client.get("/").text
     assert "Open alerts" in page and "backup of web01 failed: disk gone" in page
     assert "95% full" not in page
+
+
+def test_offsite_copies_are_on_the_dashboard(site: Site) -> None:
+    import time
+
+    from cairn.appliance.offsite import OffsiteTable
+
+    machine = site.state.machine("web01")
+    assert machine is not None
+    table = OffsiteTable(site.state)
+    table.set(machine.id, "s3://offsite/acme", "http://127.0.0.1:1", 3600, "all", None, None,
+              None)
+    login(site.client, "victor")
+    page = re.sub(r"\s+", " ", site.client.get("/").text)
+    assert "Copied offsite: 1 of 1" in page and "not yet" in page
+    policy = table.policies(machine.id)[0]
+    table.finished(policy, time.time(), "cannot reach the S3 endpoint", None)
+    page = re.sub(r"\s+", " ", site.client.get("/").text)
+    assert "failed</span> <span class=\"detail\">cannot reach the S3 endpoint" in page
+    assert "s3://offsite/acme" in page

@@ -8,7 +8,8 @@ little each time, so the catalog holds what a busy appliance's would. The folder
 ext4 file system (`mkfs.ext4 -d`) with 10,000 files in one directory, backed up once. Pages
 are fetched through the real app (login, session, templates) and timed by the server's own
 ``Server-Timing`` header; the wall time of the request is reported beside it. Each figure is
-the median of ``--repeats`` fetches after one warm-up. Results go to
+the median of ``--repeats`` fetches after a first one, which is reported too (``cold``: a
+folder's listing is kept once read, since points never change). Results go to
 ``bench/work/console-<time>.json``.
 
 Run: `.venv/bin/python bench/console_bench.py [--machines 100] [--points 2000] [--files 10000]`.
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -72,18 +74,23 @@ def many_files(work: Path, count: int) -> Path:
     return image
 
 
+def _server_ms(answer: Any) -> float:
+    found = re.search(r"app;dur=([\d.]+)", answer.headers["server-timing"])
+    assert found is not None
+    return float(found.group(1))
+
+
 def timed(client: TestClient, url: str, repeats: int) -> dict[str, float]:
-    client.get(url)
+    """The first fetch (``cold_server_ms``: nothing cached yet), then the median of more."""
+    cold = _server_ms(client.get(url))
     server, wall = [], []
     for _ in range(repeats):
         started = time.perf_counter()
         answer = client.get(url)
         wall.append((time.perf_counter() - started) * 1000)
         assert answer.status_code == 200, (url, answer.status_code, answer.text[:300])
-        found = re.search(r"app;dur=([\d.]+)", answer.headers["server-timing"])
-        assert found is not None
-        server.append(float(found.group(1)))
-    return {"server_ms": round(statistics.median(server), 1),
+        server.append(_server_ms(answer))
+    return {"cold_server_ms": round(cold, 1), "server_ms": round(statistics.median(server), 1),
             "wall_ms": round(statistics.median(wall), 1), "bytes": len(answer.content)}
 
 
@@ -141,7 +148,8 @@ def main() -> int:
         report = {"machines": args.machines + 1, "points_of_big": args.points,
                   "files": args.files, "load": os.getloadavg()[0], "results": results,
                   "targets_ms": targets,
-                  "met": {k: results[k]["server_ms"] < v for k, v in targets.items()}}
+                  "met": {k: results[k]["server_ms"] < v for k, v in targets.items()},
+                  "met_cold": {k: results[k]["cold_server_ms"] < v for k, v in targets.items()}}
         print(json.dumps(report, indent=2))
         out = ROOT / "bench" / "work"
         out.mkdir(exist_ok=True)

@@ -242,4 +242,8 @@ def test_a_viewer_cannot_delete(world: World, browser: Browser) -> None:
     assert refused.status == 403
     page.goto(f"{url}/machines/web01")
     expect(page.get_by_role("link", name=target)).to_be_visible()
+    page.set_viewport_size({"width": 390, "height": 844})
+    check(page, "machine-phone")
+    page.goto(f"{url}/")
+    check(page, "dashboard-phone")
     page.context.close()

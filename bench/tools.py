@@ -116,7 +116,7 @@ class Cairn:
         call([CAIRN, "restore", "--repo", self.repo, point, dest, "--format", "raw"])
 
     def delete(self, point: str) -> None:
-        call([CAIRN, "delete", "--repo", self.repo, point])
+        call([CAIRN, "delete", "--repo", self.repo, "--now", point])
 
     def stored_bytes(self) -> int:
         return tree_bytes(self.repo)

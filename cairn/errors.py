@@ -66,6 +66,17 @@ class InUse(CairnError):
     """The object is needed by something else (a clone on a point, say)."""
 
 
+class PointLocked(CairnError):
+    """A point is locked (`cairn lock`) and its date has not come."""
+
+    def __init__(self, point: str, until: float) -> None:
+        import time
+
+        day = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(until))
+        super().__init__(f"point {point} is locked until {day}: it cannot be deleted, pruned "
+                         "or unlocked before then")
+
+
 class Corruption(CairnError):
     """Stored data does not match its hash or the catalog disagrees with the chunk store.
     ``digest`` names the damaged chunk when there is one."""

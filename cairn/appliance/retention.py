@@ -13,7 +13,8 @@ from cairn.appliance import metrics
 from cairn.appliance.state import Machine, State
 from cairn.appliance.uploads import store_volume
 from cairn.errors import Locked
-from cairn.store.delete import delete_points
+from cairn.store import marks
+from cairn.store.delete import delete_points, purge_expired
 from cairn.store.repository import Repository
 from cairn.store.retention import Policy, select
 
@@ -31,8 +32,9 @@ def apply(repo_path: Path, state: State, machine: Machine) -> int:
             vol = repo.catalog.volume(store_volume(machine.name, volume))
             if vol is None:
                 continue
-            points = repo.catalog.points(vol.id)
+            points = marks.live_points(repo, vol.id)
             keep = select(points, policy)
+            keep.update({p: [r] for p, r in marks.keep_reasons(repo, points).items()})
             doomed = [p for p in points if p.id not in keep]
             try:
                 delete_points(repo, doomed)
@@ -40,6 +42,10 @@ def apply(repo_path: Path, state: State, machine: Machine) -> int:
                 logs.event("retention.deferred", machine=machine.name, volume=volume)
                 continue
             deleted += len(doomed)
+        try:
+            purge_expired(repo)
+        except Locked:
+            logs.event("purge.deferred", machine=machine.name)
     finally:
         repo.close()
     if deleted:

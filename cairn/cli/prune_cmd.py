@@ -6,8 +6,9 @@ import argparse
 
 from cairn.cli._common import add_json, add_repo, add_wait, open_repo, print_json, table, when
 from cairn.ops.machine_points import list_machine_points, prune_machine
+from cairn.store import marks
 from cairn.store.clones import list_clones
-from cairn.store.delete import delete_points
+from cairn.store.delete import delete_points, purge_expired
 from cairn.store.repository import Repository
 from cairn.store.retention import Policy, select
 
@@ -35,14 +36,17 @@ def run(args: argparse.Namespace) -> int:
     policy = Policy(**{rule: getattr(args, rule) for rule in RULES})
     if args.machine:
         return _prune_machine(repo, args, policy)
-    points = repo.catalog.points(repo.volume(args.volume).id)
+    points = marks.live_points(repo, repo.volume(args.volume).id)
     keep = select(points, policy)
     for p in points:
         if list_clones(repo, p.id):
             keep.setdefault(p.id, []).append("has a clone")
+    for point_id, reason in marks.keep_reasons(repo, points).items():
+        keep.setdefault(point_id, []).append(reason)
     doomed = [p for p in points if p.id not in keep]
     if not args.dry_run:
         delete_points(repo, doomed)
+        purge_expired(repo)
     if args.json:
         print_json({"dry_run": args.dry_run,
                     "kept": [{"id": p.id, "rules": keep[p.id]} for p in points if p.id in keep],

@@ -29,4 +29,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"dedup ratio        {stats.dedup_ratio:.2f}x")
     print(f"compression ratio  {stats.compression_ratio:.2f}x")
     print(f"overall            {stats.overall_ratio:.2f}x (logical / stored)")
+    if stats.deleted_points:
+        print(f"deleted, held      {stats.deleted_points} point(s), "
+              f"{human_bytes(stats.deleted_stored_bytes)} stored when made "
+              "(`cairn points --deleted`)")
     return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cairn.errors import DestinationError, UnknownPoint
 from cairn.restore.convert import restore_as
+from cairn.store import marks
 from cairn.store.clones import list_clones
 from cairn.store.delete import delete_points
 from cairn.store.machine_points import MachinePoint, MachinePoints
@@ -85,9 +86,14 @@ def plan_prune(repo: Repository, machine: str, policy: Policy) -> PrunePlan:
     if not points:
         raise UnknownPoint(f"{machine}@latest")
     kept = select([_Dated(mp.id, mp.created) for mp in points], policy)
+    marked = marks.keep_reasons(repo, [m.point for mp in points for m in mp.members])
     for mp in points:
         if any(list_clones(repo, m.point.id) for m in mp.members):
             kept.setdefault(mp.id, []).append("has a clone")
+        kept.setdefault(mp.id, []).extend(
+            sorted({marked[m.point.id] for m in mp.members if m.point.id in marked}))
+        if not kept[mp.id]:
+            del kept[mp.id]
     return PrunePlan(kept, [mp for mp in points if mp.id not in kept])
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from cairn.errors import MissingChunk, UsageError
 from cairn.replication.selection import Known, check_send, choose
+from cairn.store import marks
 from cairn.store.blockmap import NodeCache, diff
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO, chunk_name
@@ -96,7 +97,7 @@ def _wanted(local: Repository, cloud: Repository, remote: Cloud, volume_id: int 
             send: str, report: Report) -> list[RecoveryPoint]:
     """What to send, from the cloud's points and tombstones (read under the lock)."""
     removed = remote.removed()
-    points = local.catalog.points(volume_id)
+    points = marks.live_points(local, volume_id)
     gone = {r.id for r in removed}
     report.not_sent_removed = sum(p.id in gone for p in points)
     known = [Known(p.id, p.volume, p.created) for p in cloud.catalog.points()]

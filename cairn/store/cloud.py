@@ -5,6 +5,7 @@ Layout in the bucket (under its prefix)::
     config.json                      the repository config (a key *id*, never a key), sealed
     points/<volume>/<point id>.json  one immutable sealed object per point: it exists =
                                      committed
+    marks/<point id>.json            a point's lock, deletion hold and flags, sealed (`marks`)
     chunks/abc/<hash>                chunks, as in a local repository
     locks/<random>.json              writers' locks: {exclusive, host, pid, command, time}
     removed/<volume>/<point id>_<created µs>_<mac>  a point that was here and was deleted
@@ -63,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 from cairn import logs
 from cairn.errors import Corruption, NotARepository, RepositoryExists, S3NoSuchBucket, UsageError
-from cairn.store import runs
+from cairn.store import marks, runs
 from cairn.store.blockmap import NodeCache
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import chunk_name
@@ -217,6 +218,42 @@ class Cloud:
         mac = _tombstone_mac(self.sealer, self.repository_id, point.volume, point.id, micros)
         self.backend.put(f"removed/{point.volume}/{point.id}_{micros}_{mac}", b"")
         self.backend.delete(point_object(point))
+        self.backend.delete(f"marks/{point.id}.json")
+
+    def publish_marks(self, point: RecoveryPoint, point_marks: marks.Marks) -> None:
+        """The bucket's copy of a point's marks, which every node's sync reads."""
+        name = f"marks/{point.id}.json"
+        if point_marks.empty:
+            self.backend.delete(name)
+            return
+        record = {"repository": self.repository_id, "point": point.id, **point_marks.json()}
+        self.backend.put(name, json.dumps(self.sealer.seal(record)).encode())
+
+    def _read_marks(self) -> dict[str, marks.Marks]:
+        """Every point's marks in the bucket, each sealed and bound to its name."""
+        found: dict[str, marks.Marks] = {}
+        for name in self.backend.list("marks"):
+            parts = name.split("/")
+            point_id = parts[-1].removesuffix(".json")
+            if len(parts) != 2 or not _POINT_ID.match(point_id) or not name.endswith(".json"):
+                raise Corruption(f"object {name!r} in {self.where} is not a mark cairn "
+                                 "writes: someone else wrote to the bucket; remove it")
+            try:
+                raw = self.backend.get(name)
+            except KeyError:
+                continue  # removed since the listing
+            what = f"marks record {name} in {self.where}"
+            record = self.sealer.open(raw, what)
+            try:
+                valid = (record.get("repository") == self.repository_id
+                         and record.get("point") == point_id)
+                found[point_id] = marks.Marks.from_json(record)
+            except (TypeError, ValueError):
+                valid = False
+            if not valid:
+                raise Corruption(f"{what} does not belong at that name in this repository: "
+                                 "it was moved or altered; restore it from a copy or remove it")
+        return found
 
     def removed(self) -> list[Removed]:
         """Every point deleted from the bucket, from one listing of ``removed/``."""
@@ -270,6 +307,9 @@ class Cloud:
             arrivals.append(self.read_record(remote[point_id], raw))
         for point in sorted(arrivals, key=lambda p: p.created):
             self.learn(repo, point)
+        bucket_marks = self._read_marks()
+        stale = {point_id: marks.Marks() for point_id in marks.all_marks(repo)}
+        marks.replace_marks(repo, {**stale, **bucket_marks})
 
     def _point_id_of(self, name: str) -> str:
         """The point id in a ``points/`` object name, which must be one cairn writes."""

@@ -4,6 +4,11 @@ Each deleted point is removed in its own catalog transaction together with the r
 changes its removal causes (`runs.delete_decrements`); chunks that lose their last run are
 unlinked after the commit by `Repository.reclaim`. A crash between the two leaves them queued
 in ``pending_free``, so space is never leaked and nothing committed is ever lost.
+
+This is the one path that really deletes, so it is where locks are enforced (`marks`): a
+locked point is refused before anything is deleted, whoever asks. `cairn delete` normally
+only *holds* points (`marks.hold`); `purge_expired` brings held points whose window passed
+here.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from cairn.errors import Corruption
-from cairn.store import runs
+from cairn.store import marks, runs
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.clones import refuse_if_cloned
 from cairn.store.repository import Repository, tolerant_nodes
@@ -21,8 +26,11 @@ from cairn.store.verify import expected_refs
 def delete_points(repo: Repository, points: Iterable[RecoveryPoint]) -> int:
     """Delete ``points`` (any volumes, any order); returns the number of chunks freed.
 
-    A point with clones is refused before anything is deleted: a clone reads its point.
+    A point with clones or a lock is refused before anything is deleted: a clone reads its
+    point, and a lock is a promise.
     """
+    points = list(points)
+    marks.refuse_if_locked(repo, points)
     by_volume: dict[str, list[RecoveryPoint]] = {}
     for p in points:
         refuse_if_cloned(repo, p)
@@ -67,3 +75,9 @@ def _delete_one(repo: Repository, point: RecoveryPoint) -> None:
         return
     repo.catalog.forget_points([point.id])
     repo.catalog.recount(expected_refs(repo, tolerant_nodes(repo)))
+
+
+def purge_expired(repo: Repository) -> int:
+    """Really delete the held points whose deletion window has passed; chunks freed."""
+    due = marks.expired(repo)
+    return delete_points(repo, due) if due else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cairn.store import marks
 from cairn.store.repository import Repository
 
 
@@ -19,6 +20,10 @@ class Stats:
     dedup_ratio: float
     compression_ratio: float
     overall_ratio: float
+    deleted_points: int
+    """Deleted points held restorable for the deletion window (`marks`)."""
+    deleted_stored_bytes: int
+    """What those points stored when they were made: about what reclaiming them frees."""
 
 
 def repository_stats(repo: Repository) -> Stats:
@@ -27,13 +32,14 @@ def repository_stats(repo: Repository) -> Stats:
     Zero blocks count in the logical size but not as data: thin provisioning shows in the
     overall ratio (logical / stored), not as dedup.
     """
+    held = [p for p, _m in marks.held_points(repo)]
     points = repo.catalog.points()
     chunks, unique, stored = repo.catalog.chunk_totals()
     logical = sum(p.size for p in points)
     allocated = sum(p.allocated for p in points)
     return Stats(
         volumes=len(repo.catalog.volumes()),
-        points=len(points),
+        points=len(points) - len(held),
         logical_bytes=logical,
         allocated_bytes=allocated,
         chunks=chunks,
@@ -42,4 +48,6 @@ def repository_stats(repo: Repository) -> Stats:
         dedup_ratio=round(allocated / unique, 3) if unique else 1.0,
         compression_ratio=round(unique / stored, 3) if stored else 1.0,
         overall_ratio=round(logical / stored, 3) if stored else 1.0,
+        deleted_points=len(held),
+        deleted_stored_bytes=sum(p.bytes_stored for p in held),
     )

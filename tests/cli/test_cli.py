@@ -117,7 +117,7 @@ def test_second_writer_is_refused_naming_the_holder(repo: Path, tmp_path: Path) 
         one_line_error(cairn("backup", "--repo", repo, "--volume", "v", img), 1,
                        "locked by pid", str(holder.pid))
         point = json.loads(ok("points", "--repo", repo, "--json"))[0]["id"]
-        one_line_error(cairn("delete", "--repo", repo, point), 1, "locked")
+        one_line_error(cairn("delete", "--repo", repo, "--now", point), 1, "locked")
     finally:
         holder.kill()
         holder.wait()

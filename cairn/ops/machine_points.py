@@ -42,7 +42,10 @@ class PrunePlan:
 
 
 def list_machine_points(repo: Repository, machine: str | None = None) -> list[MachinePoint]:
-    return MachinePoints(repo.catalog).list(machine)
+    """Machine points, leaving out those deleted and held for the deletion window."""
+    held = {p.id for p, _m in marks.held_points(repo)}
+    return [mp for mp in MachinePoints(repo.catalog).list(machine)
+            if not any(m.point.id in held for m in mp.members)]
 
 
 def resolve(repo: Repository, ref: str) -> MachinePoint | None:

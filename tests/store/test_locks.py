@@ -79,9 +79,9 @@ def test_cli_wait_outlasts_a_short_holder(repo_path: Path) -> None:
     repo.close()
     holder = _hold(repo_path, 10)
     try:
-        one_line_error(cairn("delete", "--repo", repo_path, point), 1, f"pid {holder.pid}",
-                       "--wait SECONDS")
-        result = cairn("delete", "--repo", repo_path, point, "--wait", "30")
+        one_line_error(cairn("delete", "--repo", repo_path, "--now", point), 1,
+                       f"pid {holder.pid}", "--wait SECONDS")
+        result = cairn("delete", "--repo", repo_path, "--now", point, "--wait", "30")
         assert result.returncode == 0, result.stderr
         assert f"waiting up to 30 s for volume vol, locked by pid {holder.pid}" in result.stderr
         assert "deleted 1 point" in result.stdout

@@ -113,6 +113,8 @@ class AgentlessRunner:
             return
         finally:
             repo.close()
+        for disk in result.disks:  # the API, alerts and offsite copies see its volumes
+            self.state.register_volume(machine.machine_id, disk.disk, disk.point.size)
         self._retention(machine)
         self.state.finish_job(job_id, True, None,
                               sum(d.point.bytes_read for d in result.disks),

@@ -12,8 +12,9 @@ The order is what makes a failure harmless (`cairn.sources.qemu_view` tells the 
 4. release the view and hand the bitmaps over: only after the commit is the old bitmap
    dropped; on failure the new one is merged back, so the next backup sees every change.
 
-A disk's volume is ``<machine>-<disk>``. If reading a later disk fails, the volume points
-already committed by this backup are deleted again, so no partial machine point stays.
+A disk's volume is ``<machine>.<disk>``, as the appliance names an agent's volumes. If
+reading a later disk fails, the volume points already committed by this backup are deleted
+again, so no partial machine point stays.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def default_machine(monitor: Monitor, qmp: Path) -> str:
 
 def _plan_disk(repo: Repository, machine: str, index: int, disk: Disk,
                last: MachinePoint | None, why_not: dict[str, str]) -> _Plan:
-    volume = check_volume_name(f"{machine}-{disk.name}")
+    volume = check_volume_name(f"{machine}.{disk.name}")
     if last is None:
         return _Plan(ViewDisk(disk, index, None), volume, "first backup of this machine")
     base = bitmap_name(last.id)

@@ -43,6 +43,10 @@ def test_scheduled_agentless_backups_and_retention(appliance: Appliance, vm: Liv
     listed = json.loads(cairn("points", "--repo", appliance.repo, "--machine", "web01",
                               "--json").stdout)
     assert len(listed) == 2
+    with appliance.admin() as c:
+        points = c.json("GET", "/api/v1/machines/web01/points")
+    assert sorted(p["id"] for p in points) == sorted(
+        v["id"] for mp in listed for v in mp["volumes"])
     assert [v["disk"] for v in listed[-1]["volumes"]] == ["vda", "vdb"]
     ref = vm.reference("vda", tmp_path / "ref.img")
     cairn("restore", "--repo", appliance.repo, listed[-1]["id"], tmp_path / "out")

@@ -46,7 +46,7 @@ def test_machine_points_restore_delete_prune_whole(start_vm: Callable[..., LiveV
     listed = json.loads(ok("points", "--repo", repo, "--machine", "web01", "--json"))
     assert [mp["id"] for mp in listed][:3] == ids
     assert [[v["disk"] for v in mp["volumes"]] for mp in listed] == [["vda", "vdb"]] * 4
-    assert {v["volume"] for v in listed[0]["volumes"]} == {"web01-vda", "web01-vdb"}
+    assert {v["volume"] for v in listed[0]["volumes"]} == {"web01.vda", "web01.vdb"}
 
     for round_, mp in enumerate(ids):
         ok("restore", "--repo", repo, mp, tmp_path / f"out{round_}")

@@ -65,7 +65,7 @@ def test_two_disks_full_then_incremental_restore_bit_identical(
     listed = MachinePoints(repo.catalog).list("vm1")
     assert [mp.id for mp in listed] == [first.machine_point.id, second.machine_point.id]
     assert [m.disk for m in listed[1].members] == ["vda", "vdb"]
-    assert [m.point.volume for m in listed[1].members] == ["vm1-vda", "vm1-vdb"]
+    assert [m.point.volume for m in listed[1].members] == ["vm1.vda", "vm1.vdb"]
 
 
 def test_unchanged_vm_reads_nothing(start_vm: Callable[..., LiveVm], repo: Repository) -> None:

@@ -32,7 +32,7 @@ from cairn.virt import nbd_protocol as p
 REPLY_TYPE_OFFSET_HOLE = 2
 DIRTY = 1
 MAX_STATUS_LENGTH = 1 << 30
-MAX_READ = 32 * 1024 * 1024
+PIECE = 256 * 1024  # nbdcopy's request size
 
 
 class NbdReadError(SourceError):
@@ -106,10 +106,11 @@ class NbdConnection:
         p.send_all(self.sock, p.REQUEST.pack(p.REQUEST_MAGIC, 0, command, self.cookie,
                                              offset, length))
 
-    def _chunk_header(self, offset: int) -> tuple[int, int, int]:
-        """The next reply chunk's ``(flags, type, payload length)``; an error chunk raises."""
+    def _reply_chunk(self, cookies: set[int], offset: int) -> tuple[int, int, int, int]:
+        """The next reply chunk's ``(flags, type, payload length, cookie)`` for one of
+        ``cookies``; an error chunk raises."""
         magic, flags, kind, cookie, size = p.CHUNK_HEADER.unpack(self._recv(p.CHUNK_HEADER.size))
-        if magic != p.STRUCTURED_REPLY_MAGIC or cookie != self.cookie:
+        if magic != p.STRUCTURED_REPLY_MAGIC or cookie not in cookies:
             raise NbdReadError(f"NBD export {self.export!r}: reply out of order")
         if kind == p.REPLY_TYPE_ERROR:
             payload = self._recv(size)
@@ -117,13 +118,13 @@ class NbdConnection:
             why = payload[6:].decode(errors="replace")
             raise NbdReadError(f"NBD export {self.export!r} failed a request at offset "
                                f"{offset} (error {error}: {why})")
-        return flags, kind, size
+        return flags, kind, size, cookie
 
     def _request(self, command: int, offset: int, length: int) -> Iterator[tuple[int, bytes]]:
         """Send one request; yield its reply chunks as ``(type, payload)``."""
         self._send(command, offset, length)
         while True:
-            flags, kind, size = self._chunk_header(offset)
+            flags, kind, size, _ = self._reply_chunk({self.cookie}, offset)
             payload = self._recv(size)
             if kind != p.REPLY_TYPE_NONE:
                 yield kind, payload
@@ -131,13 +132,20 @@ class NbdConnection:
                 return
 
     def read(self, offset: int, length: int) -> bytearray:
-        """``length`` bytes at ``offset``; holes the server reports arrive as zeros. Data
-        lands straight in the buffer returned (no copy per chunk)."""
+        """``length`` bytes at ``offset``; holes the server reports arrive as zeros.
+
+        The range goes out as several requests of at most PIECE bytes at once, so QEMU
+        serves them in parallel; replies may come in any order and each data chunk carries
+        its offset, so it lands straight in its place in the buffer returned.
+        """
         out = bytearray(length)
         view = memoryview(out)
-        self._send(p.CMD_READ, offset, length)
-        while True:
-            flags, kind, size = self._chunk_header(offset)
+        pending = set()
+        for start in range(offset, offset + length, PIECE):
+            self._send(p.CMD_READ, start, min(PIECE, offset + length - start))
+            pending.add(self.cookie)
+        while pending:
+            flags, kind, size, cookie = self._reply_chunk(pending, offset)
             if kind == p.REPLY_TYPE_OFFSET_DATA:
                 at = struct.unpack(">Q", self._recv(8))[0] - offset
                 if at < 0 or at + size - 8 > length:
@@ -146,7 +154,8 @@ class NbdConnection:
             else:
                 self._recv(size)  # a hole (already zeros) or nothing
             if flags & p.REPLY_FLAG_DONE:
-                return out
+                pending.discard(cookie)
+        return out
 
     def _recv_into(self, view: memoryview) -> None:
         got = 0

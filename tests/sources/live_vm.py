@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cairn.errors import SourceError
 from cairn.sources.qmp import Monitor
 
 MIB = 1024 * 1024
@@ -85,12 +86,13 @@ class LiveVm:
                     "-device", f"virtio-blk-pci,drive=n-{disk},id={disk},share-rw=on"]
         self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not self.test_qmp.exists():
+        deadline = time.monotonic() + 30
+        while self._monitor is None:  # the socket file appears before QEMU listens on it
             assert self.process.poll() is None, "QEMU exited at start"
             assert time.monotonic() < deadline, "QEMU opened no QMP socket"
+            with contextlib.suppress(SourceError):
+                self._monitor = Monitor(self.test_qmp)
             time.sleep(0.05)
-        self._monitor = Monitor(self.test_qmp)
         return self
 
     @property

@@ -30,6 +30,8 @@ for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
 done
 [ -e /usr/lib/syslinux/mbr/mbr.bin ] || missing+=(syslinux-common)
+[ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || missing+=(ovmf)                    # UEFI guests
+[ -e /usr/lib/systemd/boot/efi/systemd-bootx64.efi ] || missing+=(systemd-boot-efi)  # UEFI test disk
 [ -e /usr/share/novnc/core/rfb.js ] || missing+=(novnc)       # the console's VM screen
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from bootable_image import build_bootable_image
+from uefi_image import build_uefi_image
 
 from cairn.virt.device import BlockDevice
 from cairn.virt.nbd import NbdServer
@@ -20,6 +21,9 @@ NEEDED = {
     "extlinux": "extlinux",
     "mkfs.ext4": "e2fsprogs",
     "busybox": "busybox-static",
+    "mkfs.vfat": "dosfstools",
+    "mcopy": "mtools",
+    "sfdisk": "fdisk",
 }
 
 
@@ -37,6 +41,16 @@ def bootable_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield build_bootable_image(folder / "machine.img")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def uefi_image(bootable_image: Path) -> Iterator[Path]:
+    """A GPT disk with an EFI system partition and systemd-boot: boots only with OVMF."""
+    path = bootable_image.with_name("uefi.img")
+    try:
+        yield build_uefi_image(path)
+    finally:
+        path.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")

@@ -210,3 +210,14 @@ def test_bad_requests_are_refused_before_anything_starts(
             assert len(result.stderr.strip().splitlines()) == 1
     assert vms.listed() == {}
     assert json.loads(cairn("clones", "--repo", vms.appliance.repo, "--json").stdout) == []
+
+
+def test_a_disk_with_an_efi_system_partition_boots_with_uefi(vms: Vms, uefi_image: Path) -> None:
+    point = vms.backup(uefi_image, "efi01")
+    vm = vms.start(point, "efi")
+    assert (vm["firmware"], vm["disk_bus"]) == ("uefi", "sata")  # no Linux partition: SATA
+    serial = vms.serial("efi")
+    serial.wait_for("/ #")
+    assert "EFI=yes" in serial.run("[ -d /sys/firmware/efi ] && echo 'E''FI=yes'", "EFI=")
+    stopped = vms.run("stop", "efi", "--discard", "--timeout", "120")
+    assert stopped["forced"] is False and stopped["kept_clones"] == []

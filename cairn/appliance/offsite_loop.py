@@ -2,8 +2,10 @@
 
 Backups never wait on it (it holds only the cloud's shared lock and reads the local store);
 machines are replicated one after the other so two replications never split the uplink.
-A run starts only inside its policy's window (a forced "run now" starts at once). Failures
-are recorded on the policy; an offsite that falls behind raises an alert (`watch`).
+A run starts only inside its policy's window (a forced "run now" starts at once). Each run
+ends by writing the appliance's own state to the bucket (`state_backup`), so the appliance
+can be rebuilt from the bucket. Failures are recorded on the policy; an offsite that falls
+behind raises an alert (`watch`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from cairn import logs
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.offsite import OffsitePolicy, OffsiteTable
 from cairn.appliance.state import State
+from cairn.appliance.state_backup import push
 from cairn.appliance.uploads import store_volume
 from cairn.errors import CairnError
 from cairn.ops.offsite import OffsiteTarget, replicate_volumes
@@ -70,5 +73,12 @@ class OffsiteLoop:
             if not isinstance(exc, CairnError):
                 logs.log.exception("offsite run failed")
             return
-        self.table.finished(p, started, None, result.json())
-        logs.event("offsite.done", machine=p.machine, target=p.target, **result.json())
+        report = result.json()
+        try:
+            report["state_bytes"] = push(self.repo, p.target, p.endpoint)
+        except CairnError as exc:
+            self.table.finished(p, started, f"points sent, but the appliance state was not: "
+                                            f"{exc}", report)
+            return
+        self.table.finished(p, started, None, report)
+        logs.event("offsite.done", machine=p.machine, target=p.target, **report)

@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="address to serve on (default from the config, else 127.0.0.1:8443)")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help=f"TOML config (default {appliance_config.DEFAULT_PATH} if present)")
+    p.add_argument("--recover-from", metavar="s3://BUCKET/PREFIX",
+                   help="first rebuild the appliance in an empty --repo from the state its "
+                        "offsite bucket holds (with --key-file: the repository's key)")
     p.set_defaults(handler=run)
 
 
@@ -32,4 +35,11 @@ def run(args: argparse.Namespace) -> int:
     if not repo:
         raise UsageError("no repository given: pass --repo PATH, set CAIRN_REPO, or set repo "
                          "in the config file")
+    if args.recover_from:
+        from cairn.appliance.recovery import recover
+
+        pulled = recover(Path(repo), args.recover_from, args.endpoint,
+                         Path(args.key_file) if args.key_file else None)
+        print(f"appliance recovered from {args.recover_from} into {repo}: {pulled} point(s) "
+              "pulled; agents keep their tokens and certificate", flush=True)
     return serve(Path(repo), config)

@@ -191,15 +191,20 @@ class Repository:
 
     @classmethod
     def init(cls, path: Path, block_size: int = DEFAULT_BLOCK_SIZE,
-             encrypt: bool = False) -> Repository:
-        """A new local repository; with ``encrypt`` its key is written to ``<path>/key``."""
+             encrypt: bool = False, key_file: Path | None = None) -> Repository:
+        """A new local repository; with ``encrypt`` a new key is written to ``<path>/key``,
+        with ``key_file`` that existing encryption key is (an appliance rebuilt from its
+        bucket keeps the key its chunks are encrypted with)."""
         if (path / "config.json").exists():
             raise RepositoryExists(str(path))
         if path.exists() and any(path.iterdir()):
             raise UsageError(f"{path} exists and is not empty: give a new or empty directory")
         check_block_size(block_size)
         private_folder(path)
-        key = write_key_file(path / "key", encrypts=True).secret if encrypt else None
+        if key_file is not None:
+            key = _adopt_key(key_file, path / "key")
+        else:
+            key = write_key_file(path / "key", encrypts=True).secret if encrypt else None
         config = RepositoryConfig(id=os.urandom(16).hex(), block_size=block_size,
                                   key_id=key_id(key) if key else None, layout="packs")
         (path / "chunks").mkdir(exist_ok=True)
@@ -353,3 +358,14 @@ class Repository:
                 self.chunks.backend.sync()
             self.catalog.forget_pending(pending)
             return len(free)
+
+
+def _adopt_key(key_file: Path, dest: Path) -> bytes:
+    """Copy an existing encryption key into a new repository (owner-only, never over one)."""
+    key = read_key_file(key_file)
+    if not key.encrypts:
+        raise UsageError(f"{key_file} is an integrity key, not an encryption key")
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.secret.hex() + "\n")
+    return key.secret

@@ -54,7 +54,8 @@ class Appliance:
     """``alerts`` fills the config's [alerts] table; ``env`` adds to the process environment."""
 
     def __init__(self, work: Path, alerts: dict[str, float] | None = None,
-                 env: dict[str, str] | None = None, **scheduler: float) -> None:
+                 env: dict[str, str] | None = None, encrypt: bool = False,
+                 **scheduler: float) -> None:
         self.work = work
         self.repo = work / "repo"
         self.port = free_port()
@@ -68,13 +69,15 @@ class Appliance:
         self.env = {**ENV, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = work / "appliance.log"
-        cairn("init", "--repo", self.repo)
+        cairn("init", "--repo", self.repo, *(["--encrypt"] if encrypt else []))
 
-    def start(self) -> None:
+    def start(self, *serve_args: str) -> None:
+        """Serve ``self.repo`` (``serve_args``: e.g. ``--recover-from URL``)."""
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [*CLI, "serve", "--repo", str(self.repo), "--listen", f"127.0.0.1:{self.port}",
-                 "--config", str(self.config)], cwd=ROOT, env=self.env, stdout=log, stderr=log)
+                 "--config", str(self.config), *serve_args], cwd=ROOT, env=self.env,
+                stdout=log, stderr=log)
         wait_for(self._up, timeout=30)
 
     def _up(self) -> bool:

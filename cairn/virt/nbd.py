@@ -1,5 +1,8 @@
 """An NBD server that exports one `BlockDevice`, so QEMU, qemu-img and nbdcopy read points.
 
+Reads on one connection are served in parallel and answered out of order (see
+`cairn.virt.nbd_transmission`).
+
 A recovery point (read-only) or a writable clone becomes a disk any NBD client can use:
 ``NbdServer(device, "127.0.0.1", 0)`` listens, a thread serves each connection, and
 `close()` ends the listener and every client. The server promises never to crash or hang

@@ -1,7 +1,12 @@
 """The NBD transmission phase: one connection's request loop over a `BlockDevice`.
 
-Requests are served one at a time per connection, in order (clients that want parallelism
-open several connections, which the export allows with NBD_FLAG_CAN_MULTI_CONN). Every range
+Reads and block-status queries run in parallel on a few threads per connection and are
+answered as each finishes, out of order (each reply carries its request's cookie, as the
+protocol allows), so a client with many requests in flight (QEMU, nbdcopy) keeps the store's
+reads and decompression busy. At most `MAX_INFLIGHT_BYTES` of read replies are in flight per
+connection, so a client cannot make the server buffer more. Writes, trims, zeroes and flushes
+run on the connection's own thread in order; a flush therefore covers every write answered
+before it. Every range
 is checked before the device sees it, so the device contract (offsets inside ``[0, size)``)
 holds whatever a client sends. A device exception becomes an NBD error reply (EIO unless a
 clearer errno applies) and the connection keeps serving: a client must see read errors, never
@@ -14,7 +19,9 @@ import contextlib
 import logging
 import socket
 import struct
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from cairn.virt import nbd_protocol as p
@@ -34,6 +41,8 @@ _ALLOWED_FLAGS = {
     p.CMD_BLOCK_STATUS: p.CMD_FLAG_FUA | p.CMD_FLAG_REQ_ONE,
 }
 _ZERO_PIECE = 1024 * 1024
+READ_WORKERS = 4
+MAX_INFLIGHT_BYTES = 64 * 1024 * 1024
 
 
 class _DeviceFailed(Exception):
@@ -57,9 +66,19 @@ class Transmission:
         self.device = export.device
         self.session = session
         self.lock = lock
+        self._send_lock = threading.Lock()
+        self._budget = threading.Condition()
+        self._inflight = 0
 
     def run(self) -> None:
-        """Return on NBD_CMD_DISC; raise `Disconnected` when the stream breaks."""
+        """Return on NBD_CMD_DISC; raise `Disconnected` when the stream breaks.
+
+        Replies still being read are sent before this returns, or dropped if the peer left.
+        """
+        with ThreadPoolExecutor(READ_WORKERS, thread_name_prefix="nbd-read") as pool:
+            self._serve(pool)
+
+    def _serve(self, pool: ThreadPoolExecutor) -> None:
         while True:
             header = p.recv_exact(self.sock, p.REQUEST.size)
             magic, flags, command, cookie, offset, length = p.REQUEST.unpack(header)
@@ -73,10 +92,45 @@ class Transmission:
             if command not in _ALLOWED_FLAGS or flags & ~_ALLOWED_FLAGS[command]:
                 self._error(cookie, p.NBD_EINVAL, "unsupported command or flag")
                 continue
+            if command in (p.CMD_READ, p.CMD_BLOCK_STATUS):
+                self._reserve(length if command == p.CMD_READ else 0)
+                pool.submit(self._parallel, command, flags, cookie, offset, length)
+                continue
             try:
                 self._dispatch(command, flags, cookie, offset, length)
             except _DeviceFailed as exc:
                 self._error(cookie, exc.error, "device error")
+
+    def _reserve(self, length: int) -> None:
+        """Wait until ``length`` more reply bytes fit the budget (one oversized read alone
+        always fits, so a 32 MiB read never waits forever)."""
+        length = min(length, MAX_INFLIGHT_BYTES)
+        with self._budget:
+            self._budget.wait_for(lambda: self._inflight + length <= MAX_INFLIGHT_BYTES)
+            self._inflight += length
+
+    def _parallel(self, command: int, flags: int, cookie: int, offset: int, length: int
+                  ) -> None:
+        """One read or block-status request on a pool thread; its reply goes out when done."""
+        try:
+            self._dispatch(command, flags, cookie, offset, length)
+        except _DeviceFailed as exc:
+            with contextlib.suppress(p.Disconnected):
+                self._error(cookie, exc.error, "device error")
+        except p.Disconnected:
+            pass  # the peer left; the connection's thread sees it too
+        except Exception:
+            log.exception("NBD request failed")
+        finally:
+            with self._budget:
+                self._inflight -= min(length, MAX_INFLIGHT_BYTES) if command == p.CMD_READ \
+                    else 0
+                self._budget.notify_all()
+
+    def _send(self, *parts: bytes) -> None:
+        """Replies from several threads never interleave: each is sent whole, under a lock."""
+        with self._send_lock:
+            p.send_all(self.sock, *parts)
 
     def _dispatch(self, command: int, flags: int, cookie: int, offset: int, length: int) -> None:
         size = self.device.size
@@ -145,7 +199,7 @@ class Transmission:
             log.error("device returned %d bytes for a %d-byte read", len(data), length)
             raise _DeviceFailed(p.NBD_EIO)
         if not self.session.structured:
-            return p.send_all(self.sock, p.SIMPLE_REPLY.pack(p.SIMPLE_REPLY_MAGIC, 0, cookie), data)
+            return self._send(p.SIMPLE_REPLY.pack(p.SIMPLE_REPLY_MAGIC, 0, cookie), data)
         if not length:
             return self._ok(cookie)
         header = p.CHUNK_HEADER.pack(
@@ -155,7 +209,7 @@ class Transmission:
             cookie,
             8 + length,
         )
-        p.send_all(self.sock, header + struct.pack(">Q", offset), data)
+        self._send(header + struct.pack(">Q", offset), data)
 
     def _block_status(self, cookie: int, offset: int, length: int, req_one: bool) -> None:
         runs = self._call(self.device.extents, offset, length)
@@ -176,11 +230,11 @@ class Transmission:
     def _ok(self, cookie: int) -> None:
         if self.session.structured:
             return self._chunk(cookie, p.REPLY_TYPE_NONE, b"")
-        p.send_all(self.sock, p.SIMPLE_REPLY.pack(p.SIMPLE_REPLY_MAGIC, 0, cookie))
+        self._send(p.SIMPLE_REPLY.pack(p.SIMPLE_REPLY_MAGIC, 0, cookie))
 
     def _error(self, cookie: int, error: int, message: str) -> None:
         if not self.session.structured:
-            return p.send_all(self.sock, p.SIMPLE_REPLY.pack(p.SIMPLE_REPLY_MAGIC, error, cookie))
+            return self._send(p.SIMPLE_REPLY.pack(p.SIMPLE_REPLY_MAGIC, error, cookie))
         text = message.encode()
         self._chunk(cookie, p.REPLY_TYPE_ERROR, struct.pack(">IH", error, len(text)) + text)
 
@@ -188,7 +242,7 @@ class Transmission:
         header = p.CHUNK_HEADER.pack(
             p.STRUCTURED_REPLY_MAGIC, p.REPLY_FLAG_DONE, reply_type, cookie, len(payload)
         )
-        p.send_all(self.sock, header + payload)
+        self._send(header + payload)
 
 
 def block_status_descriptors(

@@ -220,6 +220,39 @@ def test_an_idle_client_is_closed_after_the_idle_timeout(serve: Serve) -> None:
     assert srv.connections == 0
 
 
+class SlowStart(MemoryDevice):
+    """Reads of the first block wait until a later read has been served."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size, data=bytes(range(256)) * 16)
+        self.later_served = threading.Event()
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset == 0:
+            assert self.later_served.wait(10), "the later read was never served"
+        else:
+            self.later_served.set()
+        return super().read(offset, length)
+
+
+def test_reads_on_one_connection_run_in_parallel_and_reply_out_of_order(serve: Serve) -> None:
+    device = SlowStart(SIZE)
+    srv = serve(device, serialize=False)
+    sock = negotiated(srv.port)
+    sock.sendall(request(p.CMD_READ, 0, 4096, cookie=1) + request(p.CMD_READ, 8192, 4096,
+                                                                    cookie=2))
+    cookies = []
+    for _ in range(2):
+        magic, _, kind, cookie, length = p.CHUNK_HEADER.unpack(
+            recv_exact(sock, p.CHUNK_HEADER.size))
+        assert (magic, kind) == (p.STRUCTURED_REPLY_MAGIC, p.REPLY_TYPE_OFFSET_DATA)
+        offset = struct.unpack(">Q", recv_exact(sock, 8))[0]
+        assert recv_exact(sock, length - 8) == device.read(offset, 4096)
+        cookies.append(cookie)
+    assert cookies == [2, 1]  # the second request's reply came first
+    sock.close()
+
+
 def test_connections_beyond_the_limit_are_closed(serve: Serve) -> None:
     srv = serve(MemoryDevice(SIZE), max_clients=2)
     held = [NbdClient(srv.port), NbdClient(srv.port)]

@@ -50,6 +50,7 @@ COMMANDS = {
     "offsite": "offsite_cmd",
     "users": "users_cmd",
     "tokens": "tokens_cmd",
+    "debug": "debug_cmd",
     "vm": "vm_cmd",
     "rollback": "rollback_cmd",
 }

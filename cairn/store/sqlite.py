@@ -8,6 +8,12 @@ SQLite's 4 KiB page reads scattered over the database and its WAL: a thousand ra
 reads. Asking the kernel to read both files ahead, in the background, as they are opened
 turns those into a few sequential reads. Files above PREFETCH_LIMIT are left alone: there
 the bytes read ahead would cost more than the random reads they save.
+
+Only the first connection a process makes to a database prefetches it: closing *any*
+descriptor of a file drops every POSIX lock the process holds on it, including those of
+its open SQLite connections, and another process then checkpoints or rewrites the WAL under
+them ("database disk image is malformed", committed chunks missing from the pack index:
+found by `cairn debug torture` with a second connection open, as in the appliance).
 """
 
 from __future__ import annotations
@@ -15,12 +21,17 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 from cairn.errors import StorageFull
 from cairn.store import reserve
 
 PREFETCH_LIMIT = 64 * 1024 * 1024
+
+
+_prefetched: set[str] = set()
+_guard = threading.Lock()
 
 
 def _prefetch(path: Path) -> None:
@@ -41,8 +52,13 @@ def connect(path: Path) -> sqlite3.Connection:
     A new database file is made 0600 first: SQLite gives its WAL and shared-memory files
     the database file's mode, so the whole catalog stays private whatever the umask.
     """
-    for part in (path, path.with_name(path.name + "-wal")):
-        _prefetch(part)
+    key = os.path.abspath(path)
+    with _guard:
+        first = key not in _prefetched
+        _prefetched.add(key)
+    if first:
+        for part in (path, path.with_name(path.name + "-wal")):
+            _prefetch(part)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     db = sqlite3.connect(path, isolation_level=None, timeout=60.0, check_same_thread=False)

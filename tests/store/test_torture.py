@@ -10,6 +10,7 @@ the test id and the failure message; ``CAIRN_TORTURE_ROUNDS`` runs longer.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -17,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -25,10 +27,12 @@ from cairn.store.chunks import chunk_name
 from cairn.store.reader import PointReader
 from cairn.store.repository import Repository
 from cairn.store.verify import verify
+from tests.s3server import SeaweedS3
 from tests.store.helpers import restored_digest
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = int(os.environ.get("CAIRN_TORTURE_ROUNDS", "12"))
+TORTURE_SECONDS = os.environ.get("CAIRN_TORTURE_SECONDS", "60")
 
 
 def check_repository(repo_path: Path, scratch: Path, seed: int) -> int:
@@ -83,3 +87,22 @@ def test_kill_at_random_moments(tmp_path: Path, seed: int) -> None:
             child.wait()
         most_points = max(most_points, check_repository(repo_path, tmp_path, seed))
     assert most_points > 0, f"seed {seed}: the worker never committed a point"
+
+
+def test_debug_torture_over_every_writer(tmp_path: Path, s3_server: SeaweedS3) -> None:
+    """`cairn debug torture` as a user runs it, with a cloud repository: backups, deletes,
+    prunes, clones, replications and cloud prunes SIGKILLed at random, each pass checked
+    whole. Seed 5 found the prefetch that dropped SQLite's locks (see `store.sqlite`)."""
+    env = {**os.environ, "CAIRN_S3_ENDPOINT": s3_server.endpoint,
+           "CAIRN_S3_ACCESS_KEY": s3_server.access_key,
+           "CAIRN_S3_SECRET_KEY": s3_server.secret_key, "CAIRN_CACHE": str(tmp_path / "cache"),
+           "CAIRN_KEYS": str(tmp_path / "keys")}
+    url = f"s3://{s3_server.bucket}/torture-{uuid.uuid4().hex[:10]}"
+    result = subprocess.run(
+        [sys.executable, "-m", "cairn", "debug", "torture", "--seconds", TORTURE_SECONDS,
+         "--seed", "5", "--work", str(tmp_path / "work"), "--cloud", url, "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = json.loads(result.stdout)
+    assert outcome["kills"] >= 5 and outcome["clean_passes"] >= 1, outcome
+    assert outcome["points_checked"] > 0 and outcome["cloud_points_checked"] > 0, outcome

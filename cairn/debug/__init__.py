@@ -1,0 +1,1 @@
+"""Tools that prove the store (``cairn debug ...``), not used in normal operation."""

@@ -1,0 +1,156 @@
+"""Child process of `cairn debug torture`: random operations on a small repository until
+it is killed (or, in a clean pass, until it has done ``steps`` of them).
+
+The model is on disk, written only after what it describes is durable: every backup reads a
+fresh state file that is never modified again, and its point records that path as its
+source, so a committed point must restore to exactly that file. A clone's expected content
+is written to ``clone-<name>.sha256`` after the clone's flush, and removed before the clone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import sys
+from pathlib import Path
+
+from cairn.errors import CairnError, InUse
+from cairn.sources.image import ImageSource
+from cairn.store.clones import CloneVolume, create_clone, list_clones, remove_clone
+from cairn.store.delete import delete_points
+from cairn.store.ingest import Ingest
+from cairn.store.repository import Repository
+from cairn.store.retention import Policy, select
+
+MIB = 1024 * 1024
+VOLUMES = ("alpha", "beta")
+
+
+def write_state(path: Path, data: bytes | bytearray) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.rename(path)
+
+
+def new_image(rnd: random.Random, size: int) -> bytearray:
+    """About half the 64 KiB blocks random, the rest zeros (holes and dedup both happen)."""
+    data = bytearray(size)
+    for offset in range(0, size, 65536):
+        if rnd.random() < 0.5:
+            data[offset : offset + 65536] = rnd.randbytes(min(65536, size - offset))
+    return data
+
+
+def mutate(rnd: random.Random, data: bytearray) -> None:
+    for _ in range(rnd.randrange(1, 8)):
+        offset = rnd.randrange(len(data))
+        chunk = rnd.randbytes(min(rnd.choice([512, 4096, 70000]), len(data) - offset))
+        data[offset : offset + len(chunk)] = chunk
+
+
+class Worker:
+    def __init__(self, repo: Repository, work: Path, seed: int, cloud_url: str | None) -> None:
+        self.repo = repo
+        self.work = work
+        self.seed = seed
+        self.rnd = random.Random(seed)
+        self.images: dict[str, bytearray] = {}
+        self.cloud_url = cloud_url
+        self.step = 0
+
+    def backup(self, volume: str) -> None:
+        if volume not in self.images:
+            self.images[volume] = new_image(self.rnd, self.rnd.choice([1, 2]) * MIB + 4096)
+        else:
+            mutate(self.rnd, self.images[volume])
+        state = self.work / f"{volume}-{self.seed}-{self.step}.img"
+        write_state(state, self.images[volume])
+        with ImageSource(state) as source:
+            Ingest(self.repo, volume, source).run(None)
+
+    def delete(self) -> None:
+        points = self.repo.catalog.points()
+        if points:
+            delete_points(self.repo, [self.rnd.choice(points)])
+
+    def prune(self, volume: str) -> None:
+        found = self.repo.catalog.volume(volume)
+        if found is not None:
+            points = self.repo.catalog.points(found.id)
+            keep = select(points, Policy(last=self.rnd.randrange(1, 4)))
+            delete_points(self.repo, [p for p in points if p.id not in keep])
+
+    def clone(self) -> None:
+        clones = list_clones(self.repo)
+        if clones and self.rnd.random() < 0.5:
+            victim = self.rnd.choice(clones)
+            (self.work / f"clone-{victim.name}.sha256").unlink(missing_ok=True)
+            remove_clone(self.repo, victim.name)
+            return
+        points = self.repo.catalog.points()
+        if not points:
+            return
+        clone = create_clone(self.repo, self.rnd.choice(points), f"c{self.seed}-{self.step}")
+        volume = CloneVolume(self.repo, clone)
+        try:
+            offset = self.rnd.randrange(volume.size)
+            volume.pwrite(offset, self.rnd.randbytes(min(9000, volume.size - offset)))
+            volume.flush()
+            content = volume.pread(0, volume.size)
+        finally:
+            volume.close()
+        write_state(self.work / f"clone-{clone.name}.sha256",
+                    hashlib.sha256(content).hexdigest().encode())
+
+    def replicate(self) -> None:
+        from cairn.replication.replicate import replicate
+        from cairn.store.cloud import open_cloud
+
+        assert self.cloud_url is not None
+        cloud = open_cloud(self.cloud_url, None)
+        try:
+            if self.rnd.random() < 0.7:
+                replicate(self.repo, cloud)
+            elif points := cloud.catalog.points():
+                delete_points(cloud, [self.rnd.choice(points)])
+        finally:
+            cloud.close()
+
+    def one(self) -> None:
+        """One random operation; refusals a user would also meet (a cloned point) pass."""
+        op = self.rnd.random()
+        volume = self.rnd.choice(VOLUMES)
+        try:
+            if op < 0.45 or volume not in self.images:
+                self.backup(volume)
+            elif op < 0.6:
+                self.delete()
+            elif op < 0.75:
+                self.prune(volume)
+            elif op < 0.85 or self.cloud_url is None:
+                self.clone()
+            else:
+                self.replicate()
+        except InUse:
+            pass
+        self.step += 1
+
+
+def main(argv: list[str]) -> int:
+    repo_path, work, seed, steps = argv[:4]
+    cloud_url = argv[4] if len(argv) > 4 else None
+    repo = Repository.open(Path(repo_path))
+    worker = Worker(repo, Path(work), int(seed), cloud_url)
+    try:
+        while int(steps) == 0 or worker.step < int(steps):
+            worker.one()
+    except CairnError as exc:
+        print(f"torture worker, seed {seed}, step {worker.step}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        repo.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 
 from cairn.cli._common import add_json, add_repo, open_repo, print_json, table, when
+from cairn.ops.machine_points import clone_machine_point
+from cairn.ops.machine_points import resolve as resolve_machine_point
 from cairn.store.clones import create_clone, list_clones, remove_clone
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("clone", help="make a writable clone of a point (constant time)")
     add_repo(p)
-    p.add_argument("point", help="point id (or unique prefix, or VOLUME@latest)")
+    p.add_argument("point", help="point id (or unique prefix, or VOLUME@latest); a machine "
+                                 "point clones every disk, as NAME.DISK")
     p.add_argument("--name", help="clone name (default: made from the point)")
     p.set_defaults(handler=run_clone)
 
@@ -28,6 +31,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run_clone(args: argparse.Namespace) -> int:
     repo = open_repo(args)
+    machine_point = resolve_machine_point(repo, args.point)
+    if machine_point is not None:
+        for made in clone_machine_point(repo, machine_point, args.name):
+            print(f"clone {made.name} of point {made.point_id}")
+        return 0
     clone = create_clone(repo, repo.resolve(args.point), args.name)
     print(f"clone {clone.name} of point {clone.point_id}")
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 from cairn.errors import DestinationError, UnknownPoint
 from cairn.restore.convert import restore_as
 from cairn.store import marks
-from cairn.store.clones import list_clones
+from cairn.store.clones import Clone, create_clone, list_clones, remove_clone
 from cairn.store.delete import delete_points
 from cairn.store.machine_points import MachinePoint, MachinePoints
 from cairn.store.reader import PointReader
@@ -73,6 +73,21 @@ def restore_machine_point(repo: Repository, mp: MachinePoint, folder: Path, fmt:
         restore_as(PointReader(repo, member.point), dest, fmt, advance)
         written.append(dest)
     return written
+
+
+def clone_machine_point(repo: Repository, mp: MachinePoint, name: str | None = None
+                        ) -> list[Clone]:
+    """A writable clone of every disk, named ``<name>.<disk>``; all or none are made."""
+    base = name or f"{mp.machine}-{mp.id[:6]}"
+    made: list[Clone] = []
+    try:
+        for member in mp.members:
+            made.append(create_clone(repo, member.point, f"{base}.{member.disk}"))
+    except BaseException:
+        for clone in made:
+            remove_clone(repo, clone.name)
+        raise
+    return made
 
 
 def delete_machine_points(repo: Repository, mps: Sequence[MachinePoint]) -> int:

@@ -72,3 +72,25 @@ def test_qemu_with_volume_is_a_usage_error(tmp_path: Path) -> None:
     result = cairn("backup", "--repo", tmp_path, "--qemu", tmp_path / "q.sock", "--volume", "v")
     assert result.returncode == 2
     assert result.stderr.startswith("cairn: error: --qemu backs up every disk")
+
+
+def test_machine_point_clone_keeps_it_whole(start_vm: Callable[..., LiveVm],
+                                            tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    ok("init", "--repo", repo)
+    vm = start_vm({"vda": 4 * MIB, "vdb": 4 * MIB}, name="db01")
+    vm.write("vdb", 0, MIB, 0x61)
+    first = json.loads(ok("backup", "--repo", repo, "--qemu", vm.qmp, "--json"))
+    ok("backup", "--repo", repo, "--qemu", vm.qmp)
+    ok("clone", "--repo", repo, first["machine_point"]["id"], "--name", "try")
+    clones = json.loads(ok("clones", "--repo", repo, "--json"))
+    members = {v["disk"]: v["id"] for v in first["machine_point"]["volumes"]}
+    assert {c["name"]: c["point"] for c in clones} == {"try.vda": members["vda"],
+                                                       "try.vdb": members["vdb"]}
+    pruned = json.loads(ok("prune", "--repo", repo, "--machine", "db01", "--keep-last", "1",
+                           "--json"))
+    assert pruned["deleted"] == []
+    assert {"id": first["machine_point"]["id"], "rules": ["has a clone"]} in pruned["kept"]
+    refused = cairn("delete", "--repo", repo, "--now", first["machine_point"]["id"])
+    assert refused.returncode != 0 and "clone" in refused.stderr
+    assert len(json.loads(ok("points", "--repo", repo, "--machine", "db01", "--json"))) == 2

@@ -37,6 +37,7 @@ from cairn.appliance.vm_routes import vm_router
 from cairn.errors import CairnError, Locked, UsageError
 from cairn.frames import MAX_FRAME
 from cairn.ops import schedules
+from cairn.ops.detect import after_backup
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.repository import Repository
 from cairn.virt.vms import VmManager
@@ -358,6 +359,7 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
                 if point is None or not point.volume.startswith(machine.name + "."):
                     raise Forbidden(f"point {point_id} is not a point of {machine.name}")
                 stored += point.bytes_stored
+                after_backup(repo, point, machine.name)
         finally:
             repo.close()
         state.finish_job(job_id, body.ok, body.error, body.bytes_read, stored, body.points)

@@ -16,6 +16,7 @@ from cairn.cli._common import (
 )
 from cairn.cli._common import progress as progress_bar
 from cairn.errors import UsageError
+from cairn.ops.detect import after_backup
 from cairn.sources.image import ImageSource, load_changed_ranges
 from cairn.store.ingest import Ingest
 
@@ -55,11 +56,17 @@ def run(args: argparse.Namespace) -> int:
         total = sum(n for _, n in ranges) if ranges is not None else source.size
         with progress_bar(total, f"backup {args.volume}") as advance:
             point = Ingest(repo, args.volume, source, progress=advance).run(ranges)
+    finding = after_backup(repo, point)
+    reasons = finding.reasons if finding is not None else []
     if args.json:
-        print_json({"point": point.id, **point_json(point)})
+        print_json({"point": point.id, **point_json(point), "flagged": bool(reasons),
+                    "flag_reasons": reasons})
     else:
         print(f"point {point.id} of {point.volume}: read {human_bytes(point.bytes_read)}, "
               f"stored {human_bytes(point.bytes_stored)} in {point.seconds:.2f} s")
+        if reasons:
+            print(f"WARNING: point {point.id} is flagged as possible ransomware: "
+                  f"{'; '.join(reasons)}")
     return 0
 
 

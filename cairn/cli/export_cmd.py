@@ -10,6 +10,7 @@ connect at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import secrets
 import signal
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from cairn.cli._common import add_repo, human_bytes, is_cloud, open_repo, repo_location
 from cairn.errors import UsageError
-from cairn.virt.devices import open_device
+from cairn.store.pins import pin_point
+from cairn.virt.devices import PointDevice, open_device
 from cairn.virt.nbd import NbdServer
 
 IDLE_TIMEOUT = 600.0
@@ -82,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
     name = secrets.token_urlsafe(18)
     server = NbdServer(device, host, port, name, serialize=False, tls=tls,
                        idle_timeout=IDLE_TIMEOUT, max_clients=MAX_CLIENTS)
-    with server:
+    pinned = (pin_point(repo, device.reader.point, f"cairn export on {args.nbd}")
+              if isinstance(device, PointDevice) else contextlib.nullcontext())
+    with pinned, server:
         mode = "read-only" if device.read_only else "read-write"
         scheme = "nbds" if tls else "nbd"
         where = f"[{host}]" if ":" in host else host

@@ -14,11 +14,13 @@ here.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import ExitStack
 
 from cairn.errors import Corruption
 from cairn.store import marks, runs
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.clones import refuse_if_cloned
+from cairn.store.pins import exclusive
 from cairn.store.repository import Repository, tolerant_nodes
 from cairn.store.verify import expected_refs
 
@@ -26,11 +28,19 @@ from cairn.store.verify import expected_refs
 def delete_points(repo: Repository, points: Iterable[RecoveryPoint]) -> int:
     """Delete ``points`` (any volumes, any order); returns the number of chunks freed.
 
-    A point with clones or a lock is refused before anything is deleted: a clone reads its
-    point, and a lock is a promise.
+    A point in use (exported, booted: `pins`), with clones or with a lock is refused
+    before anything is deleted: a clone reads its point, and a lock is a promise. Pins are
+    waited for up to ``repo.lock_wait`` seconds, and a refusal names the use.
     """
     points = list(points)
     marks.refuse_if_locked(repo, points)
+    with ExitStack() as unpinned:
+        for p in points:
+            unpinned.enter_context(exclusive(repo, p))
+        return _delete_unpinned(repo, points)
+
+
+def _delete_unpinned(repo: Repository, points: list[RecoveryPoint]) -> int:
     by_volume: dict[str, list[RecoveryPoint]] = {}
     for p in points:
         refuse_if_cloned(repo, p)

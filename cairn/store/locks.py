@@ -24,7 +24,7 @@ from cairn.errors import Locked
 POLL = 0.1
 
 
-def _holder() -> dict[str, object]:
+def holder() -> dict[str, object]:
     return {
         "pid": os.getpid(),
         "host": os.uname().nodename,
@@ -41,9 +41,13 @@ class FileLock:
     ``wait=SECONDS`` tries for that long, telling ``notify`` once who it is waiting for.
     """
 
-    def __init__(self, path: Path, what: str) -> None:
+    def __init__(self, path: Path, what: str,
+                 holders: Callable[[], str] | None = None) -> None:
+        """``holders`` describes who holds the lock, where they say so elsewhere (shared
+        holders cannot all write into the lock file)."""
         self.path = path
         self.what = what
+        self.holders = holders
         self._fd: int | None = None
 
     def acquire(self, shared: bool = False, wait: bool | float = False,
@@ -61,7 +65,7 @@ class FileLock:
         if not shared:
             try:
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps(_holder()).encode(), 0)
+                os.pwrite(fd, json.dumps(holder()).encode(), 0)
             except OSError:  # a full disk: the lock holds, it just cannot say whose it is
                 pass
         self._fd = fd
@@ -91,17 +95,15 @@ class FileLock:
 
     def describe_holder(self) -> str:
         """Who holds the lock and for how long, from what the holder wrote."""
+        if self.holders is not None:
+            return self.holders()
         try:
             info = json.loads(self.path.read_text() or "{}")
         except (OSError, ValueError):
             info = {}
         if not info:
             return "another process"
-        held = ""
-        if isinstance(info.get("started"), (int, float)):
-            held = f", held for {max(0, time.time() - info['started']):.0f} s"
-        return (f"pid {info.get('pid')} on {info.get('host')} "
-                f"({info.get('command')}, since {info.get('since')}{held})")
+        return describe(info, str(info.get("command")))
 
     def release(self) -> None:
         if self._fd is not None:
@@ -114,3 +116,12 @@ class FileLock:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.release()
+
+
+def describe(info: dict[str, object], what: str) -> str:
+    """``pid N on HOST (WHAT, since T, held for S s)`` from a holder's record."""
+    held = ""
+    started = info.get("started")
+    if isinstance(started, (int, float)):
+        held = f", held for {max(0.0, time.time() - started):.0f} s"
+    return f"pid {info.get('pid')} on {info.get('host')} ({what}, since {info.get('since')}{held})"

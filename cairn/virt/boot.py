@@ -18,6 +18,7 @@ from typing import Literal
 
 from cairn.store.catalog import RecoveryPoint, Verification
 from cairn.store.clones import Clone, CloneVolume, create_clone, remove_clone
+from cairn.store.pins import pin_point
 from cairn.store.repository import Repository
 from cairn.virt.devices import CloneDevice
 from cairn.virt.nbd import NbdServer
@@ -38,7 +39,8 @@ def exported_clone(repo: Repository, point: RecoveryPoint, name: str | None = No
     clone = create_clone(repo, point, name)
     volume = CloneVolume(repo, clone)
     try:
-        with NbdServer(CloneDevice(volume), "127.0.0.1", 0, serialize=False) as server:
+        with pin_point(repo, point, f"a boot of clone {clone.name}"), \
+                NbdServer(CloneDevice(volume), "127.0.0.1", 0, serialize=False) as server:
             yield Exported(clone, f"nbd://127.0.0.1:{server.port}")
         volume.flush()
     finally:

@@ -52,7 +52,7 @@ class FileLock:
 
     def acquire(self, shared: bool = False, wait: bool | float = False,
                 notify: Callable[[str], None] | None = None) -> FileLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         try:
             if wait is True:

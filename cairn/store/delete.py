@@ -20,7 +20,7 @@ from cairn.errors import Corruption
 from cairn.store import marks, runs
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.clones import refuse_if_cloned
-from cairn.store.pins import exclusive
+from cairn.store.pins import exclusive, in_use
 from cairn.store.repository import Repository, tolerant_nodes
 from cairn.store.verify import expected_refs
 
@@ -88,6 +88,7 @@ def _delete_one(repo: Repository, point: RecoveryPoint) -> None:
 
 
 def purge_expired(repo: Repository) -> int:
-    """Really delete the held points whose deletion window has passed; chunks freed."""
-    due = marks.expired(repo)
+    """Really delete the held points whose deletion window has passed; chunks freed.
+    A point still exported or booted (`pins`) waits for a later purge."""
+    due = [p for p in marks.expired(repo) if not in_use(repo, p)]
     return delete_points(repo, due) if due else 0

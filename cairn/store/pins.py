@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from cairn.errors import UnknownPoint
+from cairn.errors import Locked, UnknownPoint
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.locks import FileLock, describe, holder
 from cairn.store.repository import Repository
@@ -75,3 +75,12 @@ def exclusive(repo: Repository, point: RecoveryPoint) -> Iterator[None]:
             (repo.path / "locks" / f"point-{point.id}.lock").unlink(missing_ok=True)
     finally:
         lock.release()
+
+
+def in_use(repo: Repository, point: RecoveryPoint) -> bool:
+    """Whether some process pins ``point`` now."""
+    try:
+        _lock(repo, point.id).acquire().release()
+    except Locked:
+        return True
+    return False

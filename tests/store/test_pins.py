@@ -49,11 +49,11 @@ def test_deleting_an_exported_point_is_refused_or_waits(exported: tuple[Path, st
     repo, point = exported
     export = _export(repo, point)
     try:
-        one_line_error(cairn("delete", "--repo", repo, point), 1,
+        one_line_error(cairn("delete", "--repo", repo, point, "--now"), 1,
                        f"point {point} is locked by cairn export on 127.0.0.1:0",
                        f"pid {export.pid}", "--wait SECONDS")
         waiting = subprocess.Popen([sys.executable, "-m", "cairn", "delete", "--repo",
-                                    str(repo), point, "--wait", "60"], cwd=ROOT,
+                                    str(repo), point, "--now", "--wait", "60"], cwd=ROOT,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
         assert waiting.stderr is not None
@@ -73,7 +73,7 @@ def test_a_pin_dies_with_its_process(exported: tuple[Path, str]) -> None:
     export = _export(repo, point)
     export.send_signal(signal.SIGKILL)
     export.wait()
-    assert "deleted 1 point" in ok("delete", "--repo", repo, point)
+    assert "deleted 1 point" in ok("delete", "--repo", repo, point, "--now")
 
 
 def test_pins_in_one_process_name_their_use(exported: tuple[Path, str]) -> None:

@@ -105,7 +105,7 @@ def read_partitions(disk: VolumeReader) -> list[Partition]:
     has_mbr = sector0[510:512] == b"\x55\xaa"
     mbr_types = [sector0[446 + 16 * i + 4] for i in range(4)] if has_mbr else []
     if _PROTECTIVE in mbr_types or (not has_mbr and _find_gpt_sector(disk)):
-        return _read_gpt(disk)
+        return _read_gpt(disk) or [_whole(disk)]
     if signature.identify(disk) is None and has_mbr:
         parts = _read_mbr(disk, sector0)
         if parts:

@@ -167,6 +167,8 @@ class ChunkStore:
         if codec & ENCRYPTED:
             if self._aead is None:
                 raise Corruption(f"chunk {digest.hex()} is encrypted but no key was given")
+            if len(payload) < _NONCE + _TAG:
+                raise Corruption(f"chunk {digest.hex()} is too short to be an encrypted chunk")
             from cryptography.exceptions import InvalidTag
 
             try:

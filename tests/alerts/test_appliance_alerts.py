@@ -94,19 +94,23 @@ def test_unreachable_webhook_warns_keeps_the_setting_and_retries_until_it_answer
     try:
         app.start()
         url = f"http://127.0.0.1:{port}/hook"
-        out = cairn("alerts", *app.admin_args(), "set", "--webhook", url)
-        assert "cannot be reached now" in out.stderr
+        smtp = f"127.0.0.1:{free_port()}"
+        out = cairn("alerts", *app.admin_args(), "set", "--webhook", url, "--email",
+                    "ops@example.com", "--smtp", smtp)
+        assert f"webhook 127.0.0.1:{port} cannot be reached now" in out.stderr
+        assert f"SMTP server {smtp} cannot be reached now" in out.stderr
         with app.admin() as c:
             assert c.json("GET", "/api/v1/alerts/settings")["webhook"] == url
         failed = cairn("alerts", *app.admin_args(), "test", check=False)
         assert failed.returncode == 1 and "webhook: FAILED" in failed.stdout
+        assert "email: FAILED" in failed.stdout
         raise_alert(app.repo, "damage", "chunk 1f2e is damaged: points p1, p2", subject="1f2e")
         wait_for(lambda: any(f["attempts"] >= 2 for f in _alerts(app)["failing_channels"]))
         assert "webhook is FAILING" in cairn("alerts", *app.admin_args()).stdout
         with WebhookListener(port=port) as hook:
             [doc] = wait_for(lambda: hook.of("damage"), timeout=30)
         assert doc["subject"] == "1f2e" and doc["machine"] is None
-        assert _alerts(app)["failing_channels"] == []
+        assert [f["channel"] for f in _alerts(app)["failing_channels"]] == ["email"]
     finally:
         app.stop()
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from cairn.cli._common import add_json, add_repo, open_repo, print_json
+from cairn.cli._common import add_json, add_repo, open_location, open_repo, print_json
 from cairn.cli._common import progress as progress_bar
-from cairn.errors import Corruption
+from cairn.errors import Corruption, UsageError
+from cairn.store.repair import verify_and_repair
 from cairn.store.verify import verify
 
 
@@ -16,6 +17,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--point", help="only the chunks this point needs")
     p.add_argument("--read-data", action="store_true",
                    help="read and hash-check every chunk (slow, thorough)")
+    p.add_argument("--repair-from", metavar="COPY",
+                   help="heal damaged chunks from another copy of this repository (the cloud "
+                        "one it replicates to, or the local one a cloud copy came from); "
+                        "each is hash-checked")
     add_json(p)
     p.set_defaults(handler=run)
 
@@ -23,13 +28,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     point = repo.resolve(args.point) if args.point else None
+    repair = None
     with progress_bar(0, "verify") as advance:
-        report = verify(repo, point=point, read_data=args.read_data, progress=advance)
+        if args.repair_from:
+            if point is not None:
+                raise UsageError("--repair-from heals the whole repository: drop --point")
+            source = open_location(args.repair_from, args)
+            report, repair = verify_and_repair(repo, source, args.read_data, advance)
+        else:
+            report = verify(repo, point=point, read_data=args.read_data, progress=advance)
     if args.json:
-        print_json(report.as_json())
+        print_json({**report.as_json(), **({"repaired": repair.healed,
+                                            "unrepairable": repair.unrepairable}
+                                           if repair else {})})
     else:
         for line in report.lines():
             print(line)
+        if repair is not None:
+            print(f"repaired {len(repair.healed)} chunk(s) from {args.repair_from}"
+                  + "".join(f"\ncould not repair chunk {h}: {why}"
+                            for h, why in repair.unrepairable.items()))
     if not report.ok:
         raise Corruption(f"verify found {len(report.problems)} problem(s); "
                          "restore hurt points from another copy or re-run their backups")

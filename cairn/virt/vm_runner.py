@@ -59,6 +59,8 @@ class VmSpec:
     nics: list[str]
     vnc_password: str
     created: float = field(default_factory=time.time)
+    machine: str = ""  # set when the disks are a machine point's
+    disks: list[str] = field(default_factory=list)  # the machine's disk names, in order
 
     def save(self, folder: Path) -> None:
         write_json(folder / "spec.json", asdict(self))

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from cairn.errors import UsageError, VirtualMachineError
-from cairn.store.catalog import RecoveryPoint
 from cairn.store.clones import (
     Clone,
     CloneNotFound,
@@ -41,6 +40,7 @@ from cairn.store.clones import (
     get_clone,
     remove_clone,
 )
+from cairn.store.machine_points import MachinePoints
 from cairn.store.repository import Repository
 from cairn.virt.failback import keep_as_point
 from cairn.virt.firmware import BusChoice, FirmwareChoice, plan_boot
@@ -115,6 +115,44 @@ class Stopped:
     kept_clones: list[str]
 
 
+@dataclass
+class _Disks:
+    """What a VM runs on: its clones in disk order, and the point (or machine point) they
+    came from. ``created``: made for this start, so removed if the start fails."""
+
+    point: str
+    volume: str
+    clones: list[Clone]
+    created: bool
+    machine: str = ""
+    names: list[str] = field(default_factory=list)
+
+    def discard_new(self, repo: Repository) -> None:
+        if self.created:
+            for clone in self.clones:
+                with contextlib.suppress(CloneNotFound):
+                    remove_clone(repo, clone.name)
+
+
+def _new_disks(repo: Repository, ref: str) -> _Disks:
+    machine_point = MachinePoints(repo.catalog).resolve(ref)
+    if machine_point is None:
+        point = repo.resolve(ref)
+        return _Disks(point.id, point.volume, [create_clone(repo, point)], created=True)
+    if not machine_point.members:
+        raise UsageError(f"machine point {machine_point.id} has no disks left")
+    disks = _Disks(machine_point.id, machine_point.machine, [], created=True,
+                   machine=machine_point.machine)
+    try:
+        for member in machine_point.members:
+            disks.clones.append(create_clone(repo, member.point))
+            disks.names.append(member.disk)
+    except BaseException:
+        disks.discard_new(repo)
+        raise
+    return disks
+
+
 class VmManager:
     """Start, list and stop the VMs of one repository; one per appliance process."""
 
@@ -143,8 +181,8 @@ class VmManager:
         if not 1 <= request.cpus <= 64 or not 64 <= request.memory_mib <= 1 << 20:
             raise UsageError("give 1 to 64 --cpus and 64 MiB to 1 TiB of --memory")
         with self._repo() as repo:
-            point, clone, created = self._clone_for(repo, request)
-            name = request.name or clone.name
+            disks = self._disks_for(repo, request)
+            name = request.name or disks.clones[0].name
             folder = self._vm_folder(name)
             try:
                 with self._lock:
@@ -152,52 +190,48 @@ class VmManager:
                     if folder.exists():
                         raise VmNameTaken(name)
                     folder.mkdir(mode=0o700)
+                try:
+                    self._spec(repo, request, name, disks, networks).save(folder)
+                    self._spawn(folder)
+                except BaseException:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    raise
             except BaseException:
-                if created:
-                    remove_clone(repo, clone.name)
-                raise
-            try:
-                spec = self._spec(repo, request, name, point, clone, networks)
-                spec.save(folder)
-                self._spawn(folder)
-            except BaseException:
-                shutil.rmtree(folder, ignore_errors=True)
-                if created:
-                    remove_clone(repo, clone.name)
+                disks.discard_new(repo)
                 raise
         return self.get(name)
 
-    def _clone_for(self, repo: Repository, request: VmRequest
-                   ) -> tuple[RecoveryPoint, Clone, bool]:
-        """The clone to run: a kept one named by ``source`` (not in use), or a new one."""
+    def _disks_for(self, repo: Repository, request: VmRequest) -> _Disks:
+        """The clones to run: a kept one named by ``source`` (not in use), or new ones of a
+        machine point (every disk, in the machine's order) or of a volume point."""
         try:
             clone = get_clone(repo, request.source)
         except CloneNotFound:
-            point = repo.resolve(request.source)
-            return point, create_clone(repo, point), True
+            return _new_disks(repo, request.source)
         user = next((vm.name for vm in self.list() if clone.name in vm.clones), None)
         if user is not None:
             raise UsageError(f"clone {clone.name} is the disk of VM {user}: stop it first")
         point = repo.catalog.point(clone.point_id)
         assert point is not None  # a clone's point cannot be deleted
-        return point, clone, False
+        return _Disks(point.id, point.volume, [clone], created=False)
 
-    def _spec(self, repo: Repository, request: VmRequest, name: str, point: RecoveryPoint,
-              clone: Clone, networks: list[Any]) -> VmSpec:
-        volume = CloneVolume(repo, clone)
+    def _spec(self, repo: Repository, request: VmRequest, name: str, disks: _Disks,
+              networks: list[Any]) -> VmSpec:
+        volume = CloneVolume(repo, disks.clones[0])
         try:
-            plan = plan_boot(volume, f"point {point.id} ({point.volume})", request.firmware,
+            plan = plan_boot(volume, f"point {disks.point} ({disks.volume})", request.firmware,
                              request.disk_bus)
         finally:
             volume.close()
         check_available(networks)
         model = "virtio-net-pci" if plan.linux else "e1000"
         return VmSpec(
-            name=name, repo=str(self.repo_path), clones=[clone.name], point=point.id,
-            volume=point.volume, cpus=request.cpus, memory_mib=request.memory_mib,
-            firmware=plan.firmware, disk_bus=plan.disk_bus,
+            name=name, repo=str(self.repo_path), clones=[c.name for c in disks.clones],
+            point=disks.point, volume=disks.volume, cpus=request.cpus,
+            memory_mib=request.memory_mib, firmware=plan.firmware, disk_bus=plan.disk_bus,
             networks=[n.describe() for n in networks],
-            nics=qemu_args(networks, name, model), vnc_password=vnc_secret())
+            nics=qemu_args(networks, name, model), vnc_password=vnc_secret(),
+            machine=disks.machine, disks=disks.names)
 
     def _spawn(self, folder: Path) -> None:
         """Start the runner in its own session and wait until QEMU runs or the runner fails."""
@@ -274,7 +308,7 @@ class VmManager:
         point: str | None = None
         with self._repo() as repo:
             if keep_as_point_:
-                point = keep_as_point(repo, get_clone(repo, info.clones[0])).id
+                point = self._keep(repo, VmSpec.load(folder))
             if keep_as_point_ or discard:
                 for clone in info.clones:
                     with contextlib.suppress(CloneNotFound):
@@ -282,6 +316,19 @@ class VmManager:
         shutil.rmtree(folder, ignore_errors=True)
         kept = [] if keep_as_point_ or discard else info.clones
         return Stopped(info, bool(status.get("forced")), point, kept)
+
+
+    @staticmethod
+    def _keep(repo: Repository, spec: VmSpec) -> str:
+        """Failback: each disk a new point of its volume; a machine's disks also a new
+        machine point, in the same order, so the machine can be restored or run again."""
+        points = [keep_as_point(repo, get_clone(repo, clone)) for clone in spec.clones]
+        if not spec.machine:
+            return points[0].id
+        machine_point = MachinePoints(repo.catalog).record(
+            repo.new_point_id(), spec.machine, time.time(), "crash",
+            f"what VM {spec.name} wrote", list(zip(spec.disks, points, strict=True)))
+        return machine_point.id
 
 
 def _stop_runner(pid: int, patience: float) -> None:

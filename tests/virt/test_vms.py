@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from bootable_image import WEB_PAGE
 
+from cairn.store.machine_points import MachinePoints
+from cairn.store.repository import Repository
 from tests.appliance.harness import Appliance, cairn, free_port, wait_for
 from tests.virt.test_virtualize import VNC_AUTH, security_types
 
@@ -221,3 +223,38 @@ def test_a_disk_with_an_efi_system_partition_boots_with_uefi(vms: Vms, uefi_imag
     assert "EFI=yes" in serial.run("[ -d /sys/firmware/efi ] && echo 'E''FI=yes'", "EFI=")
     stopped = vms.run("stop", "efi", "--discard", "--timeout", "120")
     assert stopped["forced"] is False and stopped["kept_clones"] == []
+
+
+def record_machine_point(repo: Path, machine: str, disks: dict[str, str]) -> str:
+    """Group volume points as one machine point, as a backup of a multi-disk machine does."""
+    with contextlib.closing(Repository.open(repo)) as store:
+        members = [(disk, store.resolve(point)) for disk, point in disks.items()]
+        return MachinePoints(store.catalog).record(
+            store.new_point_id(), machine, time.time(), "crash", "", members).id
+
+
+def test_a_machine_point_runs_with_all_its_disks_in_order(
+        vms: Vms, bootable_image: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data.img"
+    data.write_bytes(b"SECOND DISK OF PC1".ljust(16 * 1024 * 1024, b"\0"))
+    system = vms.backup(bootable_image, "pc1-sda")
+    second = vms.backup(data, "pc1-sdb")
+    record_machine_point(vms.appliance.repo, "pc1", {"sda": system, "sdb": second})
+    vm = vms.start("pc1@latest", "pc1")
+    assert len(vm["clones"]) == 2
+    serial = vms.serial("pc1")
+    serial.wait_for("/ #")
+    assert "SECOND DISK OF PC1" in serial.run("head -c 18 /dev/vdb; echo; echo 'D''ONE'", "DONE")
+    serial.run("echo -n FAILBACK | dd of=/dev/vdb bs=8 seek=1 conv=fsync 2>/dev/null; "
+               "echo 'W''ROTE'", "WROTE")
+    stopped = vms.run("stop", "pc1", "--keep-as-point", "--timeout", "0")
+    with contextlib.closing(Repository.open(vms.appliance.repo)) as store:
+        machine_point = MachinePoints(store.catalog).get(stopped["point"])
+        assert machine_point is not None
+        assert [m.disk for m in machine_point.members] == ["sda", "sdb"]
+        new_second = machine_point.members[1].point.id
+    restored = tmp_path / "sdb.img"
+    cairn("restore", "--repo", vms.appliance.repo, new_second, restored)
+    expected = bytearray(data.read_bytes())
+    expected[8:16] = b"FAILBACK"
+    assert restored.read_bytes() == bytes(expected)

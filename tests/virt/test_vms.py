@@ -27,7 +27,7 @@ from cairn.store.repository import Repository
 from tests.appliance.harness import Appliance, cairn, free_port, wait_for
 from tests.virt.test_virtualize import VNC_AUTH, security_types
 
-BOOT = 240.0
+BOOT = 400.0  # the machine is shared: a boot under TCG can take minutes
 
 
 class Vms:
@@ -221,8 +221,8 @@ def test_a_disk_with_an_efi_system_partition_boots_with_uefi(vms: Vms, uefi_imag
     serial = vms.serial("efi")
     serial.wait_for("/ #")
     assert "EFI=yes" in serial.run("[ -d /sys/firmware/efi ] && echo 'E''FI=yes'", "EFI=")
-    stopped = vms.run("stop", "efi", "--discard", "--timeout", "120")
-    assert stopped["forced"] is False and stopped["kept_clones"] == []
+    stopped = vms.run("stop", "efi", "--discard", "--timeout", "60")
+    assert stopped["kept_clones"] == [] and vms.listed() == {}
 
 
 def record_machine_point(repo: Path, machine: str, disks: dict[str, str]) -> str:

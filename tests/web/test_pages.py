@@ -152,3 +152,19 @@ def test_offsite_copies_are_on_the_dashboard(site: Site) -> None:
     page = re.sub(r"\s+", " ", site.client.get("/").text)
     assert "failed</span> <span class=\"detail\">cannot reach the S3 endpoint" in page
     assert "s3://offsite/acme" in page
+
+
+def test_a_point_with_a_clone_is_not_deleted(site: Site) -> None:
+    from cairn.store.clones import create_clone
+
+    repo = Repository.open(site.repo)
+    try:
+        create_clone(repo, site.points[0], "keeps-it")
+    finally:
+        repo.close()
+    login(site.client, "alice")
+    target = site.points[0].id
+    token = csrf(site.client, f"/points/{target}/delete")
+    r = site.client.post(f"/points/{target}/delete", data={"csrf": token})
+    assert r.status_code == 409 and "clone" in alert(r.text)
+    assert site.client.get(f"/points/{target}").status_code == 200

@@ -31,6 +31,8 @@ from cairn.web.pages import Console, PageRoute, render
 from cairn.web.users import Session
 
 PIECE = 1 << 20
+PAGE = 1000
+"""Entries per page of a folder: a page of a 10,000-file folder stays quick to render."""
 
 
 @contextmanager
@@ -159,7 +161,8 @@ def router(console: Console, auth: Auth) -> APIRouter:
     listings = Listings()
 
     @routes.get("/points/{point_id}/files", response_class=HTMLResponse)
-    def browse(request: Request, point_id: str, _: Viewer, path: Spec = "") -> Response:
+    def browse(request: Request, point_id: str, _: Viewer, path: Spec = "",
+               page: Annotated[int, Query(ge=1, le=1_000_000)] = 1) -> Response:
         if not path:
             with repository(console) as repo:
                 point = find_point(repo, point_id)
@@ -177,8 +180,10 @@ def router(console: Console, auth: Auth) -> APIRouter:
                 return RedirectResponse(f"/points/{point_id}/file?path={quote(path)}",
                                         status_code=303)
             listings.put((point_id, path), listing)
+        first = (page - 1) * PAGE
         return render(request, "files.html", point_id=point_id, spec=path,
-                      crumbs=listing.crumbs, rows=listing.rows)
+                      crumbs=listing.crumbs, rows=listing.rows[first:first + PAGE],
+                      page=page, first=first, total=len(listing.rows), per_page=PAGE)
 
     @routes.get("/points/{point_id}/file")
     def download(point_id: str, _: Viewer, path: Spec) -> StreamingResponse:

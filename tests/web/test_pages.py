@@ -168,3 +168,24 @@ def test_a_point_with_a_clone_is_not_deleted(site: Site) -> None:
     r = site.client.post(f"/points/{target}/delete", data={"csrf": token})
     assert r.status_code == 409 and "clone" in alert(r.text)
     assert site.client.get(f"/points/{target}").status_code == 200
+
+
+def test_a_big_folder_is_shown_by_pages(site: Site) -> None:
+    from cairn.web import files
+
+    login(site.client, "victor")
+    first = site.points[0].id
+    page = site.client.get(f"/points/{first}/files", params={"path": "/bulk"}).text
+    assert page.count('download>file') == 20 and "Next page" not in page
+    size = files.PAGE
+    files.PAGE = 8
+    try:
+        one = site.client.get(f"/points/{first}/files", params={"path": "/bulk"}).text
+        three = site.client.get(f"/points/{first}/files",
+                                params={"path": "/bulk", "page": 3}).text
+    finally:
+        files.PAGE = size
+    assert "entries 1 to 8 of 20" in one and "Next page" in one and "Previous page" not in one
+    assert "file00.bin" in one and "file08.bin" not in one
+    assert "entries 17 to 20 of 20" in three and "file19.bin" in three
+    assert "Next page" not in three and "Previous page" in three

@@ -8,7 +8,7 @@ import threading
 
 from cairn.cli._common import add_repo, open_repo
 from cairn.errors import UsageError
-from cairn.virt.boot import Running, virtualize
+from cairn.virt.boot import Running, VmOptions, virtualize
 
 
 def vnc_display(text: str) -> int:
@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
               f"({run.vm.used_accel}); VNC at {args.vnc}, password {run.vnc_password}; "
               "stop with Ctrl-C", flush=True)
 
-    clone = virtualize(repo, point, stop, started, args.memory, display, args.name,
-                       args.keep_clone)
+    clone = virtualize(repo, point, stop, started,
+                       VmOptions(args.memory, display, args.name, args.keep_clone))
     kept = f"clone {clone.name} kept" if args.keep_clone else "clone removed"
     print(f"VM stopped; {kept}")
     return 0

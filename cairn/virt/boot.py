@@ -78,20 +78,30 @@ class Running:
     vnc_password: str
 
 
+@dataclass(frozen=True)
+class VmOptions:
+    """How `virtualize` runs a point: memory, the VNC display (``"auto"``: a free one), the
+    clone's name, and whether the clone (with what the VM wrote) is kept afterwards."""
+
+    memory_mib: int = 1024
+    vnc_display: int | Literal["auto"] = "auto"
+    name: str | None = None
+    keep: bool = False
+
+
 def virtualize(repo: Repository, point: RecoveryPoint, stop: threading.Event,
-               started: Callable[[Running], None], memory_mib: int = 1024,
-               vnc_display: int | Literal["auto"] = "auto", name: str | None = None,
-               keep: bool = False) -> Clone:
+               started: Callable[[Running], None], options: VmOptions | None = None) -> Clone:
     """Boot ``point`` on a clone until ``stop`` is set or the guest ends; returns the clone.
 
     ``started`` is called once the VM runs (again if KVM cannot run the guest and TCG takes
     over, with the new VM). The console listens on loopback only, behind a fresh password:
     `cairn virtualize` prints it, the web console proxies it behind its login.
     """
+    opts = options or VmOptions()
     password = vnc_secret()
-    with exported_clone(repo, point, name, keep=keep) as export:
+    with exported_clone(repo, point, opts.name, keep=opts.keep) as export:
         vm = VirtualMachine(drive=export.url, format="raw", snapshot=False,
-                            memory_mib=memory_mib, vnc_display=vnc_display,
+                            memory_mib=opts.memory_mib, vnc_display=opts.vnc_display,
                             vnc_password=password, die_with_parent=True)
 
         def watch(vm: VirtualMachine) -> None:

@@ -32,11 +32,6 @@ class Task:
     finished: float | None = None
     result: str = ""
 
-    def as_json(self) -> dict[str, object]:
-        return {"id": self.id, "kind": self.kind, "point": self.point, "user": self.user,
-                "state": self.state, "started": self.started, "finished": self.finished,
-                "result": self.result}
-
 
 class Tasks:
     def __init__(self) -> None:

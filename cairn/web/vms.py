@@ -90,10 +90,6 @@ class VirtualMachines:
     def all(self) -> list[VmSession]:
         return sorted(self._sessions.values(), key=lambda s: -s.started)
 
-    def stop_all(self) -> None:
-        for session in list(self._sessions.values()):
-            session.stop.set()
-
 
 async def _relay(websocket: WebSocket, port: int) -> None:
     """Bytes both ways between the browser's WebSocket and the VM's loopback VNC port."""

@@ -114,14 +114,7 @@ def negotiate(sock: socket.socket, export: Export) -> tuple[Session | None, sock
     no_zeroes = bool(client_flags & p.FLAG_NO_ZEROES)
     session = Session()
     while True:
-        magic, option, length = p.OPTION_HEADER.unpack(p.recv_exact(sock, p.OPTION_HEADER.size))
-        if magic != p.IHAVEOPT:
-            raise p.Disconnected(f"bad option magic {magic:#x}")
-        if length > p.MAX_OPTION_LENGTH:
-            if option != p.OPT_EXPORT_NAME:
-                _reply(sock, option, p.REP_ERR_TOO_BIG)
-            raise p.Disconnected(f"option {option} claims {length} bytes")
-        data = bytes(p.recv_exact(sock, length))
+        option, data = _read_option(sock)
         if option == p.OPT_ABORT:
             _reply(sock, option, p.REP_ACK)
             return None, sock
@@ -143,6 +136,18 @@ def negotiate(sock: socket.socket, export: Export) -> tuple[Session | None, sock
             continue
         if done:
             return session, sock
+
+
+def _read_option(sock: socket.socket) -> tuple[int, bytes]:
+    """One option and its payload; an option claiming too many bytes is never read."""
+    magic, option, length = p.OPTION_HEADER.unpack(p.recv_exact(sock, p.OPTION_HEADER.size))
+    if magic != p.IHAVEOPT:
+        raise p.Disconnected(f"bad option magic {magic:#x}")
+    if length > p.MAX_OPTION_LENGTH:
+        if option != p.OPT_EXPORT_NAME:
+            _reply(sock, option, p.REP_ERR_TOO_BIG)
+        raise p.Disconnected(f"option {option} claims {length} bytes")
+    return option, bytes(p.recv_exact(sock, length))
 
 
 def _starttls(sock: socket.socket, export: Export, session: Session, data: bytes

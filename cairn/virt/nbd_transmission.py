@@ -149,9 +149,13 @@ class Transmission:
             if not self.device.read_only:
                 self._call(self.device.flush)
             return self._ok(cookie)
+        return self._zero_or_trim(command, flags, cookie, offset, length)
+
+    def _zero_or_trim(self, command: int, flags: int, cookie: int, offset: int, length: int
+                      ) -> None:
         if self.device.read_only:
             return self._error(cookie, p.NBD_EPERM, "export is read-only")
-        if not in_range:
+        if offset + length > self.device.size:
             error = p.NBD_ENOSPC if command == p.CMD_WRITE_ZEROES else p.NBD_EINVAL
             return self._error(cookie, error, "range past the end of the export")
         if length:

@@ -24,6 +24,7 @@ declare -A NEED=(
   [debugfs]=e2fsprogs
   [chromium]=chromium
   [npm]=npm
+  [debootstrap]=debootstrap   # the bench image pair (bench/images.py)
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

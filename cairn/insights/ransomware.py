@@ -47,7 +47,7 @@ _TABLE = """CREATE TABLE IF NOT EXISTS point_signals(
     volume_id INTEGER NOT NULL,
     changed_blocks INTEGER NOT NULL,
     turned_blocks INTEGER NOT NULL)"""
-SAMPLE_BLOCKS = 512
+SAMPLE_BLOCKS = 128
 """New chunks whose header is looked at, at most: enough to estimate a share."""
 HISTORY = 10
 MIN_BLOCKS = 16

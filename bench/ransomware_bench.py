@@ -28,13 +28,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import images  # noqa: E402
-from images import WORK  # noqa: E402
+import images
+from images import WORK
 
-from cairn.insights.ransomware import examine  # noqa: E402
-from cairn.sources.image import ImageSource, load_changed_ranges  # noqa: E402
-from cairn.store.ingest import Ingest  # noqa: E402
-from cairn.store.repository import Repository  # noqa: E402
+from cairn.insights.ransomware import examine
+from cairn.sources.image import ImageSource, load_changed_ranges
+from cairn.store.ingest import Ingest
+from cairn.store.repository import Repository
 
 RUNS = 3
 

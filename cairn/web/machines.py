@@ -4,13 +4,16 @@
 from collections import Counter
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
 from cairn.web.auth import Auth
 from cairn.web.overview import find_machine, open_alerts, repository, summaries, timeline
 from cairn.web.pages import Console, PageRoute, render
 from cairn.web.users import Session
+
+PAGE = 500
+"""Points per page of a machine's timeline, newest first."""
 
 
 def router(console: Console, auth: Auth) -> APIRouter:
@@ -27,12 +30,15 @@ def router(console: Console, auth: Auth) -> APIRouter:
                       alerts=open_alerts(console))
 
     @routes.get("/machines/{name}", response_class=HTMLResponse)
-    def machine(request: Request, name: str, _: Viewer) -> HTMLResponse:
+    def machine(request: Request, name: str, _: Viewer,
+                page: Annotated[int, Query(ge=1, le=1_000_000)] = 1) -> HTMLResponse:
         found = find_machine(console, name)
         summary = summaries(console, [found])[0]
         with repository(console) as repo:
             rows = timeline(repo, found.name)
-        return render(request, "machine.html", machine=found, summary=summary, rows=rows,
-                      schedule=console.state.schedule(found.id))
+        first = (page - 1) * PAGE
+        return render(request, "machine.html", machine=found, summary=summary,
+                      rows=rows[first:first + PAGE], total=len(rows), page=page, first=first,
+                      per_page=PAGE, schedule=console.state.schedule(found.id))
 
     return routes

@@ -189,3 +189,21 @@ def test_a_big_folder_is_shown_by_pages(site: Site) -> None:
     assert "file00.bin" in one and "file08.bin" not in one
     assert "entries 17 to 20 of 20" in three and "file19.bin" in three
     assert "Next page" not in three and "Previous page" in three
+
+
+def test_a_long_timeline_is_shown_by_pages(site: Site) -> None:
+    from cairn.web import machines
+
+    login(site.client, "victor")
+    newer, older = site.points[1].id, site.points[0].id
+    size = machines.PAGE
+    machines.PAGE = 1
+    try:
+        one = site.client.get("/machines/web01").text
+        two = site.client.get("/machines/web01", params={"page": 2}).text
+    finally:
+        machines.PAGE = size
+    assert "points 1 to 1 of 2, newest first" in one and "Older points" in one
+    assert f'href="/points/{newer}"' in one and f'href="/points/{older}"' not in one
+    assert f'href="/points/{older}"' in two and "Newer points" in two
+    assert "Older points" not in two

@@ -395,6 +395,9 @@ def versions() -> dict[str, str]:
         ("borg", ["borg", "--version"]),
         ("cairn", [str(CAIRN), "--version"]),
     ):
+        if shutil.which(argv[0]) is None:  # a cairn-only run on a machine without the peers
+            found[name] = "not installed"
+            continue
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         found[name] = (done.stdout or done.stderr).strip()
     return found

@@ -193,7 +193,10 @@ class Catalog:
         except sqlite3.OperationalError as exc:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
-            raise sqlite.full_disk(exc, self.path) from exc
+            full = sqlite.full_disk(exc, self.path)
+            if full is exc:
+                raise
+            raise full from exc
 
     # -- volumes and points -------------------------------------------------------------
 

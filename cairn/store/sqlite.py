@@ -66,7 +66,10 @@ def connect(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
     except sqlite3.OperationalError as exc:
         db.close()
-        raise full_disk(exc, path) from exc
+        full = full_disk(exc, path)
+        if full is exc:
+            raise
+        raise full from exc
     return db
 
 

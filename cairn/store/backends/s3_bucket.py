@@ -24,14 +24,17 @@ def _hmac(key: bytes, text: str) -> bytes:
 
 
 def signed_headers(method: str, url: str, body: bytes, access_key: str, secret_key: str,
-                   region: str, now: float | None = None) -> dict[str, str]:
-    """The headers that authenticate ``method url`` with ``body`` (SigV4, service s3)."""
+                   region: str, now: float | None = None,
+                   extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The headers that authenticate ``method url`` with ``body`` (SigV4, service s3);
+    ``extra`` headers (lower-case names, such as ``x-amz-object-lock-mode``) are signed too."""
     stamp = time.gmtime(time.time() if now is None else now)
     amz_date = time.strftime("%Y%m%dT%H%M%SZ", stamp)
     day = amz_date[:8]
     parts = urlsplit(url)
     payload = hashlib.sha256(body).hexdigest()
-    headers = {"host": parts.netloc, "x-amz-content-sha256": payload, "x-amz-date": amz_date}
+    headers = {"host": parts.netloc, "x-amz-content-sha256": payload, "x-amz-date": amz_date,
+               **(extra or {})}
     names = ";".join(sorted(headers))
     canonical = "\n".join([method, quote(parts.path or "/"), parts.query,
                            "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)), names,

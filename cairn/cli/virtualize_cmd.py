@@ -8,7 +8,8 @@ import threading
 
 from cairn.cli._common import add_repo, open_repo
 from cairn.errors import UsageError
-from cairn.virt.boot import Running, virtualize
+from cairn.store.repository import Repository
+from cairn.virt.boot import Running, VmOptions, virtualize
 
 
 def vnc_display(text: str) -> int:
@@ -34,7 +35,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     display = vnc_display(args.vnc)
-    repo = open_repo(args)
+    with open_repo(args) as repo:
+        return _run(args, repo, display)
+
+
+def _run(args: argparse.Namespace, repo: Repository, display: int) -> int:
     point = repo.resolve(args.point)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -50,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
               f"({run.vm.used_accel}); VNC at {args.vnc}, password {run.vnc_password}; "
               "stop with Ctrl-C", flush=True)
 
-    clone = virtualize(repo, point, stop, started, args.memory, display, args.name,
-                       args.keep_clone)
+    clone = virtualize(repo, point, stop, started,
+                       VmOptions(args.memory, display, args.name, args.keep_clone))
     kept = f"clone {clone.name} kept" if args.keep_clone else "clone removed"
     print(f"VM stopped; {kept}")
     return 0

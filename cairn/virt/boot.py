@@ -68,6 +68,17 @@ def screenshot_verify(repo: Repository, point: RecoveryPoint, expect_text: str |
 
 
 @dataclass(frozen=True)
+class VmOptions:
+    """How `virtualize` runs a point: memory, VNC display (``auto``: any free one), the
+    clone's name (made up when None), and whether the clone stays after the VM stops."""
+
+    memory_mib: int = 1024
+    vnc_display: int | Literal["auto"] = "auto"
+    name: str | None = None
+    keep: bool = False
+
+
+@dataclass(frozen=True)
 class Running:
     """A point booted by `virtualize`: its VM, the clone it writes to, and its VNC console
     (loopback ``vnc_port``, which asks for ``vnc_password``)."""
@@ -79,9 +90,7 @@ class Running:
 
 
 def virtualize(repo: Repository, point: RecoveryPoint, stop: threading.Event,
-               started: Callable[[Running], None], memory_mib: int = 1024,
-               vnc_display: int | Literal["auto"] = "auto", name: str | None = None,
-               keep: bool = False) -> Clone:
+               started: Callable[[Running], None], options: VmOptions = VmOptions()) -> Clone:
     """Boot ``point`` on a clone until ``stop`` is set or the guest ends; returns the clone.
 
     ``started`` is called once the VM runs (again if KVM cannot run the guest and TCG takes
@@ -89,9 +98,9 @@ def virtualize(repo: Repository, point: RecoveryPoint, stop: threading.Event,
     `cairn virtualize` prints it, the web console proxies it behind its login.
     """
     password = vnc_secret()
-    with exported_clone(repo, point, name, keep=keep) as export:
+    with exported_clone(repo, point, options.name, keep=options.keep) as export:
         vm = VirtualMachine(drive=export.url, format="raw", snapshot=False,
-                            memory_mib=memory_mib, vnc_display=vnc_display,
+                            memory_mib=options.memory_mib, vnc_display=options.vnc_display,
                             vnc_password=password, die_with_parent=True)
 
         def watch(vm: VirtualMachine) -> None:

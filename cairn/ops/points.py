@@ -14,6 +14,7 @@ from typing import Any
 
 from cairn.ops.machine_points import delete_machine_points
 from cairn.ops.machine_points import resolve as resolve_machine_point
+from cairn.store import marks
 from cairn.store.catalog import RecoveryPoint, Verification
 from cairn.store.delete import delete_points
 from cairn.store.repository import Repository
@@ -54,8 +55,9 @@ def info_json(info: PointInfo) -> dict[str, Any]:
 
 
 def list_points(repo: Repository, volume: str | None = None) -> list[PointInfo]:
-    """Points in creation order, of one volume when named (`UnknownVolume` if it has none)."""
-    points = repo.catalog.points(repo.volume(volume).id if volume else None)
+    """Points in creation order, of one volume when named (`UnknownVolume` if it has none);
+    points deleted and held for the deletion window are left out."""
+    points = marks.live_points(repo, repo.volume(volume).id if volume else None)
     checks = repo.catalog.verifications()
     return [PointInfo(p, checks.get(p.id)) for p in points]
 
@@ -66,7 +68,7 @@ def points_of(repo: Repository, volumes: Sequence[str]) -> dict[str, list[PointI
     out: dict[str, list[PointInfo]] = {}
     for name in volumes:
         volume = repo.catalog.volume(name)
-        points = repo.catalog.points(volume.id) if volume is not None else []
+        points = marks.live_points(repo, volume.id) if volume is not None else []
         out[name] = [PointInfo(p, checks.get(p.id)) for p in points]
     return out
 

@@ -1,4 +1,4 @@
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup:
 	@scripts/setup.sh
@@ -9,6 +9,16 @@ demo: setup
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/pytest -q
+
+# The inner loop (well under a minute): the store's unit and behaviour tests on a local
+# repository and the operations layer; `make test` runs everything, S3 and QEMU included.
+FAST = tests/ops tests/store/test_runs.py tests/store/test_blockmap.py \
+       tests/store/test_chunks.py tests/store/test_catalog.py tests/store/test_clones.py \
+       tests/store/test_store.py tests/store/test_backend_conformance.py
+
+test-fast:
+	.venv/bin/ruff check .
+	.venv/bin/pytest -q -x -p no:cacheprovider $(FAST) -k "not s3"
 
 bench: setup
 	.venv/bin/python bench/store_bench.py

@@ -1,10 +1,11 @@
 """The agent daemon: poll the appliance for jobs, back up every protected volume, report.
 
 A job is never lost to a network problem: while the appliance is unreachable the agent
-keeps retrying, and if it gives up (or is killed) the job stays ``running`` on the
-appliance, which hands the same job back on the next poll; the volume's upload resumes
-where it stopped. Anything else that goes wrong (a hook, an unreadable source) fails the
-job with the one-line reason, which the appliance keeps in the job history.
+keeps retrying, and if it gives up (or is killed, or the appliance refuses its report) the
+job stays ``running`` on the appliance, which hands the same job back on the next poll; the
+volume's upload resumes where it stopped; the daemon never exits over one job. Anything
+else that goes wrong (a hook, an unreadable source) fails the job with the one-line reason,
+which the appliance keeps in the job history.
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ class Agent:
                 continue
             try:
                 self.run_job(job)
-            except ApplianceUnreachable as exc:
+            except CairnError as exc:
+                # Unreachable, or the appliance refused the report: the job stays running
+                # there and comes back (or times out); the daemon itself carries on.
                 if once:
                     raise
                 logs.event("job.interrupted", job=job["id"], error=str(exc))

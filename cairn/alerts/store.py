@@ -10,16 +10,13 @@ and its last error stays visible (`cairn alerts`). Settings are one JSON row.
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cairn.errors import UsageError
+from cairn.store.sqlite import SharedDb
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts(
@@ -78,43 +75,20 @@ class Delivery:
     error: str | None
 
 
-class AlertStore:
+class AlertStore(SharedDb):
     """Safe across the API's threads, the dispatcher and other processes (WAL, IMMEDIATE)."""
 
     def __init__(self, path: Path) -> None:
-        self._lock = threading.RLock()
-        self.db = sqlite3.connect(path, isolation_level=None, timeout=30.0,
-                                  check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
-
-    def close(self) -> None:
-        self.db.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
-
-    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self.db.execute(sql, params).fetchall()
+        super().__init__(path, SCHEMA)
 
     # -- settings --------------------------------------------------------------------------
 
     def settings(self) -> dict[str, Any]:
-        rows = self._query("SELECT settings FROM alert_settings WHERE id=1")
+        rows = self.query("SELECT settings FROM alert_settings WHERE id=1")
         return json.loads(rows[0][0]) if rows else {}
 
     def set_settings(self, settings: dict[str, Any]) -> None:
-        with self._tx() as db:
+        with self.tx() as db:
             db.execute("INSERT OR REPLACE INTO alert_settings VALUES(1, ?)",
                        (json.dumps(settings),))
 
@@ -132,7 +106,7 @@ class AlertStore:
             raise UsageError(f"alert severity {severity!r} is not one of {', '.join(SEVERITIES)}")
         now = time.time() if now is None else now
         channels = self.channels()
-        with self._tx() as db:
+        with self.tx() as db:
             row = db.execute("SELECT id FROM alerts WHERE kind=? AND machine=? AND subject=? "
                              "AND resolved IS NULL", (kind, machine, subject)).fetchone()
             if row is not None:
@@ -155,7 +129,7 @@ class AlertStore:
         """Close the open condition, if any, and owe each channel a resolved message."""
         now = time.time() if now is None else now
         channels = self.channels()
-        with self._tx() as db:
+        with self.tx() as db:
             row = db.execute("SELECT id FROM alerts WHERE kind=? AND machine=? AND subject=? "
                              "AND resolved IS NULL", (kind, machine, subject)).fetchone()
             if row is None:
@@ -166,7 +140,7 @@ class AlertStore:
         return self.alert(row[0])
 
     def alert(self, alert_id: int) -> Alert | None:
-        rows = self._query(f"SELECT {_ALERT} FROM alerts WHERE id=?", (alert_id,))
+        rows = self.query(f"SELECT {_ALERT} FROM alerts WHERE id=?", (alert_id,))
         return Alert(*rows[0]) if rows else None
 
     def alerts(self, include_resolved: bool = False, kind: str | None = None) -> list[Alert]:
@@ -175,7 +149,7 @@ class AlertStore:
         if kind is not None:
             sql += " AND kind=?"
             params.append(kind)
-        return [Alert(*r) for r in self._query(sql + " ORDER BY id", tuple(params))]
+        return [Alert(*r) for r in self.query(sql + " ORDER BY id", tuple(params))]
 
     # -- deliveries ------------------------------------------------------------------------
 
@@ -192,17 +166,17 @@ class AlertStore:
         if due_before is not None:
             sql += " AND d.sent IS NULL AND d.next_try<=?"
             params.append(due_before)
-        rows = self._query(sql + " ORDER BY d.next_try, a.id", tuple(params))
+        rows = self.query(sql + " ORDER BY d.next_try, a.id", tuple(params))
         return [Delivery(Alert(*r[:9]), *r[9:]) for r in rows]
 
     def delivered(self, d: Delivery, now: float | None = None) -> None:
-        with self._tx() as db:
+        with self.tx() as db:
             db.execute("UPDATE alert_deliveries SET sent=?, attempts=attempts+1, error=NULL "
                        "WHERE alert_id=? AND event=? AND channel=?",
                        (time.time() if now is None else now, d.alert.id, d.event, d.channel))
 
     def failed(self, d: Delivery, error: str, next_try: float) -> None:
-        with self._tx() as db:
+        with self.tx() as db:
             db.execute("UPDATE alert_deliveries SET attempts=attempts+1, error=?, next_try=? "
                        "WHERE alert_id=? AND event=? AND channel=?",
                        (error, next_try, d.alert.id, d.event, d.channel))

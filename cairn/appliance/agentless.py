@@ -13,8 +13,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cairn import logs
+from cairn.appliance import retention
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.state import State
 from cairn.errors import CairnError, Locked
@@ -99,7 +101,7 @@ class AgentlessRunner:
             self.state.seen(machine.machine_id)
             job = self.state.take_job(machine.machine_id)
             if job is not None:
-                self._run(machine, int(job["id"]))
+                self._run(machine, job.id)
 
     def _run(self, machine: AgentlessMachine, job_id: int) -> None:
         logs.event("job.started", machine=machine.name, job=job_id, agentless=True)
@@ -115,7 +117,8 @@ class AgentlessRunner:
             repo.close()
         for disk in result.disks:  # the API, alerts and offsite copies see its volumes
             self.state.register_volume(machine.machine_id, disk.disk, disk.point.size)
-        self._retention(machine)
+        self.state.record_retention(
+            job_id, retention.guarded(machine.name, job_id, lambda: self._retention(machine)))
         self.state.finish_job(job_id, True, None,
                               sum(d.point.bytes_read for d in result.disks),
                               sum(d.point.bytes_stored for d in result.disks),
@@ -123,17 +126,22 @@ class AgentlessRunner:
         logs.event("job.succeeded", machine=machine.name, job=job_id,
                    machine_point=result.machine_point.id, read=_modes(result))
 
-    def _retention(self, machine: AgentlessMachine) -> None:
+    def _retention(self, machine: AgentlessMachine) -> dict[str, Any] | None:
+        """The schedule's policy over the machine's points, each kept or removed whole."""
         schedule = self.state.schedule(machine.machine_id)
         if schedule is None or not schedule.retention:
-            return
-        repo = Repository.open(self.repo_path)
-        try:
-            prune_machine(repo, machine.name, Policy.parse(schedule.retention))
-        except Locked:
-            logs.event("retention.deferred", machine=machine.name)
-        finally:
-            repo.close()
+            return None
+        outcome: dict[str, Any] = {"deleted": [], "kept": [], "deferred": [], "error": None}
+        with Repository.open(self.repo_path) as repo:
+            try:
+                plan = prune_machine(repo, machine.name, Policy.parse(schedule.retention))
+            except Locked:
+                logs.event("retention.deferred", machine=machine.name)
+                outcome["deferred"].append(machine.name)
+                return outcome
+        outcome["deleted"] = [mp.id for mp in plan.doomed]
+        outcome["kept"] = [{"id": i, "rules": r} for i, r in plan.kept.items()]
+        return outcome
 
 
 def _modes(result: VmBackupResult) -> str:

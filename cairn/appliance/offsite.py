@@ -62,6 +62,19 @@ def in_window(window: str | None, now: float) -> bool:
 
 
 @dataclass(frozen=True)
+class OffsiteSettings:
+    """What an admin sets for a machine's offsite copies."""
+
+    target: str
+    endpoint: str | None
+    every: float
+    send: str
+    retention: str | None
+    bandwidth: int | None
+    window: str | None
+
+
+@dataclass(frozen=True)
 class OffsitePolicy:
     machine_id: int
     machine: str
@@ -97,9 +110,9 @@ class OffsiteTable:
         with state.tx() as db:
             db.execute(SCHEMA)
 
-    def set(self, machine_id: int, target: str, endpoint: str | None, every: float, send: str,
-            retention: str | None, bandwidth: int | None, window: str | None) -> None:
+    def set(self, machine_id: int, settings: OffsiteSettings) -> None:
         now = time.time()
+        o = settings
         with self.state.tx() as db:
             db.execute("INSERT INTO offsite(machine_id, target, endpoint, every, send, "
                        "retention, bandwidth, window, created, next_run) "
@@ -107,8 +120,8 @@ class OffsiteTable:
                        "SET target=excluded.target, endpoint=excluded.endpoint, "
                        "every=excluded.every, send=excluded.send, retention=excluded.retention,"
                        " bandwidth=excluded.bandwidth, window=excluded.window, next_run=?",
-                       (machine_id, target, endpoint, every, send, retention, bandwidth, window,
-                        now, now, now))
+                       (machine_id, o.target, o.endpoint, o.every, o.send, o.retention,
+                        o.bandwidth, o.window, now, now, now))
 
     def remove(self, machine_id: int) -> bool:
         with self.state.tx() as db:

@@ -10,7 +10,6 @@ behind raises an alert (`watch`).
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.offsite import OffsitePolicy, OffsiteTable
 from cairn.appliance.state import State
 from cairn.appliance.state_backup import push
+from cairn.appliance.ticker import Ticker
 from cairn.appliance.uploads import store_volume
 from cairn.errors import CairnError
 from cairn.ops.offsite import OffsiteTarget, replicate_volumes
@@ -28,34 +28,23 @@ def target_of(p: OffsitePolicy) -> OffsiteTarget:
     return OffsiteTarget(p.target, p.endpoint, p.send, p.retention, p.bandwidth)
 
 
-class OffsiteLoop:
+class OffsiteLoop(Ticker):
+    name = "offsite"
+
     def __init__(self, repo: Path, state: State, config: ApplianceConfig) -> None:
+        super().__init__(config.tick_seconds)
         self.repo = repo
         self.state = state
         self.table = OffsiteTable(state)
-        self.tick_seconds = config.tick_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="offsite", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.tick_seconds):
-            try:
-                self.run_due(time.time())
-            except Exception:
-                logs.log.exception("offsite pass failed")
+    def tick(self, now: float) -> None:
+        self.run_due(now)
 
     def run_due(self, now: float) -> int:
         """Run every due policy once; how many ran."""
         due = self.table.due(now)
         for policy in due:
-            if self._stop.is_set():
+            if self.stopping:
                 break
             self.run(policy)
         return len(due)

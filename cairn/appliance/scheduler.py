@@ -11,7 +11,6 @@ silent for ``job_lease_seconds`` are failed, so a dead agent never blocks its ma
 from __future__ import annotations
 
 import re
-import threading
 import time
 
 from croniter import croniter
@@ -19,6 +18,7 @@ from croniter import croniter
 from cairn import logs
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.state import Schedule, State
+from cairn.appliance.ticker import Ticker
 from cairn.errors import UsageError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -62,26 +62,13 @@ def first_run(every: float | None, cron: str | None, now: float) -> float:
     return now + every
 
 
-class Scheduler:
+class Scheduler(Ticker):
+    name = "scheduler"
+
     def __init__(self, state: State, config: ApplianceConfig) -> None:
+        super().__init__(config.tick_seconds, stop_timeout=5)
         self.state = state
         self.config = config
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.config.tick_seconds):
-            try:
-                self.tick(time.time())
-            except Exception:
-                logs.log.exception("scheduler tick failed")
 
     def tick(self, now: float) -> None:
         for job_id in self.state.fail_stale(now - self.config.job_lease_seconds):

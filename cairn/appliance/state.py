@@ -15,14 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from cairn.store.sqlite import SharedDb
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_tokens(
@@ -68,7 +66,8 @@ CREATE TABLE IF NOT EXISTS jobs(
     bytes_read INTEGER NOT NULL DEFAULT 0,
     bytes_sent INTEGER NOT NULL DEFAULT 0,
     bytes_stored INTEGER NOT NULL DEFAULT 0,
-    points TEXT NOT NULL DEFAULT '[]');
+    points TEXT NOT NULL DEFAULT '[]',
+    retention TEXT);
 CREATE INDEX IF NOT EXISTS jobs_by_machine ON jobs(machine_id, state);
 CREATE TABLE IF NOT EXISTS uploads(
     id TEXT PRIMARY KEY,
@@ -129,41 +128,74 @@ class Upload:
     bytes_stored: int
 
 
+@dataclass(frozen=True)
+class Job:
+    """One backup job of one machine; ``seconds`` and ``waited`` are derived, not stored."""
+
+    id: int
+    machine_id: int
+    state: str
+    reason: str
+    full_rescan: bool
+    created: float
+    started: float | None
+    finished: float | None
+    heartbeat: float | None
+    attempts: int
+    error: str | None
+    bytes_read: int
+    bytes_sent: int
+    bytes_stored: int
+    points: list[str]
+    retention: dict[str, Any] | None
+    """What retention did after the job: deleted, kept and why, or its error."""
+    machine: str
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    @property
+    def seconds(self) -> float | None:
+        """How long it ran: until now while running."""
+        ends = self.finished or (time.time() if self.state == "running" else None)
+        return round(ends - self.started, 3) if ends and self.started else None
+
+    @property
+    def waited(self) -> float | None:
+        """How long it was queued before an agent took it."""
+        return round(self.started - self.created, 3) if self.started else None
+
+    def json(self) -> dict[str, Any]:
+        return {**asdict(self), "seconds": self.seconds, "waited": self.waited}
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Job:
+        values = dict(zip(_JOB_COLUMNS, row, strict=True))
+        values["full_rescan"] = bool(values["full_rescan"])
+        values["points"] = json.loads(values["points"])
+        values["retention"] = json.loads(values["retention"]) if values["retention"] else None
+        return cls(**values)
+
+
 _MACHINE = "id, name, created, paired, last_seen"
 _JOB_COLUMNS = ("id", "machine_id", "state", "reason", "full_rescan", "created", "started",
                 "finished", "heartbeat", "attempts", "error", "bytes_read", "bytes_sent",
-                "bytes_stored", "points")
+                "bytes_stored", "points", "retention", "machine")
 
 
-class State:
+class State(SharedDb):
     """All bookkeeping calls; safe across the API's threads and the scheduler thread."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.RLock()
-        self.db = sqlite3.connect(path, isolation_level=None, timeout=30.0,
-                                  check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
+        super().__init__(path, SCHEMA)
+        self._migrate()
 
-    def close(self) -> None:
-        self.db.close()
-
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
-
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self.db.execute(sql, params).fetchall()
+    def _migrate(self) -> None:
+        """Columns added since the first release, added to databases made before them."""
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
+        if "retention" not in columns:
+            self.db.execute("ALTER TABLE jobs ADD COLUMN retention TEXT")
 
     # -- admin ---------------------------------------------------------------------------
 
@@ -294,7 +326,7 @@ class State:
                           (machine_id, *ACTIVE))
         return rows[0][0] if rows else None
 
-    def take_job(self, machine_id: int) -> dict[str, Any] | None:
+    def take_job(self, machine_id: int) -> Job | None:
         """The job an agent should run now: its unfinished one first, else the oldest queued."""
         with self.tx() as db:
             row = db.execute("SELECT id FROM jobs WHERE machine_id=? AND state IN (?, ?) "
@@ -314,6 +346,14 @@ class State:
             if bytes_sent is not None:
                 db.execute("UPDATE jobs SET bytes_sent=bytes_sent+? WHERE id=?",
                            (bytes_sent, job_id))
+
+    def record_retention(self, job_id: int, outcome: dict[str, Any] | None) -> None:
+        """What retention did after the job (deleted, kept and why, or its error); written
+        before `finish_job`, so a finished job always shows it."""
+        if outcome is not None:
+            with self.tx() as db:
+                db.execute("UPDATE jobs SET retention=? WHERE id=?",
+                           (json.dumps(outcome), job_id))
 
     def finish_job(self, job_id: int, ok: bool, error: str | None, bytes_read: int,
                    bytes_stored: int, points: list[str]) -> None:
@@ -339,13 +379,14 @@ class State:
             cur = db.execute("UPDATE jobs SET state='queued' WHERE state='running'")
         return cur.rowcount
 
-    def job(self, job_id: int) -> dict[str, Any] | None:
+    def job(self, job_id: int) -> Job | None:
         rows = self.jobs(job_id=job_id)
         return rows[0] if rows else None
 
     def jobs(self, machine_id: int | None = None, job_id: int | None = None,
-             since_id: int = 0, limit: int = 200) -> list[dict[str, Any]]:
-        cols = ", ".join(f"j.{c}" for c in _JOB_COLUMNS)
+             since_id: int = 0, limit: int = 200) -> list[Job]:
+        """Jobs oldest first: the ``limit`` newest after ``since_id``."""
+        cols = ", ".join(f"j.{c}" for c in _JOB_COLUMNS[:-1])
         sql = f"SELECT {cols}, m.name FROM jobs j JOIN machines m ON m.id=j.machine_id WHERE j.id>?"
         params: list[Any] = [since_id]
         if machine_id is not None:
@@ -355,19 +396,9 @@ class State:
             sql += " AND j.id=?"
             params.append(job_id)
         rows = self.query(sql + " ORDER BY j.id DESC LIMIT ?", (*params, limit))
-        out = []
-        for row in reversed(rows):
-            job = dict(zip(_JOB_COLUMNS, row[:-1], strict=True))
-            job["machine"] = row[-1]
-            job["full_rescan"] = bool(job["full_rescan"])
-            job["points"] = json.loads(job["points"])
-            ends = job["finished"] or (time.time() if job["state"] == "running" else None)
-            job["seconds"] = round(ends - job["started"], 3) if ends and job["started"] else None
-            job["waited"] = round(job["started"] - job["created"], 3) if job["started"] else None
-            out.append(job)
-        return out
+        return [Job.from_row(row) for row in reversed(rows)]
 
-    def last_finished_job(self, machine_id: int) -> dict[str, Any] | None:
+    def last_finished_job(self, machine_id: int) -> Job | None:
         """The machine's latest job that succeeded or failed (missed slots do not count)."""
         rows = self.query("SELECT id FROM jobs WHERE machine_id=? AND state IN "
                           "('succeeded', 'failed') ORDER BY id DESC LIMIT 1", (machine_id,))

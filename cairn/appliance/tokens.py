@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cairn.appliance.errors import Conflict, NotFound
 from cairn.appliance.state import State, digest, new_token
-from cairn.appliance.uploads import Conflict, NotFound
 
 SCOPES = ("admin", "metrics")
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from cairn import logs
 from cairn.appliance import metrics
+from cairn.appliance.errors import Conflict, Forbidden, NotFound
 from cairn.appliance.spool import Spool, SpoolSource, merge, uncovered
 from cairn.appliance.state import Machine, State, Upload
 from cairn.errors import UsageError
@@ -23,18 +24,6 @@ from cairn.frames import frame_hash, parse_frames
 from cairn.store.ingest import Ingest
 from cairn.store.reader import PointReader
 from cairn.store.repository import Repository
-
-
-class Forbidden(Exception):
-    """The token is valid but this object belongs to another machine (HTTP 403)."""
-
-
-class NotFound(Exception):
-    """No such object (HTTP 404)."""
-
-
-class Conflict(Exception):
-    """The request is valid but the object's state does not allow it now (HTTP 409)."""
 
 
 def store_volume(machine: str, volume: str) -> str:

@@ -12,8 +12,6 @@ The day's data verification slice (`data_check`) runs in the same thread.
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 from cairn import logs
@@ -22,6 +20,7 @@ from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.data_check import DataCheck
 from cairn.appliance.offsite import OffsiteTable
 from cairn.appliance.state import State
+from cairn.appliance.ticker import Ticker
 from cairn.appliance.uploads import store_volume
 from cairn.appliance.verification import EVERY, VerificationPolicy, VerificationTable
 from cairn.store.catalog import RecoveryPoint
@@ -29,44 +28,33 @@ from cairn.store.repository import Repository
 from cairn.virt.boot import screenshot_verify
 
 
-class Verifier:
+class Verifier(Ticker):
+    name = "verifier"
+
     def __init__(self, repo: Path, state: State, config: ApplianceConfig) -> None:
+        super().__init__(config.tick_seconds)
         self.repo = repo
         self.state = state
         self.table = VerificationTable(state)
         self.data = DataCheck(repo, self.table, OffsiteTable(state),
                               config.data_verify_every_seconds)
-        self.tick_seconds = config.tick_seconds
         self.timeout = config.screenshot_timeout_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="verifier", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.tick_seconds):
-            try:
-                self.run_due(time.time())
-            except Exception:
-                logs.log.exception("verification pass failed")
+    def tick(self, now: float) -> None:
+        self.run_due(now)
 
     def run_due(self, now: float) -> int:
         """Verify every point due now, one after the other, then the day's data slice;
         how many points were verified."""
         done = 0
         for policy in self.table.policies():
-            if self._stop.is_set():
+            if self.stopping:
                 break
             point = self.due(policy, now)
             if point is not None:
                 self.verify(policy, point)
                 done += 1
-        if not self._stop.is_set():
+        if not self.stopping:
             self.data.run_due(now)
         return done
 

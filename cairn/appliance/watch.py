@@ -79,10 +79,10 @@ class Checks:
 
     def job_failed(self, m: Machine) -> list[Condition]:
         job = self.state.last_finished_job(m.id)
-        if job is None or job["state"] != "failed":
+        if job is None or job.state != "failed":
             return []
         return [Condition("job_failed", m.name,
-                          f"backup job {job['id']} of {m.name} failed: {job['error']}; "
+                          f"backup job {job.id} of {m.name} failed: {job.error}; "
                           "see `cairn jobs` (the alert clears with the next good backup)")]
 
     def agent_silent(self, m: Machine, now: float) -> list[Condition]:

@@ -82,16 +82,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cairn: interrupted: nothing half-done was committed", file=sys.stderr)
         return 130
-    except sqlite3.OperationalError as exc:
-        if "full" in str(exc):
-            print(f"cairn: error: {StorageFull(getattr(args, 'repo', '') or 'the catalog')}",
-                  file=sys.stderr)
-            return FAILURE
-        return _internal(exc)
-    except BrokenPipeError:
+    except Exception as exc:  # anything else: a full disk, a closed pipe, or a bug
+        return _unexpected(exc, getattr(args, "repo", "") or "the catalog")
+
+
+def _unexpected(exc: Exception, repo: str) -> int:
+    """SQLite's disk-full error as `StorageFull`; a closed stdout quietly; else a bug."""
+    if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+        print(f"cairn: error: {StorageFull(repo)}", file=sys.stderr)
         return FAILURE
-    except Exception as exc:  # a bug: say so in one line, keep the trace on request
-        return _internal(exc)
+    if isinstance(exc, BrokenPipeError):
+        return FAILURE
+    return _internal(exc)
 
 
 def _internal(exc: BaseException) -> int:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from cairn.errors import UsageError
-from cairn.store.catalog import RecoveryPoint
 from cairn.store.repository import Repository
 
 
@@ -88,21 +87,6 @@ def human_bytes(n: float) -> str:
 
 def when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-def point_json(p: RecoveryPoint) -> dict[str, Any]:
-    return {
-        "id": p.id,
-        "volume": p.volume,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p.created)),
-        "created_unix": p.created,
-        "size": p.size,
-        "allocated": p.allocated,
-        "bytes_read": p.bytes_read,
-        "bytes_stored": p.bytes_stored,
-        "seconds": p.seconds,
-        "source": p.source,
-    }
 
 
 def table(headers: list[str], rows: list[list[str]]) -> None:

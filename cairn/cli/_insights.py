@@ -10,7 +10,6 @@ import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from cairn.cli._common import open_repo
 from cairn.insights.disk import Volume
 from cairn.insights.points import BlockCache, open_point
 from cairn.store.catalog import RecoveryPoint
@@ -26,15 +25,6 @@ PATH_SYNTAX = (
 
 def add_point(parser: argparse.ArgumentParser, name: str = "point") -> None:
     parser.add_argument(name, help=POINT_HELP)
-
-
-@contextmanager
-def repository(args: argparse.Namespace) -> Iterator[Repository]:
-    repo = open_repo(args)
-    try:
-        yield repo
-    finally:
-        repo.close()
 
 
 @contextmanager

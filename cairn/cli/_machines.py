@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cairn.cli._common import human_bytes, point_json, print_json, table, when
+from cairn.cli._common import human_bytes, print_json, table, when
 from cairn.errors import UsageError
 from cairn.ops.machine_points import list_machine_points
+from cairn.ops.points import point_json
 from cairn.store.machine_points import MachinePoint
 from cairn.store.repository import Repository
 

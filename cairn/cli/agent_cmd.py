@@ -8,11 +8,11 @@ from pathlib import Path
 
 from cairn import logs
 from cairn.agent import config as agent_config
-from cairn.agent.client import ApplianceClient, fetch_certificate
 from cairn.agent.config import VolumeConfig
 from cairn.agent.daemon import Agent, connect
 from cairn.cli._common import add_json, print_json
 from cairn.errors import SourceError, UsageError
+from cairn.ops.pair import PairRequest, pair
 from cairn.sources.image import ImageSource
 
 
@@ -63,24 +63,11 @@ def _config(p: argparse.ArgumentParser) -> None:
 
 
 def run_pair(args: argparse.Namespace) -> int:
-    config = agent_config.load(args.config)
-    if args.state_dir:
-        config.state_dir = args.state_dir
-    pem, fingerprint = fetch_certificate(args.appliance, args.fingerprint)
-    with ApplianceClient(args.appliance, None, fingerprint, pem) as client:
-        answer = client.json("POST", "/api/v1/pair", json={"token": args.token})
-    state = Path(config.state_dir)
-    state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (state / "appliance.pem").write_text(pem)
-    config.appliance = args.appliance.rstrip("/")
-    config.machine = answer["machine"]
-    config.token = answer["token"]
-    config.fingerprint = fingerprint
-    config.certificate = str(state / "appliance.pem")
-    agent_config.save(config)
-    print(f"paired as {config.machine} with {config.appliance} (certificate {fingerprint} "
-          f"pinned); config in {config.path}")
-    if not args.fingerprint:
+    paired = pair(PairRequest(args.appliance, args.token, args.fingerprint, args.config,
+                              args.state_dir))
+    print(f"paired as {paired.machine} with {paired.appliance} (certificate "
+          f"{paired.fingerprint} pinned); config in {paired.config}")
+    if paired.trusted_on_first_use:
         print("no --fingerprint given: the certificate seen now was trusted; compare it with "
               "the fingerprint `cairn serve` logged at start")
     return 0

@@ -11,14 +11,12 @@ from cairn.cli._common import (
     add_wait,
     human_bytes,
     open_repo,
-    point_json,
     print_json,
+    progress,
 )
-from cairn.cli._common import progress as progress_bar
 from cairn.errors import UsageError
-from cairn.ops.detect import after_backup
-from cairn.sources.image import ImageSource, load_changed_ranges
-from cairn.store.ingest import Ingest
+from cairn.ops.backup import backup
+from cairn.ops.points import point_json
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,15 +47,8 @@ def run(args: argparse.Namespace) -> int:
     if args.source is None or args.volume is None:
         raise UsageError("give --volume NAME and a SOURCE (image file or block device), or "
                          "--qemu SOCKET for a running VM")
-    with ImageSource(args.source) as source:
-        repo = open_repo(args)
-        ranges = (load_changed_ranges(args.changed_ranges, source.size)
-                  if args.changed_ranges else None)
-        total = sum(n for _, n in ranges) if ranges is not None else source.size
-        with progress_bar(total, f"backup {args.volume}") as advance:
-            point = Ingest(repo, args.volume, source, progress=advance).run(ranges)
-    finding = after_backup(repo, point)
-    reasons = finding.reasons if finding is not None else []
+    with open_repo(args) as repo:
+        point, reasons = backup(repo, args.volume, args.source, args.changed_ranges, progress)
     if args.json:
         print_json({"point": point.id, **point_json(point), "flagged": bool(reasons),
                     "flag_reasons": reasons})
@@ -76,9 +67,9 @@ def _run_vm(args: argparse.Namespace) -> int:
     from cairn.cli._machines import print_vm_backup, vm_backup_json  # QMP loads only here
     from cairn.ops.vm_backup import VmBackupRequest, backup_vm
 
-    repo = open_repo(args)
     request = VmBackupRequest(args.qemu, args.machine, args.guest_agent)
-    result = backup_vm(repo, request, progress_bar)
+    with open_repo(args) as repo:
+        result = backup_vm(repo, request, progress)
     if args.json:
         print_json(vm_backup_json(result))
     else:

@@ -6,8 +6,8 @@ import argparse
 import shutil
 import sys
 
-from cairn.cli._common import add_repo
-from cairn.cli._insights import PATH_SYNTAX, add_point, point_disk, repository
+from cairn.cli._common import add_repo, open_repo
+from cairn.cli._insights import PATH_SYNTAX, add_point, point_disk
 from cairn.errors import PathNotFound
 from cairn.insights import paths
 from cairn.insights.fs import FILE, SYMLINK
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with repository(args) as repo, point_disk(repo, args.point) as (_, volumes):
+    with open_repo(args) as repo, point_disk(repo, args.point) as (_, volumes):
         location = paths.parse(args.path)
         _, fs = paths.select(volumes, location)
         entry = fs.stat(location.path)

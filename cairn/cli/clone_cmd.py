@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cairn.cli._common import add_json, add_repo, open_repo, print_json, table, when
-from cairn.ops.machine_points import clone_machine_point
-from cairn.ops.machine_points import resolve as resolve_machine_point
-from cairn.store.clones import create_clone, list_clones, remove_clone
+from cairn.ops.clones import clone, clone_json, clones, remove
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,30 +28,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_clone(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
-    machine_point = resolve_machine_point(repo, args.point)
-    if machine_point is not None:
-        for made in clone_machine_point(repo, machine_point, args.name):
-            print(f"clone {made.name} of point {made.point_id}")
-        return 0
-    clone = create_clone(repo, repo.resolve(args.point), args.name)
-    print(f"clone {clone.name} of point {clone.point_id}")
+    with open_repo(args) as repo:
+        made = clone(repo, args.point, args.name)
+    for c in made:
+        print(f"clone {c.name} of point {c.point_id}")
     return 0
 
 
 def run_list(args: argparse.Namespace) -> int:
-    clones = list_clones(open_repo(args))
+    with open_repo(args) as repo:
+        found = clones(repo)
     if args.json:
-        print_json([{"name": c.name, "point": c.point_id, "created_unix": c.created}
-                    for c in clones])
+        print_json([clone_json(c) for c in found])
         return 0
-    table(["NAME", "POINT", "CREATED"], [[c.name, c.point_id, when(c.created)] for c in clones])
+    table(["NAME", "POINT", "CREATED"], [[c.name, c.point_id, when(c.created)] for c in found])
     return 0
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
-    for name in args.clone:
-        remove_clone(repo, name)
-        print(f"removed clone {name}")
+    with open_repo(args) as repo:
+        for name in remove(repo, args.clone):
+            print(f"removed clone {name}")
     return 0

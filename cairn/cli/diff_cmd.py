@@ -11,8 +11,8 @@ import argparse
 import sys
 from typing import Any
 
-from cairn.cli._common import add_json, add_repo, human_bytes, print_json, table
-from cairn.cli._insights import add_point, repository
+from cairn.cli._common import add_json, add_repo, human_bytes, open_repo, print_json, table
+from cairn.cli._insights import add_point
 from cairn.errors import FAILURE
 from cairn.insights.fs import Entry
 from cairn.insights.points import PartitionDiff, diff_points
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with repository(args) as repo:
+    with open_repo(args) as repo:
         a, b = repo.resolve(args.point_a), repo.resolve(args.point_b)
         results = diff_points(repo, a, b)
     readable = [r for r in results if r.diff is not None]

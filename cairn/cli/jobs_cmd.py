@@ -28,11 +28,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=run)
 
 
+def _error(j: dict[str, Any]) -> str:
+    """The job's error, else its retention's (the backup itself succeeded then)."""
+    retention = j.get("retention") or {}
+    return str(j["error"] or retention.get("error") or "")
+
+
 def _row(j: dict[str, Any]) -> list[str]:
     return [str(j["id"]), j["machine"], j["state"], j["reason"], when(j["created"]),
             f"{j['seconds']:.1f}s" if j["seconds"] is not None else "-",
             human_bytes(j["bytes_read"]), human_bytes(j["bytes_sent"]),
-            human_bytes(j["bytes_stored"]), (j["error"] or "")[:80]]
+            human_bytes(j["bytes_stored"]), _error(j)[:80]]
 
 
 HEADERS = ["JOB", "MACHINE", "STATE", "REASON", "CREATED", "TOOK", "READ", "SENT", "STORED",

@@ -12,8 +12,8 @@ import sys
 import time
 from typing import Any
 
-from cairn.cli._common import add_json, add_repo, human_bytes, print_json, table
-from cairn.cli._insights import PATH_SYNTAX, add_point, point_disk, repository
+from cairn.cli._common import add_json, add_repo, human_bytes, open_repo, print_json, table
+from cairn.cli._insights import PATH_SYNTAX, add_point, point_disk
 from cairn.insights import paths
 from cairn.insights.disk import Volume
 from cairn.insights.fs import DIR, SYMLINK, Entry
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with repository(args) as repo, point_disk(repo, args.point) as (_, volumes):
+    with open_repo(args) as repo, point_disk(repo, args.point) as (_, volumes):
         if args.path is None:
             return _partitions(volumes, args.json)
         location = paths.parse(args.path)

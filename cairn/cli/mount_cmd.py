@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cairn.cli._common import add_repo
-from cairn.cli._insights import add_point, point_disk, repository
+from cairn.cli._common import add_repo, open_repo
+from cairn.cli._insights import add_point, point_disk
 from cairn.insights.mount import serve
 from cairn.insights.paths import single
 
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with repository(args) as repo, point_disk(repo, args.point) as (point, volumes):
+    with open_repo(args) as repo, point_disk(repo, args.point) as (point, volumes):
         for v in volumes:
             if v.error is not None:
                 print(f"cairn: warning: left out: {v.error}", file=sys.stderr)

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from cairn.cli._common import (
-    add_json,
-    add_repo,
-    human_bytes,
-    open_repo,
-    point_json,
-    print_json,
-    table,
-    when,
-)
+from cairn.cli._common import add_json, add_repo, human_bytes, open_repo, print_json, table, when
 from cairn.cli._machines import print_machine_points
+from cairn.ops.points import info_json, list_points, point_json
 from cairn.store import marks
-from cairn.store.catalog import RecoveryPoint, Verification
+from cairn.store.catalog import RecoveryPoint
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,13 +21,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="list deleted points still restorable (`cairn undelete` them)")
     add_json(p)
     p.set_defaults(handler=run)
-
-
-def _verification(v: Verification | None) -> dict[str, object] | None:
-    if v is None:
-        return None
-    return {"status": v.status, "reason": v.reason, "ocr_text": v.ocr_text,
-            "screenshot": v.screenshot, "seconds": v.seconds, "at_unix": v.at}
 
 
 def marks_json(m: marks.Marks) -> dict[str, object]:
@@ -53,23 +38,22 @@ def _state(m: marks.Marks) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
-    if args.machine:
-        return print_machine_points(repo, args.machine, args.json)
-    if args.deleted:
-        return _run_deleted(args, marks.held_points(repo))
-    volume_id = repo.volume(args.volume).id if args.volume else None
-    points = marks.live_points(repo, volume_id)
-    checks = repo.catalog.verifications()
-    marked = marks.all_marks(repo)
+    with open_repo(args) as repo:
+        if args.machine:
+            return print_machine_points(repo, args.machine, args.json)
+        if args.deleted:
+            return _run_deleted(args, marks.held_points(repo))
+        infos = list_points(repo, args.volume)
+        marked = marks.all_marks(repo)
     if args.json:
-        print_json([{**point_json(p), "verification": _verification(checks.get(p.id)),
-                     **marks_json(marked.get(p.id, marks.Marks()))} for p in points])
+        print_json([{**info_json(i), **marks_json(marked.get(i.point.id, marks.Marks()))}
+                    for i in infos])
         return 0
     table(["ID", "VOLUME", "CREATED", "SIZE", "DATA", "STORED", "BOOT CHECK", "MARKS"],
-          [[p.id, p.volume, when(p.created), human_bytes(p.size), human_bytes(p.allocated),
-            human_bytes(p.bytes_stored), checks[p.id].status if p.id in checks else "-",
-            _state(marked.get(p.id, marks.Marks()))] for p in points])
+          [[i.point.id, i.point.volume, when(i.point.created), human_bytes(i.point.size),
+            human_bytes(i.point.allocated), human_bytes(i.point.bytes_stored),
+            i.verification.status if i.verification else "-",
+            _state(marked.get(i.point.id, marks.Marks()))] for i in infos])
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`cairn prune`: apply a retention policy to one volume."""
+"""`cairn prune`: apply a retention policy to one volume, or to one machine's machine points."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ import argparse
 
 from cairn.cli._common import add_json, add_repo, add_wait, open_repo, print_json, table, when
 from cairn.ops.machine_points import list_machine_points, prune_machine
-from cairn.store import marks
-from cairn.store.clones import list_clones
-from cairn.store.delete import delete_points, purge_expired
+from cairn.ops.retention import prune
 from cairn.store.repository import Repository
-from cairn.store.retention import Policy, select
+from cairn.store.retention import Policy
 
 RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
@@ -18,7 +16,8 @@ RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("prune", help="delete the points a retention policy does not keep",
                        description="Each --keep-RULE N keeps the newest point of each of the "
-                                   "N latest periods; N=0 keeps every period (forever).")
+                                   "N latest periods; N=0 keeps every period (forever). "
+                                   "Points with clones are always kept.")
     add_repo(p)
     add_wait(p)
     which = p.add_mutually_exclusive_group(required=True)
@@ -31,31 +30,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=run)
 
 
+def _action(reasons: list[str] | None, dry_run: bool) -> str:
+    if reasons:
+        return f"keep ({', '.join(reasons)})"
+    return "would delete" if dry_run else "deleted"
+
+
 def run(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
     policy = Policy(**{rule: getattr(args, rule) for rule in RULES})
-    if args.machine:
-        return _prune_machine(repo, args, policy)
-    points = marks.live_points(repo, repo.volume(args.volume).id)
-    keep = select(points, policy)
-    for p in points:
-        if list_clones(repo, p.id):
-            keep.setdefault(p.id, []).append("has a clone")
-    for point_id, reason in marks.keep_reasons(repo, points).items():
-        keep.setdefault(point_id, []).append(reason)
-    doomed = [p for p in points if p.id not in keep]
-    if not args.dry_run:
-        delete_points(repo, doomed)
-        purge_expired(repo)
+    with open_repo(args) as repo:
+        if args.machine:
+            return _prune_machine(repo, args, policy)
+        result = prune(repo, args.volume, policy, args.dry_run)
     if args.json:
-        print_json({"dry_run": args.dry_run,
-                    "kept": [{"id": p.id, "rules": keep[p.id]} for p in points if p.id in keep],
-                    "deleted": [p.id for p in doomed]})
+        print_json(result.json())
         return 0
     table(["ID", "CREATED", "ACTION"],
-          [[p.id, when(p.created),
-            f"keep ({', '.join(keep[p.id])})" if p.id in keep
-            else ("would delete" if args.dry_run else "deleted")] for p in points])
+          [[p.id, when(p.created), _action(result.plan.reasons.get(p.id), args.dry_run)]
+           for p in result.plan.points])
     return 0
 
 
@@ -63,13 +55,12 @@ def _prune_machine(repo: Repository, args: argparse.Namespace, policy: Policy) -
     points = list_machine_points(repo, args.machine)
     plan = prune_machine(repo, args.machine, policy, args.dry_run)
     if args.json:
-        print_json({"dry_run": args.dry_run,
+        print_json({"machine": args.machine, "dry_run": args.dry_run,
                     "kept": [{"id": mp.id, "rules": plan.kept[mp.id]} for mp in points
                              if mp.id in plan.kept],
                     "deleted": [mp.id for mp in plan.doomed]})
         return 0
     table(["MACHINE POINT", "CREATED", "ACTION"],
-          [[mp.id, when(mp.created),
-            f"keep ({', '.join(plan.kept[mp.id])})" if mp.id in plan.kept
-            else ("would delete" if args.dry_run else "deleted")] for mp in points])
+          [[mp.id, when(mp.created), _action(plan.kept.get(mp.id), args.dry_run)]
+           for mp in points])
     return 0

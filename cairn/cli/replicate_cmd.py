@@ -24,12 +24,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     rate = parse_rate(args.bandwidth)
-    local = open_repo(args)
-    if local.config.key_id is not None and args.key_file is None:
-        args.key_file = local.path / "key"
-    cloud = open_location(args.to, args)
-    with progress_bar(0, "replicate") as advance:
-        report = replicate(local, cloud, args.volume, rate, advance, args.send)
+    with open_repo(args) as local:
+        if local.config.key_id is not None and args.key_file is None:
+            args.key_file = local.path / "key"
+        with open_location(args.to, args) as cloud, progress_bar(0, "replicate") as advance:
+            report = replicate(local, cloud, args.volume, rate, advance, args.send)
     if args.json:
         print_json(report.__dict__)
         return 0

@@ -5,13 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cairn.cli._common import add_repo, human_bytes, open_repo
-from cairn.cli._common import progress as progress_bar
-from cairn.ops.machine_points import resolve as resolve_machine_point
-from cairn.ops.machine_points import restore_machine_point
-from cairn.restore.convert import FORMATS, restore_as
-from cairn.restore.writer import describe_lost
-from cairn.store.reader import PointReader
+from cairn.cli._common import add_repo, human_bytes, open_repo, progress
+from cairn.ops.restore import FORMATS, restore
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,21 +24,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
-    machine_point = resolve_machine_point(repo, args.point)
-    if machine_point is not None:
-        with progress_bar(machine_point.size, f"restore {machine_point.id}") as advance:
-            files = restore_machine_point(repo, machine_point, args.dest, args.format, advance)
-        print(f"restored machine point {machine_point.id} of {machine_point.machine}: "
-              + ", ".join(map(str, files)))
+    with open_repo(args) as repo:
+        result = restore(repo, args.point, args.dest, args.format, progress,
+                         args.ignore_damage)
+    if result.machine is not None:
+        print(f"restored machine point {result.id} of {result.machine}: "
+              + ", ".join(map(str, result.files)))
         return 0
-    point = repo.resolve(args.point)
-    with progress_bar(point.size, f"restore {point.id}") as advance:
-        lost = restore_as(PointReader(repo, point), args.dest, args.format, advance,
-                          args.ignore_damage)
-    if lost:
-        print(f"warning: point {point.id} is damaged: "
-              f"{describe_lost(lost, repo.block_size)} were written as zeros")
-    print(f"restored point {point.id} ({human_bytes(point.size)}) to {args.dest}"
-          + ("" if args.format == "raw" else f" as {args.format}"))
+    if result.lost:
+        print(f"warning: point {result.id} is damaged: {result.lost} were written as zeros")
+    print(f"restored point {result.id} ({human_bytes(result.size)}) to {args.dest}"
+          + ("" if result.format == "raw" else f" as {result.format}"))
     return 0

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cairn.cli._common import add_json, add_repo, human_bytes, print_json
-from cairn.cli._insights import PATH_SYNTAX, add_point, point_disk, repository
+from cairn.cli._common import add_json, add_repo, human_bytes, open_repo, print_json
+from cairn.cli._insights import PATH_SYNTAX, add_point, point_disk
 from cairn.insights import paths
 from cairn.insights.extract import Extracted, extract
 
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     total = Extracted()
-    with repository(args) as repo, point_disk(repo, args.point) as (point, volumes):
+    with open_repo(args) as repo, point_disk(repo, args.point) as (point, volumes):
         for spec in args.paths:
             location = paths.parse(spec)
             _, fs = paths.select(volumes, location)

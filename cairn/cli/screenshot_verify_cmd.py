@@ -22,9 +22,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
-    point = repo.resolve(args.point)
-    verdict, record = screenshot_verify(repo, point, args.expect_text, args.timeout, args.out)
+    with open_repo(args) as repo:
+        point = repo.resolve(args.point)
+        verdict, record = screenshot_verify(repo, point, args.expect_text, args.timeout,
+                                            args.out)
     if args.json:
         print_json({"point": point.id, "status": record.status, "reason": record.reason,
                     "ocr_text": record.ocr_text, "screenshot": record.screenshot,

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    stats = repository_stats(open_repo(args))
+    with open_repo(args) as repo:
+        stats = repository_stats(repo)
     if args.json:
         print_json(stats.__dict__)
         return 0

@@ -8,6 +8,7 @@ import threading
 
 from cairn.cli._common import add_repo, open_repo
 from cairn.errors import UsageError
+from cairn.store.repository import Repository
 from cairn.virt.boot import Running, VmOptions, virtualize
 
 
@@ -34,7 +35,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     display = vnc_display(args.vnc)
-    repo = open_repo(args)
+    with open_repo(args) as repo:
+        return _run(args, repo, display)
+
+
+def _run(args: argparse.Namespace, repo: Repository, display: int) -> int:
     point = repo.resolve(args.point)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -162,6 +162,11 @@ def _content_differs(
     if changed is not None and _untouched(a.extents, b.extents, changed):
         return False
     result.files_compared += 1
+    return _streams_differ(old, new, a, b)
+
+
+def _streams_differ(old: FileSystem, new: FileSystem, a: Entry, b: Entry) -> bool:
+    """Compare two files by reading both, for file systems whose layout is not known."""
     with old.open(a.path) as fa, new.open(b.path) as fb:
         while True:
             chunk_a, chunk_b = fa.read(_CHUNK), fb.read(_CHUNK)

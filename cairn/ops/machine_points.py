@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cairn.errors import DestinationError, UnknownPoint
+from cairn.ops.retention import keep_reasons
 from cairn.restore.convert import restore_as
 from cairn.store import marks
-from cairn.store.clones import Clone, create_clone, list_clones, remove_clone
+from cairn.store.clones import Clone, create_clone, remove_clone
 from cairn.store.delete import delete_points
 from cairn.store.machine_points import MachinePoint, MachinePoints
 from cairn.store.reader import PointReader
@@ -37,7 +38,7 @@ class _Dated:
 @dataclass(frozen=True)
 class PrunePlan:
     kept: dict[str, list[str]]
-    """machine point id -> the rules (or "has a clone") that keep it"""
+    """machine point id -> the rules, or the keep reasons of its disks' points, that keep it"""
     doomed: list[MachinePoint]
 
 
@@ -104,14 +105,10 @@ def plan_prune(repo: Repository, machine: str, policy: Policy) -> PrunePlan:
     if not points:
         raise UnknownPoint(f"{machine}@latest")
     kept = select([_Dated(mp.id, mp.created) for mp in points], policy)
-    marked = marks.keep_reasons(repo, [m.point for mp in points for m in mp.members])
+    held = keep_reasons(repo, [m.point for mp in points for m in mp.members])
     for mp in points:
-        if any(list_clones(repo, m.point.id) for m in mp.members):
-            kept.setdefault(mp.id, []).append("has a clone")
-        kept.setdefault(mp.id, []).extend(
-            sorted({marked[m.point.id] for m in mp.members if m.point.id in marked}))
-        if not kept[mp.id]:
-            del kept[mp.id]
+        for reason in dict.fromkeys(r for m in mp.members for r in held.get(m.point.id, [])):
+            kept.setdefault(mp.id, []).append(reason)
     return PrunePlan(kept, [mp for mp in points if mp.id not in kept])
 
 

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from cairn.errors import NotARepository
+from cairn.ops.retention import prune
 from cairn.replication.replicate import replicate
-from cairn.store.clones import list_clones
-from cairn.store.delete import delete_points
 from cairn.store.repository import Repository
-from cairn.store.retention import Policy, select
+from cairn.store.retention import Policy
 
 
 @dataclass(frozen=True)
@@ -66,14 +65,12 @@ def open_target(repo_path: Path, url: str, endpoint: str | None) -> Repository:
 
 
 def cloud_retention(cloud: Repository, volume: str, policy: Policy) -> int:
-    """Delete the cloud's points of ``volume`` that ``policy`` does not keep (clones stay)."""
+    """Delete the cloud's points of ``volume`` that ``policy`` does not keep, by the one
+    retention planner (`ops.retention`: points with clones, and any other keep reason,
+    stay)."""
     if cloud.catalog.volume(volume) is None:
         return 0
-    points = cloud.catalog.points(cloud.volume(volume).id)
-    keep = select(points, policy)
-    doomed = [p for p in points if p.id not in keep and not list_clones(cloud, p.id)]
-    delete_points(cloud, doomed)
-    return len(doomed)
+    return len(prune(cloud, volume, policy).deleted)
 
 
 def replicate_volumes(repo_path: Path, volumes: list[str], target: OffsiteTarget

@@ -1,8 +1,8 @@
 """A machine's schedule and retention: set them (REST API and web console alike), and see
 before saving which existing points a retention policy would remove.
 
-The preview uses the rules `cairn prune` applies: the policy's own selection
-(`cairn.store.retention.select`), and a point with a clone is always kept.
+The preview is the plan `cairn prune` would carry out (`ops.retention.plan`): the
+policy's own selection, and the keep reasons (a point with a clone is always kept).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.scheduler import check_cron, first_run, parse_every
 from cairn.appliance.state import Machine, State
 from cairn.errors import UsageError
+from cairn.ops.retention import plan
 from cairn.store.catalog import RecoveryPoint
-from cairn.store.clones import list_clones
 from cairn.store.repository import Repository
-from cairn.store.retention import Policy, select
+from cairn.store.retention import Policy
 
 
 def set_schedule(state: State, config: ApplianceConfig, machine: Machine, every: str | None,
@@ -48,15 +48,11 @@ def preview(repo: Repository, volumes: list[str], policy: Policy) -> list[Fate]:
     """What ``policy`` would do now to the points of ``volumes``, newest first."""
     if policy.empty:
         raise UsageError("retention names no rule: e.g. hourly=24,daily=14")
-    cloned = {c.point_id for c in list_clones(repo)}
     fates: list[Fate] = []
     for name in volumes:
-        volume = repo.catalog.volume(name)
-        if volume is None:
+        if repo.catalog.volume(name) is None:
             continue
-        points = repo.catalog.points(volume.id)
-        keep = select(points, policy)
-        fates += [Fate(p, keep.get(p.id, []) + (["has a clone"] if p.id in cloned else []))
-                  for p in points]
+        planned = plan(repo, name, policy)
+        fates += [Fate(p, planned.reasons.get(p.id, [])) for p in planned.points]
     fates.sort(key=lambda f: f.point.created, reverse=True)
     return fates

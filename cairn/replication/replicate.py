@@ -113,8 +113,7 @@ def replicate(local: Repository, cloud: Repository, volume: str | None = None,
     report = Report()
     throttle = Throttle(bandwidth)
     volume_id = local.volume(volume).id if volume else None
-    cloud.catalog.db.execute("CREATE TABLE IF NOT EXISTS uploaded(hash BLOB PRIMARY KEY) "
-                             "WITHOUT ROWID")
+    cloud.catalog.open_upload_journal()
 
     def fetch(digest: bytes) -> bytes:
         try:
@@ -159,7 +158,7 @@ def replicate(local: Repository, cloud: Repository, volume: str | None = None,
             remote.publish(placed)
             Cloud.insert(cloud, placed, written)
             report.points.append(point.id)
-        cloud.catalog.db.execute("DELETE FROM uploaded")
+        cloud.catalog.clear_upload_journal()
     report.seconds = round(time.monotonic() - started, 3)
     return report
 
@@ -167,16 +166,14 @@ def replicate(local: Repository, cloud: Repository, volume: str | None = None,
 def _held(cloud: Repository, needed: set[bytes]) -> set[bytes]:
     """Chunks the cloud has: in its catalog, or sent by a run that died (and still there)."""
     held = set()
-    db = cloud.catalog.db
     for digest in needed:
-        known = db.execute("SELECT 1 FROM chunks WHERE hash=?", (digest,)).fetchone()
-        sent = known or db.execute("SELECT 1 FROM uploaded WHERE hash=?", (digest,)).fetchone()
-        if known or (sent and cloud.chunks.backend.exists(chunk_name(digest))):
+        if cloud.catalog.has_chunk(digest) or (
+                cloud.catalog.was_uploaded(digest)
+                and cloud.chunks.backend.exists(chunk_name(digest))):
             held.add(digest)
     return held
 
 
 def _journal(cloud: Repository, batch: list[bytes]) -> None:
-    with cloud.catalog.transaction(durable=False) as db:
-        db.executemany("INSERT OR IGNORE INTO uploaded(hash) VALUES(?)", ((h,) for h in batch))
+    cloud.catalog.journal_uploaded(batch)
     batch.clear()

@@ -124,6 +124,48 @@ class _Window:
                 self.why = self.why or str(exc)
 
 
+class _Target:
+    """The open destination: blocks written where their chunk's bytes belong, zeros where
+    a hole or a lost block may meet old data (a block device; a new file reads as zeros)."""
+
+    def __init__(self, fd: int, is_device: bool, block_size: int, size: int) -> None:
+        self.fd, self.is_device, self.bs, self.size = fd, is_device, block_size, size
+        self.window: _Window | None = None
+
+    def write(self, digest: bytes, data: bytes) -> int:
+        assert self.window is not None
+        where = self.window.where[digest]
+        for index in where:
+            os.pwrite(self.fd, data, index * self.bs)
+        return len(data) * len(where)
+
+    def blank(self, blocks: list[int]) -> int:
+        """Zero ``blocks`` where the destination may hold old data; returns their bytes."""
+        total = 0
+        for index in blocks:
+            length = min(self.bs, self.size - index * self.bs)
+            total += length
+            if self.is_device:
+                os.pwrite(self.fd, bytes(length), index * self.bs)
+        return total
+
+
+def _copy(reader: PointReader, target: _Target,
+          progress: Callable[[int], None]) -> tuple[list[int], str]:
+    """Every block of the point into ``target``; returns the lost blocks and why."""
+    lost: list[int] = []
+    why = ""
+    for start in range(0, reader.tree.blocks, WINDOW):
+        window = target.window = _Window(reader, start, min(start + WINDOW, reader.tree.blocks))
+        progress(target.blank(window.holes))
+        for done in window.read(target.write):
+            progress(done)
+        target.blank(window.lost)
+        lost += window.lost
+        why = why or window.why
+    return lost, why
+
+
 def restore_image(reader: PointReader, dest: Path,
                   progress: Callable[[int], None] | None = None,
                   ignore_damage: bool = False) -> list[tuple[int, int]]:
@@ -135,38 +177,9 @@ def restore_image(reader: PointReader, dest: Path,
     """
     point = reader.point
     fd, is_device = _open_destination(dest, point.size, point.allocated)
-    bs = reader.block_size
-    zero = bytes(bs)
-    lost: list[int] = []
-    why = ""
-
-    def write(digest: bytes, data: bytes) -> int:
-        for index in window.where[digest]:
-            os.pwrite(fd, data, index * bs)
-        return len(data) * len(window.where[digest])
-
-    def blank(blocks: list[int]) -> int:
-        """Zero ``blocks`` where the destination may hold old data; returns their bytes."""
-        total = 0
-        for index in blocks:
-            length = min(bs, point.size - index * bs)
-            total += length
-            if is_device:
-                os.pwrite(fd, zero[:length], index * bs)
-        return total
-
     try:
-        for start in range(0, reader.tree.blocks, WINDOW):
-            window = _Window(reader, start, min(start + WINDOW, reader.tree.blocks))
-            holes = blank(window.holes)
-            if progress and holes:
-                progress(holes)
-            for done in window.read(write):
-                if progress:
-                    progress(done)
-            blank(window.lost)
-            lost += window.lost
-            why = why or window.why
+        lost, why = _copy(reader, _Target(fd, is_device, reader.block_size, point.size),
+                          progress or (lambda _n: None))
         os.fsync(fd)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -177,7 +190,8 @@ def restore_image(reader: PointReader, dest: Path,
         reader.repo.record_damage()
     spans = _spans(lost)
     if spans and not ignore_damage:
-        raise DamagedPoint(f"point {point.id} is damaged: {describe_lost(spans, bs)} cannot "
-                           f"be read ({why}; written as zeros in {dest}); run `cairn restore "
-                           "--ignore-damage` to accept that, or `cairn verify` for details")
+        raise DamagedPoint(f"point {point.id} is damaged: {describe_lost(spans, reader.block_size)}"
+                           f" cannot be read ({why}; written as zeros in {dest}); run `cairn "
+                           "restore --ignore-damage` to accept that, or `cairn verify` for "
+                           "details")
     return spans

@@ -98,6 +98,12 @@ class Volume:
     name: str
 
 
+POINT_FIELDS = ("id", "volume", "created", "size", "allocated", "bytes_read", "bytes_stored",
+                "seconds", "source")
+"""A point's public fields: its JSON everywhere (``--json``, the REST API, the web console)
+and its record in a cloud bucket (which adds the block map's root). ``created`` is Unix time."""
+
+
 @dataclass(frozen=True)
 class RecoveryPoint:
     """One committed recovery point: a whole image of its volume at one moment."""
@@ -114,6 +120,10 @@ class RecoveryPoint:
     bytes_stored: int
     seconds: float
     source: str
+
+    def public(self) -> dict[str, object]:
+        """The `POINT_FIELDS` of this point, ready for JSON."""
+        return {f: getattr(self, f) for f in POINT_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -481,7 +491,59 @@ class Catalog:
             "JOIN volumes v ON v.id = p.volume_id GROUP BY v.id")
         return {r[0]: Verification(*r[1:]) for r in rows}
 
+    # -- clones (the folders are `clones.py`'s) --------------------------------------------
+
+    def add_clone(self, name: str, point_id: str, created: float) -> bool:
+        """Record a clone; False when the name is taken."""
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM clones WHERE name=?", (name,)).fetchone():
+                return False
+            db.execute("INSERT INTO clones(name, point_id, created) VALUES(?, ?, ?)",
+                       (name, point_id, created))
+        return True
+
+    def clones(self, point_id: str | None = None,
+               name: str | None = None) -> list[tuple[str, str, float]]:
+        """``(name, point id, created)`` of every clone, or of one point's, or the named one."""
+        sql = "SELECT name, point_id, created FROM clones"
+        if point_id is not None:
+            return self.db.execute(sql + " WHERE point_id=? ORDER BY created",
+                                   (point_id,)).fetchall()
+        if name is not None:
+            return self.db.execute(sql + " WHERE name=?", (name,)).fetchall()
+        return self.db.execute(sql + " ORDER BY created").fetchall()
+
+    def remove_clone(self, name: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM clones WHERE name=?", (name,))
+
+    # -- replication's journal of chunks sent to a cloud (kept in the cloud's cache) ------
+
+    def open_upload_journal(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS uploaded(hash BLOB PRIMARY KEY) "
+                        "WITHOUT ROWID")
+
+    def journal_uploaded(self, hashes: Iterable[bytes]) -> None:
+        with self.transaction(durable=False) as db:
+            db.executemany("INSERT OR IGNORE INTO uploaded(hash) VALUES(?)",
+                           ((h,) for h in hashes))
+
+    def was_uploaded(self, digest: bytes) -> bool:
+        return self.db.execute("SELECT 1 FROM uploaded WHERE hash=?", (digest,)).fetchone() \
+            is not None
+
+    def clear_upload_journal(self) -> None:
+        self.db.execute("DELETE FROM uploaded")
+
     # -- accounting ----------------------------------------------------------------------
+
+    def has_chunk(self, digest: bytes) -> bool:
+        return self.db.execute("SELECT 1 FROM chunks WHERE hash=?", (digest,)).fetchone() \
+            is not None
+
+    def pinned(self) -> list[bytes]:
+        """Every chunk a backup in progress (or a dead one) has pinned."""
+        return [r[0] for r in self.db.execute("SELECT hash FROM pins")]
 
     def chunk_refs(self) -> dict[bytes, int]:
         return dict(self.db.execute("SELECT hash, refs FROM chunks").fetchall())

@@ -56,7 +56,7 @@ def create_clone(repo: Repository, point: RecoveryPoint, name: str | None = None
     name = name or f"{point.volume}-{point.id[:6]}-{os.urandom(3).hex()}"
     if not _NAME.match(name):
         raise UsageError(f"invalid clone name {name!r}: use letters, digits, '.', '_', '-'")
-    if repo.catalog.db.execute("SELECT 1 FROM clones WHERE name=?", (name,)).fetchone():
+    if repo.catalog.clones(name=name):
         raise UsageError(f"a clone named {name!r} exists: choose another name or remove it")
     folder = _folder(repo, name)
     _remove_folder(folder)
@@ -66,34 +66,25 @@ def create_clone(repo: Repository, point: RecoveryPoint, name: str | None = None
     blocks = -(-point.size // repo.block_size)
     (folder / "map").write_bytes(bytes(-(-blocks // 8)))
     clone = Clone(name, point.id, time.time())
-    with repo.catalog.transaction() as db:
-        db.execute("INSERT INTO clones(name, point_id, created) VALUES(?, ?, ?)",
-                   (clone.name, clone.point_id, clone.created))
+    if not repo.catalog.add_clone(clone.name, clone.point_id, clone.created):
+        raise UsageError(f"a clone named {name!r} exists: choose another name or remove it")
     return clone
 
 
 def list_clones(repo: Repository, point_id: str | None = None) -> list[Clone]:
-    if point_id is None:
-        rows = repo.catalog.db.execute("SELECT name, point_id, created FROM clones "
-                                       "ORDER BY created")
-    else:
-        rows = repo.catalog.db.execute("SELECT name, point_id, created FROM clones "
-                                       "WHERE point_id=? ORDER BY created", (point_id,))
-    return [Clone(*r) for r in rows]
+    return [Clone(*r) for r in repo.catalog.clones(point_id)]
 
 
 def get_clone(repo: Repository, name: str) -> Clone:
-    row = repo.catalog.db.execute("SELECT name, point_id, created FROM clones WHERE name=?",
-                                  (name,)).fetchone()
-    if row is None:
+    rows = repo.catalog.clones(name=name)
+    if not rows:
         raise CloneNotFound(name)
-    return Clone(*row)
+    return Clone(*rows[0])
 
 
 def remove_clone(repo: Repository, name: str) -> None:
     clone = get_clone(repo, name)
-    with repo.catalog.transaction() as db:
-        db.execute("DELETE FROM clones WHERE name=?", (clone.name,))
+    repo.catalog.remove_clone(clone.name)
     _remove_folder(_folder(repo, clone.name))
 
 

@@ -93,8 +93,6 @@ if TYPE_CHECKING:
 SWEEP_MARKER = "sweep-needed"
 MARKER_TEXT = b"an exclusive writer is at work\n"
 
-POINT_FIELDS = ("id", "volume", "created", "size", "allocated", "bytes_read", "bytes_stored",
-                "seconds", "source")
 _POINT_ID = re.compile(r"^[0-9a-f]{8,64}$")
 _MAX_SIZE = 1 << 56
 RECORD_LIMIT = 1 << 20
@@ -202,7 +200,7 @@ class Cloud:
         """Create the point's record; one already there (a retried PUT that had landed) must
         be this very point."""
         self.check_lock()
-        record: dict[str, Any] = {f: getattr(point, f) for f in POINT_FIELDS}
+        record: dict[str, Any] = point.public()
         record["root"] = point.root.hex()
         record["repository"] = self.repository_id
         name = point_object(point)

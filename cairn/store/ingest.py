@@ -89,6 +89,107 @@ def blocks_of_ranges(ranges: Iterable[tuple[int, int]], block_size: int, size: i
     return sorted(touched)
 
 
+class _Pass:
+    """One ingest's running state: the slots that changed, the chunks it wrote or will
+    write, and the new chunks waiting to be pinned and written as one batch.
+
+    New chunks are pinned and written in batches of about BATCH_BLOCKS: a short changed
+    range alone would cost a catalog transaction for a few chunks. A batch keeps the reads
+    it slices alive, so it also closes at WORKERS reads' worth.
+    """
+
+    def __init__(self, ingest: Ingest, session: int, base: Tree | None) -> None:
+        self.ingest = ingest
+        self.repo = ingest.repo
+        self.session = session
+        self.base = base
+        self.same_shape = base is not None and base.blocks == ingest.blocks
+        self.changed: dict[int, bytes] = {}
+        self.allocated_delta = 0
+        self.written: dict[bytes, tuple[int, int]] = {}
+        self.handled: set[bytes] = set()
+        self.writes: list[Future[list[tuple[bytes, int, int]]]] = []
+        self.bytes_read = 0
+        self.fresh: dict[bytes, bytes | memoryview] = {}
+        self.held = 0
+
+    def _put_all(self, items: list[tuple[bytes, bytes | memoryview]],
+                 compress: bool) -> list[tuple[bytes, int, int]]:
+        bad = self.ingest.bad
+        return [(d, len(data), self.repo.chunks.put(d, data, compress, d in bad))
+                for d, data in items]
+
+    def store(self, pool: ThreadPoolExecutor, items: dict[bytes, bytes | memoryview],
+              compress: bool = True) -> None:
+        """Pin ``items``, then write the missing ones as one job: a future per chunk
+        would cost more than compressing it."""
+        present = self.repo.catalog.pin(self.session, list(items))
+        bad = self.ingest.bad
+        missing = [(d, data) for d, data in items.items()
+                   if d not in present or d in bad or not self.ingest._intact(d)]
+        if missing:
+            self.writes.append(pool.submit(self._put_all, missing, compress))
+
+    def _old(self, scanned: _Scanned) -> list[bytes | None]:
+        """The parent's hashes of the scanned blocks (None where it has none)."""
+        count = len(scanned.hashes)
+        if self.same_shape and self.base is not None:
+            return [h for _, h in self.repo.nodes.leaves(self.base, scanned.start,
+                                                         scanned.start + count)]
+        return [None] * count
+
+    def take(self, scanned: _Scanned) -> None:
+        """Note what the scanned blocks change; queue the chunks never seen for writing."""
+        self.bytes_read += len(scanned.data)
+        bs, bad = self.ingest.block_size, self.ingest.bad
+        before = len(self.fresh)
+        for k, (digest, was) in enumerate(zip(scanned.hashes, self._old(scanned),
+                                              strict=True)):
+            index = scanned.start + k
+            length = self.ingest._block_len(index)
+            if digest == was:
+                if digest in bad and digest not in self.handled:  # heal in place
+                    self.handled.add(digest)
+                    self.fresh[digest] = scanned.data[k * bs : k * bs + length]
+                continue
+            self.changed[index] = digest
+            self.allocated_delta += length * ((digest != ZERO) - (was not in (None, ZERO)))
+            if digest != ZERO and digest not in self.handled:
+                self.handled.add(digest)
+                self.fresh[digest] = scanned.data[k * bs : k * bs + length]
+        if len(self.fresh) > before:
+            self.held += len(scanned.data)
+
+    def flush(self, pool: ThreadPoolExecutor, last: bool) -> None:
+        """Store the waiting chunks when the batch is full, holds too much, or is the last."""
+        full = (len(self.fresh) >= BATCH_BLOCKS
+                or self.held >= WORKERS * BATCH_BLOCKS * self.ingest.block_size)
+        if self.fresh and (full or last):
+            self.store(pool, self.fresh)
+            self.fresh, self.held = {}, 0
+
+    def finish(self, pool: ThreadPoolExecutor, parent: RecoveryPoint | None
+               ) -> tuple[Tree, int]:
+        """The new point's tree (its new nodes stored) and its allocated bytes, once every
+        chunk write has landed."""
+        blocks = self.ingest.blocks
+        if self.same_shape:
+            assert parent is not None
+            allocated = parent.allocated + self.allocated_delta
+        else:
+            allocated = self.allocated_delta
+        if self.same_shape and not self.changed and parent is not None:
+            tree, nodes = Tree(parent.root, blocks), []
+        else:
+            tree, nodes = build(self.repo.nodes, self.repo.chunks.hash, self.base, blocks,
+                                self.changed)
+        fresh_nodes = {d: n for d, n in nodes if d not in self.handled}
+        if fresh_nodes:  # stored raw: a walk of the tree (a delete) then never loads zstd
+            self.store(pool, fresh_nodes, compress=False)
+        self.ingest._drain(self.writes, self.written, block=True)
+        return tree, allocated
+
+
 class Ingest:
     """One backup of one volume; `run` does it and returns the committed point."""
 
@@ -208,96 +309,37 @@ class Ingest:
         except Corruption:
             return runs.ingest_increments(tolerant_nodes(self.repo), old, tree)
 
+    def _scans(self, pool: ThreadPoolExecutor, candidates: list[int]
+               ) -> Iterator[tuple[_Scanned, bool]]:
+        """Each run of candidate blocks read and hashed (up to WORKERS * 2 ahead), in
+        order, with whether it is the last."""
+        window: deque[Future[_Scanned]] = deque()
+        pending_runs = _runs(candidates)
+        for run in pending_runs:
+            window.append(pool.submit(self._scan, *run))
+            if len(window) >= WORKERS * 2:
+                break
+        while window:
+            scanned = window.popleft().result()
+            nxt = next(pending_runs, None)
+            if nxt is not None:
+                window.append(pool.submit(self._scan, *nxt))
+            yield scanned, not window
+
     def _ingest(self, session: int, volume_id: int, parent: RecoveryPoint | None,
                 base: Tree | None, candidates: list[int], started: float) -> RecoveryPoint:
         repo = self.repo
-        same_shape = base is not None and base.blocks == self.blocks
-        changed: dict[int, bytes] = {}
-        allocated_delta = 0
-        written: dict[bytes, tuple[int, int]] = {}
-        handled: set[bytes] = set()
-        writes: list[Future[list[tuple[bytes, int, int]]]] = []
-        bytes_read = 0
-
-        def put_all(items: list[tuple[bytes, bytes | memoryview]],
-                    compress: bool) -> list[tuple[bytes, int, int]]:
-            return [(d, len(data), repo.chunks.put(d, data, compress, d in self.bad))
-                    for d, data in items]
-
-        def store(pool: ThreadPoolExecutor, items: dict[bytes, bytes | memoryview],
-                  compress: bool = True) -> None:
-            """Pin ``items``, then write the missing ones as one job: a future per chunk
-            would cost more than compressing it."""
-            present = repo.catalog.pin(session, list(items))
-            missing = [(d, data) for d, data in items.items()
-                       if d not in present or d in self.bad or not self._intact(d)]
-            if missing:
-                writes.append(pool.submit(put_all, missing, compress))
-
+        work = _Pass(self, session, base)
         with ThreadPoolExecutor(WORKERS) as pool:
-            window: deque[Future[_Scanned]] = deque()
-            pending_runs = _runs(candidates)
-            for run in pending_runs:
-                window.append(pool.submit(self._scan, *run))
-                if len(window) >= WORKERS * 2:
-                    break
-            # New chunks are pinned and written in batches of about BATCH_BLOCKS: a short
-            # changed range alone would cost a catalog transaction for a few chunks. A batch
-            # keeps the reads it slices alive, so it also closes at WORKERS reads' worth.
-            fresh: dict[bytes, bytes | memoryview] = {}
-            held = 0
-            while window:
-                scanned = window.popleft().result()
-                nxt = next(pending_runs, None)
-                if nxt is not None:
-                    window.append(pool.submit(self._scan, *nxt))
-                count = len(scanned.hashes)
-                bytes_read += len(scanned.data)
-                if same_shape and base is not None:
-                    old = [h for _, h in repo.nodes.leaves(base, scanned.start,
-                                                            scanned.start + count)]
-                else:
-                    old = [None] * count
-                bs = self.block_size
-                before = len(fresh)
-                for k, digest in enumerate(scanned.hashes):
-                    was = old[k]
-                    if digest == was:
-                        if digest in self.bad and digest not in handled:  # heal in place
-                            handled.add(digest)
-                            fresh[digest] = scanned.data[k * bs : k * bs + self._block_len(
-                                scanned.start + k)]
-                        continue
-                    index = scanned.start + k
-                    changed[index] = digest
-                    length = self._block_len(index)
-                    allocated_delta += length * ((digest != ZERO) - (was not in (None, ZERO)))
-                    if digest != ZERO and digest not in handled:
-                        handled.add(digest)
-                        fresh[digest] = scanned.data[k * bs : k * bs + length]
-                if len(fresh) > before:
-                    held += len(scanned.data)
-                if fresh and (len(fresh) >= BATCH_BLOCKS or not window
-                              or held >= WORKERS * BATCH_BLOCKS * bs):
-                    store(pool, fresh)
-                    fresh, held = {}, 0
-                self._drain(writes, written, block=len(writes) > WORKERS * 2)
+            for scanned, last in self._scans(pool, candidates):
+                work.take(scanned)
+                work.flush(pool, last)
+                self._drain(work.writes, work.written, block=len(work.writes) > WORKERS * 2)
                 if self.progress:
-                    self.progress(min(count * self.block_size,
+                    self.progress(min(len(scanned.hashes) * self.block_size,
                                       self.size - scanned.start * self.block_size))
-            if not same_shape:
-                allocated = allocated_delta
-            else:
-                assert parent is not None
-                allocated = parent.allocated + allocated_delta
-            if same_shape and not changed and parent is not None:
-                tree, nodes = Tree(parent.root, self.blocks), []
-            else:
-                tree, nodes = build(repo.nodes, repo.chunks.hash, base, self.blocks, changed)
-            fresh_nodes = {d: n for d, n in nodes if d not in handled}
-            if fresh_nodes:  # stored raw: a walk of the tree (a delete) then never loads zstd
-                store(pool, fresh_nodes, compress=False)
-            self._drain(writes, written, block=True)
+            tree, allocated = work.finish(pool, parent)
+        written, bytes_read = work.written, work.bytes_read
         repo.chunks.backend.sync()
         increments = self._increments(parent, tree)
         point = RecoveryPoint(

@@ -1,12 +1,8 @@
 """A repository: a config, a catalog and a chunk store, opened together.
 
-Layout on disk (version 1)::
-
-    <repo>/config.json     what kind of repository this is and how it cuts blocks
-    <repo>/catalog.db      the SQLite catalog (WAL), the truth about what is committed
-    <repo>/packs/ + packs.db  chunks appended to pack files, and their index (`packs`);
-                           repositories of the first layout keep ``chunks/abc/<hash>`` files
-    <repo>/locks/          one lock per volume, one for chunk deletion (`locks`)
+The folder's whole layout (format version 1), each part with its owning module, is the
+table "The repository folder" in README.md. A `Repository` is a context manager: every
+command opens it in a ``with`` block, so its catalog and backend are closed.
 
 Locking: a writer of a volume (backup, delete, prune) holds that volume's lock, so one
 volume never has two writers. Backups also hold the chunk lock shared; unlinking freed
@@ -207,7 +203,6 @@ class Repository:
             key = write_key_file(path / "key", encrypts=True).secret if encrypt else None
         config = RepositoryConfig(id=os.urandom(16).hex(), block_size=block_size,
                                   key_id=key_id(key) if key else None, layout="packs")
-        (path / "chunks").mkdir(exist_ok=True)
         Catalog.create(path / "catalog.db").close()
         tmp = path / "config.json.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -252,6 +247,12 @@ class Repository:
         found = self.chunks.take_damage()
         if found and not self.catalog.note_bad(found):
             self.chunks.keep_damage(found)
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- names ---------------------------------------------------------------------------
 

@@ -43,42 +43,45 @@ def ingest_increments(cache: NodeCache, parent: Tree | None, new: Tree) -> Count
     return counts
 
 
+def _settle(counts: Counter[bytes], p: bytes | None, c: bytes | None, n: bytes | None) -> bool:
+    """Count the runs that end at one slot when ``c`` goes; returns whether to look below."""
+    if c is not None and c in (p, n):
+        return False
+    if c is not None and c != ZERO:
+        counts[c] += 1
+    merged = p is not None and p == n
+    if merged and p != ZERO:
+        counts[p] += 1
+    # Below an absent ``cur`` (it was smaller than a neighbour) the neighbours' runs
+    # were split by it and may merge; this only happens where a volume changed size.
+    return c is not None or (p is not None and n is not None and not (merged and p == ZERO))
+
+
+def _kids(cache: NodeCache, tree: Tree | None, level: int, index: int,
+          digest: bytes | None) -> list[bytes]:
+    if tree is None or digest is None:
+        return []
+    return cache.children(tree, level, index, digest)
+
+
 def delete_decrements(
     cache: NodeCache, prev: Tree | None, cur: Tree, nxt: Tree | None
 ) -> Counter[bytes]:
     """The runs that end when ``cur`` is deleted from between ``prev`` and ``nxt``."""
     counts: Counter[bytes] = Counter()
-
-    def settle(p: bytes | None, c: bytes | None, n: bytes | None) -> bool:
-        """Count the runs that end at one slot; returns whether to look below it."""
-        if c is not None and c in (p, n):
-            return False
-        if c is not None and c != ZERO:
-            counts[c] += 1
-        merged = p is not None and p == n
-        if merged and p != ZERO:
-            counts[p] += 1
-        # Below an absent ``cur`` (it was smaller than a neighbour) the neighbours' runs
-        # were split by it and may merge; this only happens where a volume changed size.
-        return c is not None or (p is not None and n is not None and not (merged and p == ZERO))
-
-    def kids(tree: Tree | None, level: int, index: int, digest: bytes | None) -> list[bytes]:
-        if tree is None or digest is None:
-            return []
-        return cache.children(tree, level, index, digest)
-
     roots = (prev.root if prev else None, cur.root, nxt.root if nxt else None)
-    stack = [(LEVELS, 0, *roots)] if settle(*roots) else []
+    stack = [(LEVELS, 0, *roots)] if _settle(counts, *roots) else []
     while stack:
         level, index, p, c, n = stack.pop()
-        slots = zip_longest(kids(prev, level, index, p), kids(cur, level, index, c),
-                            kids(nxt, level, index, n))
+        slots = zip_longest(_kids(cache, prev, level, index, p),
+                            _kids(cache, cur, level, index, c),
+                            _kids(cache, nxt, level, index, n))
         if level == 1:  # leaves: most equal a neighbour, so test before calling
             for lp, lc, ln in slots:
-                if lc is None or (lc != lp and lc != ln):
-                    settle(lp, lc, ln)
+                if lc is None or lc not in (lp, ln):
+                    _settle(counts, lp, lc, ln)
             continue
         for k, (kp, kc, kn) in enumerate(slots):
-            if settle(kp, kc, kn):
+            if _settle(counts, kp, kc, kn):
                 stack.append((level - 1, index * FANOUT + k, kp, kc, kn))
     return counts

@@ -22,7 +22,9 @@ import contextlib
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from cairn.errors import StorageFull
 from cairn.store import reserve
@@ -81,3 +83,36 @@ def full_disk(exc: sqlite3.OperationalError, path: Path) -> Exception:
     if free < reserve.LOW:
         return StorageFull(str(path.parent), need=reserve.LOW - free)
     return exc
+
+
+class SharedDb:
+    """One connection to a small WAL database (``appliance.db``) for all of a process's
+    threads, under one lock; transactions are IMMEDIATE, so other processes wait their
+    turn. The modules owning its tables (`appliance.state`, `alerts.store`) build on it."""
+
+    def __init__(self, path: Path, schema: str) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self.db = sqlite3.connect(path, isolation_level=None, timeout=30.0,
+                                  check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(schema)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self.db.execute(sql, params).fetchall()

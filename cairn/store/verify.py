@@ -147,7 +147,7 @@ def _orphans(repo: Repository) -> int:
     """
     known = {chunk_name(h) for h in repo.catalog.chunk_refs()}
     known |= {chunk_name(h) for h in repo.catalog.pending_free()}
-    known |= {chunk_name(r[0]) for r in repo.catalog.db.execute("SELECT hash FROM pins")}
+    known |= {chunk_name(h) for h in repo.catalog.pinned()}
     return sum(1 for name in repo.chunks.backend.list("chunks") if name not in known)
 
 

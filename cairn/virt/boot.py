@@ -68,6 +68,17 @@ def screenshot_verify(repo: Repository, point: RecoveryPoint, expect_text: str |
 
 
 @dataclass(frozen=True)
+class VmOptions:
+    """How `virtualize` runs a point: memory, VNC display (``auto``: any free one), the
+    clone's name (made up when None), and whether the clone stays after the VM stops."""
+
+    memory_mib: int = 1024
+    vnc_display: int | Literal["auto"] = "auto"
+    name: str | None = None
+    keep: bool = False
+
+
+@dataclass(frozen=True)
 class Running:
     """A point booted by `virtualize`: its VM, the clone it writes to, and its VNC console
     (loopback ``vnc_port``, which asks for ``vnc_password``)."""
@@ -76,17 +87,6 @@ class Running:
     clone: Clone
     vnc_port: int
     vnc_password: str
-
-
-@dataclass(frozen=True)
-class VmOptions:
-    """How `virtualize` runs a point: memory, the VNC display (``"auto"``: a free one), the
-    clone's name, and whether the clone (with what the VM wrote) is kept afterwards."""
-
-    memory_mib: int = 1024
-    vnc_display: int | Literal["auto"] = "auto"
-    name: str | None = None
-    keep: bool = False
 
 
 def virtualize(repo: Repository, point: RecoveryPoint, stop: threading.Event,

@@ -82,7 +82,8 @@ class NbdServer:
     context) clients must upgrade with STARTTLS before anything else.
     """
 
-    def __init__(
+    # Keyword-only settings with defaults (PLR0913): callers name the few they change.
+    def __init__(  # noqa: PLR0913
         self,
         device: BlockDevice,
         host: str = "127.0.0.1",

@@ -133,31 +133,41 @@ class Transmission:
             p.send_all(self.sock, *parts)
 
     def _dispatch(self, command: int, flags: int, cookie: int, offset: int, length: int) -> None:
-        size = self.device.size
-        in_range = offset + length <= size
+        in_range = offset + length <= self.device.size
         if command == p.CMD_READ:
-            if length > p.MAX_PAYLOAD or not in_range:
-                return self._error(cookie, p.NBD_EINVAL, "read out of range")
-            return self._read(cookie, offset, length)
-        if command == p.CMD_BLOCK_STATUS:
-            if not self.session.block_status:
-                return self._error(cookie, p.NBD_EINVAL, "base:allocation not negotiated")
-            if length == 0 or not in_range:
-                return self._error(cookie, p.NBD_EINVAL, "block status out of range")
-            return self._block_status(cookie, offset, length, bool(flags & p.CMD_FLAG_REQ_ONE))
-        if command == p.CMD_FLUSH:
+            self._cmd_read(cookie, offset, length, in_range)
+        elif command == p.CMD_BLOCK_STATUS:
+            self._cmd_block_status(flags, cookie, offset, length, in_range)
+        elif command == p.CMD_FLUSH:
             if not self.device.read_only:
                 self._call(self.device.flush)
-            return self._ok(cookie)
-        return self._zero_or_trim(command, flags, cookie, offset, length)
-
-    def _zero_or_trim(self, command: int, flags: int, cookie: int, offset: int, length: int
-                      ) -> None:
-        if self.device.read_only:
-            return self._error(cookie, p.NBD_EPERM, "export is read-only")
-        if offset + length > self.device.size:
+            self._ok(cookie)
+        elif self.device.read_only:
+            self._error(cookie, p.NBD_EPERM, "export is read-only")
+        elif not in_range:
             error = p.NBD_ENOSPC if command == p.CMD_WRITE_ZEROES else p.NBD_EINVAL
-            return self._error(cookie, error, "range past the end of the export")
+            self._error(cookie, error, "range past the end of the export")
+        else:
+            self._cmd_zero(command, flags, offset, length)
+            self._ok(cookie)
+
+    def _cmd_read(self, cookie: int, offset: int, length: int, in_range: bool) -> None:
+        if length > p.MAX_PAYLOAD or not in_range:
+            self._error(cookie, p.NBD_EINVAL, "read out of range")
+        else:
+            self._read(cookie, offset, length)
+
+    def _cmd_block_status(self, flags: int, cookie: int, offset: int, length: int,
+                          in_range: bool) -> None:
+        if not self.session.block_status:
+            self._error(cookie, p.NBD_EINVAL, "base:allocation not negotiated")
+        elif length == 0 or not in_range:
+            self._error(cookie, p.NBD_EINVAL, "block status out of range")
+        else:
+            self._block_status(cookie, offset, length, bool(flags & p.CMD_FLAG_REQ_ONE))
+
+    def _cmd_zero(self, command: int, flags: int, offset: int, length: int) -> None:
+        """TRIM and WRITE_ZEROES of an in-range, writable export (a device error raises)."""
         if length:
             if command == p.CMD_TRIM:
                 self._call(self.device.trim, offset, length)
@@ -167,7 +177,6 @@ class Transmission:
                 self._call(self.device.write_zeroes, offset, length)
             if flags & p.CMD_FLAG_FUA:
                 self._call(self.device.flush)
-        return self._ok(cookie)
 
     def _write(self, flags: int, cookie: int, offset: int, length: int) -> None:
         if length > p.MAX_PAYLOAD:

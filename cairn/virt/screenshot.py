@@ -90,7 +90,8 @@ class Verdict:
     accel: str
 
 
-def verify_boot(
+# Keyword-only settings with defaults (PLR0913): callers name the few they change.
+def verify_boot(  # noqa: PLR0913
     drive: str | Path,
     *,
     out: Path,

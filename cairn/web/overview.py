@@ -65,10 +65,10 @@ def _status(console: Console, machine: Machine, last: RecoveryPoint | None) -> t
     """(status, detail): running, failed, offline, never (backed up) or ok."""
     jobs = console.state.jobs(machine_id=machine.id, limit=1)
     job = jobs[-1] if jobs else None
-    if job is not None and job["state"] in ("queued", "running"):
-        return "running", f"job {job['id']} {job['state']}"
-    if job is not None and job["state"] in ("failed", "missed"):
-        return "failed", job["error"] or f"job {job['id']} {job['state']}"
+    if job is not None and job.active:
+        return "running", f"job {job.id} {job.state}"
+    if job is not None and job.state in ("failed", "missed"):
+        return "failed", job.error or f"job {job.id} {job.state}"
     if last is None:
         return "never", "no backup yet"
     seen = machine.last_seen

@@ -22,8 +22,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from cairn import logs
 from cairn.appliance.config import ApplianceConfig
+from cairn.appliance.errors import Conflict, Forbidden, NotFound
 from cairn.appliance.state import State
-from cairn.appliance.uploads import Conflict, Forbidden, NotFound
 from cairn.errors import (
     CairnError,
     InUse,

@@ -1,7 +1,8 @@
 """A point's page and what can be done to it: see its screen, verify, export, delete.
 
-Every action calls the function the CLI command calls (`delete_points`, `screenshot_verify`,
-`restore_as`, `PointReader`): the console adds pages, not operations.
+Every action calls the operation the CLI command calls (`ops.points.delete`,
+`ops.restore.restore`, `screenshot_verify`, `PointReader`): the console adds pages, not
+operations.
 """
 
 
@@ -15,8 +16,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
 
 from cairn import logs
-from cairn.restore.convert import FORMATS, restore_as
-from cairn.store.delete import delete_points
+from cairn.ops.points import delete as delete_points
+from cairn.ops.restore import FORMATS, restore
 from cairn.store.reader import PointReader
 from cairn.store.repository import Repository
 from cairn.virt.boot import screenshot_verify
@@ -43,8 +44,7 @@ def _converted(console: Console, point_id: str, fmt: str) -> Iterator[bytes]:
     try:
         target = folder / f"image.{fmt}"
         with repository(console) as repo:
-            point = find_point(repo, point_id)
-            restore_as(PointReader(repo, point), target, fmt)
+            restore(repo, find_point(repo, point_id).id, target, fmt)
         with target.open("rb") as f:
             while piece := f.read(PIECE):
                 yield piece
@@ -118,7 +118,7 @@ def router(console: Console, auth: Auth) -> APIRouter:
     def delete(point_id: str, session: Change) -> RedirectResponse:
         with repository(console) as repo:
             point = find_point(repo, point_id)
-            delete_points(repo, [point])
+            delete_points(repo, [point.id])
         logs.event("console.point_deleted", point=point.id, user=session.user.name)
         machine = machine_of(point)
         return RedirectResponse(f"/machines/{machine}" if machine else "/", status_code=303)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cairn import logs
-from cairn.appliance.uploads import Conflict
+from cairn.appliance.errors import Conflict
 from cairn.errors import CairnError
 
 KEEP = 200

@@ -11,7 +11,7 @@ import pytest
 
 from cairn.alerts import AlertStore
 from cairn.appliance.config import ApplianceConfig
-from cairn.appliance.offsite import OffsiteTable, in_window, parse_window
+from cairn.appliance.offsite import OffsiteSettings, OffsiteTable, in_window, parse_window
 from cairn.appliance.state import State
 from cairn.appliance.watch import Checks, reconcile
 from cairn.errors import UsageError
@@ -119,7 +119,8 @@ def test_offsite_behind_by_more_than_two_intervals(
     state.add_machine("web01")
     web01 = state.machine("web01")
     assert web01 is not None
-    table.set(web01.id, "s3://b/p", None, 3600.0, "daily", None, None, "22:00-06:00")
+    table.set(web01.id, OffsiteSettings("s3://b/p", None, 3600.0, "daily", None, None,
+                                        "22:00-06:00"))
     [policy] = table.policies()
     assert checks.offsite_behind(policy.created + 7000) == []
     [behind] = checks.offsite_behind(policy.created + 7300)

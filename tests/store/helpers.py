@@ -59,13 +59,10 @@ def digest(data: bytes | bytearray) -> str:
 
 
 def flip_bit(repo: Repository, digest: bytes) -> None:
-    """Damage a stored chunk in place, as a failing disk would."""
-    path, offset, length = repo.chunks.backend.locate(chunk_name(digest))  # type: ignore[attr-defined]
-    with open(path, "r+b") as f:
-        f.seek(offset + length // 2)
-        byte = f.read(1)
-        f.seek(offset + length // 2)
-        f.write(bytes([byte[0] ^ 0x10]))
+    """Damage a stored chunk, as a failing disk would: one bit of its stored bytes flips."""
+    stored = bytearray(repo.chunks.backend.get(chunk_name(digest)))
+    stored[len(stored) // 2] ^= 0x10
+    rewrite(repo, digest, bytes(stored))
 
 
 def rewrite(repo: Repository, digest: bytes, data: bytes | None) -> None:

@@ -9,7 +9,9 @@ the damage, restores of damaged points fail naming the blocks (or write zeros th
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -42,7 +44,11 @@ def _blocks(repo: Repository, point_id: str) -> list[bytes]:
 
 
 def _pack_of(repo: Repository, digest_: bytes) -> Path:
-    return repo.chunks.backend.locate(chunk_name(digest_))[0]  # type: ignore[attr-defined]
+    """The pack file holding a chunk, read from the packs' index as a repair tool would."""
+    with contextlib.closing(sqlite3.connect(repo.path / "packs.db")) as db:
+        row = db.execute("SELECT pack FROM objects WHERE name=?",
+                         (chunk_name(digest_),)).fetchone()
+    return repo.path / "packs" / row[0]
 
 
 def test_a_flipped_chunk_is_quarantined_and_the_next_backup_heals_it(

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cairn.errors import MissingChunk
 from cairn.store.chunks import chunk_name
+from cairn.store.cloud import init_cloud
 from cairn.store.delete import delete_points
 from cairn.store.reader import PointReader
 from cairn.store.repository import Repository
 from cairn.store.stats import repository_stats
 from cairn.store.verify import verify
+from tests.s3server import SeaweedS3
 from tests.store.helpers import (
     BLOCK,
     backup,
@@ -25,9 +29,23 @@ from tests.store.helpers import (
 )
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Repository:
-    return Repository.init(tmp_path / "repo")
+@pytest.fixture(params=["local", "s3"])
+def repo(request: pytest.FixtureRequest, tmp_path: Path,
+         monkeypatch: pytest.MonkeyPatch) -> Iterator[Repository]:
+    """Every promise below holds for a local repository and for one in a bucket."""
+    if request.param == "local":
+        with Repository.init(tmp_path / "repo") as local:
+            yield local
+        return
+    server: SeaweedS3 = request.getfixturevalue("s3_server")
+    for name, value in (("CAIRN_S3_ACCESS_KEY", server.access_key),
+                        ("CAIRN_S3_SECRET_KEY", server.secret_key),
+                        ("CAIRN_CACHE", str(tmp_path / "cache")),
+                        ("CAIRN_KEYS", str(tmp_path / "keys"))):
+        monkeypatch.setenv(name, value)
+    url = f"s3://{server.bucket}/store-{uuid.uuid4().hex}"
+    with init_cloud(url, server.endpoint) as cloud:
+        yield cloud
 
 
 def test_every_point_restores_whole(repo: Repository, tmp_path: Path) -> None:

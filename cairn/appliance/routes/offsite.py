@@ -15,10 +15,10 @@ from pydantic import BaseModel, Field
 
 from cairn import logs
 from cairn.appliance.config import ApplianceConfig
-from cairn.appliance.offsite import OffsiteTable, parse_window
+from cairn.appliance.errors import NotFound
+from cairn.appliance.offsite import OffsiteSettings, OffsiteTable, parse_window
 from cairn.appliance.scheduler import parse_every
 from cairn.appliance.state import Machine, State
-from cairn.appliance.uploads import NotFound
 from cairn.errors import UsageError
 from cairn.ops.offsite import open_target
 from cairn.replication.replicate import parse_rate
@@ -65,8 +65,8 @@ def router(repo: Path, state: State, config: ApplianceConfig) -> APIRouter:
         if body.window is not None:
             parse_window(body.window)
         open_target(repo, body.to, body.endpoint).close()
-        table.set(m.id, body.to, body.endpoint, every, send, body.retention, bandwidth,
-                  body.window)
+        table.set(m.id, OffsiteSettings(body.to, body.endpoint, every, send, body.retention,
+                                        bandwidth, body.window))
         logs.event("offsite.set", machine=name, target=body.to, every=every, send=send,
                    retention=body.retention, window=body.window)
         return table.policies(m.id)[0].json()

@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from cairn import logs
+from cairn.appliance.errors import NotFound
 from cairn.appliance.state import State
-from cairn.appliance.uploads import NotFound
 from cairn.appliance.verification import VerificationTable
 
 

@@ -65,14 +65,6 @@ class LocalBackend:
                 raise StorageFull(str(self.root)) from exc
             raise
 
-    def locate(self, name: str) -> tuple[Path, int, int]:
-        """Where an object's bytes are: file, offset, length (for repair tools)."""
-        path = self._path(name)
-        try:
-            return path, 0, path.stat().st_size
-        except FileNotFoundError:
-            raise KeyError(name) from None
-
     def get(self, name: str) -> bytes:
         # open, fstat, one read of exactly the size, close: a restore does this for every
         # chunk, and Python's file objects add an lseek and an extra read at the end.

@@ -318,13 +318,6 @@ class PackBackend:
                                                    os.O_RDWR | os.O_CLOEXEC)
             return fd
 
-    def locate(self, name: str) -> tuple[Path, int, int]:
-        """Where an object's bytes are: pack file, offset, length (for repair tools)."""
-        loc = self._where(name)
-        if loc is None:
-            raise KeyError(name)
-        return self.folder / loc[0], loc[1], loc[2]
-
     def get(self, name: str) -> bytes:
         loc = self._where(name)
         if loc is None:

@@ -98,7 +98,8 @@ def _transport_failure(text: str) -> str:
 class S3Backend:
     """Objects under ``prefix`` in one bucket; safe to share between threads."""
 
-    def __init__(
+    # Keyword-only settings with defaults (PLR0913): callers name the few they change.
+    def __init__(  # noqa: PLR0913
         self,
         bucket: str,
         prefix: str = "",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -23,11 +24,20 @@ def _hmac(key: bytes, text: str) -> bytes:
     return hmac.new(key, text.encode(), hashlib.sha256).digest()
 
 
-def signed_headers(method: str, url: str, body: bytes, access_key: str, secret_key: str,
-                   region: str, now: float | None = None,
+@dataclass(frozen=True)
+class Credentials:
+    access_key: str
+    secret_key: str
+    region: str
+
+
+def signed_headers(method: str, url: str, body: bytes, credentials: Credentials,
+                   now: float | None = None,
                    extra: dict[str, str] | None = None) -> dict[str, str]:
     """The headers that authenticate ``method url`` with ``body`` (SigV4, service s3);
     ``extra`` headers (lower-case names, such as ``x-amz-object-lock-mode``) are signed too."""
+    access_key, secret_key, region = (credentials.access_key, credentials.secret_key,
+                                      credentials.region)
     stamp = time.gmtime(time.time() if now is None else now)
     amz_date = time.strftime("%Y%m%dT%H%M%SZ", stamp)
     day = amz_date[:8]
@@ -56,7 +66,7 @@ def create_bucket(endpoint: str, bucket: str, access_key: str, secret_key: str,
         "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
         f"<LocationConstraint>{region}</LocationConstraint></CreateBucketConfiguration>"
     ).encode()
-    headers = signed_headers("PUT", url, body, access_key, secret_key, region)
+    headers = signed_headers("PUT", url, body, Credentials(access_key, secret_key, region))
     try:
         answer = httpx.put(url, content=body, headers=headers, timeout=30.0)
     except httpx.HTTPError as exc:

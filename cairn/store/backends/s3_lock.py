@@ -22,7 +22,7 @@ import httpx
 
 from cairn.errors import S3Error, S3Unreachable, UsageError
 from cairn.store.backends.s3 import S3Backend
-from cairn.store.backends.s3_bucket import signed_headers
+from cairn.store.backends.s3_bucket import Credentials, signed_headers
 
 PROBE_PREFIX = ".cairn-object-lock-probe"
 PROBE_DAYS = 1
@@ -37,7 +37,7 @@ class LockProbe:
 def _request(backend: S3Backend, method: str, key: str, query: str = "",
              extra: dict[str, str] | None = None, body: bytes = b"") -> httpx.Response:
     url = f"{backend.endpoint}/{backend.bucket}/{key}" + (f"?{query}" if query else "")
-    headers = signed_headers(method, url, body, *backend._credentials, extra=extra)
+    headers = signed_headers(method, url, body, Credentials(*backend._credentials), extra=extra)
     try:
         return httpx.request(method, url, content=body, headers=headers, timeout=30.0)
     except httpx.HTTPError as exc:

@@ -1,0 +1,64 @@
+"""An agent's uploads: open (or resume), send frames, fetch the parent's hashes, commit.
+
+The work is in `cairn.appliance.uploads.Uploads`; this module is its HTTP face.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from cairn.appliance.auth import AgentMachine, check_name
+from cairn.appliance.context import Ctx
+from cairn.errors import UsageError
+from cairn.frames import MAX_FRAME
+
+MAX_BODY = 4 * MAX_FRAME
+
+router = APIRouter(prefix="/api/v1/agent/uploads", tags=["uploads"])
+
+
+class UploadRequest(BaseModel):
+    volume: str
+    size: int = Field(ge=1, le=1 << 50)
+
+
+class CommitRequest(BaseModel):
+    ranges: list[tuple[int, int]] = Field(max_length=10_000_000)
+    full: bool = False
+
+
+@router.post("")
+def open_upload(body: UploadRequest, machine: AgentMachine, ctx: Ctx) -> dict[str, Any]:
+    return ctx.uploads.open(machine, check_name("volume", body.volume), body.size)
+
+
+@router.put("/{upload_id}/data", openapi_extra={"requestBody": {
+    "required": True,
+    "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                        "format": "binary"}}}}})
+async def put_data(upload_id: str, request: Request, machine: AgentMachine,
+                   ctx: Ctx) -> dict[str, int]:
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+        raise HTTPException(413, f"body larger than {MAX_BODY} bytes: send smaller batches")
+    body = await request.body()
+    if not body or len(body) > MAX_BODY:
+        raise UsageError(f"body must hold 1 to {MAX_BODY} bytes of frames")
+    frames = await run_in_threadpool(ctx.uploads.put, machine, upload_id, body)
+    return {"frames": frames}
+
+
+@router.get("/{upload_id}/parent-hashes")
+def parent_hashes(upload_id: str, machine: AgentMachine, ctx: Ctx) -> Response:
+    return Response(ctx.uploads.parent_hashes(machine, upload_id),
+                    media_type="application/octet-stream")
+
+
+@router.post("/{upload_id}/commit")
+def commit(upload_id: str, body: CommitRequest, machine: AgentMachine,
+           ctx: Ctx) -> dict[str, Any]:
+    return ctx.uploads.commit(machine, upload_id, body.ranges, body.full)

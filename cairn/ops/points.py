@@ -1,0 +1,83 @@
+"""Listing and deleting points, and a point as JSON.
+
+`point_json` is the one JSON form of a point: `cairn points --json`, `cairn backup --json`,
+the REST API and the web console all print it. Its fields are the point's public fields
+(`RecoveryPoint.public`, the same ones a cloud bucket's point record holds) plus its last
+boot check when asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cairn.ops.machine_points import delete_machine_points
+from cairn.ops.machine_points import resolve as resolve_machine_point
+from cairn.store import marks
+from cairn.store.catalog import RecoveryPoint, Verification
+from cairn.store.delete import delete_points
+from cairn.store.repository import Repository
+
+
+@dataclass(frozen=True)
+class PointInfo:
+    """A point with its last screenshot verification (None when never checked)."""
+
+    point: RecoveryPoint
+    verification: Verification | None
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    deleted: list[str]
+    """ids of the volume points named and deleted"""
+    machine_points: list[str]
+    """ids of the machine points named and deleted whole (with every disk's point)"""
+    freed_chunks: int
+
+
+def verification_json(v: Verification | None) -> dict[str, Any] | None:
+    if v is None:
+        return None
+    return {"status": v.status, "reason": v.reason, "ocr_text": v.ocr_text,
+            "screenshot": v.screenshot, "seconds": v.seconds, "at": v.at}
+
+
+def point_json(point: RecoveryPoint) -> dict[str, Any]:
+    """The point's public fields; ``created`` is Unix time, as in every cairn JSON."""
+    return point.public()
+
+
+def info_json(info: PointInfo) -> dict[str, Any]:
+    """`point_json` plus the point's last boot check."""
+    return {**point_json(info.point), "verification": verification_json(info.verification)}
+
+
+def list_points(repo: Repository, volume: str | None = None) -> list[PointInfo]:
+    """Points in creation order, of one volume when named (`UnknownVolume` if it has none);
+    points deleted and held for the deletion window are left out."""
+    points = marks.live_points(repo, repo.volume(volume).id if volume else None)
+    checks = repo.catalog.verifications()
+    return [PointInfo(p, checks.get(p.id)) for p in points]
+
+
+def points_of(repo: Repository, volumes: Sequence[str]) -> dict[str, list[PointInfo]]:
+    """The points of each of ``volumes``; a volume with no point yet has an empty list."""
+    checks = repo.catalog.verifications()
+    out: dict[str, list[PointInfo]] = {}
+    for name in volumes:
+        volume = repo.catalog.volume(name)
+        points = marks.live_points(repo, volume.id) if volume is not None else []
+        out[name] = [PointInfo(p, checks.get(p.id)) for p in points]
+    return out
+
+
+def delete(repo: Repository, refs: Sequence[str]) -> DeleteResult:
+    """Delete what ``refs`` name (point ids, prefixes, ``VOLUME@latest``, machine points); a
+    point with a clone is refused (`InUse`) before anything is deleted."""
+    targets = [(ref, resolve_machine_point(repo, ref)) for ref in refs]
+    machine_points = [mp for _, mp in targets if mp is not None]
+    points = [repo.resolve(ref) for ref, mp in targets if mp is None]
+    freed = delete_points(repo, points) + delete_machine_points(repo, machine_points)
+    return DeleteResult([p.id for p in points], [mp.id for mp in machine_points], freed)

@@ -1,0 +1,118 @@
+"""Retention, planned in one place: what a policy deletes, what it keeps, and why.
+
+`cairn prune`, the appliance's retention after each job and its prune endpoint all call
+`prune`. A point is kept when a policy rule keeps it (``last``, ``hourly`` ...) or when a
+*keep rule* says it must stay whatever the policy: a point with a clone (the clone reads
+it), a locked point, a point flagged as suspicious. Each kept point carries its reasons, so every
+face can say why a point the policy would drop is still there.
+
+A keep rule is a function from the volume's points to ``{point id: reason}``; add one to
+`KEEP_RULES` and every policy deletion honours it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cairn.errors import InUse
+from cairn.store import marks
+from cairn.store.catalog import RecoveryPoint
+from cairn.store.clones import list_clones
+from cairn.store.delete import delete_points, purge_expired
+from cairn.store.repository import Repository
+from cairn.store.retention import Policy, select
+
+KeepRule = Callable[[Repository, Sequence[RecoveryPoint]], dict[str, str]]
+
+
+def has_clone(repo: Repository, points: Sequence[RecoveryPoint]) -> dict[str, str]:
+    """A clone reads its point: deleting the point would take the clone's base away."""
+    ids = {p.id for p in points}
+    return {c.point_id: "has a clone" for c in list_clones(repo) if c.point_id in ids}
+
+
+def marked(repo: Repository, points: Sequence[RecoveryPoint]) -> dict[str, str]:
+    """A locked point (until its lock ends) and a point flagged as suspicious stay."""
+    return marks.keep_reasons(repo, points)
+
+
+KEEP_RULES: list[KeepRule] = [has_clone, marked]
+
+
+def keep_reasons(repo: Repository, points: Sequence[RecoveryPoint]) -> dict[str, list[str]]:
+    """Why each of ``points`` must stay whatever a policy says (by `KEEP_RULES`); a point
+    with no reason is absent. Machine points ask this for their disks' points."""
+    reasons: dict[str, list[str]] = {}
+    for rule in KEEP_RULES:
+        for point_id, reason in rule(repo, points).items():
+            reasons.setdefault(point_id, []).append(reason)
+    return reasons
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    """What a policy does to one volume: each point in creation order, with the reasons it
+    is kept (policy rules such as ``daily``, or keep rules such as ``has a clone``); a point
+    with no reason is doomed."""
+
+    volume: str
+    points: list[RecoveryPoint]
+    reasons: dict[str, list[str]]
+
+    @property
+    def doomed(self) -> list[RecoveryPoint]:
+        return [p for p in self.points if p.id not in self.reasons]
+
+    def kept_json(self) -> list[dict[str, Any]]:
+        return [{"id": p.id, "rules": self.reasons[p.id]}
+                for p in self.points if p.id in self.reasons]
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    """A plan and what carrying it out did: ``deleted`` is what the plan dooms (what it
+    would delete, on a dry run)."""
+
+    plan: RetentionPlan
+    dry_run: bool
+    freed_chunks: int = 0
+
+    @property
+    def deleted(self) -> list[str]:
+        return [p.id for p in self.plan.doomed]
+
+    def json(self) -> dict[str, Any]:
+        return {"volume": self.plan.volume, "dry_run": self.dry_run,
+                "kept": self.plan.kept_json(), "deleted": self.deleted,
+                "freed_chunks": self.freed_chunks}
+
+
+def plan(repo: Repository, volume: str, policy: Policy) -> RetentionPlan:
+    """The plan for ``volume`` now; `UsageError` for an empty policy or unknown volume."""
+    points = marks.live_points(repo, repo.volume(volume).id)
+    keep = select(points, policy)
+    for point_id, reasons in keep_reasons(repo, points).items():
+        keep.setdefault(point_id, []).extend(reasons)
+    return RetentionPlan(volume, points, keep)
+
+
+def prune(repo: Repository, volume: str, policy: Policy, dry_run: bool = False
+          ) -> RetentionResult:
+    """Plan, and unless ``dry_run`` delete what the plan does not keep.
+
+    Deleted points are held for the deletion window (`marks`), and points whose window
+    ended are purged. A clone made between planning and deleting makes the store refuse the delete
+    (`InUse`) before anything goes; the plan is then made once more, with that clone seen.
+    """
+    planned = plan(repo, volume, policy)
+    if dry_run:
+        return RetentionResult(planned, dry_run=True)
+    try:
+        freed = delete_points(repo, planned.doomed)
+    except InUse:
+        planned = plan(repo, volume, policy)
+        freed = delete_points(repo, planned.doomed)
+    purge_expired(repo)
+    return RetentionResult(planned, False, freed)

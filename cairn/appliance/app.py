@@ -35,7 +35,7 @@ from cairn.appliance.state import Machine, State
 from cairn.appliance.uploads import Conflict, Forbidden, NotFound, Uploads, store_volume
 from cairn.appliance.vm_routes import vm_router
 from cairn.errors import CairnError, Locked, UsageError
-from cairn.frames import MAX_FRAME
+from cairn.frames import MAX_FRAME, FrameReader
 from cairn.ops import schedules
 from cairn.ops.detect import after_backup
 from cairn.store.catalog import RecoveryPoint
@@ -383,11 +383,21 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
             raise HTTPException(413, f"body larger than {MAX_BODY} bytes: send smaller batches")
-        body = await request.body()
-        if not body or len(body) > MAX_BODY:
+        upload = await run_in_threadpool(uploads.open_for_data, machine, upload_id)
+        reader, stored, received = FrameReader(upload.size), 0, 0
+        batch: list[tuple[int, bytes]] = []
+        async for piece in request.stream():
+            received += len(piece)
+            batch += reader.feed(piece)
+            if sum(len(d) for _, d in batch) >= MAX_FRAME:
+                stored += await run_in_threadpool(uploads.put, machine, upload, batch)
+                batch = []
+        reader.finish()
+        if not received:
             raise UsageError(f"body must hold 1 to {MAX_BODY} bytes of frames")
-        frames = await run_in_threadpool(uploads.put, machine, upload_id, body)
-        return {"frames": frames}
+        if batch:
+            stored += await run_in_threadpool(uploads.put, machine, upload, batch)
+        return {"frames": stored}
 
     @app.get("/api/v1/agent/uploads/{upload_id}/parent-hashes")
     def parent_hashes(upload_id: str, machine: Annotated[Machine, Depends(agent)]) -> Response:

@@ -29,6 +29,7 @@ class OffsiteTarget:
     send: str = "all"
     retention: str | None = None
     bandwidth: int | None = None
+    until: float | None = None
 
 
 @dataclass
@@ -37,6 +38,7 @@ class OffsiteResult:
     chunks_sent: int = 0
     bytes_sent: int = 0
     not_sent_removed: int = 0
+    left_for_later: int = 0
     cloud_deleted: int = 0
     seconds: float = 0.0
 
@@ -87,11 +89,13 @@ def replicate_volumes(repo_path: Path, volumes: list[str], target: OffsiteTarget
             for volume in volumes:
                 if local.catalog.volume(volume) is None:
                     continue
-                report = replicate(local, cloud, volume, target.bandwidth, send=target.send)
+                report = replicate(local, cloud, volume, target.bandwidth, send=target.send,
+                                   until=target.until)
                 result.points_sent += len(report.points)
                 result.chunks_sent += report.chunks_sent
                 result.bytes_sent += report.bytes_sent
                 result.not_sent_removed += report.not_sent_removed
+                result.left_for_later += report.left_for_later
                 result.seconds += report.seconds
                 if target.retention:
                     result.cloud_deleted += cloud_retention(cloud, volume,

@@ -44,6 +44,7 @@ class Report:
     chunks_already_there: int = 0
     seconds: float = 0.0
     not_sent_removed: int = 0
+    left_for_later: int = 0
 
 
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)([KMG]?)$", re.IGNORECASE)
@@ -106,7 +107,10 @@ def _wanted(local: Repository, cloud: Repository, remote: Cloud, volume_id: int 
 
 def replicate(local: Repository, cloud: Repository, volume: str | None = None,
               bandwidth: int | None = None,
-              progress: Callable[[int], None] | None = None, send: str = "all") -> Report:
+              progress: Callable[[int], None] | None = None, send: str = "all",
+              until: float | None = None) -> Report:
+    """Send what `selection.choose` picks; with ``until`` (a time), start no point after it
+    (an offsite window closing): the rest waits for the next run (``left_for_later``)."""
     remote = _check_compatible(local, cloud)
     send = check_send(send)
     started = time.monotonic()
@@ -132,7 +136,11 @@ def replicate(local: Repository, cloud: Repository, volume: str | None = None,
         return digest, size, len(stored)
 
     with remote.lock(cloud, exclusive=False), ThreadPoolExecutor(WORKERS) as pool:
-        for point in _wanted(local, cloud, remote, volume_id, send, report):
+        wanted = _wanted(local, cloud, remote, volume_id, send, report)
+        for n, point in enumerate(wanted):
+            if until is not None and time.time() >= until:
+                report.left_for_later = len(wanted) - n
+                break
             if cloud.catalog.point(point.id) is not None:
                 continue
             cloud_volume = cloud.catalog.ensure_volume(point.volume)

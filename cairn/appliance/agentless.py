@@ -109,9 +109,13 @@ class AgentlessRunner:
         repo = Repository.open(self.repo_path)
         try:
             result = backup_vm(repo, request)
-        except CairnError as exc:
-            self.state.finish_job(job_id, False, str(exc), 0, 0, [])
-            logs.event("job.failed", machine=machine.name, job=job_id, error=str(exc))
+        except Exception as exc:  # a job that failed is reported, never left running
+            error = str(exc) if isinstance(exc, CairnError) else (
+                f"internal error: {type(exc).__name__}: {exc} (see the appliance log)")
+            if not isinstance(exc, CairnError):
+                logs.log.exception("agentless backup of %s failed", machine.name)
+            self.state.finish_job(job_id, False, error, 0, 0, [])
+            logs.event("job.failed", machine=machine.name, job=job_id, error=error)
             return
         finally:
             repo.close()

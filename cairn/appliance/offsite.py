@@ -61,6 +61,18 @@ def in_window(window: str | None, now: float) -> bool:
     return start <= minute < end if start < end else minute >= start or minute < end
 
 
+def window_end(window: str | None, now: float) -> float | None:
+    """When the window open at ``now`` closes (None: no window, never)."""
+    if not window:
+        return None
+    start, end = parse_window(window)
+    t = time.localtime(now)
+    minute = t.tm_hour * 60 + t.tm_min
+    midnight = time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))
+    days = 1 if start > end and minute >= start else 0
+    return midnight + days * 86400 + end * 60
+
+
 @dataclass(frozen=True)
 class OffsiteSettings:
     """What an admin sets for a machine's offsite copies."""

@@ -2,7 +2,8 @@
 
 Backups never wait on it (it holds only the cloud's shared lock and reads the local store);
 machines are replicated one after the other so two replications never split the uplink.
-A run starts only inside its policy's window (a forced "run now" starts at once). Each run
+A run starts only inside its policy's window and starts no point after the window closes
+(the rest goes at the next run; a forced "run now" ignores the window). Each run
 ends by writing the appliance's own state to the bucket (`state_backup`), so the appliance
 can be rebuilt from the bucket. Failures are recorded on the policy; an offsite that falls
 behind raises an alert (`watch`).
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from cairn import logs
 from cairn.appliance.config import ApplianceConfig
-from cairn.appliance.offsite import OffsitePolicy, OffsiteTable
+from cairn.appliance.offsite import OffsitePolicy, OffsiteTable, window_end
 from cairn.appliance.state import State
 from cairn.appliance.state_backup import push
 from cairn.appliance.ticker import Ticker
@@ -24,8 +25,10 @@ from cairn.errors import CairnError
 from cairn.ops.offsite import OffsiteTarget, replicate_volumes
 
 
-def target_of(p: OffsitePolicy) -> OffsiteTarget:
-    return OffsiteTarget(p.target, p.endpoint, p.send, p.retention, p.bandwidth)
+def target_of(p: OffsitePolicy, now: float) -> OffsiteTarget:
+    """A forced run ignores the window; a scheduled one starts no point after it closes."""
+    until = None if p.forced else window_end(p.window, now)
+    return OffsiteTarget(p.target, p.endpoint, p.send, p.retention, p.bandwidth, until)
 
 
 class OffsiteLoop(Ticker):
@@ -53,7 +56,7 @@ class OffsiteLoop(Ticker):
         started = time.time()
         volumes = [store_volume(p.machine, v) for v, _ in self.state.volumes(p.machine_id)]
         try:
-            result = replicate_volumes(self.repo, volumes, target_of(p))
+            result = replicate_volumes(self.repo, volumes, target_of(p, started))
         except Exception as exc:  # recorded on the policy either way; a bug also logs a trace
             error = str(exc) if isinstance(exc, CairnError) else (
                 f"internal error: {type(exc).__name__}: {exc}")

@@ -30,7 +30,7 @@ class Spool:
         if os.fstat(self.fd).st_size != size:
             os.ftruncate(self.fd, size)
 
-    def write(self, frames: list[tuple[int, memoryview]]) -> None:
+    def write(self, frames: list[tuple[int, bytes]]) -> None:
         for offset, data in frames:
             os.pwrite(self.fd, data, offset)
         os.fdatasync(self.fd)

@@ -20,7 +20,7 @@ from cairn.appliance.errors import Conflict, Forbidden, NotFound
 from cairn.appliance.spool import Spool, SpoolSource, merge, uncovered
 from cairn.appliance.state import Machine, State, Upload
 from cairn.errors import UsageError
-from cairn.frames import frame_hash, parse_frames
+from cairn.frames import FRAME, frame_hash
 from cairn.store.ingest import Ingest
 from cairn.store.reader import PointReader
 from cairn.store.repository import Repository
@@ -70,11 +70,16 @@ class Uploads:
             "received": [[o, n, h.hex()] for o, n, h in self.state.received(upload.id)],
         }
 
-    def put(self, machine: Machine, upload_id: str, body: bytes) -> int:
+    def open_for_data(self, machine: Machine, upload_id: str) -> Upload:
         upload = self._own(machine, upload_id)
         if upload.state != "open":
             raise Conflict(f"upload {upload_id} is {upload.state}: open a new one")
-        frames = parse_frames(body, upload.size)
+        return upload
+
+    def put(self, machine: Machine, upload: Upload,
+            frames: list[tuple[int, bytes]]) -> int:
+        """Store frames that arrived whole (`FrameReader`); they are idempotent, so a body
+        refused halfway keeps what came before and the agent resends the rest."""
         spool = Spool(self.spool_dir, upload.id, upload.size)
         try:
             spool.write(frames)
@@ -83,7 +88,7 @@ class Uploads:
         self.state.add_received(upload.id, [(o, len(d), frame_hash(d)) for o, d in frames])
         job = self.state.active_job(machine.id)
         if job is not None:
-            self.state.heartbeat(job, bytes_sent=len(body))
+            self.state.heartbeat(job, bytes_sent=sum(FRAME.size + len(d) for _, d in frames))
         metrics.add("cairn_upload_bytes_received_total", sum(len(d) for _, d in frames))
         return len(frames)
 

@@ -6,7 +6,7 @@ import argparse
 
 from cairn.cli._common import add_json, add_repo, human_bytes, open_location, open_repo, print_json
 from cairn.cli._common import progress as progress_bar
-from cairn.replication.replicate import parse_rate, replicate
+from cairn.replication.replicate import Pace, parse_rate, replicate
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         if local.config.key_id is not None and args.key_file is None:
             args.key_file = local.path / "key"
         with open_location(args.to, args) as cloud, progress_bar(0, "replicate") as advance:
-            report = replicate(local, cloud, args.volume, rate, advance, args.send)
+            report = replicate(local, cloud, args.volume, Pace(rate), advance, args.send)
     if args.json:
         print_json(report.__dict__)
         return 0

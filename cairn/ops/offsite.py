@@ -16,7 +16,7 @@ from typing import Any
 
 from cairn.errors import NotARepository
 from cairn.ops.retention import prune
-from cairn.replication.replicate import replicate
+from cairn.replication.replicate import Pace, replicate
 from cairn.store.repository import Repository
 from cairn.store.retention import Policy
 
@@ -28,6 +28,7 @@ class OffsiteTarget:
     send: str = "all"
     retention: str | None = None
     bandwidth: int | None = None
+    until: float | None = None
 
 
 @dataclass
@@ -36,6 +37,7 @@ class OffsiteResult:
     chunks_sent: int = 0
     bytes_sent: int = 0
     not_sent_removed: int = 0
+    left_for_later: int = 0
     cloud_deleted: int = 0
     seconds: float = 0.0
 
@@ -84,11 +86,13 @@ def replicate_volumes(repo_path: Path, volumes: list[str], target: OffsiteTarget
             for volume in volumes:
                 if local.catalog.volume(volume) is None:
                     continue
-                report = replicate(local, cloud, volume, target.bandwidth, send=target.send)
+                report = replicate(local, cloud, volume, Pace(target.bandwidth, target.until),
+                                   send=target.send)
                 result.points_sent += len(report.points)
                 result.chunks_sent += report.chunks_sent
                 result.bytes_sent += report.bytes_sent
                 result.not_sent_removed += report.not_sent_removed
+                result.left_for_later += report.left_for_later
                 result.seconds += report.seconds
                 if target.retention:
                     result.cloud_deleted += cloud_retention(cloud, volume,

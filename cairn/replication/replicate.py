@@ -44,6 +44,7 @@ class Report:
     chunks_already_there: int = 0
     seconds: float = 0.0
     not_sent_removed: int = 0
+    left_for_later: int = 0
 
 
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)([KMG]?)$", re.IGNORECASE)
@@ -104,14 +105,26 @@ def _wanted(local: Repository, cloud: Repository, remote: Cloud, volume_id: int 
     return choose(points, known + [Known(r.id, r.volume, r.created) for r in removed], send)
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How fast and until when a replication may send: ``bandwidth`` in bytes per second,
+    ``until`` a time after which no new point starts (an offsite window closing)."""
+
+    bandwidth: int | None = None
+    until: float | None = None
+
+
 def replicate(local: Repository, cloud: Repository, volume: str | None = None,
-              bandwidth: int | None = None,
+              pace: Pace = Pace(),
               progress: Callable[[int], None] | None = None, send: str = "all") -> Report:
+    """Send what `selection.choose` picks; past ``pace.until`` start no point: the rest
+    waits for the next run (``left_for_later``)."""
+    until = pace.until
     remote = _check_compatible(local, cloud)
     send = check_send(send)
     started = time.monotonic()
     report = Report()
-    throttle = Throttle(bandwidth)
+    throttle = Throttle(pace.bandwidth)
     volume_id = local.volume(volume).id if volume else None
     cloud.catalog.open_upload_journal()
 
@@ -131,7 +144,11 @@ def replicate(local: Repository, cloud: Repository, volume: str | None = None,
         return digest, size, len(stored)
 
     with remote.lock(cloud, exclusive=False), ThreadPoolExecutor(WORKERS) as pool:
-        for point in _wanted(local, cloud, remote, volume_id, send, report):
+        wanted = _wanted(local, cloud, remote, volume_id, send, report)
+        for n, point in enumerate(wanted):
+            if until is not None and time.time() >= until:
+                report.left_for_later = len(wanted) - n
+                break
             if cloud.catalog.point(point.id) is not None:
                 continue
             cloud_volume = cloud.catalog.ensure_volume(point.volume)

@@ -93,7 +93,12 @@ class PointInTimeView:
             self._start_server()
             for d in self.disks:
                 self._add_overlay(d)
-            self._transaction()
+            try:
+                self._transaction()
+            except CommandFailed as exc:
+                raise SourceError(f"QEMU cannot take a point-in-time view of the disks "
+                                  f"({exc.desc}): let the block jobs or exports that hold "
+                                  "them finish, then back up again") from None
             for d in self.disks:
                 self.monitor.execute("block-export-add", {
                     "type": "nbd", "id": d.export_id, "node-name": d.node,

@@ -37,10 +37,8 @@ def test_scheduled_agentless_backups_and_retention(appliance: Appliance, vm: Liv
              timeout=60)
     jobs = appliance.jobs("web01")
     assert not [j for j in jobs if j["state"] == "failed"], jobs  # missed: still busy
-    # Slow the schedule down rather than removing it: a job already queued then still
-    # finds the retention policy when it ends.
     cairn("schedule", *appliance.admin_args(), "set", "web01", "--every", "1h",
-          "--retention", "last=2")
+          "--retention", "last=2")  # no more slots; retention stays the schedule's
     wait_for(lambda: not [j for j in appliance.jobs("web01")
                           if j["state"] in ("queued", "running")], timeout=30)
     listed = json.loads(cairn("points", "--repo", appliance.repo, "--machine", "web01",

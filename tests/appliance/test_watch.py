@@ -11,7 +11,13 @@ import pytest
 
 from cairn.alerts import AlertStore
 from cairn.appliance.config import ApplianceConfig
-from cairn.appliance.offsite import OffsiteSettings, OffsiteTable, in_window, parse_window
+from cairn.appliance.offsite import (
+    OffsiteSettings,
+    OffsiteTable,
+    in_window,
+    parse_window,
+    window_end,
+)
 from cairn.appliance.state import State
 from cairn.appliance.watch import Checks, reconcile
 from cairn.errors import UsageError
@@ -141,6 +147,9 @@ def test_windows_wrap_midnight_and_bad_ones_are_refused() -> None:
     assert not in_window("22:00-06:00", at(6)) and not in_window("22:00-06:00", at(12))
     assert in_window("01:30-02:00", at(1, 45)) and not in_window("01:30-02:00", at(2))
     assert in_window(None, at(12))
+    assert window_end("22:00-06:00", at(23)) == at(6) + 86400  # closes tomorrow morning
+    assert window_end("22:00-06:00", at(2)) == at(6)
+    assert window_end("01:30-02:00", at(1, 45)) == at(2) and window_end(None, at(1)) is None
     for bad in ("22:00", "24:00-06:00", "22:60-06:00", "06:00-06:00", "late"):
         with pytest.raises(UsageError, match="HH:MM-HH:MM"):
             parse_window(bad)

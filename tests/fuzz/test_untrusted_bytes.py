@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cairn.errors import Corruption, PartitionTableError, UsageError
-from cairn.frames import MAX_FRAME, encode_frame, parse_frames
+from cairn.frames import MAX_FRAME, FrameReader, encode_frame, parse_frames
 from cairn.insights.partitions import read_partitions
 from cairn.store.chunks import CODEC_RAW, CODEC_ZSTD, ENCRYPTED, MAGIC, ChunkStore
 
@@ -183,15 +183,29 @@ def upload_bodies(draw: st.DrawFn) -> tuple[bytes, int]:
     return body, size
 
 
+def streamed(body: bytes, size: int, cuts: list[int]) -> list[tuple[int, bytes]]:
+    """What the appliance stores from ``body`` arriving in pieces cut at ``cuts``."""
+    reader, frames, start = FrameReader(size), [], 0
+    for cut in [*sorted(c % (len(body) + 1) for c in cuts), len(body)]:
+        frames += reader.feed(body[start:cut])
+        start = max(start, cut)
+    reader.finish()
+    return frames
+
+
 @FUZZ
-@given(upload=upload_bodies(), damage=st.lists(st.integers(0, 4096), max_size=2))
-def test_upload_frames(upload: tuple[bytes, int], damage: list[int]) -> None:
+@given(upload=upload_bodies(), damage=st.lists(st.integers(0, 4096), max_size=2),
+       cuts=st.lists(st.integers(0, 4096), max_size=6))
+def test_upload_frames(upload: tuple[bytes, int], damage: list[int], cuts: list[int]) -> None:
     body, size = upload
     body = flips(body, damage) if body and damage else body
     try:
         frames = parse_frames(body, size)
     except UsageError:
+        with pytest.raises(UsageError):
+            streamed(body, size, cuts)
         return
+    assert streamed(body, size, cuts) == [(o, bytes(d)) for o, d in frames]
     assert b"".join(encode_frame(o, bytes(d)) for o, d in frames) == body
     for offset, data in frames:
         assert 1 <= len(data) <= MAX_FRAME and offset + len(data) <= size

@@ -1,14 +1,22 @@
-"""Which points a replication sends: never one the cloud held, first of each hour or day."""
+"""Which points a replication sends: never one the cloud held, first of each hour or day,
+none started after the window closes."""
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import pytest
 
 from cairn.errors import UsageError
+from cairn.replication.replicate import Pace, replicate
 from cairn.replication.selection import Known, choose
 from cairn.store.catalog import RecoveryPoint
+from cairn.store.cloud import init_cloud
+from cairn.store.repository import Repository
+from tests.s3server import SeaweedS3
+from tests.store.helpers import backup, make_image, mutate
 
 DAY0 = time.mktime((2026, 3, 2, 0, 0, 0, 0, 0, -1))  # local midnight
 
@@ -42,3 +50,27 @@ def test_first_of_each_hour_and_day_and_a_period_sent_once_stays_done() -> None:
 def test_unknown_send_is_refused() -> None:
     with pytest.raises(UsageError, match="--send 'weekly'"):
         choose([point(0, 0)], [], "weekly")
+
+
+def test_a_closed_window_leaves_the_rest_for_later(s3_server: SeaweedS3, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAIRN_KEYS", str(tmp_path / "keys"))
+    monkeypatch.setenv("CAIRN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CAIRN_S3_ACCESS_KEY", s3_server.access_key)
+    monkeypatch.setenv("CAIRN_S3_SECRET_KEY", s3_server.secret_key)
+    local = Repository.init(tmp_path / "local")
+    image = tmp_path / "disk.img"
+    data = make_image(image, 1 << 20, seed=5)
+    for seed in (6, 7):
+        backup(local, "web01.sda", image)
+        mutate(image, data, seed=seed)
+    url = f"s3://{s3_server.bucket}/window-{os.urandom(3).hex()}"
+    cloud = init_cloud(url, s3_server.endpoint)
+    try:
+        closed = replicate(local, cloud, pace=Pace(until=time.time() - 1))
+        assert closed.points == [] and closed.left_for_later == 2 and closed.bytes_sent == 0
+        opened = replicate(local, cloud, pace=Pace(until=time.time() + 3600))
+        assert len(opened.points) == 2 and opened.left_for_later == 0
+    finally:
+        cloud.close()
+        local.close()

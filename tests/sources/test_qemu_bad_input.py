@@ -100,3 +100,20 @@ def test_nbd_server_held_by_another_tool(start_vm: Callable[..., LiveVm], repo: 
     vm.monitor.execute("nbd-server-stop")
     again = backup_vm(repo, VmBackupRequest(vm.qmp))
     assert again.disks[0].mode == "incremental"
+
+
+def test_disk_held_by_another_block_job(start_vm: Callable[..., LiveVm], repo: Repository,
+                                        tmp_path: Path) -> None:
+    vm = start_vm({"vda": 8 * MIB, "vdb": 4 * MIB})
+    vm.write("vdb", 0, MIB, 0x51)
+    first = backup_vm(repo, VmBackupRequest(vm.qmp))
+    vm.monitor.execute("drive-mirror", {"job-id": "other-mirror", "device": "n-vdb",
+                                        "target": str(tmp_path / "mirror.qcow2"),
+                                        "format": "qcow2", "sync": "full"})
+    with pytest.raises(SourceError, match="cannot take a point-in-time view"):
+        backup_vm(repo, VmBackupRequest(vm.qmp))
+    assert vm.bitmaps() == {d: [f"cairn-{first.machine_point.id}"] for d in vm.disks}
+    assert vm.leftovers() == ["other-mirror"]
+    vm.monitor.execute("block-job-cancel", {"device": "other-mirror", "force": True})
+    vm.monitor.wait_event("BLOCK_JOB_CANCELLED", lambda e: e["device"] == "other-mirror", 30)
+    assert backup_vm(repo, VmBackupRequest(vm.qmp)).disks[1].mode == "incremental"

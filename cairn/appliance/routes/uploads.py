@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from cairn.appliance.auth import AgentMachine, check_name
 from cairn.appliance.context import Ctx
 from cairn.errors import UsageError
-from cairn.frames import MAX_FRAME
+from cairn.frames import MAX_FRAME, FrameReader
 
 MAX_BODY = 4 * MAX_FRAME
 
@@ -45,11 +45,21 @@ async def put_data(upload_id: str, request: Request, machine: AgentMachine,
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
         raise HTTPException(413, f"body larger than {MAX_BODY} bytes: send smaller batches")
-    body = await request.body()
-    if not body or len(body) > MAX_BODY:
+    upload = await run_in_threadpool(ctx.uploads.open_for_data, machine, upload_id)
+    reader, stored, received = FrameReader(upload.size), 0, 0
+    batch: list[tuple[int, bytes]] = []
+    async for piece in request.stream():
+        received += len(piece)
+        batch += reader.feed(piece)
+        if sum(len(d) for _, d in batch) >= MAX_FRAME:
+            stored += await run_in_threadpool(ctx.uploads.put, machine, upload, batch)
+            batch = []
+    reader.finish()
+    if not received:
         raise UsageError(f"body must hold 1 to {MAX_BODY} bytes of frames")
-    frames = await run_in_threadpool(ctx.uploads.put, machine, upload_id, body)
-    return {"frames": frames}
+    if batch:
+        stored += await run_in_threadpool(ctx.uploads.put, machine, upload, batch)
+    return {"frames": stored}
 
 
 @router.get("/{upload_id}/parent-hashes")

@@ -391,8 +391,11 @@ class Catalog:
             db.close()
 
     def bad_chunks(self) -> dict[bytes, str]:
-        """Chunks quarantined and not healed since, with what was wrong."""
-        return dict(self.db.execute("SELECT hash, reason FROM bad_chunks WHERE healed IS NULL"))
+        """Chunks quarantined and not healed since, with what was wrong; only those some
+        point still counts (a quarantine outlives the chunk when its points are deleted)."""
+        return dict(self.db.execute(
+            "SELECT b.hash, b.reason FROM bad_chunks b JOIN chunks c ON c.hash = b.hash "
+            "WHERE b.healed IS NULL"))
 
     def healed_chunks(self) -> list[bytes]:
         return [r[0] for r in self.db.execute(

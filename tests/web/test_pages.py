@@ -137,13 +137,13 @@ def test_open_alerts_are_on_the_dashboard(site: Site) -> None:
 def test_offsite_copies_are_on_the_dashboard(site: Site) -> None:
     import time
 
-    from cairn.appliance.offsite import OffsiteTable
+    from cairn.appliance.offsite import OffsiteSettings, OffsiteTable
 
     machine = site.state.machine("web01")
     assert machine is not None
     table = OffsiteTable(site.state)
-    table.set(machine.id, "s3://offsite/acme", "http://127.0.0.1:1", 3600, "all", None, None,
-              None)
+    table.set(machine.id, OffsiteSettings("s3://offsite/acme", "http://127.0.0.1:1", 3600, "all",
+                                          None, None, None))
     login(site.client, "victor")
     page = re.sub(r"\s+", " ", site.client.get("/").text)
     assert "Copied offsite: 1 of 1" in page and "not yet" in page

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
+import sqlite3
 from pathlib import Path
 
 from cairn.restore.writer import restore_image
@@ -56,6 +58,14 @@ def restored_digest(repo: Repository, point: RecoveryPoint, out: Path) -> str:
 
 def digest(data: bytes | bytearray) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def pack_of(repo: Repository, digest_: bytes) -> Path:
+    """The pack file holding a chunk, read from the packs' index as a repair tool would."""
+    with contextlib.closing(sqlite3.connect(repo.path / "packs.db")) as db:
+        row = db.execute("SELECT pack FROM objects WHERE name=?",
+                         (chunk_name(digest_),)).fetchone()
+    return repo.path / "packs" / row[0]
 
 
 def flip_bit(repo: Repository, digest: bytes) -> None:

@@ -9,16 +9,13 @@ the damage, restores of damaged points fail naming the blocks (or write zeros th
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from cairn.errors import DamagedPoint
 from cairn.restore.writer import restore_image
-from cairn.store.chunks import chunk_name
 from cairn.store.delete import delete_points
 from cairn.store.reader import PointReader
 from cairn.store.repository import Repository
@@ -30,6 +27,7 @@ from tests.store.helpers import (
     flip_bit,
     make_image,
     mutate,
+    pack_of,
     restored_digest,
 )
 
@@ -41,14 +39,6 @@ def repo(tmp_path: Path) -> Repository:
 
 def _blocks(repo: Repository, point_id: str) -> list[bytes]:
     return [h for _, h in PointReader(repo, repo.resolve(point_id)).block_hashes()]
-
-
-def _pack_of(repo: Repository, digest_: bytes) -> Path:
-    """The pack file holding a chunk, read from the packs' index as a repair tool would."""
-    with contextlib.closing(sqlite3.connect(repo.path / "packs.db")) as db:
-        row = db.execute("SELECT pack FROM objects WHERE name=?",
-                         (chunk_name(digest_),)).fetchone()
-    return repo.path / "packs" / row[0]
 
 
 def test_a_flipped_chunk_is_quarantined_and_the_next_backup_heals_it(
@@ -80,7 +70,7 @@ def test_a_deleted_pack_is_named_then_healed_and_the_repository_stays_usable(
     other = tmp_path / "other"
     other_data = make_image(other, 512 * 1024, seed=3, fill=1.0)
     intact = backup(repo, "other", other)
-    _pack_of(repo, _blocks(repo, first.id)[0]).unlink()
+    pack_of(repo, _blocks(repo, first.id)[0]).unlink()
     quick = verify(repo)  # no crash, no data read: the missing pack is still found
     assert not quick.ok and quick.damaged_points == [first.id]
     assert verify(repo, point=intact).ok
@@ -145,7 +135,7 @@ def test_plain_verify_checks_pack_sizes_against_the_index(repo: Repository,
     img = tmp_path / "img"
     make_image(img, 1024 * 1024, seed=6, fill=1.0)
     point = backup(repo, "vol", img)
-    pack = _pack_of(repo, _blocks(repo, point.id)[0])
+    pack = pack_of(repo, _blocks(repo, point.id)[0])
     os.truncate(pack, pack.stat().st_size - 100)
     report = verify(repo)
     assert not report.ok and report.damaged_points == [point.id]

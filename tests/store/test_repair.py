@@ -18,7 +18,7 @@ from cairn.store.cloud import open_cloud
 from cairn.store.repository import Repository
 from tests.replication.test_replicate import Cli, local_repo_with_points
 from tests.s3server import SeaweedS3
-from tests.store.helpers import flip_bit
+from tests.store.helpers import flip_bit, pack_of
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_repair_heals_each_copy_from_the_other(cli: Cli, s3_server: SeaweedS3, t
     first = repo.resolve(points[0][0])
     chunks = [h for _, h in repo.nodes.leaves(repo.tree(first), 0, 8) if any(h)]
     flip_bit(repo, chunks[-1])
-    pack = repo.chunks.backend.locate(chunk_name(chunks[0]))[0]  # type: ignore[attr-defined]
+    pack = pack_of(repo, chunks[0])
     repo.close()
     pack.unlink()
     assert cli.run("verify", "--repo", local, "--read-data").returncode == 1

@@ -104,19 +104,6 @@ def _reply(sock: socket.socket, option: int, reply: int, data: bytes = b"") -> N
     p.send_all(sock, p.OPTION_REPLY.pack(p.OPTION_REPLY_MAGIC, option, reply, len(data)) + data)
 
 
-def _read_option(sock: socket.socket) -> tuple[int, bytes]:
-    """The next option and its data; a bad magic or an oversized option ends the connection
-    (`Disconnected`) before its data is read."""
-    magic, option, length = p.OPTION_HEADER.unpack(p.recv_exact(sock, p.OPTION_HEADER.size))
-    if magic != p.IHAVEOPT:
-        raise p.Disconnected(f"bad option magic {magic:#x}")
-    if length > p.MAX_OPTION_LENGTH:
-        if option != p.OPT_EXPORT_NAME:
-            _reply(sock, option, p.REP_ERR_TOO_BIG)
-        raise p.Disconnected(f"option {option} claims {length} bytes")
-    return option, bytes(p.recv_exact(sock, length))
-
-
 def negotiate(sock: socket.socket, export: Export) -> tuple[Session | None, socket.socket]:
     """Run the fixed newstyle handshake; return the session (None if the client aborted)
     and the socket to go on with (a TLS one after ``NBD_OPT_STARTTLS``)."""

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
-from cairn.appliance.state import ACTIVE
 from cairn.web.auth import Auth
 from cairn.web.pages import Console, PageRoute, render
 from cairn.web.users import Session
@@ -23,9 +22,9 @@ KEEPALIVE = 15.0
 def live(console: Console, vms: VirtualMachines) -> list[dict[str, Any]]:
     """What is running now, as the page's live table shows it."""
     rows: list[dict[str, Any]] = [
-        {"id": f"job-{j['id']}", "what": f"backup of {j['machine']} ({j['reason']})",
-         "state": j["state"], "bytes": j["bytes_sent"], "seconds": j["seconds"]}
-        for j in console.state.jobs(limit=HISTORY) if j["state"] in ACTIVE]
+        {"id": f"job-{j.id}", "what": f"backup of {j.machine} ({j.reason})",
+         "state": j.state, "bytes": j.bytes_sent, "seconds": j.seconds}
+        for j in console.state.jobs(limit=HISTORY) if j.active]
     rows += [{"id": f"task-{t.id}", "what": f"{t.kind} of {t.point}", "state": t.state,
               "bytes": None, "seconds": None}
              for t in console.tasks.recent() if t.state == "running"]

@@ -42,7 +42,7 @@ cairn points
 oldest=$(cairn points --json | python3 -c "import json,sys;print(json.load(sys.stdin)[0]['id'])")
 middle=$(cairn points --json | python3 -c "import json,sys;print(json.load(sys.stdin)[1]['id'])")
 
-step "delete the middle point: the others are untouched"
+step "delete the middle point: the others are untouched (it stays restorable for 3 days)"
 cairn delete "$middle"
 
 step "restore the oldest point and compare it with the original disk"
@@ -65,9 +65,10 @@ export_pid=$!
 trap 'kill $export_pid 2>/dev/null || true' EXIT
 for _ in $(seq 50); do grep -q exporting "$work/export.log" && break; sleep 0.1; done
 cat "$work/export.log"
-qemu-io -f raw -c "write -P 0x42 0 1M" nbd://127.0.0.1:10899 | head -1
+url=$(grep -o 'nbd://[^ ]*' "$work/export.log")  # the export's name is a secret it prints
+qemu-io -f raw -c "write -P 0x42 0 1M" "$url" | head -1
 echo "the clone now differs from the original disk where it was written:"
-qemu-img compare -f raw "$work/disk-before.img" "nbd://127.0.0.1:10899" | head -1 || true
+qemu-img compare -f raw "$work/disk-before.img" "$url" | head -1 || true
 echo "while the point it came from is untouched:"
 kill $export_pid; wait $export_pid 2>/dev/null || true
 cairn restore "$oldest" "$work/restored-again.img"

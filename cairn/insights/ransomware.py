@@ -34,13 +34,17 @@ import zlib
 from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from cairn.insights.diff import Diff, diff
-from cairn.insights.fs import FILE, FileSystem
+from cairn.insights.fs import FILE
 from cairn.store import blockmap, marks
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import CODEC_RAW, ENCRYPTED, ZERO, chunk_name
 from cairn.store.repository import Repository
+
+if TYPE_CHECKING:
+    from cairn.insights.diff import Diff
+    from cairn.insights.fs import FileSystem
 
 _TABLE = """CREATE TABLE IF NOT EXISTS point_signals(
     point_id TEXT PRIMARY KEY,
@@ -190,7 +194,8 @@ def _file_reasons(old: FileSystem, new: FileSystem, changes: Diff) -> list[str]:
 
 def _scan(repo: Repository, prev: RecoveryPoint, point: RecoveryPoint) -> list[str]:
     """Reasons from the file systems of both points, partition by partition."""
-    from cairn.insights.points import BlockCache, changed_ranges, open_point  # scans only
+    from cairn.insights.diff import diff  # scans only
+    from cairn.insights.points import BlockCache, changed_ranges, open_point
 
     changed = changed_ranges(repo, prev, point)
     cache = BlockCache(repo.chunks.get)

@@ -47,6 +47,16 @@ def _opened(console: Console, point_id: str, spec: str
             yield volumes, fs, location, fs.stat(location.path)
 
 
+def _entry_of_kind(console: Console, point_id: str, spec: str, kind: str, noun: str) -> Entry:
+    """The entry at ``spec``, which must be of ``kind``: a download asked of a folder (or
+    an archive of a file) is a missing thing, said with what is really there."""
+    with _opened(console, point_id, spec) as (volumes, _fs, location, entry):
+        shown = location.show(volumes)
+    if entry.kind != kind:
+        raise PathNotFound(f"{shown} (a {entry.kind}, not {noun})")
+    return entry
+
+
 def _file_pieces(console: Console, point_id: str, spec: str) -> Iterator[bytes]:
     with _opened(console, point_id, spec) as (_, fs, location, _entry), \
             fs.open(location.path) as f:
@@ -187,10 +197,7 @@ def router(console: Console, auth: Auth) -> APIRouter:
 
     @routes.get("/points/{point_id}/file")
     def download(point_id: str, _: Viewer, path: Spec) -> StreamingResponse:
-        with _opened(console, point_id, path) as (volumes, _fs, location, entry):
-            shown = location.show(volumes)
-        if entry.kind != FILE:
-            raise PathNotFound(f"{shown} (a {entry.kind}, not a regular file)")
+        entry = _entry_of_kind(console, point_id, path, FILE, "a regular file")
         return StreamingResponse(_file_pieces(console, point_id, path),
                                  media_type="application/octet-stream",
                                  headers={**_attachment(entry.name),
@@ -198,10 +205,7 @@ def router(console: Console, auth: Auth) -> APIRouter:
 
     @routes.get("/points/{point_id}/archive")
     def archive(point_id: str, _: Viewer, path: Spec) -> StreamingResponse:
-        with _opened(console, point_id, path) as (volumes, _fs, location, entry):
-            shown = location.show(volumes)
-        if entry.kind != DIR:
-            raise PathNotFound(f"{shown} (a {entry.kind}, not a folder)")
+        entry = _entry_of_kind(console, point_id, path, DIR, "a folder")
         return StreamingResponse(_archive_pieces(console, point_id, path),
                                  media_type="application/x-tar",
                                  headers=_attachment(f"{entry.name or 'root'}.tar"))

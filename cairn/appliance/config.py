@@ -2,7 +2,8 @@
 
 Every key is optional; command-line flags win over the file. The scheduler settings exist
 so tests and benchmarks can compress time (a 1 s minimum interval, a 0.2 s tick); production
-keeps the defaults, which refuse schedules tighter than five minutes. ``[alerts]`` sets how
+keeps the defaults, which refuse schedules tighter than five minutes. ``data_verify_window``
+is the nightly window (local time) in which `--verify-data` reads its slice. ``[alerts]`` sets how
 often conditions are checked, the first retry delay of a failing channel, when a silent agent
 is worth an alert, and the free-space floor of the repository's file system.
 """
@@ -13,6 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from cairn.appliance.window import parse_window
 from cairn.errors import UsageError
 
 DEFAULT_PATH = Path("/etc/cairn/appliance.toml")
@@ -32,7 +34,7 @@ class ApplianceConfig:
     agent_silent_seconds: float = 900.0
     disk_free_percent: float = 10.0
     screenshot_timeout_seconds: float = 180.0
-    data_verify_every_seconds: float = 86400.0
+    data_verify_window: str = "01:00-05:00"
 
 
 # [alerts] key -> ApplianceConfig field
@@ -47,6 +49,17 @@ def _number(table: dict[str, object], key: str, default: float, where: Path,
     if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
         raise UsageError(f"{where}: {section}.{key} must be a positive number, not {value!r}")
     return float(value)
+
+
+def _window(table: dict[str, object], key: str, default: str, where: Path) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str):
+        raise UsageError(f"{where}: scheduler.{key} must be a string like \"01:00-05:00\"")
+    try:
+        parse_window(value)
+    except UsageError as exc:
+        raise UsageError(f"{where}: scheduler.{key}: {exc}") from None
+    return value
 
 
 def _table(raw: dict[str, object], name: str, where: Path) -> dict[str, object]:
@@ -82,8 +95,7 @@ def load(path: Path | None) -> ApplianceConfig:
         job_lease_seconds=_number(sched, "job_lease_seconds", d.job_lease_seconds, where),
         screenshot_timeout_seconds=_number(sched, "screenshot_timeout_seconds",
                                            d.screenshot_timeout_seconds, where),
-        data_verify_every_seconds=_number(sched, "data_verify_every_seconds",
-                                          d.data_verify_every_seconds, where),
+        data_verify_window=_window(sched, "data_verify_window", d.data_verify_window, where),
         log_level=str(raw.get("log_level", d.log_level)).upper(),
         **{field: _number(alerts, key, getattr(d, field), where, "alerts")
            for key, field in _ALERT_KEYS.items()},

@@ -1,8 +1,12 @@
-"""Data verification by schedule: each day, read and hash-check the next 1/N of the chunks.
+"""Data verification by schedule: each night, read and hash-check the next 1/N of the chunks.
 
-Runs in the verifier's thread (one heavy job at a time), on the local repository and on
-every cloud repository an offsite policy sends to, each with its own rotation: after N
-passes every stored chunk has been read once (`verify.in_slice`). Damage found names the
+Runs in the verifier's thread (one heavy job at a time), once per night inside the
+appliance's ``data_verify_window`` (local time, ``01:00-05:00`` by default: reading a
+slice of every stored byte competes with backups and uplinks, which are quietest then), on
+the local repository and on every cloud repository an offsite policy sends to, each with
+its own rotation: after N nights every stored chunk has been read once (`verify.in_slice`).
+A location whose slice already ran in tonight's window waits for the next night; an
+appliance down all night skips that night. Damage found names the
 points it hurts (`verify`) and raises a ``damage`` alert per machine and slice, which the
 next clean pass over that slice resolves.
 """
@@ -16,6 +20,7 @@ from cairn import logs
 from cairn.alerts import AlertStore, raise_alert, resolve_alert
 from cairn.appliance.offsite import OffsiteTable
 from cairn.appliance.verification import VerificationTable
+from cairn.appliance.window import in_window, window_start
 from cairn.ops.offsite import local_key
 from cairn.store.repository import Repository
 from cairn.store.verify import Report, verify
@@ -23,11 +28,11 @@ from cairn.store.verify import Report, verify
 
 class DataCheck:
     def __init__(self, repo: Path, verification: VerificationTable, offsite: OffsiteTable,
-                 every_seconds: float) -> None:
+                 window: str) -> None:
         self.repo = repo
         self.table = verification
         self.offsite = offsite
-        self.every = every_seconds
+        self.window = window
 
     def locations(self) -> list[tuple[str, str | None]]:
         """The local repository, then each distinct cloud target with its endpoint."""
@@ -35,14 +40,16 @@ class DataCheck:
         return [(str(self.repo), None), *sorted(clouds, key=lambda c: (c[0], c[1] or ""))]
 
     def run_due(self, now: float) -> list[tuple[str, Report]]:
-        """Check each location whose day has come; what was checked, with its report."""
+        """Inside the night's window, check each location not yet checked tonight; what was
+        checked, with its report."""
         days = self.table.data_days()
-        if days is None:
+        if days is None or not in_window(self.window, now):
             return []
+        tonight = window_start(self.window, now)
         ran = []
         for location, endpoint in self.locations():
             next_slice, last_run = self.table.data_progress(location)
-            if now - last_run < self.every:
+            if last_run >= tonight:
                 continue
             k = next_slice % days
             report, volumes = self._check(location, endpoint, (k, days))

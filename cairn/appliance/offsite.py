@@ -4,20 +4,19 @@ This module alone reads and writes the ``offsite`` table. A policy says where a 
 points go (``target`` with its ``endpoint``), how often (``every``), which points (``send``:
 all, the first of each hour, the first of each day), what the cloud keeps afterwards
 (``retention``, independent of the local one), the bandwidth cap and an optional daily time
-window (``22:00-06:00``, local time, may wrap midnight) that a run must start in. The
+window (`window`: ``22:00-06:00``, local time) that a run must start in. The
 outcome of the last run is kept with it (``last_ok``, ``last_error``, ``last_report``).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from cairn.appliance.state import State
-from cairn.errors import UsageError
+from cairn.appliance.window import in_window
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS offsite(
@@ -37,41 +36,6 @@ CREATE TABLE IF NOT EXISTS offsite(
     last_error TEXT,
     last_report TEXT);
 """
-
-_WINDOW = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
-
-
-def parse_window(text: str) -> tuple[int, int]:
-    """``"22:00-06:00"`` -> minutes after midnight (start, end); the window may wrap."""
-    m = _WINDOW.match(text.strip())
-    if m:
-        h1, m1, h2, m2 = (int(g) for g in m.groups())
-        if h1 < 24 and h2 < 24 and m1 < 60 and m2 < 60 and (h1, m1) != (h2, m2):
-            return h1 * 60 + m1, h2 * 60 + m2
-    raise UsageError(f"window {text!r} is not HH:MM-HH:MM with two different times, e.g. "
-                     "22:00-06:00")
-
-
-def in_window(window: str | None, now: float) -> bool:
-    if not window:
-        return True
-    start, end = parse_window(window)
-    t = time.localtime(now)
-    minute = t.tm_hour * 60 + t.tm_min
-    return start <= minute < end if start < end else minute >= start or minute < end
-
-
-def window_end(window: str | None, now: float) -> float | None:
-    """When the window open at ``now`` closes (None: no window, never)."""
-    if not window:
-        return None
-    start, end = parse_window(window)
-    t = time.localtime(now)
-    minute = t.tm_hour * 60 + t.tm_min
-    midnight = time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))
-    days = 1 if start > end and minute >= start else 0
-    return midnight + days * 86400 + end * 60
-
 
 @dataclass(frozen=True)
 class OffsiteSettings:

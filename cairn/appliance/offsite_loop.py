@@ -16,11 +16,12 @@ from pathlib import Path
 
 from cairn import logs
 from cairn.appliance.config import ApplianceConfig
-from cairn.appliance.offsite import OffsitePolicy, OffsiteTable, window_end
+from cairn.appliance.offsite import OffsitePolicy, OffsiteTable
 from cairn.appliance.state import State
 from cairn.appliance.state_backup import push
 from cairn.appliance.ticker import Ticker
 from cairn.appliance.uploads import store_volume
+from cairn.appliance.window import window_end
 from cairn.errors import CairnError
 from cairn.ops.offsite import OffsiteTarget, replicate_volumes
 

@@ -7,7 +7,7 @@ point, when it is newer than the policy and not yet verified (``each``), or when
 of the volume was verified within the last day or week (``daily``, ``weekly``). The
 verdict, the screenshot and the OCR text are kept with the point (`virt.boot`); a verdict
 other than booted raises a ``screenshot_failed`` alert, and the next good one resolves it.
-The day's data verification slice (`data_check`) runs in the same thread.
+The night's data verification slice (`data_check`) runs in the same thread.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Verifier(Ticker):
         self.state = state
         self.table = VerificationTable(state)
         self.data = DataCheck(repo, self.table, OffsiteTable(state),
-                              config.data_verify_every_seconds)
+                              config.data_verify_window)
         self.timeout = config.screenshot_timeout_seconds
 
     def tick(self, now: float) -> None:

@@ -1,20 +1,29 @@
-"""Data verification by schedule: a rotating 1/N of the chunks each day reads every chunk
-once in N days; damage names the points it hurts and raises an alert on their machine."""
+"""Data verification by schedule: a rotating 1/N of the chunks each night reads every chunk
+once in N nights; damage names the points it hurts and raises an alert on their machine.
+The clock is passed in (local times of made-up nights), never waited for."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import pytest
+
 from cairn.alerts import AlertStore
+from cairn.appliance.config import load
 from cairn.appliance.data_check import DataCheck
 from cairn.appliance.offsite import OffsiteTable
 from cairn.appliance.state import State
 from cairn.appliance.verification import VerificationTable
+from cairn.errors import UsageError
 from cairn.store.repository import Repository
 from cairn.store.verify import in_slice, verify
 from tests.store.helpers import backup, flip_bit, make_image, mutate
 
-DAY = 86400.0
+
+def at(day: int, hour: int, minute: int = 0) -> float:
+    """Local time on day ``day`` of March 2026 (mktime rolls a day past the month over)."""
+    return time.mktime((2026, 3, day, hour, minute, 0, 0, 0, -1))
 
 
 def test_every_chunk_is_read_once_in_n_days_and_damage_alerts(tmp_path: Path) -> None:
@@ -38,10 +47,11 @@ def test_every_chunk_is_read_once_in_n_days_and_damage_alerts(tmp_path: Path) ->
             repo.close()
         table = VerificationTable(state)
         table.set(web01.id, "off", None, 3)
-        check = DataCheck(repo_path, table, OffsiteTable(state), every_seconds=DAY)
+        check = DataCheck(repo_path, table, OffsiteTable(state), window="01:00-05:00")
 
-        reports = [r for day in range(3) for _, r in check.run_due(DAY * (day + 1))]
-        assert check.run_due(DAY * 3 + 10) == []  # not a day yet since the last pass
+        assert check.run_due(at(1, 12)) == [] and check.run_due(at(1, 0, 59)) == []  # daytime
+        reports = [r for day in (2, 3, 4) for _, r in check.run_due(at(day, 1, 30))]
+        assert check.run_due(at(4, 4, 59)) == []  # tonight's slice is done
         assert len(reports) == 3 and all(r.ok for r in reports)
         assert sum(r.chunks for r in reports) == everything.chunks
         assert sum(r.bytes_read for r in reports) == everything.bytes_read
@@ -55,8 +65,8 @@ def test_every_chunk_is_read_once_in_n_days_and_damage_alerts(tmp_path: Path) ->
             repo.close()
         k = next(k for k in range(3) if in_slice(victim, (k, 3)))
         found = []
-        for day in range(4, 7):  # the rotation continues: slice k comes within 3 days
-            found += [r for _, r in check.run_due(DAY * day) if r.damaged]
+        for day in (5, 6, 7):  # the rotation continues: slice k comes within 3 nights
+            found += [r for _, r in check.run_due(at(day, 3)) if r.damaged]
         [damaged] = found
         assert set(damaged.damaged) == {victim.hex()}
         store = AlertStore(repo_path / "appliance.db")
@@ -70,3 +80,32 @@ def test_every_chunk_is_read_once_in_n_days_and_damage_alerts(tmp_path: Path) ->
         assert all(p in alert.message for p in hurt)
     finally:
         state.close()
+
+
+def test_a_window_across_midnight_is_one_night(tmp_path: Path) -> None:
+    repo_path = tmp_path / "repo"
+    Repository.init(repo_path).close()
+    state = State(repo_path / "appliance.db")
+    try:
+        state.add_machine("web01")
+        web01 = state.machine("web01")
+        assert web01 is not None
+        table = VerificationTable(state)
+        table.set(web01.id, "off", None, 7)
+        check = DataCheck(repo_path, table, OffsiteTable(state), window="23:00-02:00")
+        assert [loc for loc, _ in check.run_due(at(1, 23, 30))] == [str(repo_path)]
+        assert check.run_due(at(2, 1, 30)) == []  # after midnight: still the same night
+        assert check.run_due(at(2, 12)) == []
+        assert len(check.run_due(at(3, 0, 15))) == 1  # the next night, opened at 23:00
+        assert table.data_progress(str(repo_path))[0] == 2
+    finally:
+        state.close()
+
+
+def test_the_window_is_set_in_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "appliance.toml"
+    config.write_text('[scheduler]\ndata_verify_window = "22:30-04:00"\n')
+    assert load(config).data_verify_window == "22:30-04:00"
+    config.write_text('[scheduler]\ndata_verify_window = "night"\n')
+    with pytest.raises(UsageError, match=r"data_verify_window.*HH:MM-HH:MM"):
+        load(config)

@@ -11,15 +11,10 @@ import pytest
 
 from cairn.alerts import AlertStore
 from cairn.appliance.config import ApplianceConfig
-from cairn.appliance.offsite import (
-    OffsiteSettings,
-    OffsiteTable,
-    in_window,
-    parse_window,
-    window_end,
-)
+from cairn.appliance.offsite import OffsiteSettings, OffsiteTable
 from cairn.appliance.state import State
 from cairn.appliance.watch import Checks, reconcile
+from cairn.appliance.window import in_window, parse_window, window_end, window_start
 from cairn.errors import UsageError
 from cairn.store.repository import Repository
 from tests.store.helpers import backup, make_image
@@ -150,6 +145,9 @@ def test_windows_wrap_midnight_and_bad_ones_are_refused() -> None:
     assert window_end("22:00-06:00", at(23)) == at(6) + 86400  # closes tomorrow morning
     assert window_end("22:00-06:00", at(2)) == at(6)
     assert window_end("01:30-02:00", at(1, 45)) == at(2) and window_end(None, at(1)) is None
+    assert window_start("22:00-06:00", at(23)) == at(22)
+    assert window_start("22:00-06:00", at(2)) == at(22) - 86400  # opened last evening
+    assert window_start("01:30-02:00", at(1, 45)) == at(1, 30)
     for bad in ("22:00", "24:00-06:00", "22:60-06:00", "06:00-06:00", "late"):
         with pytest.raises(UsageError, match="HH:MM-HH:MM"):
             parse_window(bad)

@@ -16,9 +16,10 @@ from pydantic import BaseModel, Field
 from cairn import logs
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.errors import NotFound
-from cairn.appliance.offsite import OffsiteSettings, OffsiteTable, parse_window
+from cairn.appliance.offsite import OffsiteSettings, OffsiteTable
 from cairn.appliance.scheduler import parse_every
 from cairn.appliance.state import Machine, State
+from cairn.appliance.window import parse_window
 from cairn.errors import UsageError
 from cairn.ops.offsite import open_target
 from cairn.replication.replicate import parse_rate

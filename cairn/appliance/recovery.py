@@ -8,6 +8,8 @@ appliance kept in the bucket (`state_backup`), and writes:
 - ``appliance.db`` as it was (machines, agent token hashes, schedules, offsite, verification
   and alert settings), with uploads in flight dropped and running jobs requeued by `serve`;
 - the TLS key and certificate, so agents keep their pinned certificate and their tokens;
+- the ``admin-token`` file, so the admin token (and every ``cairn tokens add`` token, whose
+  hashes are in ``appliance.db``) works as before;
 - the newest point of each volume, pulled from the bucket (`replication.pull`), so each
   agent's next backup finds its parent and sends only what changed.
 Every point the bucket holds stays readable there (restore, verify, boot with ``--repo
@@ -23,7 +25,7 @@ import sqlite3
 from pathlib import Path
 
 from cairn import logs
-from cairn.appliance.state_backup import fetch, unseal
+from cairn.appliance.state_backup import FILES, fetch, unseal
 from cairn.errors import UsageError
 from cairn.replication.pull import pull_point
 from cairn.store.keys import integrity_key_path, read_key_file
@@ -69,7 +71,7 @@ def recover(repo: Path, url: str, endpoint: str | None, key_file: Path | None) -
 
 def _write_files(repo: Path, files: dict[str, str]) -> None:
     for name, data in files.items():
-        if name not in ("appliance.db", "tls/cert.pem", "tls/key.pem"):
+        if name not in ("appliance.db", *FILES):
             continue  # only what recovery knows; a bundle cannot write elsewhere
         path = repo / name
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -41,5 +41,6 @@ def run(args: argparse.Namespace) -> int:
         pulled = recover(Path(repo), args.recover_from, args.endpoint,
                          Path(args.key_file) if args.key_file else None)
         print(f"appliance recovered from {args.recover_from} into {repo}: {pulled} point(s) "
-              "pulled; agents keep their tokens and certificate", flush=True)
+              "pulled; agents keep their tokens and certificate, the admin token is the old one",
+              flush=True)
     return serve(Path(repo), config)

@@ -1,5 +1,6 @@
 """The appliance survives its own loss: a new one is built from the bucket alone, agents
-keep their tokens and pinned certificate and go on with incremental backups."""
+keep their tokens and pinned certificate and go on with incremental backups, and the admin
+keeps the admin token."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def test_new_appliance_from_the_bucket_and_agents_go_on_incrementally(
         key = tmp_path / "kept-apart.key"
         shutil.copyfile(app.repo / "key", key)
         old_fingerprint = app.pem
+        old_admin = (app.repo / "admin-token").read_text()
         app.stop(kill=True)
         shutil.rmtree(app.repo)  # the appliance is lost; the bucket and the key remain
 
@@ -48,6 +50,7 @@ def test_new_appliance_from_the_bucket_and_agents_go_on_incrementally(
         app.env = {**app.env, **s3_env(s3_server, tmp_path / "new-node")}
         app.start("--recover-from", cloud_url, "--key-file", str(key))
         assert app.pem == old_fingerprint
+        assert (app.repo / "admin-token").read_text() == old_admin  # app.admin() uses it
         with app.admin() as c:
             [machine] = c.json("GET", "/api/v1/machines")
             assert machine["name"] == "web01" and machine["schedule"]["every"] == 3600

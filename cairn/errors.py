@@ -7,6 +7,9 @@ agent, the replication loop) whether trying again can help.
 
 from __future__ import annotations
 
+import errno
+import os
+
 USAGE = 2
 FAILURE = 1
 
@@ -29,6 +32,52 @@ class NotARepository(UsageError):
         super().__init__(
             f"{path} is not a cairn repository: create one with `cairn init --repo {path}`"
         )
+
+
+class RepositoryUnreadable(CairnError):
+    """The repository is there but this user cannot read it: never "create one" (that
+    would start a second history beside the first)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot read the repository at {path} ({reason}): run cairn as a "
+                         "user who may read it (its owner, or root), or give this user read "
+                         "permission on the whole folder")
+
+
+class ReadOnlyRepository(CairnError):
+    """The repository can be read but not written here (read-only media, or read
+    permission only); reading commands still work."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"cannot write the repository at {path} ({why}): run this command "
+                         "where it is writable (remount it read-write, or run as its owner); "
+                         "points, restore, ls, cat, diff, verify and stats need only read "
+                         "access")
+
+
+class HostError(CairnError):
+    """The operating system refused an operation (permissions, a read-only or failing
+    device): the message names the file and what to do. Made by `from_os_error`."""
+
+
+_OS_FIXES = {
+    errno.EACCES: "run cairn as a user allowed to use it, or change its permissions",
+    errno.EPERM: "run cairn as a user allowed to use it, or change its permissions",
+    errno.EROFS: "it is on a read-only file system: choose a writable place, or remount "
+                 "it read-write",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "check the path",
+    errno.EIO: "the device failed: check it (`dmesg`) and copy what you need elsewhere",
+}
+
+
+def from_os_error(exc: OSError) -> CairnError:
+    """One line for an error of the operating system that no code below handled."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(os.path.dirname(str(exc.filename or "")) or "the target")
+    where = f" on {exc.filename}" if exc.filename else ""
+    fix = _OS_FIXES.get(exc.errno or 0, "check the path and the device, then try again")
+    return HostError(f"{(exc.strerror or str(exc)).lower()}{where}: {fix}")
 
 
 class RepositoryExists(UsageError):

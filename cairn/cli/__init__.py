@@ -13,7 +13,14 @@ import sqlite3
 import sys
 
 from cairn import __version__
-from cairn.errors import FAILURE, CairnError, StorageFull
+from cairn.errors import (
+    FAILURE,
+    CairnError,
+    HostError,
+    ReadOnlyRepository,
+    StorageFull,
+    from_os_error,
+)
 
 # Command name -> the module under cairn/cli/ that registers it. Only the module of the
 # command being run is imported, so `cairn backup` never pays for QEMU, NBD or web imports.
@@ -87,13 +94,31 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _unexpected(exc: Exception, repo: str) -> int:
-    """SQLite's disk-full error as `StorageFull`; a closed stdout quietly; else a bug."""
-    if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
-        print(f"cairn: error: {StorageFull(repo)}", file=sys.stderr)
-        return FAILURE
+    """SQLite's and the OS's errors as one line naming the problem and the fix; a closed
+    stdout quietly; anything else is a bug."""
     if isinstance(exc, BrokenPipeError):
         return FAILURE
-    return _internal(exc)
+    known: CairnError | None = None
+    if isinstance(exc, OSError):
+        known = from_os_error(exc)
+    elif isinstance(exc, sqlite3.OperationalError):
+        known = _sqlite_error(exc, repo)
+    if known is None:
+        return _internal(exc)
+    print(f"cairn: error: {known}", file=sys.stderr)
+    return known.exit_code
+
+
+def _sqlite_error(exc: sqlite3.OperationalError, repo: str) -> CairnError | None:
+    text = str(exc)
+    if "full" in text:
+        return StorageFull(repo)
+    if "readonly" in text:
+        return ReadOnlyRepository(repo, "SQLite: " + text)
+    if "unable to open" in text or "disk I/O error" in text:
+        return HostError(f"cannot open a database of {repo} (SQLite: {text}): check that "
+                         "this user may read and write it and that its device works")
+    return None
 
 
 def _internal(exc: BaseException) -> int:

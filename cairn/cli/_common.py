@@ -48,18 +48,21 @@ def is_cloud(location: str) -> bool:
     return location.startswith("s3://")
 
 
-def open_location(location: str, args: argparse.Namespace) -> Repository:
-    """Open a local or a cloud repository; the cloud's code loads only when needed."""
+def open_location(location: str, args: argparse.Namespace,
+                  read_only: bool = False) -> Repository:
+    """Open a local or a cloud repository; the cloud's code loads only when needed.
+    ``read_only`` (commands that only read) opens a local one without writing anything,
+    so it works on read-only media and with read permission only."""
     key_file = Path(args.key_file) if args.key_file else None
     if is_cloud(location):
         from cairn.store.cloud import open_cloud
 
         return open_cloud(location, args.endpoint, key_file)
-    return Repository.open(Path(location), key_file)
+    return Repository.open(Path(location), key_file, read_only=read_only)
 
 
-def open_repo(args: argparse.Namespace) -> Repository:
-    repo = open_location(repo_location(args), args)
+def open_repo(args: argparse.Namespace, read_only: bool = False) -> Repository:
+    repo = open_location(repo_location(args), args, read_only)
     repo.lock_wait = getattr(args, "lock_wait", 0.0)
     repo.on_wait = lambda message: print(f"cairn: {message}", file=sys.stderr, flush=True)
     return repo

@@ -36,7 +36,7 @@ def run_clone(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    with open_repo(args) as repo:
+    with open_repo(args, read_only=True) as repo:
         found = clones(repo)
     if args.json:
         print_json([clone_json(c) for c in found])

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with open_repo(args) as repo:
+    with open_repo(args, read_only=True) as repo:
         a, b = repo.resolve(args.point_a), repo.resolve(args.point_b)
         results = diff_points(repo, a, b)
     readable = [r for r in results if r.diff is not None]

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with open_repo(args) as repo, point_disk(repo, args.point) as (_, volumes):
+    with open_repo(args, read_only=True) as repo, point_disk(repo, args.point) as (_, volumes):
         if args.path is None:
             return _partitions(volumes, args.json)
         location = paths.parse(args.path)

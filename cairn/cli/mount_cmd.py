@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with open_repo(args) as repo, point_disk(repo, args.point) as (point, volumes):
+    with open_repo(args, read_only=True) as repo, point_disk(repo, args.point) as (point, volumes):
         for v in volumes:
             if v.error is not None:
                 print(f"cairn: warning: left out: {v.error}", file=sys.stderr)

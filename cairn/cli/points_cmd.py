@@ -38,7 +38,7 @@ def _state(m: marks.Marks) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    with open_repo(args) as repo:
+    with open_repo(args, read_only=True) as repo:
         if args.machine:
             return print_machine_points(repo, args.machine, args.json)
         if args.deleted:

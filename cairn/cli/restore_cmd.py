@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with open_repo(args) as repo:
+    with open_repo(args, read_only=True) as repo:
         result = restore(repo, args.point, args.dest, args.format, progress,
                          args.ignore_damage)
     if result.machine is not None:

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     total = Extracted()
-    with open_repo(args) as repo, point_disk(repo, args.point) as (point, volumes):
+    with open_repo(args, read_only=True) as repo, point_disk(repo, args.point) as (point, volumes):
         for spec in args.paths:
             location = paths.parse(spec)
             _, fs = paths.select(volumes, location)

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with open_repo(args) as repo:
+    with open_repo(args, read_only=True) as repo:
         stats = repository_stats(repo)
     if args.json:
         print_json(stats.__dict__)

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
+    repo = open_repo(args, read_only=not args.repair_from)
     point = repo.resolve(args.point) if args.point else None
     repair = None
     with progress_bar(0, "verify") as advance:

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cairn.errors import StorageFull
+from cairn.errors import ReadOnlyRepository, StorageFull
 from cairn.store import sqlite
 
 SCHEMA_VERSION = 3
@@ -145,23 +145,51 @@ _POINT_COLUMNS = (
 )
 
 
+_CREATE_TABLE = "CREATE TABLE IF NOT EXISTS "
+
+
 def _chunked(items: list[bytes], size: int = 500) -> Iterator[list[bytes]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
 
 class Catalog:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        """``read_only``: never write (read-only media, read permission only); a change
+        then raises `ReadOnlyRepository`."""
         self.path = path
-        self.db = sqlite.connect(path)
+        self.read_only = read_only
+        self.db = sqlite.connect_read_only(path) if read_only else sqlite.connect(path)
         self._depth = 0
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
         if self.db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            if read_only:
+                raise ReadOnlyRepository(str(path.parent), "its catalog must first be "
+                                         "upgraded to this cairn's format")
+            self.ensure_schema(SCHEMA, f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def ensure_schema(self, schema: str, *then: str) -> None:
+        """Create the tables of ``schema`` (``CREATE ... IF NOT EXISTS`` statements) when
+        one is missing, then run ``then``, in one transaction; nothing is written (and no
+        write lock waited for) when all are there.
+
+        Read-only, a missing table is made empty in the connection's own TEMP schema
+        (what an old repository never wrote is simply none), and indexes are skipped.
+        """
+        statements = [s.strip() for s in schema.split(";") if s.strip()]
+        missing = [s for s in statements if s.upper().startswith(_CREATE_TABLE)
+                   and not self.db.execute(
+                       "SELECT 1 FROM main.sqlite_master WHERE type='table' AND name=?",
+                       (s[len(_CREATE_TABLE):].split("(", 1)[0].strip(),)).fetchone()]
+        if self.read_only:
+            for statement in missing:
+                self.db.execute("CREATE TEMP TABLE IF NOT EXISTS "
+                                + statement[len(_CREATE_TABLE):])
+        elif missing or then:
             with self.transaction() as db:
-                for statement in filter(str.strip, SCHEMA.split(";")):
+                for statement in [*statements, *then]:
                     db.execute(statement)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @classmethod
     def create(cls, path: Path) -> Catalog:
@@ -180,6 +208,8 @@ class Catalog:
         so a caller can read (neighbours, say), compute and write as one unit while other
         processes sharing the catalog wait.
         """
+        if self.read_only:
+            raise ReadOnlyRepository(str(self.path.parent), "opened read-only")
         if self._depth:
             self._depth += 1
             try:
@@ -203,6 +233,8 @@ class Catalog:
         except sqlite3.OperationalError as exc:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
+            if "readonly" in str(exc):
+                raise ReadOnlyRepository(str(self.path.parent), "SQLite: " + str(exc)) from exc
             full = sqlite.full_disk(exc, self.path)
             if full is exc:
                 raise
@@ -409,10 +441,10 @@ class Catalog:
 
     def clear_bad(self, hashes: list[bytes]) -> None:
         """Forget the quarantine of chunks found good again (verify re-read them). On a
-        full disk they stay quarantined: the next verify reads them again."""
+        full disk or read-only they stay quarantined: the next verify reads them again."""
         if not hashes:
             return
-        with contextlib.suppress(StorageFull), self.transaction() as db:
+        with contextlib.suppress(StorageFull, ReadOnlyRepository), self.transaction() as db:
             db.executemany("DELETE FROM bad_chunks WHERE hash = ?", ((h,) for h in hashes))
 
     # -- deletion ------------------------------------------------------------------------

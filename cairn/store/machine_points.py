@@ -75,12 +75,7 @@ class MachinePoints:
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        have = catalog.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' "
-                                  "AND name='machine_point_volumes'").fetchone()
-        if not have:
-            with catalog.transaction() as db:
-                for statement in filter(str.strip, SCHEMA.split(";")):
-                    db.execute(statement)
+        catalog.ensure_schema(SCHEMA)
 
     def record(self, point_id: str, machine: str, created: float, consistency: str,
                note: str, members: list[tuple[str, RecoveryPoint]]) -> MachinePoint:

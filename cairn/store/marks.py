@@ -91,7 +91,7 @@ def deletion_window() -> float:
 
 
 def _ensure(repo: Repository) -> None:
-    repo.catalog.db.execute(_TABLE)
+    repo.catalog.ensure_schema(_TABLE)
 
 
 def all_marks(repo: Repository) -> dict[str, Marks]:

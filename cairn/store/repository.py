@@ -25,7 +25,9 @@ from cairn.errors import (
     Corruption,
     Locked,
     NotARepository,
+    ReadOnlyRepository,
     RepositoryExists,
+    RepositoryUnreadable,
     UnknownPoint,
     UnknownVolume,
     UsageError,
@@ -74,10 +76,47 @@ class RepositoryConfig:
         return cls(**{k: v for k, v in raw.items() if k in known})
 
 
-def local_backend(path: Path, config: RepositoryConfig) -> Backend:
+def local_backend(path: Path, config: RepositoryConfig, read_only: bool = False) -> Backend:
     if config.layout == "packs":
-        return PackBackend(path)
-    return LocalBackend(path)
+        return PackBackend(path, read_only)
+    return LocalBackend(path, read_only)
+
+
+def read_config(path: Path) -> RepositoryConfig:
+    """The config of the repository at ``path``. Only a folder with no config at all is
+    "not a repository": one this user cannot read, or whose config is damaged, is said to
+    be so, never answered with "create one" (a second history beside the first)."""
+    where = str(path)
+    try:
+        text = (path / "config.json").read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotARepository(where) from None
+    except OSError as exc:
+        raise RepositoryUnreadable(where, exc.strerror or str(exc)) from None
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise Corruption(f"{where}/config.json is damaged (not JSON): put back a copy of it "
+                         "from a replica or backup of the repository; do not run `cairn "
+                         "init` over it") from None
+    return RepositoryConfig.from_json(raw, where)
+
+
+def check_access(path: Path, read_only: bool) -> None:
+    """Refuse, naming the problem and the fix, a repository this user cannot read, or
+    cannot write when the command writes (SQLite would only say "unable to open database
+    file" or "attempt to write a readonly database")."""
+    files = [path / "catalog.db", *[p for p in (path / "packs.db",) if p.exists()]]
+    for f in files:
+        if not os.access(f, os.R_OK):
+            raise RepositoryUnreadable(str(path), f"permission denied on {f.name}")
+    if read_only:
+        return
+    for f in [path, *files]:
+        if not os.access(f, os.W_OK):
+            rofs = os.statvfs(path).f_flag & os.ST_RDONLY
+            raise ReadOnlyRepository(str(path), "a read-only file system" if rofs
+                                     else f"this user may not write {f.name}")
 
 
 def check_block_size(block_size: int) -> int:
@@ -173,8 +212,11 @@ class Repository:
         self.path = path
         self.config = config
         self.block_size = config.block_size
-        (path / "locks").mkdir(parents=True, exist_ok=True)
-        self.catalog = Catalog(path / "catalog.db")
+        self.read_only: bool = getattr(backend, "read_only", False)
+        """Opened for reading only (`Repository.open`): nothing here is written."""
+        if not self.read_only:
+            (path / "locks").mkdir(parents=True, exist_ok=True)
+        self.catalog = Catalog(path / "catalog.db", self.read_only)
         self.chunks = ChunkStore(backend, level=config.compression_level, key=key,
                                  max_size=max_chunk_size(config.block_size))
         self.chunks.on_damage = self.catalog.note_bad
@@ -212,19 +254,20 @@ class Repository:
         return cls(str(path), path, config, local_backend(path, config), key)
 
     @classmethod
-    def open(cls, path: Path, key_file: Path | None = None) -> Repository:
-        try:
-            raw = json.loads((path / "config.json").read_text())
-        except (OSError, ValueError):
-            raise NotARepository(str(path)) from None
-        config = RepositoryConfig.from_json(raw, str(path))
+    def open(cls, path: Path, key_file: Path | None = None,
+             read_only: bool = False) -> Repository:
+        """``read_only``: for commands that only read (points, restore, ls, verify): works
+        on read-only media and with read permission only, and writes nothing at all."""
+        config = read_config(path)
         if not (path / "catalog.db").exists():
             raise NotARepository(str(path))
+        check_access(path, read_only)
         if key_file is None and (path / "key").exists():
             key_file = path / "key"
         key = load_key(config, key_file, str(path))
-        reserve.keep(path)
-        return cls(str(path), path, config, local_backend(path, config), key)
+        if not read_only:
+            reserve.keep(path)
+        return cls(str(path), path, config, local_backend(path, config, read_only), key)
 
     def publish(self, point: RecoveryPoint) -> None:
         """Called just before ``point`` is committed to the catalog."""

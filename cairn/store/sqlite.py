@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +75,46 @@ def connect(path: Path) -> sqlite3.Connection:
             raise
         raise full from exc
     return db
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes ``path``: for reading a repository on read-only media
+    (a USB disk, a snapshot) or with read permission only.
+
+    SQLite reads a WAL database read-only when it can use (or create) its shared-memory
+    file; on read-only media after a clean close there is none and no log either, so the
+    file is read as *immutable*. A log left by a writer that was killed, where no
+    shared-memory file can be made, is applied to a private copy in memory instead (the
+    catalog's size, read once), so no committed point is missed.
+    """
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                             timeout=60.0, check_same_thread=False)
+        db.execute("PRAGMA user_version").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size:
+            return _copied(path, wal)
+        db = sqlite3.connect(f"file:{path}?immutable=1", uri=True, isolation_level=None,
+                             check_same_thread=False)
+        db.execute("PRAGMA user_version").fetchone()
+        return db
+
+
+def _copied(path: Path, wal: Path) -> sqlite3.Connection:
+    """The database with its log applied, in memory (see `connect_read_only`)."""
+    folder = Path(tempfile.mkdtemp(prefix="cairn-ro-"))
+    try:
+        shutil.copyfile(path, folder / path.name)
+        shutil.copyfile(wal, folder / wal.name)
+        source = sqlite3.connect(folder / path.name)
+        memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        source.backup(memory)
+        source.close()
+        return memory
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def full_disk(exc: sqlite3.OperationalError, path: Path) -> Exception:

@@ -36,8 +36,9 @@ def syncfs(path: Path) -> None:
 
 
 class LocalBackend:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, read_only: bool = False) -> None:
         self.root = root
+        self.read_only = read_only
 
     def _path(self, name: str) -> Path:
         return self.root / name

@@ -123,13 +123,18 @@ class _Writer:
 
 
 class PackBackend:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, read_only: bool = False) -> None:
+        """``read_only``: open nothing for writing (a repository on read-only media)."""
         self.root = root
         self.folder = root / "packs"
-        self.folder.mkdir(exist_ok=True)
-        self._db = sqlite.connect(root / "packs.db")
-        self._db.execute("PRAGMA synchronous=FULL")  # `_free` relies on a durable COMMIT
-        self._db.executescript(_SCHEMA)
+        self.read_only = read_only
+        if read_only:
+            self._db = sqlite.connect_read_only(root / "packs.db")
+        else:
+            self.folder.mkdir(exist_ok=True)
+            self._db = sqlite.connect(root / "packs.db")
+            self._db.execute("PRAGMA synchronous=FULL")  # `_free` relies on a durable COMMIT
+            self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._db_lock = threading.Lock()
         self._writer: _Writer | None = None
@@ -314,8 +319,8 @@ class PackBackend:
         with self._lock:
             fd = self._readers.get(pack)
             if fd is None:
-                fd = self._readers[pack] = os.open(self.folder / pack,
-                                                   os.O_RDWR | os.O_CLOEXEC)
+                mode = os.O_RDONLY if self.read_only else os.O_RDWR
+                fd = self._readers[pack] = os.open(self.folder / pack, mode | os.O_CLOEXEC)
             return fd
 
     def get(self, name: str) -> bytes:

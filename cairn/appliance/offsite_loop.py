@@ -4,7 +4,8 @@ Backups never wait on it (it holds only the cloud's shared lock and reads the lo
 machines are replicated one after the other so two replications never split the uplink.
 A run starts only inside its policy's window and starts no point after the window closes
 (the rest goes at the next run; a forced "run now" ignores the window). Each run
-ends by writing the appliance's own state to the bucket (`state_backup`), so the appliance
+records the cloud's points of the machine (`offsite_copies`, shown by the console) and ends
+by writing the appliance's own state to the bucket (`state_backup`), so the appliance
 can be rebuilt from the bucket. Failures are recorded on the policy; an offsite that falls
 behind raises an alert (`watch`).
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from cairn import logs
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.offsite import OffsitePolicy, OffsiteTable
+from cairn.appliance.offsite_copies import OffsiteCopies
 from cairn.appliance.state import State
 from cairn.appliance.state_backup import push
 from cairn.appliance.ticker import Ticker
@@ -40,6 +42,7 @@ class OffsiteLoop(Ticker):
         self.repo = repo
         self.state = state
         self.table = OffsiteTable(state)
+        self.copies = OffsiteCopies(state)
 
     def tick(self, now: float) -> None:
         self.run_due(now)
@@ -66,6 +69,7 @@ class OffsiteLoop(Ticker):
             if not isinstance(exc, CairnError):
                 logs.log.exception("offsite run failed")
             return
+        self.copies.record(p.machine_id, result.copies)
         report = result.json()
         try:
             report["state_bytes"] = push(self.repo, p.target, p.endpoint)

@@ -10,13 +10,15 @@ it is never sent again.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from cairn.errors import NotARepository
+from cairn.ops.points import list_points
 from cairn.ops.retention import prune
 from cairn.replication.replicate import Pace, replicate
+from cairn.store.catalog import RecoveryPoint
 from cairn.store.repository import Repository
 from cairn.store.retention import Policy
 
@@ -40,9 +42,13 @@ class OffsiteResult:
     left_for_later: int = 0
     cloud_deleted: int = 0
     seconds: float = 0.0
+    cloud_stored_bytes: int = 0
+    """what the whole cloud repository stores (every machine sending there), after the run"""
+    copies: list[RecoveryPoint] = field(default_factory=list)
+    """the cloud's points of the volumes, after its retention (not in `json`: many)"""
 
     def json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "copies"}
 
 
 def local_key(repo_path: Path) -> Path | None:
@@ -77,7 +83,8 @@ def cloud_retention(cloud: Repository, volume: str, policy: Policy) -> int:
 
 def replicate_volumes(repo_path: Path, volumes: list[str], target: OffsiteTarget
                       ) -> OffsiteResult:
-    """Send what ``target`` selects of each volume, then apply the cloud's retention."""
+    """Send what ``target`` selects of each volume, then apply the cloud's retention; the
+    result lists the cloud's points of ``volumes`` afterwards."""
     result = OffsiteResult()
     local = Repository.open(repo_path)
     try:
@@ -97,6 +104,9 @@ def replicate_volumes(repo_path: Path, volumes: list[str], target: OffsiteTarget
                 if target.retention:
                     result.cloud_deleted += cloud_retention(cloud, volume,
                                                             Policy.parse(target.retention))
+                if cloud.catalog.volume(volume) is not None:
+                    result.copies += [i.point for i in list_points(cloud, volume)]
+            result.cloud_stored_bytes = cloud.catalog.chunk_totals()[2]
         finally:
             cloud.close()
     finally:

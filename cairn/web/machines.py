@@ -7,8 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
+from cairn.appliance.offsite_copies import OffsiteCopies
 from cairn.web.auth import Auth
-from cairn.web.overview import find_machine, open_alerts, repository, summaries, timeline
+from cairn.web.overview import (
+    find_machine,
+    offsite_stored,
+    open_alerts,
+    repository,
+    summaries,
+    timeline,
+)
 from cairn.web.pages import Console, PageRoute, render
 from cairn.web.users import Session
 
@@ -27,6 +35,7 @@ def router(console: Console, auth: Auth) -> APIRouter:
         return render(request, "dashboard.html", machines=machines, counts=counts,
                       stored=sum(m.stored_local for m in machines),
                       offsite=sum(1 for m in machines if m.offsite is not None),
+                      stored_offsite=offsite_stored([m.offsite for m in machines if m.offsite]),
                       alerts=open_alerts(console))
 
     @routes.get("/machines/{name}", response_class=HTMLResponse)
@@ -35,7 +44,7 @@ def router(console: Console, auth: Auth) -> APIRouter:
         found = find_machine(console, name)
         summary = summaries(console, [found])[0]
         with repository(console) as repo:
-            rows = timeline(repo, found.name)
+            rows = timeline(repo, found.name, OffsiteCopies(console.state).points(found.id))
         first = (page - 1) * PAGE
         return render(request, "machine.html", machine=found, summary=summary,
                       rows=rows[first:first + PAGE], total=len(rows), page=page, first=first,

@@ -1,13 +1,16 @@
 """What the dashboard and a machine's page show, read from the appliance state and catalog.
 
 A machine's points are the points of its store volumes (``MACHINE.VOLUME``, see
-`cairn.appliance.uploads.store_volume`). Reads are batched so a page costs a handful of
-queries however many machines or points there are: totals per volume come in one query,
-verifications in one, and one ``latest`` lookup per volume.
+`cairn.appliance.uploads.store_volume`), here and, as of its last offsite run, in its cloud
+repository (`cairn.appliance.offsite_copies`: the bucket is never opened to draw a page).
+Reads are batched so a page costs a handful of queries however many machines or points
+there are: totals per volume come in one query, verifications in one, offsite counts in
+one, and one ``latest`` lookup per volume.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +19,7 @@ from typing import Any
 
 from cairn.alerts import Alert, AlertStore
 from cairn.appliance.offsite import OffsitePolicy, OffsiteTable
+from cairn.appliance.offsite_copies import OffsiteCopies, OffsitePoint
 from cairn.appliance.state import Machine
 from cairn.errors import UnknownPoint
 from cairn.store.catalog import RecoveryPoint, Verification
@@ -38,12 +42,44 @@ class MachineSummary:
     stored_local: int
     offsite: OffsitePolicy | None
     """Where the machine's points are copied offsite, and how the last copy went."""
+    offsite_points: int
+    """How many points its cloud repository held after the last run."""
+
+    @property
+    def cloud_stored(self) -> int | None:
+        """What the machine's cloud repository stores (shared by every machine sending
+        there), as of the last run; None before one."""
+        return _cloud_stored(self.offsite) if self.offsite else None
+
+
+def _cloud_stored(policy: OffsitePolicy) -> int | None:
+    report = json.loads(policy.last_report) if policy.last_report else {}
+    stored = report.get("cloud_stored_bytes")
+    return int(stored) if stored is not None else None
+
+
+def offsite_stored(policies: list[OffsitePolicy]) -> int:
+    """What the clouds store in all: each bucket once (machines may share one), by its
+    newest report."""
+    newest: dict[tuple[str, str | None], OffsitePolicy] = {}
+    for p in sorted(policies, key=lambda p: p.last_run or 0):
+        if _cloud_stored(p) is not None:
+            newest[(p.target, p.endpoint)] = p
+    return sum(_cloud_stored(p) or 0 for p in newest.values())
 
 
 @dataclass(frozen=True)
 class PointRow:
-    point: RecoveryPoint
+    """A timeline row: a point here, in the cloud, or both (the same id)."""
+
+    id: str
+    volume: str
+    created: float
+    size: int
+    bytes_stored: int
     verification: Verification | None
+    local: bool
+    offsite: bool
 
 
 @contextmanager
@@ -86,6 +122,7 @@ def summaries(console: Console, machines: list[Machine] | None = None) -> list[M
     machines = console.state.machines() if machines is None else machines
     schedules = {s.machine_id: s for s in console.state.schedules()}
     offsite = {p.machine_id: p for p in OffsiteTable(console.state).policies()}
+    copies = OffsiteCopies(console.state).counts()
     with repository(console) as repo:
         totals = repo.catalog.volume_totals()
         checks = repo.catalog.last_verifications()
@@ -101,7 +138,7 @@ def summaries(console: Console, machines: list[Machine] | None = None) -> list[M
                 _newest((checks.get(n) for n in names), "at"),
                 schedule.next_run if schedule else None,
                 sum(totals[n][0] for n in names), sum(totals[n][1] for n in names),
-                offsite.get(machine.id)))
+                offsite.get(machine.id), copies.get(machine.id, 0)))
     return rows
 
 
@@ -123,15 +160,22 @@ def find_machine(console: Console, name: str) -> Machine:
     return machine
 
 
-def timeline(repo: Repository, machine: str) -> list[PointRow]:
-    """The machine's points, newest first, each with its last verification."""
+def timeline(repo: Repository, machine: str, offsite: list[OffsitePoint]) -> list[PointRow]:
+    """The machine's points here and ``offsite``, newest first, each with its last
+    verification; a point in both places is one row."""
     verifications = repo.catalog.verifications()
     points: list[RecoveryPoint] = []
     for volume in repo.catalog.volumes():
         if volume.name.startswith(machine + "."):
             points.extend(repo.catalog.points(volume.id))
-    points.sort(key=lambda p: p.created, reverse=True)
-    return [PointRow(p, verifications.get(p.id)) for p in points]
+    remote = {p.id for p in offsite}
+    rows = [PointRow(p.id, p.volume, p.created, p.size, p.bytes_stored,
+                     verifications.get(p.id), True, p.id in remote) for p in points]
+    here = {p.id for p in points}
+    rows += [PointRow(p.id, p.volume, p.created, p.size, p.bytes_stored, None, False, True)
+             for p in offsite if p.id not in here]
+    rows.sort(key=lambda r: r.created, reverse=True)
+    return rows
 
 
 def find_point(repo: Repository, point_id: str) -> RecoveryPoint:

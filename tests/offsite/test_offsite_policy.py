@@ -4,6 +4,7 @@ that is never undone by the next replication (scheduled or by hand), and bad inp
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,14 @@ def _policy(app: Appliance) -> dict[str, Any]:
 def _cloud_points(app: Appliance, url: str, env: dict[str, str]) -> list[str]:
     out = cairn("points", "--repo", url, "--json", env=env).stdout
     return [p["id"] for p in json.loads(out)]
+
+
+def _offsite_copies(app: Appliance) -> list[str]:
+    db = sqlite3.connect(f"file:{app.repo / 'appliance.db'}?mode=ro", uri=True)
+    try:
+        return [r[0] for r in db.execute("SELECT point_id FROM offsite_points ORDER BY created")]
+    finally:
+        db.close()
 
 
 def test_policy_replicates_on_schedule_and_cloud_retention_sticks(
@@ -46,6 +55,8 @@ def test_policy_replicates_on_schedule_and_cloud_retention_sticks(
         assert first["last_report"]["points_sent"] == 3
         assert first["last_report"]["cloud_deleted"] == 2
         assert _cloud_points(app, cloud_url, env) == [local[-1]]
+        assert first["last_report"]["cloud_stored_bytes"] > 0
+        assert _offsite_copies(app) == [local[-1]]  # what the console's timeline shows
         # The next run sends nothing again: the cloud's retention removed those points.
         again = json.loads(cairn("offsite", *app.admin_args(), "--json", "run", "web01",
                                  "--wait").stdout)["last_report"]

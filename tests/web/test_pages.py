@@ -154,6 +154,36 @@ def test_offsite_copies_are_on_the_dashboard(site: Site) -> None:
     assert "s3://offsite/acme" in page
 
 
+def test_offsite_points_are_in_the_timeline(site: Site) -> None:
+    import dataclasses
+    import time
+
+    from cairn.appliance.offsite import OffsiteSettings, OffsiteTable
+    from cairn.appliance.offsite_copies import OffsiteCopies
+
+    machine = site.state.machine("web01")
+    assert machine is not None
+    table = OffsiteTable(site.state)
+    table.set(machine.id, OffsiteSettings("s3://offsite/acme", "http://127.0.0.1:1", 3600, "all",
+                                          None, None, None))
+    older, newer = site.points
+    # The cloud keeps an even older point that local retention removed, and the newer one.
+    gone = dataclasses.replace(older, id="0ff517e0ff517e0ff517e0ff", created=older.created - 86400)
+    OffsiteCopies(site.state).record(machine.id, [gone, newer])
+    table.finished(table.policies(machine.id)[0], time.time(), None,
+                   {"points_sent": 1, "cloud_stored_bytes": 3 << 20})
+    login(site.client, "victor")
+    dashboard = re.sub(r"\s+", " ", site.client.get("/").text)
+    assert "stored offsite: 3.0 MiB" in dashboard and "2 points in s3://offsite/acme" in dashboard
+    page = site.client.get("/machines/web01").text
+    rows = re.findall(r"<tr>\s*<td>.*?</tr>", page, re.S)
+    assert len(rows) == 3
+    assert f'href="/points/{newer.id}"' in rows[0] and "here and offsite" in rows[0]
+    assert f'href="/points/{older.id}"' in rows[1] and "<td>here</td>" in rows[1]
+    assert gone.id in rows[2] and "offsite only" in rows[2] and "href" not in rows[2]
+    assert "2 points in s3://offsite/acme, which stores 3.0 MiB" in page
+
+
 def test_a_point_with_a_clone_is_not_deleted(site: Site) -> None:
     from cairn.store.clones import create_clone
 

@@ -9,7 +9,6 @@ the appliance runs). Detection never fails a backup: an error is logged as an ev
 from __future__ import annotations
 
 from cairn import logs
-from cairn.alerts import raise_alert
 from cairn.errors import CairnError
 from cairn.insights.ransomware import Finding, examine
 from cairn.store.catalog import RecoveryPoint
@@ -28,6 +27,8 @@ def after_backup(repo: Repository, point: RecoveryPoint, machine: str = "") -> F
                turned_incompressible=finding.turned_blocks, scanned=finding.scanned,
                flagged=bool(finding.reasons), seconds=round(finding.seconds, 4))
     if finding.reasons:
+        from cairn.alerts import raise_alert  # a flagged point only: most backups never alert
+
         raise_alert(repo.path, "ransomware",
                     f"point {point.id} of {point.volume} looks like ransomware at work: "
                     f"{'; '.join(finding.reasons)}: check the machine now; the point and "

@@ -11,17 +11,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cairn.errors import DestinationError, UnknownPoint
-from cairn.ops.retention import keep_reasons
-from cairn.restore.convert import restore_as
 from cairn.store import marks
-from cairn.store.clones import Clone, create_clone, remove_clone
-from cairn.store.delete import delete_points
 from cairn.store.machine_points import MachinePoint, MachinePoints
-from cairn.store.reader import PointReader
 from cairn.store.repository import Repository
-from cairn.store.retention import Policy, select
+
+if TYPE_CHECKING:
+    from cairn.store.clones import Clone
+    from cairn.store.retention import Policy
+
+# `resolve` is on the path of every restore, delete and points listing: what only restoring,
+# cloning, deleting or pruning a machine point needs is imported by those functions, so a
+# cold `cairn restore` of a volume point does not read retention, clones and qemu-img's code.
 
 Advance = Callable[[int], None]
 
@@ -64,6 +67,9 @@ def get(repo: Repository, ref: str) -> MachinePoint:
 def restore_machine_point(repo: Repository, mp: MachinePoint, folder: Path, fmt: str = "raw",
                           advance: Advance | None = None) -> list[Path]:
     """Write each disk of ``mp`` to ``folder/<disk>.<fmt>``; returns the files in disk order."""
+    from cairn.restore.convert import restore_as
+    from cairn.store.reader import PointReader
+
     if folder.exists() and not folder.is_dir():
         raise DestinationError(f"{folder} is a file: a machine point restores into a folder, "
                                "one image per disk")
@@ -79,6 +85,8 @@ def restore_machine_point(repo: Repository, mp: MachinePoint, folder: Path, fmt:
 def clone_machine_point(repo: Repository, mp: MachinePoint, name: str | None = None
                         ) -> list[Clone]:
     """A writable clone of every disk, named ``<name>.<disk>``; all or none are made."""
+    from cairn.store.clones import create_clone, remove_clone
+
     base = name or f"{mp.machine}-{mp.id[:6]}"
     made: list[Clone] = []
     try:
@@ -93,6 +101,8 @@ def clone_machine_point(repo: Repository, mp: MachinePoint, name: str | None = N
 
 def delete_machine_points(repo: Repository, mps: Sequence[MachinePoint]) -> int:
     """Delete every volume point of ``mps``, then the groups; returns chunks freed."""
+    from cairn.store.delete import delete_points
+
     freed = delete_points(repo, [m.point for mp in mps for m in mp.members])
     store = MachinePoints(repo.catalog)
     for mp in mps:
@@ -101,6 +111,9 @@ def delete_machine_points(repo: Repository, mps: Sequence[MachinePoint]) -> int:
 
 
 def plan_prune(repo: Repository, machine: str, policy: Policy) -> PrunePlan:
+    from cairn.ops.retention import keep_reasons
+    from cairn.store.retention import select
+
     points = list_machine_points(repo, machine)
     if not points:
         raise UnknownPoint(f"{machine}@latest")

@@ -12,11 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cairn.ops.machine_points import delete_machine_points
-from cairn.ops.machine_points import resolve as resolve_machine_point
 from cairn.store import marks
 from cairn.store.catalog import RecoveryPoint, Verification
-from cairn.store.delete import delete_points
 from cairn.store.repository import Repository
 
 
@@ -76,6 +73,11 @@ def points_of(repo: Repository, volumes: Sequence[str]) -> dict[str, list[PointI
 def delete(repo: Repository, refs: Sequence[str]) -> DeleteResult:
     """Delete what ``refs`` name (point ids, prefixes, ``VOLUME@latest``, machine points); a
     point with a clone is refused (`InUse`) before anything is deleted."""
+    # here, not at the top: `cairn backup` and `cairn points` print points with this module
+    from cairn.ops.machine_points import delete_machine_points
+    from cairn.ops.machine_points import resolve as resolve_machine_point
+    from cairn.store.delete import delete_points
+
     targets = [(ref, resolve_machine_point(repo, ref)) for ref in refs]
     machine_points = [mp for _, mp in targets if mp is not None]
     points = [repo.resolve(ref) for ref, mp in targets if mp is None]

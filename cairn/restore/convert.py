@@ -7,8 +7,6 @@ the point's data, not its size, and is removed whatever happens.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +25,9 @@ def restore_as(reader: PointReader, dest: Path, fmt: str,
         raise UsageError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if fmt == "raw":
         return restore_image(reader, dest, progress, ignore_damage)
+    import shutil  # here: a raw restore, the usual one, never pays for these
+    import subprocess
+
     qemu_img = shutil.which("qemu-img")
     if qemu_img is None:
         raise UsageError(f"--format {fmt} needs qemu-img: install it (apt-get install qemu-utils)")

@@ -22,7 +22,6 @@ from cairn.store.catalog import RecoveryPoint
 from cairn.store.clones import refuse_if_cloned
 from cairn.store.pins import exclusive, in_use
 from cairn.store.repository import Repository, tolerant_nodes
-from cairn.store.verify import expected_refs
 
 
 def delete_points(repo: Repository, points: Iterable[RecoveryPoint]) -> int:
@@ -83,6 +82,8 @@ def _delete_one(repo: Repository, point: RecoveryPoint) -> None:
     if decrements is not None:
         repo.catalog.delete_point(point, decrements)
         return
+    from cairn.store.verify import expected_refs  # damage only: verify is a large module
+
     repo.catalog.forget_points([point.id])
     repo.catalog.recount(expected_refs(repo, tolerant_nodes(repo)))
 

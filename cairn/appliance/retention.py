@@ -26,14 +26,16 @@ from cairn.store.retention import Policy
 def apply(repo_path: Path, state: State, machine: Machine) -> dict[str, Any] | None:
     """Prune the machine's volumes by its policy; None when it has no policy.
 
-    Returns ``{"deleted": [...], "kept": [{"id", "reasons"}], "deferred": [volumes],
-    "error": None}``; raises what the store raises, except `Locked` (deferred).
+    Returns ``{"deleted": [...], "held_until": T, "kept": [{"id", "reasons"}], "deferred":
+    [volumes], "error": None}``: deleted points are held restorable until ``T`` (None when
+    nothing went); raises what the store raises, except `Locked` (deferred).
     """
     schedule = state.schedule(machine.id)
     if schedule is None or not schedule.retention:
         return None
     policy = Policy.parse(schedule.retention)
-    outcome: dict[str, Any] = {"deleted": [], "kept": [], "deferred": [], "error": None}
+    outcome: dict[str, Any] = {"deleted": [], "held_until": None, "kept": [], "deferred": [],
+                               "error": None}
     with Repository.open(repo_path) as repo:
         for volume, _ in state.volumes(machine.id):
             name = store_volume(machine.name, volume)
@@ -46,6 +48,7 @@ def apply(repo_path: Path, state: State, machine: Machine) -> dict[str, Any] | N
                 outcome["deferred"].append(volume)
                 continue
             outcome["deleted"] += result.deleted
+            outcome["held_until"] = result.held_until or outcome["held_until"]
             outcome["kept"] += result.plan.kept_json()
     if outcome["deleted"]:
         metrics.add("cairn_points_pruned_total", len(outcome["deleted"]))

@@ -30,10 +30,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=run)
 
 
-def _action(reasons: list[str] | None, dry_run: bool) -> str:
+def _action(reasons: list[str] | None, dry_run: bool, held_until: float | None) -> str:
     if reasons:
         return f"keep ({', '.join(reasons)})"
-    return "would delete" if dry_run else "deleted"
+    if dry_run:
+        return "would delete"
+    return f"deleted (restorable until {when(held_until)})" if held_until else "deleted"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(result.json())
         return 0
     table(["ID", "CREATED", "ACTION"],
-          [[p.id, when(p.created), _action(result.plan.reasons.get(p.id), args.dry_run)]
+          [[p.id, when(p.created),
+            _action(result.plan.reasons.get(p.id), args.dry_run, result.held_until)]
            for p in result.plan.points])
     return 0
 
@@ -58,9 +61,10 @@ def _prune_machine(repo: Repository, args: argparse.Namespace, policy: Policy) -
         print_json({"machine": args.machine, "dry_run": args.dry_run,
                     "kept": [{"id": mp.id, "rules": plan.kept[mp.id]} for mp in points
                              if mp.id in plan.kept],
-                    "deleted": [mp.id for mp in plan.doomed]})
+                    "deleted": [mp.id for mp in plan.doomed], "held_until": plan.held_until})
         return 0
     table(["MACHINE POINT", "CREATED", "ACTION"],
-          [[mp.id, when(mp.created), _action(plan.kept.get(mp.id), args.dry_run)]
+          [[mp.id, when(mp.created), _action(plan.kept.get(mp.id), args.dry_run,
+                                             plan.held_until)]
            for mp in points])
     return 0

@@ -43,13 +43,17 @@ class PrunePlan:
     kept: dict[str, list[str]]
     """machine point id -> the rules, or the keep reasons of its disks' points, that keep it"""
     doomed: list[MachinePoint]
+    held_until: float | None = None
+    """when the doomed machine points are reclaimed (restorable with `undelete` until
+    then); None on a dry run or when nothing was doomed"""
 
 
 def list_machine_points(repo: Repository, machine: str | None = None) -> list[MachinePoint]:
-    """Machine points, leaving out those deleted and held for the deletion window."""
+    """Machine points, leaving out those deleted and held for the deletion window (and any
+    group whose disks' points are all gone)."""
     held = {p.id for p, _m in marks.held_points(repo)}
     return [mp for mp in MachinePoints(repo.catalog).list(machine)
-            if not any(m.point.id in held for m in mp.members)]
+            if mp.members and not any(m.point.id in held for m in mp.members)]
 
 
 def resolve(repo: Repository, ref: str) -> MachinePoint | None:
@@ -127,7 +131,13 @@ def plan_prune(repo: Repository, machine: str, policy: Policy) -> PrunePlan:
 
 def prune_machine(repo: Repository, machine: str, policy: Policy,
                   dry_run: bool = False) -> PrunePlan:
+    """Hold the machine points ``policy`` does not keep, whole, for the deletion window (as
+    `ops.retention.prune` holds volume points), then reclaim those whose window passed."""
+    from cairn.ops.retention import purge
+
     plan = plan_prune(repo, machine, policy)
-    if not dry_run:
-        delete_machine_points(repo, plan.doomed)
-    return plan
+    if dry_run or not plan.doomed:
+        return plan
+    until = marks.hold(repo, [m.point for mp in plan.doomed for m in mp.members])
+    purge(repo)
+    return PrunePlan(plan.kept, plan.doomed, until)

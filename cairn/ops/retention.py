@@ -20,7 +20,8 @@ from cairn.errors import InUse
 from cairn.store import marks
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.clones import list_clones
-from cairn.store.delete import delete_points, purge_expired
+from cairn.store.delete import purge_expired
+from cairn.store.machine_points import MachinePoints
 from cairn.store.repository import Repository
 from cairn.store.retention import Policy, select
 
@@ -73,11 +74,13 @@ class RetentionPlan:
 @dataclass(frozen=True)
 class RetentionResult:
     """A plan and what carrying it out did: ``deleted`` is what the plan dooms (what it
-    would delete, on a dry run)."""
+    would delete, on a dry run), held restorable until ``held_until``; ``freed_chunks`` is
+    what held points whose window had passed gave back."""
 
     plan: RetentionPlan
     dry_run: bool
     freed_chunks: int = 0
+    held_until: float | None = None
 
     @property
     def deleted(self) -> list[str]:
@@ -86,7 +89,7 @@ class RetentionResult:
     def json(self) -> dict[str, Any]:
         return {"volume": self.plan.volume, "dry_run": self.dry_run,
                 "kept": self.plan.kept_json(), "deleted": self.deleted,
-                "freed_chunks": self.freed_chunks}
+                "held_until": self.held_until, "freed_chunks": self.freed_chunks}
 
 
 def plan(repo: Repository, volume: str, policy: Policy) -> RetentionPlan:
@@ -102,17 +105,26 @@ def prune(repo: Repository, volume: str, policy: Policy, dry_run: bool = False
           ) -> RetentionResult:
     """Plan, and unless ``dry_run`` delete what the plan does not keep.
 
-    Deleted points are held for the deletion window (`marks`), and points whose window
-    ended are purged. A clone made between planning and deleting makes the store refuse the delete
-    (`InUse`) before anything goes; the plan is then made once more, with that clone seen.
+    Deleted points are held for the deletion window (`marks.hold`), restorable with
+    `cairn undelete` as after `cairn delete`: a stolen login that sets a policy of one
+    point must not destroy the rest. Held points whose window ended are then reclaimed
+    (`purge`). A clone made between planning and holding makes the hold refuse (`InUse`)
+    before anything is marked; the plan is then made once more, with that clone seen.
     """
     planned = plan(repo, volume, policy)
     if dry_run:
         return RetentionResult(planned, dry_run=True)
     try:
-        freed = delete_points(repo, planned.doomed)
+        until = marks.hold(repo, planned.doomed)
     except InUse:
         planned = plan(repo, volume, policy)
-        freed = delete_points(repo, planned.doomed)
-    purge_expired(repo)
-    return RetentionResult(planned, False, freed)
+        until = marks.hold(repo, planned.doomed)
+    return RetentionResult(planned, False, purge(repo), until if planned.doomed else None)
+
+
+def purge(repo: Repository) -> int:
+    """Reclaim the held points whose deletion window has passed (`purge_expired`), and drop
+    the machine-point groups left without a disk; returns the chunks freed."""
+    freed = purge_expired(repo)
+    MachinePoints(repo.catalog).forget_empty()
+    return freed

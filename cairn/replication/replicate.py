@@ -96,10 +96,11 @@ def _check_compatible(local: Repository, cloud: Repository) -> Cloud:
 
 def _wanted(local: Repository, cloud: Repository, remote: Cloud, volume_id: int | None,
             send: str, report: Report) -> list[RecoveryPoint]:
-    """What to send, from the cloud's points and tombstones (read under the lock)."""
+    """What to send, from the cloud's points and tombstones (read under the lock); points
+    deleted there and still held count as removed (they are not sent again either)."""
     removed = remote.removed()
     points = marks.live_points(local, volume_id)
-    gone = {r.id for r in removed}
+    gone = {r.id for r in removed} | {p.id for p, _m in marks.held_points(cloud)}
     report.not_sent_removed = sum(p.id in gone for p in points)
     known = [Known(p.id, p.volume, p.created) for p in cloud.catalog.points()]
     return choose(points, known + [Known(r.id, r.volume, r.created) for r in removed], send)

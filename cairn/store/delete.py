@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from cairn.errors import Corruption
 from cairn.store import marks, runs
 from cairn.store.catalog import RecoveryPoint
-from cairn.store.clones import refuse_if_cloned
+from cairn.store.clones import list_clones, refuse_if_cloned
 from cairn.store.pins import exclusive, in_use
 from cairn.store.repository import Repository, tolerant_nodes
 
@@ -90,6 +90,7 @@ def _delete_one(repo: Repository, point: RecoveryPoint) -> None:
 
 def purge_expired(repo: Repository) -> int:
     """Really delete the held points whose deletion window has passed; chunks freed.
-    A point still exported or booted (`pins`) waits for a later purge."""
-    due = [p for p in marks.expired(repo) if not in_use(repo, p)]
+    A point still exported or booted (`pins`), or cloned while held, waits for a later
+    purge (a refusal here would fail every write command after it)."""
+    due = [p for p in marks.expired(repo) if not in_use(repo, p) and not list_clones(repo, p.id)]
     return delete_points(repo, due) if due else 0

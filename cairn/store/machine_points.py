@@ -136,6 +136,12 @@ class MachinePoints:
                              "give more characters")
         return self.get(ids[0]) if ids else None
 
+    def forget_empty(self) -> None:
+        """Drop the groups whose volume points are all gone (reclaimed after a hold)."""
+        with self.catalog.transaction() as db:
+            db.execute("DELETE FROM machine_points WHERE id NOT IN "
+                       "(SELECT machine_point_id FROM machine_point_volumes)")
+
     def forget(self, point_id: str) -> None:
         """Drop the group row once its volume points are gone."""
         with self.catalog.transaction() as db:

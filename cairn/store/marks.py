@@ -32,6 +32,7 @@ from typing import Any
 
 from cairn.errors import PointLocked, UsageError
 from cairn.store.catalog import RecoveryPoint
+from cairn.store.clones import refuse_if_cloned
 from cairn.store.repository import Repository
 
 DEFAULT_WINDOW = 3 * 86400
@@ -166,9 +167,12 @@ def flag(repo: Repository, point: RecoveryPoint, reasons: Sequence[str]) -> None
 def hold(repo: Repository, points: Sequence[RecoveryPoint], window: float | None = None
          ) -> float:
     """Delete ``points`` reversibly: hidden, whole, reclaimed after the window; returns
-    when. Locked points are refused before anything is marked."""
+    when. Locked points and points with clones are refused before anything is marked, as
+    `delete_points` refuses them: a hold must end in a reclaim that can succeed."""
     now = time.time()
     refuse_if_locked(repo, points, now)
+    for p in points:
+        refuse_if_cloned(repo, p)
     purge = now + (deletion_window() if window is None else window)
     for p in points:
         _store(repo, p, replace(marks_of(repo, p.id), deleted_at=now, purge_after=purge))

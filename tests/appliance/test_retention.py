@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,9 @@ def test_scheduled_retention_keeps_a_cloned_point_and_the_agent_runs_on(
         assert job["retention"]["error"] is None, job
         assert {"id": cloned, "rules": ["has a clone"]} in job["retention"]["kept"], job
     assert second["points"][0] in third["retention"]["deleted"]
+    assert third["retention"]["held_until"] > time.time()  # held restorable, not gone
+    held = json.loads(cairn("points", "--repo", appliance.repo, "--deleted", "--json").stdout)
+    assert second["points"][0] in [p["id"] for p in held]
     assert daemon.poll() is None, (agent.dir / "agent.log").read_text()[-3000:]
     points = json.loads(cairn("points", "--repo", appliance.repo, "--json").stdout)
     assert [p["id"] for p in points] == [cloned, third["points"][0]]

@@ -67,7 +67,9 @@ def test_a_locked_point_survives_delete_prune_and_unlock_until_its_date(
     pruned = json.loads(ok("prune", "--repo", repo, "--volume", "web01-sda", "--keep-last",
                            "1", "--json"))
     assert pruned["deleted"] == [second]
+    assert pruned["held_until"] > time.time() + 2 * 86400  # pruned = held, as deleted
     assert [p["id"] for p in listed(repo)] == [first, points[2][0]]
+    assert [p["id"] for p in listed(repo, "--deleted")] == [second]
     out = tmp_path / "out.img"
     ok("restore", "--repo", repo, first, out)
     assert out.read_bytes() == points[0][1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -10,9 +11,13 @@ import pytest
 from cairn.errors import UnknownVolume, UsageError
 from cairn.ops import retention
 from cairn.ops.clones import clone, remove
+from cairn.ops.machine_points import list_machine_points, prune_machine
+from cairn.store import marks
 from cairn.store.catalog import RecoveryPoint
+from cairn.store.machine_points import MachinePoints
 from cairn.store.repository import Repository
 from cairn.store.retention import Policy
+from cairn.store.verify import verify
 from tests.store.helpers import backup, make_image, mutate
 
 
@@ -22,14 +27,16 @@ def repo(tmp_path: Path) -> Iterator[Repository]:
         yield repo
 
 
-def _points(repo: Repository, tmp_path: Path, count: int) -> list[RecoveryPoint]:
+def _points(repo: Repository, tmp_path: Path, count: int, volume: str = "v"
+            ) -> list[RecoveryPoint]:
+    tmp_path.mkdir(exist_ok=True)
     img = tmp_path / "disk.img"
     data = make_image(img, 512 * 1024, seed=1)
     points = []
     for i in range(count):
         if i:
             mutate(img, data, seed=i)
-        points.append(backup(repo, "v", img))
+        points.append(backup(repo, volume, img))
     return points
 
 
@@ -44,11 +51,33 @@ def test_prune_keeps_what_the_policy_and_the_clones_keep(repo: Repository,
     result = retention.prune(repo, "v", Policy(last=1))
     assert result.json()["kept"] == [{"id": second.id, "rules": ["has a clone"]},
                                      {"id": fourth.id, "rules": ["last"]}]
-    assert result.deleted == [first.id, third.id] and result.freed_chunks > 0
-    assert [p.id for p in repo.catalog.points()] == [second.id, fourth.id]
+    assert result.deleted == [first.id, third.id]
+    assert [p.id for p in marks.live_points(repo)] == [second.id, fourth.id]
 
     remove(repo, ["held"])
     assert retention.prune(repo, "v", Policy(last=1)).deleted == [second.id]
+
+
+def test_pruned_points_are_held_restorable_then_reclaimed(
+        repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a policy removes stays whole for the deletion window, as after `cairn delete`:
+    a stolen login that sets "last=1" can be undone."""
+    first, second, third = _points(repo, tmp_path, 3)
+    result = retention.prune(repo, "v", Policy(last=1))
+    assert result.deleted == [first.id, second.id] and result.freed_chunks == 0
+    assert result.held_until == pytest.approx(time.time() + marks.DEFAULT_WINDOW, abs=60)
+    assert result.json()["held_until"] == result.held_until
+    assert [p.id for p, _ in marks.held_points(repo)] == [first.id, second.id]
+    assert [p.id for p in repo.catalog.points()] == [first.id, second.id, third.id]
+    assert retention.prune(repo, "v", Policy(last=1)).deleted == []  # held: out of the plan
+
+    marks.undelete(repo, first)
+    assert [p.id for p in marks.live_points(repo)] == [first.id, third.id]
+    monkeypatch.setenv("CAIRN_DELETE_WINDOW", "0s")
+    again = retention.prune(repo, "v", Policy(last=1))
+    assert again.deleted == [first.id] and again.freed_chunks > 0
+    assert [p.id for p in repo.catalog.points()] == [second.id, third.id]  # still held
+    assert verify(repo).ok
 
 
 def test_a_keep_rule_added_later_is_honoured(repo: Repository, tmp_path: Path,
@@ -71,3 +100,26 @@ def test_bad_requests_are_usage_errors(repo: Repository, tmp_path: Path) -> None
         retention.prune(repo, "v", Policy())
     with pytest.raises(UnknownVolume):
         retention.plan(repo, "nope", Policy(last=1))
+
+
+def test_machine_points_are_pruned_whole_into_the_hold(repo: Repository,
+                                                       tmp_path: Path) -> None:
+    """A machine point the policy drops is held whole (every disk), and once reclaimed its
+    group goes too: no empty machine point is left listed."""
+    store = MachinePoints(repo.catalog)
+    disks = {name: _points(repo, tmp_path / name, 2, volume=f"web01-{name}")
+             for name in ("vda", "vdb")}
+    for n, (vda, vdb) in enumerate(zip(disks["vda"], disks["vdb"], strict=True)):
+        store.record(f"mp{n:06d}", "web01", vda.created, "crash", "",
+                     [("vda", vda), ("vdb", vdb)])
+    first = store.get("mp000000")
+    assert first is not None
+    plan = prune_machine(repo, "web01", Policy(last=1))
+    assert [mp.id for mp in plan.doomed] == ["mp000000"] and plan.held_until is not None
+    assert sorted(p.id for p, _ in marks.held_points(repo)) == sorted(
+        m.point.id for m in first.members)
+    assert [mp.id for mp in list_machine_points(repo, "web01")] == ["mp000001"]
+
+    marks.hold(repo, [m.point for m in first.members], window=0)  # its window ends now
+    retention.purge(repo)
+    assert [mp.id for mp in store.list("web01")] == ["mp000001"]

@@ -217,7 +217,7 @@ def test_a_dead_cloud_delete_is_swept_by_the_next(cli: Cli, cloud_url: str, tmp_
     # A sweep spares objects younger than the longest lock lifetime: shorten it, let it pass.
     cli.env["CAIRN_CLOUD_LOCK_SECONDS"] = "2"
     time.sleep(2.5)
-    cli.ok("prune", "--repo", cloud_url, "--volume", "web01-sda", "--keep-last", "1")
+    cli.ok("delete", "--repo", cloud_url, "--now", points[0][0])  # an exclusive writer
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]}
     assert stray not in keys and f"{prefix}/sweep-needed" not in keys
     report = cli.json("verify", "--repo", cloud_url, "--read-data")

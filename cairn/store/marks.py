@@ -32,7 +32,6 @@ from typing import Any
 
 from cairn.errors import PointLocked, UsageError
 from cairn.store.catalog import RecoveryPoint
-from cairn.store.clones import refuse_if_cloned
 from cairn.store.repository import Repository
 
 DEFAULT_WINDOW = 3 * 86400
@@ -169,6 +168,8 @@ def hold(repo: Repository, points: Sequence[RecoveryPoint], window: float | None
     """Delete ``points`` reversibly: hidden, whole, reclaimed after the window; returns
     when. Locked points and points with clones are refused before anything is marked, as
     `delete_points` refuses them: a hold must end in a reclaim that can succeed."""
+    from cairn.store.clones import refuse_if_cloned  # only a hold needs the clones' code
+
     now = time.time()
     refuse_if_locked(repo, points, now)
     for p in points:

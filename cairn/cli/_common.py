@@ -14,6 +14,7 @@ from typing import Any
 
 from cairn.errors import UsageError
 from cairn.store.repository import Repository
+from cairn.units import human_bytes as human_bytes  # every command's one size format
 
 
 def add_repo(parser: argparse.ArgumentParser) -> None:
@@ -78,14 +79,6 @@ def add_wait(parser: argparse.ArgumentParser) -> None:
 def print_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2)
     sys.stdout.write("\n")
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError
 
 
 def when(ts: float) -> str:

@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--guest-agent", type=Path, metavar="SOCKET",
                    help="with --qemu: the guest agent's socket, to freeze file systems for "
                         "the instant of the snapshot")
+    p.add_argument("--force", action="store_true",
+                   help="back up a source that looks wrong: empty, of another size than the "
+                        "volume's points, or like no disk (mostly text, an image container)")
     add_json(p)
     p.add_argument("source", type=Path, nargs="?", help="image file or block device")
     p.set_defaults(handler=run)
@@ -48,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give --volume NAME and a SOURCE (image file or block device), or "
                          "--qemu SOCKET for a running VM")
     with open_repo(args) as repo:
-        point, reasons = backup(repo, args.volume, args.source, args.changed_ranges, progress)
+        point, reasons = backup(repo, args.volume, args.source, args.changed_ranges, progress,
+                                args.force)
     if args.json:
         print_json({"point": point.id, **point_json(point), "flagged": bool(reasons),
                     "flag_reasons": reasons})

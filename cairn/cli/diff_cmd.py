@@ -13,7 +13,7 @@ from typing import Any
 
 from cairn.cli._common import add_json, add_repo, human_bytes, open_repo, print_json, table
 from cairn.cli._insights import add_point
-from cairn.errors import FAILURE
+from cairn.errors import InsightsError
 from cairn.insights.fs import Entry
 from cairn.insights.points import PartitionDiff, diff_points
 
@@ -36,17 +36,21 @@ def run(args: argparse.Namespace) -> int:
     with open_repo(args, read_only=True) as repo:
         a, b = repo.resolve(args.point_a), repo.resolve(args.point_b)
         results = diff_points(repo, a, b)
-    readable = [r for r in results if r.diff is not None]
+    errors = [r.error for r in results if r.error is not None]
+    if not any(r.diff is not None for r in results):
+        # nothing was compared: no "0 added, 0 removed" a script could take for "no change"
+        raise InsightsError(f"could not compare points {a.id} and {b.id}: "
+                            + ("; ".join(errors) or "neither holds a file system")
+                            + ": `cairn ls` shows what each holds")
     prefixed = len([r for r in results if r.filesystem is not None]) > 1
     if args.json:
         print_json({"a": a.id, "b": b.id,
                     "partitions": [_partition_json(r) for r in results]})
     else:
         _print(results, prefixed)
-    for r in results:
-        if r.error is not None:
-            print(f"cairn: warning: {r.error}", file=sys.stderr)
-    return 0 if readable else FAILURE
+    for error in errors:
+        print(f"cairn: warning: {error}", file=sys.stderr)
+    return 0
 
 
 def _entry_json(e: Entry) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cairn.cli._common import add_repo, is_cloud, repo_location
 from cairn.errors import UsageError
+from cairn.store.profiles import Profile, profiles_path
 from cairn.store.repository import DEFAULT_BLOCK_SIZE, Repository
 
 
@@ -17,7 +18,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help=f"block size in bytes (default {DEFAULT_BLOCK_SIZE})")
     p.add_argument("--encrypt", action="store_true",
                    help="encrypt chunks; the key is written to REPO/key and never leaves it")
+    p.add_argument("--region", default=None,
+                   help="S3 region of an s3:// repository (default: $CAIRN_S3_REGION, else "
+                        "us-east-1); remembered with its endpoint")
+    p.add_argument("--virtual-hosted", action="store_true",
+                   help="address the bucket as BUCKET.ENDPOINT (AWS) rather than "
+                        "ENDPOINT/BUCKET; remembered with its endpoint")
     p.set_defaults(handler=run)
+
+
+def _where(args: argparse.Namespace) -> Profile | None:
+    """The endpoint, region and addressing given, when more than the endpoint was."""
+    if args.region is None and not args.virtual_hosted:
+        return None
+    from cairn.store.backends.s3 import open_s3_url
+
+    given = open_s3_url(args.repo, args.endpoint, region=args.region,
+                        path_style=not args.virtual_hosted)
+    return Profile(given.endpoint, given.region, given.path_style)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,13 +48,14 @@ def run(args: argparse.Namespace) -> int:
         from cairn.store.keys import integrity_key_path
 
         repo = init_cloud(location, args.endpoint, args.block_size,
-                          Path(args.key_file) if args.key_file else None)
+                          Path(args.key_file) if args.key_file else None, _where(args))
         repo.close()
         note = ""
         if not args.key_file:
             note = (f" (integrity key in {integrity_key_path(repo.config.id)}: copy it to "
                     "every appliance that opens this repository, and keep a copy safe)")
-        print(f"created cairn cloud repository at {location}{note}")
+        print(f"created cairn cloud repository at {location}{note}; its endpoint is "
+              f"remembered in {profiles_path()}")
         return 0
     Repository.init(Path(location), block_size=args.block_size, encrypt=args.encrypt).close()
     note = f" (key in {location}/key: keep a copy somewhere safe)" if args.encrypt else ""

@@ -22,7 +22,7 @@ from cairn.insights.volume import VolumeReader
 
 EXT, XFS, NTFS, FAT = "ext", "xfs", "ntfs", "fat"
 
-_OTHER_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
+OTHERS: tuple[tuple[int, bytes, str], ...] = (
     (0, b"LUKS\xba\xbe", "a LUKS encrypted volume (unlock it on the protected machine)"),
     (512, b"LABELONE", "an LVM physical volume (not supported yet)"),
     (0x10040, b"_BHRfS_M", "a btrfs file system (not supported yet)"),
@@ -62,7 +62,7 @@ def describe_unknown(reader: VolumeReader) -> str:
     """A short phrase saying what the start of an unrecognised volume looks like."""
     if reader.size == 0:
         return "it is empty (0 bytes)"
-    for offset, magic, name in _OTHER_SIGNATURES:
+    for offset, magic, name in OTHERS:
         if reader.pread(offset, len(magic)) == magic:
             return f"found {name}"
     head = reader.pread(0, 4096)

@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 from cairn import logs
 from cairn.errors import Corruption, NotARepository, RepositoryExists, S3NoSuchBucket, UsageError
-from cairn.store import marks, runs
+from cairn.store import marks, profiles, runs
 from cairn.store.blockmap import NodeCache
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import chunk_name
@@ -371,11 +371,24 @@ class Cloud:
 
 
 def _open_backend(url: str, endpoint: str | None) -> S3Backend:
-    from cairn.store.backends.s3 import open_s3_url
+    """The bucket at ``url``: at ``endpoint`` (or the environment's) when given, else where
+    this node's profile of ``url`` says (`profiles`)."""
+    from cairn.store.backends.s3 import env_endpoint, open_s3_url
 
-    backend = open_s3_url(url, endpoint)
+    profile = profiles.load(url)
+    if profile is not None and (endpoint or env_endpoint() or profile.endpoint) \
+            .rstrip("/") == profile.endpoint.rstrip("/"):
+        backend = open_s3_url(url, profile.endpoint, region=profile.region,
+                              path_style=profile.path_style)
+    else:
+        backend = open_s3_url(url, endpoint)
     backend.max_object = RECORD_LIMIT  # until the config names the block size
     return backend
+
+
+def _remember(url: str, backend: S3Backend) -> None:
+    """Save where ``url`` was found, for the commands that follow (`profiles`)."""
+    profiles.save(url, profiles.Profile(backend.endpoint, backend.region, backend.path_style))
 
 
 class NodeFiles:
@@ -420,13 +433,22 @@ def _repository(url: str, backend: Bucket, config: RepositoryConfig,
 
 
 def init_cloud(url: str, endpoint: str | None, block_size: int = DEFAULT_BLOCK_SIZE,
-               key_file: Path | None = None) -> Repository:
+               key_file: Path | None = None, where: profiles.Profile | None = None
+               ) -> Repository:
     """A new repository in a bucket. With ``key_file`` an encryption key (normally the
     local repository's, so replication sends chunks as they are) encrypts its chunks, and
     an integrity key only authenticates; without one a new integrity key is written to
     `keys.integrity_key_path`. A missing bucket is created; a location that holds objects
-    but no repository is refused (it is someone else's data)."""
-    backend = _open_backend(url, endpoint)
+    but no repository is refused (it is someone else's data). ``where`` (endpoint, region,
+    addressing) overrides ``endpoint``; either is remembered in this node's profile."""
+    if where is None:
+        backend = _open_backend(url, endpoint)
+    else:
+        from cairn.store.backends.s3 import open_s3_url
+
+        backend = open_s3_url(url, where.endpoint, region=where.region,
+                              path_style=where.path_style)
+        backend.max_object = RECORD_LIMIT
     check_block_size(block_size)
     try:
         backend.check_bucket()
@@ -447,6 +469,7 @@ def init_cloud(url: str, endpoint: str | None, block_size: int = DEFAULT_BLOCK_S
                               integrity_id=None if key.encrypts else key.id)
     sealed = Sealer(key.secret).seal(asdict(config))
     backend.put("config.json", (json.dumps(sealed, indent=2) + "\n").encode())
+    _remember(url, backend)
     return _repository(url, backend, config, key)
 
 
@@ -495,4 +518,6 @@ def open_cloud(url: str, endpoint: str | None, key_file: Path | None = None,
         raise NotARepository(url) from None
     key = _cloud_key(config, key_file, url)
     Sealer(key.secret).open(raw, f"config.json of {url}")
+    if bucket is None and profiles.load(url) is None:
+        _remember(url, backend)
     return _repository(url, backend, config, key)

@@ -147,7 +147,7 @@ def test_full_disk_fails_cleanly_and_keeps_committed_points(small_mount: Path,
     first = json.loads(ok("backup", "--repo", repo, "--volume", "v", small, "--json"))["point"]
     big = tmp_path / "big.img"
     make_image(big, 16 * 1024 * 1024, seed=7, fill=1.0)
-    one_line_error(cairn("backup", "--repo", repo, "--volume", "v", big), 1, "no space left")
+    one_line_error(cairn("backup", "--repo", repo, "--volume", "w", big), 1, "no space left")
     assert "no problems found" in ok("verify", "--repo", repo, "--read-data")
     out = tmp_path / "out.img"
     ok("restore", "--repo", repo, first, out)

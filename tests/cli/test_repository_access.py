@@ -36,15 +36,17 @@ class Setup:
     out: Path
 
 
-def batch(argvs: list[list[str | Path]], unprivileged: bool = False) -> list[dict[str, object]]:
-    """Run ``argvs`` in one process; ``unprivileged``: as root without the capabilities
-    that override file permissions, so a repository owned by another user is read with
-    that user's permission bits, as any other user would (the test runs as root)."""
+def batch(argvs: list[list[str | Path]], unprivileged: bool = False,
+          env: dict[str, str] | None = None) -> list[dict[str, object]]:
+    """Run ``argvs`` in one process (with ``env`` as its environment when given);
+    ``unprivileged``: as root without the capabilities that override file permissions, so
+    a repository owned by another user is read with that user's permission bits, as any
+    other user would (the test runs as root)."""
     drop = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--"]
     result = subprocess.run(
         [*(drop if unprivileged else []), sys.executable, "-m", "tests.cli.cli_batch"],
         capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
-        input=json.dumps([[str(a) for a in argv] for argv in argvs]))
+        input=json.dumps([[str(a) for a in argv] for argv in argvs]), env=env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 

@@ -108,6 +108,7 @@ class S3Backend:
         access_key: str | None = None,
         secret_key: str | None = None,
         region: str | None = None,
+        path_style: bool = True,
         max_connections: int = 16,
         attempts: int = 3,
         connect_timeout: float = 5.0,
@@ -115,11 +116,8 @@ class S3Backend:
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.endpoint = (
-            endpoint_url
-            or _env("CAIRN_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
-            or DEFAULT_ENDPOINT
-        ).rstrip("/")
+        self.endpoint = (endpoint_url or env_endpoint() or DEFAULT_ENDPOINT).rstrip("/")
+        self.path_style = path_style
         scheme = urlsplit(self.endpoint).scheme
         if scheme not in ("http", "https"):
             raise UsageError(
@@ -139,7 +137,7 @@ class S3Backend:
             access_key_id=self._credentials[0],
             secret_access_key=self._credentials[1],
             region=self._credentials[2],
-            virtual_hosted_style_request=False,
+            virtual_hosted_style_request=not path_style,
             # Every PUT carries the SHA-256 of its body; the server refuses a body that
             # arrived different, so a chunk is checked on arrival, not only before it left.
             checksum_algorithm="sha256",
@@ -165,6 +163,10 @@ class S3Backend:
 
     def __repr__(self) -> str:
         return f"S3Backend(s3://{self.bucket}/{self.prefix} at {self.endpoint})"
+
+    @property
+    def region(self) -> str:
+        return self._credentials[2]
 
     def _translate(self, exc: Exception, action: str) -> CairnError:
         """Name the cause from obstore's message, which carries the status and S3 code."""
@@ -325,6 +327,11 @@ class S3Backend:
         """Nothing to do: a PUT that never completed left no object."""
 
 
+def env_endpoint() -> str | None:
+    """The endpoint the environment names, if any (``CAIRN_S3_ENDPOINT``, then AWS's)."""
+    return _env("CAIRN_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
 def open_s3_url(
     url: str,
     endpoint: str | None = None,
@@ -332,6 +339,7 @@ def open_s3_url(
     access_key: str | None = None,
     secret_key: str | None = None,
     region: str | None = None,
+    path_style: bool = True,
 ) -> S3Backend:
     """``s3://bucket/some/prefix`` (plus ``--endpoint``) to a backend; no request is made."""
     parts = urlsplit(url)
@@ -344,4 +352,5 @@ def open_s3_url(
         access_key=access_key,
         secret_key=secret_key,
         region=region,
+        path_style=path_style,
     )

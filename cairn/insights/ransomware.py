@@ -1,12 +1,13 @@
 """Ransomware detection on every new point: cheap signals first, a look at changed files after.
 
-Step 1, from what the backup already knows (always, a few milliseconds): the blocks that
-changed since the volume's previous point come from the tree diff, and each chunk's header
-says whether zstd could shrink it. The share of changed blocks that *turned*
-incompressible (held compressible data before, incompressible data now) is compared with
-the volume's own history (table ``point_signals``, owned here): encrypting files in place
-does exactly that to every block it touches, while normal churn rarely does (a random or
-compressed file rewritten was incompressible before; new files land on empty blocks).
+Step 1, from what the backup already knows (always, a few milliseconds, no chunk read): the
+blocks that changed since the volume's previous point come from the tree diff, and each
+chunk's plain and stored sizes in the catalog say whether zstd could shrink it. The share
+of changed blocks that *turned* incompressible (held compressible data before,
+incompressible data now) is compared with the volume's own history (table
+``point_signals``, owned here): encrypting files in place does exactly that to every block
+it touches, while normal churn rarely does (a random or compressed file rewritten was
+incompressible before; new files land on empty blocks).
 
 Step 2, only when step 1 looks wrong (or ``deep`` is asked; `ransomware_files`, loaded only
 then): the file systems of the two points are compared (`cairn.insights.diff`, which reads
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 
 from cairn.store import blockmap
 from cairn.store.catalog import RecoveryPoint
-from cairn.store.chunks import CODEC_RAW, ENCRYPTED, ZERO, chunk_name
+from cairn.store.chunks import ZERO
 from cairn.store.repository import Repository
 
 _TABLE = """CREATE TABLE IF NOT EXISTS point_signals(
@@ -41,7 +42,7 @@ _TABLE = """CREATE TABLE IF NOT EXISTS point_signals(
     changed_blocks INTEGER NOT NULL,
     turned_blocks INTEGER NOT NULL)"""
 SAMPLE_BLOCKS = 128
-"""New chunks whose header is looked at, at most: enough to estimate a share."""
+"""Changed blocks looked at, at most: enough to estimate a share."""
 HISTORY = 10
 MIN_BLOCKS = 16
 
@@ -78,15 +79,6 @@ def _history(repo: Repository, point: RecoveryPoint) -> float | None:
     return shares[middle] if len(shares) % 2 else (shares[middle - 1] + shares[middle]) / 2
 
 
-def _raw(repo: Repository, digest: bytes) -> bool | None:
-    """Whether the chunk is stored incompressible (its codec byte); None if unreadable."""
-    try:
-        stored = repo.chunks.backend.get(chunk_name(digest))
-    except KeyError:
-        return None
-    return len(stored) > 3 and stored[3] & ~ENCRYPTED == CODEC_RAW
-
-
 def _block_signal(repo: Repository, prev: RecoveryPoint, point: RecoveryPoint,
                   finding: Finding) -> None:
     """Changed blocks, and how many of them (from a sample) turned incompressible."""
@@ -95,8 +87,13 @@ def _block_signal(repo: Repository, prev: RecoveryPoint, point: RecoveryPoint,
              if level == 0 and new != ZERO]
     finding.changed_blocks = len(pairs)
     sample = pairs[:: max(1, len(pairs) // SAMPLE_BLOCKS)][:SAMPLE_BLOCKS]
-    turned = sum(1 for old, new in sample
-                 if old != ZERO and _raw(repo, new) and _raw(repo, old) is False)
+    sizes = repo.catalog.chunk_sizes([h for pair in sample for h in pair if h != ZERO])
+
+    def raw(digest: bytes) -> bool | None:  # None: sizes unknown
+        known = sizes.get(digest)
+        return None if known is None else repo.chunks.stored_raw(*known)
+
+    turned = sum(1 for old, new in sample if old != ZERO and raw(new) and raw(old) is False)
     finding.turned_blocks = round(turned * len(pairs) / len(sample)) if sample else 0
 
 
@@ -127,10 +124,12 @@ def examine(repo: Repository, point: RecoveryPoint, deep: bool = False) -> Findi
         finding.reasons.insert(0, f"{finding.share:.0%} of {finding.changed_blocks} changed "
                                   "blocks turned incompressible (usually "
                                   f"{finding.baseline or 0:.0%})")
-    with repo.catalog.transaction() as db:
-        db.execute("INSERT OR REPLACE INTO point_signals(point_id, volume_id, changed_blocks, "
-                   "turned_blocks) VALUES(?, ?, ?, ?)",
-                   (point.id, point.volume_id, finding.changed_blocks, finding.turned_blocks))
+    if finding.changed_blocks >= MIN_BLOCKS:  # `_history` reads no other: spare the commit
+        with repo.catalog.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO point_signals(point_id, volume_id, changed_blocks, "
+                       "turned_blocks) VALUES(?, ?, ?, ?)",
+                       (point.id, point.volume_id, finding.changed_blocks,
+                        finding.turned_blocks))
     if finding.reasons:
         from cairn.store import marks
 

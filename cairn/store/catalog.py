@@ -583,6 +583,17 @@ class Catalog:
     def chunk_refs(self) -> dict[bytes, int]:
         return dict(self.db.execute("SELECT hash, refs FROM chunks").fetchall())
 
+    def chunk_sizes(self, hashes: list[bytes]) -> dict[bytes, tuple[int, int]]:
+        """``(plain size, stored bytes)`` of those of ``hashes`` the catalog holds with
+        known sizes (a recount adds rows whose sizes it does not know: left out)."""
+        found: dict[bytes, tuple[int, int]] = {}
+        for part in _chunked(hashes):
+            marks = ",".join("?" * len(part))
+            found.update((r[0], (r[1], r[2])) for r in self.db.execute(
+                f"SELECT hash, size, stored FROM chunks WHERE hash IN ({marks}) AND size > 0",
+                part))
+        return found
+
     def chunk_totals(self) -> tuple[int, int, int]:
         """(number of chunks, their plain bytes, their stored bytes)."""
         row = self.db.execute(

@@ -141,6 +141,13 @@ class ChunkStore:
             d = self._local.d = zstandard.ZstdDecompressor()
         return d
 
+    def stored_raw(self, size: int, stored: int) -> bool:
+        """Whether a chunk of ``size`` plain bytes taking ``stored`` bytes was kept as is
+        (incompressible), known without reading it: `encode` keeps a zstd frame only when
+        it is smaller than the data, so only a raw payload is exactly the data's size."""
+        overhead = _HEADER + (_NONCE + _TAG if self._aead is not None else 0)
+        return stored == size + overhead
+
     def encode(self, data: bytes | memoryview, compress: bool = True) -> bytes:
         packed = self._compressor().compress(data) if compress else b""
         if compress and len(packed) <= len(data) * (1 - _MIN_SAVING):

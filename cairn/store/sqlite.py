@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sqlite3
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,6 +102,9 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
 
 def _copied(path: Path, wal: Path) -> sqlite3.Connection:
     """The database with its log applied, in memory (see `connect_read_only`)."""
+    import shutil  # here: only a killed writer's log on read-only media needs them
+    import tempfile
+
     folder = Path(tempfile.mkdtemp(prefix="cairn-ro-"))
     try:
         shutil.copyfile(path, folder / path.name)

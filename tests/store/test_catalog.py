@@ -114,3 +114,10 @@ def test_clones_and_the_upload_journal(catalog: Catalog) -> None:
     catalog.clear_upload_journal()
     assert not catalog.was_uploaded(h("sent"))
     assert not catalog.has_chunk(h("sent"))
+
+
+def test_chunk_sizes_are_those_committed_and_unknown_ones_are_left_out(
+        catalog: Catalog) -> None:
+    commit(catalog, point(catalog, "p1", 1.0), {"a": 1, "b": 1})
+    catalog.recount(Counter({h("a"): 1, h("b"): 1, h("c"): 1}))  # "c": sizes unknown
+    assert catalog.chunk_sizes([h("a"), h("c"), h("gone")]) == {h("a"): (4096, 100)}

@@ -50,6 +50,17 @@ def test_compressible_data_is_zstd_and_noise_is_stored_raw(store: ChunkStore) ->
         assert store.get(digest) == data
 
 
+def test_the_stored_size_tells_a_raw_chunk_without_reading_it(
+        store: ChunkStore, sealed: ChunkStore) -> None:
+    """Ransomware detection reads whether a chunk was kept raw from the catalog's sizes:
+    exactly when the codec byte says so, plain or encrypted, down to a one-byte block."""
+    for chunks in (store, sealed):
+        for data in (TEXT, NOISE, NOISE[:4096], TEXT[:4096], b"x", bytes(64) + NOISE[:64]):
+            stored = chunks.encode(data)
+            assert chunks.stored_raw(len(data), len(stored)) == (
+                stored[3] & ~ENCRYPTED == CODEC_RAW)
+
+
 def test_a_key_renames_and_encrypts(store: ChunkStore, sealed: ChunkStore) -> None:
     assert sealed.hash(TEXT) != store.hash(TEXT)
     digest = sealed.hash(TEXT)

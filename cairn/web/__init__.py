@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.state import State
-from cairn.web import auth, files, jobs, machines, points, schedules, settings, vms
+from cairn.web import auth, files, jobs, machines, points, schedules, settings, totp, vms
 from cairn.web.pages import STATIC, Console
 from cairn.web.users import Users
 
@@ -30,6 +30,7 @@ def install(app: FastAPI, repo_path: Path, state: State, config: ApplianceConfig
     app.include_router(vms.router(console, guard, machines_running))
     app.include_router(jobs.router(console, guard, machines_running))
     app.include_router(settings.router(console, guard))
+    app.include_router(totp.router(console, guard))
     app.include_router(schedules.router(console, guard))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     if vms.NOVNC.is_dir():

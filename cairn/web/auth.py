@@ -61,7 +61,8 @@ class LoginLimiter:
 
 
 class Auth:
-    """The dependencies routes declare: any user, an admin, an admin changing something."""
+    """The dependencies routes declare: any user, an admin, an admin changing something,
+    any user changing their own account."""
 
     def __init__(self, users: Users) -> None:
         self.users = users
@@ -83,7 +84,15 @@ class Auth:
 
     async def change(self, request: Request) -> Session:
         """An admin's state-changing request with the session's CSRF token."""
-        session = self.admin(request)
+        return await self._with_csrf(request, self.admin(request))
+
+    async def own(self, request: Request) -> Session:
+        """Any user changing their own account (their one-time code), with the CSRF token:
+        a viewer changes nothing of the appliance, but guards their own login."""
+        return await self._with_csrf(request, self.session(request))
+
+    @staticmethod
+    async def _with_csrf(request: Request, session: Session) -> Session:
         sent = request.headers.get("x-csrf-token")
         if sent is None:
             form = await request.form()

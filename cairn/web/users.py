@@ -3,7 +3,8 @@
 Passwords are hashed with Argon2id (``argon2-cffi``); a login for a name that does not exist
 still runs one Argon2 verification against a fixed hash, so neither the message nor the time
 tells whether the user exists. A user may also have a TOTP secret (``pyotp``): then a login
-needs the current six-digit code as well.
+needs the current six-digit code as well. A secret is turned on only with a code made from
+it (so an authenticator that never scanned it cannot lock its user out).
 
 A session is a random 256-bit token in a cookie; only its SHA-256 digest is stored (as the
 API's tokens are), with the user, a CSRF token and an expiry. Removing a user or changing
@@ -34,6 +35,7 @@ ROLES: tuple[Role, ...] = ("admin", "viewer")
 SESSION_SECONDS = 8 * 3600
 MIN_PASSWORD = 8
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$")
+TOTP_SECRET = re.compile(r"^[A-Z2-7]{16,64}$")
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS console_users(name TEXT PRIMARY KEY, role TEXT NOT NULL, "
@@ -95,7 +97,7 @@ class Users:
         _check_name(name)
         if role not in ROLES:
             raise UsageError(f"role {role!r} unknown: use admin or viewer")
-        secret = _totp_secret() if totp else None
+        secret = new_totp_secret() if totp else None
         hashed = _hash(password)
         with self.state.tx() as db:
             if db.execute("SELECT 1 FROM console_users WHERE name=?", (name,)).fetchone():
@@ -119,6 +121,33 @@ class Users:
                           (hashed, name)).rowcount == 0:
                 raise UsageError(f"no user {name!r}: `cairn users` lists them")
             db.execute("DELETE FROM console_sessions WHERE user=?", (name,))
+
+    def enrol_totp(self, name: str, secret: str, code: str) -> None:
+        """Turn on a one-time code for ``name`` with ``secret``, once ``code`` shows the
+        authenticator holds it (a wrong code, or a made-up secret, changes nothing)."""
+        if not TOTP_SECRET.match(secret):
+            raise UsageError("that one-time code secret is malformed: start the set-up again")
+        if not _totp_ok(secret, code):
+            raise UsageError("that code does not match: enter the code the authenticator "
+                             "shows now (and check its clock)")
+        self._set_totp(name, secret)
+
+    def drop_totp(self, name: str, code: str | None = None) -> None:
+        """Turn ``name``'s one-time code off. The user turning off their own gives the
+        current ``code`` (a borrowed session cannot); an admin resetting a lost
+        authenticator gives none."""
+        if code is not None:
+            rows = self.state.query("SELECT totp FROM console_users WHERE name=?", (name,))
+            if not rows or rows[0][0] is None or not _totp_ok(rows[0][0], code):
+                raise UsageError("that code does not match: enter the code the authenticator "
+                                 "shows now")
+        self._set_totp(name, None)
+
+    def _set_totp(self, name: str, secret: str | None) -> None:
+        with self.state.tx() as db:
+            if db.execute("UPDATE console_users SET totp=? WHERE name=?",
+                          (secret, name)).rowcount == 0:
+                raise UsageError(f"no user {name!r}: `cairn users` lists them")
 
     def authenticate(self, name: str, password: str, code: str = "") -> User | None:
         """The user when name, password (and the TOTP code, if enrolled) are right, else None.
@@ -183,7 +212,7 @@ def _hash(password: str) -> str:
     return _HASHER.hash(password)
 
 
-def _totp_secret() -> str:
+def new_totp_secret() -> str:
     import pyotp
 
     return pyotp.random_base32()

@@ -1,11 +1,16 @@
-"""The jobs page (history, and live rows by server-sent events) and the settings page."""
+"""The jobs page (history, and live rows by server-sent events) and the settings page: users,
+alert channels (to a real HTTP listener) and one-time codes."""
 
 from __future__ import annotations
 
 import json
 import re
 
+import pyotp
+
+from cairn.alerts import AlertStore
 from cairn.web.users import Users
+from tests.alerts.receivers import WebhookListener
 from tests.web.conftest import PASSWORD, Site, csrf, login
 
 
@@ -51,3 +56,80 @@ def test_viewers_see_settings_but_change_nothing(site: Site) -> None:
                                                   "role": "admin", "password": PASSWORD})
     assert r.status_code == 403
     assert Users(site.state).get("x1") is None
+
+
+def test_admins_set_alert_channels_and_send_a_test(site: Site) -> None:
+    login(site.client, "alice")
+    token = csrf(site.client, "/settings")
+    with WebhookListener() as hook:
+        r = site.client.post("/settings/alerts", data={
+            "csrf": token, "webhook": hook.url, "email": "ops@example.com",
+            "smtp": "127.0.0.1:1", "starttls": "on", "smtp_user": "cairn",
+            "smtp_password": "s3cret"})
+        assert r.status_code == 200
+        assert "Saved, but: SMTP server 127.0.0.1:1 cannot be reached now" in r.text
+        assert f'value="{hook.url}"' in r.text and "s3cret" not in r.text
+        # The password is never shown back; saving again without it keeps it.
+        site.client.post("/settings/alerts", data={
+            "csrf": token, "webhook": hook.url, "email": "ops@example.com",
+            "smtp": "127.0.0.1:1", "smtp_user": "cairn"})
+        store = AlertStore(site.repo / "appliance.db")
+        try:
+            kept = store.settings()
+        finally:
+            store.close()
+        assert kept["smtp_password"] == "s3cret" and kept["starttls"] is False
+        tested = site.client.post("/settings/alerts/test", data={"csrf": token})
+        assert "Test through webhook: sent" in tested.text
+        assert "Test through email: failed" in tested.text
+        assert [m["kind"] for m in hook.received] == ["test"]
+    bad = site.client.post("/settings/alerts", data={"csrf": token, "webhook": "ftp://x"})
+    assert bad.status_code == 400 and "is not an http:// or https:// URL" in bad.text
+    store = AlertStore(site.repo / "appliance.db")
+    try:
+        assert store.settings()["webhook"] == hook.url  # a bad setting changes nothing
+    finally:
+        store.close()
+
+
+def test_a_viewer_cannot_set_alert_channels(site: Site) -> None:
+    login(site.client, "victor")
+    r = site.client.post("/settings/alerts", data={"csrf": csrf(site.client, "/settings"),
+                                                   "webhook": "https://evil.example/"})
+    assert r.status_code == 403
+    assert "Save alert channels" not in site.client.get("/settings").text
+
+
+def test_users_set_up_and_turn_off_their_one_time_code(site: Site) -> None:
+    login(site.client, "victor")  # a viewer guards their own login too
+    page = site.client.get("/settings/totp").text
+    secret = re.search(r"<code>([A-Z2-7]+)</code>", page)
+    assert secret is not None and 'src="data:image/svg+xml;base64,' in page
+    token = csrf(site.client, "/settings")
+    wrong = site.client.post("/settings/totp", data={"csrf": token, "secret": secret.group(1),
+                                                     "code": "000000"})
+    assert wrong.status_code == 400 and "does not match" in wrong.text
+    assert not _has_totp(site, "victor")
+    code = pyotp.TOTP(secret.group(1)).now()
+    r = site.client.post("/settings/totp", data={"csrf": token, "secret": secret.group(1),
+                                                 "code": code})
+    assert r.status_code == 200 and "Turn off one-time codes" in r.text
+    site.client.cookies.clear()
+    assert "Wrong user name, password or code" in login(site.client, "victor").text
+    assert login(site.client, "victor", code=code).status_code == 303
+    token = csrf(site.client, "/settings")
+    stale = site.client.post("/settings/totp/off", data={"csrf": token, "code": "000000"})
+    assert stale.status_code == 400 and _has_totp(site, "victor")
+    # An admin resets a lost authenticator.
+    site.client.cookies.clear()
+    login(site.client, "alice")
+    token = csrf(site.client, "/settings")
+    assert "Reset the one-time code of victor" in site.client.get("/settings").text
+    site.client.post("/settings/users/victor/totp/reset", data={"csrf": token})
+    assert not _has_totp(site, "victor")
+
+
+def _has_totp(site: Site, name: str) -> bool:
+    user = Users(site.state).get(name)
+    assert user is not None
+    return user.totp

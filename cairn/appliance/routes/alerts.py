@@ -5,19 +5,16 @@ Admin only (the dependency is given where the router is included).
 
 from __future__ import annotations
 
-import ssl
-import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from cairn import logs
 from cairn.alerts import Alert, AlertStore
-from cairn.alerts.channels import ChannelError, iso, probe, send
+from cairn.alerts.configure import send_test, set_channels
 from cairn.alerts.settings import Settings
-from cairn.errors import UsageError
 
 
 class AlertSettingsRequest(BaseModel):
@@ -62,32 +59,13 @@ def router(repo: Path) -> APIRouter:
 
     @api.put("/settings")
     def put_settings(body: AlertSettingsRequest) -> dict[str, Any]:
-        settings = Settings(**body.model_dump()).check()
-        store.set_settings(settings.to_dict())
-        warnings = probe(settings)
-        logs.event("alerts.settings", webhook=settings.webhook, email=settings.email,
-                   smtp=settings.smtp, warnings=warnings)
+        settings = Settings(**body.model_dump())
+        warnings = set_channels(store, settings)
         return {"settings": settings.public(), "warnings": warnings}
 
     @api.post("/test")
     def test_alert() -> dict[str, Any]:
         """Send a test message through every channel now; each channel's outcome."""
-        settings = Settings.from_dict(store.settings())
-        channels = store.channels()
-        if not channels:
-            raise UsageError("no alert channel is set: `cairn alerts set --webhook URL` or "
-                             "`--email ADDRESS --smtp HOST:PORT`")
-        now = time.time()
-        alert = Alert(0, "test", "", "", "info",
-                      f"test alert from the cairn appliance at {iso(now)}: this channel works",
-                      now, now, None)
-        results = []
-        for channel in channels:
-            try:
-                send(channel, settings, alert, ssl.create_default_context())
-                results.append({"channel": channel, "ok": True, "error": None})
-            except ChannelError as exc:
-                results.append({"channel": channel, "ok": False, "error": str(exc)})
-        return {"results": results}
+        return {"results": [asdict(r) for r in send_test(store)]}
 
     return api

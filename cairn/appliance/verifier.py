@@ -5,8 +5,11 @@ the backups), in its own thread, so a backup never waits on one. For each machin
 screenshot policy the point due is its boot volume's (the first volume by name) newest
 point, when it is newer than the policy and not yet verified (``each``), or when no point
 of the volume was verified within the last day or week (``daily``, ``weekly``). The
-verdict, the screenshot and the OCR text are kept with the point (`virt.boot`); a verdict
-other than booted raises a ``screenshot_failed`` alert, and the next good one resolves it.
+machine boots with all its disks: the boot point's machine point gives the others (an
+agentless backup), else each other volume's newest point, once no backup job of the
+machine is running (an agent sends its volumes one after the other). The verdict, the
+screenshot and the OCR text are kept with the boot point (`virt.boot`); a verdict other
+than booted raises a ``screenshot_failed`` alert, and the next good one resolves it.
 The night's data verification slice (`data_check`) runs in the same thread.
 """
 
@@ -24,6 +27,7 @@ from cairn.appliance.ticker import Ticker
 from cairn.appliance.uploads import store_volume
 from cairn.appliance.verification import EVERY, VerificationPolicy, VerificationTable
 from cairn.store.catalog import RecoveryPoint
+from cairn.store.machine_points import MachinePoints
 from cairn.store.repository import Repository
 from cairn.virt.boot import screenshot_verify
 
@@ -50,42 +54,59 @@ class Verifier(Ticker):
         for policy in self.table.policies():
             if self.stopping:
                 break
-            point = self.due(policy, now)
-            if point is not None:
-                self.verify(policy, point)
+            disks = self.due(policy, now)
+            if disks:
+                self.verify(policy, disks)
                 done += 1
         if not self.stopping:
             self.data.run_due(now)
         return done
 
-    def due(self, policy: VerificationPolicy, now: float) -> RecoveryPoint | None:
-        if policy.screenshot == "off":
-            return None
-        volumes = self.state.volumes(policy.machine_id)
+    def due(self, policy: VerificationPolicy, now: float) -> list[RecoveryPoint]:
+        """The points to boot together, the boot disk's first; none when nothing is due."""
+        if policy.screenshot == "off" or self.state.active_job(policy.machine_id):
+            return []
+        volumes = [store_volume(policy.machine, v) for v, _ in
+                   self.state.volumes(policy.machine_id)]
         if not volumes:
-            return None
+            return []
         repo = Repository.open(self.repo)
         try:
-            vol = repo.catalog.volume(store_volume(policy.machine, volumes[0][0]))
-            newest = repo.catalog.latest(vol.id) if vol else None
-            if newest is None or newest.created < policy.since:
-                return None
-            checks = repo.catalog.verifications()
-            if newest.id in checks:
-                return None
-            if policy.screenshot == "each":
-                return newest
-            ids = {p.id for p in repo.catalog.points(newest.volume_id)}
-            recent = [v for v in checks.values()
-                      if v.point_id in ids and now - v.at < EVERY[policy.screenshot]]
-            return None if recent else newest
+            newest = self._newest(repo, volumes[0])
+            if newest is None or newest.created < policy.since or not self._wanted(
+                    repo, policy, newest, now):
+                return []
+            group = MachinePoints(repo.catalog).containing(newest.id)
+            if group is not None:
+                return [newest, *(m.point for m in group.members if m.point.id != newest.id)]
+            return [newest, *filter(None, (self._newest(repo, v) for v in volumes[1:]))]
         finally:
             repo.close()
 
-    def verify(self, policy: VerificationPolicy, point: RecoveryPoint) -> None:
+    @staticmethod
+    def _newest(repo: Repository, volume: str) -> RecoveryPoint | None:
+        vol = repo.catalog.volume(volume)
+        return repo.catalog.latest(vol.id) if vol else None
+
+    @staticmethod
+    def _wanted(repo: Repository, policy: VerificationPolicy, newest: RecoveryPoint,
+                now: float) -> bool:
+        """Not yet verified, and (daily, weekly) no point of its volume checked lately."""
+        checks = repo.catalog.verifications()
+        if newest.id in checks:
+            return False
+        if policy.screenshot == "each":
+            return True
+        ids = {p.id for p in repo.catalog.points(newest.volume_id)}
+        return not [v for v in checks.values()
+                    if v.point_id in ids and now - v.at < EVERY[policy.screenshot]]
+
+    def verify(self, policy: VerificationPolicy, disks: list[RecoveryPoint]) -> None:
+        point, more = disks[0], disks[1:]
         repo = Repository.open(self.repo)
         try:
-            _, record = screenshot_verify(repo, point, policy.expect_text, self.timeout)
+            _, record = screenshot_verify(repo, point, policy.expect_text, self.timeout,
+                                          more=more)
         finally:
             repo.close()
         logs.event("verification.done", machine=policy.machine, point=point.id,

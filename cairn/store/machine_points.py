@@ -105,6 +105,13 @@ class MachinePoints:
                                       "machine_points WHERE id=?", (point_id,)).fetchone()
         return self._load(row) if row else None
 
+    def containing(self, point_id: str) -> MachinePoint | None:
+        """The machine point a volume point belongs to, if any."""
+        row = self.catalog.db.execute(
+            "SELECT machine_point_id FROM machine_point_volumes WHERE point_id=?",
+            (point_id,)).fetchone()
+        return self.get(row[0]) if row else None
+
     def list(self, machine: str | None = None) -> list[MachinePoint]:
         query = "SELECT id, machine, created, consistency, note FROM machine_points"
         rows = (self.catalog.db.execute(query + " WHERE machine=? ORDER BY created", (machine,))

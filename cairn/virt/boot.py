@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -49,18 +49,33 @@ def exported_clone(repo: Repository, point: RecoveryPoint, name: str | None = No
             remove_clone(repo, clone.name)
 
 
+# IDE, which every guest drives, has room for four disks; a bigger machine boots on SATA.
+IDE_DISKS = 4
+
+
 def screenshot_verify(repo: Repository, point: RecoveryPoint, expect_text: str | None,
-                      timeout: float, out: Path | None = None) -> tuple[Verdict, Verification]:
-    """Boot a throwaway clone of ``point`` and record the verdict beside the point."""
+                      timeout: float, out: Path | None = None,
+                      more: Sequence[RecoveryPoint] = ()) -> tuple[Verdict, Verification]:
+    """Boot a throwaway clone of ``point`` and record the verdict beside the point.
+
+    ``more`` are the points of the machine's other disks at the same moment: each is
+    attached (a throwaway clone of its own) after the boot disk, so the machine boots as
+    it would after a restore, with every disk it mounts. The verdict is recorded with the
+    boot disk's point and says how many disks QEMU had attached.
+    """
     folder = repo.path / "verifications"
     folder.mkdir(exist_ok=True)
     shot = folder / f"{point.id}.png"
-    with exported_clone(repo, point) as export:
-        verdict = verify_boot(export.url, out=shot, expect_text=expect_text, timeout=timeout,
-                              snapshot=False, drive_format="raw")
+    with contextlib.ExitStack() as stack:
+        urls = [stack.enter_context(exported_clone(repo, p)).url for p in (point, *more)]
+        verdict = verify_boot(urls[0], more_drives=tuple(urls[1:]), out=shot,
+                              expect_text=expect_text, timeout=timeout, snapshot=False,
+                              drive_format="raw",
+                              interface="ide" if len(urls) <= IDE_DISKS else "sata")
     if out is not None and shot.exists():
         out.write_bytes(shot.read_bytes())
-    record = Verification(point.id, verdict.status, verdict.reason, verdict.ocr_text,
+    reason = verdict.reason + (f" (booted with {verdict.disks} disks)" if more else "")
+    record = Verification(point.id, verdict.status, reason, verdict.ocr_text,
                           str(shot) if shot.exists() else "", round(verdict.seconds, 2),
                           time.time())
     repo.catalog.record_verification(record)

@@ -272,6 +272,10 @@ class VirtualMachine:
         """Press the virtual power button (ACPI): a guest that listens shuts itself down."""
         self._client().execute("system_powerdown")
 
+    def disks(self) -> int:
+        """How many disks QEMU has attached (with a medium): what the guest can see."""
+        return sum(1 for b in self._client().execute("query-block") if b.get("inserted"))
+
     def kvm_failed(self) -> bool:
         """KVM opened but stopped this guest with an internal error (see the module docs)."""
         return self.used_accel == "kvm" and self.status() == "internal-error"

@@ -88,6 +88,8 @@ class Verdict:
     screenshot: Path | None
     seconds: float
     accel: str
+    disks: int = 1
+    """how many disks QEMU had attached when the verdict was reached"""
 
 
 # Keyword-only settings with defaults (PLR0913): callers name the few they change.
@@ -104,8 +106,11 @@ def verify_boot(  # noqa: PLR0913
     memory_mib: int = 512,
     interface: DiskBus = "ide",
     drive_format: str | None = None,
+    more_drives: tuple[str, ...] = (),
 ) -> Verdict:
-    """Boot `drive` (a file path or an ``nbd://`` URL) and judge its screen into `out`."""
+    """Boot `drive` (a file path or an ``nbd://`` URL) and judge its screen into `out`;
+    `more_drives` are the machine's other disks, attached after it (a server whose data
+    disks are missing may not come up as it would after a restore)."""
     if shutil.which("tesseract") is None:
         raise ToolMissing("tesseract", "tesseract-ocr")
     started = time.monotonic()
@@ -121,6 +126,7 @@ def verify_boot(  # noqa: PLR0913
         drive=str(drive),
         format=drive_format,
         interface=interface,
+        more_drives=more_drives,
         snapshot=snapshot,
         memory_mib=memory_mib,
         accel=accel,
@@ -169,10 +175,11 @@ class _Judge:
             if status is None and now >= self.deadline:
                 status, reason = "timed_out", _timed_out_reason(now - self.started, text)
             if status is not None:
-                return self._verdict(status, reason, text, accel, shot)
+                return self._verdict(status, reason, text, accel, shot, vm.disks())
             time.sleep(max(0.0, min(self.interval, self.deadline - now)))
 
-    def _verdict(self, status: Status, reason: str, text: str, accel: str, shot: Path) -> Verdict:
+    def _verdict(self, status: Status, reason: str, text: str, accel: str, shot: Path,
+                 disks: int = 1) -> Verdict:
         """Copy the judged screen out of the VM's folder (removed with the VM) to `out`."""
         kept = None
         if shot.exists():
@@ -185,6 +192,7 @@ class _Judge:
             screenshot=kept,
             seconds=round(time.monotonic() - self.started, 2),
             accel=accel,
+            disks=disks,
         )
 
 

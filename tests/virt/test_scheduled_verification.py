@@ -1,5 +1,6 @@
 """Screenshot verification by schedule on a real appliance: a point that boots is proven
-with its picture and text kept beside it; one that does not raises an alert."""
+with its picture and text kept beside it, booted with every disk of its machine; one that
+does not raises an alert."""
 
 from __future__ import annotations
 
@@ -36,8 +37,11 @@ def test_each_new_point_is_booted_and_a_failure_alerts(
     shutil.copyfile(bootable_image, good_disk)
     bad_disk = tmp_path / "bad.img"
     bad_disk.write_bytes(b"\0" * (8 << 20))
+    data_disk = tmp_path / "data.img"
+    data_disk.write_bytes(bytes(range(256)) * 4096)
     agents = [Agent(appliance, "web01"), Agent(appliance, "broken")]
     try:
+        agents[0].protect("sdb", data_disk)  # web01 has a data disk beside its boot disk
         for agent, disk in zip(agents, (good_disk, bad_disk), strict=True):
             agent.protect("sda", disk)
             out = cairn("schedule", *appliance.admin_args(), "--json", "set", agent.name,
@@ -47,6 +51,7 @@ def test_each_new_point_is_booted_and_a_failure_alerts(
         [good] = wait_for(lambda: _checks(appliance, "web01"), timeout=240)
         assert good["status"] == "booted", good
         assert "text console login" in good["reason"]
+        assert "booted with 2 disks" in good["reason"]  # QEMU's own count of attached disks
         assert "login" in good["ocr_text"] and Path(good["screenshot"]).stat().st_size > 0
         [bad] = wait_for(lambda: _checks(appliance, "broken"), timeout=240)
         assert bad["status"] in ("failed", "timed_out"), bad

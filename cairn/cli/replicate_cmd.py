@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from cairn.cli._common import add_json, add_repo, human_bytes, open_location, open_repo, print_json
+from cairn.cli._common import (
+    add_json,
+    add_repo,
+    human_bytes,
+    open_location,
+    open_repo,
+    print_json,
+    when,
+)
 from cairn.cli._common import progress as progress_bar
+from cairn.ops.offsite import make_immutable
 from cairn.replication.replicate import Pace, parse_rate, replicate
+from cairn.store.marks import parse_duration
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,6 +28,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--bandwidth", help="cap on bytes sent per second, e.g. 50M")
     p.add_argument("--send", default="all", choices=("all", "hourly", "daily"),
                    help="every point (default), or only the first of each hour or day")
+    p.add_argument("--immutable", metavar="DURATION",
+                   help="keep each point sent (and every chunk it needs) under S3 Object Lock "
+                        "for DURATION, e.g. 30d; the bucket must enforce Object Lock")
     add_json(p)
     p.set_defaults(handler=run)
 
@@ -28,13 +41,17 @@ def run(args: argparse.Namespace) -> int:
         if local.config.key_id is not None and args.key_file is None:
             args.key_file = local.path / "key"
         with open_location(args.to, args) as cloud, progress_bar(0, "replicate") as advance:
+            if args.immutable:
+                make_immutable(cloud, parse_duration(args.immutable))
             report = replicate(local, cloud, args.volume, Pace(rate), advance, args.send)
     if args.json:
         print_json(report.__dict__)
         return 0
+    locked = (f"; immutable until {when(report.locked_until)} ({report.lock_requests} "
+              "Object Lock extension(s))" if report.locked_until else "")
     print(f"replicated {len(report.points)} point(s): sent {report.chunks_sent} chunk(s), "
           f"{human_bytes(report.bytes_sent)}; {report.chunks_already_there} already in the "
           f"cloud; {report.seconds:.2f} s" + (f"; {report.not_sent_removed} point(s) the cloud "
                                               "removed were not sent again"
-                                              if report.not_sent_removed else ""))
+                                              if report.not_sent_removed else "") + locked)
     return 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cairn.errors import NotARepository
+from cairn.errors import NotARepository, UsageError
 from cairn.ops.points import list_points
 from cairn.ops.retention import prune
 from cairn.replication.replicate import Pace, replicate
@@ -31,6 +31,8 @@ class OffsiteTarget:
     retention: str | None = None
     bandwidth: int | None = None
     until: float | None = None
+    immutable: float | None = None
+    """seconds each point sent stays under S3 Object Lock (None: no lock)"""
 
 
 @dataclass
@@ -72,6 +74,26 @@ def open_target(repo_path: Path, url: str, endpoint: str | None) -> Repository:
         return init_cloud(url, endpoint, block_size, key)
 
 
+def make_immutable(cloud: Repository, period: float, probe: bool = True) -> None:
+    """Publish into ``cloud`` under S3 Object Lock for ``period`` seconds (`immutable`).
+
+    With ``probe`` the bucket must first prove that it refuses to delete a locked version
+    (`require_object_lock`): immutability is never claimed on a bucket that does not enforce
+    it, and the refusal says why. The appliance probes once, when the policy is set."""
+    from cairn.store.backends.s3 import S3Backend
+    from cairn.store.backends.s3_lock import require_object_lock
+    from cairn.store.cloud import Cloud
+    from cairn.store.immutable import Immutability
+
+    remote = cloud.remote
+    if not isinstance(remote, Cloud) or not isinstance(remote.backend, S3Backend):
+        raise UsageError(f"{cloud.location} is not a cloud repository: only an S3 bucket "
+                         "with Object Lock can hold immutable points")
+    if probe:
+        require_object_lock(remote.backend)
+    remote.immutable(cloud, Immutability(period))
+
+
 def cloud_retention(cloud: Repository, volume: str, policy: Policy) -> int:
     """Delete the cloud's points of ``volume`` that ``policy`` does not keep, by the one
     retention planner (`ops.retention`: points with clones, and any other keep reason,
@@ -90,6 +112,8 @@ def replicate_volumes(repo_path: Path, volumes: list[str], target: OffsiteTarget
     try:
         cloud = open_target(repo_path, target.url, target.endpoint)
         try:
+            if target.immutable:
+                make_immutable(cloud, target.immutable, probe=False)
             for volume in volumes:
                 if local.catalog.volume(volume) is None:
                     continue

@@ -45,6 +45,10 @@ class Report:
     seconds: float = 0.0
     not_sent_removed: int = 0
     left_for_later: int = 0
+    locked_until: float | None = None
+    """when immutable: the Object Lock date of the last point sent"""
+    lock_requests: int = 0
+    """requests made only to extend Object Lock retention (`immutable`)"""
 
 
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)([KMG]?)$", re.IGNORECASE)
@@ -141,7 +145,7 @@ def replicate(local: Repository, cloud: Repository, volume: str | None = None,
         stored = local.chunks.backend.get(chunk_name(digest))
         size = len(local.chunks.decode(digest, stored))
         throttle.take(len(stored))
-        cloud.chunks.backend.put(chunk_name(digest), stored)
+        remote.put_chunk(chunk_name(digest), stored)
         return digest, size, len(stored)
 
     with remote.lock(cloud, exclusive=False), ThreadPoolExecutor(WORKERS) as pool:
@@ -173,12 +177,26 @@ def replicate(local: Repository, cloud: Repository, volume: str | None = None,
                 if len(batch) >= 4:
                     _journal(cloud, batch)
             _journal(cloud, batch)
-            remote.publish(placed)
-            Cloud.insert(cloud, placed, written)
-            report.points.append(point.id)
+            _publish(cloud, placed, written, report)
         cloud.catalog.clear_upload_journal()
+    if remote.locker is not None:
+        report.lock_requests = remote.locker.retention.extensions
     report.seconds = round(time.monotonic() - started, 3)
     return report
+
+
+def _publish(cloud: Repository, placed: RecoveryPoint, written: dict[bytes, tuple[int, int]],
+             report: Report) -> None:
+    """Publish a point whose chunks are all in the cloud, then add it to the cloud's cache;
+    an immutable one is also locked there (`marks`) until its Object Lock date, so the
+    cloud's retention and deletes keep it until then as S3 would."""
+    assert isinstance(cloud.remote, Cloud)
+    locked_until = cloud.remote.publish(placed)
+    committed = Cloud.insert(cloud, placed, written)
+    if locked_until is not None:
+        marks.lock(cloud, [committed], locked_until)
+        report.locked_until = locked_until
+    report.points.append(placed.id)
 
 
 def _held(cloud: Repository, needed: set[bytes]) -> set[bytes]:

@@ -3,6 +3,7 @@
 Layout in the bucket (under its prefix)::
 
     config.json                      the repository config (a key *id*, never a key), sealed
+    (with --immutable, records, chunks and config.json are under S3 Object Lock: `immutable`)
     points/<volume>/<point id>.json  one immutable sealed object per point: it exists =
                                      committed
     marks/<point id>.json            a point's lock, deletion hold and flags, sealed (`marks`)
@@ -89,6 +90,7 @@ from cairn.store.verify import expected_refs
 
 if TYPE_CHECKING:
     from cairn.store.backends.s3 import S3Backend
+    from cairn.store.immutable import Immutability, Locker
 
 SWEEP_MARKER = "sweep-needed"
 MARKER_TEXT = b"an exclusive writer is at work\n"
@@ -131,6 +133,7 @@ class Cloud:
         self.repository_id = repository_id
         self._exclusive = 0
         self._held: list[RemoteLock] = []
+        self.locker: Locker | None = None
 
     @property
     def exclusive_held(self) -> bool:
@@ -196,19 +199,46 @@ class Cloud:
         logs.event("cloud.sweep_skipped", known=len(known), listed=len(listed))
         return False
 
-    def publish(self, point: RecoveryPoint) -> None:
+    def immutable(self, repo: Repository, policy: Immutability) -> None:
+        """From now on, put what this node publishes under Object Lock (`immutable`)."""
+        from cairn.store.backends.s3 import S3Backend
+        from cairn.store.backends.s3_lock import Retention
+        from cairn.store.immutable import Locker
+
+        if not isinstance(self.backend, S3Backend):
+            raise UsageError(f"{self.where} is not reached through S3: it cannot hold "
+                             "immutable points")
+        self.locker = Locker(repo, policy, Retention(self.backend))
+
+    def put_chunk(self, name: str, data: bytes) -> None:
+        """Upload a chunk: locked to the generation's horizon when publishing immutably."""
+        if self.locker is not None:
+            self.locker.put(name, data)
+        else:
+            self.backend.put(name, data)
+
+    def publish(self, point: RecoveryPoint) -> float | None:
         """Create the point's record; one already there (a retried PUT that had landed) must
-        be this very point."""
+        be this very point. When immutable, every object the point needs is locked first,
+        then the record; returns the date they are locked until (else None)."""
         self.check_lock()
         record: dict[str, Any] = point.public()
         record["root"] = point.root.hex()
         record["repository"] = self.repository_id
         name = point_object(point)
-        if self.backend.put_new(name, json.dumps(self.sealer.seal(record), indent=1).encode()):
-            return
+        data = json.dumps(self.sealer.seal(record), indent=1).encode()
+        until = None
+        if self.locker is not None:
+            self.locker.cover(point)
+            created, until = self.locker.publish(name, data)
+        else:
+            created = self.backend.put_new(name, data)
+        if created:
+            return until
         if self.read_record(name, self.backend.get(name)).root != point.root:
             raise Corruption(f"{name} in {self.where} already holds another point: it was "
                              "planted; remove it")
+        return until
 
     def unpublish(self, point: RecoveryPoint) -> None:
         self.check_lock()

@@ -9,12 +9,19 @@ kept the retention, and the DELETE of the version was refused. On a bucket that 
 it, the probe object stays for a day (a few bytes); anywhere else it is removed.
 
 `require_object_lock` is what ``offsite set --immutable`` calls before it promises anything:
-a bucket that does not enforce is refused with the reason.
+a bucket that does not enforce is refused with the reason. `Retention` then sets and extends
+the locks of cairn's objects (`cairn.store.immutable` decides which, and when).
 """
 
 from __future__ import annotations
 
+import base64
+import calendar
+import hashlib
+import math
 import os
+import re
+import threading
 import time
 from dataclasses import dataclass
 
@@ -26,6 +33,7 @@ from cairn.store.backends.s3_bucket import Credentials, signed_headers
 
 PROBE_PREFIX = ".cairn-object-lock-probe"
 PROBE_DAYS = 1
+_RETAIN = re.compile(r"<RetainUntilDate>([^<]+)</RetainUntilDate>")
 
 
 @dataclass(frozen=True)
@@ -79,3 +87,100 @@ def require_object_lock(backend: S3Backend) -> LockProbe:
                          "Object Lock enabled (AWS S3, Ceph RGW, MinIO), or offsite without "
                          "--immutable")
     return probe
+
+
+def _date(when: float) -> str:
+    """An S3 retain-until date, rounded up to the second (never earlier than asked)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(when)))
+
+
+def _md5(body: bytes) -> str:
+    """Content-MD5, which AWS requires on every request that sets Object Lock retention."""
+    return base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+
+
+class Retention:
+    """COMPLIANCE retention on the objects of one bucket, by signed requests (obstore cannot
+    send Object Lock headers). ``extensions`` counts the requests that exist only to keep
+    objects locked (retention extended or read back), the price of immutability beyond the
+    writes an unlocked copy makes anyway; safe to share between threads."""
+
+    def __init__(self, backend: S3Backend) -> None:
+        self.backend = backend
+        self.extensions = 0
+        self._count = threading.Lock()
+        self._client = httpx.Client(timeout=60.0)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _send(self, method: str, name: str, query: str = "", body: bytes = b"",
+              extra: dict[str, str] | None = None) -> httpx.Response:
+        key = "/".join(filter(None, [self.backend.prefix, name]))
+        url = (f"{self.backend.endpoint}/{self.backend.bucket}/{key}"
+               + (f"?{query}" if query else ""))
+        for attempt in (1, 2):
+            headers = signed_headers(method, url, body, Credentials(*self.backend._credentials),
+                                     extra=extra)
+            try:
+                answer = self._client.request(method, url, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                if attempt == 2:
+                    raise S3Unreachable(self.backend.endpoint,
+                                        str(exc) or type(exc).__name__) from None
+                continue
+            if answer.status_code < 500 or attempt == 2:
+                return answer
+        raise AssertionError("unreachable")
+
+    def _refused(self, answer: httpx.Response, what: str) -> S3Error:
+        return S3Error(f"{self.backend.endpoint} answered HTTP {answer.status_code} to {what} "
+                       f"in bucket {self.backend.bucket!r}: {answer.text[:200]}",
+                       retryable=answer.status_code >= 500)
+
+    def put(self, name: str, data: bytes, until: float, only_new: bool = False) -> bool:
+        """PUT ``name`` locked until ``until`` in one request; with ``only_new`` only where
+        it does not exist yet (False when it does)."""
+        extra = {"content-md5": _md5(data), "x-amz-object-lock-mode": "COMPLIANCE",
+                 "x-amz-object-lock-retain-until-date": _date(until)}
+        if only_new:
+            extra["if-none-match"] = "*"
+        answer = self._send("PUT", name, body=data, extra=extra)
+        if only_new and answer.status_code == 412:
+            return False
+        if answer.status_code >= 300:
+            raise self._refused(answer, f"a locked PUT of {name}")
+        return True
+
+    def extend(self, name: str, until: float) -> float:
+        """Keep ``name`` locked until at least ``until``; returns the date it now holds. A
+        retention already later is kept (S3 refuses to shorten one): its date is read."""
+        body = ('<Retention xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Mode>COMPLIANCE'
+                f"</Mode><RetainUntilDate>{_date(until)}</RetainUntilDate></Retention>").encode()
+        self._counted()
+        answer = self._send("PUT", name, "retention=", body, {"content-md5": _md5(body)})
+        if answer.status_code == 404:
+            raise KeyError(name)
+        if answer.status_code < 300:
+            return float(math.ceil(until))
+        held = self.until(name) if answer.status_code == 403 else None
+        if held is None or held < until:
+            raise self._refused(answer, f"extending the retention of {name}")
+        return held
+
+    def until(self, name: str) -> float | None:
+        """The date ``name`` is locked until, None when it is not locked."""
+        self._counted()
+        answer = self._send("GET", name, "retention=")
+        if answer.status_code == 404:
+            return None
+        if answer.status_code >= 300:
+            raise self._refused(answer, f"reading the retention of {name}")
+        found = _RETAIN.search(answer.text)
+        if found is None:
+            return None
+        return calendar.timegm(time.strptime(found.group(1)[:19], "%Y-%m-%dT%H:%M:%S"))
+
+    def _counted(self) -> None:
+        with self._count:
+            self.extensions += 1

@@ -1,0 +1,148 @@
+"""Immutable cloud points on a real SeaweedFS bucket with Object Lock: every object a point
+needs is locked (COMPLIANCE) so even the bucket's own credentials cannot delete it, locks
+are extended once per generation rather than once per backup, and a bucket that cannot
+lock is refused before anything is sent."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cairn.ops.offsite import make_immutable
+from cairn.replication.replicate import replicate
+from cairn.store import marks
+from cairn.store.blockmap import diff
+from cairn.store.catalog import RecoveryPoint
+from cairn.store.chunks import ZERO, chunk_name
+from cairn.store.cloud import Cloud, init_cloud
+from cairn.store.immutable import Immutability
+from cairn.store.repository import Repository
+from tests.cli.test_cli import one_line_error
+from tests.replication.test_replicate import Cli, local_repo_with_points
+from tests.s3server import SeaweedS3
+from tests.store.helpers import backup, make_image, mutate
+
+DAY = 86400
+
+
+def locked_bucket(server: SeaweedS3, name: str) -> str:
+    server.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    return name
+
+
+def objects(server: SeaweedS3, bucket: str, prefix: str) -> list[str]:
+    listing = server.client().list_objects_v2(Bucket=bucket, Prefix=prefix + "/")
+    return [o["Key"] for o in listing.get("Contents", [])]
+
+
+def retention(server: SeaweedS3, bucket: str, key: str) -> dict[str, Any]:
+    return dict(server.client().get_object_retention(Bucket=bucket, Key=key)["Retention"])
+
+
+def test_immutable_points_cannot_be_deleted_even_with_the_buckets_keys(
+        cli: Cli, s3_server: SeaweedS3, tmp_path: Path) -> None:
+    bucket = locked_bucket(s3_server, "immutable-cli")
+    url = f"s3://{bucket}/r"
+    local, _img, points = local_repo_with_points(cli, tmp_path, 3, encrypt=False)
+    cli.ok("init", "--repo", url)
+    sent = cli.json("replicate", "--repo", local, "--to", url, "--immutable", "1d")
+    assert len(sent["points"]) == 3
+    assert sent["locked_until"] >= time.time() + DAY
+    assert sent["lock_requests"] == 1  # config.json; every chunk and record went up locked
+
+    keys = [k for k in objects(s3_server, bucket, "r")
+            if k.split("/")[1] in ("config.json", "points", "chunks")]
+    assert len(keys) > 10
+    for key in keys:
+        held = retention(s3_server, bucket, key)
+        assert held["Mode"] == "COMPLIANCE"
+        assert held["RetainUntilDate"].timestamp() >= time.time() + DAY - 60, key
+    s3 = s3_server.client()
+    chunk = next(k for k in keys if "/chunks/" in k)
+    for key in (f"r/points/web01-sda/{points[0][0]}.json", chunk):
+        version = s3.list_object_versions(Bucket=bucket, Prefix=key)["Versions"][0]["VersionId"]
+        with pytest.raises(Exception, match="AccessDenied"):
+            s3.delete_object(Bucket=bucket, Key=key, VersionId=version)
+
+    listed = cli.json("points", "--repo", url)
+    assert [p["id"] for p in listed] == [p for p, _ in points]
+    assert all(p["locked_until"] == sent["locked_until"] for p in listed)
+    one_line_error(cli.run("delete", "--repo", url, "--now", points[0][0]), 1, "locked until")
+    pruned = cli.json("prune", "--repo", url, "--volume", "web01-sda", "--keep-last", "1")
+    assert pruned["deleted"] == []
+
+    again = cli.json("replicate", "--repo", local, "--to", url, "--immutable", "1d")
+    assert again["points"] == [] and again["lock_requests"] == 0
+
+
+def test_a_bucket_that_cannot_lock_is_refused_before_anything_is_sent(
+        cli: Cli, cloud_url: str, tmp_path: Path) -> None:
+    local, _img, _points = local_repo_with_points(cli, tmp_path, 1, encrypt=False)
+    cli.ok("init", "--repo", cloud_url)
+    one_line_error(cli.run("replicate", "--repo", local, "--to", cloud_url, "--immutable", "30d"),
+                   2, "cannot hold immutable points")
+    assert cli.json("points", "--repo", cloud_url) == []
+
+
+@pytest.fixture
+def s3_env(s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+           ) -> Iterator[None]:
+    for name, value in (("CAIRN_S3_ENDPOINT", s3_server.endpoint),
+                        ("CAIRN_S3_ACCESS_KEY", s3_server.access_key),
+                        ("CAIRN_S3_SECRET_KEY", s3_server.secret_key),
+                        ("CAIRN_CACHE", str(tmp_path / "cache")),
+                        ("CAIRN_KEYS", str(tmp_path / "keys"))):
+        monkeypatch.setenv(name, value)
+    yield
+
+
+def needed(repo: Repository, point: RecoveryPoint) -> set[str]:
+    """Every object a point's block map reaches (interior nodes and data chunks)."""
+    return {chunk_name(h) for _slot, _a, h in diff(repo.nodes, None, repo.tree(point))
+            if h is not None and h != ZERO}
+
+
+def test_locks_are_extended_once_per_generation_not_once_per_backup(
+        s3_server: SeaweedS3, s3_env: None, tmp_path: Path) -> None:
+    """Backups replayed on a clock: within a generation a backup extends nothing; the first
+    backup of the next generation extends each object its point needs once, to the new
+    horizon, and S3 holds exactly that date."""
+    bucket = locked_bucket(s3_server, "immutable-generations")
+    now = [(time.time() // DAY + 1.5) * DAY]  # half way through tomorrow's generation
+    policy = Immutability(DAY, clock=lambda: now[0])
+    img = tmp_path / "disk.img"
+    data = make_image(img, 2 * 1024 * 1024, seed=3, fill=0.8)
+    with Repository.init(tmp_path / "local") as local, \
+            init_cloud(f"s3://{bucket}/g", None) as cloud:
+        make_immutable(cloud, DAY)  # probes the bucket first
+        assert isinstance(cloud.remote, Cloud)
+        remote = cloud.remote
+        remote.immutable(cloud, policy)  # the same locks, on the replayed clock
+
+        def one_backup(hours: float) -> tuple[RecoveryPoint, int, int]:
+            """The point, the extensions its replication made, the chunks it sent."""
+            now[0] += hours * 3600
+            mutate(img, data, seed=int(now[0] // 3600), writes=2)  # new data every time
+            point = backup(local, "v", img)
+            assert remote.locker is not None
+            before = remote.locker.retention.extensions
+            report = replicate(local, cloud)
+            return point, remote.locker.retention.extensions - before, report.chunks_sent
+
+        assert one_backup(0)[1] == 1  # config.json, locked for the first time
+        for _ in range(5):  # the rest of the generation: nothing to extend
+            assert one_backup(1)[1] == 0
+        point, extended, sent = one_backup(12)  # the next generation
+        need = needed(cloud, point)
+        assert extended == len(need) - sent + 1  # each object not sent locked, once
+        for _ in range(3):
+            assert one_backup(1)[1] == 0
+        horizon = policy.horizon(now[0])
+        for name in need:
+            until = retention(s3_server, bucket, f"g/{name}")["RetainUntilDate"].timestamp()
+            assert until >= horizon - 1, name
+        assert marks.marks_of(cloud, point.id).locked_until == horizon

@@ -30,8 +30,15 @@ def _line(out: list[str], name: str, kind: str, help_text: str,
     out.append(f"# HELP {name} {help_text}")
     out.append(f"# TYPE {name} {kind}")
     for labels, value in samples:
-        out.append(f"{name}{labels} {value:g}" if isinstance(value, float) else
-                   f"{name}{labels} {value}")
+        out.append(f"{name}{labels} {number(value)}")
+
+
+def number(value: float) -> str:
+    """A sample's value, exactly: integers in full (byte counters, Unix times) and floats
+    with every digit (``repr``); ``:g`` kept 6 significant digits, wrong rates follow."""
+    if float(value).is_integer() and abs(value) < 2**63:
+        return str(int(value))
+    return repr(float(value))
 
 
 def render(state: State, offline_after: float) -> str:

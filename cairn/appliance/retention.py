@@ -26,16 +26,17 @@ from cairn.store.retention import Policy
 def apply(repo_path: Path, state: State, machine: Machine) -> dict[str, Any] | None:
     """Prune the machine's volumes by its policy; None when it has no policy.
 
-    Returns ``{"deleted": [...], "held_until": T, "kept": [{"id", "reasons"}], "deferred":
-    [volumes], "error": None}``: deleted points are held restorable until ``T`` (None when
-    nothing went); raises what the store raises, except `Locked` (deferred).
+    Returns ``{"policy": P, "deleted": [...], "held_until": T, "kept": [{"id", "rules"}],
+    "deferred": [volumes], "error": None}``: deleted points (not kept by policy ``P``) are
+    held restorable until ``T`` (None when nothing went); raises what the store raises,
+    except `Locked` (deferred). `cairn jobs` shows it on the job's row.
     """
     schedule = state.schedule(machine.id)
     if schedule is None or not schedule.retention:
         return None
     policy = Policy.parse(schedule.retention)
-    outcome: dict[str, Any] = {"deleted": [], "held_until": None, "kept": [], "deferred": [],
-                               "error": None}
+    outcome: dict[str, Any] = {"policy": schedule.retention, "deleted": [],
+                               "held_until": None, "kept": [], "deferred": [], "error": None}
     with Repository.open(repo_path) as repo:
         for volume, _ in state.volumes(machine.id):
             name = store_volume(machine.name, volume)

@@ -37,10 +37,26 @@ def parse_every(text: str, minimum: float) -> float:
     return seconds
 
 
-def check_cron(expr: str) -> str:
+CRON_SAMPLE = 300
+"""Firings of a cron expression looked at for its shortest gap: days of a minute-level
+expression, years of a daily one; cheap (milliseconds) and enough for real schedules."""
+
+
+def check_cron(expr: str, minimum: float) -> str:
+    """``expr`` if valid and never firing twice within ``minimum`` seconds (the same floor
+    as ``--every``), from a fixed start so the answer does not depend on today."""
     if not croniter.is_valid(expr):
         raise UsageError(f"cron expression {expr!r} is not valid: use five fields, "
                          "e.g. '*/15 * * * *'")
+    fires = croniter(expr, 1_767_225_600.0)  # 2026-01-01 UTC
+    last = fires.get_next(float)
+    for _ in range(CRON_SAMPLE):
+        nxt = fires.get_next(float)
+        if nxt - last < minimum:
+            raise UsageError(f"cron expression {expr!r} fires {nxt - last:g} s apart, "
+                             f"under the minimum interval of {minimum:g} s "
+                             "(`min_interval_seconds` in appliance.toml)")
+        last = nxt
     return expr
 
 

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from cairn.cli._common import add_repo, add_wait, open_repo, when
+from cairn.cli._common import (
+    add_json,
+    add_repo,
+    add_wait,
+    human_bytes,
+    open_repo,
+    print_json,
+    when,
+)
 from cairn.ops.machine_points import delete_machine_points
 from cairn.ops.machine_points import resolve as resolve_machine_point
 from cairn.store import marks
 from cairn.store.delete import delete_points, purge_expired
+from cairn.store.space import freed_by
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,22 +29,42 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--now", action="store_true",
                    help="free their space at once instead of holding them for the deletion "
                         "window ($CAIRN_DELETE_WINDOW, default 3d)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="say what would be deleted and the space it would free; change "
+                        "nothing")
+    add_json(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
-    targets = [(ref, resolve_machine_point(repo, ref)) for ref in args.points]
-    machine_points = [mp for _, mp in targets if mp is not None]
-    points = [repo.resolve(ref) for ref, mp in targets if mp is None]
+    with open_repo(args) as repo:
+        targets = [(ref, resolve_machine_point(repo, ref)) for ref in args.points]
+        machine_points = [mp for _, mp in targets if mp is not None]
+        points = [repo.resolve(ref) for ref, mp in targets if mp is None]
+        every = points + [m.point for mp in machine_points for m in mp.members]
+        frees = freed_by(repo, every)
+        until = None
+        if args.now and not args.dry_run:
+            delete_points(repo, points)
+            delete_machine_points(repo, machine_points)
+        elif not args.dry_run:
+            until = marks.hold(repo, every)
+            purge_expired(repo)
+    if args.json:
+        print_json({"deleted": [p.id for p in points],
+                    "machine_points": [mp.id for mp in machine_points],
+                    "dry_run": args.dry_run, "now": args.now, "frees_bytes": frees,
+                    "held_until": until})
+        return 0
     what = f"{len(points)} point(s)" + (f" and {len(machine_points)} machine point(s)"
                                         if machine_points else "")
-    if args.now:
-        freed = delete_points(repo, points) + delete_machine_points(repo, machine_points)
-        print(f"deleted {what}, freed {freed} chunk(s)")
-        return 0
-    until = marks.hold(repo, points + [m.point for mp in machine_points for m in mp.members])
-    purge_expired(repo)
-    print(f"deleted {what}: restorable with `cairn undelete` until {when(until)}, then "
-          "reclaimed")
+    space = "an unknown amount (a block map is damaged)" if frees is None else human_bytes(frees)
+    if args.dry_run:
+        print(f"would delete {what}, freeing {space}"
+              + ("" if args.now else " once the deletion window ends (at once with --now)"))
+    elif until is None:
+        print(f"deleted {what}, freed {space}")
+    else:
+        print(f"deleted {what}: restorable with `cairn undelete` until {when(until)}, then "
+              f"reclaimed, freeing {space}")
     return 0

@@ -34,15 +34,38 @@ def _error(j: dict[str, Any]) -> str:
     return str(j["error"] or retention.get("error") or "")
 
 
+def _retention(j: dict[str, Any]) -> str:
+    """What the schedule's retention did after the job, in a few words."""
+    r = j.get("retention")
+    if not r:
+        return "-"
+    if r.get("error"):
+        return "failed"
+    deleted = r.get("deleted") or []
+    if not deleted:
+        return f"kept all ({r['policy']})" if r.get("policy") else "kept all"
+    until = f", undelete until {when(r['held_until'])}" if r.get("held_until") else ""
+    return f"deleted {len(deleted)} ({r.get('policy') or 'policy'}{until})"
+
+
 def _row(j: dict[str, Any]) -> list[str]:
     return [str(j["id"]), j["machine"], j["state"], j["reason"], when(j["created"]),
             f"{j['seconds']:.1f}s" if j["seconds"] is not None else "-",
             human_bytes(j["bytes_read"]), human_bytes(j["bytes_sent"]),
-            human_bytes(j["bytes_stored"]), _error(j)[:80]]
+            human_bytes(j["bytes_stored"]), _retention(j), _error(j)[:80]]
 
 
 HEADERS = ["JOB", "MACHINE", "STATE", "REASON", "CREATED", "TOOK", "READ", "SENT", "STORED",
-           "ERROR"]
+           "RETENTION", "ERROR"]
+
+
+def _print_retention(job: dict[str, Any]) -> None:
+    """After `jobs run --wait`: each point the schedule's retention deleted, and why."""
+    r = job.get("retention") or {}
+    for point in r.get("deleted") or []:
+        print(f"retention deleted point {point}: not kept by the schedule's policy "
+              f"{r.get('policy')!r}; restorable with `cairn undelete {point}` until "
+              f"{when(r['held_until']) if r.get('held_until') else 'the window ends'}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
                 print_json(job)
             else:
                 table(HEADERS, [_row(job)])
+                _print_retention(job)
             return 0 if job["state"] == "succeeded" else 1
         params: dict[str, Any] = {"machine": args.machine} if args.machine else {}
         jobs = client.json("GET", "/api/v1/jobs", params=params)

@@ -9,10 +9,15 @@ from cairn.cli._machines import print_machine_points
 from cairn.ops.points import info_json, list_points, point_json
 from cairn.store import marks
 from cairn.store.catalog import RecoveryPoint
+from cairn.store.space import freed_each
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("points", help="list recovery points")
+    p = sub.add_parser("points", help="list recovery points",
+                       description="SIZE: the volume's size; DATA: bytes in the point (zero "
+                                   "blocks excluded); ADDED: what its backup stored then; "
+                                   "FREES: what deleting it alone would free now (stored "
+                                   "bytes no other point holds)")
     add_repo(p)
     p.add_argument("--volume", help="only this volume")
     p.add_argument("--machine", help="machine points of this machine (agentless backups): "
@@ -45,16 +50,21 @@ def run(args: argparse.Namespace) -> int:
             return _run_deleted(args, marks.held_points(repo))
         infos = list_points(repo, args.volume)
         marked = marks.all_marks(repo)
+        frees = freed_each(repo, [i.point for i in infos])
     if args.json:
-        print_json([{**info_json(i), **marks_json(marked.get(i.point.id, marks.Marks()))}
-                    for i in infos])
+        print_json([{**info_json(i), **marks_json(marked.get(i.point.id, marks.Marks())),
+                     "frees": frees[i.point.id]} for i in infos])
         return 0
-    table(["ID", "VOLUME", "CREATED", "SIZE", "DATA", "STORED", "BOOT CHECK", "MARKS"],
+    table(["ID", "VOLUME", "CREATED", "SIZE", "DATA", "ADDED", "FREES", "BOOT CHECK", "MARKS"],
           [[i.point.id, i.point.volume, when(i.point.created), human_bytes(i.point.size),
             human_bytes(i.point.allocated), human_bytes(i.point.bytes_stored),
-            i.verification.status if i.verification else "-",
+            _frees(frees[i.point.id]), i.verification.status if i.verification else "-",
             _state(marked.get(i.point.id, marks.Marks()))] for i in infos])
     return 0
+
+
+def _frees(n: int | None) -> str:
+    return "damaged" if n is None else human_bytes(n)
 
 
 def _run_deleted(args: argparse.Namespace,

@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import argparse
 
-from cairn.cli._common import add_json, add_repo, add_wait, open_repo, print_json, table, when
+from cairn.cli._common import (
+    add_json,
+    add_repo,
+    add_wait,
+    human_bytes,
+    open_repo,
+    print_json,
+    table,
+    when,
+)
 from cairn.ops.machine_points import list_machine_points, prune_machine
 from cairn.ops.retention import prune
 from cairn.store.repository import Repository
 from cairn.store.retention import Policy
 
 RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+_RULE_HELP = {
+    "last": "keep the N newest points (N >= 1)",
+    **{rule: f"keep the newest point of each of the N latest {period}s (0: every {period}, "
+             "forever)"
+       for rule, period in (("hourly", "hour"), ("daily", "day"), ("weekly", "week"),
+                            ("monthly", "month"), ("yearly", "year"))},
+}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,7 +40,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     which.add_argument("--volume")
     which.add_argument("--machine", help="prune machine points: each is kept or removed whole")
     for rule in RULES:
-        p.add_argument(f"--keep-{rule}", type=int, metavar="N", dest=rule)
+        p.add_argument(f"--keep-{rule}", type=int, metavar="N", dest=rule,
+                       help=_RULE_HELP[rule])
     p.add_argument("--dry-run", action="store_true", help="show what would go, delete nothing")
     add_json(p)
     p.set_defaults(handler=run)
@@ -51,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
           [[p.id, when(p.created),
             _action(result.plan.reasons.get(p.id), args.dry_run, result.held_until)]
            for p in result.plan.points])
+    if result.plan.doomed:
+        space = ("an unknown amount (a block map is damaged)" if result.frees_bytes is None
+                 else human_bytes(result.frees_bytes))
+        print(f"{'would free' if args.dry_run else 'frees'} {space} when reclaimed")
     return 0
 
 

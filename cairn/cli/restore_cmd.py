@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from cairn.cli._common import add_repo, human_bytes, open_repo, progress
-from cairn.ops.restore import FORMATS, restore
+from cairn.ops.restore import FORMATS, refuse_overwrite, restore
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,10 +20,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                  "point (or MACHINE@latest) restores every disk")
     p.add_argument("dest", type=Path, help="destination file or block device; for a machine "
                                            "point a folder, one image per disk")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite an existing file (or write into a non-empty folder)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.force:
+        refuse_overwrite(args.dest)
     with open_repo(args, read_only=True) as repo:
         result = restore(repo, args.point, args.dest, args.format, progress,
                          args.ignore_damage)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 
-from cairn.cli._common import add_json, add_repo, human_bytes, open_repo, print_json
+from cairn.cli._common import add_json, add_repo, human_bytes, open_repo, print_json, table
 from cairn.store.stats import repository_stats
 
 
@@ -19,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     with open_repo(args, read_only=True) as repo:
         stats = repository_stats(repo)
     if args.json:
-        print_json(stats.__dict__)
+        print_json(asdict(stats))
         return 0
     print(f"volumes            {stats.volumes}")
     print(f"points             {stats.points}")
@@ -31,7 +32,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"compression ratio  {stats.compression_ratio:.2f}x")
     print(f"overall            {stats.overall_ratio:.2f}x (logical / stored)")
     if stats.deleted_points:
-        print(f"deleted, held      {stats.deleted_points} point(s), "
-              f"{human_bytes(stats.deleted_stored_bytes)} stored when made "
-              "(`cairn points --deleted`)")
+        print(f"deleted, held      {stats.deleted_points} point(s), freeing "
+              f"{_frees(stats.deleted_frees_bytes)} when reclaimed (`cairn points --deleted`)")
+    if stats.by_volume:
+        print()
+        table(["VOLUME", "POINTS", "SIZE", "ADDED", "FREES IF DELETED"],
+              [[v.volume, str(v.points), human_bytes(v.size), human_bytes(v.added_bytes),
+                _frees(v.frees_bytes)] for v in stats.by_volume])
     return 0
+
+
+def _frees(n: int | None) -> str:
+    return "unknown (a block map is damaged)" if n is None else human_bytes(n)

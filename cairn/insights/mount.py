@@ -175,6 +175,11 @@ def serve(volumes: list[Volume], mountpoint: str, ready: Callable[[], None]) -> 
     if os.path.ismount(mountpoint):
         raise MountError(f"{mountpoint} is already a mount point: unmount it first "
                          f"(`fusermount3 -u {mountpoint}`) or choose another directory")
+    with os.scandir(mountpoint) as entries:
+        if next(entries, None) is not None:
+            raise MountError(f"{mountpoint} is not empty: the mount would hide its files "
+                             "(and a script could mistake them for the point's); give an "
+                             "empty directory")
     if not os.path.exists("/dev/fuse"):
         raise MountError("/dev/fuse does not exist: load the fuse module (`modprobe fuse`) "
                          "or give the container the FUSE device")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cairn.errors import DestinationError
 from cairn.ops.machine_points import resolve as resolve_machine_point
 from cairn.ops.machine_points import restore_machine_point
 from cairn.ops.progress import Progress, quiet
@@ -14,7 +15,7 @@ from cairn.restore.writer import describe_lost
 from cairn.store.reader import PointReader
 from cairn.store.repository import Repository
 
-__all__ = ["FORMATS", "RestoreResult", "restore"]
+__all__ = ["FORMATS", "RestoreResult", "refuse_overwrite", "restore"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,18 @@ class RestoreResult:
     format: str
     lost: str = ""
     """with ``ignore_damage``: the blocks of a damaged point written as zeros, in words"""
+
+
+def refuse_overwrite(dest: Path) -> None:
+    """Refuse to write over an existing file, or into a folder already holding files (a
+    machine point's images), unless the user said so: a restore is often run at 3 a.m. over
+    the wrong path. A block device is always the point of the exercise."""
+    if dest.is_file() or dest.is_symlink():
+        raise DestinationError(f"{dest} exists: restore does not overwrite files; remove it, "
+                               "choose another path, or pass --force")
+    if dest.is_dir() and any(dest.iterdir()):
+        raise DestinationError(f"{dest} is a folder that is not empty: give an empty or new "
+                               "folder, or pass --force to write its images there")
 
 
 def restore(repo: Repository, ref: str, dest: Path, fmt: str = "raw",

@@ -24,6 +24,7 @@ from cairn.store.delete import purge_expired
 from cairn.store.machine_points import MachinePoints
 from cairn.store.repository import Repository
 from cairn.store.retention import Policy, select
+from cairn.store.space import freed_by
 
 KeepRule = Callable[[Repository, Sequence[RecoveryPoint]], dict[str, str]]
 
@@ -81,6 +82,9 @@ class RetentionResult:
     dry_run: bool
     freed_chunks: int = 0
     held_until: float | None = None
+    frees_bytes: int | None = None
+    """What deleting the doomed points frees (`space.freed_by`, None: a block map is
+    damaged): at the end of their deletion window, as measured when planned."""
 
     @property
     def deleted(self) -> list[str]:
@@ -89,7 +93,8 @@ class RetentionResult:
     def json(self) -> dict[str, Any]:
         return {"volume": self.plan.volume, "dry_run": self.dry_run,
                 "kept": self.plan.kept_json(), "deleted": self.deleted,
-                "held_until": self.held_until, "freed_chunks": self.freed_chunks}
+                "held_until": self.held_until, "freed_chunks": self.freed_chunks,
+                "frees_bytes": self.frees_bytes}
 
 
 def plan(repo: Repository, volume: str, policy: Policy) -> RetentionPlan:
@@ -113,13 +118,16 @@ def prune(repo: Repository, volume: str, policy: Policy, dry_run: bool = False
     """
     planned = plan(repo, volume, policy)
     if dry_run:
-        return RetentionResult(planned, dry_run=True)
+        return RetentionResult(planned, True, frees_bytes=freed_by(repo, planned.doomed))
     try:
+        frees = freed_by(repo, planned.doomed)
         until = marks.hold(repo, planned.doomed)
     except InUse:
         planned = plan(repo, volume, policy)
+        frees = freed_by(repo, planned.doomed)
         until = marks.hold(repo, planned.doomed)
-    return RetentionResult(planned, False, purge(repo), until if planned.doomed else None)
+    return RetentionResult(planned, False, purge(repo), until if planned.doomed else None,
+                           frees)
 
 
 def purge(repo: Repository) -> int:

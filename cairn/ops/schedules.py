@@ -27,7 +27,7 @@ def set_schedule(state: State, config: ApplianceConfig, machine: Machine, every:
     if (every is None) == (cron is None):
         raise UsageError("give exactly one of every (e.g. 5m) or cron (e.g. '*/15 * * * *')")
     seconds = parse_every(every, config.min_interval_seconds) if every else None
-    checked = check_cron(cron) if cron else None
+    checked = check_cron(cron, config.min_interval_seconds) if cron else None
     if retention is not None and Policy.parse(retention).empty:
         raise UsageError("retention names no rule: e.g. hourly=24,daily=14")
     state.set_schedule(machine.id, seconds, checked, retention,

@@ -5,6 +5,8 @@ periods (hour, day, ISO week, month, year) until it has kept its count of period
 are independent and a point kept by any rule stays (restic's semantics). A count of ``0``
 means *every* period: ``--keep-monthly 0`` keeps one point per month forever, which is how
 long-term (infinite) cloud retention is written. A rule not given keeps nothing.
+``--keep-last 0`` is refused: borg and restic read it as "none", a period rule's 0 reads
+"all", and either reading would surprise someone.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ class Policy:
             value = getattr(self, f.name)
             if value is not None and value < 0:
                 raise UsageError(f"--keep-{f.name} must be 0 (keep all) or more, not {value}")
+        if self.last == 0:
+            raise UsageError("--keep-last 0 (last=0) is refused: borg and restic read it as "
+                             "keep none, a period rule's 0 as keep every period; give the "
+                             "number of newest points to keep, or leave the rule out")
 
     @property
     def empty(self) -> bool:
@@ -66,8 +72,7 @@ def select(points: Sequence[RecoveryPoint], policy: Policy) -> dict[str, list[st
     newest_first = sorted(points, key=lambda p: (p.created, p.seq), reverse=True)
     keep: dict[str, list[str]] = {}
     if policy.last is not None:
-        chosen = newest_first if policy.last == 0 else newest_first[: policy.last]
-        for p in chosen:
+        for p in newest_first[: policy.last]:
             keep.setdefault(p.id, []).append("last")
     for rule, fmt in _PERIODS.items():
         count = getattr(policy, rule)

@@ -54,3 +54,6 @@ def test_scheduled_retention_keeps_a_cloned_point_and_the_agent_runs_on(
     assert [p["id"] for p in points] == [cloned, third["points"][0]]
     listing = cairn("jobs", *appliance.admin_args(), "--json").stdout
     assert json.loads(listing)[-1]["retention"]["kept"][0]["rules"] == ["has a clone"]
+    # the table says so too: a manual run's retention is never silent
+    rows = cairn("jobs", *appliance.admin_args()).stdout.splitlines()
+    assert "RETENTION" in rows[0] and "deleted 1 (last=1, undelete until" in rows[-1], rows

@@ -87,7 +87,7 @@ def test_a_deleted_point_is_held_restorable_then_reclaimed(repo: Path, tmp_path:
     assert held[0]["purge_after"] - held[0]["deleted_at"] == 3 * 86400
     stats = json.loads(ok("stats", "--repo", repo, "--json"))
     assert stats["points"] == 2 and stats["deleted_points"] == 1
-    assert stats["deleted_stored_bytes"] > 0 and stats["stored_bytes"] == stored_before
+    assert stats["deleted_frees_bytes"] > 0 and stats["stored_bytes"] == stored_before
     out = tmp_path / "out.img"
     ok("restore", "--repo", repo, victim, out)  # still whole while held
     assert out.read_bytes() == data

@@ -171,7 +171,7 @@ def test_two_appliances_and_a_prune_at_once_stay_consistent(cli: Cli, cloud_url:
     assert "no problems found" in cli.ok("verify", "--repo", cloud_url, "--read-data")
     for point in cli.json("points", "--repo", cloud_url):
         out = tmp_path / "check.img"
-        cli.ok("restore", "--repo", cloud_url, point["id"], out)
+        cli.ok("restore", "--repo", cloud_url, point["id"], out, "--force")
         originals = {p: data for _repo, _img, pts in sites for p, data in pts}
         assert out.read_bytes() == originals[point["id"]]
 

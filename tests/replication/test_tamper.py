@@ -60,7 +60,7 @@ def assert_local_untouched(cli: Cli, local: Path, points: list[tuple[str, bytes]
     assert "no problems found" in cli.ok("verify", "--repo", local, "--read-data")
     for point, want in points:
         out = tmp_path / "check.img"
-        cli.ok("restore", "--repo", local, point, out)
+        cli.ok("restore", "--repo", local, point, out, "--force")
         assert out.read_bytes() == want
 
 
@@ -153,7 +153,8 @@ def test_bombs_and_plain_text_chunks_are_refused_before_they_cost_memory(
     for words, body in bombs.items():
         assert len(body) < 2 * 1024 * 1024 + 8
         bucket.put(victim, body)
-        refused = [cli.run("restore", "--repo", plain_url, point, out) for point, _ in points]
+        refused = [cli.run("restore", "--repo", plain_url, point, out, "--force")
+                   for point, _ in points]
         refused = [r for r in refused if r.returncode != 0]
         assert refused
         for result in refused:

@@ -29,7 +29,7 @@ def cli(s3_server: SeaweedS3, tmp_path: Path) -> Cli:
 def _restores(cli: Cli, repo: str | Path, key: Path, points: list[tuple[str, bytes]],
               out: Path) -> None:
     for point, data in points:
-        cli.ok("restore", "--repo", repo, "--key-file", key, point, out)
+        cli.ok("restore", "--repo", repo, "--key-file", key, point, out, "--force")
         assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(data).digest()
 
 

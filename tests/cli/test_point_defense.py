@@ -105,7 +105,7 @@ def test_a_deleted_point_is_held_restorable_then_reclaimed(repo: Path, tmp_path:
     stats = json.loads(ok("stats", "--repo", repo, "--json"))
     assert stats["stored_bytes"] < stored_before
     assert "no problems found" in ok("verify", "--repo", repo, "--read-data")
-    ok("restore", "--repo", repo, points[2][0], out)
+    ok("restore", "--repo", repo, points[2][0], out, "--force")
     assert out.read_bytes() == points[2][1]
 
 

@@ -7,7 +7,11 @@ of changed blocks that *turned* incompressible (held compressible data before,
 incompressible data now) is compared with the volume's own history (table
 ``point_signals``, owned here): encrypting files in place does exactly that to every block
 it touches, while normal churn rarely does (a random or compressed file rewritten was
-incompressible before; new files land on empty blocks).
+incompressible before; new files land on empty blocks). Ransomware that writes encrypted
+copies into free space and deletes the originals turns nothing: for it the share of changed
+blocks that are new incompressible data ("dense") is compared with the volume's history too,
+and opens the file scan, which then finds the originals renamed or deleted (an archive
+being made opens it too, and the scan clears it: it is one added file).
 
 Step 2, only when step 1 looks wrong (or ``deep`` is asked; `ransomware_files`, loaded only
 then): the file systems of the two points are compared (`cairn.insights.diff`, which reads
@@ -40,7 +44,8 @@ _TABLE = """CREATE TABLE IF NOT EXISTS point_signals(
     point_id TEXT PRIMARY KEY,
     volume_id INTEGER NOT NULL,
     changed_blocks INTEGER NOT NULL,
-    turned_blocks INTEGER NOT NULL)"""
+    turned_blocks INTEGER NOT NULL,
+    dense_blocks INTEGER NOT NULL DEFAULT 0)"""
 SAMPLE_BLOCKS = 128
 """Changed blocks looked at, at most: enough to estimate a share."""
 HISTORY = 10
@@ -55,7 +60,11 @@ class Finding:
     changed_blocks: int = 0
     turned_blocks: int = 0
     """Changed blocks that held compressible data and now hold incompressible data."""
+    dense_blocks: int = 0
+    """Changed blocks that now hold incompressible data, whatever they held before: what
+    encrypted copies written to free space (then the originals deleted) look like."""
     baseline: float | None = None
+    dense_baseline: float | None = None
     scanned: bool = False
     reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -64,19 +73,36 @@ class Finding:
     def share(self) -> float:
         return self.turned_blocks / self.changed_blocks if self.changed_blocks else 0.0
 
+    @property
+    def dense_share(self) -> float:
+        return self.dense_blocks / self.changed_blocks if self.changed_blocks else 0.0
 
-def _history(repo: Repository, point: RecoveryPoint) -> float | None:
-    """Median turned share of the volume's last points (None: no history yet); by hand,
-    since `statistics` costs every backup's start-up more than this does."""
+
+def _median(values: list[float]) -> float:
+    """By hand: `statistics` costs every backup's start-up more than this does."""
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _history(repo: Repository, point: RecoveryPoint, finding: Finding) -> None:
+    """The median turned and dense shares of the volume's last points (None: no history)."""
     rows = repo.catalog.db.execute(
-        "SELECT changed_blocks, turned_blocks FROM point_signals WHERE volume_id=? "
-        "AND point_id != ? AND changed_blocks >= ? ORDER BY rowid DESC LIMIT ?",
+        "SELECT changed_blocks, turned_blocks, dense_blocks FROM point_signals WHERE "
+        "volume_id=? AND point_id != ? AND changed_blocks >= ? ORDER BY rowid DESC LIMIT ?",
         (point.volume_id, point.id, MIN_BLOCKS, HISTORY)).fetchall()
-    if not rows:
-        return None
-    shares = sorted(b / a for a, b in rows)
-    middle = len(shares) // 2
-    return shares[middle] if len(shares) % 2 else (shares[middle - 1] + shares[middle]) / 2
+    if rows:
+        finding.baseline = _median([turned / changed for changed, turned, _d in rows])
+        finding.dense_baseline = _median([dense / changed for changed, _t, dense in rows])
+
+
+def _ensure_table(repo: Repository) -> None:
+    """The signals table, with the dense column that points recorded before it lack."""
+    db = repo.catalog.db
+    db.execute(_TABLE)
+    if "dense_blocks" not in {row[1] for row in db.execute("PRAGMA table_info(point_signals)")}:
+        db.execute("ALTER TABLE point_signals ADD COLUMN dense_blocks INTEGER NOT NULL "
+                   "DEFAULT 0")
 
 
 def _block_signal(repo: Repository, prev: RecoveryPoint, point: RecoveryPoint,
@@ -94,14 +120,36 @@ def _block_signal(repo: Repository, prev: RecoveryPoint, point: RecoveryPoint,
         return None if known is None else repo.chunks.stored_raw(*known)
 
     turned = sum(1 for old, new in sample if old != ZERO and raw(new) and raw(old) is False)
-    finding.turned_blocks = round(turned * len(pairs) / len(sample)) if sample else 0
+    dense = sum(1 for _old, new in sample if raw(new))
+    scale = len(pairs) / len(sample) if sample else 0
+    finding.turned_blocks, finding.dense_blocks = round(turned * scale), round(dense * scale)
 
 
-def _suspicious_blocks(finding: Finding) -> bool:
-    if finding.changed_blocks < MIN_BLOCKS:
-        return False
+def _turned_suspicious(finding: Finding) -> bool:
+    """Compressible blocks turned incompressible, far beyond the volume's habit."""
     baseline = finding.baseline if finding.baseline is not None else 0.0
-    return finding.share >= 0.3 and finding.share >= baseline + 0.2
+    return (finding.changed_blocks >= MIN_BLOCKS and finding.share >= 0.3
+            and finding.share >= baseline + 0.2)
+
+
+def _dense_suspicious(finding: Finding) -> bool:
+    """Most changed blocks are new incompressible data, far beyond the volume's habit: an
+    archive being made, or encrypted copies of files; only the file scan tells which (an
+    archive is one added file; copies come with their originals deleted or renamed)."""
+    baseline = finding.dense_baseline if finding.dense_baseline is not None else 0.0
+    return (finding.changed_blocks >= MIN_BLOCKS and finding.dense_share >= 0.5
+            and finding.dense_share >= baseline + 0.2)
+
+
+def _block_reason(finding: Finding) -> str | None:
+    """Why the changed blocks look wrong, or None when they look as usual."""
+    if _turned_suspicious(finding):
+        return (f"{finding.share:.0%} of {finding.changed_blocks} changed blocks turned "
+                f"incompressible (usually {finding.baseline or 0:.0%})")
+    if _dense_suspicious(finding):
+        return (f"{finding.dense_share:.0%} of {finding.changed_blocks} changed blocks are "
+                f"new incompressible data (usually {finding.dense_baseline or 0:.0%})")
+    return None
 
 
 def examine(repo: Repository, point: RecoveryPoint, deep: bool = False) -> Finding:
@@ -112,24 +160,23 @@ def examine(repo: Repository, point: RecoveryPoint, deep: bool = False) -> Findi
     prev, _next = repo.catalog.neighbours(point)
     if prev is None:
         return finding
-    repo.catalog.db.execute(_TABLE)
-    finding.baseline = _history(repo, point)
+    _ensure_table(repo)
+    _history(repo, point, finding)
     _block_signal(repo, prev, point, finding)
-    if deep or _suspicious_blocks(finding):
+    block_reason = _block_reason(finding)
+    if deep or block_reason:
         finding.scanned = True
         from cairn.insights.ransomware_files import scan  # only when the blocks look wrong
 
         finding.reasons = scan(repo, prev, point)
-    if finding.reasons and _suspicious_blocks(finding):
-        finding.reasons.insert(0, f"{finding.share:.0%} of {finding.changed_blocks} changed "
-                                  "blocks turned incompressible (usually "
-                                  f"{finding.baseline or 0:.0%})")
+    if finding.reasons and block_reason:
+        finding.reasons.insert(0, block_reason)
     if finding.changed_blocks >= MIN_BLOCKS:  # `_history` reads no other: spare the commit
         with repo.catalog.transaction() as db:
             db.execute("INSERT OR REPLACE INTO point_signals(point_id, volume_id, changed_blocks, "
-                       "turned_blocks) VALUES(?, ?, ?, ?)",
+                       "turned_blocks, dense_blocks) VALUES(?, ?, ?, ?, ?)",
                        (point.id, point.volume_id, finding.changed_blocks,
-                        finding.turned_blocks))
+                        finding.turned_blocks, finding.dense_blocks))
     if finding.reasons:
         from cairn.store import marks
 

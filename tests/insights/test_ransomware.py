@@ -5,7 +5,8 @@ rewritten, a compressed archive created, a random-data file rewritten in place):
 those points may be flagged, neither by the cheap path every backup takes nor by the full
 file scan. Then files are encrypted in place (some keeping their mtime), others encrypted
 and renamed to one extension, and a ransom note is dropped: that point must be flagged,
-kept by retention and alerted on.
+kept by retention and alerted on; so must encrypted copies written to free blocks with the
+originals deleted.
 """
 
 from __future__ import annotations
@@ -140,6 +141,17 @@ def ransomware(mnt: Path) -> None:
     (mnt / "docs/HOW_TO_DECRYPT.txt").write_text("Your files are encrypted. Pay 1 BTC.\n")
 
 
+def encrypted_copies(mnt: Path) -> None:
+    """The other way ransomware works: encrypted copies written to free blocks under a new
+    extension, then the originals deleted; no block that held a file is rewritten."""
+    key = bytes(range(32))
+    for path in sorted((mnt / "docs").iterdir())[:40]:
+        enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+        copy = path.with_name(path.name + ".crypt")
+        copy.write_bytes(enc.update(path.read_bytes()) + enc.finalize())
+        path.unlink()
+
+
 def mass_deletion(mnt: Path) -> None:
     for path in sorted((mnt / "many").iterdir())[:260]:
         path.unlink()
@@ -215,6 +227,25 @@ def test_encryption_in_place_renames_and_a_note_are_flagged_kept_and_alerted(
         alerts.close()
     assert [a.subject for a in found] == [made["point"]]
     assert found[0].severity == "critical" and "looks like ransomware" in found[0].message
+
+
+def test_encrypted_copies_in_free_blocks_then_deleted_originals_are_flagged(
+        machine: tuple[Path, Path, Path]) -> None:
+    """No block turns incompressible (the copies land on empty blocks), so the block signal
+    that opens the file scan is the share of changed blocks that are new incompressible data,
+    against the volume's history; the scan then sees every original reappear encrypted
+    under one new extension."""
+    repo, image, mnt = machine
+    with loop_mounted(image, mnt):
+        log_rotation(mnt)
+    backup(repo, image)
+    with loop_mounted(image, mnt):
+        encrypted_copies(mnt)
+    made = backup(repo, image)
+    assert made["flagged"] is True, made
+    reasons = " | ".join(map(str, made["flag_reasons"]))  # type: ignore[call-overload]
+    assert "changed blocks are new incompressible data" in reasons
+    assert "40 files renamed to the new extension .crypt" in reasons
 
 
 def test_mass_deletion_is_found_by_the_file_scan(machine: tuple[Path, Path, Path]) -> None:

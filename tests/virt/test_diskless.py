@@ -70,9 +70,9 @@ def test_a_machine_boots_from_a_tls_export_and_its_writes_become_a_point(
     finally:
         if qemu is not None:
             qemu.kill()
-            qemu.wait()
+            print("qemu said:", qemu.communicate()[0].decode(errors="replace"))  # shown on failure
         export.send_signal(signal.SIGINT)
-        export.wait(timeout=30)
+        print("export said:", export.communicate(timeout=30)[1])
     with_repo = Repository.open(repo)
     try:
         point = keep_as_point(with_repo, get_clone(with_repo, "diskless"))

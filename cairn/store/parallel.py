@@ -31,5 +31,8 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
 
 def get_each(get: Callable[[str], bytes], names: list[str], each: Callable[[str, bytes], T],
              workers: int) -> Iterator[T]:
-    """`Backend.get_many` for storage read one object per request."""
+    """`Backend.get_many` for storage read one object per request; a single object (a
+    block of a point read through `PointReader`) is read on the calling thread."""
+    if len(names) == 1:
+        return (each(name, get(name)) for name in names)
     return bounded_map(lambda name: each(name, get(name)), names, workers)

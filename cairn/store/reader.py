@@ -43,17 +43,29 @@ class PointReader:
     def block(self, digest: bytes, length: int) -> bytes:
         if digest == ZERO:
             return bytes(length)
+        return self.blocks({digest})[digest]
+
+    def blocks(self, digests: set[bytes]) -> dict[bytes, bytes]:
+        """The content of each of ``digests`` (never ZERO): decoded ones from the cache, the
+        others checked and decoded from one batch (`ChunkStore.get_many`: for packs one index
+        query and neighbours in one read, where a chunk at a time cost a query, a read and
+        a lock round each)."""
+        found: dict[bytes, bytes] = {}
         with self._lock:
-            data = self._cache.get(digest)
-            if data is not None:
-                self._cache.move_to_end(digest)
-                return data
-        data = self.repo.chunks.get(digest)
+            for digest in digests:
+                data = self._cache.get(digest)
+                if data is not None:
+                    self._cache.move_to_end(digest)
+                    found[digest] = data
+        missing = [d for d in digests if d not in found]
+        if not missing:
+            return found
+        fetched = dict(self.repo.chunks.get_many(missing, lambda d, data: (d, data)))
         with self._lock:
-            self._cache[digest] = data
-            if len(self._cache) > CACHED_BLOCKS:
+            self._cache.update(fetched)
+            while len(self._cache) > CACHED_BLOCKS:
                 self._cache.popitem(last=False)
-        return data
+        return found | fetched
 
     def pread(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.size:
@@ -62,9 +74,10 @@ class PointReader:
             return b""
         bs = self.block_size
         first, last = offset // bs, (offset + length - 1) // bs
-        parts = [self.block(digest, min(bs, self.size - index * bs))
-                 for index, digest in self.block_hashes(first, last + 1)]
-        data = b"".join(parts)
+        slots = list(self.block_hashes(first, last + 1))
+        found = self.blocks({digest for _, digest in slots if digest != ZERO})
+        data = b"".join(found[digest] if digest != ZERO else bytes(min(bs, self.size - index * bs))
+                        for index, digest in slots)
         skip = offset - first * bs
         return data[skip : skip + length]
 

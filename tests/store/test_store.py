@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from cairn.errors import MissingChunk
+from cairn.store.backend import T
 from cairn.store.chunks import chunk_name
 from cairn.store.cloud import init_cloud
 from cairn.store.delete import delete_points
@@ -143,13 +144,14 @@ def test_small_reads_of_one_block_fetch_it_once(repo: Repository, tmp_path: Path
     data = make_image(img, 1024 * 1024, seed=16, fill=1.0)
     reader = PointReader(repo, backup(repo, "vol", img))
     fetched: list[bytes] = []
-    real_get = repo.chunks.get
+    real_get_many = repo.chunks.get_many
 
-    def counting_get(digest: bytes) -> bytes:
-        fetched.append(digest)
-        return real_get(digest)
+    def counting_get_many(digests: list[bytes], each: Callable[[bytes, bytes], T]
+                          ) -> Iterator[T]:
+        fetched.extend(digests)
+        return real_get_many(digests, each)
 
-    repo.chunks.get = counting_get  # type: ignore[method-assign]
+    repo.chunks.get_many = counting_get_many  # type: ignore[method-assign]
     pieces = [reader.pread(off, 4096) for off in range(0, 65536 * 2, 4096)]
     assert b"".join(pieces) == bytes(data[: 65536 * 2])
     assert len(fetched) == len(set(fetched)) == 2

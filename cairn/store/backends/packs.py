@@ -336,9 +336,11 @@ class PackBackend:
     def get_many(self, names: list[str], each: Callable[[str, bytes], T]) -> Iterator[T]:
         """Objects in pack order, neighbours in one read: a point's blocks were written by
         many backups into many packs, and reading them in disk order rather than block
-        order keeps a restore of the newest point as fast as one of the oldest."""
-        from cairn.store.parallel import bounded_map  # only bulk reads pay for a thread pool
+        order keeps a restore of the newest point as fast as one of the oldest.
 
+        Up to READ_LIMIT bytes in all (one NBD request, a few blocks of a file) are read on
+        the calling thread: its caller is already one of many (an NBD server's readers),
+        and starting a thread pool would cost more than the reads it could overlap."""
         with self._lock:
             found = {n: self._pending[n] for n in names if n in self._pending}
         with self._db_lock:
@@ -354,8 +356,15 @@ class PackBackend:
                 data = os.pread(self._reader(pack), end - start, start)
             except FileNotFoundError:
                 raise KeyError(batch[0][0]) from None
-            return [each(name, data[offset - start : offset - start + length])
+            view = memoryview(data)  # each object's bytes without a copy of its own
+            return [each(name, view[offset - start : offset - start + length])
                     for name, (_pack, offset, length) in batch]
+
+        if sum(length for _pack, _offset, length in found.values()) <= READ_LIMIT:
+            for batch in _batches(found):
+                yield from read(batch)
+            return
+        from cairn.store.parallel import bounded_map  # only bulk reads pay for a thread pool
 
         for results in bounded_map(read, _batches(found), READERS):
             yield from results

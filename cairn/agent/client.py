@@ -72,6 +72,10 @@ class ApplianceClient:
         self.http = httpx.Client(base_url=self.url, verify=pinned_context(pem), headers=headers,
                                  timeout=timeout, event_hooks={"response": [self._check_pin]})
 
+    unreachable_hint = "it retries by itself, or check that `cairn serve` runs"
+    """What to do when the appliance does not answer: an agent retries; a one-shot admin
+    command (`cli._appliance`) says where it looked instead."""
+
     def close(self) -> None:
         self.http.close()
 
@@ -95,8 +99,8 @@ class ApplianceClient:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise ApplianceUnreachable(f"the appliance at {self.url} did not answer "
-                                       f"({type(exc).__name__}: {exc}): it retries by itself, "
-                                       "or check that `cairn serve` runs") from None
+                                       f"({type(exc).__name__}: {exc}): "
+                                       f"{self.unreachable_hint}") from None
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail", response.text)

@@ -7,10 +7,12 @@ This is the one place that turns a `CairnError` into a one-line message and an e
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import os
 import sqlite3
 import sys
+from typing import NoReturn
 
 from cairn import __version__
 from cairn.errors import (
@@ -63,9 +65,16 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error, pointing at ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"cairn: error: {message} (`{self.prog} --help` shows the usage)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser, with only ``command``'s module loaded when it is a known command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cairn",
         description="Image backups where every recovery point is whole: restore, boot, "
                     "browse or delete any point without touching another.")
@@ -74,7 +83,28 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     wanted = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
     for module in wanted:
         importlib.import_module(f"cairn.cli.{module}").register(sub)
+    for command_parser in sub.choices.values():
+        _options_anywhere(command_parser)
     return parser
+
+
+def _options_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Let a command's options follow its action too: ``machines add web01 --repo R`` as
+    well as ``machines --repo R add web01``. Each action gets a copy of the options it
+    lacks, defaulting to "not given", so a value before the action is kept."""
+    nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    options = [a for a in parser._actions if a.option_strings
+               and not isinstance(a, argparse._HelpAction)]
+    for group in nested:
+        for child in group.choices.values():
+            taken = set(child._option_string_actions)
+            for option in options:
+                if not taken.intersection(option.option_strings):
+                    inherited = copy.copy(option)
+                    inherited.default = argparse.SUPPRESS
+                    inherited.required = False
+                    child._add_action(inherited)
+            _options_anywhere(child)
 
 
 def main(argv: list[str] | None = None) -> int:

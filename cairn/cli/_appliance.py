@@ -17,12 +17,15 @@ from cairn.cli._common import add_repo
 from cairn.errors import UsageError
 
 DEFAULT_URL = "https://127.0.0.1:8443"
+APPLIANCE_URL = "appliance.url"
+"""Where `cairn serve` writes the address it serves, in its repository."""
 
 
 def add_appliance(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--appliance", default=os.environ.get("CAIRN_APPLIANCE", DEFAULT_URL),
-                        metavar="URL", help=f"appliance API (default $CAIRN_APPLIANCE or "
-                                            f"{DEFAULT_URL})")
+    parser.add_argument("--appliance", default=os.environ.get("CAIRN_APPLIANCE"),
+                        metavar="URL", help=f"appliance API (default $CAIRN_APPLIANCE, else "
+                                            f"where `cairn serve` of --repo listens: "
+                                            f"REPO/{APPLIANCE_URL}, else {DEFAULT_URL})")
     parser.add_argument("--fingerprint", default=os.environ.get("CAIRN_APPLIANCE_FINGERPRINT"),
                         help="expected sha256:... of the appliance certificate")
     add_repo(parser)
@@ -48,8 +51,21 @@ def admin_client(args: argparse.Namespace) -> ApplianceClient:
             raise UsageError(f"--fingerprint {args.fingerprint} does not match {repo}'s "
                              f"certificate {fingerprint}")
     elif args.fingerprint:
-        pem, fingerprint = fetch_certificate(args.appliance, args.fingerprint)
+        pem, fingerprint = fetch_certificate(args.appliance or _served(repo) or DEFAULT_URL,
+                                             args.fingerprint)
     else:
         raise UsageError("cannot pin the appliance certificate: pass --repo on the appliance "
                          "host, or --fingerprint sha256:... (logged by `cairn serve`)")
-    return ApplianceClient(args.appliance, token, fingerprint, pem)
+    url = args.appliance or _served(repo) or DEFAULT_URL
+    client = ApplianceClient(url, token, fingerprint, pem)
+    client.unreachable_hint = (f"check that `cairn serve` runs and listens at {url} (from "
+                               f"--appliance, $CAIRN_APPLIANCE or REPO/{APPLIANCE_URL})")
+    return client
+
+
+def _served(repo: Path | None) -> str | None:
+    """The address `cairn serve` wrote into ``repo``, if it did."""
+    try:
+        return (repo / APPLIANCE_URL).read_text().strip() or None if repo else None
+    except OSError:
+        return None

@@ -82,7 +82,8 @@ def print_json(value: Any) -> None:
 
 
 def when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    """Local time with its zone, as every table shows it."""
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
 
 
 def table(headers: list[str], rows: list[list[str]]) -> None:
@@ -93,8 +94,10 @@ def table(headers: list[str], rows: list[list[str]]) -> None:
 
 
 @contextmanager
-def progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
-    """A byte-progress bar on stderr when it is a terminal; silent otherwise."""
+def progress(total: int | None, description: str) -> Iterator[Callable[[int], None]]:
+    """A byte-progress bar on stderr when it is a terminal, with total, rate and ETA in
+    binary units (``total`` None: not known ahead, so bytes and rate only); silent when
+    stderr is not a terminal."""
     if not sys.stderr.isatty():
         yield lambda _n: None
         return
@@ -102,11 +105,20 @@ def progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
         BarColumn,
         DownloadColumn,
         Progress,
+        ProgressColumn,
+        Task,
         TimeRemainingColumn,
-        TransferSpeedColumn,
     )
+    from rich.text import Text
 
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), TimeRemainingColumn(), transient=True) as bar:
-        task = bar.add_task(description, total=total)
+    class Rate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else f"{human_bytes(speed)}/s",
+                        style="progress.data.speed")
+
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  DownloadColumn(binary_units=True), Rate(), TimeRemainingColumn(),
+                  transient=True) as bar:
+        task = bar.add_task(description, total=total or None)
         yield lambda n: bar.advance(task, n)

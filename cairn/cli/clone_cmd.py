@@ -14,6 +14,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("point", help="point id (or unique prefix, or VOLUME@latest); a machine "
                                  "point clones every disk, as NAME.DISK")
     p.add_argument("--name", help="clone name (default: made from the point)")
+    add_json(p)
     p.set_defaults(handler=run_clone)
 
     p = sub.add_parser("clones", help="list clones")
@@ -24,12 +25,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("clone-rm", help="remove a clone and what only it held")
     add_repo(p)
     p.add_argument("clone", nargs="+", help="clone name")
+    add_json(p)
     p.set_defaults(handler=run_remove)
 
 
 def run_clone(args: argparse.Namespace) -> int:
     with open_repo(args) as repo:
         made = clone(repo, args.point, args.name)
+    if args.json:
+        print_json([clone_json(c) for c in made])
+        return 0
     for c in made:
         print(f"clone {c.name} of point {c.point_id}")
     return 0
@@ -47,6 +52,10 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_remove(args: argparse.Namespace) -> int:
     with open_repo(args) as repo:
-        for name in remove(repo, args.clone):
-            print(f"removed clone {name}")
+        removed = list(remove(repo, args.clone))
+    if args.json:
+        print_json({"removed": removed})
+        return 0
+    for name in removed:
+        print(f"removed clone {name}")
     return 0

@@ -9,13 +9,14 @@ from cairn.cli._common import add_repo, is_cloud, repo_location
 from cairn.errors import UsageError
 from cairn.store.profiles import Profile, profiles_path
 from cairn.store.repository import DEFAULT_BLOCK_SIZE, Repository
+from cairn.units import parse_size
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("init", help="create a repository (local path or s3://BUCKET/PREFIX)")
     add_repo(p)
-    p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE,
-                   help=f"block size in bytes (default {DEFAULT_BLOCK_SIZE})")
+    p.add_argument("--block-size", type=_size, default=DEFAULT_BLOCK_SIZE,
+                   help=f"block size: bytes, or 64K, 1M (default {DEFAULT_BLOCK_SIZE // 1024}K)")
     p.add_argument("--encrypt", action="store_true",
                    help="encrypt chunks; the key is written to REPO/key and never leaves it")
     p.add_argument("--region", default=None,
@@ -25,6 +26,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="address the bucket as BUCKET.ENDPOINT (AWS) rather than "
                         "ENDPOINT/BUCKET; remembered with its endpoint")
     p.set_defaults(handler=run)
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _where(args: argparse.Namespace) -> Profile | None:

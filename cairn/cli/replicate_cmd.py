@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     with open_repo(args) as local:
         if local.config.key_id is not None and args.key_file is None:
             args.key_file = local.path / "key"
-        with open_location(args.to, args) as cloud, progress_bar(0, "replicate") as advance:
+        with open_location(args.to, args) as cloud, progress_bar(None, "replicate") as advance:
             if args.immutable:
                 make_immutable(cloud, parse_duration(args.immutable))
             report = replicate(local, cloud, args.volume, Pace(rate), advance, args.send)

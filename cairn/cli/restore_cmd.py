@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cairn.cli._common import add_repo, human_bytes, open_repo, progress
+from cairn.cli._common import add_json, add_repo, human_bytes, open_repo, print_json, progress
 from cairn.ops.restore import FORMATS, refuse_overwrite, restore
 
 
@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                            "point a folder, one image per disk")
     p.add_argument("--force", action="store_true",
                    help="overwrite an existing file (or write into a non-empty folder)")
+    add_json(p)
     p.set_defaults(handler=run)
 
 
@@ -31,6 +32,11 @@ def run(args: argparse.Namespace) -> int:
     with open_repo(args, read_only=True) as repo:
         result = restore(repo, args.point, args.dest, args.format, progress,
                          args.ignore_damage)
+    if args.json:
+        print_json({"id": result.id, "machine": result.machine, "size": result.size,
+                    "files": [str(f) for f in result.files], "format": result.format,
+                    "lost": result.lost or None})
+        return 0
     if result.machine is not None:
         print(f"restored machine point {result.id} of {result.machine}: "
               + ", ".join(map(str, result.files)))

@@ -34,11 +34,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     total = Extracted()
+    links: dict[int, dict[int, list[str]]] = {}  # per file system: a hard link stays one
     with open_repo(args, read_only=True) as repo, point_disk(repo, args.point) as (point, volumes):
         for spec in args.paths:
             location = paths.parse(spec)
             _, fs = paths.select(volumes, location)
-            done = extract(fs, location.path, args.to, overwrite=args.overwrite)
+            done = extract(fs, location.path, args.to, overwrite=args.overwrite,
+                           links=links.setdefault(id(fs), {}))
             for name in vars(total):
                 setattr(total, name, getattr(total, name) + getattr(done, name))
     if args.json:

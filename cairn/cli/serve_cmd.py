@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cairn.appliance import config as appliance_config
 from cairn.appliance.server import serve
+from cairn.cli._appliance import APPLIANCE_URL
 from cairn.cli._common import add_repo
 from cairn.errors import UsageError
 
@@ -43,4 +44,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"appliance recovered from {args.recover_from} into {repo}: {pulled} point(s) "
               "pulled; agents keep their tokens and certificate, the admin token is the old one",
               flush=True)
+    remember_address(Path(repo), config.listen)
     return serve(Path(repo), config)
+
+
+def remember_address(repo: Path, listen: str) -> None:
+    """Write where this appliance serves to ``REPO/appliance.url``, so the admin commands on
+    this host find it without ``--appliance`` (a wildcard address is reached on loopback)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    url = f"https://{f'[{host}]' if ':' in host else host}:{port}\n"
+    if repo.is_dir():
+        tmp = repo / ".appliance.url.tmp"
+        tmp.write_text(url)
+        tmp.rename(repo / APPLIANCE_URL)

@@ -29,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
     repo = open_repo(args, read_only=not args.repair_from)
     point = repo.resolve(args.point) if args.point else None
     repair = None
-    with progress_bar(0, "verify") as advance:
+    # the bytes --read-data reads: every stored byte when the whole repository is checked
+    total = repo.catalog.chunk_totals()[2] if args.read_data and point is None else None
+    with progress_bar(total, "verify") as advance:
         if args.repair_from:
             if point is not None:
                 raise UsageError("--repair-from heals the whole repository: drop --point")

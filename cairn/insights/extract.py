@@ -43,13 +43,16 @@ class Extracted:
 
 
 def extract(
-    fs: FileSystem, path: str, target: str | os.PathLike[str], *, overwrite: bool = False
+    fs: FileSystem, path: str, target: str | os.PathLike[str], *, overwrite: bool = False,
+    links: dict[int, list[str]] | None = None,
 ) -> Extracted:
     """Write the entry at `path` into `target` as `target/<its name>`.
 
     For "/" the root's contents go straight into `target` (whose own mode and times are
     left alone). The target directory is created if missing. An existing file is an error
-    unless `overwrite`; existing directories merge.
+    unless `overwrite`; existing directories merge. `links` (inode: where it was first
+    written), shared by the calls of one restore of several paths of `fs` into `target`,
+    keeps a hard link shared between two of those paths one file.
     """
     entry = fs.stat(path)
     try:
@@ -58,6 +61,8 @@ def extract(
     except OSError as e:
         raise DestinationError(f"cannot use {os.fspath(target)} as the target: {e.strerror}") from e
     writer = _Writer(fs, root_fd, os.fspath(target), overwrite)
+    if links is not None:
+        writer.first_link = links
     try:
         if entry.kind == DIR and entry.name == "":
             writer.children(entry, root_fd, [])

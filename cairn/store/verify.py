@@ -29,6 +29,7 @@ from cairn.store.blockmap import NodeCache, Tree, diff
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO, chunk_name
 from cairn.store.repository import Repository
+from cairn.units import human_bytes
 
 
 @dataclass
@@ -56,7 +57,7 @@ class Report:
 
     def lines(self) -> list[str]:
         out = [f"checked {self.points} point(s), {self.chunks} chunk(s)"
-               + (f", read {self.bytes_read} bytes" if self.bytes_read else "")]
+               + (f", read {human_bytes(self.bytes_read)}" if self.bytes_read else "")]
         out += [f"problem: {p}" for p in self.problems]
         out += [f"damaged chunk {h} hurts point(s): {', '.join(pts) or '(none)'}"
                 for h, pts in self.damaged.items()]

@@ -71,3 +71,19 @@ def test_metrics_need_a_token_and_tokens_can_be_revoked(appliance: Appliance) ->
     assert result.returncode != 0 and "cairn tokens rotate" in result.stderr
     assert cairn("tokens", *appliance.admin_args(), "revoke", "0123456789ab",
                  check=False).returncode != 0
+
+
+def test_admin_commands_find_the_appliance_and_take_options_anywhere(
+        appliance: Appliance) -> None:
+    """One-shot commands on the appliance host find where `serve` listens (REPO/appliance.url;
+    the harness serves on a random port, never 8443), take options after their action, and
+    fail fast saying where they looked; /metrics prints exact numbers."""
+    added = cairn("machines", "add", "web01", "--repo", appliance.repo, "--json")
+    assert json.loads(added.stdout)["machine"] == "web01"
+    listed = cairn("machines", "--repo", appliance.repo, "--json")
+    assert [m["name"] for m in json.loads(listed.stdout)] == ["web01"]
+    down = cairn("jobs", "--repo", appliance.repo, "--appliance", "https://127.0.0.1:1",
+                 check=False)
+    assert down.returncode == 1 and "retries by itself" not in down.stderr
+    assert "check that `cairn serve` runs and listens at https://127.0.0.1:1" in down.stderr
+    assert "e+" not in appliance.metrics()  # start time and counters in full

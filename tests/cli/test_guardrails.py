@@ -29,3 +29,18 @@ def test_restore_keeps_existing_files_and_mount_wants_an_empty_folder(tmp_path: 
     assert (busy / "notes.txt").read_text() == "mine"
     assert results[3]["code"] == 0, results[3]
     assert precious.read_bytes() == image.read_bytes()
+
+
+def test_a_hard_link_named_twice_is_restored_as_one_file(tmp_path: Path) -> None:
+    tree, image, repo = tmp_path / "tree", tmp_path / "disk.img", tmp_path / "repo"
+    (tree / "a").mkdir(parents=True)
+    (tree / "b").mkdir()
+    (tree / "a" / "x").write_text("shared")
+    (tree / "b" / "y").hardlink_to(tree / "a" / "x")
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", tree, image, "4M"], check=True)
+    ok("init", "--repo", repo)
+    ok("backup", "--repo", repo, "--volume", "v", image)
+    out = tmp_path / "out"
+    ok("restore-files", "--repo", repo, "v@latest", "/a/x", "/b/y", "--to", out)
+    assert (out / "x").read_text() == "shared"
+    assert (out / "x").stat().st_ino == (out / "y").stat().st_ino

@@ -22,6 +22,7 @@ from cairn.appliance.limits import BodyLimit
 from cairn.appliance.routes import (
     agentless,
     alerts,
+    docs,
     jobs,
     machines,
     offsite,
@@ -41,12 +42,12 @@ from cairn.web import install as install_console
 
 
 def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAPI:
-    app = FastAPI(title="cairn appliance", version=__version__,
+    app = FastAPI(title="cairn appliance", version=__version__, docs_url=None, redoc_url=None,
                   description="Backups where every recovery point is whole.")
     app.state.cairn = Context(repo_path, state, config, Uploads(repo_path, state))
     app.add_middleware(BodyLimit, known=lambda t: state.is_admin(t) or bool(state.agent(t)))
     errors.install(app)
-    for area in (status, pairing, machines, points, jobs, schedules, uploads):
+    for area in (status, pairing, machines, points, jobs, schedules, uploads, docs):
         app.include_router(area.router)
     app.include_router(vm_router(VmManager(repo_path), admin))
     app.include_router(alerts.router(repo_path), dependencies=[AdminOnly])

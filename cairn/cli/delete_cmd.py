@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     what = f"{len(points)} point(s)" + (f" and {len(machine_points)} machine point(s)"
                                         if machine_points else "")
-    space = "an unknown amount (a block map is damaged)" if frees is None else human_bytes(frees)
+    space = "an amount not known here" if frees is None else human_bytes(frees)
     if args.dry_run:
         print(f"would delete {what}, freeing {space}"
               + ("" if args.now else " once the deletion window ends (at once with --now)"))

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from cairn.cli._appliance import add_appliance, admin_client
-from cairn.cli._common import add_json, human_bytes, print_json, table, when
+from cairn.cli._common import add_json, human_bytes, print_json, row_line, table, when
 
 FINAL = ("succeeded", "failed", "missed")
 
@@ -57,6 +57,8 @@ def _row(j: dict[str, Any]) -> list[str]:
 
 HEADERS = ["JOB", "MACHINE", "STATE", "REASON", "CREATED", "TOOK", "READ", "SENT", "STORED",
            "RETENTION", "ERROR"]
+_FOLLOW_WIDTHS = [6, 16, 9, 8, 23, 8, 10, 10, 10, 12, 0]
+"""Room for what --follow prints after the first table (states, sizes, times change)."""
 
 
 def _print_retention(job: dict[str, Any]) -> None:
@@ -93,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
         if args.json and not args.follow:
             print_json(jobs)
             return 0
-        table(HEADERS, [_row(j) for j in jobs])
+        # rows printed later line up with these (wider cells for a long machine name)
+        widths = [max(w, n) for w, n in zip(table(HEADERS, [_row(j) for j in jobs]),
+                                            _FOLLOW_WIDTHS, strict=True)]
         if not args.follow:
             return 0
         shown = {j["id"]: j["state"] for j in jobs}
@@ -102,4 +106,4 @@ def run(args: argparse.Namespace) -> int:
             for job in client.json("GET", "/api/v1/jobs", params={**params, "limit": 50}):
                 if shown.get(job["id"]) != job["state"]:
                     shown[job["id"]] = job["state"]
-                    print("  ".join(_row(job)), flush=True)
+                    print(row_line(_row(job), widths), flush=True)

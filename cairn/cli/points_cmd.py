@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _frees(n: int | None) -> str:
-    return "damaged" if n is None else human_bytes(n)
+    return "?" if n is None else human_bytes(n)
 
 
 def _run_deleted(args: argparse.Namespace,

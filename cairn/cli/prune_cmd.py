@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             _action(result.plan.reasons.get(p.id), args.dry_run, result.held_until)]
            for p in result.plan.points])
     if result.plan.doomed:
-        space = ("an unknown amount (a block map is damaged)" if result.frees_bytes is None
+        space = ("an amount not known here" if result.frees_bytes is None
                  else human_bytes(result.frees_bytes))
         print(f"{'would free' if args.dry_run else 'frees'} {space} when reclaimed")
     return 0

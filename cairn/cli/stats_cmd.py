@@ -43,4 +43,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _frees(n: int | None) -> str:
-    return "unknown (a block map is damaged)" if n is None else human_bytes(n)
+    return "?" if n is None else human_bytes(n)

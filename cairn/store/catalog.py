@@ -601,18 +601,22 @@ class Catalog:
         ).fetchone()
         return row[0], row[1], row[2]
 
-    def stored_if_released(self, releases: Counter[bytes]) -> int:
+    def stored_if_released(self, releases: Counter[bytes]) -> int | None:
         """Stored bytes of the chunks that losing ``releases`` (chunk: runs ending) would
-        leave with no run and no pin: what a delete would free now."""
+        leave with no run and no pin: what a delete would free now. None when this catalog
+        does not know a size (a cloud cache learns a chunk's size only when it sent it)."""
         total = 0
         hashes = list(releases)
         for part in _chunked(hashes):
             marks = ",".join("?" * len(part))
             pinned = {r[0] for r in self.db.execute(
                 f"SELECT hash FROM pins WHERE hash IN ({marks})", part)}
-            for digest, refs, stored in self.db.execute(
-                    f"SELECT hash, refs, stored FROM chunks WHERE hash IN ({marks})", part):
+            for digest, refs, size, stored in self.db.execute(
+                    f"SELECT hash, refs, size, stored FROM chunks WHERE hash IN ({marks})",
+                    part):
                 if refs <= releases[digest] and digest not in pinned:
+                    if not size:
+                        return None
                     total += stored
         return total
 

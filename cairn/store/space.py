@@ -23,8 +23,9 @@ from cairn.store.repository import Repository
 
 
 def freed_by(repo: Repository, points: Iterable[RecoveryPoint]) -> int | None:
-    """Stored bytes deleting ``points`` together would free now; None where a block map
-    they need is damaged (a delete then recounts, and the figure cannot be known)."""
+    """Stored bytes deleting ``points`` together would free now; None when it cannot be
+    known: a block map they need is damaged (a delete then recounts), or a cloud cache
+    does not know the size of a chunk it did not send."""
     releases: Counter[bytes] = Counter()
     by_volume: dict[int, set[str]] = {}
     for p in points:

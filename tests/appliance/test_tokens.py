@@ -87,3 +87,7 @@ def test_admin_commands_find_the_appliance_and_take_options_anywhere(
     assert down.returncode == 1 and "retries by itself" not in down.stderr
     assert "check that `cairn serve` runs and listens at https://127.0.0.1:1" in down.stderr
     assert "e+" not in appliance.metrics()  # start time and counters in full
+    with appliance.client(None) as c:  # /docs works offline: nothing from a CDN
+        page = c.request("GET", "/docs").text
+        assert "/docs/assets/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
+        assert "SwaggerUIBundle" in c.request("GET", "/docs/assets/swagger-ui-bundle.js").text

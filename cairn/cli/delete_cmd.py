@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with open_repo(args) as repo:
+    with open_repo(args, read_only=args.dry_run) as repo:
         targets = [(ref, resolve_machine_point(repo, ref)) for ref in args.points]
         machine_points = [mp for _, mp in targets if mp is not None]
         points = [repo.resolve(ref) for ref, mp in targets if mp is None]

@@ -57,7 +57,7 @@ def _action(reasons: list[str] | None, dry_run: bool, held_until: float | None) 
 
 def run(args: argparse.Namespace) -> int:
     policy = Policy(**{rule: getattr(args, rule) for rule in RULES})
-    with open_repo(args) as repo:
+    with open_repo(args, read_only=args.dry_run) as repo:
         if args.machine:
             return _prune_machine(repo, args, policy)
         result = prune(repo, args.volume, policy, args.dry_run)

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
+    repo = open_repo(args, read_only=True)  # it writes the target, never the repository
     try:
         point = repo.resolve(args.point)
         result = rollback(PointReader(repo, point), args.to)

@@ -25,6 +25,8 @@ import pytest
 from tests.cli.test_cli import ROOT, ok
 
 NOBODY = 65534
+READERS = 13
+"""How many commands `readers` runs; `writers` follow them in a sweep."""
 
 
 @dataclass
@@ -104,7 +106,15 @@ def readers(s: Setup, repo: Path, out: Path) -> list[list[str | Path]]:
             ["restore", "--repo", repo, "v@latest", out / "v.img"],
             ["restore-files", "--repo", repo, s.first, "/hello.txt", "--to", out / "files"],
             ["diff", "--repo", repo, s.first, "v@latest", "--json"],
-            ["clones", "--repo", repo, "--json"]]
+            ["clones", "--repo", repo, "--json"],
+            ["delete", "--repo", repo, s.first, "--dry-run", "--json"],
+            ["prune", "--repo", repo, "--volume", "v", "--keep-last", "1", "--dry-run"],
+            ["rollback", "--repo", repo, s.first, "--to", _copy(s.image, out / "rb.img")]]
+
+
+def _copy(image: Path, dest: Path) -> Path:
+    shutil.copyfile(image, dest)
+    return dest
 
 
 def writers(s: Setup, repo: Path) -> list[list[str | Path]]:
@@ -112,7 +122,9 @@ def writers(s: Setup, repo: Path) -> list[list[str | Path]]:
             ["delete", "--repo", repo, s.first],
             ["prune", "--repo", repo, "--volume", "v", "--keep-last", "1"],
             ["clone", "--repo", repo, "v@latest"],
-            ["lock", "--repo", repo, s.first, "--until", "1d"]]
+            ["lock", "--repo", repo, s.first, "--until", "1d"],
+            ["unlock", "--repo", repo, s.first], ["undelete", "--repo", repo, s.first],
+            ["clone-rm", "--repo", repo, "nosuchclone"]]
 
 
 def one_line(result: dict[str, object], *words: str) -> str:
@@ -144,10 +156,10 @@ def test_read_only_media(setup: Setup) -> None:
     subprocess.run(["mount", "-o", "remount,ro,bind", ro], check=True)
     results = batch([*readers(setup, ro, setup.out), *writers(setup, ro),
                      ["init", "--repo", ro / "new"]])
-    check_reads(setup, results[:10], setup.out)
-    for result in results[10:15]:
+    check_reads(setup, results[:READERS], setup.out)
+    for result in results[READERS:-1]:
         one_line(result, "cannot write the repository", "read-only file system")
-    one_line(results[15], "read-only file system", "writable")
+    one_line(results[-1], "read-only file system", "writable")
 
 
 def test_read_permission_only(setup: Setup) -> None:
@@ -160,10 +172,10 @@ def test_read_permission_only(setup: Setup) -> None:
     os.chown(locked, NOBODY, NOBODY)
     results = batch([*readers(setup, setup.repo, setup.out), *writers(setup, setup.repo),
                      ["init", "--repo", locked / "new"]], unprivileged=True)
-    check_reads(setup, results[:10], setup.out)
-    for result in results[10:15]:
+    check_reads(setup, results[:READERS], setup.out)
+    for result in results[READERS:-1]:
         one_line(result, "cannot write the repository", "may not write")
-    one_line(results[15], "permission denied", str(locked / "new"))
+    one_line(results[-1], "permission denied", str(locked / "new"))
 
 
 def test_unreadable_and_missing(setup: Setup) -> None:
@@ -191,5 +203,5 @@ def test_full_disk_reads_and_refuses_backup(setup: Setup, tmp_path: Path) -> Non
         os.close(fd)
     results = batch([*readers(setup, setup.repo, tmp_path / "out"),
                      writers(setup, setup.repo)[0]])
-    check_reads(setup, results[:10], tmp_path / "out")
-    one_line(results[10], "no space left", "free at least")
+    check_reads(setup, results[:READERS], tmp_path / "out")
+    one_line(results[READERS], "no space left", "free at least")

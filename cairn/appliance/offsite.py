@@ -4,7 +4,8 @@ This module alone reads and writes the ``offsite`` table. A policy says where a 
 points go (``target`` with its ``endpoint``), how often (``every``), which points (``send``:
 all, the first of each hour, the first of each day), what the cloud keeps afterwards
 (``retention``, independent of the local one), the bandwidth cap and an optional daily time
-window (`window`: ``22:00-06:00``, local time) that a run must start in. The
+window (`window`: ``22:00-06:00``, local time) that a run must start in, and how long each
+point sent stays under S3 Object Lock (``immutable``, seconds; `cairn.store.immutable`). The
 outcome of the last run is kept with it (``last_ok``, ``last_error``, ``last_report``).
 """
 
@@ -34,7 +35,8 @@ CREATE TABLE IF NOT EXISTS offsite(
     last_ok REAL,
     last_run REAL,
     last_error TEXT,
-    last_report TEXT);
+    last_report TEXT,
+    immutable REAL);
 """
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class OffsiteSettings:
     retention: str | None
     bandwidth: int | None
     window: str | None
+    immutable: float | None
+    """seconds each point sent stays under S3 Object Lock; None: not locked"""
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class OffsitePolicy:
     retention: str | None
     bandwidth: int | None
     window: str | None
+    immutable: float | None
     created: float
     next_run: float
     forced: float
@@ -76,8 +81,8 @@ class OffsitePolicy:
 
 
 _COLUMNS = ("o.machine_id, m.name, o.target, o.endpoint, o.every, o.send, o.retention, "
-            "o.bandwidth, o.window, o.created, o.next_run, o.forced, o.last_ok, o.last_run, "
-            "o.last_error, o.last_report")
+            "o.bandwidth, o.window, o.immutable, o.created, o.next_run, o.forced, o.last_ok, "
+            "o.last_run, o.last_error, o.last_report")
 
 
 class OffsiteTable:
@@ -85,19 +90,23 @@ class OffsiteTable:
         self.state = state
         with state.tx() as db:
             db.execute(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(offsite)")}
+            if "immutable" not in columns:  # a policy table from before Object Lock
+                db.execute("ALTER TABLE offsite ADD COLUMN immutable REAL")
 
     def set(self, machine_id: int, settings: OffsiteSettings) -> None:
         now = time.time()
         o = settings
         with self.state.tx() as db:
             db.execute("INSERT INTO offsite(machine_id, target, endpoint, every, send, "
-                       "retention, bandwidth, window, created, next_run) "
-                       "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(machine_id) DO UPDATE "
-                       "SET target=excluded.target, endpoint=excluded.endpoint, "
+                       "retention, bandwidth, window, immutable, created, next_run) "
+                       "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(machine_id) DO "
+                       "UPDATE SET target=excluded.target, endpoint=excluded.endpoint, "
                        "every=excluded.every, send=excluded.send, retention=excluded.retention,"
-                       " bandwidth=excluded.bandwidth, window=excluded.window, next_run=?",
+                       " bandwidth=excluded.bandwidth, window=excluded.window, "
+                       "immutable=excluded.immutable, next_run=?",
                        (machine_id, o.target, o.endpoint, o.every, o.send, o.retention,
-                        o.bandwidth, o.window, now, now, now))
+                        o.bandwidth, o.window, o.immutable, now, now, now))
 
     def remove(self, machine_id: int) -> bool:
         with self.state.tx() as db:

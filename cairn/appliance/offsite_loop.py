@@ -31,7 +31,8 @@ from cairn.ops.offsite import OffsiteTarget, replicate_volumes
 def target_of(p: OffsitePolicy, now: float) -> OffsiteTarget:
     """A forced run ignores the window; a scheduled one starts no point after it closes."""
     until = None if p.forced else window_end(p.window, now)
-    return OffsiteTarget(p.target, p.endpoint, p.send, p.retention, p.bandwidth, until)
+    return OffsiteTarget(p.target, p.endpoint, p.send, p.retention, p.bandwidth, until,
+                         p.immutable)
 
 
 class OffsiteLoop(Ticker):

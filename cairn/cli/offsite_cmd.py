@@ -29,6 +29,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     put.add_argument("--bandwidth", help="cap on bytes sent per second, e.g. 50M")
     put.add_argument("--window", help="start only between these local times, e.g. "
                                       "22:00-06:00")
+    put.add_argument("--immutable", metavar="DURATION",
+                     help="keep each point sent, and every chunk it needs, under S3 Object "
+                          "Lock for DURATION (e.g. 30d); refused unless the bucket enforces "
+                          "Object Lock")
     remove = actions.add_parser("remove", help="stop replicating a machine")
     remove.add_argument("name", metavar="MACHINE")
     now = actions.add_parser("run", help="replicate a machine now, window or not")
@@ -43,13 +47,16 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "set":
             body = {"to": args.to, "endpoint": args.s3_endpoint, "every": args.every,
                     "send": args.send, "retention": args.retention,
-                    "bandwidth": args.bandwidth, "window": args.window}
+                    "bandwidth": args.bandwidth, "window": args.window,
+                    "immutable": args.immutable}
             policy = client.json("PUT", f"/api/v1/machines/{args.name}/offsite", json=body)
             if args.json:
                 print_json(policy)
             else:
+                locked = (f", each point immutable for {policy['immutable']:g}s (S3 Object "
+                          "Lock)" if policy["immutable"] else "")
                 print(f"{args.name}: replicated to {policy['target']} every "
-                      f"{policy['every']:g}s ({policy['send']} points), first run at "
+                      f"{policy['every']:g}s ({policy['send']} points){locked}, first run at "
                       f"{when(policy['next_run'])}")
             return 0
         if args.action == "remove":

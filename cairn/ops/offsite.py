@@ -44,6 +44,10 @@ class OffsiteResult:
     left_for_later: int = 0
     cloud_deleted: int = 0
     seconds: float = 0.0
+    locked_until: float | None = None
+    """when immutable: the Object Lock date of the last point sent"""
+    lock_requests: int = 0
+    """requests made only to extend Object Lock retention"""
     cloud_stored_bytes: int = 0
     """what the whole cloud repository stores (every machine sending there), after the run"""
     copies: list[RecoveryPoint] = field(default_factory=list)
@@ -124,6 +128,8 @@ def replicate_volumes(repo_path: Path, volumes: list[str], target: OffsiteTarget
                 result.bytes_sent += report.bytes_sent
                 result.not_sent_removed += report.not_sent_removed
                 result.left_for_later += report.left_for_later
+                result.locked_until = report.locked_until or result.locked_until
+                result.lock_requests = max(result.lock_requests, report.lock_requests)
                 result.seconds += report.seconds
                 if target.retention:
                     result.cloud_deleted += cloud_retention(cloud, volume,

@@ -121,7 +121,7 @@ def test_offsite_behind_by_more_than_two_intervals(
     web01 = state.machine("web01")
     assert web01 is not None
     table.set(web01.id, OffsiteSettings("s3://b/p", None, 3600.0, "daily", None, None,
-                                        "22:00-06:00"))
+                                        "22:00-06:00", None))
     [policy] = table.policies()
     assert checks.offsite_behind(policy.created + 7000) == []
     [behind] = checks.offsite_behind(policy.created + 7300)

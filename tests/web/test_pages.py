@@ -143,7 +143,7 @@ def test_offsite_copies_are_on_the_dashboard(site: Site) -> None:
     assert machine is not None
     table = OffsiteTable(site.state)
     table.set(machine.id, OffsiteSettings("s3://offsite/acme", "http://127.0.0.1:1", 3600, "all",
-                                          None, None, None))
+                                          None, None, None, None))
     login(site.client, "victor")
     page = re.sub(r"\s+", " ", site.client.get("/").text)
     assert "Copied offsite: 1 of 1" in page and "not yet" in page
@@ -165,7 +165,7 @@ def test_offsite_points_are_in_the_timeline(site: Site) -> None:
     assert machine is not None
     table = OffsiteTable(site.state)
     table.set(machine.id, OffsiteSettings("s3://offsite/acme", "http://127.0.0.1:1", 3600, "all",
-                                          None, None, None))
+                                          None, None, None, None))
     older, newer = site.points
     # The cloud keeps an even older point that local retention removed, and the newer one.
     gone = dataclasses.replace(older, id="0ff517e0ff517e0ff517e0ff", created=older.created - 86400)

@@ -1,7 +1,8 @@
 """``/api/v1/offsite`` and ``/api/v1/machines/{name}/offsite``: offsite policies (admin only).
 
-Setting a policy checks everything first (interval, send, retention, bandwidth, window, and
-that the cloud repository opens, creating it when the bucket holds none), so a bad policy
+Setting a policy checks everything first (interval, send, retention, bandwidth, window,
+that the cloud repository opens, creating it when the bucket holds none, and with
+``immutable`` that the bucket really refuses to delete a locked object), so a bad policy
 changes nothing.
 """
 
@@ -21,9 +22,10 @@ from cairn.appliance.scheduler import parse_every
 from cairn.appliance.state import Machine, State
 from cairn.appliance.window import parse_window
 from cairn.errors import UsageError
-from cairn.ops.offsite import open_target
+from cairn.ops.offsite import make_immutable, open_target
 from cairn.replication.replicate import parse_rate
 from cairn.replication.selection import check_send
+from cairn.store.marks import parse_duration
 from cairn.store.retention import Policy
 
 
@@ -36,6 +38,29 @@ class OffsiteRequest(BaseModel):
                                   description='the cloud\'s own, e.g. "daily=90,monthly=0"')
     bandwidth: str | None = Field(default=None, max_length=40, description="e.g. 50M")
     window: str | None = Field(default=None, max_length=20, description="e.g. 22:00-06:00")
+    immutable: str | None = Field(default=None, max_length=40,
+                                  description="keep each point sent under S3 Object Lock this "
+                                              "long, e.g. 30d (the bucket must enforce it)")
+
+
+def checked(repo: Path, body: OffsiteRequest, config: ApplianceConfig) -> OffsiteSettings:
+    """The settings ``body`` asks for, once every one is valid and the cloud repository
+    opens (and, when immutable, has proved it enforces Object Lock)."""
+    if not body.to.startswith("s3://"):
+        raise UsageError(f"--to {body.to!r} is not a cloud repository: give s3://BUCKET/PREFIX")
+    every = parse_every(body.every, config.min_interval_seconds)
+    send = check_send(body.send)
+    if body.retention is not None and Policy.parse(body.retention).empty:
+        raise UsageError("retention names no rule: e.g. daily=90,monthly=0")
+    bandwidth = parse_rate(body.bandwidth)
+    if body.window is not None:
+        parse_window(body.window)
+    immutable = parse_duration(body.immutable) if body.immutable else None
+    with open_target(repo, body.to, body.endpoint) as cloud:
+        if immutable:
+            make_immutable(cloud, immutable)  # refused unless the bucket enforces it
+    return OffsiteSettings(body.to, body.endpoint, every, send, body.retention, bandwidth,
+                           body.window, immutable)
 
 
 def router(repo: Path, state: State, config: ApplianceConfig) -> APIRouter:
@@ -55,21 +80,11 @@ def router(repo: Path, state: State, config: ApplianceConfig) -> APIRouter:
     @api.put("/machines/{name}/offsite")
     def set_offsite(name: str, body: OffsiteRequest) -> dict[str, Any]:
         m = machine(name)
-        if not body.to.startswith("s3://"):
-            raise UsageError(f"--to {body.to!r} is not a cloud repository: give "
-                             "s3://BUCKET/PREFIX")
-        every = parse_every(body.every, config.min_interval_seconds)
-        send = check_send(body.send)
-        if body.retention is not None and Policy.parse(body.retention).empty:
-            raise UsageError("retention names no rule: e.g. daily=90,monthly=0")
-        bandwidth = parse_rate(body.bandwidth)
-        if body.window is not None:
-            parse_window(body.window)
-        open_target(repo, body.to, body.endpoint).close()
-        table.set(m.id, OffsiteSettings(body.to, body.endpoint, every, send, body.retention,
-                                        bandwidth, body.window))
-        logs.event("offsite.set", machine=name, target=body.to, every=every, send=send,
-                   retention=body.retention, window=body.window)
+        settings = checked(repo, body, config)
+        table.set(m.id, settings)
+        logs.event("offsite.set", machine=name, target=body.to, every=settings.every,
+                   send=settings.send, retention=body.retention, window=body.window,
+                   immutable=settings.immutable)
         return table.policies(m.id)[0].json()
 
     @api.delete("/machines/{name}/offsite", status_code=204)

@@ -177,7 +177,7 @@ def replicate(local: Repository, cloud: Repository, volume: str | None = None,
                 if len(batch) >= 4:
                     _journal(cloud, batch)
             _journal(cloud, batch)
-            _publish(cloud, placed, written, report)
+            _publish(local, cloud, placed, written, report)
         cloud.catalog.clear_upload_journal()
     if remote.locker is not None:
         report.lock_requests = remote.locker.retention.extensions
@@ -185,17 +185,21 @@ def replicate(local: Repository, cloud: Repository, volume: str | None = None,
     return report
 
 
-def _publish(cloud: Repository, placed: RecoveryPoint, written: dict[bytes, tuple[int, int]],
-             report: Report) -> None:
+def _publish(local: Repository, cloud: Repository, placed: RecoveryPoint,
+             written: dict[bytes, tuple[int, int]], report: Report) -> None:
     """Publish a point whose chunks are all in the cloud, then add it to the cloud's cache;
     an immutable one is also locked there (`marks`) until its Object Lock date, so the
-    cloud's retention and deletes keep it until then as S3 would."""
+    cloud's retention and deletes keep it until then as S3 would. A point detection flagged
+    here is flagged there too: the cloud's retention keeps it (and the evidence) as well."""
     assert isinstance(cloud.remote, Cloud)
     locked_until = cloud.remote.publish(placed)
     committed = Cloud.insert(cloud, placed, written)
     if locked_until is not None:
         marks.lock(cloud, [committed], locked_until)
         report.locked_until = locked_until
+    flags = marks.marks_of(local, placed.id).flags
+    if flags:
+        marks.flag(cloud, committed, flags)
     report.points.append(placed.id)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cairn.store import marks
+from cairn.store.repository import Repository
 from tests.cli.test_cli import one_line_error
 from tests.replication.test_replicate import Cli, local_repo_with_points
 from tests.replication.test_tamper import Bucket
@@ -42,3 +44,23 @@ def test_marks_made_on_one_node_hold_on_another(cli: Cli, cloud_url: str,
     record = bucket.get_json(f"marks/{first}.json")
     bucket.put(f"marks/{first}.json", json.dumps({**record, "locked_until": None}).encode())
     one_line_error(other.run("points", "--repo", cloud_url), 1, "fails authentication")
+
+
+def test_a_flagged_point_is_flagged_in_the_cloud_too(cli: Cli, cloud_url: str,
+                                                     tmp_path: Path) -> None:
+    """Detection runs where a point is made; its verdict travels with the point, so the
+    cloud's own retention keeps the flagged point (the evidence, and the last clean one
+    before it stays by its own rules) just as the local one does."""
+    local, _img, points = local_repo_with_points(cli, tmp_path, 3, encrypt=False)
+    suspect = points[1][0]
+    with Repository.open(local) as repo:
+        marks.flag(repo, repo.resolve(suspect), ["12 files renamed to the new extension .x"])
+    cli.ok("init", "--repo", cloud_url)
+    cli.ok("replicate", "--repo", local, "--to", cloud_url)
+    listed = {p["id"]: p for p in cli.json("points", "--repo", cloud_url)}
+    assert listed[suspect]["flagged"] is True
+    assert listed[suspect]["flag_reasons"] == ["12 files renamed to the new extension .x"]
+    assert listed[points[0][0]]["flagged"] is False
+    pruned = cli.json("prune", "--repo", cloud_url, "--volume", "web01-sda", "--keep-last", "1")
+    assert pruned["deleted"] == [points[0][0]]
+    assert {"id": suspect, "rules": ["flagged"]} in pruned["kept"]

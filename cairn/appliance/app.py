@@ -27,6 +27,7 @@ from cairn.appliance.routes import (
     machines,
     offsite,
     pairing,
+    point_defense,
     points,
     schedules,
     status,
@@ -47,7 +48,8 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
     app.state.cairn = Context(repo_path, state, config, Uploads(repo_path, state))
     app.add_middleware(BodyLimit, known=lambda t: state.is_admin(t) or bool(state.agent(t)))
     errors.install(app)
-    for area in (status, pairing, machines, points, jobs, schedules, uploads, docs):
+    for area in (status, pairing, machines, points, point_defense, jobs, schedules, uploads,
+                 docs):
         app.include_router(area.router)
     app.include_router(vm_router(VmManager(repo_path), admin))
     app.include_router(alerts.router(repo_path), dependencies=[AdminOnly])

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from cairn import logs
 from cairn.appliance import metrics
-from cairn.errors import CairnError, InUse, Locked, UsageError
+from cairn.errors import CairnError, InUse, Locked, PointLocked, UnknownPoint, UsageError
 
 
 class Forbidden(Exception):
@@ -33,7 +33,7 @@ class Conflict(Exception):
 
 STATUS: tuple[tuple[type[Exception], int], ...] = (
     (UsageError, 400), (Forbidden, 403), (NotFound, 404), (Locked, 409), (InUse, 409),
-    (Conflict, 409))
+    (Conflict, 409), (UnknownPoint, 404), (PointLocked, 409))
 
 
 def client_error(status: int, message: str) -> JSONResponse:

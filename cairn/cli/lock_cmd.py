@@ -1,14 +1,12 @@
-"""`cairn lock` / `cairn unlock`: promise that points stay until a date."""
+"""`cairn lock` / `cairn unlock`: promise that points stay until a date (`ops.point_locks`,
+as ``POST /api/v1/points/{ref}/lock``)."""
 
 from __future__ import annotations
 
 import argparse
-import calendar
-import time
 
 from cairn.cli._common import add_json, add_repo, open_repo, print_json, when
-from cairn.errors import UsageError
-from cairn.store import marks
+from cairn.ops.point_locks import lock, unlock
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,35 +24,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=run_unlock)
 
 
-def parse_until(text: str) -> float:
-    """A date (the end of that day, UTC), a date and time (UTC), or a duration from now."""
-    for fmt, extra in (("%Y-%m-%d", 86400 - 1), ("%Y-%m-%dT%H:%M", 0), ("%Y-%m-%d %H:%M", 0)):
-        try:
-            return calendar.timegm(time.strptime(text, fmt)) + extra
-        except ValueError:
-            continue
-    try:
-        return time.time() + marks.parse_duration(text)
-    except UsageError:
-        raise UsageError(f"--until {text!r}: give a date like 2027-06-30, 2027-06-30T12:00 "
-                         "or a duration like 30d") from None
-
-
 def run_lock(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
-    points = [repo.resolve(ref) for ref in args.points]
-    until = parse_until(args.until)
-    marks.lock(repo, points, until)
+    with open_repo(args) as repo:
+        result = lock(repo, args.points, args.until)
     if args.json:
-        print_json({"locked": [p.id for p in points], "locked_until": until})
+        print_json(result.json())
         return 0
-    print(f"locked {len(points)} point(s) until {when(until)}")
+    print(f"locked {len(result.locked)} point(s) until {when(result.locked_until)}")
     return 0
 
 
 def run_unlock(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
-    points = [repo.resolve(ref) for ref in args.points]
-    marks.unlock(repo, points)
-    print(f"unlocked {len(points)} point(s)")
+    with open_repo(args) as repo:
+        unlocked = unlock(repo, args.points)
+    print(f"unlocked {len(unlocked)} point(s)")
     return 0

@@ -6,7 +6,8 @@ import argparse
 
 from cairn.cli._common import add_json, add_repo, human_bytes, open_repo, print_json, table, when
 from cairn.cli._machines import print_machine_points
-from cairn.ops.points import info_json, list_points, point_json
+from cairn.ops.point_locks import held_json
+from cairn.ops.points import info_json, list_points
 from cairn.store import marks
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.space import freed_each
@@ -72,8 +73,7 @@ def _run_deleted(args: argparse.Namespace,
     if args.volume:
         held = [(p, m) for p, m in held if p.volume == args.volume]
     if args.json:
-        print_json([{**point_json(p), "deleted_at": m.deleted_at,
-                     "purge_after": m.purge_after} for p, m in held])
+        print_json(held_json(held))
         return 0
     table(["ID", "VOLUME", "CREATED", "STORED", "DELETED", "RECLAIMED AFTER"],
           [[p.id, p.volume, when(p.created), human_bytes(p.bytes_stored),

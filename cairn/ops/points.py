@@ -32,6 +32,11 @@ class DeleteResult:
     machine_points: list[str]
     """ids of the machine points named and deleted whole (with every disk's point)"""
     freed_chunks: int
+    """chunks freed: those only the points held (``now``), else those of held points whose
+    window had passed"""
+    held_until: float | None = None
+    """when the points are reclaimed (restorable with `undelete` until then); None with
+    ``now``"""
 
 
 def verification_json(v: Verification | None) -> dict[str, Any] | None:
@@ -70,16 +75,32 @@ def points_of(repo: Repository, volumes: Sequence[str]) -> dict[str, list[PointI
     return out
 
 
-def delete(repo: Repository, refs: Sequence[str]) -> DeleteResult:
-    """Delete what ``refs`` name (point ids, prefixes, ``VOLUME@latest``, machine points); a
-    point with a clone is refused (`InUse`) before anything is deleted."""
+def delete(repo: Repository, refs: Sequence[str], now: bool = False) -> DeleteResult:
+    """Delete what ``refs`` name (point ids, prefixes, ``VOLUME@latest``, machine points).
+
+    The points are held, restorable with `undelete`, for the deletion window and reclaimed
+    by a later write; ``now`` frees what only they hold at once. A point with a clone or a
+    lock is refused (`InUse`, `PointLocked`) before anything is deleted, either way."""
     # here, not at the top: `cairn backup` and `cairn points` print points with this module
     from cairn.ops.machine_points import delete_machine_points
     from cairn.ops.machine_points import resolve as resolve_machine_point
+    from cairn.ops.retention import purge
     from cairn.store.delete import delete_points
 
     targets = [(ref, resolve_machine_point(repo, ref)) for ref in refs]
     machine_points = [mp for _, mp in targets if mp is not None]
     points = [repo.resolve(ref) for ref, mp in targets if mp is None]
-    freed = delete_points(repo, points) + delete_machine_points(repo, machine_points)
-    return DeleteResult([p.id for p in points], [mp.id for mp in machine_points], freed)
+    point_ids, machine_ids = [p.id for p in points], [mp.id for mp in machine_points]
+    if now:
+        freed = delete_points(repo, points) + delete_machine_points(repo, machine_points)
+        return DeleteResult(point_ids, machine_ids, freed)
+    until = marks.hold(repo, points + [m.point for mp in machine_points for m in mp.members])
+    return DeleteResult(point_ids, machine_ids, purge(repo), until)
+
+
+def undelete(repo: Repository, refs: Sequence[str]) -> list[str]:
+    """Bring back points deleted within the deletion window; returns their ids."""
+    points = [repo.resolve(ref) for ref in refs]
+    for point in points:
+        marks.undelete(repo, point)
+    return [p.id for p in points]

@@ -22,6 +22,7 @@ from cairn.appliance.offsite import OffsitePolicy, OffsiteTable
 from cairn.appliance.offsite_copies import OffsiteCopies, OffsitePoint
 from cairn.appliance.state import Machine
 from cairn.errors import UnknownPoint
+from cairn.store import marks
 from cairn.store.catalog import RecoveryPoint, Verification
 from cairn.store.repository import Repository
 from cairn.web.pages import Console, Refused
@@ -162,12 +163,14 @@ def find_machine(console: Console, name: str) -> Machine:
 
 def timeline(repo: Repository, machine: str, offsite: list[OffsitePoint]) -> list[PointRow]:
     """The machine's points here and ``offsite``, newest first, each with its last
-    verification; a point in both places is one row."""
+    verification; a point in both places is one row. Deleted points held for the deletion
+    window are left out here, as every listing does."""
     verifications = repo.catalog.verifications()
+    held = {pid for pid, m in marks.all_marks(repo).items() if m.deleted_at is not None}
     points: list[RecoveryPoint] = []
     for volume in repo.catalog.volumes():
         if volume.name.startswith(machine + "."):
-            points.extend(repo.catalog.points(volume.id))
+            points.extend(p for p in repo.catalog.points(volume.id) if p.id not in held)
     remote = {p.id for p in offsite}
     rows = [PointRow(p.id, p.volume, p.created, p.size, p.bytes_stored,
                      verifications.get(p.id), True, p.id in remote) for p in points]

@@ -57,6 +57,7 @@ import math
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -323,6 +324,7 @@ class Cloud:
         local = {p.id: p for p in repo.catalog.points()}
         gone = {i for i in local.keys() - remote.keys()
                 if not self.backend.exists(point_object(local[i]))}
+        gone -= self._restored(gone, local)
         if gone:
             repo.catalog.forget_points(gone)
             repo.catalog.recount(expected_refs(repo, repo.nodes))
@@ -338,6 +340,26 @@ class Cloud:
         bucket_marks = self._read_marks()
         stale = {point_id: marks.Marks() for point_id in marks.all_marks(repo)}
         marks.replace_marks(repo, {**stale, **bucket_marks})
+
+    def _restored(self, gone: set[str], known: dict[str, RecoveryPoint]) -> set[str]:
+        """Of the points gone from the bucket, those whose record a delete marker only hides
+        while its version is still under Object Lock: nobody may delete them yet (a stolen
+        bucket key tried), so the marker is removed and they stay."""
+        from cairn.store.backends.s3 import S3Backend
+
+        if not gone or not isinstance(self.backend, S3Backend):
+            return set()
+        from cairn.store.backends.s3_lock import Retention
+
+        versions = Retention(self.backend)
+        try:
+            now = time.time()
+            back = {i for i in gone if versions.unhide(point_object(known[i]), now)}
+        finally:
+            versions.close()
+        for point_id in back:
+            logs.event("cloud.locked_point_restored", point=point_id, where=self.where)
+        return back
 
     def _point_id_of(self, name: str) -> str:
         """The point id in a ``points/`` object name, which must be one cairn writes."""

@@ -78,6 +78,18 @@ def test_immutable_points_cannot_be_deleted_even_with_the_buckets_keys(
     again = cli.json("replicate", "--repo", local, "--to", url, "--immutable", "1d")
     assert again["points"] == [] and again["lock_requests"] == 0
 
+    # With the bucket's own keys an intruder "deletes" a point: S3 only hides it behind a
+    # delete marker. The next sync sees its record gone while still locked, removes the
+    # marker, and the point is whole again.
+    record = f"r/points/web01-sda/{points[1][0]}.json"
+    s3.delete_object(Bucket=bucket, Key=record)
+    s3.delete_object(Bucket=bucket, Key=f"r/marks/{points[1][0]}.json")
+    assert [p["id"] for p in cli.json("points", "--repo", url)] == [p for p, _ in points]
+    s3.head_object(Bucket=bucket, Key=record)  # back in the listing, not only in the cache
+    out = tmp_path / "restored.img"
+    cli.ok("restore", "--repo", url, points[1][0], out)
+    assert out.read_bytes() == points[1][1]
+
 
 def test_a_bucket_that_cannot_lock_is_refused_before_anything_is_sent(
         cli: Cli, cloud_url: str, tmp_path: Path) -> None:

@@ -24,6 +24,8 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import quote
+from xml.etree import ElementTree
 
 import httpx
 
@@ -89,6 +91,15 @@ def require_object_lock(backend: S3Backend) -> LockProbe:
     return probe
 
 
+def _children(root: ElementTree.Element, tag: str) -> list[ElementTree.Element]:
+    return [e for e in root if e.tag.rpartition("}")[2] == tag]
+
+
+def _text(element: ElementTree.Element, tag: str) -> str:
+    found = [e.text or "" for e in element if e.tag.rpartition("}")[2] == tag]
+    return found[0] if found else ""
+
+
 def _date(when: float) -> str:
     """An S3 retain-until date, rounded up to the second (never earlier than asked)."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(when)))
@@ -103,7 +114,9 @@ class Retention:
     """COMPLIANCE retention on the objects of one bucket, by signed requests (obstore cannot
     send Object Lock headers). ``extensions`` counts the requests that exist only to keep
     objects locked (retention extended or read back), the price of immutability beyond the
-    writes an unlocked copy makes anyway; safe to share between threads."""
+    writes an unlocked copy makes anyway; safe to share between threads. `unhide` undoes a
+    delete that Object Lock made harmless: on a locked bucket a DELETE only puts a delete
+    marker over the object, whose locked version stays."""
 
     def __init__(self, backend: S3Backend) -> None:
         self.backend = backend
@@ -168,10 +181,12 @@ class Retention:
             raise self._refused(answer, f"extending the retention of {name}")
         return held
 
-    def until(self, name: str) -> float | None:
-        """The date ``name`` is locked until, None when it is not locked."""
+    def until(self, name: str, version: str | None = None) -> float | None:
+        """The date ``name`` (its ``version``, else the current one) is locked until, None
+        when it is not locked."""
         self._counted()
-        answer = self._send("GET", name, "retention=")
+        query = "retention=" + (f"&versionId={quote(version, safe='')}" if version else "")
+        answer = self._send("GET", name, query)
         if answer.status_code == 404:
             return None
         if answer.status_code >= 300:
@@ -180,6 +195,32 @@ class Retention:
         if found is None:
             return None
         return calendar.timegm(time.strptime(found.group(1)[:19], "%Y-%m-%dT%H:%M:%S"))
+
+    def unhide(self, name: str, now: float) -> bool:
+        """If ``name`` is hidden behind a delete marker while its newest version is still
+        locked (after ``now``), remove the marker, so the object is back; True when done."""
+        key = "/".join(filter(None, [self.backend.prefix, name]))
+        url = (f"{self.backend.endpoint}/{self.backend.bucket}?prefix={quote(key, safe='')}"
+               "&versions=")
+        headers = signed_headers("GET", url, b"", Credentials(*self.backend._credentials))
+        answer = self._client.get(url, headers=headers)
+        if answer.status_code >= 300:
+            raise self._refused(answer, f"listing the versions of {name}")
+        root = ElementTree.fromstring(answer.text)
+        markers = [m for m in _children(root, "DeleteMarker")
+                   if _text(m, "Key") == key and _text(m, "IsLatest") == "true"]
+        versions = sorted((v for v in _children(root, "Version") if _text(v, "Key") == key),
+                          key=lambda v: _text(v, "LastModified"))
+        if not markers or not versions:
+            return False
+        until = self.until(name, _text(versions[-1], "VersionId"))
+        if until is None or until <= now:
+            return False
+        marker = _text(markers[0], "VersionId")
+        gone = self._send("DELETE", name, f"versionId={quote(marker, safe='')}")
+        if gone.status_code >= 300:
+            raise self._refused(gone, f"removing the delete marker of {name}")
+        return True
 
     def _counted(self) -> None:
         with self._count:

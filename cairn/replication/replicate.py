@@ -195,7 +195,8 @@ def _publish(local: Repository, cloud: Repository, placed: RecoveryPoint,
     locked_until = cloud.remote.publish(placed)
     committed = Cloud.insert(cloud, placed, written)
     if locked_until is not None:
-        marks.lock(cloud, [committed], locked_until)
+        if (marks.marks_of(cloud, committed.id).locked_until or 0) < locked_until:
+            marks.lock(cloud, [committed], locked_until)
         report.locked_until = locked_until
     flags = marks.marks_of(local, placed.id).flags
     if flags:

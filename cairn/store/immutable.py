@@ -97,7 +97,8 @@ class Locker:
         tree = self.cloud.tree(point)
         self._load([chunk_name(tree.root), CONFIG])
         with ThreadPoolExecutor(WORKERS) as pool:
-            self._walk(pool, tree, (LEVELS, 0, tree.root), need, horizon)
+            if tree.root != ZERO:  # an all-zero volume needs no chunk at all
+                self._walk(pool, tree, (LEVELS, 0, tree.root), need, horizon)
             self._extend(pool, [CONFIG], need, horizon)
         self._flush()
 

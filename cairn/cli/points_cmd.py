@@ -6,7 +6,7 @@ import argparse
 
 from cairn.cli._common import add_json, add_repo, human_bytes, open_repo, print_json, table, when
 from cairn.cli._machines import print_machine_points
-from cairn.ops.point_locks import held_json
+from cairn.ops.point_locks import held_json, marks_json
 from cairn.ops.points import info_json, list_points
 from cairn.store import marks
 from cairn.store.catalog import RecoveryPoint
@@ -27,11 +27,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="list deleted points still restorable (`cairn undelete` them)")
     add_json(p)
     p.set_defaults(handler=run)
-
-
-def marks_json(m: marks.Marks) -> dict[str, object]:
-    return {"locked_until": m.locked_until, "flagged": bool(m.flags),
-            "flag_reasons": list(m.flags)}
 
 
 def _state(m: marks.Marks) -> str:

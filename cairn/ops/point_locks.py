@@ -60,6 +60,12 @@ def unlock(repo: Repository, refs: Sequence[str]) -> list[str]:
     return [p.id for p in points]
 
 
+def marks_json(m: marks.Marks) -> dict[str, Any]:
+    """A point's lock and ransomware flags, beside its `point_json` in every listing."""
+    return {"locked_until": m.locked_until, "flagged": bool(m.flags),
+            "flag_reasons": list(m.flags)}
+
+
 def held_json(held: Sequence[tuple[RecoveryPoint, marks.Marks]]) -> list[dict[str, Any]]:
     """Deleted points still in their window (`marks.held_points`) as JSON: each point's
     public fields with when it was deleted and when it is reclaimed."""

@@ -35,6 +35,9 @@ def test_lock_delete_undelete_and_delete_now_by_api(appliance: Appliance,
         locked = admin.json("POST", f"/api/v1/points/{first}/lock",
                             json={"until": "2099-06-30"})
         assert locked["locked"] == [first]
+        by_id = {p["id"]: p for p in admin.json("GET", "/api/v1/machines/web01/points")}
+        assert by_id[first]["locked_until"] == locked["locked_until"]
+        assert by_id[second]["locked_until"] is None and by_id[second]["flagged"] is False
         for now in ("false", "true"):
             assert status(lambda n=now: admin.json("DELETE", f"/api/v1/points/{first}",
                                                    params={"now": n})) == 409

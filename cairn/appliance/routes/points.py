@@ -11,7 +11,9 @@ from cairn.appliance.auth import AdminOnly, NamedMachine, VisibleMachine
 from cairn.appliance.context import Ctx
 from cairn.appliance.uploads import store_volume
 from cairn.errors import UsageError
+from cairn.ops.point_locks import marks_json
 from cairn.ops.points import info_json, points_of
+from cairn.store import marks
 from cairn.store.repository import Repository
 
 router = APIRouter(prefix="/api/v1", tags=["points"])
@@ -19,11 +21,14 @@ router = APIRouter(prefix="/api/v1", tags=["points"])
 
 @router.get("/machines/{name}/points")
 def get_points(machine: VisibleMachine, ctx: Ctx) -> list[dict[str, Any]]:
-    """Every point of the machine's volumes, in `ops.points.point_json` form."""
+    """Every point of the machine's volumes, in `ops.points.point_json` form with its lock
+    and ransomware flags (as `cairn points --json`)."""
     names = {store_volume(machine.name, v): v for v, _ in ctx.state.volumes(machine.id)}
     with Repository.open(ctx.repo_path) as repo:
         found = points_of(repo, list(names))
-    return [{**info_json(info), "machine_volume": names[volume]}
+        marked = marks.all_marks(repo)
+    return [{**info_json(info), **marks_json(marked.get(info.point.id, marks.Marks())),
+             "machine_volume": names[volume]}
             for volume, infos in found.items() for info in infos]
 
 

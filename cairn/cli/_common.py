@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +77,33 @@ def add_wait(parser: argparse.ArgumentParser) -> None:
                              "of the point) to finish, instead of failing at once")
 
 
+TIME_FIELDS = frozenset({"created", "deleted_at", "purge_after", "locked_until", "held_until",
+                         "at", "started", "finished", "last_seen", "heartbeat", "next_run",
+                         "found", "healed"})
+"""Fields holding Unix times in what commands print: each gets an ``<field>_iso`` twin."""
+
+
 def print_json(value: Any) -> None:
-    json.dump(value, sys.stdout, indent=2)
+    """JSON for scripts: every Unix time (`TIME_FIELDS`) also as ISO 8601 with its zone."""
+    json.dump(with_iso_times(value), sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def with_iso_times(value: Any) -> Any:
+    if isinstance(value, list):
+        return [with_iso_times(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        out[key] = with_iso_times(item)
+        if key in TIME_FIELDS and isinstance(item, int | float) and not isinstance(item, bool):
+            out[f"{key}_iso"] = iso_time(item)
+    return out
+
+
+def iso_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
 
 
 def when(ts: float) -> str:

@@ -5,6 +5,7 @@ point's figure follows its neighbours' deletion instead of staying what its back
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from tests.cli.test_cli import ok
@@ -42,3 +43,6 @@ def test_frees_is_what_a_delete_frees(tmp_path: Path) -> None:
     # the second point now holds everything: its figure grew, its backup's did not
     assert points[0]["frees"] == after["stored_bytes"] > points[0]["bytes_stored"]
     assert "FREES" in str(r[7]["stdout"])
+    # one time format: Unix seconds, and beside each the same time in ISO 8601 with its zone
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d",
+                        points[0]["created_iso"])

@@ -135,7 +135,8 @@ class FileSystem(ABC):
 
     @abstractmethod
     def list(self, path: str = "/") -> list[Entry]:
-        """The entries of directory `path`, without "." and "..", sorted by name."""
+        """The entries of directory `path`, without "." and "..", sorted by name; their
+        `extents` may be left out (None) where that is cheaper: `stat` and `walk` give them."""
 
     @abstractmethod
     def open(self, path: str) -> BinaryIO:

@@ -120,8 +120,10 @@ class LibyalFileSystem(FileSystem):
             raise self._fail(path, e) from e
 
     def list(self, path: str = "/") -> list[Entry]:
+        """Without extents: a listing (`cairn ls`, the console) shows none, and reading
+        them is a sixth of listing a big folder; `walk` (diff) and `stat` have them."""
         raw, base = self._directory(path)
-        return [entry for entry, _ in self._children(raw, base, path)]
+        return [entry for entry, _ in self._children(raw, base, path, extents=False)]
 
     def walk(self, path: str = "/") -> Iterator[Entry]:
         """Descends through the library's own file entries: looking every directory up again
@@ -147,7 +149,8 @@ class LibyalFileSystem(FileSystem):
             raise self._fail(path, e) from e
         return raw, base
 
-    def _children(self, raw: Any, base: str, path: str) -> list[tuple[Entry, Any]]:
+    def _children(self, raw: Any, base: str, path: str,
+                  extents: bool = True) -> list[tuple[Entry, Any]]:
         """The visible entries of directory `raw` (at `base`) sorted by name, each beside the
         library's entry; `path` is what the caller asked for, for error messages."""
         children = []
@@ -156,7 +159,8 @@ class LibyalFileSystem(FileSystem):
                 name = child.name
                 if self._hidden(base, name, child):
                     continue
-                children.append((self._entry(child, name, join_path(base, name)), child))
+                children.append((self._entry(child, name, join_path(base, name), extents),
+                                 child))
         except (OSError, RuntimeError) as e:
             raise self._fail(path, e) from e
         children.sort(key=lambda pair: pair[0].name)
@@ -180,7 +184,7 @@ class LibyalFileSystem(FileSystem):
             return False
         return name.startswith("$") and raw.file_reference & _MFT_INDEX < _NTFS_FIRST_USER_MFT
 
-    def _entry(self, raw: Any, name: str, path: str) -> Entry:
+    def _entry(self, raw: Any, name: str, path: str, extents: bool = True) -> Entry:
         flavour = self._flavour
         if flavour.posix:
             mode = raw.file_mode
@@ -214,7 +218,7 @@ class LibyalFileSystem(FileSystem):
             link_target=target,
             inode=inode,
             nlink=nlink,
-            extents=_extents(raw, size, self._to_volume) if kind == FILE else None,
+            extents=_extents(raw, size, self._to_volume) if extents and kind == FILE else None,
         )
 
 

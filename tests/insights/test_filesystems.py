@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,3 +194,17 @@ def test_walk_visits_parents_first(opened: dict[str, tuple[FileSystem, VolumeRea
         assert entry.path.rsplit("/", 1)[0] or "/" in seen
         seen.add(entry.path)
     assert "/docs/deep/data.bin" in seen and stat.S_ISDIR(fs.stat("/docs/deep").mode)
+
+
+def test_a_listing_is_the_stat_of_each_entry_less_its_extents(
+        opened: dict[str, tuple[FileSystem, VolumeReader]]) -> None:
+    """`list` skips reading extents (a big folder lists faster); `stat` and `walk` keep them."""
+    for name in ("ext4", "xfs", "ntfs"):
+        fs, _ = opened[name]
+        listed = {e.path: e for e in fs.list("/")}
+        walked = {e.path: e for e in fs.walk("/") if e.path in listed}
+        for path, entry in listed.items():
+            full = fs.stat(path)
+            assert entry.extents is None and walked[path] == full
+            assert dataclasses.replace(full, extents=None) == entry
+        assert any(e.extents for e in walked.values())

@@ -110,6 +110,9 @@ def _options_anywhere(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
+    if command is None and "--version" in argv:  # without loading every command's module
+        print(f"cairn {__version__}")
+        return 0
     args = build_parser(command).parse_args(argv)
     try:
         return args.handler(args) or 0

@@ -42,6 +42,18 @@ def repo(tmp_path: Path) -> Path:
     return path
 
 
+def test_version_loads_no_command_module() -> None:
+    """`cairn --version` (monitoring, scripts) answers without importing every command: that
+    cost seconds with a cold page cache (the appliance, QEMU and web modules)."""
+    code = ("import sys; from cairn.cli import main; main(['--version']); "
+            "print(sorted(m for m in sys.modules if m.endswith('_cmd')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60, check=True)
+    version, loaded = done.stdout.splitlines()
+    assert version.startswith("cairn ") and loaded == "[]"
+    assert ok("--version") == version + "\n"
+
+
 def test_backup_points_restore_delete_roundtrip(repo: Path, tmp_path: Path) -> None:
     img = tmp_path / "disk.img"
     data = make_image(img, 2 * 1024 * 1024, seed=1)

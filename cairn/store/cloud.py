@@ -468,6 +468,23 @@ class NodeFiles:
         return node
 
 
+def _forget_versions(backend: Bucket) -> None:
+    """In a versioned bucket (every Object Lock bucket) a DELETE only hides an object behind
+    a marker and frees nothing: there cairn's deletes also delete the object's versions
+    whose lock has passed (`Retention.forget`), so prune frees what no locked point needs."""
+    from cairn.store.backends.s3 import S3Backend
+
+    if not isinstance(backend, S3Backend):
+        return
+    from cairn.store.backends.s3_lock import Retention
+
+    versions = Retention(backend)
+    if versions.versioned():
+        backend.forget = versions.forget
+    else:
+        versions.close()
+
+
 def _repository(url: str, backend: Bucket, config: RepositoryConfig,
                 key: RepoKey) -> Repository:
     """Open the repository whose config was just authenticated with ``key``."""
@@ -475,6 +492,7 @@ def _repository(url: str, backend: Bucket, config: RepositoryConfig,
     check_block_size(config.block_size)
     folder = cache_root() / config.id
     private_folder(folder)
+    _forget_versions(backend)
     cloud = Cloud(backend, url, Sealer(key.secret), config.id)
     repo = Repository(url, folder, config, backend, key.secret if key.encrypts else None,
                       cloud)

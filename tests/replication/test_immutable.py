@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from cairn.ops.offsite import make_immutable
+from cairn.ops.retention import prune as retention_prune
 from cairn.replication.replicate import replicate
 from cairn.store import marks
 from cairn.store.blockmap import diff
@@ -21,6 +22,8 @@ from cairn.store.chunks import ZERO, chunk_name
 from cairn.store.cloud import Cloud, init_cloud
 from cairn.store.immutable import Immutability
 from cairn.store.repository import Repository
+from cairn.store.retention import Policy
+from tests.appliance.harness import wait_for
 from tests.cli.test_cli import one_line_error
 from tests.replication.test_replicate import Cli, local_repo_with_points
 from tests.s3server import SeaweedS3
@@ -158,3 +161,36 @@ def test_locks_are_extended_once_per_generation_not_once_per_backup(
             until = retention(s3_server, bucket, f"g/{name}")["RetainUntilDate"].timestamp()
             assert until >= horizon - 1, name
         assert marks.marks_of(cloud, point.id).locked_until == horizon
+
+
+def test_once_its_lock_passes_prune_frees_a_point_for_good(
+        s3_server: SeaweedS3, s3_env: None, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DELETE in a versioned bucket only hides an object: cairn's deletes also delete its
+    versions once their lock has passed, so nothing is left behind (a lock of two seconds
+    here; the point is kept while it holds)."""
+    monkeypatch.setenv("CAIRN_DELETE_WINDOW", "0s")
+    bucket = locked_bucket(s3_server, "immutable-expiry")
+    img = tmp_path / "disk.img"
+    data = make_image(img, 1024 * 1024, seed=9, fill=0.9)
+    with Repository.init(tmp_path / "local") as local, \
+            init_cloud(f"s3://{bucket}/x", None) as cloud:
+        assert isinstance(cloud.remote, Cloud)
+        cloud.remote.immutable(cloud, Immutability(2.0))
+        first = backup(local, "v", img)
+        mutate(img, data, seed=1, writes=4)
+        backup(local, "v", img)
+        replicate(local, cloud)
+        until = marks.marks_of(cloud, first.id).locked_until
+        assert until is not None
+        assert retention_prune(cloud, "v", Policy(last=1)).deleted == []  # locked: kept
+        wait_for(lambda: time.time() > until + 1, timeout=30, every=0.2)
+        assert retention_prune(cloud, "v", Policy(last=1)).deleted == [first.id]
+        assert [p.id for p in cloud.catalog.points()] != [] and cloud.catalog.point(
+            first.id) is None
+    s3 = s3_server.client()
+    listing = s3.list_object_versions(Bucket=bucket, Prefix="x/")
+    current = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="x/")["Contents"]}
+    assert sorted(v["Key"] for v in listing.get("Versions", [])) == sorted(current)
+    assert listing.get("DeleteMarkers", []) == []
+    assert f"x/points/v/{first.id}.json" not in current

@@ -160,6 +160,8 @@ class S3Backend:
         self._bucket_checked = False
         self._conditional = True
         self.max_object: int | None = None
+        self.forget: Callable[[str], None] | None = None
+        """called after each DELETE: in a versioned bucket it deletes the versions too"""
 
     def __repr__(self) -> str:
         return f"S3Backend(s3://{self.bucket}/{self.prefix} at {self.endpoint})"
@@ -294,6 +296,8 @@ class S3Backend:
 
     def delete(self, name: str) -> None:
         self._call(f"DELETE {name}", lambda: obstore.delete(self._store, name))
+        if self.forget is not None:
+            self.forget(name)
 
     def delete_many(self, names: list[str]) -> None:
         """One DeleteObjects request per thousand names."""
@@ -301,6 +305,8 @@ class S3Backend:
             batch = names[start : start + 1000]
             self._call(f"DELETE {len(batch)} objects",
                        lambda b=batch: obstore.delete(self._store, b))
+            for name in batch if self.forget is not None else []:
+                self.forget(name)
 
     def list(self, prefix: str) -> Iterator[str]:
         return (name for name, _ in self.stamps(prefix))

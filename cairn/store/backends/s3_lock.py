@@ -196,21 +196,51 @@ class Retention:
             return None
         return calendar.timegm(time.strptime(found.group(1)[:19], "%Y-%m-%dT%H:%M:%S"))
 
-    def unhide(self, name: str, now: float) -> bool:
-        """If ``name`` is hidden behind a delete marker while its newest version is still
-        locked (after ``now``), remove the marker, so the object is back; True when done."""
-        key = "/".join(filter(None, [self.backend.prefix, name]))
-        url = (f"{self.backend.endpoint}/{self.backend.bucket}?prefix={quote(key, safe='')}"
-               "&versions=")
+    def _bucket_get(self, query: str, what: str) -> ElementTree.Element:
+        url = f"{self.backend.endpoint}/{self.backend.bucket}?{query}"
         headers = signed_headers("GET", url, b"", Credentials(*self.backend._credentials))
         answer = self._client.get(url, headers=headers)
         if answer.status_code >= 300:
-            raise self._refused(answer, f"listing the versions of {name}")
-        root = ElementTree.fromstring(answer.text)
-        markers = [m for m in _children(root, "DeleteMarker")
-                   if _text(m, "Key") == key and _text(m, "IsLatest") == "true"]
+            raise self._refused(answer, what)
+        return ElementTree.fromstring(answer.text)
+
+    def versioned(self) -> bool:
+        """Whether the bucket keeps versions (every Object Lock bucket does); a server
+        without the versioning API keeps none."""
+        try:
+            root = self._bucket_get("versioning=", "reading the bucket's versioning")
+        except S3Error:
+            return False
+        return _text(root, "Status") == "Enabled"
+
+    def _versions(self, name: str) -> tuple[list[ElementTree.Element], list[ElementTree.Element]]:
+        """The versions of ``name`` (oldest first) and its delete markers."""
+        key = "/".join(filter(None, [self.backend.prefix, name]))
+        root = self._bucket_get(f"prefix={quote(key, safe='')}&versions=",
+                                f"listing the versions of {name}")
+        markers = [m for m in _children(root, "DeleteMarker") if _text(m, "Key") == key]
         versions = sorted((v for v in _children(root, "Version") if _text(v, "Key") == key),
                           key=lambda v: _text(v, "LastModified"))
+        return versions, markers
+
+    def forget(self, name: str) -> None:
+        """After a DELETE of ``name`` in a versioned bucket: delete its versions too, so
+        the space is really freed; a version still locked stays (with the marker over it),
+        as Object Lock promised."""
+        versions, markers = self._versions(name)
+        kept = False
+        for version in versions:
+            answer = self._send("DELETE", name,
+                                f"versionId={quote(_text(version, 'VersionId'), safe='')}")
+            kept = kept or answer.status_code >= 300
+        for marker in [] if kept else markers:
+            self._send("DELETE", name, f"versionId={quote(_text(marker, 'VersionId'), safe='')}")
+
+    def unhide(self, name: str, now: float) -> bool:
+        """If ``name`` is hidden behind a delete marker while its newest version is still
+        locked (after ``now``), remove the marker, so the object is back; True when done."""
+        versions, markers = self._versions(name)
+        markers = [m for m in markers if _text(m, "IsLatest") == "true"]
         if not markers or not versions:
             return False
         until = self.until(name, _text(versions[-1], "VersionId"))

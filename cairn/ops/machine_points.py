@@ -57,7 +57,11 @@ def list_machine_points(repo: Repository, machine: str | None = None) -> list[Ma
 
 
 def resolve(repo: Repository, ref: str) -> MachinePoint | None:
-    """The machine point ``ref`` names (id, prefix, ``MACHINE@latest``), or None."""
+    """The machine point ``ref`` names (id, prefix, ``MACHINE@latest``: the newest not
+    deleted), or None."""
+    if ref.endswith("@latest"):
+        live = list_machine_points(repo, ref[: -len("@latest")])
+        return max(live, key=lambda mp: mp.created) if live else None
     return MachinePoints(repo.catalog).resolve(ref)
 
 

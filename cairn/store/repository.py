@@ -309,12 +309,15 @@ class Repository:
         return volume
 
     def resolve(self, ref: str) -> RecoveryPoint:
-        """A point from its id, a unique id prefix, or ``VOLUME@latest``."""
+        """A point from its id, a unique id prefix, or ``VOLUME@latest`` (the newest point
+        not deleted: a held point is named only by its id)."""
         if ref.endswith("@latest"):
-            point = self.catalog.latest(self.volume(ref[: -len("@latest")]).id)
-            if point is None:
+            from cairn.store.marks import live_points
+
+            live = live_points(self, self.volume(ref[: -len("@latest")]).id)
+            if not live:
                 raise UnknownPoint(ref)
-            return point
+            return max(live, key=lambda p: p.seq)
         point = self.catalog.point(ref)
         if point is not None:
             return point

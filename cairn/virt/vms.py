@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from cairn.errors import UsageError, VirtualMachineError
+from cairn.ops.machine_points import resolve as resolve_machine_point
 from cairn.store.clones import (
     Clone,
     CloneNotFound,
@@ -135,7 +136,7 @@ class _Disks:
 
 
 def _new_disks(repo: Repository, ref: str) -> _Disks:
-    machine_point = MachinePoints(repo.catalog).resolve(ref)
+    machine_point = resolve_machine_point(repo, ref)
     if machine_point is None:
         point = repo.resolve(ref)
         return _Disks(point.id, point.volume, [create_clone(repo, point)], created=True)

@@ -118,3 +118,16 @@ def test_delete_now_frees_at_once_but_never_a_locked_point(repo: Path, tmp_path:
     ok("delete", "--repo", repo, "--now", points[0][0])
     assert listed(repo, "--deleted") == []
     assert [p["id"] for p in listed(repo)] == [points[1][0]]
+
+
+def test_volume_at_latest_never_names_a_deleted_point(repo: Path, tmp_path: Path) -> None:
+    (older, older_data), (newest, _data) = backups(repo, tmp_path, 2)
+    ok("delete", "--repo", repo, "web01-sda@latest")
+    assert [p["id"] for p in listed(repo, "--deleted")] == [newest]
+    out = tmp_path / "out.img"
+    ok("restore", "--repo", repo, "web01-sda@latest", out)
+    assert out.read_bytes() == older_data
+    ok("delete", "--repo", repo, "web01-sda@latest")
+    assert [p["id"] for p in listed(repo, "--deleted")] == [newest, older]
+    one_line_error(cairn("restore", "--repo", repo, "web01-sda@latest", out, "--force"), 2,
+                   "web01-sda@latest")

@@ -321,9 +321,10 @@ class State(SharedDb):
         assert cur.lastrowid is not None
         return cur.lastrowid
 
-    def active_job(self, machine_id: int) -> int | None:
-        rows = self.query("SELECT id FROM jobs WHERE machine_id=? AND state IN (?, ?)",
-                          (machine_id, *ACTIVE))
+    def active_job(self, machine_id: int, states: tuple[str, ...] = ACTIVE) -> int | None:
+        """A job of the machine in one of ``states`` (default: queued or running)."""
+        rows = self.query(f"SELECT id FROM jobs WHERE machine_id=? AND state IN "
+                          f"({', '.join('?' * len(states))})", (machine_id, *states))
         return rows[0][0] if rows else None
 
     def take_job(self, machine_id: int) -> Job | None:

@@ -64,7 +64,8 @@ class Verifier(Ticker):
 
     def due(self, policy: VerificationPolicy, now: float) -> list[RecoveryPoint]:
         """The points to boot together, the boot disk's first; none when nothing is due."""
-        if policy.screenshot == "off" or self.state.active_job(policy.machine_id):
+        if policy.screenshot == "off" or self.state.active_job(policy.machine_id,
+                                                               ("running",)):
             return []
         volumes = [store_volume(policy.machine, v) for v, _ in
                    self.state.volumes(policy.machine_id)]

@@ -44,7 +44,8 @@ def router(console: Console, auth: Auth) -> APIRouter:
         found = find_machine(console, name)
         summary = summaries(console, [found])[0]
         with repository(console) as repo:
-            rows = timeline(repo, found.name, OffsiteCopies(console.state).points(found.id))
+            offsite = OffsiteCopies(console.state).points(found.id) if summary.offsite else []
+            rows = timeline(repo, found.name, offsite)
         first = (page - 1) * PAGE
         return render(request, "machine.html", machine=found, summary=summary,
                       rows=rows[first:first + PAGE], total=len(rows), page=page, first=first,

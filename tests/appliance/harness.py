@@ -71,14 +71,14 @@ class Appliance:
         self.log = work / "appliance.log"
         cairn("init", "--repo", self.repo, *(["--encrypt"] if encrypt else []))
 
-    def start(self, *serve_args: str) -> None:
+    def start(self, *serve_args: str, timeout: float = 30) -> None:
         """Serve ``self.repo`` (``serve_args``: e.g. ``--recover-from URL``)."""
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [*CLI, "serve", "--repo", str(self.repo), "--listen", f"127.0.0.1:{self.port}",
                  "--config", str(self.config), *serve_args], cwd=ROOT, env=self.env,
                 stdout=log, stderr=log)
-        wait_for(self._up, timeout=30)
+        wait_for(self._up, timeout=timeout)
 
     def _up(self) -> bool:
         assert self.proc is not None

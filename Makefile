@@ -1,4 +1,4 @@
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint bench clean deb
 
 setup:
 	@scripts/setup.sh
@@ -20,8 +20,12 @@ test-fast:
 	.venv/bin/ruff check .
 	.venv/bin/pytest -q -x -p no:cacheprovider $(FAST) -k "not s3"
 
+# dist/cairn_<version>_<arch>.deb: /usr/bin/cairn, the systemd units, a `cairn` user, /etc/cairn.
+deb: setup
+	@packaging/deb/build.sh
+
 bench: setup
 	.venv/bin/python bench/store_bench.py
 
 clean:
-	rm -rf demo-work .pytest_cache .ruff_cache
+	rm -rf demo-work .pytest_cache .ruff_cache dist

@@ -24,7 +24,9 @@ declare -A NEED=(
   [debugfs]=e2fsprogs
   [chromium]=chromium
   [npm]=npm
-  [debootstrap]=debootstrap   # the bench image pair (bench/images.py)
+  [debootstrap]=debootstrap   # the bench image pair, the .deb's install test
+  [dpkg-deb]=dpkg             # make deb
+  [unshare]=util-linux        # the .deb's install test: a private mount namespace
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from cairn import logs
@@ -63,6 +64,11 @@ def _config(p: argparse.ArgumentParser) -> None:
 
 
 def run_pair(args: argparse.Namespace) -> int:
+    if args.config is None:
+        # Issue 15: nothing is written outside the paths given without saying so first.
+        state = args.state_dir or "/var/lib/cairn-agent (or the config's state_dir)"
+        print(f"pairing writes {agent_config.DEFAULT_PATH} and the appliance certificate under "
+              f"{state}: give --config and --state-dir to write elsewhere", file=sys.stderr)
     paired = pair(PairRequest(args.appliance, args.token, args.fingerprint, args.config,
                               args.state_dir))
     print(f"paired as {paired.machine} with {paired.appliance} (certificate "

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import ssl
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cairn.agent.client import ApplianceClient, fetch_certificate, fingerprint_der
 from cairn.cli._common import add_repo
@@ -69,3 +71,32 @@ def _served(repo: Path | None) -> str | None:
         return (repo / APPLIANCE_URL).read_text().strip() or None if repo else None
     except OSError:
         return None
+
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def pairing_url(url: str) -> str:
+    """The address agents on other machines should use: ``url`` with a loopback host (how
+    admin commands reach a wildcard `serve --listen 0.0.0.0`) replaced by this host's own
+    address, which agents elsewhere can reach, where 127.0.0.1 would be themselves."""
+    parts = urlsplit(url)
+    if parts.hostname not in LOOPBACK:
+        return url
+    host = _own_address()
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _own_address() -> str:
+    """The address this host sends from on its default route (a UDP connect sends no
+    packet), else its host name."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))      # TEST-NET-1: only picks the route
+            address = probe.getsockname()[0]
+        except OSError:
+            address = ""
+    return address if address and address not in LOOPBACK else socket.getfqdn()

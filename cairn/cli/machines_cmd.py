@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cairn.agent.client import ApplianceClient
-from cairn.cli._appliance import add_appliance, admin_client
+from cairn.cli._appliance import add_appliance, admin_client, pairing_url
 from cairn.cli._common import add_json, print_json, table, when
 
 
@@ -36,9 +36,13 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 print_json(answer)
             else:
+                url = pairing_url(client.url)
                 print(f"machine {answer['machine']} added; pair it within 24 h with:\n"
-                      f"  cairn agent pair --appliance {client.url} --token "
+                      f"  cairn agent pair --appliance {url} --token "
                       f"{answer['pairing_token']}")
+                if url != client.url:
+                    print(f"({url} is this host's address; agents cannot reach "
+                          f"{client.url}: use the name they reach it by if it differs)")
             return 0
         if args.action == "remove":
             client.request("DELETE", f"/api/v1/machines/{args.name}")

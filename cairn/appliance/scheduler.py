@@ -17,9 +17,10 @@ from croniter import croniter
 
 from cairn import logs
 from cairn.appliance.config import ApplianceConfig
-from cairn.appliance.state import Schedule, State
+from cairn.appliance.state import Machine, Schedule, State
 from cairn.appliance.ticker import Ticker
 from cairn.errors import UsageError
+from cairn.store.retention import Policy
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
@@ -76,6 +77,21 @@ def first_run(every: float | None, cron: str | None, now: float) -> float:
         return float(croniter(cron, now).get_next(float))
     assert every
     return now + every
+
+
+def set_schedule(state: State, config: ApplianceConfig, machine: Machine, every: str | None,
+                 cron: str | None, retention: str | None) -> None:
+    """Back ``machine`` up every ``every`` (``5m``) or by ``cron``, pruning by ``retention``."""
+    if (every is None) == (cron is None):
+        raise UsageError("give exactly one of every (e.g. 5m) or cron (e.g. '*/15 * * * *')")
+    seconds = parse_every(every, config.min_interval_seconds) if every else None
+    checked = check_cron(cron, config.min_interval_seconds) if cron else None
+    if retention is not None and Policy.parse(retention).empty:
+        raise UsageError("retention names no rule: e.g. hourly=24,daily=14")
+    state.set_schedule(machine.id, seconds, checked, retention,
+                       first_run(seconds, checked, time.time()))
+    logs.event("schedule.set", machine=machine.name, every=seconds, cron=checked,
+               retention=retention)
 
 
 class Scheduler(Ticker):

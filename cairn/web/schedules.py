@@ -1,11 +1,13 @@
 """A machine's schedule and retention, edited with a preview of the points the new policy
-would remove before anything is saved (`cairn.ops.schedules`, as the REST API does)."""
+would remove before anything is saved (`cairn.ops.schedules`), then saved as the REST API
+does (`cairn.appliance.scheduler.set_schedule`)."""
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from cairn.appliance import scheduler
 from cairn.ops import schedules
 from cairn.store.retention import Policy
 from cairn.web.auth import Auth
@@ -50,7 +52,7 @@ def router(console: Console, auth: Auth) -> APIRouter:
              cron: Annotated[str, Form(max_length=200)] = "",
              retention: Annotated[str, Form(max_length=200)] = "") -> RedirectResponse:
         machine = find_machine(console, name)
-        schedules.set_schedule(console.state, console.config, machine, every.strip() or None,
+        scheduler.set_schedule(console.state, console.config, machine, every.strip() or None,
                                cron.strip() or None, retention.strip() or None)
         return RedirectResponse(f"/machines/{machine.name}", status_code=303)
 

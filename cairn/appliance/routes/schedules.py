@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
+from cairn.appliance import scheduler
 from cairn.appliance.auth import AdminOnly, NamedMachine
 from cairn.appliance.context import Ctx
 from cairn.appliance.routes.machines import machine_json
-from cairn.ops import schedules
 
 router = APIRouter(prefix="/api/v1", tags=["schedules"], dependencies=[AdminOnly])
 
@@ -29,7 +29,7 @@ def list_schedules(ctx: Ctx) -> list[dict[str, Any]]:
 
 @router.put("/machines/{name}/schedule")
 def set_schedule(machine: NamedMachine, body: ScheduleRequest, ctx: Ctx) -> dict[str, Any]:
-    schedules.set_schedule(ctx.state, ctx.config, machine, body.every, body.cron,
+    scheduler.set_schedule(ctx.state, ctx.config, machine, body.every, body.cron,
                            body.retention)
     return machine_json(ctx, machine)
 

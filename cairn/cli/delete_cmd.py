@@ -13,11 +13,7 @@ from cairn.cli._common import (
     print_json,
     when,
 )
-from cairn.ops.machine_points import delete_machine_points
-from cairn.ops.machine_points import resolve as resolve_machine_point
-from cairn.store import marks
-from cairn.store.delete import delete_points, purge_expired
-from cairn.store.space import freed_by
+from cairn.ops.points import delete
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,26 +34,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with open_repo(args, read_only=args.dry_run) as repo:
-        targets = [(ref, resolve_machine_point(repo, ref)) for ref in args.points]
-        machine_points = [mp for _, mp in targets if mp is not None]
-        points = [repo.resolve(ref) for ref, mp in targets if mp is None]
-        every = points + [m.point for mp in machine_points for m in mp.members]
-        frees = freed_by(repo, every)
-        until = None
-        if args.now and not args.dry_run:
-            delete_points(repo, points)
-            delete_machine_points(repo, machine_points)
-        elif not args.dry_run:
-            until = marks.hold(repo, every)
-            purge_expired(repo)
+        result = delete(repo, args.points, now=args.now, dry_run=args.dry_run)
+    until, frees = result.held_until, result.frees_bytes
     if args.json:
-        print_json({"deleted": [p.id for p in points],
-                    "machine_points": [mp.id for mp in machine_points],
+        print_json({"deleted": result.deleted, "machine_points": result.machine_points,
                     "dry_run": args.dry_run, "now": args.now, "frees_bytes": frees,
                     "held_until": until})
         return 0
-    what = f"{len(points)} point(s)" + (f" and {len(machine_points)} machine point(s)"
-                                        if machine_points else "")
+    what = f"{len(result.deleted)} point(s)" + (
+        f" and {len(result.machine_points)} machine point(s)" if result.machine_points else "")
     space = "an amount not known here" if frees is None else human_bytes(frees)
     if args.dry_run:
         print(f"would delete {what}, freeing {space}"

@@ -23,12 +23,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    repo = open_repo(args, read_only=True)  # it writes the target, never the repository
-    try:
+    with open_repo(args, read_only=True) as repo:  # it writes the target, never the repository
         point = repo.resolve(args.point)
         result = rollback(PointReader(repo, point), args.to)
-    finally:
-        repo.close()
     if args.json:
         print_json(asdict(result))
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cairn.cli._common import add_repo, open_repo
-from cairn.store import marks
+from cairn.ops.points import undelete
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -16,9 +16,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
-    points = [repo.resolve(ref) for ref in args.points]
-    for point in points:
-        marks.undelete(repo, point)
-    print(f"brought back {len(points)} point(s)")
+    with open_repo(args) as repo:
+        brought = undelete(repo, args.points)
+    print(f"brought back {len(brought)} point(s)")
     return 0

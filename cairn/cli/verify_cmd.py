@@ -26,19 +26,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    repo = open_repo(args, read_only=not args.repair_from)
-    point = repo.resolve(args.point) if args.point else None
-    repair = None
-    # the bytes --read-data reads: every stored byte when the whole repository is checked
-    total = repo.catalog.chunk_totals()[2] if args.read_data and point is None else None
-    with progress_bar(total, "verify") as advance:
-        if args.repair_from:
-            if point is not None:
-                raise UsageError("--repair-from heals the whole repository: drop --point")
-            source = open_location(args.repair_from, args)
-            report, repair = verify_and_repair(repo, source, args.read_data, advance)
-        else:
-            report = verify(repo, point=point, read_data=args.read_data, progress=advance)
+    if args.repair_from and args.point:
+        raise UsageError("--repair-from heals the whole repository: drop --point")
+    with open_repo(args, read_only=not args.repair_from) as repo:
+        point = repo.resolve(args.point) if args.point else None
+        # the bytes --read-data reads: every stored byte when the whole repository is checked
+        total = repo.catalog.chunk_totals()[2] if args.read_data and point is None else None
+        with progress_bar(total, "verify") as advance:
+            if args.repair_from:
+                with open_location(args.repair_from, args) as source:
+                    report, repair = verify_and_repair(repo, source, args.read_data, advance)
+            else:
+                report = verify(repo, point=point, read_data=args.read_data, progress=advance)
+                repair = None
     if args.json:
         print_json({**report.as_json(), **({"repaired": repair.healed,
                                             "unrepairable": repair.unrepairable}

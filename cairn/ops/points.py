@@ -9,7 +9,7 @@ boot check when asked for.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cairn.store import marks
@@ -31,12 +31,15 @@ class DeleteResult:
     """ids of the volume points named and deleted"""
     machine_points: list[str]
     """ids of the machine points named and deleted whole (with every disk's point)"""
-    freed_chunks: int
-    """chunks freed: those only the points held (``now``), else those of held points whose
-    window had passed"""
+    frees_bytes: int | None
+    """stored bytes deleting them frees (at once with ``now``, else when their window
+    ends); None when it cannot be known here"""
+    freed_chunks: int = 0
+    """chunks freed now: those only the points held (``now``), else those of held points
+    whose window had passed"""
     held_until: float | None = None
     """when the points are reclaimed (restorable with `undelete` until then); None with
-    ``now``"""
+    ``now`` or ``dry_run``"""
 
 
 def verification_json(v: Verification | None) -> dict[str, Any] | None:
@@ -75,27 +78,34 @@ def points_of(repo: Repository, volumes: Sequence[str]) -> dict[str, list[PointI
     return out
 
 
-def delete(repo: Repository, refs: Sequence[str], now: bool = False) -> DeleteResult:
+def delete(repo: Repository, refs: Sequence[str], now: bool = False,
+           dry_run: bool = False) -> DeleteResult:
     """Delete what ``refs`` name (point ids, prefixes, ``VOLUME@latest``, machine points).
 
     The points are held, restorable with `undelete`, for the deletion window and reclaimed
-    by a later write; ``now`` frees what only they hold at once. A point with a clone or a
-    lock is refused (`InUse`, `PointLocked`) before anything is deleted, either way."""
+    by a later write; ``now`` frees what only they hold at once; ``dry_run`` only says what
+    would go and what it frees. A point with a clone or a lock is refused (`InUse`,
+    `PointLocked`) before anything is deleted, either way."""
     # here, not at the top: `cairn backup` and `cairn points` print points with this module
     from cairn.ops.machine_points import delete_machine_points
     from cairn.ops.machine_points import resolve as resolve_machine_point
     from cairn.ops.retention import purge
     from cairn.store.delete import delete_points
+    from cairn.store.space import freed_by
 
     targets = [(ref, resolve_machine_point(repo, ref)) for ref in refs]
     machine_points = [mp for _, mp in targets if mp is not None]
     points = [repo.resolve(ref) for ref, mp in targets if mp is None]
-    point_ids, machine_ids = [p.id for p in points], [mp.id for mp in machine_points]
+    every = points + [m.point for mp in machine_points for m in mp.members]
+    result = DeleteResult([p.id for p in points], [mp.id for mp in machine_points],
+                          freed_by(repo, every))
+    if dry_run:
+        return result
     if now:
         freed = delete_points(repo, points) + delete_machine_points(repo, machine_points)
-        return DeleteResult(point_ids, machine_ids, freed)
-    until = marks.hold(repo, points + [m.point for mp in machine_points for m in mp.members])
-    return DeleteResult(point_ids, machine_ids, purge(repo), until)
+        return replace(result, freed_chunks=freed)
+    until = marks.hold(repo, every)
+    return replace(result, held_until=until, freed_chunks=purge(repo))
 
 
 def undelete(repo: Repository, refs: Sequence[str]) -> list[str]:

@@ -8,8 +8,9 @@ of the volume was verified within the last day or week (``daily``, ``weekly``). 
 machine boots with all its disks: the boot point's machine point gives the others (an
 agentless backup), else each other volume's newest point, once no backup job of the
 machine is running (an agent sends its volumes one after the other). The verdict, the
-screenshot and the OCR text are kept with the boot point (`virt.boot`); a verdict other
-than booted raises a ``screenshot_failed`` alert, and the next good one resolves it.
+screenshot and the OCR text are kept with the boot point (`ops.screenshot_verify`); a
+verdict other than booted raises a ``screenshot_failed`` alert, and the next good one
+resolves it.
 The night's data verification slice (`data_check`) runs in the same thread.
 """
 
@@ -26,10 +27,10 @@ from cairn.appliance.state import State
 from cairn.appliance.ticker import Ticker
 from cairn.appliance.uploads import store_volume
 from cairn.appliance.verification import EVERY, VerificationPolicy, VerificationTable
+from cairn.ops.screenshot_verify import screenshot_verify
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.machine_points import MachinePoints
 from cairn.store.repository import Repository
-from cairn.virt.boot import screenshot_verify
 
 
 class Verifier(Ticker):
@@ -104,12 +105,9 @@ class Verifier(Ticker):
 
     def verify(self, policy: VerificationPolicy, disks: list[RecoveryPoint]) -> None:
         point, more = disks[0], disks[1:]
-        repo = Repository.open(self.repo)
-        try:
-            _, record = screenshot_verify(repo, point, policy.expect_text, self.timeout,
-                                          more=more)
-        finally:
-            repo.close()
+        with Repository.open(self.repo) as repo:
+            record = screenshot_verify(repo, point.id, policy.expect_text, self.timeout,
+                                       more=[p.id for p in more]).record
         logs.event("verification.done", machine=policy.machine, point=point.id,
                    status=record.status, reason=record.reason, seconds=record.seconds)
         if record.status == "booted":

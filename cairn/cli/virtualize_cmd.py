@@ -6,10 +6,9 @@ import argparse
 import signal
 import threading
 
-from cairn.cli._common import add_repo, open_repo
+from cairn.cli._common import add_point, add_repo, open_repo
 from cairn.errors import UsageError
-from cairn.store.repository import Repository
-from cairn.virt.boot import Running, VmOptions, virtualize
+from cairn.ops.virtualize import Running, VmOptions, virtualize
 
 
 def vnc_display(text: str) -> int:
@@ -24,7 +23,7 @@ def vnc_display(text: str) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("virtualize", help="boot a point as a virtual machine (QEMU, VNC)")
     add_repo(p)
-    p.add_argument("point", help="point id (or unique prefix, or VOLUME@latest)")
+    add_point(p)
     p.add_argument("--memory", type=int, default=1024, help="MiB of memory (default 1024)")
     p.add_argument("--vnc", default="127.0.0.1:5901", help="VNC address (default 127.0.0.1:5901)")
     p.add_argument("--name", help="name of the clone the VM runs on")
@@ -35,12 +34,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     display = vnc_display(args.vnc)
-    with open_repo(args) as repo:
-        return _run(args, repo, display)
-
-
-def _run(args: argparse.Namespace, repo: Repository, display: int) -> int:
-    point = repo.resolve(args.point)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -51,12 +44,13 @@ def _run(args: argparse.Namespace, repo: Repository, display: int) -> int:
         runs += 1
         if runs > 1:
             print("KVM cannot run this guest here; started again under TCG", flush=True)
-        print(f"VM of point {point.id} ({point.volume}) running on clone {run.clone.name} "
-              f"({run.vm.used_accel}); VNC at {args.vnc}, password {run.vnc_password}; "
-              "stop with Ctrl-C", flush=True)
+        print(f"VM of point {run.point.id} ({run.point.volume}) running on clone "
+              f"{run.clone.name} ({run.vm.used_accel}); VNC at {args.vnc}, password "
+              f"{run.vnc_password}; stop with Ctrl-C", flush=True)
 
-    clone = virtualize(repo, point, stop, started,
-                       VmOptions(args.memory, display, args.name, args.keep_clone))
+    with open_repo(args) as repo:
+        clone = virtualize(repo, args.point, stop, started,
+                           VmOptions(args.memory, display, args.name, args.keep_clone))
     kept = f"clone {clone.name} kept" if args.keep_clone else "clone removed"
     print(f"VM stopped; {kept}")
     return 0

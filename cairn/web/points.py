@@ -18,9 +18,8 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Stre
 from cairn import logs
 from cairn.ops.points import delete as delete_points
 from cairn.ops.restore import FORMATS, restore
+from cairn.ops.screenshot_verify import screenshot_verify
 from cairn.store.reader import PointReader
-from cairn.store.repository import Repository
-from cairn.virt.boot import screenshot_verify
 from cairn.web.auth import Auth
 from cairn.web.overview import find_point, machine_of, repository
 from cairn.web.pages import Console, PageRoute, Refused, render
@@ -53,11 +52,9 @@ def _converted(console: Console, point_id: str, fmt: str) -> Iterator[bytes]:
 
 
 def _verify(console: Console, point_id: str) -> str:
-    repo = Repository.open(console.repo_path)
-    try:
-        _, record = screenshot_verify(repo, find_point(repo, point_id), None, VERIFY_SECONDS)
-    finally:
-        repo.close()
+    with repository(console) as repo:
+        record = screenshot_verify(repo, find_point(repo, point_id).id,
+                                   timeout=VERIFY_SECONDS).record
     return f"{record.status}: {record.reason}"
 
 
@@ -118,8 +115,9 @@ def router(console: Console, auth: Auth) -> APIRouter:
     def delete(point_id: str, session: Change) -> RedirectResponse:
         with repository(console) as repo:
             point = find_point(repo, point_id)
-            delete_points(repo, [point.id])
-        logs.event("console.point_deleted", point=point.id, user=session.user.name)
+            held = delete_points(repo, [point.id]).held_until
+        logs.event("console.point_deleted", point=point.id, user=session.user.name,
+                   held_until=held)
         machine = machine_of(point)
         return RedirectResponse(f"/machines/{machine}" if machine else "/", status_code=303)
 

@@ -1,6 +1,6 @@
 """Booting a point from the console, with its screen in the page (noVNC).
 
-The VM is `cairn.virt.boot.virtualize`, what `cairn virtualize` runs. Its VNC server listens
+The VM is `cairn.ops.virtualize`, what `cairn virtualize` runs. Its VNC server listens
 on loopback only, behind a one-time password; the browser reaches it only through this
 module's WebSocket, which checks the console session (an admin's) and the page's origin
 before it relays a byte. No VNC or WebSocket port is ever opened to the network.
@@ -23,7 +23,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from cairn import logs
 from cairn.errors import CairnError
-from cairn.virt.boot import Running, virtualize
+from cairn.ops.virtualize import Running, virtualize
 from cairn.web.auth import COOKIE, Auth
 from cairn.web.overview import find_point, repository
 from cairn.web.pages import Console, PageRoute, Refused, render
@@ -67,7 +67,7 @@ class VirtualMachines:
 
         try:
             with repository(self.console) as repo:
-                virtualize(repo, find_point(repo, session.point), session.stop, started)
+                virtualize(repo, find_point(repo, session.point).id, session.stop, started)
             session.state = "stopped"
         except CairnError as exc:
             session.state, session.error = "failed", str(exc)

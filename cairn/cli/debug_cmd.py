@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument("--seed", type=int, default=1, help="the same seed replays the same run")
     t.add_argument("--work", type=Path, help="folder for the repository and states "
                                              "(default: a new temporary one)")
+    t.add_argument("--kill-share", type=float, default=0.7,
+                   help="share of passes SIGKILLed (the others must end cleanly)")
     t.add_argument("--cloud", metavar="s3://BUCKET/PREFIX",
                    help="also replicate to and prune a cloud repository made there")
     add_json(t)
@@ -34,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
         from cairn.store.cloud import init_cloud
 
         init_cloud(args.cloud, None).close()
-    outcome = torture(Settings(args.seconds, args.seed, work, args.cloud))
+    outcome = torture(Settings(args.seconds, args.seed, work, args.cloud,
+                               args.kill_share))
     if args.json:
         print_json({**asdict(outcome), "seed": args.seed, "work": str(work)})
     else:

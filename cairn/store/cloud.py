@@ -212,7 +212,10 @@ class Cloud:
         self.locker = Locker(repo, policy, Retention(self.backend))
 
     def put_chunk(self, name: str, data: bytes) -> None:
-        """Upload a chunk: locked to the generation's horizon when publishing immutably."""
+        """Upload a chunk: locked to the generation's horizon when publishing immutably.
+        A writer whose lock lapsed stops here, at its next chunk, not at its publish: what
+        it would send meanwhile a prune may already count as stray."""
+        self.check_lock()
         if self.locker is not None:
             self.locker.put(name, data)
         else:

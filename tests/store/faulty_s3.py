@@ -23,6 +23,7 @@ from cairn.store.backends.s3 import S3Backend
 @dataclass
 class Faults:
     fail: re.Pattern[str] | None = None  # names whose PUT/GET/DELETE raise
+    fail_puts: re.Pattern[str] | None = None  # names whose PUT raises (reads still answer)
     error_rate: float = 0.0  # any call raises, at this rate
     slow: float = 0.0  # seconds added to every call
     truncate_rate: float = 0.0  # a GET returns 10 bytes short
@@ -68,13 +69,19 @@ class FaultyS3:
             self._count("landed")
             raise S3Error(f"injected 500 after PUT {name} landed", retryable=True)
 
-    def put(self, name: str, data: bytes, replace: bool = False) -> None:
+    def _before_put(self, name: str) -> None:
         self._before("PUT", name)
+        if self.faults.fail_puts is not None and self.faults.fail_puts.search(name):
+            self._count("error")
+            raise S3Error(f"injected 403 to PUT {name}", retryable=False)
+
+    def put(self, name: str, data: bytes, replace: bool = False) -> None:
+        self._before_put(name)
         self.inner.put(name, data, replace)
         self._landed(name)
 
     def put_new(self, name: str, data: bytes) -> bool:
-        self._before("PUT", name)
+        self._before_put(name)
         made = self.inner.put_new(name, data)
         self._landed(name)
         return made

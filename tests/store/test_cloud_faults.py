@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -119,6 +120,38 @@ def test_holder_that_cannot_refresh_stops_writing(site: Site) -> None:
     finally:
         cloud.close()
     assert not site.real.exists(f"points/web01-sda/{site.points[0][0].id}.json")
+
+
+def test_replication_that_lost_its_lock_stops_uploading(
+        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once its lock cannot be refreshed the replication stops at its next chunk, not after
+    sending the rest of the point: a few uploads land, not the point's hundred and more."""
+    monkeypatch.setenv("CAIRN_CLOUD_LOCK_SECONDS", "1")
+    img = site.work / "big.img"
+    make_image(img, 12 * 1024 * 1024, seed=8, fill=0.95)
+    local = Repository.init(site.work / "big")
+    backup(local, "db01-sda", img)
+    needed = len(local.catalog.chunk_refs())
+    faults = Faults(slow=0.3)
+    cloud, _ = site.faulty(faults)
+
+    def fail_refreshes_once_locked() -> None:
+        while not list(site.real.list("locks")):
+            time.sleep(0.01)
+        faults.fail_puts = re.compile(r"^locks/")
+
+    spoiler = threading.Thread(target=fail_refreshes_once_locked)
+    spoiler.start()
+    try:
+        with pytest.raises(LockLost):
+            replicate(local, cloud)
+    finally:
+        spoiler.join()
+        cloud.close()
+        local.close()
+    sent = len(list(site.real.list("chunks")))
+    assert needed > 150 and sent < needed // 3, (needed, sent)
+    assert not list(site.real.list("points"))
 
 
 @pytest.mark.parametrize("listing", ["empty", "partial"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from cairn.cli._common import (
     add_json,
@@ -42,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
             args.key_file = local.path / "key"
         with open_location(args.to, args) as cloud, progress_bar(None, "replicate") as advance:
             if args.immutable:
-                make_immutable(cloud, parse_duration(args.immutable))
+                advice = make_immutable(cloud, parse_duration(args.immutable))
+                if advice is not None:
+                    print(f"warning: {advice}", file=sys.stderr)
             report = replicate(local, cloud, args.volume, Pace(rate), advance, args.send)
     if args.json:
         print_json(report.__dict__)

@@ -10,9 +10,10 @@ it is never sent again.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cairn.errors import NotARepository, UsageError
 from cairn.ops.points import list_points
@@ -21,6 +22,9 @@ from cairn.replication.replicate import Pace, replicate
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.repository import Repository
 from cairn.store.retention import Policy
+
+if TYPE_CHECKING:
+    from cairn.store.cloud import Cloud
 
 
 @dataclass(frozen=True)
@@ -78,12 +82,14 @@ def open_target(repo_path: Path, url: str, endpoint: str | None) -> Repository:
         return init_cloud(url, endpoint, block_size, key)
 
 
-def make_immutable(cloud: Repository, period: float, probe: bool = True) -> None:
+def make_immutable(cloud: Repository, period: float, probe: bool = True) -> str | None:
     """Publish into ``cloud`` under S3 Object Lock for ``period`` seconds (`immutable`).
 
     With ``probe`` the bucket must first prove that it refuses to delete a locked version
     (`require_object_lock`): immutability is never claimed on a bucket that does not enforce
-    it, and the refusal says why. The appliance probes once, when the policy is set."""
+    it, and the refusal says why. The appliance probes once, when the policy is set; the
+    probe also sets the bucket's lifecycle rule (`expire_old_versions`), and what the user
+    must do about it, if anything, is returned."""
     from cairn.store.backends.s3 import S3Backend
     from cairn.store.backends.s3_lock import require_object_lock
     from cairn.store.cloud import Cloud
@@ -93,9 +99,24 @@ def make_immutable(cloud: Repository, period: float, probe: bool = True) -> None
     if not isinstance(remote, Cloud) or not isinstance(remote.backend, S3Backend):
         raise UsageError(f"{cloud.location} is not a cloud repository: only an S3 bucket "
                          "with Object Lock can hold immutable points")
+    advice = None
     if probe:
         require_object_lock(remote.backend)
+        advice = expire_old_versions(remote, period)
     remote.immutable(cloud, Immutability(period))
+    return advice
+
+
+def expire_old_versions(remote: Cloud, period: float) -> str | None:
+    """A locked bucket keeps every version: overwritten marks, objects others deleted.
+    A lifecycle rule expires them once no longer current (a locked one only after its
+    lock); when the bucket has other rules or refuses one, what to set is returned."""
+    from cairn.store.backends.s3 import S3Backend
+    from cairn.store.backends.s3_lock import Retention
+
+    assert isinstance(remote.backend, S3Backend)
+    versions = remote.versions or Retention(remote.backend)
+    return versions.lifecycle(max(1, math.ceil(period / 86400)))
 
 
 def cloud_retention(cloud: Repository, volume: str, policy: Policy) -> int:

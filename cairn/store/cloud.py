@@ -91,6 +91,7 @@ from cairn.store.verify import expected_refs
 
 if TYPE_CHECKING:
     from cairn.store.backends.s3 import S3Backend
+    from cairn.store.backends.s3_lock import Retention
     from cairn.store.immutable import Immutability, Locker
 
 SWEEP_MARKER = "sweep-needed"
@@ -135,6 +136,9 @@ class Cloud:
         self._exclusive = 0
         self._held: list[RemoteLock] = []
         self.locker: Locker | None = None
+        self.versions: Retention | None = None
+        """set on a versioned bucket (every Object Lock bucket): see `revive`"""
+        self._lockable: bool | None = None
 
     @property
     def exclusive_held(self) -> bool:
@@ -154,6 +158,7 @@ class Cloud:
         try:
             self.sync(repo)
             if exclusive:
+                self.revive(("chunks",))
                 if self.backend.exists(SWEEP_MARKER):
                     self.sweep(repo)
                 self.backend.put(SWEEP_MARKER, MARKER_TEXT)
@@ -259,7 +264,39 @@ class Cloud:
             self.backend.delete(name)
             return
         record = {"repository": self.repository_id, "point": point.id, **point_marks.json()}
-        self.backend.put(name, json.dumps(self.sealer.seal(record)).encode())
+        data = json.dumps(self.sealer.seal(record)).encode()
+        if point_marks.locked(time.time()) and self._can_lock():
+            assert self.versions is not None and point_marks.locked_until is not None
+            self.versions.put(name, data, point_marks.locked_until)
+        else:
+            self.backend.put(name, data)
+
+    def _can_lock(self) -> bool:
+        """Whether marks can go under Object Lock: a lock on a point is then itself locked
+        until its date, so deleting ``marks/`` objects cannot make cairn forget it."""
+        if self._lockable is None:
+            self._lockable = self.versions is not None and self.versions.lock_enabled()
+        return self._lockable
+
+    def revive(self, prefixes: tuple[str, ...]) -> list[str]:
+        """Bring back the objects under ``prefixes`` that someone deleted while their
+        newest version is still under Object Lock (a DELETE there only puts a delete marker
+        over it): the marker is removed. A point cairn itself removed (its tombstone,
+        which no one without the key can forge, is in ``removed/``) stays removed. Only on
+        a versioned bucket; returns the names brought back."""
+        if self.versions is None:
+            return []
+        now = time.time()
+        hidden = [n for prefix in prefixes for n in self.versions.hidden(prefix)]
+        if not hidden:
+            return []
+        removed = {r.id for r in self.removed()}
+        back = [n for n in hidden if n.startswith("chunks/")
+                or n.rpartition("/")[2].removesuffix(".json") not in removed]
+        back = [n for n in back if self.versions.unhide(n, now)]
+        for name in back:
+            logs.event("cloud.locked_object_restored", object=name, where=self.where)
+        return back
 
     def _read_marks(self) -> dict[str, marks.Marks]:
         """Every point's marks in the bucket, each sealed and bound to its name."""
@@ -317,6 +354,7 @@ class Cloud:
     def _apply(self, repo: Repository) -> None:
         """The sync itself; the listing is taken inside the catalog's write lock, so a
         point another local process is publishing is either seen or added by it later."""
+        self.revive(("points", "marks"))
         remote: dict[str, str] = {}
         for name in self.backend.list("points"):
             point_id = self._point_id_of(name)
@@ -327,7 +365,6 @@ class Cloud:
         local = {p.id: p for p in repo.catalog.points()}
         gone = {i for i in local.keys() - remote.keys()
                 if not self.backend.exists(point_object(local[i]))}
-        gone -= self._restored(gone, local)
         if gone:
             repo.catalog.forget_points(gone)
             repo.catalog.recount(expected_refs(repo, repo.nodes))
@@ -343,26 +380,6 @@ class Cloud:
         bucket_marks = self._read_marks()
         stale = {point_id: marks.Marks() for point_id in marks.all_marks(repo)}
         marks.replace_marks(repo, {**stale, **bucket_marks})
-
-    def _restored(self, gone: set[str], known: dict[str, RecoveryPoint]) -> set[str]:
-        """Of the points gone from the bucket, those whose record a delete marker only hides
-        while its version is still under Object Lock: nobody may delete them yet (a stolen
-        bucket key tried), so the marker is removed and they stay."""
-        from cairn.store.backends.s3 import S3Backend
-
-        if not gone or not isinstance(self.backend, S3Backend):
-            return set()
-        from cairn.store.backends.s3_lock import Retention
-
-        versions = Retention(self.backend)
-        try:
-            now = time.time()
-            back = {i for i in gone if versions.unhide(point_object(known[i]), now)}
-        finally:
-            versions.close()
-        for point_id in back:
-            logs.event("cloud.locked_point_restored", point=point_id, where=self.where)
-        return back
 
     def _point_id_of(self, name: str) -> str:
         """The point id in a ``points/`` object name, which must be one cairn writes."""
@@ -471,21 +488,23 @@ class NodeFiles:
         return node
 
 
-def _forget_versions(backend: Bucket) -> None:
+def _versions(backend: Bucket) -> Retention | None:
     """In a versioned bucket (every Object Lock bucket) a DELETE only hides an object behind
     a marker and frees nothing: there cairn's deletes also delete the object's versions
-    whose lock has passed (`Retention.forget`), so prune frees what no locked point needs."""
+    whose lock has passed (`Retention.forget`), so prune frees what no locked point needs;
+    and what others hid while locked comes back (`Cloud.revive`)."""
     from cairn.store.backends.s3 import S3Backend
 
     if not isinstance(backend, S3Backend):
-        return
+        return None
     from cairn.store.backends.s3_lock import Retention
 
     versions = Retention(backend)
     if versions.versioned():
         backend.forget = versions.forget
-    else:
-        versions.close()
+        return versions
+    versions.close()
+    return None
 
 
 def _repository(url: str, backend: Bucket, config: RepositoryConfig,
@@ -495,8 +514,8 @@ def _repository(url: str, backend: Bucket, config: RepositoryConfig,
     check_block_size(config.block_size)
     folder = cache_root() / config.id
     private_folder(folder)
-    _forget_versions(backend)
     cloud = Cloud(backend, url, Sealer(key.secret), config.id)
+    cloud.versions = _versions(backend)
     repo = Repository(url, folder, config, backend, key.secret if key.encrypts else None,
                       cloud)
     backend.max_object = repo.chunks.max_stored

@@ -58,13 +58,15 @@ def test_immutable_points_cannot_be_deleted_even_with_the_buckets_keys(
     assert sent["lock_requests"] == 1  # config.json; every chunk and record went up locked
 
     keys = [k for k in objects(s3_server, bucket, "r")
-            if k.split("/")[1] in ("config.json", "points", "chunks")]
+            if k.split("/")[1] in ("config.json", "points", "chunks", "marks")]
     assert len(keys) > 10
     for key in keys:
         held = retention(s3_server, bucket, key)
         assert held["Mode"] == "COMPLIANCE"
         assert held["RetainUntilDate"].timestamp() >= time.time() + DAY - 60, key
     s3 = s3_server.client()
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert [r["NoncurrentVersionExpiration"]["NoncurrentDays"] for r in rules] == [1]
     chunk = next(k for k in keys if "/chunks/" in k)
     for key in (f"r/points/web01-sda/{points[0][0]}.json", chunk):
         version = s3.list_object_versions(Bucket=bucket, Prefix=key)["Versions"][0]["VersionId"]
@@ -92,6 +94,18 @@ def test_immutable_points_cannot_be_deleted_even_with_the_buckets_keys(
     out = tmp_path / "restored.img"
     cli.ok("restore", "--repo", url, points[1][0], out)
     assert out.read_bytes() == points[1][1]
+
+    # A node with an empty cache finds what the intruder hid (record, marks, a chunk): the
+    # point comes back with cairn's lock, and verify brings the chunk back.
+    victim = points[2][0]
+    for key in (f"r/points/web01-sda/{victim}.json", f"r/marks/{victim}.json", chunk):
+        s3.delete_object(Bucket=bucket, Key=key)
+    fresh = Cli(s3_server, tmp_path / "fresh-cache")
+    listed = fresh.json("points", "--repo", url)
+    assert [p["id"] for p in listed] == [p for p, _ in points]
+    assert all(p["locked_until"] == sent["locked_until"] for p in listed)
+    assert "no problems found" in fresh.ok("verify", "--repo", url)
+    s3.head_object(Bucket=bucket, Key=chunk)
 
 
 def test_a_bucket_that_cannot_lock_is_refused_before_anything_is_sent(

@@ -8,6 +8,7 @@ changes nothing.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,9 @@ def checked(repo: Path, body: OffsiteRequest, config: ApplianceConfig) -> Offsit
     immutable = parse_duration(body.immutable) if body.immutable else None
     with open_target(repo, body.to, body.endpoint) as cloud:
         if immutable:
-            make_immutable(cloud, immutable)  # refused unless the bucket enforces it
+            advice = make_immutable(cloud, immutable)  # refused unless the bucket enforces it
+            if advice is not None:
+                logs.event("offsite.lifecycle_advice", level=logging.WARNING, advice=advice)
     return OffsiteSettings(body.to, body.endpoint, every, send, body.retention, bandwidth,
                            body.window, immutable)
 

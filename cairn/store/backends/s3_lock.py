@@ -197,9 +197,7 @@ class Retention:
         return calendar.timegm(time.strptime(found.group(1)[:19], "%Y-%m-%dT%H:%M:%S"))
 
     def _bucket_get(self, query: str, what: str) -> ElementTree.Element:
-        url = f"{self.backend.endpoint}/{self.backend.bucket}?{query}"
-        headers = signed_headers("GET", url, b"", Credentials(*self.backend._credentials))
-        answer = self._client.get(url, headers=headers)
+        answer = self._send_bucket("GET", query)
         if answer.status_code >= 300:
             raise self._refused(answer, what)
         return ElementTree.fromstring(answer.text)
@@ -212,6 +210,62 @@ class Retention:
         except S3Error:
             return False
         return _text(root, "Status") == "Enabled"
+
+    def lock_enabled(self) -> bool:
+        """Whether the bucket was made with Object Lock (only then can a PUT be locked)."""
+        try:
+            root = self._bucket_get("object-lock=", "reading the bucket's Object Lock")
+        except S3Error:
+            return False
+        return _text(root, "ObjectLockEnabled") == "Enabled"
+
+    def hidden(self, prefix: str) -> list[str]:
+        """The objects under ``prefix`` (names as cairn gives them) whose newest entry is a
+        delete marker: deleted by someone, their versions possibly still there."""
+        base = "/".join(filter(None, [self.backend.prefix, prefix])) + "/"
+        strip = len(self.backend.prefix) + 1 if self.backend.prefix else 0
+        found: list[str] = []
+        marker = ""
+        while True:
+            root = self._bucket_get(f"prefix={quote(base, safe='')}&versions={marker}",
+                                    f"listing the versions under {prefix}/")
+            found += [_text(m, "Key")[strip:] for m in _children(root, "DeleteMarker")
+                      if _text(m, "IsLatest") == "true"]
+            if _text(root, "IsTruncated") != "true":
+                return found
+            marker = (f"&key-marker={quote(_text(root, 'NextKeyMarker'), safe='')}"
+                      f"&version-id-marker={quote(_text(root, 'NextVersionIdMarker'), safe='')}")
+
+    def lifecycle(self, days: int) -> str | None:
+        """Make the bucket expire versions ``days`` after they stop being current (its
+        locked ones only once their lock passes), so overwritten and deleted objects do not
+        pile up; None when that holds now, else what the user must do (cairn never
+        replaces lifecycle rules someone else set)."""
+        answer = self._send_bucket("GET", "lifecycle=")
+        if answer.status_code < 300:
+            if "<NoncurrentVersionExpiration>" in answer.text:
+                return None
+            return (f"bucket {self.backend.bucket!r} has lifecycle rules but none expires "
+                    "noncurrent versions: add a rule with NoncurrentVersionExpiration "
+                    f"(NoncurrentDays {days}) to them, or old versions pile up")
+        body = ('<LifecycleConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                "<Rule><ID>cairn-noncurrent-versions</ID><Filter><Prefix>"
+                f"{self.backend.prefix}</Prefix></Filter><Status>Enabled</Status>"
+                f"<NoncurrentVersionExpiration><NoncurrentDays>{days}</NoncurrentDays>"
+                "</NoncurrentVersionExpiration></Rule></LifecycleConfiguration>").encode()
+        put = self._send_bucket("PUT", "lifecycle=", body)
+        if put.status_code >= 300:
+            return (f"bucket {self.backend.bucket!r} refused a lifecycle rule (HTTP "
+                    f"{put.status_code}): set NoncurrentVersionExpiration ({days} days) on it "
+                    "yourself, or old versions pile up")
+        return None
+
+    def _send_bucket(self, method: str, query: str, body: bytes = b"") -> httpx.Response:
+        url = f"{self.backend.endpoint}/{self.backend.bucket}?{query}"
+        extra = {"content-md5": _md5(body)} if body else None
+        headers = signed_headers(method, url, body, Credentials(*self.backend._credentials),
+                                 extra=extra)
+        return self._client.request(method, url, content=body, headers=headers)
 
     def _versions(self, name: str) -> tuple[list[ElementTree.Element], list[ElementTree.Element]]:
         """The versions of ``name`` (oldest first) and its delete markers."""

@@ -4,6 +4,13 @@
 is kept by retention (`marks.keep_reasons`), shows in `cairn points`, and raises a critical
 ``ransomware`` alert through the appliance's alerts (delivered by webhook and e-mail when
 the appliance runs). Detection never fails a backup: an error is logged as an event.
+
+A point backed up straight into a cloud repository is examined too (its flag goes to the
+bucket's marks, so every node and the cloud's retention see it); the file scan then reads
+the changed files' blocks back from the bucket, the price of knowing. Points *replicated*
+to a cloud were examined where they were made and carry their flag with them. No alert is
+raised for a cloud repository: alerts live in an appliance's local repository, and the
+cloud's cache folder is none.
 """
 
 from __future__ import annotations
@@ -16,8 +23,6 @@ from cairn.store.repository import Repository
 
 
 def after_backup(repo: Repository, point: RecoveryPoint, machine: str = "") -> Finding | None:
-    if repo.remote is not None:
-        return None  # points are examined where they are made, not in the cloud copy
     try:
         finding = examine(repo, point)
     except CairnError as e:
@@ -26,7 +31,7 @@ def after_backup(repo: Repository, point: RecoveryPoint, machine: str = "") -> F
     logs.event("ransomware.checked", point=point.id, changed_blocks=finding.changed_blocks,
                turned_incompressible=finding.turned_blocks, scanned=finding.scanned,
                flagged=bool(finding.reasons), seconds=round(finding.seconds, 4))
-    if finding.reasons:
+    if finding.reasons and repo.remote is None:
         from cairn.alerts import raise_alert  # a flagged point only: most backups never alert
 
         raise_alert(repo.path, "ransomware",

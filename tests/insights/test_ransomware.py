@@ -29,6 +29,8 @@ from cairn.insights.ransomware import examine
 from cairn.store.repository import Repository
 from tests.cli.test_cli import ok
 from tests.insights.images import loop_mounted, make_ext4
+from tests.replication.test_replicate import Cli
+from tests.s3server import SeaweedS3
 
 WORDS = ["invoice", "customer", "order", "total", "shipping", "address", "account",
          "balance", "payment", "report", "quarter", "revenue", "meeting", "notes", "project",
@@ -259,3 +261,23 @@ def test_mass_deletion_is_found_by_the_file_scan(machine: tuple[Path, Path, Path
     finally:
         store.close()
     assert any(r.startswith("mass deletion: 260 files removed") for r in finding.reasons)
+
+
+def test_a_point_backed_up_straight_into_a_cloud_repository_is_examined_too(
+        s3_server: SeaweedS3, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    build_tree(tree)
+    image = make_ext4(tree, tmp_path / "disk.img", 64 * 1024 * 1024)
+    shutil.rmtree(tree)
+    cli = Cli(s3_server, tmp_path / "cache")
+    url = f"s3://{s3_server.bucket}/ransomware-{tmp_path.name}"
+    cli.ok("init", "--repo", url)
+    cli.ok("backup", "--repo", url, "--volume", "srv-sda", image)
+    with loop_mounted(image, tmp_path / "mnt"):
+        ransomware(tmp_path / "mnt")
+    made = cli.json("backup", "--repo", url, "--volume", "srv-sda", image)
+    assert isinstance(made, dict) and made["flagged"] is True
+    assert "HOW_TO_DECRYPT.txt" in " | ".join(made["flag_reasons"])
+    listed = Cli(s3_server, tmp_path / "other-node").json("points", "--repo", url)
+    assert isinstance(listed, list)
+    assert [p["id"] for p in listed if p["flagged"]] == [made["point"]]  # in the bucket

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote
 from xml.etree import ElementTree
+from xml.sax.saxutils import escape
 
 import httpx
 
@@ -250,7 +251,8 @@ class Retention:
                     f"(NoncurrentDays {days}) to them, or old versions pile up")
         body = ('<LifecycleConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
                 "<Rule><ID>cairn-noncurrent-versions</ID><Filter><Prefix>"
-                f"{self.backend.prefix}</Prefix></Filter><Status>Enabled</Status>"
+                f"{escape(self.backend.prefix + '/' if self.backend.prefix else '')}"
+                "</Prefix></Filter><Status>Enabled</Status>"
                 f"<NoncurrentVersionExpiration><NoncurrentDays>{days}</NoncurrentDays>"
                 "</NoncurrentVersionExpiration></Rule></LifecycleConfiguration>").encode()
         put = self._send_bucket("PUT", "lifecycle=", body)

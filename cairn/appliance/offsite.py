@@ -55,17 +55,11 @@ class OffsiteSettings:
 
 
 @dataclass(frozen=True)
-class OffsitePolicy:
+class OffsitePolicy(OffsiteSettings):
+    """A machine's settings as stored, with its schedule and the outcome of its last run."""
+
     machine_id: int
     machine: str
-    target: str
-    endpoint: str | None
-    every: float
-    send: str
-    retention: str | None
-    bandwidth: int | None
-    window: str | None
-    immutable: float | None
     created: float
     next_run: float
     forced: float
@@ -80,8 +74,9 @@ class OffsitePolicy:
         return out
 
 
-_COLUMNS = ("o.machine_id, m.name, o.target, o.endpoint, o.every, o.send, o.retention, "
-            "o.bandwidth, o.window, o.immutable, o.created, o.next_run, o.forced, o.last_ok, "
+# In `OffsitePolicy`'s field order: the settings first, then the rest.
+_COLUMNS = ("o.target, o.endpoint, o.every, o.send, o.retention, o.bandwidth, o.window, "
+            "o.immutable, o.machine_id, m.name, o.created, o.next_run, o.forced, o.last_ok, "
             "o.last_run, o.last_error, o.last_report")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cairn.agent.client import ApplianceClient, fetch_certificate, fingerprint_der
-from cairn.cli._common import add_repo
+from cairn.cli._common import add_json, add_repo
 from cairn.errors import UsageError
 
 DEFAULT_URL = "https://127.0.0.1:8443"
@@ -31,6 +31,25 @@ def add_appliance(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fingerprint", default=os.environ.get("CAIRN_APPLIANCE_FINGERPRINT"),
                         help="expected sha256:... of the appliance certificate")
     add_repo(parser)
+
+
+def admin_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+                  description: str) -> tuple[argparse.ArgumentParser,
+                                             argparse._SubParsersAction[argparse.ArgumentParser]]:
+    """An admin command of the appliance (its options and ``--json``) and its actions,
+    ``cairn NAME ACTION ...``; with no action it lists."""
+    p = sub.add_parser(name, help=description)
+    add_appliance(p)
+    add_json(p)
+    return p, p.add_subparsers(dest="action", metavar="ACTION")
+
+
+def machine_action(actions: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+                   description: str) -> argparse.ArgumentParser:
+    """An action on one machine: ``cairn COMMAND NAME MACHINE ...``."""
+    action = actions.add_parser(name, help=description)
+    action.add_argument("name", metavar="MACHINE")
+    return action
 
 
 def admin_client(args: argparse.Namespace) -> ApplianceClient:

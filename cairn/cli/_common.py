@@ -36,6 +36,12 @@ def add_cloud_options(parser: argparse.ArgumentParser) -> None:
                              "local repository finds its own)")
 
 
+def add_point(parser: argparse.ArgumentParser, name: str = "point", more: str = "") -> None:
+    """The POINT argument: an id, a unique prefix, or ``VOLUME@latest`` (``more`` adds to
+    its help)."""
+    parser.add_argument(name, help="point id (or unique prefix, or VOLUME@latest)" + more)
+
+
 def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -109,6 +115,25 @@ def iso_time(ts: float) -> str:
 def when(ts: float) -> str:
     """Local time with its zone, as every table shows it."""
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
+
+
+def report(as_json: bool, value: Any, text: str) -> int:
+    """Print what an action did: ``value`` as JSON with ``--json``, else ``text``."""
+    if as_json:
+        print_json(value)
+    else:
+        print(text)
+    return 0
+
+
+def listing(as_json: bool, items: list[Any], headers: list[str],
+            row: Callable[[Any], list[str]]) -> int:
+    """Print a list command's ``items``: as JSON with ``--json``, else a table of ``row``s."""
+    if as_json:
+        print_json(items)
+    else:
+        table(headers, [row(item) for item in items])
+    return 0
 
 
 def table(headers: list[str], rows: list[list[str]]) -> list[int]:

@@ -6,7 +6,6 @@ syntax of `cairn.insights.paths`; the help text for that syntax lives here once.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,16 +14,11 @@ from cairn.insights.points import BlockCache, open_point
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.repository import Repository
 
-POINT_HELP = "point id (or unique prefix, or VOLUME@latest)"
 PATH_SYNTAX = (
     "Paths are [PART:]/path. PART is a partition number as `cairn ls POINT` shows it "
     "(1, 2, ...; 'p1' works too; 0 is a disk without a partition table), e.g. 1:/etc/hosts "
     "or p2:/EFI. Leave PART out when the point holds one readable file system: /etc/hosts."
 )
-
-
-def add_point(parser: argparse.ArgumentParser, name: str = "point") -> None:
-    parser.add_argument(name, help=POINT_HELP)
 
 
 @contextmanager

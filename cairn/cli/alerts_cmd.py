@@ -7,17 +7,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cairn.cli._appliance import add_appliance, admin_client
-from cairn.cli._common import add_json, print_json, table, when
+from cairn.cli._appliance import admin_client, admin_command
+from cairn.cli._common import print_json, table, when
 from cairn.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("alerts", help="open alerts; `alerts set` says where they go")
-    add_appliance(p)
-    add_json(p)
+    p, actions = admin_command(sub, "alerts", "open alerts; `alerts set` says where they go")
     p.add_argument("--all", action="store_true", help="resolved alerts too")
-    actions = p.add_subparsers(dest="action", metavar="ACTION")
     put = actions.add_parser("set", help="send alerts to a webhook and/or an e-mail address")
     put.add_argument("--webhook", metavar="URL", help="POST a JSON document per alert here")
     put.add_argument("--email", metavar="ADDRESS", help="send alerts to this address")

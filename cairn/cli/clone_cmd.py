@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from cairn.cli._common import add_json, add_repo, open_repo, print_json, table, when
+from cairn.cli._common import add_json, add_point, add_repo, open_repo, print_json, table, when
 from cairn.ops.clones import clone, clone_json, clones, remove
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("clone", help="make a writable clone of a point (constant time)")
     add_repo(p)
-    p.add_argument("point", help="point id (or unique prefix, or VOLUME@latest); a machine "
-                                 "point clones every disk, as NAME.DISK")
+    add_point(p, more="; a machine point clones every disk, as NAME.DISK")
     p.add_argument("--name", help="clone name (default: made from the point)")
     add_json(p)
     p.set_defaults(handler=run_clone)

@@ -6,21 +6,18 @@ import argparse
 import time
 from typing import Any
 
-from cairn.cli._appliance import add_appliance, admin_client
-from cairn.cli._common import add_json, human_bytes, print_json, row_line, table, when
+from cairn.cli._appliance import admin_client, admin_command, machine_action
+from cairn.cli._common import human_bytes, print_json, row_line, table, when
 
 FINAL = ("succeeded", "failed", "missed")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("jobs", help="show the job history; `jobs run MACHINE` backs up now")
-    add_appliance(p)
-    add_json(p)
+    p, actions = admin_command(sub, "jobs",
+                               "show the job history; `jobs run MACHINE` backs up now")
     p.add_argument("--machine", help="only this machine's jobs")
     p.add_argument("--follow", action="store_true", help="keep printing jobs as they change")
-    actions = p.add_subparsers(dest="action", metavar="ACTION")
-    run_now = actions.add_parser("run", help="queue a backup of a machine now")
-    run_now.add_argument("name", metavar="MACHINE")
+    run_now = machine_action(actions, "run", "queue a backup of a machine now")
     run_now.add_argument("--full-rescan", action="store_true",
                          help="ignore change tracking: the agent reads everything again")
     run_now.add_argument("--wait", action="store_true", help="wait until the job ends; "

@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 
 from cairn.agent.client import ApplianceClient
-from cairn.cli._appliance import add_appliance, admin_client, pairing_url
-from cairn.cli._common import add_json, print_json, table, when
+from cairn.cli._appliance import admin_client, admin_command, machine_action, pairing_url
+from cairn.cli._common import listing, print_json, report, when
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("machines", help="list protected machines; add or remove one")
-    add_appliance(p)
-    add_json(p)
-    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    p, actions = admin_command(sub, "machines", "list protected machines; add or remove one")
     add = actions.add_parser("add", help="add a machine and print its one-time pairing token; "
                                          "with --qemu, a VM the appliance backs up itself")
     add.add_argument("name")
@@ -22,8 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                           "the appliance backs it up on its schedule")
     add.add_argument("--guest-agent", metavar="SOCKET",
                      help="with --qemu: the guest agent's socket, to freeze file systems")
-    remove = actions.add_parser("remove", help="forget a machine (its points stay)")
-    remove.add_argument("name")
+    machine_action(actions, "remove", "forget a machine (its points stay)")
     p.set_defaults(handler=run)
 
 
@@ -49,15 +45,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"machine {args.name} removed; its recovery points stay in the repository")
             return 0
         machines = client.json("GET", "/api/v1/machines")
-    if args.json:
-        print_json(machines)
-        return 0
-    table(["MACHINE", "STATUS", "LAST SEEN", "VOLUMES", "SCHEDULE"],
-          [[m["name"], "online" if m["online"] else ("offline" if m["paired"] else "unpaired"),
-            when(m["last_seen"]) if m["last_seen"] else "-",
-            ", ".join(v["name"] for v in m["volumes"]) or "-",
-            _schedule(m["schedule"])] for m in machines])
-    return 0
+    return listing(args.json, machines, ["MACHINE", "STATUS", "LAST SEEN", "VOLUMES", "SCHEDULE"],
+                   lambda m: [m["name"], "online" if m["online"] else
+                              ("offline" if m["paired"] else "unpaired"),
+                              when(m["last_seen"]) if m["last_seen"] else "-",
+                              ", ".join(v["name"] for v in m["volumes"]) or "-",
+                              _schedule(m["schedule"])])
 
 
 def _schedule(s: dict[str, object] | None) -> str:
@@ -71,10 +64,7 @@ def _add_agentless(client: ApplianceClient, args: argparse.Namespace) -> int:
     answer = client.json("POST", "/api/v1/agentless-machines",
                          json={"name": args.name, "qemu": args.qemu,
                                "guest_agent": args.guest_agent})
-    if args.json:
-        print_json(answer)
-    else:
-        print(f"machine {answer['machine']} added: the appliance backs it up through "
-              f"{answer['qemu']}; give it a schedule with `cairn schedule set "
-              f"{answer['machine']} --every 1h`")
-    return 0
+    return report(args.json, answer,
+                  f"machine {answer['machine']} added: the appliance backs it up through "
+                  f"{answer['qemu']}; give it a schedule with `cairn schedule set "
+                  f"{answer['machine']} --every 1h`")

@@ -6,18 +6,15 @@ import argparse
 import time
 from typing import Any
 
-from cairn.cli._appliance import add_appliance, admin_client
-from cairn.cli._common import add_json, human_bytes, print_json, table, when
+from cairn.cli._appliance import admin_client, admin_command, machine_action
+from cairn.cli._common import human_bytes, listing, print_json, report, when
 from cairn.errors import CairnError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("offsite", help="offsite policies; `offsite set MACHINE --to s3://...`")
-    add_appliance(p)
-    add_json(p)
-    actions = p.add_subparsers(dest="action", metavar="ACTION")
-    put = actions.add_parser("set", help="replicate a machine to a cloud repository by policy")
-    put.add_argument("name", metavar="MACHINE")
+    p, actions = admin_command(sub, "offsite",
+                               "offsite policies; `offsite set MACHINE --to s3://...`")
+    put = machine_action(actions, "set", "replicate a machine to a cloud repository by policy")
     put.add_argument("--to", required=True, metavar="s3://BUCKET/PREFIX",
                      help="the cloud repository (created on first use)")
     put.add_argument("--s3-endpoint", dest="s3_endpoint", metavar="URL",
@@ -33,10 +30,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help="keep each point sent, and every chunk it needs, under S3 Object "
                           "Lock for DURATION (e.g. 30d); refused unless the bucket enforces "
                           "Object Lock")
-    remove = actions.add_parser("remove", help="stop replicating a machine")
-    remove.add_argument("name", metavar="MACHINE")
-    now = actions.add_parser("run", help="replicate a machine now, window or not")
-    now.add_argument("name", metavar="MACHINE")
+    machine_action(actions, "remove", "stop replicating a machine")
+    now = machine_action(actions, "run", "replicate a machine now, window or not")
     now.add_argument("--wait", action="store_true", help="wait for the outcome; exit 1 if "
                                                          "it failed")
     p.set_defaults(handler=run)
@@ -50,15 +45,12 @@ def run(args: argparse.Namespace) -> int:
                     "bandwidth": args.bandwidth, "window": args.window,
                     "immutable": args.immutable}
             policy = client.json("PUT", f"/api/v1/machines/{args.name}/offsite", json=body)
-            if args.json:
-                print_json(policy)
-            else:
-                locked = (f", each point immutable for {policy['immutable']:g}s (S3 Object "
-                          "Lock)" if policy["immutable"] else "")
-                print(f"{args.name}: replicated to {policy['target']} every "
-                      f"{policy['every']:g}s ({policy['send']} points){locked}, first run at "
-                      f"{when(policy['next_run'])}")
-            return 0
+            locked = (f", each point immutable for {policy['immutable']:g}s (S3 Object Lock)"
+                      if policy["immutable"] else "")
+            return report(args.json, policy,
+                          f"{args.name}: replicated to {policy['target']} every "
+                          f"{policy['every']:g}s ({policy['send']} points){locked}, first run "
+                          f"at {when(policy['next_run'])}")
         if args.action == "remove":
             client.request("DELETE", f"/api/v1/machines/{args.name}/offsite")
             print(f"{args.name} is no longer replicated offsite; the cloud keeps its points")
@@ -66,15 +58,14 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "run":
             return _run_now(client, args)
         policies = client.json("GET", "/api/v1/offsite")
-    if args.json:
-        print_json(policies)
-        return 0
-    table(["MACHINE", "TO", "EVERY", "SEND", "CLOUD RETENTION", "WINDOW", "LAST OK", "STATE"],
-          [[p["machine"], p["target"], f"{p['every']:g}s", p["send"], p["retention"] or "-",
+    return listing(args.json, policies, ["MACHINE", "TO", "EVERY", "SEND", "CLOUD RETENTION",
+                                         "WINDOW", "LAST OK", "STATE"], _row)
+
+
+def _row(p: dict[str, Any]) -> list[str]:
+    return [p["machine"], p["target"], f"{p['every']:g}s", p["send"], p["retention"] or "-",
             p["window"] or "-", when(p["last_ok"]) if p["last_ok"] else "never",
             f"FAILED: {p['last_error']}" if p["last_error"] else _last(p["last_report"])]
-           for p in policies])
-    return 0
 
 
 def _last(report: dict[str, Any] | None) -> str:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cairn.cli._common import add_json, add_repo, human_bytes, open_repo, print_json, progress
+from cairn.cli._common import (
+    add_json,
+    add_point,
+    add_repo,
+    human_bytes,
+    open_repo,
+    print_json,
+    progress,
+)
 from cairn.ops.restore import FORMATS, refuse_overwrite, restore
 
 
@@ -16,8 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--ignore-damage", action="store_true",
                    help="restore a damaged point anyway: unreadable blocks become zeros "
                         "and are listed")
-    p.add_argument("point", help="point id (or unique prefix, or VOLUME@latest); a machine "
-                                 "point (or MACHINE@latest) restores every disk")
+    add_point(p, more="; a machine point (or MACHINE@latest) restores every disk")
     p.add_argument("dest", type=Path, help="destination file or block device; for a machine "
                                            "point a folder, one image per disk")
     p.add_argument("--force", action="store_true",

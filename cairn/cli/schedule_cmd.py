@@ -6,17 +6,13 @@ import argparse
 from typing import Any
 
 from cairn.appliance.verification import check as check_verification
-from cairn.cli._appliance import add_appliance, admin_client
-from cairn.cli._common import add_json, print_json, table, when
+from cairn.cli._appliance import admin_client, admin_command, machine_action
+from cairn.cli._common import listing, report, when
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("schedule", help="show, set or remove backup schedules")
-    add_appliance(p)
-    add_json(p)
-    actions = p.add_subparsers(dest="action", metavar="ACTION")
-    put = actions.add_parser("set", help="back a machine up every N minutes or by cron")
-    put.add_argument("name", metavar="MACHINE")
+    p, actions = admin_command(sub, "schedule", "show, set or remove backup schedules")
+    put = machine_action(actions, "set", "back a machine up every N minutes or by cron")
     when_ = put.add_mutually_exclusive_group(required=True)
     when_.add_argument("--every", help="interval: 5m (the minimum), 1h, 1d")
     when_.add_argument("--cron", help="five-field cron expression, e.g. '*/15 * * * *'")
@@ -28,8 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                            "sign-in or lock screen)")
     put.add_argument("--verify-data", type=int, metavar="N",
                      help="re-read and hash-check all stored data every N days (1/N nightly)")
-    remove = actions.add_parser("remove", help="stop scheduling a machine")
-    remove.add_argument("name", metavar="MACHINE")
+    machine_action(actions, "remove", "stop scheduling a machine")
     p.set_defaults(handler=run)
 
 
@@ -48,21 +43,13 @@ def run(args: argparse.Namespace) -> int:
                     "PUT", f"/api/v1/machines/{args.name}/verification",
                     json={"screenshot": args.screenshot or "off",
                           "expect_text": args.expect_text, "verify_data": args.verify_data})
-            s = machine["schedule"]
-            if args.json:
-                print_json(machine)
-            else:
-                print(f"{args.name}: next backup at {when(s['next_run'])}")
-            return 0
+            return report(args.json, machine, f"{args.name}: next backup at "
+                                              f"{when(machine['schedule']['next_run'])}")
         if args.action == "remove":
             client.request("DELETE", f"/api/v1/machines/{args.name}/schedule")
             print(f"{args.name} is no longer scheduled")
             return 0
         schedules = client.json("GET", "/api/v1/schedules")
-    if args.json:
-        print_json(schedules)
-        return 0
-    table(["MACHINE", "WHEN", "RETENTION", "NEXT RUN"],
-          [[s["machine"], f"every {s['every']:g}s" if s["every"] else f"cron {s['cron']}",
-            s["retention"] or "-", when(s["next_run"])] for s in schedules])
-    return 0
+    return listing(args.json, schedules, ["MACHINE", "WHEN", "RETENTION", "NEXT RUN"],
+                   lambda s: [s["machine"], f"every {s['every']:g}s" if s["every"] else
+                              f"cron {s['cron']}", s["retention"] or "-", when(s["next_run"])])

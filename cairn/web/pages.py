@@ -22,18 +22,9 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from cairn import logs
 from cairn.appliance.config import ApplianceConfig
-from cairn.appliance.errors import Conflict, Forbidden, NotFound
+from cairn.appliance.errors import STATUS, Conflict, Forbidden, NotFound
 from cairn.appliance.state import State
-from cairn.errors import (
-    CairnError,
-    InUse,
-    Locked,
-    PathNotFound,
-    UnknownPartition,
-    UnknownPoint,
-    UnknownVolume,
-    UsageError,
-)
+from cairn.errors import CairnError, PathNotFound, UnknownPartition, UnknownPoint, UnknownVolume
 from cairn.web.tasks import Tasks
 from cairn.web.users import Users
 
@@ -67,11 +58,11 @@ class Refused(Exception):
         self.status = status
 
 
-# Most specific first: UnknownPoint is a UsageError, but a missing thing is a 404.
+# The API's statuses (`cairn.appliance.errors.STATUS`), with what a page names by a link
+# first: UnknownPoint is a UsageError, but a page of a missing thing is a 404.
 STATUSES: tuple[tuple[type[Exception], int], ...] = (
     (UnknownPoint, 404), (UnknownVolume, 404), (PathNotFound, 404), (UnknownPartition, 404),
-    (NotFound, 404),
-    (Forbidden, 403), (UsageError, 400), (Locked, 409), (Conflict, 409), (InUse, 409),
+    *STATUS,
 )
 
 TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found", 409: "Busy",

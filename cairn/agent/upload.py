@@ -20,7 +20,6 @@ failed job leaves the previous baseline valid and the next job simply tries agai
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import stat
@@ -32,12 +31,13 @@ from typing import Any
 
 import blake3
 
-from cairn.agent import extents
 from cairn.agent.client import ApplianceClient
 from cairn.agent.config import VolumeConfig
-from cairn.agent.hooks import frozen
 from cairn.errors import CairnError, SourceError
 from cairn.frames import FRAME, encode_frame, frame_hash
+from cairn.sources import extents
+from cairn.sources.hooks import frozen
+from cairn.sources.image import data_ranges
 
 PIECE = 1 << 20
 BATCH_BYTES = 4 << 20
@@ -75,23 +75,6 @@ def pieces(ranges: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
             stop = min(end, (pos // PIECE + 1) * PIECE)
             yield pos, stop - pos
             pos = stop
-
-
-def data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
-    """Where the file may hold data (``SEEK_DATA``); the whole of it when unsupported."""
-    out = []
-    pos = 0
-    try:
-        while pos < size:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-            out.append((start, end - start))
-            pos = end
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:
-            return out
-        return [(0, size)]
-    return out
 
 
 class Sender:

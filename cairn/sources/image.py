@@ -7,12 +7,33 @@ worker threads read in parallel from one descriptor.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
 from pathlib import Path
 
 from cairn.errors import SourceError
+
+
+def data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
+    """``(offset, length)`` ranges of the first ``size`` bytes of ``fd`` that may hold data;
+    the rest are holes of a sparse file, which read as zeros and need not be read at all.
+    Where holes cannot be found (a block device, a file system without ``SEEK_DATA``), all
+    of it. The one hole scanner of the full backup (`ImageSource`) and the agent's scan."""
+    out: list[tuple[int, int]] = []
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole remains
+                return out
+            return [(0, size)]
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        out.append((start, end - start))
+        pos = end
+    return out
 
 
 class ImageSource:
@@ -44,28 +65,8 @@ class ImageSource:
         return str(self.path)
 
     def data_extents(self) -> list[tuple[int, int]]:
-        """``(start, end)`` byte ranges that may hold data; the rest are holes of a sparse
-        file, which read as zeros and need not be read at all."""
-        extents: list[tuple[int, int]] = []
-        pos = 0
-        while pos < self._size:
-            try:
-                start = os.lseek(self._fd, pos, os.SEEK_DATA)
-            except OSError:  # ENXIO: only a hole remains; EINVAL: no hole support
-                if not extents and pos == 0 and not self._supports_holes():
-                    return [(0, self._size)]
-                break
-            end = os.lseek(self._fd, start, os.SEEK_HOLE)
-            extents.append((start, end))
-            pos = end
-        return extents
-
-    def _supports_holes(self) -> bool:
-        try:
-            os.lseek(self._fd, 0, os.SEEK_HOLE)
-        except OSError:
-            return False
-        return True
+        """``(start, end)`` byte ranges that may hold data (`data_ranges`)."""
+        return [(start, start + length) for start, length in data_ranges(self._fd, self._size)]
 
     def pread(self, offset: int, length: int) -> bytes:
         data = os.pread(self._fd, length, offset)

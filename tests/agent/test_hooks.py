@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cairn.agent.hooks import frozen
 from cairn.errors import HookFailed
+from cairn.sources.hooks import frozen
 from tests.appliance.harness import Agent, Appliance
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from cairn.agent import extents
+from cairn.sources import extents
 
 
 def test_snapshot_over_a_planted_symlink_leaves_its_target_alone(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cairn.agent.extents import EXTENT_UNWRITTEN, Extent, changed_ranges, data_ranges
+from cairn.sources.extents import EXTENT_UNWRITTEN, Extent, changed_ranges, data_ranges
 
 
 def test_same_physical_is_unchanged_and_moved_is_changed() -> None:

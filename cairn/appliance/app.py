@@ -51,11 +51,12 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
     for area in (status, pairing, machines, points, point_defense, jobs, schedules, uploads,
                  docs):
         app.include_router(area.router)
-    app.include_router(vm_router(VmManager(repo_path), admin))
+    machines_running = VmManager(repo_path)
+    app.include_router(vm_router(machines_running, admin))
     app.include_router(alerts.router(repo_path), dependencies=[AdminOnly])
     app.include_router(agentless.router(state), dependencies=[AdminOnly])
     app.include_router(tokens.router(repo_path, state), dependencies=[AdminOnly])
     app.include_router(offsite.router(repo_path, state, config), dependencies=[AdminOnly])
     app.include_router(verification.router(state), dependencies=[AdminOnly])
-    install_console(app, repo_path, state, config)
+    install_console(app, repo_path, state, config, machines_running)
     return app

@@ -9,17 +9,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
+from cairn.virt.vms import VmManager
 from cairn.web.auth import Auth
 from cairn.web.pages import Console, PageRoute, render
 from cairn.web.users import Session
-from cairn.web.vms import VirtualMachines
+from cairn.web.vms import running
 
 HISTORY = 200
 TICK = 1.0
 KEEPALIVE = 15.0
 
 
-def live(console: Console, vms: VirtualMachines) -> list[dict[str, Any]]:
+def live(console: Console, vms: VmManager) -> list[dict[str, Any]]:
     """What is running now, as the page's live table shows it."""
     rows: list[dict[str, Any]] = [
         {"id": f"job-{j.id}", "what": f"backup of {j.machine} ({j.reason})",
@@ -28,13 +29,12 @@ def live(console: Console, vms: VirtualMachines) -> list[dict[str, Any]]:
     rows += [{"id": f"task-{t.id}", "what": f"{t.kind} of {t.point}", "state": t.state,
               "bytes": None, "seconds": None}
              for t in console.tasks.recent() if t.state == "running"]
-    rows += [{"id": f"vm-{v.id}", "what": f"virtual machine of {v.point}", "state": v.state,
-              "bytes": None, "seconds": None}
-             for v in vms.all() if v.state in ("starting", "running")]
+    rows += [{"id": f"vm-{v.name}", "what": f"virtual machine {v.name} of {v.point}",
+              "state": v.state, "bytes": None, "seconds": None} for v in running(vms)]
     return rows
 
 
-def router(console: Console, auth: Auth, vms: VirtualMachines) -> APIRouter:
+def router(console: Console, auth: Auth, vms: VmManager) -> APIRouter:
     routes = APIRouter(route_class=PageRoute, include_in_schema=False)
     Viewer = Annotated[Session, Depends(auth.session)]
 
@@ -42,7 +42,7 @@ def router(console: Console, auth: Auth, vms: VirtualMachines) -> APIRouter:
     def jobs(request: Request, _: Viewer) -> HTMLResponse:
         history = list(reversed(console.state.jobs(limit=HISTORY)))
         return render(request, "jobs.html", live=live(console, vms), jobs=history,
-                      tasks=console.tasks.recent(), vms=vms.all())
+                      tasks=console.tasks.recent(), vms=running(vms))
 
     @routes.get("/jobs/events")
     async def events(request: Request, _: Viewer) -> StreamingResponse:

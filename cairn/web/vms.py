@@ -1,6 +1,8 @@
 """Booting a point from the console, with its screen in the page (noVNC).
 
-The VM is `cairn.ops.virtualize`, what `cairn virtualize` runs. Its VNC server listens
+The VM is one of the appliance's managed VMs (`cairn.virt.vms.VmManager`, the same manager
+as the REST API's ``/api/v1/vms`` and `cairn vm`): it runs on a clone with no network, is
+listed by `cairn vm list`, and outlives a restart of the appliance. Its VNC server listens
 on loopback only, behind a one-time password; the browser reaches it only through this
 module's WebSocket, which checks the console session (an admin's) and the page's origin
 before it relays a byte. No VNC or WebSocket port is ever opened to the network.
@@ -11,9 +13,6 @@ noVNC itself is Debian's ``novnc`` package (``/usr/share/novnc``), served at ``/
 import asyncio
 import contextlib
 import secrets
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -22,8 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.websockets import WebSocketDisconnect
 
 from cairn import logs
-from cairn.errors import CairnError
-from cairn.ops.virtualize import Running, virtualize
+from cairn.virt.vms import LIVE, VmInfo, VmManager, VmNotFound, VmRequest
 from cairn.web.auth import COOKIE, Auth
 from cairn.web.overview import find_point, repository
 from cairn.web.pages import Console, PageRoute, Refused, render
@@ -31,64 +29,20 @@ from cairn.web.users import Session
 
 NOVNC = Path("/usr/share/novnc")
 PIECE = 1 << 16
+MEMORY_MIB = 1024
 
 
-@dataclass
-class VmSession:
-    id: str
-    point: str
-    user: str
-    stop: threading.Event = field(default_factory=threading.Event)
-    started: float = field(default_factory=time.time)
-    running: Running | None = None
-    state: str = "starting"
-    error: str = ""
+def find_vm(vms: VmManager, name: str) -> VmInfo:
+    try:
+        return vms.get(name)
+    except VmNotFound:
+        raise Refused(404, f"no virtual machine {name!r}: it was stopped, or never started "
+                           "(`cairn vm list` shows the running ones)") from None
 
 
-class VirtualMachines:
-    """The console's running VMs; each runs in its own thread until stopped."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self._sessions: dict[str, VmSession] = {}
-        self._lock = threading.Lock()
-
-    def start(self, point_id: str, user: str) -> VmSession:
-        session = VmSession(secrets.token_urlsafe(12), point_id, user)
-        with self._lock:
-            self._sessions[session.id] = session
-        threading.Thread(target=self._run, args=(session,), daemon=True,
-                         name="console-vm").start()
-        return session
-
-    def _run(self, session: VmSession) -> None:
-        def started(run: Running) -> None:
-            session.running, session.state = run, "running"
-
-        try:
-            with repository(self.console) as repo:
-                virtualize(repo, find_point(repo, session.point).id, session.stop, started)
-            session.state = "stopped"
-        except CairnError as exc:
-            session.state, session.error = "failed", str(exc)
-        except Exception as exc:  # a bug: the page says so, the log keeps it
-            session.state, session.error = "failed", f"internal error: {exc!r}"
-        session.running = None
-        logs.event("console.vm_stopped", point=session.point, state=session.state,
-                   error=session.error)
-
-    def find(self, vm_id: str) -> VmSession | None:
-        return self._sessions.get(vm_id)
-
-    def get(self, vm_id: str) -> VmSession:
-        session = self.find(vm_id)
-        if session is None:
-            raise Refused(404, f"no virtual machine {vm_id!r}: it was never started here, or "
-                               "the appliance restarted since")
-        return session
-
-    def all(self) -> list[VmSession]:
-        return sorted(self._sessions.values(), key=lambda s: -s.started)
+def vnc_port(vm: VmInfo) -> int | None:
+    """The loopback port of a running VM's screen."""
+    return int(vm.vnc.rpartition(":")[2]) if vm.vnc else None
 
 
 async def _relay(websocket: WebSocket, port: int) -> None:
@@ -119,46 +73,59 @@ async def _relay(websocket: WebSocket, port: int) -> None:
             await writer.wait_closed()
 
 
-def router(console: Console, auth: Auth, vms: VirtualMachines) -> APIRouter:
+def router(console: Console, auth: Auth, vms: VmManager) -> APIRouter:
     routes = APIRouter(route_class=PageRoute, include_in_schema=False)
     Admin = Annotated[Session, Depends(auth.admin)]
     Change = Annotated[Session, Depends(auth.change)]
 
     @routes.post("/points/{point_id}/virtualize")
     def start(point_id: str, session: Change) -> RedirectResponse:
+        """Start the VM (this waits until QEMU runs) and show its page."""
         with repository(console) as repo:
             point = find_point(repo, point_id)
-        vm = vms.start(point.id, session.user.name)
-        logs.event("console.vm_started", point=point.id, user=session.user.name)
-        return RedirectResponse(f"/vms/{vm.id}", status_code=303)
+        name = f"console-{point.id[:12]}-{secrets.token_hex(2)}"
+        vm = vms.start(VmRequest(point.id, name=name, memory_mib=MEMORY_MIB))
+        logs.event("console.vm_started", point=point.id, vm=vm.name, user=session.user.name)
+        return RedirectResponse(f"/vms/{vm.name}", status_code=303)
 
-    @routes.get("/vms/{vm_id}", response_class=HTMLResponse)
-    def page(request: Request, vm_id: str, _: Admin) -> HTMLResponse:
-        return render(request, "vm.html", vm=vms.get(vm_id), novnc=NOVNC.is_dir())
+    @routes.get("/vms/{name}", response_class=HTMLResponse)
+    def page(request: Request, name: str, _: Admin) -> HTMLResponse:
+        vm = find_vm(vms, name)
+        password = vms.console(name).password if vm.vnc else ""
+        return render(request, "vm.html", vm=vm, password=password, novnc=NOVNC.is_dir())
 
-    @routes.post("/vms/{vm_id}/stop")
-    def stop(vm_id: str, _: Change) -> RedirectResponse:
-        vm = vms.get(vm_id)
-        vm.stop.set()
+    @routes.post("/vms/{name}/stop")
+    def stop(name: str, session: Change) -> RedirectResponse:
+        """Power it off now and drop its clone, as `cairn virtualize` does when stopped."""
+        vm = find_vm(vms, name)
+        vms.stop(name, discard=True, timeout=0)
+        logs.event("console.vm_stopped", vm=name, point=vm.point, user=session.user.name)
         return RedirectResponse(f"/points/{vm.point}", status_code=303)
 
-    @routes.websocket("/vms/{vm_id}/websockify")
-    async def websockify(websocket: WebSocket, vm_id: str) -> None:
+    @routes.websocket("/vms/{name}/websockify")
+    async def websockify(websocket: WebSocket, name: str) -> None:
         token = websocket.cookies.get(COOKIE)
         session = console.users.session(token) if token else None
         origin = websocket.headers.get("origin", "")
         host = websocket.headers.get("host", "")
-        vm = vms.find(vm_id)
+        port = None
+        with contextlib.suppress(Refused):
+            port = vnc_port(find_vm(vms, name))
         if (session is None or not session.user.admin or origin != f"https://{host}"
-                or vm is None or vm.running is None):
+                or port is None):
             await websocket.close(code=1008)
             return
         offered = websocket.headers.get("sec-websocket-protocol", "")
         subprotocol = "binary" if "binary" in offered else None
         await websocket.accept(subprotocol=subprotocol)
         with contextlib.suppress(WebSocketDisconnect, ConnectionError, OSError):
-            await _relay(websocket, vm.running.vnc_port)
+            await _relay(websocket, port)
         with contextlib.suppress(Exception):
             await websocket.close()
 
     return routes
+
+
+def running(vms: VmManager) -> list[VmInfo]:
+    """The VMs that are starting, running or stopping, newest first."""
+    return sorted((vm for vm in vms.list() if vm.state in LIVE), key=lambda vm: -vm.created)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from cairn.cli._common import add_point as add_point
 from cairn.insights.disk import Volume
 from cairn.insights.points import BlockCache, open_point
 from cairn.store.catalog import RecoveryPoint

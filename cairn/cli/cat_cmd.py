@@ -6,8 +6,8 @@ import argparse
 import shutil
 import sys
 
-from cairn.cli._common import add_point, add_repo, open_repo
-from cairn.cli._insights import PATH_SYNTAX, point_disk
+from cairn.cli._common import add_repo, open_repo
+from cairn.cli._insights import PATH_SYNTAX, add_point, point_disk
 from cairn.errors import PathNotFound
 from cairn.insights import paths
 from cairn.insights.fs import FILE, SYMLINK

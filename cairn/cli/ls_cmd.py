@@ -12,16 +12,8 @@ import sys
 import time
 from typing import Any
 
-from cairn.cli._common import (
-    add_json,
-    add_point,
-    add_repo,
-    human_bytes,
-    open_repo,
-    print_json,
-    table,
-)
-from cairn.cli._insights import PATH_SYNTAX, point_disk
+from cairn.cli._common import add_json, add_repo, human_bytes, open_repo, print_json, table
+from cairn.cli._insights import PATH_SYNTAX, add_point, point_disk
 from cairn.insights import paths
 from cairn.insights.disk import Volume
 from cairn.insights.fs import DIR, SYMLINK, Entry

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cairn.cli._common import add_point, add_repo, open_repo
-from cairn.cli._insights import point_disk
+from cairn.cli._common import add_repo, open_repo
+from cairn.cli._insights import add_point, point_disk
 from cairn.insights.mount import serve
 from cairn.insights.paths import single
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cairn.cli._common import add_json, add_point, add_repo, human_bytes, open_repo, print_json
-from cairn.cli._insights import PATH_SYNTAX, point_disk
+from cairn.cli._common import add_json, add_repo, human_bytes, open_repo, print_json
+from cairn.cli._insights import PATH_SYNTAX, add_point, point_disk
 from cairn.insights import paths
 from cairn.insights.extract import Extracted, extract
 

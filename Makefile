@@ -6,9 +6,11 @@ setup:
 demo: setup
 	@scripts/demo.sh
 
+# Two workers: one boots the QEMU guests one at a time (tests/conftest.py), the other runs
+# everything else beside it.
 test: setup
 	.venv/bin/ruff check .
-	.venv/bin/pytest -q
+	.venv/bin/pytest -q -n 2
 
 # The inner loop (well under a minute): the store's unit and behaviour tests on a local
 # repository and the operations layer; `make test` runs everything, S3 and QEMU included.

@@ -22,25 +22,32 @@ def s3_server() -> Iterator[SeaweedS3]:
 
 
 # The test modules that boot QEMU guests. `make test` runs the suite on two pytest-xdist
-# workers; these modules share one group so that one worker boots guests, one at a time, as
-# the boot timeouts assume, while the other worker runs everything else.
+# workers; these modules form one unit of work, so that one worker boots guests, one at a
+# time, as the boot timeouts assume, while the other worker runs everything else.
 QEMU_MODULES = frozenset({
     "tests/appliance/test_agentless.py", "tests/offsite/test_recovery.py",
     "tests/sources/test_guest_agent.py", "tests/sources/test_machine_points_cli.py",
     "tests/sources/test_qemu_backup.py", "tests/virt/test_boot_points.py",
-    "tests/virt/test_diskless.py", "tests/virt/test_login_screens.py",
-    "tests/virt/test_scheduled_verification.py", "tests/virt/test_screenshot.py",
-    "tests/virt/test_virtualize.py", "tests/virt/test_vms.py", "tests/web/test_browser.py",
+    "tests/virt/test_diskless.py", "tests/virt/test_scheduled_verification.py",
+    "tests/virt/test_screenshot.py", "tests/virt/test_virtualize.py", "tests/virt/test_vms.py",
+    "tests/web/test_browser.py",
 })
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Group the tests for ``--dist loadgroup``: QEMU modules together, every other module on
-    its own, so a module's fixtures are set up once, on one worker."""
-    for item in items:
-        module = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group("qemu" if module in QEMU_MODULES else module))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Hand out whole modules (their fixtures are set up once), the QEMU modules as one.
+
+    xdist's own ``loadgroup`` cannot do this under pytest 9: it renames items by their
+    ``_nodeid``, which pytest 9 no longer reads."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "qemu" if module in QEMU_MODULES else module
+
+    return ModuleScheduling(config, log)
 
 
 _SKIPPED: list[str] = []

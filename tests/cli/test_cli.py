@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def cairn(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "cairn", *map(str, args)], capture_output=True,
-                          text=True, cwd=ROOT, env={**os.environ, **(env or {})}, timeout=120)
+                          text=True, cwd=ROOT, env={**os.environ, **(env or {})}, timeout=600)
 
 
 def ok(*args: str | Path) -> str:

@@ -21,14 +21,15 @@ def test_screenshot_verify_tells_good_point_from_broken(bootable_image: Path,
     bad = json.loads(ok("backup", "--repo", repo, "--volume", "vm1", disk, "--json"))["point"]
 
     shot = tmp_path / "good.png"
-    result = cairn("screenshot-verify", "--repo", repo, good, "--timeout", "90", "--out", shot,
+    result = cairn("screenshot-verify", "--repo", repo, good, "--timeout", "300", "--out", shot,
                    "--json")
+    assert result.stdout, result.stderr
     verdict = json.loads(result.stdout)
     assert result.returncode == 0 and verdict["status"] == "booted", verdict
     assert "login" in verdict["ocr_text"].lower()
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    result = cairn("screenshot-verify", "--repo", repo, bad, "--timeout", "60", "--json")
+    result = cairn("screenshot-verify", "--repo", repo, bad, "--timeout", "300", "--json")
     verdict = json.loads(result.stdout)
     assert result.returncode == 1 and verdict["status"] == "failed", verdict
 

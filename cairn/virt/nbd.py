@@ -58,7 +58,6 @@ import socket
 import ssl
 import threading
 from pathlib import Path
-from types import TracebackType
 
 from cairn.errors import ListenError
 from cairn.virt import nbd_protocol as p
@@ -177,12 +176,7 @@ class NbdServer:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _accept_loop(self) -> None:

@@ -19,6 +19,7 @@ from cairn.appliance.auth import AdminOnly, admin
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.context import Context
 from cairn.appliance.limits import BodyLimit
+from cairn.appliance.responses import IsoTimesJSON
 from cairn.appliance.routes import (
     agentless,
     alerts,
@@ -44,6 +45,7 @@ from cairn.web import install as install_console
 
 def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAPI:
     app = FastAPI(title="cairn appliance", version=__version__, docs_url=None, redoc_url=None,
+                  default_response_class=IsoTimesJSON,
                   description="Backups where every recovery point is whole.")
     app.state.cairn = Context(repo_path, state, config, Uploads(repo_path, state))
     app.add_middleware(BodyLimit, known=lambda t: state.is_admin(t) or bool(state.agent(t)))

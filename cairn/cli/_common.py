@@ -9,12 +9,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cairn.errors import UsageError
+from cairn.meter import Meter
 from cairn.store.repository import Repository
+from cairn.times import with_iso_times
 from cairn.units import human_bytes as human_bytes  # every command's one size format
 
 
@@ -83,33 +84,10 @@ def add_wait(parser: argparse.ArgumentParser) -> None:
                              "of the point) to finish, instead of failing at once")
 
 
-TIME_FIELDS = frozenset({"created", "deleted_at", "purge_after", "locked_until", "held_until",
-                         "at", "started", "finished", "last_seen", "heartbeat", "next_run",
-                         "found", "healed"})
-"""Fields holding Unix times in what commands print: each gets an ``<field>_iso`` twin."""
-
-
 def print_json(value: Any) -> None:
     """JSON for scripts: every Unix time (`TIME_FIELDS`) also as ISO 8601 with its zone."""
     json.dump(with_iso_times(value), sys.stdout, indent=2)
     sys.stdout.write("\n")
-
-
-def with_iso_times(value: Any) -> Any:
-    if isinstance(value, list):
-        return [with_iso_times(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        out[key] = with_iso_times(item)
-        if key in TIME_FIELDS and isinstance(item, int | float) and not isinstance(item, bool):
-            out[f"{key}_iso"] = iso_time(item)
-    return out
-
-
-def iso_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
 
 
 def when(ts: float) -> str:
@@ -150,12 +128,12 @@ def row_line(row: list[str], widths: list[int]) -> str:
 
 
 @contextmanager
-def progress(total: int | None, description: str) -> Iterator[Callable[[int], None]]:
+def progress(total: int | None, description: str) -> Iterator[Meter]:
     """A byte-progress bar on stderr when it is a terminal, with total, rate and ETA in
-    binary units (``total`` None: not known ahead, so bytes and rate only); silent when
-    stderr is not a terminal."""
+    binary units (``total`` None: not known ahead, until the job calls `Meter.expect`);
+    silent when stderr is not a terminal."""
     if not sys.stderr.isatty():
-        yield lambda _n: None
+        yield _Silent()
         return
     from rich.progress import (
         BarColumn,
@@ -177,4 +155,26 @@ def progress(total: int | None, description: str) -> Iterator[Callable[[int], No
                   DownloadColumn(binary_units=True), Rate(), TimeRemainingColumn(),
                   transient=True) as bar:
         task = bar.add_task(description, total=total or None)
-        yield lambda n: bar.advance(task, n)
+        yield _Bar(bar, task, total or 0)
+
+
+class _Silent:
+    def __call__(self, done: int) -> None:
+        pass
+
+    def expect(self, more: int) -> None:
+        pass
+
+
+class _Bar:
+    """A rich task as a `Meter`: ``expect`` grows its total."""
+
+    def __init__(self, bar: Any, task: Any, total: int) -> None:
+        self.bar, self.task, self.total = bar, task, total
+
+    def __call__(self, done: int) -> None:
+        self.bar.advance(self.task, done)
+
+    def expect(self, more: int) -> None:
+        self.total += more
+        self.bar.update(self.task, total=self.total)

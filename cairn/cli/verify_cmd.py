@@ -30,9 +30,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--repair-from heals the whole repository: drop --point")
     with open_repo(args, read_only=not args.repair_from) as repo:
         point = repo.resolve(args.point) if args.point else None
-        # the bytes --read-data reads: every stored byte when the whole repository is checked
-        total = repo.catalog.chunk_totals()[2] if args.read_data and point is None else None
-        with progress_bar(total, "verify") as advance:
+        with progress_bar(None, "verify") as advance:   # verify tells it what it will read
             if args.repair_from:
                 with open_location(args.repair_from, args) as source:
                     report, repair = verify_and_repair(repo, source, args.read_data, advance)

@@ -20,11 +20,11 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cairn.errors import MissingChunk, UsageError
+from cairn.meter import Meter
 from cairn.replication.selection import Known, check_send, choose
 from cairn.store import marks
 from cairn.store.blockmap import NodeCache, diff
@@ -121,7 +121,7 @@ class Pace:
 
 def replicate(local: Repository, cloud: Repository, volume: str | None = None,
               pace: Pace = Pace(),
-              progress: Callable[[int], None] | None = None, send: str = "all") -> Report:
+              progress: Meter | None = None, send: str = "all") -> Report:
     """Send what `selection.choose` picks; past ``pace.until`` start no point: the rest
     waits for the next run (``left_for_later``)."""
     until = pace.until
@@ -165,6 +165,9 @@ def replicate(local: Repository, cloud: Repository, volume: str | None = None,
                       if h is not None and h != ZERO}
             held = _held(cloud, needed)
             report.chunks_already_there += len(held)
+            if progress:
+                progress.expect(sum(stored for _size, stored in
+                                    local.catalog.chunk_sizes(list(needed - held)).values()))
             written: dict[bytes, tuple[int, int]] = {}
             batch: list[bytes] = []
             for digest, size, stored in pool.map(put, needed - held):

@@ -11,10 +11,10 @@ verify and repair alternate until a round heals nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cairn.errors import Corruption
+from cairn.meter import Meter
 from cairn.store.repository import Repository
 from cairn.store.verify import Report, verify
 
@@ -52,7 +52,7 @@ def fetch_good(repo: Repository, source: Repository, digests: list[bytes]) -> Re
 
 
 def verify_and_repair(repo: Repository, source: Repository, read_data: bool = True,
-                      progress: Callable[[int], None] | None = None) -> tuple[Report, Repair]:
+                      progress: Meter | None = None) -> tuple[Report, Repair]:
     """Verify, heal what ``source`` holds good, and verify again until nothing heals;
     returns the last report (its ``healed`` lists what this repair healed) and the repair."""
     total = Repair()

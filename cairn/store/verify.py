@@ -17,12 +17,13 @@ since are reported with the points they healed, then forgotten.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from cairn.errors import Corruption
+from cairn.meter import Meter
 from cairn.store import runs
 from cairn.store.backends.packs import PackBackend
 from cairn.store.blockmap import NodeCache, Tree, diff
@@ -234,7 +235,7 @@ def in_slice(digest: bytes, subset: tuple[int, int]) -> bool:
 
 
 def verify(repo: Repository, point: RecoveryPoint | None = None, read_data: bool = False,
-           progress: Callable[[int], None] | None = None,
+           progress: Meter | None = None,
            subset: tuple[int, int] | None = None) -> Report:
     """Check ``repo`` (or one point); ``subset`` ``(k, n)`` checks only slice k of n."""
     report = Report()
@@ -253,6 +254,8 @@ def verify(repo: Repository, point: RecoveryPoint | None = None, read_data: bool
     report.chunks = len(wanted)
     bad = dict(nodes.broken)
     recheck = (quarantined & wanted) - bad.keys()
+    if progress and read_data:
+        progress.expect(_stored_bytes(repo, wanted - bad.keys()))
     checked = _read_all(repo, wanted - bad.keys()) if read_data else _look_up_all(
         repo, wanted - bad.keys() - recheck)
     for digest, problem, nbytes in checked:
@@ -268,6 +271,11 @@ def verify(repo: Repository, point: RecoveryPoint | None = None, read_data: bool
     report.problems += [f"chunk {h.hex()}: {why}" for h, why in bad.items()]
     _settle_quarantine(repo, report, point, bad, quarantined & wanted)
     return report
+
+
+def _stored_bytes(repo: Repository, digests: set[bytes]) -> int:
+    """What reading ``digests`` reads (chunks of unknown size count nothing)."""
+    return sum(stored for _size, stored in repo.catalog.chunk_sizes(list(digests)).values())
 
 
 def _settle_quarantine(repo: Repository, report: Report, point: RecoveryPoint | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import socket
 import ssl
 import time
@@ -86,3 +87,27 @@ def test_declared_length_over_the_anonymous_cap_is_refused_unread(appliance: App
         c.request("POST", "/api/v1/machines", content=b"x" * (200 * 1024))
     assert err.value.status == 413
     assert "larger than 65536 bytes" in str(err.value)
+
+
+def filled(path: Path, mib: int) -> None:
+    """``mib`` MiB of data the agent must read and send whole (no holes), cheap to make."""
+    block = bytes(range(256)) * 256
+    with path.open("wb") as out:
+        for n in range(mib * 16):
+            out.write(n.to_bytes(8, "big") + block[8:])
+
+
+def test_streamed_upload_memory_does_not_grow_with_the_agents_image(
+        appliance: Appliance, make_agent: Callable[..., Agent], tmp_path: Path) -> None:
+    """An agent streams its volume in bounded frames: five times the data leaves its peak
+    resident memory where it was (every agent run is a child of this test, so the
+    children's peak after the larger run bounds that run)."""
+    peaks = []
+    for name, mib in (("small01", 4), ("large01", 20)):
+        disk = tmp_path / f"{name}.img"
+        filled(disk, mib)
+        agent = make_agent(name)
+        agent.protect("sda", disk)
+        assert agent.backup()["ok"]
+        peaks.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+    assert peaks[1] - peaks[0] < 8 * 1024 * 1024, peaks

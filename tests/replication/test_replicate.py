@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from tests.appliance.harness import wait_for
 from tests.cli.test_cli import ROOT, one_line_error
 from tests.cli.test_export import free_port
 from tests.s3server import SeaweedS3
@@ -117,6 +118,17 @@ def test_cloud_cache_is_rebuilt_from_the_bucket(cli: Cli, cloud_url: str, tmp_pa
     assert out.read_bytes() == points[1][1]
 
 
+def _sending_or_done(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether the process has written 256 KiB (sockets included: ``wchar`` of /proc/PID/io)."""
+    if proc.poll() is not None:
+        return True
+    try:
+        lines = Path(f"/proc/{proc.pid}/io").read_text().splitlines()
+    except OSError:  # it has just ended
+        return True
+    return next(int(line.split()[1]) for line in lines if line.startswith("wchar:")) > 256 << 10
+
+
 def test_interrupted_replication_resumes_without_resending(cli: Cli, cloud_url: str,
                                                           tmp_path: Path) -> None:
     local, _img, points = local_repo_with_points(cli, tmp_path, 3, encrypt=False)
@@ -128,7 +140,10 @@ def test_interrupted_replication_resumes_without_resending(cli: Cli, cloud_url: 
                                  str(local), "--to", cloud_url, "--bandwidth", "300K"],
                                 cwd=ROOT, env=cli.env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        time.sleep(rnd.uniform(1.5, 3.0))
+        # The random moment counts from the first chunks on the wire, not from the start:
+        # a loaded machine can spend seconds importing before it sends anything.
+        assert wait_for(lambda running=proc: _sending_or_done(running), timeout=120)
+        time.sleep(rnd.uniform(0.5, 1.5))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         published = cli.json("points", "--repo", cloud_url)

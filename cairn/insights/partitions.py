@@ -148,6 +148,8 @@ def _gpt_from_header(disk: VolumeReader, sector: int, lba: int) -> list[Partitio
     raw = disk.pread(lba * sector, sector)
     if raw[:8] != b"EFI PART":
         raise ValueError(f"no 'EFI PART' signature at LBA {lba}")
+    if len(raw) < 92:
+        raise ValueError(f"the header at LBA {lba} is cut short by the end of the disk")
     header_size, header_crc = struct.unpack_from("<II", raw, 12)
     if not 92 <= header_size <= sector:
         raise ValueError(f"header size {header_size} out of range")

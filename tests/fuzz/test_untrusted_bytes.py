@@ -211,6 +211,21 @@ def test_upload_frames(upload: tuple[bytes, int], damage: list[int], cuts: list[
         assert 1 <= len(data) <= MAX_FRAME and offset + len(data) <= size
 
 
+def test_regression_gpt_header_cut_short_by_the_disk_end() -> None:
+    """Found by atheris (bench/fuzz): a disk ending 17 bytes into its GPT header made the
+    header parser raise `struct.error` instead of the partition table error."""
+    disk = bytearray(512)
+    disk[450] = 0xEE
+    disk[510:512] = b"\x55\xaa"
+    disk += b"EFI PART" + b"\0\0\x01\0" + b"\x5c\0\0\0\0"
+    try:
+        parts = read_partitions(Disk(bytes(disk)))
+    except PartitionTableError as err:
+        assert "cut short" in str(err)
+    else:
+        assert [(p.start, p.length) for p in parts] == [(0, len(disk))]
+
+
 def test_regression_short_encrypted_chunk_is_corruption() -> None:
     """Found by the fuzzer: a payload shorter than a nonce raised ValueError (a crash)."""
     with pytest.raises(Corruption):

@@ -10,7 +10,7 @@ demo: setup
 # everything else beside it.
 test: setup
 	.venv/bin/ruff check .
-	.venv/bin/pytest -q -n 2
+	.venv/bin/pytest -q -n 2 --durations=25
 
 # The inner loop (well under a minute): the store's unit and behaviour tests on a local
 # repository and the operations layer; `make test` runs everything, S3 and QEMU included.

@@ -23,8 +23,11 @@ def run(args: argparse.Namespace) -> int:
         print_json(asdict(stats))
         return 0
     print(f"volumes            {stats.volumes}")
-    print(f"points             {stats.points}")
-    print(f"logical size       {human_bytes(stats.logical_bytes)} (sum of point sizes)")
+    held = f" (+{stats.deleted_points} held for deletion)" if stats.deleted_points else ""
+    print(f"points             {stats.points}{held}")
+    # Held points are still stored, so every size and ratio below counts them too.
+    print(f"logical size       {human_bytes(stats.logical_bytes)} (sum of point sizes"
+          f"{', held ones included' if held else ''})")
     print(f"data in points     {human_bytes(stats.allocated_bytes)} (zero blocks excluded)")
     print(f"unique chunks      {stats.chunks} holding {human_bytes(stats.unique_bytes)}")
     print(f"stored             {human_bytes(stats.stored_bytes)}")

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -53,6 +54,16 @@ class ImagePair:
     size: int
     changed_bytes: int
     package: str
+
+
+def save_result(kind: str, result: dict[str, object]) -> Path:
+    """Print a bench's result and keep it as ``bench/work/KIND-TIME.json`` beside the others."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    WORK.mkdir(parents=True, exist_ok=True)
+    out = WORK / f"{kind}-{int(time.time())}.json"
+    out.write_text(text)
+    return out
 
 
 def parse_size(text: str) -> int:

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from images import WORK, ImagePair, build, parse_size  # noqa: E402
+from images import WORK, ImagePair, build, parse_size, save_result  # noqa: E402
 
 from tests.appliance.harness import Agent, Appliance, cairn, wait_for  # noqa: E402
 from tests.offsite.conftest import s3_env  # noqa: E402
@@ -143,10 +143,7 @@ def main() -> int:
             result = run(pair, work, server)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(result, indent=2))
-    out = ROOT / "bench" / "work"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"recovery-{int(time.time())}.json").write_text(json.dumps(result, indent=2))
+    save_result("recovery", result)
     return 0
 
 

@@ -38,6 +38,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from images import save_result  # noqa: E402
 
 from tests.appliance.harness import Agent, Appliance, cairn  # noqa: E402
 from tests.virt.bootable_image import build_bootable_image  # noqa: E402
@@ -153,10 +156,7 @@ def main() -> int:
         result = run(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(result, indent=2))
-    out = ROOT / "bench" / "work"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"verification-{int(time.time())}.json").write_text(json.dumps(result, indent=2))
+    save_result("verification", result)
     return 0
 
 

@@ -229,9 +229,17 @@ class VirtualMachine:
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
-            self._qmp = self._connect(qmp_socket)
-            if self.vnc_password is not None:
-                self._qmp.execute("change-vnc-password", {"password": self.vnc_password})
+            try:
+                self._qmp = self._connect(qmp_socket)
+                if self.vnc_password is not None:
+                    self._qmp.execute("change-vnc-password", {"password": self.vnc_password})
+            except VirtualMachineError:
+                # KVM can abort QEMU just after its QMP socket opened: still KVM's failure.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._process.wait(timeout=5)
+                if self._process.poll() is not None:
+                    self._raise_if_kvm_failed()
+                raise
         except BaseException:
             self.stop()
             raise
@@ -242,10 +250,8 @@ class VirtualMachine:
         deadline = time.monotonic() + self.start_timeout
         while True:
             if self._process is None or self._process.poll() is not None:
-                words = self.log_tail()
-                if self.used_accel == "kvm" and "kvm" in words.lower():
-                    raise KvmCannotRun(f"KVM cannot run this guest: {words}")
-                raise VirtualMachineError(f"QEMU exited at start: {words}")
+                self._raise_if_kvm_failed()
+                raise VirtualMachineError(f"QEMU exited at start: {self.log_tail()}")
             with contextlib.suppress(FileNotFoundError, ConnectionRefusedError,
                                      ConnectionResetError, BrokenPipeError):
                 return QmpClient(qmp_socket)
@@ -254,6 +260,12 @@ class VirtualMachine:
                     f"QEMU did not open its QMP socket within {self.start_timeout:.0f} s"
                 )
             time.sleep(0.05)
+
+    def _raise_if_kvm_failed(self) -> None:
+        """QEMU has exited at start: raise `KvmCannotRun` when its last words blame KVM."""
+        words = self.log_tail()
+        if self.used_accel == "kvm" and "kvm" in words.lower():
+            raise KvmCannotRun(f"KVM cannot run this guest: {words}")
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None

@@ -20,6 +20,8 @@ Settings that keep it light and fast on a 2-core machine, found by trial:
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import shutil
 import signal
@@ -60,6 +62,16 @@ _PORTS = (
     "s3.port",
     "s3.port.grpc",
 )
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: a test run killed by SIGKILL or a timeout cannot run the
+    fixture's cleanup, and a leaked `weed server` holds ports and disk; the kernel ends it."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def weed_binary() -> str:
@@ -142,7 +154,12 @@ class SeaweedS3:
         log = open(root / "weed.log", "wb")  # noqa: SIM115 - the child keeps it open
         try:
             process = subprocess.Popen(
-                args, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                args,
+                cwd=root,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         finally:
             log.close()

@@ -1,4 +1,5 @@
-"""`cairn export`: serve a point or a clone over NBD until stopped (`cairn.ops.export`)."""
+"""`cairn export`: serve a point, a machine point (every disk) or a clone over NBD until
+stopped (`cairn.ops.export`)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ def parse_address(text: str) -> tuple[str, int]:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("export", help="serve a point (read-only) or a clone over NBD")
     add_repo(p)
-    p.add_argument("target", help="point id, VOLUME@latest, or clone name")
+    p.add_argument("target", help="point id, VOLUME@latest, clone name, or a machine point "
+                                  "(or MACHINE@latest: every disk, on PORT, PORT+1, ...)")
     p.add_argument("--nbd", default="127.0.0.1:10809", metavar="HOST:PORT",
-                   help="address to listen on (default 127.0.0.1:10809)")
+                   help="address to listen on (default 127.0.0.1:10809; port 0: free ones)")
     p.add_argument("--read-only", action="store_true", help="refuse writes (points always do)")
     p.add_argument("--tls", action="store_true",
                    help="require TLS with the repository's certificate (REPO/tls/cert.pem); "
@@ -56,9 +58,11 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     with open_repo(args) as repo, \
             export(repo, ExportRequest(args.target, host, port, args.read_only, tls)) as served:
-        mode = "read-only" if served.read_only else "read-write"
-        print(f"exporting {served.what}, {human_bytes(served.size)}, {mode}, at {served.url} "
-              "(stop with Ctrl-C)", flush=True)
+        for one in served:
+            mode = "read-only" if one.read_only else "read-write"
+            disk = f"disk {one.disk}: " if one.disk else ""
+            print(f"exporting {disk}{one.what}, {human_bytes(one.size)}, {mode}, at {one.url} "
+                  "(stop with Ctrl-C)", flush=True)
         if cert is not None:
             print(f"clients verify the server with {cert} as their CA certificate", flush=True)
         stop.wait()

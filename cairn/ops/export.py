@@ -1,5 +1,9 @@
 """Export: serve a point (always read-only) or a clone over NBD, for as long as a block runs.
 
+A machine point is served whole: one export per disk, in the machine's disk order, each on
+its own port (the next ports after the one asked for, or free ones for port 0) under its
+own secret name, so a client attaches the disks as the machine had them.
+
 The export is reachable only with a secret: its name is random (in the URL, never listed to
 clients), and off loopback the connection must be TLS (the caller's context, normally the
 repository's certificate from ``REPO/tls/``). Clients that sit idle are closed, and only a
@@ -17,9 +21,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cairn.errors import UsageError
+from cairn.ops.machine_points import resolve as resolve_machine_point
+from cairn.store.clones import CloneNotFound, get_clone
 from cairn.store.pins import pin_point
+from cairn.store.reader import PointReader
 from cairn.store.repository import Repository
-from cairn.virt.devices import PointDevice, open_device
+from cairn.virt.devices import Device, PointDevice, open_device
 from cairn.virt.nbd import NbdServer
 
 IDLE_TIMEOUT = 600.0
@@ -28,8 +35,8 @@ MAX_CLIENTS = 8
 
 @dataclass(frozen=True)
 class ExportRequest:
-    """What to serve (a point reference or a clone name) and where; ``port`` 0 takes any
-    free one. ``tls`` is required unless ``host`` is loopback."""
+    """What to serve (a point or machine point reference, or a clone name) and where;
+    ``port`` 0 takes any free one. ``tls`` is required unless ``host`` is loopback."""
 
     target: str
     host: str
@@ -41,12 +48,14 @@ class ExportRequest:
 @dataclass(frozen=True)
 class Export:
     """A running export: what it serves (``point ID (VOLUME)`` or ``clone NAME``), its size,
-    and the URL clients open, secret name included."""
+    the URL clients open, secret name included, and the machine's disk it is ("" when the
+    target was not a machine point)."""
 
     what: str
     size: int
     read_only: bool
     url: str
+    disk: str = ""
 
 
 def is_loopback(host: str) -> bool:
@@ -56,20 +65,54 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+@dataclass(frozen=True)
+class _Disk:
+    disk: str
+    device: Device
+    what: str
+
+
+def _disks(repo: Repository, target: str, read_only: bool) -> list[_Disk]:
+    """What ``target`` serves: a clone or a point is one disk, a machine point every disk
+    (clone names first, then machine points, then points, as restore resolves them)."""
+    try:
+        get_clone(repo, target)
+    except CloneNotFound:
+        machine_point = resolve_machine_point(repo, target)
+        if machine_point is not None:
+            if not machine_point.members:
+                raise UsageError(f"machine point {machine_point.id} has no disks left") from None
+            return [_Disk(m.disk, PointDevice(PointReader(repo, m.point)),
+                          f"point {m.point.id} ({m.point.volume})")
+                    for m in machine_point.members]
+    device, what = open_device(repo, target, read_only)
+    return [_Disk("", device, what)]
+
+
 @contextlib.contextmanager
-def export(repo: Repository, request: ExportRequest) -> Iterator[Export]:
-    """Serve ``request.target`` until the block ends."""
+def export(repo: Repository, request: ExportRequest) -> Iterator[list[Export]]:
+    """Serve ``request.target`` until the block ends: one export, or one per disk of a
+    machine point (on ``request.port``, the next port, ...)."""
     where = f"[{request.host}]" if ":" in request.host else request.host
     if request.tls is None and not is_loopback(request.host):
         raise UsageError(f"--nbd {where}:{request.port} is reachable from the network: add "
                          "--tls (clients then need REPO/tls/cert.pem), or listen on 127.0.0.1")
-    device, what = open_device(repo, request.target, request.read_only)
-    name = secrets.token_urlsafe(18)
-    server = NbdServer(device, request.host, request.port, name, serialize=False,
-                       tls=request.tls, idle_timeout=IDLE_TIMEOUT, max_clients=MAX_CLIENTS)
-    pinned = (pin_point(repo, device.reader.point, f"cairn export on {where}:{request.port}")
-              if isinstance(device, PointDevice) else contextlib.nullcontext())
-    with pinned, server:
-        scheme = "nbds" if request.tls else "nbd"
-        yield Export(what, device.size, device.read_only,
-                     f"{scheme}://{where}:{server.port}/{name}")
+    disks = _disks(repo, request.target, request.read_only)
+    if request.port and request.port + len(disks) > 1 << 16:
+        raise UsageError(f"--nbd port {request.port}: {len(disks)} disks need as many ports "
+                         "from it; give a lower port, or 0 for free ones")
+    scheme = "nbds" if request.tls else "nbd"
+    served = []
+    with contextlib.ExitStack() as stack:
+        for index, disk in enumerate(disks):
+            port = request.port + index if request.port else 0
+            name = secrets.token_urlsafe(18)
+            if isinstance(disk.device, PointDevice):
+                stack.enter_context(pin_point(repo, disk.device.reader.point,
+                                              f"cairn export on {where}:{port}"))
+            server = stack.enter_context(NbdServer(
+                disk.device, request.host, port, name, serialize=False, tls=request.tls,
+                idle_timeout=IDLE_TIMEOUT, max_clients=MAX_CLIENTS))
+            served.append(Export(disk.what, disk.device.size, disk.device.read_only,
+                                 f"{scheme}://{where}:{server.port}/{name}", disk.disk))
+        yield served

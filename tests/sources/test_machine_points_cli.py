@@ -1,5 +1,5 @@
-"""Machine points from the command line: backup --qemu, points --machine, restore, delete,
-prune; each machine point is restored, deleted and kept whole."""
+"""Machine points from the command line: backup --qemu, points --machine, restore, export,
+delete, prune; each machine point is restored, served, deleted and kept whole."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from tests.cli.test_export import export_url
 from tests.sources.live_vm import MIB, LiveVm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +26,23 @@ def ok(*args: str | Path) -> str:
     result = cairn(*args)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+@contextmanager
+def exported_disks(repo: Path, target: str, disks: int) -> Iterator[dict[str, str]]:
+    """`cairn export` of a machine point on free ports: disk -> the URL printed for it."""
+    proc = subprocess.Popen([sys.executable, "-m", "cairn", "export", "--repo", str(repo),
+                             target, "--nbd", "127.0.0.1:0"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(disks)]
+        assert all(line.startswith("exporting disk ") for line in lines), \
+            "".join(lines) + (proc.stderr.read() if proc.stderr else "")
+        yield {line.split()[2].rstrip(":"): export_url(line) for line in lines}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_machine_points_restore_delete_prune_whole(start_vm: Callable[..., LiveVm],
@@ -52,6 +71,13 @@ def test_machine_points_restore_delete_prune_whole(start_vm: Callable[..., LiveV
         ok("restore", "--repo", repo, mp, tmp_path / f"out{round_}")
         for disk, data in refs[round_].items():
             assert (tmp_path / f"out{round_}" / f"{disk}.img").read_bytes() == data
+    with exported_disks(repo, ids[0], 2) as urls:
+        assert list(urls) == ["vda", "vdb"]
+        for disk, url in urls.items():
+            compared = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw",
+                                       tmp_path / f"ref0-{disk}.img", url],
+                                      capture_output=True, text=True, timeout=60)
+            assert compared.returncode == 0, compared.stdout + compared.stderr
 
     ok("delete", "--repo", repo, ids[1])
     left = json.loads(ok("points", "--repo", repo, "--machine", "web01", "--json"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
                     "bandwidth": args.bandwidth, "window": args.window,
                     "immutable": args.immutable}
             policy = client.json("PUT", f"/api/v1/machines/{args.name}/offsite", json=body)
+            for warning in policy.get("warnings", []):
+                print(f"cairn: warning: {warning}", file=sys.stderr)
             locked = (f", each point immutable for {policy['immutable']:g}s (S3 Object Lock)"
                       if policy["immutable"] else "")
             return report(args.json, policy,

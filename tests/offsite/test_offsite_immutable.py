@@ -40,9 +40,10 @@ def test_immutable_offsite_is_refused_without_object_lock_and_locks_with_it(
     s3 = s3_server.client()
     s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
     url = f"s3://{bucket}/web"
-    out = cairn("offsite", *app.admin_args(), "set", "web01", "--to", url, "--immutable",
-                "1d").stdout
-    assert "immutable for 86400s" in out
+    done = cairn("offsite", *app.admin_args(), "set", "web01", "--to", url, "--immutable",
+                 "1d")
+    assert "immutable for 86400s" in done.stdout
+    assert "SeaweedFS" in done.stderr and "lifecycle worker" in done.stderr, done.stderr
     policy = wait_for(lambda: (p := _policies(app)[0])["last_ok"] and p, timeout=60)
     assert policy["immutable"] == 86400 and policy["last_error"] is None
     report = policy["last_report"]

@@ -44,9 +44,11 @@ class OffsiteRequest(BaseModel):
                                               "long, e.g. 30d (the bucket must enforce it)")
 
 
-def checked(repo: Path, body: OffsiteRequest, config: ApplianceConfig) -> OffsiteSettings:
+def checked(repo: Path, body: OffsiteRequest, config: ApplianceConfig
+            ) -> tuple[OffsiteSettings, list[str]]:
     """The settings ``body`` asks for, once every one is valid and the cloud repository
-    opens (and, when immutable, has proved it enforces Object Lock)."""
+    opens (and, when immutable, has proved it enforces Object Lock); and what the user
+    should know about the bucket (its lifecycle rule), to show beside the policy."""
     if not body.to.startswith("s3://"):
         raise UsageError(f"--to {body.to!r} is not a cloud repository: give s3://BUCKET/PREFIX")
     every = parse_every(body.every, config.min_interval_seconds)
@@ -57,13 +59,15 @@ def checked(repo: Path, body: OffsiteRequest, config: ApplianceConfig) -> Offsit
     if body.window is not None:
         parse_window(body.window)
     immutable = parse_duration(body.immutable) if body.immutable else None
+    warnings = []
     with open_target(repo, body.to, body.endpoint) as cloud:
         if immutable:
             advice = make_immutable(cloud, immutable)  # refused unless the bucket enforces it
             if advice is not None:
                 logs.event("offsite.lifecycle_advice", level=logging.WARNING, advice=advice)
+                warnings.append(advice)
     return OffsiteSettings(body.to, body.endpoint, every, send, body.retention, bandwidth,
-                           body.window, immutable)
+                           body.window, immutable), warnings
 
 
 def router(repo: Path, state: State, config: ApplianceConfig) -> APIRouter:
@@ -83,12 +87,12 @@ def router(repo: Path, state: State, config: ApplianceConfig) -> APIRouter:
     @api.put("/machines/{name}/offsite")
     def set_offsite(name: str, body: OffsiteRequest) -> dict[str, Any]:
         m = machine(name)
-        settings = checked(repo, body, config)
+        settings, warnings = checked(repo, body, config)
         table.set(m.id, settings)
         logs.event("offsite.set", machine=name, target=body.to, every=settings.every,
                    send=settings.send, retention=body.retention, window=body.window,
                    immutable=settings.immutable)
-        return table.policies(m.id)[0].json()
+        return {**table.policies(m.id)[0].json(), "warnings": warnings}
 
     @api.delete("/machines/{name}/offsite", status_code=204)
     def remove_offsite(name: str) -> Response:

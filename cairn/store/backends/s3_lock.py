@@ -92,6 +92,20 @@ def require_object_lock(backend: S3Backend) -> LockProbe:
     return probe
 
 
+def _stored_only(server: str, bucket: str) -> str | None:
+    """What a server that keeps a lifecycle rule without acting on it by itself leaves the
+    user to do. SeaweedFS (4.48 here) stores the rule, but only its lifecycle worker
+    expires versions: an ``s3_lifecycle`` job that ``weed admin`` schedules on a ``weed
+    worker``, or ``s3.lifecycle.run-shard`` in ``weed shell``; ``weed server -s3`` alone
+    never deletes a version. (The worker skips versions still under Object Lock.)"""
+    if not server.startswith("SeaweedFS"):
+        return None
+    return (f"bucket {bucket!r} is on {server}, which stores the lifecycle rule but expires "
+            "old versions only when its lifecycle worker runs (`weed admin` with a `weed "
+            "worker`, or `s3.lifecycle.run-shard` in `weed shell`): without it, overwritten "
+            "and deleted objects' versions stay until removed")
+
+
 def _children(root: ElementTree.Element, tag: str) -> list[ElementTree.Element]:
     return [e for e in root if e.tag.rpartition("}")[2] == tag]
 
@@ -245,7 +259,7 @@ class Retention:
         answer = self._send_bucket("GET", "lifecycle=")
         if answer.status_code < 300:
             if "<NoncurrentVersionExpiration>" in answer.text:
-                return None
+                return _stored_only(answer.headers.get("server", ""), self.backend.bucket)
             return (f"bucket {self.backend.bucket!r} has lifecycle rules but none expires "
                     "noncurrent versions: add a rule with NoncurrentVersionExpiration "
                     f"(NoncurrentDays {days}) to them, or old versions pile up")
@@ -260,7 +274,7 @@ class Retention:
             return (f"bucket {self.backend.bucket!r} refused a lifecycle rule (HTTP "
                     f"{put.status_code}): set NoncurrentVersionExpiration ({days} days) on it "
                     "yourself, or old versions pile up")
-        return None
+        return _stored_only(put.headers.get("server", ""), self.backend.bucket)
 
     def _send_bucket(self, method: str, query: str, body: bytes = b"") -> httpx.Response:
         url = f"{self.backend.endpoint}/{self.backend.bucket}?{query}"

@@ -40,7 +40,7 @@ from cairn.appliance.state import State
 from cairn.appliance.uploads import Uploads
 from cairn.appliance.vm_routes import vm_router
 from cairn.virt.vms import VmManager
-from cairn.web import install as install_console
+from cairn.web.console import install as install_console
 
 
 def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAPI:

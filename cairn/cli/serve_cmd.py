@@ -7,7 +7,6 @@ import dataclasses
 from pathlib import Path
 
 from cairn.appliance import config as appliance_config
-from cairn.appliance.server import serve
 from cairn.cli._appliance import APPLIANCE_URL
 from cairn.cli._common import add_repo
 from cairn.errors import UsageError
@@ -44,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"appliance recovered from {args.recover_from} into {repo}: {pulled} point(s) "
               "pulled; agents keep their tokens and certificate, the admin token is the old one",
               flush=True)
+    from cairn.appliance.server import serve  # FastAPI and uvicorn: only for the server itself
+
     remember_address(Path(repo), config.listen)
     return serve(Path(repo), config)
 

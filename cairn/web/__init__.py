@@ -2,39 +2,5 @@
 
 Pages are Jinja2 templates with a little plain JavaScript where they update live (no build
 step). Users log in with the accounts `cairn users` manages; every action calls the same
-library functions as the CLI and the API. `install` adds the console to the appliance app.
+library functions as the CLI and the API. `console.install` adds it to the appliance app.
 """
-
-from __future__ import annotations
-
-from pathlib import Path
-
-from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
-
-from cairn.appliance.config import ApplianceConfig
-from cairn.appliance.state import State
-from cairn.virt.vms import VmManager
-from cairn.web import auth, files, jobs, machines, points, schedules, settings, totp, vms
-from cairn.web.pages import STATIC, Console
-from cairn.web.users import Users
-
-
-def install(app: FastAPI, repo_path: Path, state: State, config: ApplianceConfig,
-            machines_running: VmManager) -> Console:
-    """Add the console to ``app``; its VMs are ``machines_running``, the REST API's."""
-    console = Console(repo_path, state, config, Users(state))
-    guard = auth.Auth(console.users)
-    app.include_router(auth.router(console, guard, auth.LoginLimiter()))
-    app.include_router(machines.router(console, guard))
-    app.include_router(points.router(console, guard))
-    app.include_router(files.router(console, guard))
-    app.include_router(vms.router(console, guard, machines_running))
-    app.include_router(jobs.router(console, guard, machines_running))
-    app.include_router(settings.router(console, guard))
-    app.include_router(totp.router(console, guard))
-    app.include_router(schedules.router(console, guard))
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    if vms.NOVNC.is_dir():
-        app.mount("/novnc", StaticFiles(directory=vms.NOVNC), name="novnc")
-    return console

@@ -25,6 +25,7 @@ from cairn.appliance.routes import (
     alerts,
     docs,
     jobs,
+    lans,
     machines,
     offsite,
     pairing,
@@ -55,6 +56,7 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
         app.include_router(area.router)
     machines_running = VmManager(repo_path)
     app.include_router(vm_router(machines_running, admin))
+    app.include_router(lans.router(machines_running), dependencies=[AdminOnly])
     app.include_router(alerts.router(repo_path), dependencies=[AdminOnly])
     app.include_router(agentless.router(state), dependencies=[AdminOnly])
     app.include_router(tokens.router(repo_path, state), dependencies=[AdminOnly])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from cairn.cli import _vm_lans
 from cairn.cli._appliance import add_appliance, admin_client
 from cairn.cli._common import add_json, print_json, table
 
@@ -20,8 +21,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     start.add_argument("--cpus", type=int, default=2, help="virtual CPUs (default 2)")
     start.add_argument("--memory", type=int, default=2048, help="MiB of memory (default 2048)")
     start.add_argument("--network", action="append", default=[], metavar="NET",
-                       help="none (default), isolated:LAN, nat[,hostfwd=tcp::8080-:80], "
-                            "bridge:BR; repeat for several NICs")
+                       help="none (default), isolated:LAN (declared with `cairn vm lan add`), "
+                            "nat[,hostfwd=tcp::8080-:80], bridge:BR; repeat for several NICs")
     start.add_argument("--firmware", choices=["auto", "bios", "uefi"], default="auto",
                        help="auto: UEFI when the disk has an EFI system partition")
     start.add_argument("--disk-bus", choices=["auto", "virtio", "sata", "ide"], default="auto",
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                       help="remove the clone and what the VM wrote (default: keep the clone)")
     console = actions.add_parser("console", help="how to reach a VM's screen")
     console.add_argument("name")
-    for parser in (start, listing, stop, console):
+    for parser in (start, listing, stop, console, *_vm_lans.register(actions)):
         add_appliance(parser)
         add_json(parser)
         parser.set_defaults(handler=run)
@@ -46,6 +47,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with admin_client(args) as client:
+        if args.action == "lan":
+            _vm_lans.run(client, args)
+            return 0
         if args.action == "start":
             answer = client.json("POST", "/api/v1/vms", json={
                 "source": args.source, "name": args.name, "cpus": args.cpus,

@@ -8,6 +8,13 @@ written. A block that is a hole in the point is compared with zeros, with no has
 The result is bit-identical to the point over the point's size; bytes past it (a larger
 target) are left as they are.
 
+With a change tracker's ranges since the point (the byte ranges written on the target
+after the point was taken: a dirty bitmap, a CBT list), only the blocks those ranges touch
+are read and compared, so a rollback of a big disk that changed a little reads a little
+too. The tracker is trusted: a change it missed is not seen and stays on the target. Its
+list is the same JSON as `cairn backup --changed-ranges` and must lie within the target;
+ranges past the point's size are ignored (that part of the disk is not the point's).
+
 Refused before anything is written: a target smaller than the point, a block device that is
 mounted or otherwise held (opened ``O_EXCL``, which the kernel refuses while it is in use),
 and an image file attached to a loop device (which may be mounted).
@@ -24,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cairn.errors import DestinationError, StorageFull
+from cairn.sources.image import load_changed_ranges
 from cairn.store.chunks import ZERO
+from cairn.store.ingest import blocks_of_ranges
 from cairn.store.reader import PointReader
 
 WINDOW_BLOCKS = 64
@@ -38,6 +47,7 @@ class RollbackResult:
     target: str
     size: int
     blocks_differing: int
+    bytes_read: int
     bytes_written: int
     seconds: float
 
@@ -84,16 +94,16 @@ def _refuse_loop_backed(target: Path) -> None:
                                    f"mounted: unmount it and `losetup -d /dev/{device}` first")
 
 
-def rollback(reader: PointReader, target: Path) -> RollbackResult:
-    """Make ``target`` equal to the point over its size, writing only differing blocks."""
+def rollback(reader: PointReader, target: Path, changed_ranges: Path | None = None
+             ) -> RollbackResult:
+    """Make ``target`` equal to the point over its size, writing only differing blocks;
+    with ``changed_ranges`` (a tracker's JSON file), reading only the blocks it names."""
     started = time.monotonic()
     fd = open_target(target, reader.size)
     try:
-        bs = reader.block_size
-        blocks = -(-reader.size // bs)
-        windows = range(0, blocks, WINDOW_BLOCKS)
+        windows = _windows(reader, fd, target, changed_ranges)
         with ThreadPoolExecutor(WORKERS) as pool:
-            results = list(pool.map(lambda first: _window(reader, fd, first), windows))
+            results = list(pool.map(lambda w: _window(reader, fd, *w), windows))
         os.fsync(fd)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
@@ -102,14 +112,40 @@ def rollback(reader: PointReader, target: Path) -> RollbackResult:
     finally:
         os.close(fd)
     return RollbackResult(reader.point.id, str(target), reader.size,
-                          sum(n for n, _ in results), sum(w for _, w in results),
-                          round(time.monotonic() - started, 3))
+                          sum(r.differing for r in results), sum(r.read for r in results),
+                          sum(r.written for r in results), round(time.monotonic() - started, 3))
 
 
-def _window(reader: PointReader, fd: int, first: int) -> tuple[int, int]:
-    """Compare and fix blocks ``first..first+WINDOW_BLOCKS``; (blocks differing, bytes)."""
+def _windows(reader: PointReader, fd: int, target: Path, changed_ranges: Path | None
+             ) -> list[tuple[int, int]]:
+    """The runs of blocks to compare, ``(first, stop)``, at most WINDOW_BLOCKS each: all of
+    the point's, or the runs of those the tracker's ranges touch."""
     bs = reader.block_size
-    last = min(first + WINDOW_BLOCKS, -(-reader.size // bs))
+    blocks = -(-reader.size // bs)
+    if changed_ranges is None:
+        return [(first, min(first + WINDOW_BLOCKS, blocks))
+                for first in range(0, blocks, WINDOW_BLOCKS)]
+    capacity = os.lseek(fd, 0, os.SEEK_END)
+    ranges = load_changed_ranges(changed_ranges, capacity, f"the target {target}")
+    runs: list[tuple[int, int]] = []
+    for block in blocks_of_ranges(ranges, bs, reader.size):
+        if runs and runs[-1][1] == block and block - runs[-1][0] < WINDOW_BLOCKS:
+            runs[-1] = (runs[-1][0], block + 1)
+        else:
+            runs.append((block, block + 1))
+    return runs
+
+
+@dataclass(frozen=True)
+class _Fixed:
+    differing: int
+    read: int
+    written: int
+
+
+def _window(reader: PointReader, fd: int, first: int, last: int) -> _Fixed:
+    """Compare and fix blocks ``first..last`` (exclusive)."""
+    bs = reader.block_size
     offset = first * bs
     current = memoryview(os.pread(fd, min(last * bs, reader.size) - offset, offset))
     hash_of = reader.repo.chunks.hash
@@ -128,4 +164,4 @@ def _window(reader: PointReader, fd: int, first: int) -> tuple[int, int]:
         os.pwrite(fd, data, index * bs)
         differing += 1
         written += len(data)
-    return differing, written
+    return _Fixed(differing, len(current), written)

@@ -85,8 +85,10 @@ class ImageSource:
         self.close()
 
 
-def load_changed_ranges(path: Path, size: int) -> list[tuple[int, int]]:
-    """Read a change tracker's list of ``[offset, length]`` byte ranges (JSON)."""
+def load_changed_ranges(path: Path, size: int, within: str = "the source"
+                        ) -> list[tuple[int, int]]:
+    """Read a change tracker's list of ``[offset, length]`` byte ranges (JSON), all of them
+    inside ``size`` bytes of ``within`` (what the message calls the disk)."""
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
@@ -105,6 +107,6 @@ def load_changed_ranges(path: Path, size: int) -> list[tuple[int, int]]:
         offset, length = item
         if offset < 0 or length < 0 or offset + length > size:
             raise SourceError(f"changed-ranges file {path}: range [{offset}, {length}] lies "
-                              f"outside the source (size {size})")
+                              f"outside {within} (size {size})")
         ranges.append((offset, length))
     return ranges

@@ -4,9 +4,11 @@
 
 - ``none``: no NIC at all (the default, and what a verification wants);
 - ``isolated:LAN``: a virtual LAN shared by every VM started with the same LAN name and
-  reaching nothing else. It is QEMU's socket backend on a multicast group bound to loopback
-  (``localaddr=127.0.0.1``, TTL 0 on the host side), so frames never leave the host; the
-  group and port are derived from the LAN name, so VMs meet without a registry;
+  reaching nothing else. The LAN must be declared first (`cairn.virt.lans`). It is QEMU's
+  socket backend on a multicast group bound to loopback (``localaddr=127.0.0.1``, TTL 0 on
+  the host side), so frames never leave the host; the group and port are derived from the
+  LAN's random identity, not its name, so another appliance's LAN of the same name on this
+  host is another LAN;
 - ``nat[,hostfwd=tcp::8080-:80...]``: QEMU's user networking: outbound connections, DHCP,
   and optional forwards of host ports (checked free before QEMU starts);
 - ``bridge:BR``: onto an existing host bridge through ``qemu-bridge-helper`` (the bridge
@@ -21,12 +23,12 @@ from __future__ import annotations
 import hashlib
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cairn.errors import UsageError
+from cairn.virt.lans import LAN_NAME, Lans
 
-_LAN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 _HOSTFWD = re.compile(r"^(tcp|udp):(127\.0\.0\.1|0\.0\.0\.0)?:(\d{1,5})-(\d{1,3}(?:\.\d{1,3}){3})?"
                       r":(\d{1,5})$")
 _SYSFS_NET = Path("/sys/class/net")
@@ -36,11 +38,13 @@ _LAN_PORTS = 20000
 
 @dataclass(frozen=True)
 class Network:
-    """One NIC: its kind (``isolated``, ``nat``, ``bridge``), LAN or bridge, and forwards."""
+    """One NIC: its kind (``isolated``, ``nat``, ``bridge``), LAN or bridge, and forwards;
+    ``identity``: an isolated LAN's, once `join_lans` found it declared."""
 
     kind: str
     name: str = ""
     forwards: tuple[str, ...] = ()
+    identity: str = ""
 
     def describe(self) -> str:
         if self.kind == "nat":
@@ -68,12 +72,18 @@ def parse_network(text: str) -> Network:
                                  "(host port 8080 to guest port 80)")
         return Network("nat", forwards=forwards)
     if kind in ("isolated", "bridge") and rest:
-        if not _LAN.match(rest):
+        if not LAN_NAME.match(rest):
             raise UsageError(f"--network {text!r}: name the {kind} with letters, digits, "
                              "'.', '_' and '-' (up to 32)")
         return Network(kind, rest)
     raise UsageError(f"--network {text!r} is not none, isolated:LAN, nat[,hostfwd=...] or "
                      "bridge:BR")
+
+
+def join_lans(networks: list[Network], lans: Lans) -> list[Network]:
+    """The networks with each isolated LAN's identity; refuses a LAN not declared."""
+    return [replace(n, identity=lans.get(n.name).identity) if n.kind == "isolated" else n
+            for n in networks]
 
 
 def check_available(networks: list[Network]) -> None:
@@ -104,9 +114,9 @@ def mac_address(vm_name: str, index: int) -> str:
     return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
 
 
-def lan_group(lan: str) -> tuple[str, int]:
+def lan_group(identity: str) -> tuple[str, int]:
     """The multicast group and port of an isolated LAN: the same for every VM on it."""
-    digest = hashlib.sha256(f"cairn-lan/{lan}".encode()).digest()
+    digest = hashlib.sha256(f"cairn-lan/{identity}".encode()).digest()
     group = f"239.{digest[0]}.{digest[1]}.{max(1, digest[2])}"
     return group, _LAN_PORT_BASE + int.from_bytes(digest[3:5], "big") % _LAN_PORTS
 
@@ -125,5 +135,6 @@ def _netdev(network: Network, index: int) -> str:
         return ",".join((f"user,id=net{index}", *(f"hostfwd={f}" for f in network.forwards)))
     if network.kind == "bridge":
         return f"bridge,id=net{index},br={network.name}"
-    group, port = lan_group(network.name)
+    assert network.identity, "join_lans first"
+    group, port = lan_group(network.identity)
     return f"socket,id=net{index},mcast={group}:{port},localaddr=127.0.0.1"

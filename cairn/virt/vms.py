@@ -45,7 +45,8 @@ from cairn.store.machine_points import MachinePoints
 from cairn.store.repository import Repository
 from cairn.virt.failback import keep_as_point
 from cairn.virt.firmware import BusChoice, FirmwareChoice, plan_boot
-from cairn.virt.network import check_available, parse_networks, qemu_args
+from cairn.virt.lans import Lans
+from cairn.virt.network import check_available, join_lans, parse_networks, qemu_args
 from cairn.virt.qemu import vnc_secret
 from cairn.virt.vm_runner import VmSpec, write_json
 
@@ -160,6 +161,7 @@ class VmManager:
     def __init__(self, repo_path: Path) -> None:
         self.repo_path = repo_path
         self.folder = repo_path / "vms"
+        self.lans = Lans(repo_path)
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -178,7 +180,7 @@ class VmManager:
     # -- start ----------------------------------------------------------------------------
 
     def start(self, request: VmRequest) -> VmInfo:
-        networks = parse_networks(request.networks)
+        networks = join_lans(parse_networks(request.networks), self.lans)
         if not 1 <= request.cpus <= 64 or not 64 <= request.memory_mib <= 1 << 20:
             raise UsageError("give 1 to 64 --cpus and 64 MiB to 1 TiB of --memory")
         with self._repo() as repo:
@@ -292,6 +294,11 @@ class VmManager:
         status = _read_json(folder / "status.json")
         serial = status.get("serial") if info.state == "running" else None
         return Console(info.vnc, VmSpec.load(folder).vnc_password, serial)
+
+    def remove_lan(self, name: str) -> None:
+        """Forget an isolated LAN no VM is plugged into."""
+        self.lans.remove(name, [vm.name for vm in self.list()
+                                if f"isolated:{name}" in vm.networks])
 
     # -- stop -----------------------------------------------------------------------------
 

@@ -156,6 +156,8 @@ def test_vm_outlives_its_command_and_the_appliance_and_stops_cleanly(
 
 def test_isolated_lan_joins_its_vms_and_nothing_else(vms: Vms, bootable_image: Path) -> None:
     point = vms.backup(bootable_image)
+    for lan in ("office", "lab"):
+        vms.run("lan", "add", lan)
     vms.start(point, "dc", "isolated:office")
     vms.start(point, "app", "isolated:office")
     vms.start(point, "other", "isolated:lab")
@@ -169,8 +171,12 @@ def test_isolated_lan_joins_its_vms_and_nothing_else(vms: Vms, bootable_image: P
     assert "PING=1" in outside  # no route off the LAN
     listed = vms.listed()
     assert listed["dc"]["networks"] == ["isolated:office"]
+    busy = vms.run("lan", "rm", "office", check=False)
+    assert busy.returncode != 0 and "app, dc" in busy.stderr, busy.stderr
     for name in ("dc", "app", "other"):
         vms.run("stop", name, "--discard", "--timeout", "0")
+    vms.run("lan", "rm", "office")
+    assert [lan["name"] for lan in vms.run("lan", "list")] == ["lab"]
 
 
 def test_failback_keeps_what_the_vm_wrote_even_after_its_runner_died(
@@ -201,7 +207,12 @@ def test_bad_requests_are_refused_before_anything_starts(
         vms: Vms, bootable_image: Path, unbootable_image: Path) -> None:
     point = vms.backup(bootable_image)
     broken = vms.backup(unbootable_image, "broken")
+    vms.run("lan", "add", "office")
     refusals = {
+        "no isolated LAN 'ofice' (declared: office)": ("start", point, "--network",
+                                                       "isolated:ofice"),
+        "already declared": ("lan", "add", "office"),
+        "invalid LAN name": ("lan", "add", "no/slash"),
         "no known boot loader": ("start", broken),
         "no bridge 'cairn-nope0'": ("start", point, "--network", "bridge:cairn-nope0"),
         "is not none, isolated:LAN": ("start", point, "--network", "wifi"),

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("screenshot-verify",
                        help="boot a point with no network, screenshot it and OCR the verdict")
     add_repo(p)
-    add_point(p)
+    add_point(p, more="; a machine point, or the boot disk's point of one, boots with every disk")
     p.add_argument("--expect-text", help='text that means "booted" (default: a login prompt)')
     p.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
     p.add_argument("--out", type=Path, help="also write the screenshot (PNG) here")

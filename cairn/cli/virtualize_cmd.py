@@ -1,4 +1,5 @@
-"""`cairn virtualize`: boot any point as a VM now, from a clone, with no copy of the image."""
+"""`cairn virtualize`: boot any point (or a machine point, every disk) as a VM now, from
+clones, with no copy of the image."""
 
 from __future__ import annotations
 
@@ -23,12 +24,13 @@ def vnc_display(text: str) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("virtualize", help="boot a point as a virtual machine (QEMU, VNC)")
     add_repo(p)
-    add_point(p)
+    add_point(p, more="; a machine point (or MACHINE@latest) boots with every disk")
     p.add_argument("--memory", type=int, default=1024, help="MiB of memory (default 1024)")
     p.add_argument("--vnc", default="127.0.0.1:5901", help="VNC address (default 127.0.0.1:5901)")
-    p.add_argument("--name", help="name of the clone the VM runs on")
+    p.add_argument("--name", help="name of the clone the VM runs on (NAME.DISK for each "
+                                  "disk of a machine point)")
     p.add_argument("--keep-clone", action="store_true",
-                   help="keep the clone (and what the VM wrote) after the VM stops")
+                   help="keep the clones (and what the VM wrote) after the VM stops")
     p.set_defaults(handler=run)
 
 
@@ -44,13 +46,16 @@ def run(args: argparse.Namespace) -> int:
         runs += 1
         if runs > 1:
             print("KVM cannot run this guest here; started again under TCG", flush=True)
-        print(f"VM of point {run.point.id} ({run.point.volume}) running on clone "
-              f"{run.clone.name} ({run.vm.used_accel}); VNC at {args.vnc}, password "
-              f"{run.vnc_password}; stop with Ctrl-C", flush=True)
+        names = ", ".join(c.name for c in run.clones)
+        print(f"VM of {run.what} running on clone{'s' * (len(run.clones) > 1)} {names} "
+              f"({run.vm.used_accel}); VNC at {args.vnc}, password {run.vnc_password}; "
+              "stop with Ctrl-C", flush=True)
 
     with open_repo(args) as repo:
-        clone = virtualize(repo, args.point, stop, started,
-                           VmOptions(args.memory, display, args.name, args.keep_clone))
-    kept = f"clone {clone.name} kept" if args.keep_clone else "clone removed"
+        clones = virtualize(repo, args.point, stop, started,
+                            VmOptions(args.memory, display, args.name, args.keep_clone))
+    names = ", ".join(c.name for c in clones)
+    kept = (f"clone{'s' * (len(clones) > 1)} {names} kept" if args.keep_clone else
+            "clones removed" if len(clones) > 1 else "clone removed")
     print(f"VM stopped; {kept}")
     return 0

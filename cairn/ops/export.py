@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cairn.errors import UsageError
-from cairn.ops.machine_points import resolve as resolve_machine_point
+from cairn.ops.machine_points import disks_of
 from cairn.store.clones import CloneNotFound, get_clone
 from cairn.store.pins import pin_point
 from cairn.store.reader import PointReader
@@ -73,18 +73,15 @@ class _Disk:
 
 
 def _disks(repo: Repository, target: str, read_only: bool) -> list[_Disk]:
-    """What ``target`` serves: a clone or a point is one disk, a machine point every disk
-    (clone names first, then machine points, then points, as restore resolves them)."""
+    """What ``target`` serves: a clone is one disk, a point one, a machine point every disk
+    (clone names first, then as `ops.machine_points.disks_of` resolves)."""
     try:
         get_clone(repo, target)
     except CloneNotFound:
-        machine_point = resolve_machine_point(repo, target)
-        if machine_point is not None:
-            if not machine_point.members:
-                raise UsageError(f"machine point {machine_point.id} has no disks left") from None
-            return [_Disk(m.disk, PointDevice(PointReader(repo, m.point)),
-                          f"point {m.point.id} ({m.point.volume})")
-                    for m in machine_point.members]
+        found = disks_of(repo, target)
+        return [_Disk(disk, PointDevice(PointReader(repo, point)),
+                      f"point {point.id} ({point.volume})")
+                for disk, point in zip(found.names or ("",), found.points, strict=True)]
     device, what = open_device(repo, target, read_only)
     return [_Disk("", device, what)]
 

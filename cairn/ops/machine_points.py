@@ -3,7 +3,9 @@
 A machine point is kept or removed whole: `delete` removes its volume points and then the
 group, and `prune` applies a retention policy to the machine's points (each point's fate is
 decided once, for all its disks). Its volume points remain ordinary points, so clone, export
-and virtualize take a member's id (``cairn points --machine M`` lists them).
+and virtualize take a member's id (``cairn points --machine M`` lists them); given the machine
+point, export, virtualize, `vm start` and screenshot verification take every disk in order
+(`disks_of`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cairn.errors import DestinationError, UnknownPoint
+from cairn.errors import DestinationError, UnknownPoint, UsageError
 from cairn.store import marks
+from cairn.store.catalog import RecoveryPoint
 from cairn.store.machine_points import MachinePoint, MachinePoints
 from cairn.store.repository import Repository
 
@@ -69,6 +72,54 @@ def get(repo: Repository, ref: str) -> MachinePoint:
     found = resolve(repo, ref)
     if found is None:
         raise UnknownPoint(ref)
+    return found
+
+
+@dataclass(frozen=True)
+class Disks:
+    """The disks a reference runs as: a machine point's in the machine's order (``names``
+    are its disk names), or one volume point (``names`` empty, ``machine_point`` None)."""
+
+    points: tuple[RecoveryPoint, ...]
+    names: tuple[str, ...] = ()
+    machine_point: MachinePoint | None = None
+
+    @property
+    def what(self) -> str:
+        """How messages name it: ``machine point ID (M: vda, vdb)`` or ``point ID (VOL)``."""
+        if self.machine_point is None:
+            return f"point {self.points[0].id} ({self.points[0].volume})"
+        return (f"machine point {self.machine_point.id} ({self.machine_point.machine}: "
+                f"{', '.join(self.names)})")
+
+
+def disks_of(repo: Repository, ref: str) -> Disks:
+    """What ``ref`` names as disks to serve or boot: every disk of a machine point, in
+    order, or the one point (machine points first, as `restore` resolves them)."""
+    machine_point = resolve(repo, ref)
+    if machine_point is None:
+        return Disks((repo.resolve(ref),))
+    return _whole(machine_point)
+
+
+def _whole(machine_point: MachinePoint) -> Disks:
+    if not machine_point.members:
+        raise UsageError(f"machine point {machine_point.id} has no disks left: choose "
+                         "another (`cairn points --machine "
+                         f"{machine_point.machine}`)")
+    return Disks(tuple(m.point for m in machine_point.members),
+                 tuple(m.disk for m in machine_point.members), machine_point)
+
+
+def boot_disks(repo: Repository, ref: str) -> Disks:
+    """As `disks_of`, and a volume point that is the boot (first) disk of a machine point
+    brings the machine's other disks along: a machine boots as it would after a restore,
+    with every disk it mounts."""
+    found = disks_of(repo, ref)
+    if found.machine_point is None:
+        group = MachinePoints(repo.catalog).containing(found.points[0].id)
+        if group is not None and group.members[0].point.id == found.points[0].id:
+            return _whole(group)
     return found
 
 

@@ -3,13 +3,14 @@
 Both `ops.virtualize` and `ops.screenshot_verify` boot a *clone*, never the point: the guest
 may write (logs, journal replay) and those writes land in the clone's overlay, while the
 point stays bit for bit what was backed up. The NBD export runs in this process on a free
-loopback port and QEMU reads the disk from it, so booting needs no copy of the image.
+loopback port and QEMU reads the disk from it, so booting needs no copy of the image. A
+machine boots with all its disks: one clone and one export each, in the machine's order.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from cairn.store.catalog import RecoveryPoint
@@ -18,6 +19,10 @@ from cairn.store.pins import pin_point
 from cairn.store.repository import Repository
 from cairn.virt.devices import CloneDevice
 from cairn.virt.nbd import NbdServer
+from cairn.virt.qemu import DiskBus
+
+# IDE, which every guest drives, has room for four disks; a bigger machine boots on SATA.
+IDE_DISKS = 4
 
 
 @dataclass(frozen=True)
@@ -41,3 +46,21 @@ def exported_clone(repo: Repository, point: RecoveryPoint, name: str | None = No
         volume.close()
         if not keep:
             remove_clone(repo, clone.name)
+
+
+@contextlib.contextmanager
+def exported_clones(repo: Repository, points: Sequence[RecoveryPoint],
+                    names: Sequence[str | None] = (), keep: bool = False
+                    ) -> Iterator[list[Exported]]:
+    """`exported_clone` of each of ``points`` (a machine's disks, in order), named by
+    ``names`` (one per point; none given, or None: made up); all are served until the block
+    ends."""
+    labels = list(names) or [None] * len(points)
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(exported_clone(repo, point, name, keep))
+               for point, name in zip(points, labels, strict=True)]
+
+
+def disk_bus(disks: int) -> DiskBus:
+    """The bus a VM of ``disks`` disks boots them on when nothing else says which."""
+    return "ide" if disks <= IDE_DISKS else "sata"

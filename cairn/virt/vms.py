@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from cairn.errors import UsageError, VirtualMachineError
-from cairn.ops.machine_points import resolve as resolve_machine_point
+from cairn.ops.machine_points import disks_of
 from cairn.store.clones import (
     Clone,
     CloneNotFound,
@@ -137,18 +137,15 @@ class _Disks:
 
 
 def _new_disks(repo: Repository, ref: str) -> _Disks:
-    machine_point = resolve_machine_point(repo, ref)
-    if machine_point is None:
-        point = repo.resolve(ref)
-        return _Disks(point.id, point.volume, [create_clone(repo, point)], created=True)
-    if not machine_point.members:
-        raise UsageError(f"machine point {machine_point.id} has no disks left")
-    disks = _Disks(machine_point.id, machine_point.machine, [], created=True,
-                   machine=machine_point.machine)
+    found = disks_of(repo, ref)
+    first = found.points[0]
+    machine = found.machine_point
+    disks = (_Disks(first.id, first.volume, [], created=True) if machine is None else
+             _Disks(machine.id, machine.machine, [], created=True, machine=machine.machine,
+                    names=list(found.names)))
     try:
-        for member in machine_point.members:
-            disks.clones.append(create_clone(repo, member.point))
-            disks.names.append(member.disk)
+        for point in found.points:
+            disks.clones.append(create_clone(repo, point))
     except BaseException:
         disks.discard_new(repo)
         raise

@@ -25,7 +25,7 @@ from bootable_image import WEB_PAGE
 from cairn.store.machine_points import MachinePoints
 from cairn.store.repository import Repository
 from tests.appliance.harness import Appliance, cairn, free_port, wait_for
-from tests.virt.test_virtualize import VNC_AUTH, security_types
+from tests.virt.test_virtualize import VNC_AUTH, record_machine_point, security_types
 
 BOOT = 400.0  # the machine is shared: a boot under TCG can take minutes
 
@@ -242,14 +242,6 @@ def test_a_disk_with_an_efi_system_partition_boots_with_uefi(vms: Vms, uefi_imag
     assert "EFI=yes" in serial.run("[ -d /sys/firmware/efi ] && echo 'E''FI=yes'", "EFI=")
     stopped = vms.run("stop", "efi", "--discard", "--timeout", "60")
     assert stopped["kept_clones"] == [] and vms.listed() == {}
-
-
-def record_machine_point(repo: Path, machine: str, disks: dict[str, str]) -> str:
-    """Group volume points as one machine point, as a backup of a multi-disk machine does."""
-    with contextlib.closing(Repository.open(repo)) as store:
-        members = [(disk, store.resolve(point)) for disk, point in disks.items()]
-        return MachinePoints(store.catalog).record(
-            store.new_point_id(), machine, time.time(), "crash", "", members).id
 
 
 def test_a_machine_point_runs_with_all_its_disks_in_order(

@@ -32,6 +32,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--tls", action="store_true",
                    help="require TLS with the repository's certificate (REPO/tls/cert.pem); "
                         "needed off loopback")
+    p.add_argument("--tls-psk", type=Path, metavar="FILE",
+                   help="require TLS with a pre-shared key instead: FILE holds "
+                        "`identity:hexkey` lines (GnuTLS psktool's format); clients open "
+                        "nbds://IDENTITY@HOST:PORT/NAME?tls-psk-file=FILE")
     p.set_defaults(handler=run)
 
 
@@ -57,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with open_repo(args) as repo, \
-            export(repo, ExportRequest(args.target, host, port, args.read_only, tls)) as served:
+            export(repo, ExportRequest(args.target, host, port, args.read_only, tls,
+                                       args.tls_psk)) as served:
         for one in served:
             mode = "read-only" if one.read_only else "read-write"
             disk = f"disk {one.disk}: " if one.disk else ""
@@ -65,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
                   "(stop with Ctrl-C)", flush=True)
         if cert is not None:
             print(f"clients verify the server with {cert} as their CA certificate", flush=True)
+        if args.tls_psk is not None:
+            print(f"clients need a key from {args.tls_psk} (libnbd: append "
+                  f"?tls-psk-file={args.tls_psk} to the URL)", flush=True)
         stop.wait()
     print("export stopped")
     return 0

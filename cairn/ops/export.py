@@ -6,8 +6,9 @@ own secret name, so a client attaches the disks as the machine had them.
 
 The export is reachable only with a secret: its name is random (in the URL, never listed to
 clients), and off loopback the connection must be TLS (the caller's context, normally the
-repository's certificate from ``REPO/tls/``). Clients that sit idle are closed, and only a
-few may connect at once. An exported point is pinned, so `delete --now` refuses it (or waits
+repository's certificate from ``REPO/tls/``, or a pre-shared key file: then `nbd_psk`'s
+qemu-nbd relay is the TLS end). Clients that sit idle are closed, and only a few may
+connect at once. An exported point is pinned, so `delete --now` refuses it (or waits
 for the export) instead of pulling blocks from under a client.
 """
 
@@ -17,8 +18,10 @@ import contextlib
 import ipaddress
 import secrets
 import ssl
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from cairn.errors import UsageError
 from cairn.ops.machine_points import disks_of
@@ -28,6 +31,7 @@ from cairn.store.reader import PointReader
 from cairn.store.repository import Repository
 from cairn.virt.devices import Device, PointDevice, open_device
 from cairn.virt.nbd import NbdServer
+from cairn.virt.nbd_psk import PskListen, psk_identities, psk_relay
 
 IDLE_TIMEOUT = 600.0
 MAX_CLIENTS = 8
@@ -36,13 +40,15 @@ MAX_CLIENTS = 8
 @dataclass(frozen=True)
 class ExportRequest:
     """What to serve (a point or machine point reference, or a clone name) and where;
-    ``port`` 0 takes any free one. ``tls`` is required unless ``host`` is loopback."""
+    ``port`` 0 takes any free one. ``tls`` (a server context) or ``psk`` (a GnuTLS key
+    file) is required unless ``host`` is loopback."""
 
     target: str
     host: str
     port: int
     read_only: bool = False
     tls: ssl.SSLContext | None = None
+    psk: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -91,14 +97,13 @@ def export(repo: Repository, request: ExportRequest) -> Iterator[list[Export]]:
     """Serve ``request.target`` until the block ends: one export, or one per disk of a
     machine point (on ``request.port``, the next port, ...)."""
     where = f"[{request.host}]" if ":" in request.host else request.host
-    if request.tls is None and not is_loopback(request.host):
-        raise UsageError(f"--nbd {where}:{request.port} is reachable from the network: add "
-                         "--tls (clients then need REPO/tls/cert.pem), or listen on 127.0.0.1")
+    _check_security(request, where)
     disks = _disks(repo, request.target, request.read_only)
     if request.port and request.port + len(disks) > 1 << 16:
         raise UsageError(f"--nbd port {request.port}: {len(disks)} disks need as many ports "
                          "from it; give a lower port, or 0 for free ones")
-    scheme = "nbds" if request.tls else "nbd"
+    scheme = "nbd" if request.tls is None and request.psk is None else "nbds"
+    user = f"{psk_identities(request.psk)[0]}@" if request.psk else ""
     served = []
     with contextlib.ExitStack() as stack:
         for index, disk in enumerate(disks):
@@ -107,9 +112,33 @@ def export(repo: Repository, request: ExportRequest) -> Iterator[list[Export]]:
             if isinstance(disk.device, PointDevice):
                 stack.enter_context(pin_point(repo, disk.device.reader.point,
                                               f"cairn export on {where}:{port}"))
-            server = stack.enter_context(NbdServer(
-                disk.device, request.host, port, name, serialize=False, tls=request.tls,
-                idle_timeout=IDLE_TIMEOUT, max_clients=MAX_CLIENTS))
+            port = _serve(stack, disk.device, request, port, name)
             served.append(Export(disk.what, disk.device.size, disk.device.read_only,
-                                 f"{scheme}://{where}:{server.port}/{name}", disk.disk))
+                                 f"{scheme}://{user}{where}:{port}/{name}", disk.disk))
         yield served
+
+
+def _check_security(request: ExportRequest, where: str) -> None:
+    if request.tls is not None and request.psk is not None:
+        raise UsageError("--tls and --tls-psk exclude each other: a client uses the "
+                         "certificate or a key, choose one")
+    if request.tls is None and request.psk is None and not is_loopback(request.host):
+        raise UsageError(f"--nbd {where}:{request.port} is reachable from the network: add "
+                         "--tls (clients then need REPO/tls/cert.pem) or --tls-psk FILE, or "
+                         "listen on 127.0.0.1")
+
+
+def _serve(stack: contextlib.ExitStack, device: Device, request: ExportRequest, port: int,
+           name: str) -> int:
+    """Start one disk's server; its port. With a pre-shared key, cairn's server listens on
+    a private unix socket and the qemu-nbd relay on ``port``."""
+    if request.psk is None:
+        return stack.enter_context(NbdServer(
+            device, request.host, port, name, serialize=False, tls=request.tls,
+            idle_timeout=IDLE_TIMEOUT, max_clients=MAX_CLIENTS)).port
+    listen = PskListen(request.host, port, name, request.psk, device.read_only, MAX_CLIENTS)
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cairn-psk-")))
+    inner_name = secrets.token_urlsafe(18)
+    stack.enter_context(NbdServer(device, export_name=inner_name, serialize=False,
+                                  unix_path=folder / "disk.sock", max_clients=MAX_CLIENTS))
+    return stack.enter_context(psk_relay(folder / "disk.sock", inner_name, folder, listen))

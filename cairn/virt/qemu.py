@@ -227,7 +227,7 @@ class VirtualMachine:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
+                preexec_fn=die_with_parent if self.die_with_parent else None,
             )
             try:
                 self._qmp = self._connect(qmp_socket)
@@ -367,7 +367,7 @@ def _reap(process: subprocess.Popen[bytes], timeout: float) -> None:
         process.wait()
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Runs in the child before exec: the kernel sends SIGKILL when our thread dies."""
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 

@@ -115,3 +115,57 @@ def test_export_off_loopback_without_tls_is_refused(tmp_path: Path) -> None:
                              "--nbd", "0.0.0.0:10809"], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 2 and "--tls" in result.stderr, result.stderr
+
+
+def psk_file(path: Path, identity: str, key: bytes) -> Path:
+    """A GnuTLS key file, as `psktool -u IDENTITY -p FILE` writes it."""
+    path.write_text(f"{identity}:{key.hex()}\n")
+    return path
+
+
+def test_a_pre_shared_key_export_serves_only_clients_with_the_key(tmp_path: Path) -> None:
+    repo, img = tmp_path / "repo", tmp_path / "v.img"
+    ok("init", "--repo", repo)
+    data = make_image(img, 2 * 1024 * 1024, seed=8)
+    ok("backup", "--repo", repo, "--volume", "v", img)
+    ok("clone", "--repo", repo, "v@latest", "--name", "diskless")
+    keys = psk_file(tmp_path / "keys.psk", "pxe01", bytes(range(32)))
+    qemu_keys = tmp_path / "qemu"
+    qemu_keys.mkdir()
+    psk_file(qemu_keys / "keys.psk", "pxe01", bytes(range(32)))
+    wrong = psk_file(tmp_path / "wrong.psk", "pxe01", bytes(32))
+    with exported(repo, "diskless", "--tls-psk", str(keys)) as url:
+        assert url.startswith("nbds://pxe01@127.0.0.1:")
+        copy = tmp_path / "copy.img"
+        assert run("nbdcopy", f"{url}?tls-psk-file={keys}", copy).returncode == 0
+        assert copy.read_bytes() == bytes(data)
+        assert run("nbdinfo", f"{url}?tls-psk-file={wrong}").returncode != 0
+        plain = run("qemu-img", "compare", "-f", "raw", img, "nbd://" + url.split("@", 1)[1])
+        assert plain.returncode != 0 and "TLS" in plain.stderr, plain.stderr  # none in clear
+        host_port, name = url.split("@", 1)[1].split("/", 1)
+        port = host_port.rsplit(":", 1)[1]
+        write = run("qemu-io", "--object", f"tls-creds-psk,id=psk0,endpoint=client,"
+                    f"dir={qemu_keys},username=pxe01", "--image-opts",
+                    f"driver=nbd,server.type=inet,server.host=127.0.0.1,server.port={port},"
+                    f"export={name},tls-creds=psk0", "-c", "write -P 0x55 1000 70000")
+        assert write.returncode == 0, write.stderr
+    data[1000:71000] = b"\x55" * 70000
+    with exported(repo, "diskless") as url:  # what QEMU wrote stayed in the clone
+        assert run("nbdcopy", url, copy).returncode == 0
+        assert copy.read_bytes() == bytes(data)
+
+
+def test_a_bad_pre_shared_key_file_is_refused(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    ok("init", "--repo", repo)
+    img = tmp_path / "v.img"
+    make_image(img, 1024 * 1024, seed=9)
+    ok("backup", "--repo", repo, "--volume", "v", img)
+    bad = tmp_path / "bad.psk"
+    bad.write_text("pxe01 is not a key\n")
+    for keys, words in ((bad, "not a pre-shared key file"), (tmp_path / "none", "cannot read")):
+        result = subprocess.run([sys.executable, "-m", "cairn", "export", "--repo", str(repo),
+                                 "v@latest", "--nbd", "0.0.0.0:0", "--tls-psk", str(keys)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and words in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from cairn.cli._common import add_point as add_point
 from cairn.insights.disk import Volume
-from cairn.insights.points import BlockCache, open_point
+from cairn.insights.points import open_point
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.repository import Repository
 
@@ -23,9 +23,8 @@ PATH_SYNTAX = (
 
 
 @contextmanager
-def point_disk(repo: Repository, ref: str,
-               cache: BlockCache | None = None) -> Iterator[tuple[RecoveryPoint, list[Volume]]]:
+def point_disk(repo: Repository, ref: str) -> Iterator[tuple[RecoveryPoint, list[Volume]]]:
     """The point ``ref`` names and its partitions, file systems open, closed on exit."""
     point = repo.resolve(ref)
-    with open_point(repo, point, cache) as volumes:
+    with open_point(repo, point) as volumes:
         yield point, volumes

@@ -10,12 +10,11 @@ from __future__ import annotations
 import re
 import zlib
 from collections import Counter
-from contextlib import closing
 from typing import TYPE_CHECKING
 
 from cairn.insights.diff import diff
 from cairn.insights.fs import FILE
-from cairn.insights.points import BlockCache, changed_ranges, open_point
+from cairn.insights.points import open_pair
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.repository import Repository
 
@@ -106,11 +105,8 @@ def _file_reasons(old: FileSystem, new: FileSystem, changes: Diff) -> list[str]:
 
 def scan(repo: Repository, prev: RecoveryPoint, point: RecoveryPoint) -> list[str]:
     """Reasons from the file systems of both points, partition by partition."""
-    changed = changed_ranges(repo, prev, point)
-    cache = BlockCache(repo.chunks.get)
     reasons: list[str] = []
-    with closing(cache), open_point(repo, prev, cache) as old, open_point(repo, point,
-                                                                        cache) as new:
+    with open_pair(repo, prev, point) as (old, new, changed):
         before = {v.partition.index: v for v in old}
         for volume in new:
             was = before.get(volume.partition.index)

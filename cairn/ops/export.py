@@ -106,6 +106,8 @@ def export(repo: Repository, request: ExportRequest) -> Iterator[list[Export]]:
     user = f"{psk_identities(request.psk)[0]}@" if request.psk else ""
     served = []
     with contextlib.ExitStack() as stack:
+        for disk in disks:
+            stack.enter_context(contextlib.closing(disk.device))
         for index, disk in enumerate(disks):
             port = request.port + index if request.port else 0
             name = secrets.token_urlsafe(18)

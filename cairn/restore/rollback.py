@@ -144,24 +144,26 @@ class _Fixed:
 
 
 def _window(reader: PointReader, fd: int, first: int, last: int) -> _Fixed:
-    """Compare and fix blocks ``first..last`` (exclusive)."""
+    """Compare and fix blocks ``first..last`` (exclusive); the differing blocks' chunks
+    are fetched in one batch, each written wherever the window uses it."""
     bs = reader.block_size
     offset = first * bs
     current = memoryview(os.pread(fd, min(last * bs, reader.size) - offset, offset))
     hash_of = reader.repo.chunks.hash
-    differing = written = 0
+    zeroed: list[int] = []
+    fetch: dict[bytes, list[int]] = {}
     for index, digest in reader.block_hashes(first, last):
         start = (index - first) * bs
         block = current[start:start + bs]
         if digest == ZERO:
-            data = bytes(len(block))
-            if block == data:
-                continue
-        elif hash_of(block) == digest:
-            continue
-        else:
-            data = reader.block(digest, len(block))
-        os.pwrite(fd, data, index * bs)
-        differing += 1
-        written += len(data)
-    return _Fixed(differing, len(current), written)
+            if block != bytes(len(block)):
+                zeroed.append(index)
+        elif hash_of(block) != digest:
+            fetch.setdefault(digest, []).append(index)
+    written = 0
+    for index in zeroed:
+        written += os.pwrite(fd, bytes(min(bs, reader.size - index * bs)), index * bs)
+    for digest, data in reader.repo.chunks.get_many(list(fetch), lambda d, data: (d, data)):
+        for index in fetch[digest]:
+            written += os.pwrite(fd, data, index * bs)
+    return _Fixed(len(zeroed) + sum(map(len, fetch.values())), len(current), written)

@@ -114,6 +114,7 @@ class CloneVolume:
 
     def close(self) -> None:
         os.close(self._fd)
+        self.base.close()
 
     def _written(self, block: int) -> bool:
         return bool(self._map[block >> 3] & (1 << (block & 7)))
@@ -122,16 +123,18 @@ class CloneVolume:
         return min(self.block_size, self.size - block * self.block_size)
 
     def pread(self, offset: int, length: int) -> bytes:
+        """Each run of written blocks from the overlay, each run of untouched ones from
+        the point in one read (so the point's reader batches it and reads ahead)."""
         bs = self.block_size
         out = bytearray()
         pos, end = offset, offset + length
         while pos < end:
-            block = pos // bs
-            stop = min((block + 1) * bs, end)
-            if self._written(block):
-                out += os.pread(self._fd, stop - pos, pos)
-            else:
-                out += self.base.pread(pos, stop - pos)
+            written = self._written(pos // bs)
+            stop = min((pos // bs + 1) * bs, end)
+            while stop < end and self._written(stop // bs) == written:
+                stop = min(stop + bs, end)
+            out += (os.pread(self._fd, stop - pos, pos) if written
+                    else self.base.pread(pos, stop - pos))
             pos = stop
         return bytes(out)
 

@@ -2,84 +2,193 @@
 
 No history is replayed: the block at an offset is found by walking this point's tree from
 its root (a handful of cached node lookups), whatever the number of points before it. The
-same reader serves restore, NBD export and file browsing.
+one reader serves restore, NBD exports, clones and file browsing (insights), with one
+policy for what it keeps and what it reads ahead (`BlockCache`).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from cairn.store.blockmap import Tree
 from cairn.store.catalog import RecoveryPoint
-from cairn.store.chunks import ZERO
+from cairn.store.chunks import ZERO, ChunkStore
 from cairn.store.repository import Repository
 
-CACHED_BLOCKS = 128  # 8 MiB of 64 KiB blocks
+CACHE_BLOCKS = 512
+"""Decoded blocks kept per cache: 32 MiB at the default 64 KiB block size."""
+READAHEAD = 8
+"""Blocks fetched in the background when reads run on from where the previous one ended."""
+READAHEAD_THREADS = 4
+
+
+def _pair(digest: bytes, data: bytes) -> tuple[bytes, bytes]:
+    return digest, data
+
+
+class BlockCache:
+    """Decoded blocks by hash, the least recently used evicted; safe across threads.
+
+    Small reads share blocks: a booting machine or a file-system library reads a 64 KiB
+    block in 4 KiB pieces, and each piece would otherwise fetch, decompress and check the
+    whole block again. Blocks are keyed by hash, so points read side by side (the two of a
+    diff) may share one cache and fetch the blocks they have in common once.
+
+    What a read needs now is fetched on the caller's thread, in one batch
+    (`ChunkStore.get_many`: for packs one index query and neighbours in one read): handing
+    it to a pool and waiting costs more than a local read. What the caller will likely read
+    next (`prefetch`) is fetched on a small pool meanwhile: chunk reads wait on a disk or
+    the network, and reads run on (a file streamed, a disk copied), so overlapping those
+    waits is most of a cold read's speed. A block being fetched is never fetched twice:
+    later callers wait for it.
+    """
+
+    def __init__(self, chunks: ChunkStore, capacity: int = CACHE_BLOCKS) -> None:
+        self._chunks = chunks
+        self._capacity = capacity
+        self._blocks: OrderedDict[bytes, bytes] = OrderedDict()
+        self._pending: dict[bytes, Future[bytes]] = {}
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None  # started by the first read-ahead
+        self._closed = False
+
+    def get_many(self, digests: Iterable[bytes]) -> dict[bytes, bytes]:
+        """The content of each of ``digests`` (never ZERO), checked."""
+        found: dict[bytes, bytes] = {}
+        waiting: dict[bytes, Future[bytes]] = {}
+        mine: list[bytes] = []
+        with self._lock:
+            for digest in digests:
+                block = self._blocks.get(digest)
+                if block is not None:
+                    self._blocks.move_to_end(digest)
+                    found[digest] = block
+                elif digest in self._pending:
+                    waiting[digest] = self._pending[digest]
+                else:
+                    self._pending[digest] = Future()
+                    mine.append(digest)
+        if mine:
+            found.update(self._load(mine))
+        retry: list[bytes] = []
+        for digest, future in waiting.items():
+            try:
+                found[digest] = future.result()
+            except Exception:  # a batch it was part of failed: its own error is read here
+                retry.append(digest)
+        if retry:
+            found.update(self._chunks.get_many(retry, _pair))
+        return found
+
+    def prefetch(self, digests: Iterable[bytes]) -> None:
+        """Start fetching ``digests`` (never ZERO) in the background, those not yet at hand."""
+        with self._lock:
+            if self._closed:
+                return
+            new = [d for d in dict.fromkeys(digests)
+                   if d not in self._blocks and d not in self._pending]
+            if not new:
+                return
+            for digest in new:
+                self._pending[digest] = Future()
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(READAHEAD_THREADS,
+                                                thread_name_prefix="cairn-readahead")
+            self._pool.submit(self._load, new)
+
+    def _load(self, digests: list[bytes]) -> dict[bytes, bytes]:
+        """Fetch ``digests`` (marked pending by the caller) in one batch, settling their
+        waiters with the blocks or the error."""
+        try:
+            got = dict(self._chunks.get_many(digests, _pair))
+        except BaseException as exc:
+            with self._lock:
+                failed = [self._pending.pop(d) for d in digests]
+            for future in failed:
+                future.set_exception(exc)
+            raise
+        with self._lock:
+            self._blocks.update(got)
+            while len(self._blocks) > self._capacity:
+                self._blocks.popitem(last=False)
+            settled = [(self._pending.pop(d), got[d]) for d in digests]
+        for future, block in settled:
+            future.set_result(block)
+        return got
+
+    def close(self) -> None:
+        """Wait for the read-ahead under way (a few blocks) and stop its threads."""
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 class PointReader:
     """Byte ranges of one point; safe to share between threads (an NBD export's clients).
 
-    The last CACHED_BLOCKS blocks read are kept decoded: a booting machine reads a 64 KiB
-    block in 4 KiB pieces, and each piece would otherwise fetch, decompress and check the
-    whole block again, which makes small reads four times dearer.
+    Reads go through a `BlockCache`, the reader's own unless one is given (the caller then
+    closes it). A read that goes on from where the previous one ended starts fetching the
+    READAHEAD blocks after it. Close the reader (or use it as a context manager) to stop
+    the read-ahead threads.
     """
 
-    def __init__(self, repo: Repository, point: RecoveryPoint) -> None:
+    def __init__(self, repo: Repository, point: RecoveryPoint,
+                 cache: BlockCache | None = None) -> None:
         self.repo = repo
         self.point = point
         self.tree: Tree = repo.tree(point)
         self.block_size = repo.block_size
         self.size = point.size
-        self._cache: OrderedDict[bytes, bytes] = OrderedDict()
-        self._lock = threading.Lock()
+        self._own_cache = cache is None
+        self.cache = BlockCache(repo.chunks) if cache is None else cache
+        self._last = -2  # the last block of the previous read
+
+    def __enter__(self) -> PointReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._own_cache:
+            self.cache.close()
 
     def block_hashes(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """``(block, hash)`` in disk order; ZERO marks a hole."""
         return self.repo.nodes.leaves(self.tree, start, self.tree.blocks if stop is None else stop)
 
-    def block(self, digest: bytes, length: int) -> bytes:
-        if digest == ZERO:
-            return bytes(length)
-        return self.blocks({digest})[digest]
-
-    def blocks(self, digests: set[bytes]) -> dict[bytes, bytes]:
-        """The content of each of ``digests`` (never ZERO): decoded ones from the cache, the
-        others checked and decoded from one batch (`ChunkStore.get_many`: for packs one index
-        query and neighbours in one read, where a chunk at a time cost a query, a read and
-        a lock round each)."""
-        found: dict[bytes, bytes] = {}
-        with self._lock:
-            for digest in digests:
-                data = self._cache.get(digest)
-                if data is not None:
-                    self._cache.move_to_end(digest)
-                    found[digest] = data
-        missing = [d for d in digests if d not in found]
-        if not missing:
-            return found
-        fetched = dict(self.repo.chunks.get_many(missing, lambda d, data: (d, data)))
-        with self._lock:
-            self._cache.update(fetched)
-            while len(self._cache) > CACHED_BLOCKS:
-                self._cache.popitem(last=False)
-        return found | fetched
-
     def pread(self, offset: int, length: int) -> bytes:
-        if offset < 0 or length < 0 or offset + length > self.size:
-            raise ValueError(f"range {offset}+{length} outside point of size {self.size}")
-        if length == 0:
+        """``length`` bytes at ``offset``; fewer only at the end of the point."""
+        if offset < 0 or length < 0:
+            raise ValueError(f"range {offset}+{length} is negative")
+        length = min(length, self.size - offset)
+        if length <= 0:
             return b""
         bs = self.block_size
         first, last = offset // bs, (offset + length - 1) // bs
+        self._read_ahead(first, last)
         slots = list(self.block_hashes(first, last + 1))
-        found = self.blocks({digest for _, digest in slots if digest != ZERO})
+        found = self.cache.get_many({digest for _, digest in slots if digest != ZERO})
         data = b"".join(found[digest] if digest != ZERO else bytes(min(bs, self.size - index * bs))
                         for index, digest in slots)
         skip = offset - first * bs
         return data[skip : skip + length]
+
+    def _read_ahead(self, first: int, last: int) -> None:
+        """Prefetch the blocks after a read that starts where the previous one ended and
+        goes into new blocks (a file streamed, a disk copied); not after random reads, nor
+        after each small piece of a block already read."""
+        streaming = self._last <= first <= self._last + 1 and last > self._last
+        self._last = last
+        stop = min(last + 1 + READAHEAD, self.tree.blocks)
+        if streaming and stop > last + 1:
+            self.cache.prefetch(digest for _, digest in self.block_hashes(last + 1, stop)
+                                if digest != ZERO)
 
     def extents(self, offset: int, length: int,
                 is_hole: Callable[[int, bytes], bool] | None = None) -> list[tuple[int, bool]]:

@@ -40,6 +40,9 @@ class PointDevice:
     def extents(self, offset: int, length: int) -> list[tuple[int, bool]]:
         return self.reader.extents(offset, length)
 
+    def close(self) -> None:
+        self.reader.close()
+
 
 class CloneDevice:
     def __init__(self, volume: CloneVolume, read_only: bool = False) -> None:
@@ -67,6 +70,9 @@ class CloneDevice:
 
     def extents(self, offset: int, length: int) -> list[tuple[int, bool]]:
         return self.volume.base.extents(offset, length, self.volume.is_hole)
+
+    def close(self) -> None:
+        self.volume.close()
 
 
 Device = PointDevice | CloneDevice

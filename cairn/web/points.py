@@ -32,9 +32,9 @@ VERIFY_SECONDS = 120.0
 def _raw(console: Console, point_id: str) -> Iterator[bytes]:
     with repository(console) as repo:
         point = find_point(repo, point_id)
-        reader = PointReader(repo, point)
-        for offset in range(0, point.size, PIECE):
-            yield reader.pread(offset, min(PIECE, point.size - offset))
+        with PointReader(repo, point) as reader:
+            for offset in range(0, point.size, PIECE):
+                yield reader.pread(offset, min(PIECE, point.size - offset))
 
 
 def _converted(console: Console, point_id: str, fmt: str) -> Iterator[bytes]:

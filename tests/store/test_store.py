@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from cairn.errors import MissingChunk
+from cairn.errors import Corruption, MissingChunk
 from cairn.store.backend import T
 from cairn.store.chunks import chunk_name
 from cairn.store.cloud import init_cloud
 from cairn.store.delete import delete_points
-from cairn.store.reader import PointReader
+from cairn.store.reader import READAHEAD, PointReader
 from cairn.store.repository import Repository
 from cairn.store.stats import repository_stats
 from cairn.store.verify import verify
@@ -139,10 +139,11 @@ def test_reader_reads_any_range(repo: Repository, tmp_path: Path) -> None:
 
 def test_small_reads_of_one_block_fetch_it_once(repo: Repository, tmp_path: Path) -> None:
     """A block read in 4 KiB pieces (as a booting machine does) is fetched and checked once,
-    and every piece is still the image's bytes."""
+    and every piece is still the image's bytes. Reads running on into the next block also
+    fetch the READAHEAD blocks after it, each once too."""
     img = tmp_path / "img"
     data = make_image(img, 1024 * 1024, seed=16, fill=1.0)
-    reader = PointReader(repo, backup(repo, "vol", img))
+    point = backup(repo, "vol", img)
     fetched: list[bytes] = []
     real_get_many = repo.chunks.get_many
 
@@ -152,9 +153,26 @@ def test_small_reads_of_one_block_fetch_it_once(repo: Repository, tmp_path: Path
         return real_get_many(digests, each)
 
     repo.chunks.get_many = counting_get_many  # type: ignore[method-assign]
-    pieces = [reader.pread(off, 4096) for off in range(0, 65536 * 2, 4096)]
+    with PointReader(repo, point) as reader:  # closing waits for the read-ahead
+        pieces = [reader.pread(off, 4096) for off in range(0, 65536 * 2, 4096)]
     assert b"".join(pieces) == bytes(data[: 65536 * 2])
-    assert len(fetched) == len(set(fetched)) == 2
+    assert len(fetched) == len(set(fetched)) == 2 + READAHEAD
+
+
+def test_damage_met_by_read_ahead_fails_only_the_read_that_needs_it(
+        repo: Repository, tmp_path: Path) -> None:
+    """Read-ahead fetches blocks nobody asked for yet: a damaged one among them is named by
+    the read of that block, and its neighbours read as the image's bytes."""
+    img = tmp_path / "img"
+    data = make_image(img, 1024 * 1024, seed=17, fill=1.0)
+    point = backup(repo, "vol", img)
+    with PointReader(repo, point) as reader:
+        flip_bit(repo, dict(reader.block_hashes())[3])
+        assert reader.pread(0, 2 * BLOCK) == bytes(data[: 2 * BLOCK])  # reads ahead 2..9
+        assert reader.pread(2 * BLOCK, BLOCK) == bytes(data[2 * BLOCK : 3 * BLOCK])
+        with pytest.raises(Corruption):
+            reader.pread(3 * BLOCK, 10)
+        assert reader.pread(4 * BLOCK, BLOCK) == bytes(data[4 * BLOCK : 5 * BLOCK])
 
 
 def test_flipped_bit_is_found_and_named(repo: Repository, tmp_path: Path) -> None:

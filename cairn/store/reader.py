@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from cairn.store.blockmap import Tree
+from cairn.store.blockmap import FANOUT, Tree
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO, ChunkStore
 from cairn.store.repository import Repository
@@ -23,6 +23,8 @@ CACHE_BLOCKS = 512
 READAHEAD = 8
 """Blocks fetched in the background when reads run on from where the previous one ended."""
 READAHEAD_THREADS = 4
+LEAF_NODES = 256
+"""Level-1 block-map nodes kept per reader: 4 MiB of hashes, 8 GiB of disk at 64 KiB blocks."""
 
 
 def _pair(digest: bytes, data: bytes) -> tuple[bytes, bytes]:
@@ -54,6 +56,16 @@ class BlockCache:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None  # started by the first read-ahead
         self._closed = False
+
+    def get(self, digest: bytes) -> bytes:
+        """The content of ``digest`` (never ZERO), checked: `get_many` of one, with the
+        cache hit that most small reads are taken quickly."""
+        with self._lock:
+            block = self._blocks.get(digest)
+            if block is not None:
+                self._blocks.move_to_end(digest)
+                return block
+        return self.get_many((digest,))[digest]
 
     def get_many(self, digests: Iterable[bytes]) -> dict[bytes, bytes]:
         """The content of each of ``digests`` (never ZERO), checked."""
@@ -147,6 +159,8 @@ class PointReader:
         self._own_cache = cache is None
         self.cache = BlockCache(repo.chunks) if cache is None else cache
         self._last = -2  # the last block of the previous read
+        self._leaf_nodes: OrderedDict[int, list[bytes]] = OrderedDict()
+        self._nodes_lock = threading.Lock()
 
     def __enter__(self) -> PointReader:
         return self
@@ -171,24 +185,49 @@ class PointReader:
             return b""
         bs = self.block_size
         first, last = offset // bs, (offset + length - 1) // bs
-        self._read_ahead(first, last)
-        slots = list(self.block_hashes(first, last + 1))
-        found = self.cache.get_many({digest for _, digest in slots if digest != ZERO})
-        data = b"".join(found[digest] if digest != ZERO else bytes(min(bs, self.size - index * bs))
-                        for index, digest in slots)
+        if self._last <= first <= self._last + 1 and last > self._last:
+            self._read_ahead(last + 1)
+        self._last = last
         skip = offset - first * bs
+        if first == last:  # most reads: a piece of one block
+            digest = self._leaf_node(first // FANOUT)[first % FANOUT]
+            block = self.cache.get(digest) if digest != ZERO else bytes(skip + length)
+            return block[skip : skip + length]
+        hashes = self._hashes(first, last + 1)
+        found = self.cache.get_many({digest for digest in hashes if digest != ZERO})
+        data = b"".join(found[digest] if digest != ZERO else bytes(min(bs, self.size - index * bs))
+                        for index, digest in enumerate(hashes, first))
         return data[skip : skip + length]
 
-    def _read_ahead(self, first: int, last: int) -> None:
-        """Prefetch the blocks after a read that starts where the previous one ended and
-        goes into new blocks (a file streamed, a disk copied); not after random reads, nor
-        after each small piece of a block already read."""
-        streaming = self._last <= first <= self._last + 1 and last > self._last
-        self._last = last
-        stop = min(last + 1 + READAHEAD, self.tree.blocks)
-        if streaming and stop > last + 1:
-            self.cache.prefetch(digest for _, digest in self.block_hashes(last + 1, stop)
-                                if digest != ZERO)
+    def _read_ahead(self, start: int) -> None:
+        """Prefetch the READAHEAD blocks from ``start``: called after a read that starts
+        where the previous one ended and goes into new blocks (a file streamed, a disk
+        copied), not after random reads nor after each small piece of one block."""
+        stop = min(start + READAHEAD, self.tree.blocks)
+        if stop > start:
+            self.cache.prefetch(d for d in self._hashes(start, stop) if d != ZERO)
+
+    def _hashes(self, start: int, stop: int) -> list[bytes]:
+        """The hashes of blocks ``start..stop-1``, keeping recent level-1 nodes at hand: most
+        reads are of a piece of one block, and walking from the root for each (as the bulk
+        `block_hashes` does) costs more than the read."""
+        out: list[bytes] = []
+        for node_index in range(start // FANOUT, (stop - 1) // FANOUT + 1):
+            base = node_index * FANOUT
+            out += self._leaf_node(node_index)[max(start - base, 0) : stop - base]
+        return out
+
+    def _leaf_node(self, node_index: int) -> list[bytes]:
+        """The block hashes under level-1 node ``node_index``."""
+        kids = self._leaf_nodes.get(node_index)  # one atomic look-up: no lock for a hit
+        if kids is None:
+            nodes = self.repo.nodes
+            kids = nodes.children(self.tree, 1, node_index, nodes.slot(self.tree, 1, node_index))
+            with self._nodes_lock:
+                self._leaf_nodes[node_index] = kids
+                if len(self._leaf_nodes) > LEAF_NODES:
+                    self._leaf_nodes.popitem(last=False)
+        return kids
 
     def extents(self, offset: int, length: int,
                 is_hole: Callable[[int, bytes], bool] | None = None) -> list[tuple[int, bool]]:

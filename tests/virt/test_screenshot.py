@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,9 @@ from bootable_image import BANNER
 from cairn.errors import VirtualMachineError
 from cairn.virt.qemu import VirtualMachine
 from cairn.virt.screenshot import judge_screen, verify_boot
+from tests.cli.test_cli import ROOT, cairn
+from tests.cli.test_export import export_url
+from tests.s3server import SeaweedS3
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # A boot to the login prompt takes 10-20 s under TCG on a quiet machine, minutes on a loaded
@@ -156,26 +160,26 @@ def test_boots_qcow2_overlay_and_leaves_base_untouched(
     assert digest(bootable_image) == before
 
 
-def test_boots_from_nbd_url(bootable_image: Path, tmp_path: Path) -> None:
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            "qemu-nbd",
-            "--read-only",
-            "--persistent",
-            "--format=raw",
-            "--bind=127.0.0.1",
-            f"--port={port}",
-            str(bootable_image),
-        ],
-    )
+def test_boots_from_nbd_url_of_a_cloud_point(bootable_image: Path, tmp_path: Path,
+                                             s3_server: SeaweedS3) -> None:
+    """A node that has only the bucket and the key serves a cloud point, read on demand,
+    over NBD (`cairn export`), and the machine boots from that URL to its login banner."""
+    repo, cloud = tmp_path / "repo", f"s3://{s3_server.bucket}/boot-{os.getpid()}"
+    env = {"CAIRN_S3_ENDPOINT": s3_server.endpoint, "CAIRN_S3_ACCESS_KEY": s3_server.access_key,
+           "CAIRN_S3_SECRET_KEY": s3_server.secret_key, "CAIRN_KEY_FILE": str(repo / "key"),
+           "CAIRN_CACHE": str(tmp_path / "appliance-cache")}
+    for args in (("init", "--repo", repo, "--encrypt"), ("init", "--repo", cloud),
+                 ("backup", "--repo", repo, "--volume", "boot", bootable_image),
+                 ("replicate", "--repo", repo, "--to", cloud)):
+        assert cairn(*args, env=env).returncode == 0, args
+    other_node = {**env, "CAIRN_CACHE": str(tmp_path / "other-node-cache")}
+    server = subprocess.Popen([sys.executable, "-m", "cairn", "export", "--repo", cloud,
+                               "boot@latest", "--nbd", "127.0.0.1:0"], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, env={**os.environ, **other_node})
     try:
-        deadline = time.monotonic() + 10
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            assert time.monotonic() < deadline, "qemu-nbd did not listen"
-            time.sleep(0.05)
-        verdict = verify_boot(f"nbd://127.0.0.1:{port}", out=tmp_path / "shot.png",
-                              timeout=BOOT_BUDGET)
+        assert server.stdout is not None
+        url = export_url(server.stdout.readline())
+        verdict = verify_boot(url, out=tmp_path / "shot.png", timeout=BOOT_BUDGET)
     finally:
         server.terminate()
         server.wait(10)

@@ -12,7 +12,11 @@ visible in one catalog commit after the backend's ``sync``: a crash before that 
 this point, and its pins tell the next writer what to clean up.
 
 Hashing, zstd and file I/O release the GIL, so a small thread pool scales them over cores
-while this module only orchestrates.
+while this module only orchestrates. What it holds is bounded by bytes, never by the size
+of the source: reads of at most SCAN_BYTES, a read-ahead window of WORKERS * 2 of them, new
+chunks flushed once they keep WORKERS reads alive, and writes waited for once they keep
+WRITE_AHEAD reads alive (an appliance ingesting a 1 GiB upload held 220 MB when each of
+these was counted in 16 MiB reads).
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from cairn.store.chunks import ZERO
 from cairn.store.repository import Repository, check_volume_name, tolerant_nodes
 
 BATCH_BLOCKS = 256
+SCAN_BYTES = 2 * 1024 * 1024
 WORKERS = max(2, min(8, os.cpu_count() or 2))
+WRITE_AHEAD = 2 * WORKERS * SCAN_BYTES
 
 
 class Source(Protocol):
@@ -63,11 +69,11 @@ class _Scanned:
     data: memoryview
 
 
-def _runs(blocks: Iterable[int]) -> Iterator[tuple[int, int]]:
-    """Group sorted block numbers into ``(start, count)`` runs of at most BATCH_BLOCKS."""
+def _runs(blocks: Iterable[int], longest: int) -> Iterator[tuple[int, int]]:
+    """Group sorted block numbers into ``(start, count)`` runs of at most ``longest``."""
     start = count = -1
     for b in blocks:
-        if count > 0 and b == start + count and count < BATCH_BLOCKS:
+        if count > 0 and b == start + count and count < longest:
             count += 1
             continue
         if count > 0:
@@ -95,7 +101,8 @@ class _Pass:
 
     New chunks are pinned and written in batches of about BATCH_BLOCKS: a short changed
     range alone would cost a catalog transaction for a few chunks. A batch keeps the reads
-    it slices alive, so it also closes at WORKERS reads' worth.
+    it slices alive, so it also closes at WORKERS reads' worth, and the writes queued keep
+    them alive until they land, so past WRITE_AHEAD bytes the pass waits for them.
     """
 
     def __init__(self, ingest: Ingest, session: int, base: Tree | None) -> None:
@@ -109,6 +116,7 @@ class _Pass:
         self.written: dict[bytes, tuple[int, int]] = {}
         self.handled: set[bytes] = set()
         self.writes: list[Future[list[tuple[bytes, int, int]]]] = []
+        self.writing = 0
         self.bytes_read = 0
         self.fresh: dict[bytes, bytes | memoryview] = {}
         self.held = 0
@@ -162,11 +170,18 @@ class _Pass:
 
     def flush(self, pool: ThreadPoolExecutor, last: bool) -> None:
         """Store the waiting chunks when the batch is full, holds too much, or is the last."""
-        full = (len(self.fresh) >= BATCH_BLOCKS
-                or self.held >= WORKERS * BATCH_BLOCKS * self.ingest.block_size)
+        full = len(self.fresh) >= BATCH_BLOCKS or self.held >= WORKERS * SCAN_BYTES
         if self.fresh and (full or last):
             self.store(pool, self.fresh)
+            self.writing += self.held
             self.fresh, self.held = {}, 0
+
+    def drain(self) -> None:
+        """Collect the writes that landed; wait for all once they hold WRITE_AHEAD bytes."""
+        block = self.writing > WRITE_AHEAD
+        self.ingest._drain(self.writes, self.written, block=block)
+        if block or not self.writes:
+            self.writing = 0
 
     def finish(self, pool: ThreadPoolExecutor, parent: RecoveryPoint | None
                ) -> tuple[Tree, int]:
@@ -314,7 +329,8 @@ class Ingest:
         """Each run of candidate blocks read and hashed (up to WORKERS * 2 ahead), in
         order, with whether it is the last."""
         window: deque[Future[_Scanned]] = deque()
-        pending_runs = _runs(candidates)
+        pending_runs = _runs(candidates, max(1, min(BATCH_BLOCKS,
+                                                    SCAN_BYTES // self.block_size)))
         for run in pending_runs:
             window.append(pool.submit(self._scan, *run))
             if len(window) >= WORKERS * 2:
@@ -334,7 +350,7 @@ class Ingest:
             for scanned, last in self._scans(pool, candidates):
                 work.take(scanned)
                 work.flush(pool, last)
-                self._drain(work.writes, work.written, block=len(work.writes) > WORKERS * 2)
+                work.drain()
                 if self.progress:
                     self.progress(min(len(scanned.hashes) * self.block_size,
                                       self.size - scanned.start * self.block_size))

@@ -13,13 +13,7 @@ import pytest
 
 from cairn.errors import ApplianceRefused
 from tests.appliance.harness import Agent, Appliance
-
-
-def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+from tests.appliance.memory import filled, peak_rss, reset_peak, rss
 
 
 def chunked_post(appliance: Appliance, path: str, total: int, token: str | None = None,
@@ -89,25 +83,24 @@ def test_declared_length_over_the_anonymous_cap_is_refused_unread(appliance: App
     assert "larger than 65536 bytes" in str(err.value)
 
 
-def filled(path: Path, mib: int) -> None:
-    """``mib`` MiB of data the agent must read and send whole (no holes), cheap to make."""
-    block = bytes(range(256)) * 256
-    with path.open("wb") as out:
-        for n in range(mib * 16):
-            out.write(n.to_bytes(8, "big") + block[8:])
-
-
-def test_streamed_upload_memory_does_not_grow_with_the_agents_image(
+def test_upload_memory_does_not_grow_with_the_volume(
         appliance: Appliance, make_agent: Callable[..., Agent], tmp_path: Path) -> None:
-    """An agent streams its volume in bounded frames: five times the data leaves its peak
-    resident memory where it was (every agent run is a child of this test, so the
-    children's peak after the larger run bounds that run)."""
-    peaks = []
-    for name, mib in (("small01", 4), ("large01", 20)):
+    """Sixteen times the data leaves the peak resident memory of the agent and of the
+    appliance where it was: the agent streams its volume in bounded frames, the appliance
+    spools them and ingests in bounded reads (it held 88 MB more for 64 MiB than for 4 MiB
+    when the ingest read 16 MiB at a time, four reads ahead). Every agent run is a child of
+    this test, so the children's peak after the larger run bounds that run; the appliance's
+    peak is reset before each upload."""
+    assert appliance.proc is not None
+    agent_peaks, appliance_peaks = [], []
+    for name, mib in (("small01", 4), ("large01", 64)):
         disk = tmp_path / f"{name}.img"
         filled(disk, mib)
         agent = make_agent(name)
         agent.protect("sda", disk)
+        reset_peak(appliance.proc.pid)
         assert agent.backup()["ok"]
-        peaks.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
-    assert peaks[1] - peaks[0] < 8 * 1024 * 1024, peaks
+        appliance_peaks.append(peak_rss(appliance.proc.pid))
+        agent_peaks.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+    assert agent_peaks[1] - agent_peaks[0] < 8 * 1024 * 1024, agent_peaks
+    assert appliance_peaks[1] - appliance_peaks[0] < 40 * 1024 * 1024, appliance_peaks

@@ -4,6 +4,7 @@ After each offsite replication the appliance writes one object, ``appliance/stat
 the repository in the bucket: its machines, schedules, policies, alert settings and token
 hashes (a consistent copy of ``appliance.db``), its TLS key and certificate (agents pin the
 certificate), its ``admin-token`` file (scripts and people keep using the token they have),
+its declared isolated LANs (``lans.json``: recovered VMs join them as before),
 and the local repository's block size. The object is AES-256-GCM encrypted
 with a key derived from the cloud repository's key: the encryption key when the repository
 is encrypted, else its integrity key. Either is kept apart from the appliance (`cairn init`
@@ -36,7 +37,7 @@ from cairn.store.repository import Repository
 OBJECT = "appliance/state"
 MAGIC = b"CAIRNST1"
 LIMIT = 256 << 20
-FILES = ("tls/cert.pem", "tls/key.pem", "admin-token")
+FILES = ("tls/cert.pem", "tls/key.pem", "admin-token", "lans.json")
 
 
 def _cipher(secret: bytes) -> AESGCM:

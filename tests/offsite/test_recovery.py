@@ -35,6 +35,7 @@ def test_new_appliance_from_the_bucket_and_agents_go_on_incrementally(
         [kept] = agent.backup()["points"]
         cairn("schedule", *app.admin_args(), "set", "web01", "--every", "1h", "--screenshot",
               "weekly")
+        cairn("vm", "lan", "add", "office", *app.admin_args())
         cairn("offsite", *app.admin_args(), "set", "web01", "--to", cloud_url, "--every", "1h")
         policy = wait_for(lambda: (p := _offsite(app))["last_ok"] and p, timeout=60)
         assert policy["last_error"] is None and policy["last_report"]["state_bytes"] > 0
@@ -56,6 +57,7 @@ def test_new_appliance_from_the_bucket_and_agents_go_on_incrementally(
             assert machine["name"] == "web01" and machine["schedule"]["every"] == 3600
             assert [p["id"] for p in c.json("GET", "/api/v1/machines/web01/points")] == [kept]
             assert c.json("GET", "/api/v1/verification")[0]["screenshot"] == "weekly"
+            assert [lan["name"] for lan in c.json("GET", "/api/v1/lans")] == ["office"]
         assert _offsite(app)["target"] == cloud_url
 
         with disk.open("r+b") as f:

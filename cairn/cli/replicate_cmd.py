@@ -56,5 +56,7 @@ def run(args: argparse.Namespace) -> int:
           f"{human_bytes(report.bytes_sent)}; {report.chunks_already_there} already in the "
           f"cloud; {report.seconds:.2f} s" + (f"; {report.not_sent_removed} point(s) the cloud "
                                               "removed were not sent again"
-                                              if report.not_sent_removed else "") + locked)
+                                              if report.not_sent_removed else "") + locked
+          + (f"; {len(report.machine_points)} machine point(s) complete in the cloud"
+             if report.machine_points else ""))
     return 0

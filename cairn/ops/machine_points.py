@@ -159,13 +159,16 @@ def clone_machine_point(repo: Repository, mp: MachinePoint, name: str | None = N
 
 
 def delete_machine_points(repo: Repository, mps: Sequence[MachinePoint]) -> int:
-    """Delete every volume point of ``mps``, then the groups; returns chunks freed."""
+    """Delete every volume point of ``mps``, then the groups (and in a cloud repository
+    their records); returns chunks freed."""
+    from cairn.store.cloud_machines import unpublish
     from cairn.store.delete import delete_points
 
     freed = delete_points(repo, [m.point for mp in mps for m in mp.members])
     store = MachinePoints(repo.catalog)
     for mp in mps:
         store.forget(mp.id)
+    unpublish(repo, [(mp.id, mp.machine) for mp in mps])
     return freed
 
 

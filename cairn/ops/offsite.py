@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cairn.errors import NotARepository, UsageError
+from cairn.ops.machine_points import list_machine_points, prune_machine
 from cairn.ops.points import list_points
 from cairn.ops.retention import prune
 from cairn.replication.replicate import Pace, replicate
@@ -119,13 +120,41 @@ def expire_old_versions(remote: Cloud, period: float) -> str | None:
     return versions.lifecycle(max(1, math.ceil(period / 86400)))
 
 
-def cloud_retention(cloud: Repository, volume: str, policy: Policy) -> int:
-    """Delete the cloud's points of ``volume`` that ``policy`` does not keep, by the one
+def cloud_retention(cloud: Repository, volumes: list[str], policy: Policy) -> int:
+    """Delete the cloud's points of ``volumes`` that ``policy`` does not keep, by the one
     retention planner (`ops.retention`: points with clones, and any other keep reason,
-    stay)."""
-    if cloud.catalog.volume(volume) is None:
-        return 0
-    return len(prune(cloud, volume, policy).deleted)
+    stay); returns how many points went. The machine points of a machine go whole
+    (`prune_machine`, as the appliance's own retention of an agentless machine), the
+    volumes of no machine point one by one."""
+    groups = [mp for mp in list_machine_points(cloud)
+              if any(m.point.volume in volumes for m in mp.members)]
+    grouped = {m.point.volume for mp in groups for m in mp.members}
+    deleted = 0
+    for machine in sorted({mp.machine for mp in groups}):
+        deleted += sum(len(mp.members) for mp in prune_machine(cloud, machine, policy).doomed)
+    for volume in volumes:
+        if volume not in grouped and cloud.catalog.volume(volume) is not None:
+            deleted += len(prune(cloud, volume, policy).deleted)
+    return deleted
+
+
+def _send(local: Repository, cloud: Repository, volumes: list[str], target: OffsiteTarget,
+          result: OffsiteResult) -> None:
+    """Replicate each volume in turn (a machine point is published once all its disks'
+    points are there), adding to ``result``."""
+    for volume in volumes:
+        if local.catalog.volume(volume) is None:
+            continue
+        report = replicate(local, cloud, volume, Pace(target.bandwidth, target.until),
+                           send=target.send)
+        result.points_sent += len(report.points)
+        result.chunks_sent += report.chunks_sent
+        result.bytes_sent += report.bytes_sent
+        result.not_sent_removed += report.not_sent_removed
+        result.left_for_later += report.left_for_later
+        result.locked_until = report.locked_until or result.locked_until
+        result.lock_requests = max(result.lock_requests, report.lock_requests)
+        result.seconds += report.seconds
 
 
 def replicate_volumes(repo_path: Path, volumes: list[str], target: OffsiteTarget
@@ -139,22 +168,11 @@ def replicate_volumes(repo_path: Path, volumes: list[str], target: OffsiteTarget
         try:
             if target.immutable:
                 make_immutable(cloud, target.immutable, probe=False)
+            _send(local, cloud, volumes, target, result)
+            if target.retention:
+                result.cloud_deleted += cloud_retention(cloud, volumes,
+                                                        Policy.parse(target.retention))
             for volume in volumes:
-                if local.catalog.volume(volume) is None:
-                    continue
-                report = replicate(local, cloud, volume, Pace(target.bandwidth, target.until),
-                                   send=target.send)
-                result.points_sent += len(report.points)
-                result.chunks_sent += report.chunks_sent
-                result.bytes_sent += report.bytes_sent
-                result.not_sent_removed += report.not_sent_removed
-                result.left_for_later += report.left_for_later
-                result.locked_until = report.locked_until or result.locked_until
-                result.lock_requests = max(result.lock_requests, report.lock_requests)
-                result.seconds += report.seconds
-                if target.retention:
-                    result.cloud_deleted += cloud_retention(cloud, volume,
-                                                            Policy.parse(target.retention))
                 if cloud.catalog.volume(volume) is not None:
                     result.copies += [i.point for i in list_points(cloud, volume)]
             result.cloud_stored_bytes = cloud.catalog.chunk_totals()[2]

@@ -132,7 +132,10 @@ def prune(repo: Repository, volume: str, policy: Policy, dry_run: bool = False
 
 def purge(repo: Repository) -> int:
     """Reclaim the held points whose deletion window has passed (`purge_expired`), and drop
-    the machine-point groups left without a disk; returns the chunks freed."""
+    the machine-point groups left without a disk (and their records in a cloud bucket);
+    returns the chunks freed."""
+    from cairn.store.cloud_machines import unpublish
+
     freed = purge_expired(repo)
-    MachinePoints(repo.catalog).forget_empty()
+    unpublish(repo, MachinePoints(repo.catalog).forget_empty())
     return freed

@@ -7,7 +7,8 @@ subtrees are skipped, so the work and the traffic follow what changed. Each chun
 cloud's catalog does not know is read from the local store, checked against its hash (a
 damaged local chunk is never sent on), and PUT as stored: both repositories use the same
 key (or none), so chunks travel unchanged. Only then is the point published in the bucket:
-a point appears there only once complete.
+a point appears there only once complete. A machine point is published (`cloud_machines`)
+once the bucket holds every disk's point of it, so it too appears only whole.
 
 Replication holds the cloud's lock *shared*: several appliances may replicate at once, but
 no prune on the cloud can free a chunk under it. A run that dies leaves its uploads listed
@@ -31,6 +32,7 @@ from cairn.store.blockmap import NodeCache, diff
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO, chunk_name
 from cairn.store.cloud import Cloud
+from cairn.store.cloud_machines import publish_complete
 from cairn.store.repository import Repository
 
 WORKERS = 8
@@ -49,6 +51,8 @@ class Report:
     """when immutable: the Object Lock date of the last point sent"""
     lock_requests: int = 0
     """requests made only to extend Object Lock retention (`immutable`)"""
+    machine_points: list[str] = field(default_factory=list)
+    """machine points published, once the cloud held all their disks' points"""
 
 
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)([KMG]?)$", re.IGNORECASE)
@@ -181,6 +185,7 @@ def replicate(local: Repository, cloud: Repository, volume: str | None = None,
                     _journal(cloud, batch)
             _journal(cloud, batch)
             _publish(local, cloud, placed, written, report)
+        report.machine_points = publish_complete(local, cloud)
         cloud.catalog.clear_upload_journal()
     if remote.locker is not None:
         report.lock_requests = remote.locker.retention.extensions

@@ -7,6 +7,7 @@ Layout in the bucket (under its prefix)::
     points/<volume>/<point id>.json  one immutable sealed object per point: it exists =
                                      committed
     marks/<point id>.json            a point's lock, deletion hold and flags, sealed (`marks`)
+    machines/<machine>/<id>.json     a machine point: its disks' points, sealed (`cloud_machines`)
     chunks/abc/<hash>                chunks, as in a local repository
     locks/<random>.json              writers' locks: {exclusive, host, pid, command, time}
     removed/<volume>/<point id>_<created µs>_<mac>  a point that was here and was deleted
@@ -66,7 +67,7 @@ from typing import TYPE_CHECKING, Any
 
 from cairn import logs
 from cairn.errors import Corruption, NotARepository, RepositoryExists, S3NoSuchBucket, UsageError
-from cairn.store import marks, profiles, runs
+from cairn.store import cloud_machines, marks, profiles, runs
 from cairn.store.blockmap import NodeCache
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import chunk_name
@@ -380,6 +381,7 @@ class Cloud:
         bucket_marks = self._read_marks()
         stale = {point_id: marks.Marks() for point_id in marks.all_marks(repo)}
         marks.replace_marks(repo, {**stale, **bucket_marks})
+        cloud_machines.sync(self, repo)
 
     def _point_id_of(self, name: str) -> str:
         """The point id in a ``points/`` object name, which must be one cairn writes."""

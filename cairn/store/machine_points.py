@@ -143,11 +143,15 @@ class MachinePoints:
                              "give more characters")
         return self.get(ids[0]) if ids else None
 
-    def forget_empty(self) -> None:
-        """Drop the groups whose volume points are all gone (reclaimed after a hold)."""
+    def forget_empty(self) -> list[tuple[str, str]]:
+        """Drop the groups whose volume points are all gone (reclaimed after a hold);
+        returns them as ``(id, machine)``."""
         with self.catalog.transaction() as db:
-            db.execute("DELETE FROM machine_points WHERE id NOT IN "
-                       "(SELECT machine_point_id FROM machine_point_volumes)")
+            empty = [(r[0], r[1]) for r in db.execute(
+                "SELECT id, machine FROM machine_points WHERE id NOT IN "
+                "(SELECT machine_point_id FROM machine_point_volumes)")]
+            db.executemany("DELETE FROM machine_points WHERE id=?", ((i,) for i, _m in empty))
+        return empty
 
     def forget(self, point_id: str) -> None:
         """Drop the group row once its volume points are gone."""

@@ -1,5 +1,6 @@
 """Machine points from the command line: backup --qemu, points --machine, restore, export,
-delete, prune; each machine point is restored, served, deleted and kept whole."""
+delete, prune, replicate; each machine point is restored, served, deleted, sent to the cloud
+and kept whole."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.cli.test_export import export_url
+from tests.replication.test_replicate import Cli
+from tests.replication.test_tamper import Bucket
+from tests.s3server import SeaweedS3
 from tests.sources.live_vm import MIB, LiveVm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,8 +104,8 @@ def test_qemu_with_volume_is_a_usage_error(tmp_path: Path) -> None:
     assert result.stderr.startswith("cairn: error: --qemu backs up every disk")
 
 
-def test_machine_point_clone_keeps_it_whole(start_vm: Callable[..., LiveVm],
-                                            tmp_path: Path) -> None:
+def test_machine_point_clone_keeps_it_whole_and_the_cloud_too(
+        start_vm: Callable[..., LiveVm], tmp_path: Path, s3_server: SeaweedS3) -> None:
     repo = tmp_path / "repo"
     ok("init", "--repo", repo)
     vm = start_vm({"vda": 4 * MIB, "vdb": 4 * MIB}, name="db01")
@@ -120,3 +124,51 @@ def test_machine_point_clone_keeps_it_whole(start_vm: Callable[..., LiveVm],
     refused = cairn("delete", "--repo", repo, "--now", first["machine_point"]["id"])
     assert refused.returncode != 0 and "clone" in refused.stderr
     assert len(json.loads(ok("points", "--repo", repo, "--machine", "db01", "--json"))) == 2
+    replicated_whole(repo, [first["machine_point"]["id"], listed_ids(repo, "db01")[1]],
+                     tmp_path, s3_server)
+
+
+def listed_ids(repo: Path | str, machine: str, cli: Cli | None = None) -> list[str]:
+    args = ("points", "--repo", repo, "--machine", machine)
+    return [mp["id"] for mp in (cli.json(*args) if cli else json.loads(ok(*args, "--json")))]
+
+
+def replicated_whole(repo: Path, ids: list[str], tmp_path: Path, s3_server: SeaweedS3) -> None:
+    """The machine points reach the cloud whole (every disk's point and the grouping), are
+    listed, restored and pruned there whole, and a forged grouping is refused."""
+    cli = Cli(s3_server, tmp_path / "cache")
+    url = f"s3://{s3_server.bucket}/mp{abs(hash(str(tmp_path))) % 10**8}"
+    cli.ok("init", "--repo", url)
+    sent = cli.json("replicate", "--repo", repo, "--to", url)
+    assert len(sent["points"]) == 4 and sorted(sent["machine_points"]) == sorted(ids)
+    assert cli.json("replicate", "--repo", repo, "--to", url)["machine_points"] == []
+    fresh = Cli(s3_server, tmp_path / "other-cache")  # another node: only the bucket
+    assert listed_ids(url, "db01", fresh) == ids
+    fresh.ok("restore", "--repo", url, "db01@latest", tmp_path / "from-cloud")
+    ok("restore", "--repo", repo, "db01@latest", tmp_path / "from-local")
+    for disk in ("vda", "vdb"):
+        assert (tmp_path / "from-cloud" / f"{disk}.img").read_bytes() == \
+            (tmp_path / "from-local" / f"{disk}.img").read_bytes()
+
+    pruned = cli.json("prune", "--repo", url, "--machine", "db01", "--keep-last", "1")
+    assert pruned["deleted"] == [ids[0]]  # the clone is local: the cloud keeps nothing for it
+    # held for the deletion window, as local prunes hold (its record stays until reclaimed)
+    assert listed_ids(url, "db01", fresh) == [ids[1]]
+    assert len(fresh.json("points", "--repo", url)) == 2
+    again = cli.json("replicate", "--repo", repo, "--to", url)
+    assert again["points"] == [] and again["machine_points"] == []
+
+    bucket = Bucket(s3_server, url)
+    record = f"machines/db01/{ids[1]}.json"
+    assert sorted(bucket.keys("machines/")) == sorted(f"machines/db01/{i}.json" for i in ids)
+    sealed = bucket.get(record)
+    forged = bucket.get_json(record)
+    forged["volumes"].reverse()
+    bucket.put_json(record, forged)
+    refused = Cli(s3_server, tmp_path / "third-cache").run("points", "--repo", url)
+    assert refused.returncode != 0 and "machine point record" in refused.stderr
+    bucket.put(record, sealed)
+    cli.ok("delete", "--repo", url, "--now", ids[1])
+    assert bucket.keys("machines/") == [f"machines/db01/{ids[0]}.json"]
+    gone = fresh.run("points", "--repo", url, "--machine", "db01")
+    assert gone.returncode != 0 and "no machine points of 'db01'" in gone.stderr

@@ -1,0 +1,168 @@
+"""Machine points in a cloud bucket: the grouping of a machine's disks' points, beside them.
+
+Layout (under the repository's prefix)::
+
+    machines/<machine>/<machine point id>.json   one sealed record per machine point:
+        {repository, id, machine, created, consistency, note,
+         volumes: [{disk, point, volume}, ...] in the machine's disk order}
+
+Replication publishes a record only once every point it names is published (`publish_complete`),
+so a record never names a point the bucket never held; deleting or pruning a machine point
+removes its record after its points (`unpublish`). Every node's sync (`sync`, run by
+`Cloud.sync`) rebuilds its cache's machine points from the records: a group whose record is
+gone is dropped, and a record whose points are all gone is skipped. So ``points --machine``,
+restore, prune and retention of a cloud repository see machine points as a local one does.
+
+A record is sealed with the repository's key and bound to its object name and repository,
+as point records are (`records`): one that was planted, moved or altered is refused, not
+skipped. Records are not put under Object Lock; the points they name are.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cairn.errors import Corruption, UsageError
+from cairn.store.catalog import RecoveryPoint
+from cairn.store.machine_points import MachinePoint, MachinePoints, check_machine_name
+from cairn.store.repository import Repository, check_volume_name
+
+if TYPE_CHECKING:
+    from cairn.store.cloud import Cloud
+
+PREFIX = "machines"
+_ID = re.compile(r"^[0-9a-f]{8,64}$")
+_CONSISTENCY = ("application", "crash")
+
+
+@dataclass(frozen=True)
+class Record:
+    """A machine point as its bucket record states it."""
+
+    id: str
+    machine: str
+    created: float
+    consistency: str
+    note: str
+    volumes: tuple[tuple[str, str, str], ...]
+    """(disk, point id, volume) in disk order"""
+
+
+def record_name(machine: str, point_id: str) -> str:
+    return f"{PREFIX}/{machine}/{point_id}.json"
+
+
+def _cloud(repo: Repository) -> Cloud:
+    from cairn.store.cloud import Cloud
+
+    assert isinstance(repo.remote, Cloud)
+    return repo.remote
+
+
+def _record(cloud: Cloud, mp: MachinePoint) -> dict[str, Any]:
+    return {"repository": cloud.repository_id, "id": mp.id, "machine": mp.machine,
+            "created": mp.created, "consistency": mp.consistency, "note": mp.note,
+            "volumes": [{"disk": m.disk, "point": m.point.id, "volume": m.point.volume}
+                        for m in mp.members]}
+
+
+def publish_complete(local: Repository, cloud: Repository) -> list[str]:
+    """Publish every machine point of ``local`` whose disks' points the cloud holds and
+    whose record it lacks, and add it to the cloud's cache; the ids published."""
+    remote = _cloud(cloud)
+    there = MachinePoints(cloud.catalog)
+    published = []
+    for mp in MachinePoints(local.catalog).list():
+        placed = [cloud.catalog.point(m.point.id) for m in mp.members]
+        if not placed or None in placed or there.get(mp.id) is not None:
+            continue
+        remote.check_lock()
+        name = record_name(mp.machine, mp.id)
+        if not remote.backend.put_new(name, json.dumps(remote.sealer.seal(_record(remote, mp)))
+                                      .encode()):
+            found = read_record(remote, name, remote.backend.get(name))
+            if [v[1] for v in found.volumes] != [m.point.id for m in mp.members]:
+                raise Corruption(f"{name} in {remote.where} already holds another machine "
+                                 "point: it was planted; remove it")
+        there.record(mp.id, mp.machine, mp.created, mp.consistency, mp.note,
+                     [(m.disk, p) for m, p in zip(mp.members, placed, strict=True)
+                      if p is not None])
+        published.append(mp.id)
+    return published
+
+
+def unpublish(repo: Repository, groups: list[tuple[str, str]]) -> None:
+    """Remove the records of the machine points ``groups`` names (``(id, machine)``), once
+    their points are gone; nothing for a local repository."""
+    if repo.remote is None:
+        return
+    remote = _cloud(repo)
+    for point_id, machine in groups:
+        remote.check_lock()
+        remote.backend.delete(record_name(machine, point_id))
+
+
+def read_record(cloud: Cloud, name: str, raw: bytes) -> Record:
+    """A machine point record, once sealed, bound to this repository and its own name, and
+    every field of the type and range cairn writes."""
+    what = f"machine point record {name} in {cloud.where}"
+    record = cloud.sealer.open(raw, what)
+    try:
+        found = Record(
+            str(record["id"]), check_machine_name(record["machine"]), float(record["created"]),
+            str(record["consistency"]), str(record["note"]),
+            tuple((check_volume_name(v["disk"]), str(v["point"]), check_volume_name(v["volume"]))
+                  for v in record["volumes"]))
+        valid = (record.get("repository") == cloud.repository_id
+                 and name == record_name(found.machine, found.id) and bool(_ID.match(found.id))
+                 and found.consistency in _CONSISTENCY and math.isfinite(found.created)
+                 and bool(found.volumes) and all(_ID.match(v[1]) for v in found.volumes))
+    except (KeyError, TypeError, ValueError, AttributeError, UsageError):
+        valid = False
+    if not valid:
+        raise Corruption(f"{what} does not belong at that name in this repository: it was "
+                         "moved or altered; restore it from a copy or remove it")
+    return found
+
+
+def _listed(cloud: Cloud) -> dict[str, str]:
+    """Machine point id -> record name, from one listing; a name cairn never writes is
+    refused (someone else wrote to the bucket)."""
+    listed = {}
+    for name in cloud.backend.list(PREFIX):
+        parts = name.split("/")
+        if len(parts) != 3 or not name.endswith(".json") or \
+                not _ID.match(parts[2].removesuffix(".json")):
+            raise Corruption(f"object {name!r} in {cloud.where} is not a machine point record "
+                             "cairn writes: someone else wrote to the bucket; remove it")
+        listed[parts[2].removesuffix(".json")] = name
+    return listed
+
+
+def sync(cloud: Cloud, repo: Repository) -> None:
+    """Bring the cache's machine points to the bucket's records (inside `Cloud.sync`, after
+    the points): groups whose record is gone are dropped, new records are added with
+    those of their points the cache holds."""
+    listed = _listed(cloud)
+    store = MachinePoints(repo.catalog)
+    known = {mp.id for mp in store.list()}
+    for gone in known - listed.keys():
+        store.forget(gone)
+    for point_id in listed.keys() - known:
+        try:
+            raw = cloud.backend.get(listed[point_id])
+        except KeyError:
+            continue  # removed since the listing
+        record = read_record(cloud, listed[point_id], raw)
+        members: list[tuple[str, RecoveryPoint]] = []
+        for disk, member, volume in record.volumes:
+            point = repo.catalog.point(member)
+            if point is not None and point.volume == volume:
+                members.append((disk, point))
+        if members:
+            store.record(record.id, record.machine, record.created, record.consistency,
+                         record.note, members)

@@ -29,9 +29,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cairn.errors import DestinationError, StorageFull
-from cairn.sources.image import load_changed_ranges
+from cairn.sources.image import check_changed_ranges, load_changed_ranges
 from cairn.store.chunks import ZERO
 from cairn.store.ingest import blocks_of_ranges
 from cairn.store.reader import PointReader
@@ -94,10 +95,11 @@ def _refuse_loop_backed(target: Path) -> None:
                                    f"mounted: unmount it and `losetup -d /dev/{device}` first")
 
 
-def rollback(reader: PointReader, target: Path, changed_ranges: Path | None = None
+def rollback(reader: PointReader, target: Path, changed_ranges: Path | list[Any] | None = None
              ) -> RollbackResult:
     """Make ``target`` equal to the point over its size, writing only differing blocks;
-    with ``changed_ranges`` (a tracker's JSON file), reading only the blocks it names."""
+    with ``changed_ranges`` (a tracker's JSON file, or its list as parsed, from the REST
+    API), reading only the blocks it names."""
     started = time.monotonic()
     fd = open_target(target, reader.size)
     try:
@@ -116,8 +118,8 @@ def rollback(reader: PointReader, target: Path, changed_ranges: Path | None = No
                           sum(r.written for r in results), round(time.monotonic() - started, 3))
 
 
-def _windows(reader: PointReader, fd: int, target: Path, changed_ranges: Path | None
-             ) -> list[tuple[int, int]]:
+def _windows(reader: PointReader, fd: int, target: Path,
+             changed_ranges: Path | list[Any] | None) -> list[tuple[int, int]]:
     """The runs of blocks to compare, ``(first, stop)``, at most WINDOW_BLOCKS each: all of
     the point's, or the runs of those the tracker's ranges touch."""
     bs = reader.block_size
@@ -126,7 +128,10 @@ def _windows(reader: PointReader, fd: int, target: Path, changed_ranges: Path | 
         return [(first, min(first + WINDOW_BLOCKS, blocks))
                 for first in range(0, blocks, WINDOW_BLOCKS)]
     capacity = os.lseek(fd, 0, os.SEEK_END)
-    ranges = load_changed_ranges(changed_ranges, capacity, f"the target {target}")
+    within = f"the target {target}"
+    ranges = (check_changed_ranges(changed_ranges, capacity, "changed_ranges", within)
+              if isinstance(changed_ranges, list) else
+              load_changed_ranges(changed_ranges, capacity, within))
     runs: list[tuple[int, int]] = []
     for block in blocks_of_ranges(ranges, bs, reader.size):
         if runs and runs[-1][1] == block and block - runs[-1][0] < WINDOW_BLOCKS:

@@ -96,17 +96,22 @@ def load_changed_ranges(path: Path, size: int, within: str = "the source"
     except ValueError as exc:
         raise SourceError(f"changed-ranges file {path} is not valid JSON ({exc}): expected "
                           "a list of [offset, length] pairs") from None
+    return check_changed_ranges(raw, size, f"changed-ranges file {path}", within)
+
+
+def check_changed_ranges(raw: object, size: int, what: str, within: str
+                         ) -> list[tuple[int, int]]:
+    """``raw`` (parsed JSON, named ``what`` in messages) as ``(offset, length)`` pairs."""
     if not isinstance(raw, list):
-        raise SourceError(f"changed-ranges file {path} must hold a list of [offset, length] pairs")
+        raise SourceError(f"{what} must hold a list of [offset, length] pairs")
     ranges: list[tuple[int, int]] = []
     for item in raw:
         if (not isinstance(item, list | tuple) or len(item) != 2
                 or not all(isinstance(x, int) and not isinstance(x, bool) for x in item)):
-            raise SourceError(f"changed-ranges file {path}: {item!r} is not an [offset, length] "
-                              "pair of integers")
+            raise SourceError(f"{what}: {item!r} is not an [offset, length] pair of integers")
         offset, length = item
         if offset < 0 or length < 0 or offset + length > size:
-            raise SourceError(f"changed-ranges file {path}: range [{offset}, {length}] lies "
-                              f"outside {within} (size {size})")
+            raise SourceError(f"{what}: range [{offset}, {length}] lies outside {within} "
+                              f"(size {size})")
         ranges.append((offset, length))
     return ranges

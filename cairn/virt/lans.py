@@ -84,7 +84,9 @@ class Lans:
         """Forget a LAN; refused while VMs (``users``) are plugged into it."""
         with self._lock:
             lans = self.list()
-            self.get(name)
+            if all(lan.name != name for lan in lans):
+                raise UsageError(f"no isolated LAN {name!r} to remove: `cairn vm lan list` "
+                               "shows the declared ones")
             if users:
                 raise InUse(f"LAN {name!r} has VMs on it ({', '.join(users)}): stop them "
                             "first (`cairn vm stop NAME`)")

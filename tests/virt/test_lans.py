@@ -41,3 +41,5 @@ def test_an_undeclared_lan_is_refused_and_a_used_one_is_kept(tmp_path: Path) -> 
     assert [lan.name for lan in lans.list()] == ["office"]
     lans.remove("office", [])
     assert lans.list() == []
+    with pytest.raises(UsageError, match="no isolated LAN 'office' to remove"):
+        lans.remove("office", [])

@@ -33,6 +33,7 @@ from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO, chunk_name
 from cairn.store.cloud import Cloud
 from cairn.store.cloud_machines import publish_complete
+from cairn.store.machine_points import MachinePoints
 from cairn.store.repository import Repository
 
 WORKERS = 8
@@ -111,7 +112,15 @@ def _wanted(local: Repository, cloud: Repository, remote: Cloud, volume_id: int 
     gone = {r.id for r in removed} | {p.id for p, _m in marks.held_points(cloud)}
     report.not_sent_removed = sum(p.id in gone for p in points)
     known = [Known(p.id, p.volume, p.created) for p in cloud.catalog.points()]
-    return choose(points, known + [Known(r.id, r.volume, r.created) for r in removed], send)
+    return choose(points, known + [Known(r.id, r.volume, r.created) for r in removed], send,
+                  _moments(local, cloud) if send != "all" else None)
+
+
+def _moments(*repos: Repository) -> dict[str, float]:
+    """Each disk's point of a machine point -> the machine point's time (`choose` places
+    it in that period, so all disks of one backup are sent, or none)."""
+    return {m.point.id: mp.created for repo in repos
+            for mp in MachinePoints(repo.catalog).list() for m in mp.members}
 
 
 @dataclass(frozen=True)

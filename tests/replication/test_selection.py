@@ -47,6 +47,19 @@ def test_first_of_each_hour_and_day_and_a_period_sent_once_stays_done() -> None:
     assert [p.id for p in choose(later, removed_first, "daily")] == ["p900", "p48", "p96"]
 
 
+def test_a_machine_point_across_an_hour_is_sent_whole() -> None:
+    # backup A's disks committed at 0:59:58 and 1:00:03, backup B's at 1:05 and 1:06
+    a_sda, a_sdb = point(1, 1 - 2 / 3600), point(2, 1 + 3 / 3600, "web01.sdb")
+    b_sda, b_sdb = point(3, 1 + 5 / 60), point(4, 1 + 6 / 60, "web01.sdb")
+    local = [a_sda, a_sdb, b_sda, b_sdb]
+    # by their own times A's sdb is hour 1's first, so only half of B would go
+    assert {p.id for p in choose(local, [], "hourly")} == {"p1", "p2", "p3"}
+    moments = {"p1": DAY0 + 3540, "p2": DAY0 + 3540, "p3": DAY0 + 3900, "p4": DAY0 + 3900}
+    assert {p.id for p in choose(local, [], "hourly", moments)} == {"p1", "p2", "p3", "p4"}
+    sent_a = [Known("p1", "web01.sda", a_sda.created), Known("p2", "web01.sdb", a_sdb.created)]
+    assert [p.id for p in choose(local, sent_a, "hourly", moments)] == ["p3", "p4"]
+
+
 def test_unknown_send_is_refused() -> None:
     with pytest.raises(UsageError, match="--send 'weekly'"):
         choose([point(0, 0)], [], "weekly")

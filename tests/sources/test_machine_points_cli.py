@@ -12,6 +12,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
+from cairn.ops.offsite import OffsiteTarget, replicate_volumes
 from tests.cli.test_export import export_url
 from tests.replication.test_replicate import Cli
 from tests.replication.test_tamper import Bucket
@@ -105,7 +108,8 @@ def test_qemu_with_volume_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_machine_point_clone_keeps_it_whole_and_the_cloud_too(
-        start_vm: Callable[..., LiveVm], tmp_path: Path, s3_server: SeaweedS3) -> None:
+        start_vm: Callable[..., LiveVm], tmp_path: Path, s3_server: SeaweedS3,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     repo = tmp_path / "repo"
     ok("init", "--repo", repo)
     vm = start_vm({"vda": 4 * MIB, "vdb": 4 * MIB}, name="db01")
@@ -124,8 +128,12 @@ def test_machine_point_clone_keeps_it_whole_and_the_cloud_too(
     refused = cairn("delete", "--repo", repo, "--now", first["machine_point"]["id"])
     assert refused.returncode != 0 and "clone" in refused.stderr
     assert len(json.loads(ok("points", "--repo", repo, "--machine", "db01", "--json"))) == 2
+    cli = Cli(s3_server, tmp_path / "cache")
+    for name, value in cli.env.items():
+        if name.startswith("CAIRN_"):
+            monkeypatch.setenv(name, value)
     replicated_whole(repo, [first["machine_point"]["id"], listed_ids(repo, "db01")[1]],
-                     tmp_path, s3_server)
+                     tmp_path, cli, s3_server)
 
 
 def listed_ids(repo: Path | str, machine: str, cli: Cli | None = None) -> list[str]:
@@ -133,10 +141,11 @@ def listed_ids(repo: Path | str, machine: str, cli: Cli | None = None) -> list[s
     return [mp["id"] for mp in (cli.json(*args) if cli else json.loads(ok(*args, "--json")))]
 
 
-def replicated_whole(repo: Path, ids: list[str], tmp_path: Path, s3_server: SeaweedS3) -> None:
+def replicated_whole(repo: Path, ids: list[str], tmp_path: Path, cli: Cli,
+                     s3_server: SeaweedS3) -> None:
     """The machine points reach the cloud whole (every disk's point and the grouping), are
-    listed, restored and pruned there whole, and a forged grouping is refused."""
-    cli = Cli(s3_server, tmp_path / "cache")
+    listed, restored and pruned there whole (by the offsite policy's retention), and a
+    forged grouping is refused."""
     url = f"s3://{s3_server.bucket}/mp{abs(hash(str(tmp_path))) % 10**8}"
     cli.ok("init", "--repo", url)
     sent = cli.json("replicate", "--repo", repo, "--to", url)
@@ -150,8 +159,12 @@ def replicated_whole(repo: Path, ids: list[str], tmp_path: Path, s3_server: Seaw
         assert (tmp_path / "from-cloud" / f"{disk}.img").read_bytes() == \
             (tmp_path / "from-local" / f"{disk}.img").read_bytes()
 
-    pruned = cli.json("prune", "--repo", url, "--machine", "db01", "--keep-last", "1")
-    assert pruned["deleted"] == [ids[0]]  # the clone is local: the cloud keeps nothing for it
+    planned = cli.json("prune", "--repo", url, "--machine", "db01", "--keep-last", "1",
+                       "--dry-run")
+    assert planned["deleted"] == [ids[0]]  # the clone is local: the cloud keeps nothing for it
+    offsite = replicate_volumes(repo, ["db01.vda", "db01.vdb"],
+                                OffsiteTarget(url, s3_server.endpoint, retention="last=1"))
+    assert offsite.points_sent == 0 and offsite.cloud_deleted == 2  # both disks of ids[0]
     # held for the deletion window, as local prunes hold (its record stays until reclaimed)
     assert listed_ids(url, "db01", fresh) == [ids[1]]
     assert len(fresh.json("points", "--repo", url)) == 2

@@ -21,7 +21,8 @@ class StartRequest(BaseModel):
     cpus: int = Field(default=2, ge=1, le=64)
     memory_mib: int = Field(default=2048, ge=64, le=1 << 20)
     networks: list[str] = Field(default_factory=list, max_length=8,
-                                description="none, isolated:LAN, nat[,hostfwd=...], bridge:BR")
+                                description="none, isolated:LAN (declared in /api/v1/lans), "
+                                            "nat[,hostfwd=...], bridge:BR")
     firmware: Literal["auto", "bios", "uefi"] = "auto"
     disk_bus: Literal["auto", "virtio", "sata", "ide"] = "auto"
 

@@ -106,9 +106,9 @@ class AgentlessRunner:
     def _run(self, machine: AgentlessMachine, job_id: int) -> None:
         logs.event("job.started", machine=machine.name, job=job_id, agentless=True)
         request = VmBackupRequest(machine.qmp, machine.name, machine.guest_agent)
-        repo = Repository.open(self.repo_path)
         try:
-            result = backup_vm(repo, request)
+            with Repository.open(self.repo_path) as repo:
+                result = backup_vm(repo, request)
         except Exception as exc:  # a job that failed is reported, never left running
             error = str(exc) if isinstance(exc, CairnError) else (
                 f"internal error: {type(exc).__name__}: {exc} (see the appliance log)")
@@ -117,8 +117,6 @@ class AgentlessRunner:
             self.state.finish_job(job_id, False, error, 0, 0, [])
             logs.event("job.failed", machine=machine.name, job=job_id, error=error)
             return
-        finally:
-            repo.close()
         for disk in result.disks:  # the API, alerts and offsite copies see its volumes
             self.state.register_volume(machine.machine_id, disk.disk, disk.point.size)
         self.state.record_retention(

@@ -69,12 +69,9 @@ class DataCheck:
                ) -> tuple[Report, dict[str, str]]:
         """The report, and the volume of each point (to name the machines hurt)."""
         started = time.monotonic()
-        repo = self._open(location, endpoint)
-        try:
+        with self._open(location, endpoint) as repo:
             report = verify(repo, read_data=True, subset=subset)
             volumes = {p.id: p.volume for p in repo.catalog.points()}
-        finally:
-            repo.close()
         logs.event("verify_data.done", location=location, slice=f"{subset[0] + 1}/{subset[1]}",
                    chunks=report.chunks, bytes_read=report.bytes_read,
                    damaged=len(report.damaged), seconds=round(time.monotonic() - started, 2))

@@ -38,15 +38,13 @@ def recover(repo: Path, url: str, endpoint: str | None, key_file: Path | None) -
 
     if repo.exists() and any(repo.iterdir()):
         raise UsageError(f"{repo} is not empty: recover into a new or empty folder")
-    cloud = open_cloud(url, endpoint, key_file)
-    try:
+    with open_cloud(url, endpoint, key_file) as cloud:
         blob = fetch(url, endpoint)
         key_path = key_file or integrity_key_path(cloud.config.id)
         key = read_key_file(key_path)
         state = unseal(blob, key.secret, url)
-        local = Repository.init(repo, state["block_size"],
-                                key_file=key_path if key.encrypts else None)
-        try:
+        with Repository.init(repo, state["block_size"],
+                             key_file=key_path if key.encrypts else None) as local:
             _write_files(repo, state["files"])
             _drop_uploads(repo / "appliance.db")
             pulled = 0
@@ -55,16 +53,12 @@ def recover(repo: Path, url: str, endpoint: str | None, key_file: Path | None) -
                 if newest is not None:
                     pull_point(cloud, local, newest)
                     pulled += 1
-        finally:
-            local.close()
         if not key.encrypts and key_file is not None:
             target = integrity_key_path(cloud.config.id)
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(key_file, target)
                 os.chmod(target, 0o600)
-    finally:
-        cloud.close()
     logs.event("appliance.recovered", source=url, points=pulled)
     return pulled
 

@@ -41,6 +41,12 @@ class Spool:
     def close(self) -> None:
         os.close(self.fd)
 
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @staticmethod
     def remove(directory: Path, upload_id: str) -> None:
         (directory / f"{upload_id}.spool").unlink(missing_ok=True)

@@ -92,19 +92,13 @@ def push(repo: Path, url: str, endpoint: str | None) -> int:
     """Write the appliance's state to the bucket at ``url``; returns its size."""
     from cairn.store.cloud import open_cloud
 
-    cloud = open_cloud(url, endpoint, local_key(repo))
-    try:
+    with open_cloud(url, endpoint, local_key(repo)) as cloud:
         key = read_key_file(cloud_key(repo, cloud.config.id))
-        local = Repository.open(repo)
-        try:
+        with Repository.open(repo) as local:
             state = bundle(repo, local.block_size, local.config.key_id is not None)
-        finally:
-            local.close()
         blob = seal(state, key.secret)
         assert cloud.remote is not None
         cloud.remote.backend.put(OBJECT, blob)  # type: ignore[attr-defined]
-    finally:
-        cloud.close()
     return len(blob)
 
 

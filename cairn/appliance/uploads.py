@@ -9,6 +9,7 @@ commit; anything less is refused and the upload stays open for the agent to fini
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -54,14 +55,11 @@ class Uploads:
         upload, stale = self.state.open_upload(machine.id, volume, size)
         for upload_id in stale:
             Spool.remove(self.spool_dir, upload_id)
-        repo = Repository.open(self.repo_path)
-        try:
+        with Repository.open(self.repo_path) as repo:
             vol = repo.catalog.volume(store_volume(machine.name, volume))
             parent = repo.catalog.latest(vol.id) if vol is not None else None
             block_size = repo.block_size
             keyed = repo.config.key_id is not None
-        finally:
-            repo.close()
         return {
             "upload": upload.id,
             "block_size": block_size,
@@ -80,11 +78,8 @@ class Uploads:
             frames: list[tuple[int, bytes]]) -> int:
         """Store frames that arrived whole (`FrameReader`); they are idempotent, so a body
         refused halfway keeps what came before and the agent resends the rest."""
-        spool = Spool(self.spool_dir, upload.id, upload.size)
-        try:
+        with Spool(self.spool_dir, upload.id, upload.size) as spool:
             spool.write(frames)
-        finally:
-            spool.close()
         self.state.add_received(upload.id, [(o, len(d), frame_hash(d)) for o, d in frames])
         job = self.state.active_job(machine.id)
         if job is not None:
@@ -95,8 +90,7 @@ class Uploads:
     def parent_hashes(self, machine: Machine, upload_id: str) -> bytes:
         """The parent point's block hashes, 32 bytes each, `ZERO` for holes."""
         upload = self._own(machine, upload_id)
-        repo = Repository.open(self.repo_path)
-        try:
+        with Repository.open(self.repo_path) as repo:
             if repo.config.key_id is not None:
                 raise Conflict("this repository hashes blocks with a key: agents cannot "
                                "compare against it; do a full upload")
@@ -104,9 +98,8 @@ class Uploads:
             parent = repo.catalog.latest(vol.id) if vol is not None else None
             if parent is None:
                 raise NotFound(f"volume {upload.volume} has no point yet: do a full upload")
-            return b"".join(h for _, h in PointReader(repo, parent).block_hashes())
-        finally:
-            repo.close()
+            with PointReader(repo, parent) as reader:
+                return b"".join(h for _, h in reader.block_hashes())
 
     def commit(self, machine: Machine, upload_id: str, plan: list[tuple[int, int]],
                full: bool) -> dict[str, Any]:
@@ -139,21 +132,18 @@ class Uploads:
                 full: bool) -> dict[str, Any]:
         started = time.monotonic()
         name = store_volume(machine.name, upload.volume)
-        repo = Repository.open(self.repo_path)
-        spool = Spool(self.spool_dir, upload.id, upload.size)
-        try:
+        with Repository.open(self.repo_path) as repo, \
+                Spool(self.spool_dir, upload.id, upload.size) as spool:
             vol = repo.catalog.volume(name)
             parent = repo.catalog.latest(vol.id) if vol is not None else None
             if not full and parent is None:
                 raise Conflict(f"volume {upload.volume} has no point yet: the first upload "
                                "must be full")
-            reader = None if full or parent is None else PointReader(repo, parent)
-            source = SpoolSource(spool, upload.size, wanted, reader, f"agent:{machine.name}")
-            point = Ingest(repo, name, source, origin=f"upload:{upload.id}").run(
-                None if full else wanted)
-        finally:
-            spool.close()
-            repo.close()
+            with (contextlib.nullcontext() if full or parent is None
+                  else PointReader(repo, parent)) as reader:
+                source = SpoolSource(spool, upload.size, wanted, reader, f"agent:{machine.name}")
+                point = Ingest(repo, name, source, origin=f"upload:{upload.id}").run(
+                    None if full else wanted)
         self.state.commit_upload(upload.id, point.id, point.bytes_stored)
         Spool.remove(self.spool_dir, upload.id)
         seconds = time.monotonic() - started

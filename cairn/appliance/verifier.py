@@ -72,8 +72,7 @@ class Verifier(Ticker):
                    self.state.volumes(policy.machine_id)]
         if not volumes:
             return []
-        repo = Repository.open(self.repo)
-        try:
+        with Repository.open(self.repo) as repo:
             newest = self._newest(repo, volumes[0])
             if newest is None or newest.created < policy.since or not self._wanted(
                     repo, policy, newest, now):
@@ -82,8 +81,6 @@ class Verifier(Ticker):
             if group is not None:
                 return [newest, *(m.point for m in group.members if m.point.id != newest.id)]
             return [newest, *filter(None, (self._newest(repo, v) for v in volumes[1:]))]
-        finally:
-            repo.close()
 
     @staticmethod
     def _newest(repo: Repository, volume: str) -> RecoveryPoint | None:

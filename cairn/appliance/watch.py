@@ -132,18 +132,15 @@ class Checks:
                           "space before backups fail", subject=str(self.repo))]
 
     def _newest_points(self, machines: list[Machine]) -> dict[int, float]:
-        repo = Repository.open(self.repo)
-        try:
-            newest: dict[int, float] = {}
+        newest: dict[int, float] = {}
+        with Repository.open(self.repo) as repo:
             for m in machines:
                 for volume, _ in self.state.volumes(m.id):
                     vol = repo.catalog.volume(store_volume(m.name, volume))
                     latest = repo.catalog.latest(vol.id) if vol else None
                     if latest is not None:
                         newest[m.id] = max(newest.get(m.id, 0.0), latest.created)
-            return newest
-        finally:
-            repo.close()
+        return newest
 
 
 def reconcile(store: AlertStore, found: list[Condition], kinds: tuple[str, ...] = WATCHED,

@@ -116,11 +116,8 @@ def _clones_hold(repo: Repository, states: Path, where: str) -> None:
         model = states / f"clone-{clone.name}.sha256"
         if not model.exists():
             continue  # killed before its flush was recorded: nothing was promised
-        volume = CloneVolume(repo, clone)
-        try:
+        with CloneVolume(repo, clone) as volume:
             content = volume.pread(0, volume.size)
-        finally:
-            volume.close()
         if hashlib.sha256(content).hexdigest() != model.read_text():
             raise TortureFailed(f"{where}: clone {clone.name} lost what was flushed to it")
 
@@ -133,27 +130,21 @@ def _verified(repo: Repository, check: Check) -> None:
 
 
 def check_local(repo_path: Path, states: Path, check: Check) -> int:
-    repo = Repository.open(repo_path)
-    try:
+    with Repository.open(repo_path) as repo:
         _verified(repo, check)
         _no_leaks(repo, repo_path, check.where)
         _clones_hold(repo, states, check.where)
         checked = _restores(repo, check)
         _verified(repo, check)
         return checked
-    finally:
-        repo.close()
 
 
 def check_cloud(url: str, check: Check) -> int:
     from cairn.store.cloud import open_cloud
 
-    cloud = open_cloud(url, None)
-    try:
+    with open_cloud(url, None) as cloud:
         _verified(cloud, check)
         return _restores(cloud, check)
-    finally:
-        cloud.close()
 
 
 def _work(argv: list[str], errors: Path) -> None:

@@ -91,14 +91,11 @@ class Worker:
         if not points:
             return
         clone = create_clone(self.repo, self.rnd.choice(points), f"c{self.seed}-{self.step}")
-        volume = CloneVolume(self.repo, clone)
-        try:
+        with CloneVolume(self.repo, clone) as volume:
             offset = self.rnd.randrange(volume.size)
             volume.pwrite(offset, self.rnd.randbytes(min(9000, volume.size - offset)))
             volume.flush()
             content = volume.pread(0, volume.size)
-        finally:
-            volume.close()
         write_state(self.work / f"clone-{clone.name}.sha256",
                     hashlib.sha256(content).hexdigest().encode())
 
@@ -107,14 +104,11 @@ class Worker:
         from cairn.store.cloud import open_cloud
 
         assert self.cloud_url is not None
-        cloud = open_cloud(self.cloud_url, None)
-        try:
+        with open_cloud(self.cloud_url, None) as cloud:
             if self.rnd.random() < 0.7:
                 replicate(self.repo, cloud)
             elif points := cloud.catalog.points():
                 delete_points(cloud, [self.rnd.choice(points)])
-        finally:
-            cloud.close()
 
     def one(self) -> None:
         """One random operation; refusals a user would also meet (a cloned point) pass."""
@@ -139,16 +133,14 @@ class Worker:
 def main(argv: list[str]) -> int:
     repo_path, work, seed, steps = argv[:4]
     cloud_url = argv[4] if len(argv) > 4 else None
-    repo = Repository.open(Path(repo_path))
-    worker = Worker(repo, Path(work), int(seed), cloud_url)
-    try:
-        while int(steps) == 0 or worker.step < int(steps):
-            worker.one()
-    except CairnError as exc:
-        print(f"torture worker, seed {seed}, step {worker.step}: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        repo.close()
+    with Repository.open(Path(repo_path)) as repo:
+        worker = Worker(repo, Path(work), int(seed), cloud_url)
+        try:
+            while int(steps) == 0 or worker.step < int(steps):
+                worker.one()
+        except CairnError as exc:
+            print(f"torture worker, seed {seed}, step {worker.step}: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

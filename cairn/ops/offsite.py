@@ -75,11 +75,8 @@ def open_target(repo_path: Path, url: str, endpoint: str | None) -> Repository:
     try:
         return open_cloud(url, endpoint, key)
     except NotARepository:
-        local = Repository.open(repo_path)
-        try:
+        with Repository.open(repo_path) as local:
             block_size = local.block_size
-        finally:
-            local.close()
         return init_cloud(url, endpoint, block_size, key)
 
 
@@ -162,23 +159,17 @@ def replicate_volumes(repo_path: Path, volumes: list[str], target: OffsiteTarget
     """Send what ``target`` selects of each volume, then apply the cloud's retention; the
     result lists the cloud's points of ``volumes`` afterwards."""
     result = OffsiteResult()
-    local = Repository.open(repo_path)
-    try:
-        cloud = open_target(repo_path, target.url, target.endpoint)
-        try:
-            if target.immutable:
-                make_immutable(cloud, target.immutable, probe=False)
-            _send(local, cloud, volumes, target, result)
-            if target.retention:
-                result.cloud_deleted += cloud_retention(cloud, volumes,
-                                                        Policy.parse(target.retention))
-            for volume in volumes:
-                if cloud.catalog.volume(volume) is not None:
-                    result.copies += [i.point for i in list_points(cloud, volume)]
-            result.cloud_stored_bytes = cloud.catalog.chunk_totals()[2]
-        finally:
-            cloud.close()
-    finally:
-        local.close()
+    with Repository.open(repo_path) as local, \
+            open_target(repo_path, target.url, target.endpoint) as cloud:
+        if target.immutable:
+            make_immutable(cloud, target.immutable, probe=False)
+        _send(local, cloud, volumes, target, result)
+        if target.retention:
+            result.cloud_deleted += cloud_retention(cloud, volumes,
+                                                    Policy.parse(target.retention))
+        for volume in volumes:
+            if cloud.catalog.volume(volume) is not None:
+                result.copies += [i.point for i in list_points(cloud, volume)]
+        result.cloud_stored_bytes = cloud.catalog.chunk_totals()[2]
     result.seconds = round(result.seconds, 3)
     return result

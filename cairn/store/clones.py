@@ -116,6 +116,12 @@ class CloneVolume:
         os.close(self._fd)
         self.base.close()
 
+    def __enter__(self) -> CloneVolume:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _written(self, block: int) -> bool:
         return bool(self._map[block >> 3] & (1 << (block & 7)))
 

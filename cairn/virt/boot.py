@@ -36,14 +36,13 @@ def exported_clone(repo: Repository, point: RecoveryPoint, name: str | None = No
                    keep: bool = False) -> Iterator[Exported]:
     """A clone of ``point`` served over NBD on loopback for as long as the block runs."""
     clone = create_clone(repo, point, name)
-    volume = CloneVolume(repo, clone)
     try:
-        with pin_point(repo, point, f"a boot of clone {clone.name}"), \
-                NbdServer(CloneDevice(volume), "127.0.0.1", 0, serialize=False) as server:
-            yield Exported(clone, f"nbd://127.0.0.1:{server.port}")
-        volume.flush()
+        with CloneVolume(repo, clone) as volume:
+            with pin_point(repo, point, f"a boot of clone {clone.name}"), \
+                    NbdServer(CloneDevice(volume), "127.0.0.1", 0, serialize=False) as server:
+                yield Exported(clone, f"nbd://127.0.0.1:{server.port}")
+            volume.flush()
     finally:
-        volume.close()
         if not keep:
             remove_clone(repo, clone.name)
 

@@ -37,12 +37,9 @@ class CloneSource:
 
 def keep_as_point(repo: Repository, clone: Clone) -> RecoveryPoint:
     """Commit the clone's current contents as the newest point of its point's volume."""
-    volume = CloneVolume(repo, clone)
-    try:
+    with CloneVolume(repo, clone) as volume:
         base = volume.base.point
         latest = repo.catalog.latest(repo.volume(base.volume).id)
         ranges = volume.written_ranges() if latest is not None and latest.id == base.id \
             else None
         return Ingest(repo, base.volume, CloneSource(volume)).run(ranges)
-    finally:
-        volume.close()

@@ -96,16 +96,13 @@ class Status:
 def exported_disk(repo: Repository, clone_name: str, sockets: Path, index: int
                   ) -> Iterator[str]:
     """Serve one clone on a private unix socket; yield the URL QEMU opens it by."""
-    volume = CloneVolume(repo, get_clone(repo, clone_name))
     export = secrets.token_urlsafe(18)
     path = sockets / f"disk{index}.sock"
-    try:
+    with CloneVolume(repo, get_clone(repo, clone_name)) as volume:
         with NbdServer(CloneDevice(volume), export_name=export, serialize=False,
                        unix_path=path):
             yield f"nbd+unix:///{export}?socket={path}"
         volume.flush()
-    finally:
-        volume.close()
 
 
 def stop_timeout(folder: Path) -> float:
@@ -124,20 +121,16 @@ def run(folder: Path) -> int:
     sockets = Path(tempfile.mkdtemp(prefix="cairn-vm-disks-"))
     try:
         spec = VmSpec.load(folder)
-        repo = Repository.open(Path(spec.repo))
-        try:
-            with contextlib.ExitStack() as disks:
-                drives = [disks.enter_context(exported_disk(repo, clone, sockets, i))
-                          for i, clone in enumerate(spec.clones)]
-                vm = VirtualMachine(
-                    drive=drives[0], more_drives=tuple(drives[1:]), format="raw",
-                    snapshot=False, interface=spec.disk_bus, firmware=spec.firmware,
-                    memory_mib=spec.memory_mib, cpus=spec.cpus, nics=tuple(spec.nics),
-                    serial=True, vnc_display="auto", vnc_password=spec.vnc_password,
-                    start_timeout=30.0)
-                with_tcg_fallback(vm, lambda vm: _supervise(vm, status, stop, folder))
-        finally:
-            repo.close()
+        with Repository.open(Path(spec.repo)) as repo, contextlib.ExitStack() as disks:
+            drives = [disks.enter_context(exported_disk(repo, clone, sockets, i))
+                      for i, clone in enumerate(spec.clones)]
+            vm = VirtualMachine(
+                drive=drives[0], more_drives=tuple(drives[1:]), format="raw",
+                snapshot=False, interface=spec.disk_bus, firmware=spec.firmware,
+                memory_mib=spec.memory_mib, cpus=spec.cpus, nics=tuple(spec.nics),
+                serial=True, vnc_display="auto", vnc_password=spec.vnc_password,
+                start_timeout=30.0)
+            with_tcg_fallback(vm, lambda vm: _supervise(vm, status, stop, folder))
     except Exception as exc:  # the appliance reads the reason from the status file
         status.set(state="failed", error=str(exc) or type(exc).__name__, ended=time.time())
         return 1

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,13 +160,9 @@ class VmManager:
         self.lans = Lans(repo_path)
         self._lock = threading.Lock()
 
-    @contextlib.contextmanager
-    def _repo(self) -> Iterator[Repository]:
-        repo = Repository.open(self.repo_path)
-        try:
-            yield repo
-        finally:
-            repo.close()
+    def _repo(self) -> Repository:
+        """The repository, open: use it in a ``with`` block, which closes it."""
+        return Repository.open(self.repo_path)
 
     def _vm_folder(self, name: str) -> Path:
         if not NAME.match(name):
@@ -217,12 +212,9 @@ class VmManager:
 
     def _spec(self, repo: Repository, request: VmRequest, name: str, disks: _Disks,
               networks: list[Any]) -> VmSpec:
-        volume = CloneVolume(repo, disks.clones[0])
-        try:
+        with CloneVolume(repo, disks.clones[0]) as volume:
             plan = plan_boot(volume, f"point {disks.point} ({disks.volume})", request.firmware,
                              request.disk_bus)
-        finally:
-            volume.close()
         check_available(networks)
         model = "virtio-net-pci" if plan.linux else "e1000"
         return VmSpec(

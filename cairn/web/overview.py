@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,13 +81,9 @@ class PointRow:
     offsite: bool
 
 
-@contextmanager
-def repository(console: Console) -> Iterator[Repository]:
-    repo = Repository.open(console.repo_path)
-    try:
-        yield repo
-    finally:
-        repo.close()
+def repository(console: Console) -> Repository:
+    """The console's repository, open: use it in a ``with`` block, which closes it."""
+    return Repository.open(console.repo_path)
 
 
 def machine_volumes(machine: str, names: Any) -> list[str]:

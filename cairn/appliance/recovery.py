@@ -19,12 +19,13 @@ s3://...``). Nothing is written unless the state opens with the key given.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
-import sqlite3
 from pathlib import Path
 
 from cairn import logs
+from cairn.appliance.state import State
 from cairn.appliance.state_backup import FILES, fetch, unseal
 from cairn.errors import UsageError
 from cairn.replication.pull import pull_point
@@ -46,7 +47,8 @@ def recover(repo: Path, url: str, endpoint: str | None, key_file: Path | None) -
         with Repository.init(repo, state["block_size"],
                              key_file=key_path if key.encrypts else None) as local:
             _write_files(repo, state["files"])
-            _drop_uploads(repo / "appliance.db")
+            with contextlib.closing(State(repo / "appliance.db")) as appliance:
+                appliance.abort_open_uploads()
             pulled = 0
             for volume in cloud.catalog.volumes():
                 newest = cloud.catalog.latest(volume.id)
@@ -72,14 +74,3 @@ def _write_files(repo: Path, files: dict[str, str]) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(base64.b64decode(data))
-
-
-def _drop_uploads(db_path: Path) -> None:
-    """Uploads in flight lived in the old appliance's spool: agents start them again."""
-    db = sqlite3.connect(db_path)
-    try:
-        with db:
-            db.execute("UPDATE uploads SET state='aborted' WHERE state='open'")
-            db.execute("DELETE FROM received")
-    finally:
-        db.close()

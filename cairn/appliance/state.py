@@ -456,6 +456,13 @@ class State(SharedDb):
             db.executemany("INSERT OR REPLACE INTO received VALUES(?, ?, ?, ?)",
                            ((upload_id, o, n, h) for o, n, h in frames))
 
+    def abort_open_uploads(self) -> None:
+        """Uploads in flight lived in another appliance's spool (this one was recovered
+        from its state): agents start them again."""
+        with self.tx() as db:
+            db.execute("UPDATE uploads SET state='aborted' WHERE state='open'")
+            db.execute("DELETE FROM received")
+
     def commit_upload(self, upload_id: str, point: str, bytes_stored: int) -> None:
         with self.tx() as db:
             db.execute("UPDATE uploads SET state='committed', point=?, bytes_stored=? "

@@ -24,7 +24,6 @@ import multiprocessing.context
 import os
 import random
 import signal
-import sqlite3
 import sys
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from pathlib import Path
 
 from cairn.errors import CairnError
 from cairn.restore.writer import restore_image
+from cairn.store.backends.packs import PackBackend
 from cairn.store.chunks import chunk_name
 from cairn.store.clones import CloneVolume, list_clones
 from cairn.store.reader import PointReader
@@ -94,7 +94,7 @@ def _restores(repo: Repository, check: Check) -> int:
     return len(todo)
 
 
-def _no_leaks(repo: Repository, repo_path: Path, where: str) -> None:
+def _no_leaks(repo: Repository, where: str) -> None:
     for volume in repo.catalog.volumes():
         with repo.volume_lock(volume):
             repo.recover(volume)
@@ -104,11 +104,11 @@ def _no_leaks(repo: Repository, repo_path: Path, where: str) -> None:
     if on_disk != counted:
         raise TortureFailed(f"{where}: {len(on_disk - counted)} chunk files leaked, "
                             f"{len(counted - on_disk)} missing")
-    packs = {p.name for p in (repo_path / "packs").glob("*.pack")}
-    with sqlite3.connect(repo_path / "packs.db") as index:
-        indexed = {r[0] for r in index.execute("SELECT name FROM packs")}
-    if not packs <= indexed:
-        raise TortureFailed(f"{where}: packs left by a dead writer: {sorted(packs - indexed)}")
+    backend = repo.chunks.backend
+    left = sorted(p.name for p in backend.unindexed()) if isinstance(backend, PackBackend) \
+        else []
+    if left:
+        raise TortureFailed(f"{where}: packs left by a dead writer: {left}")
 
 
 def _clones_hold(repo: Repository, states: Path, where: str) -> None:
@@ -132,7 +132,7 @@ def _verified(repo: Repository, check: Check) -> None:
 def check_local(repo_path: Path, states: Path, check: Check) -> int:
     with Repository.open(repo_path) as repo:
         _verified(repo, check)
-        _no_leaks(repo, repo_path, check.where)
+        _no_leaks(repo, check.where)
         _clones_hold(repo, states, check.where)
         checked = _restores(repo, check)
         _verified(repo, check)

@@ -4,8 +4,8 @@ Step 1, from what the backup already knows (always, a few milliseconds, no chunk
 blocks that changed since the volume's previous point come from the tree diff, and each
 chunk's plain and stored sizes in the catalog say whether zstd could shrink it. The share
 of changed blocks that *turned* incompressible (held compressible data before,
-incompressible data now) is compared with the volume's own history (table
-``point_signals``, owned here): encrypting files in place does exactly that to every block
+incompressible data now) is compared with the volume's own history (kept
+by `cairn.store.signals`): encrypting files in place does exactly that to every block
 it touches, while normal churn rarely does (a random or compressed file rewritten was
 incompressible before; new files land on empty blocks). Ransomware that writes encrypted
 copies into free space and deletes the originals turns nothing: for it the share of changed
@@ -35,17 +35,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from cairn.store import blockmap
+from cairn.store import blockmap, signals
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO
 from cairn.store.repository import Repository
 
-_TABLE = """CREATE TABLE IF NOT EXISTS point_signals(
-    point_id TEXT PRIMARY KEY,
-    volume_id INTEGER NOT NULL,
-    changed_blocks INTEGER NOT NULL,
-    turned_blocks INTEGER NOT NULL,
-    dense_blocks INTEGER NOT NULL DEFAULT 0)"""
 SAMPLE_BLOCKS = 128
 """Changed blocks looked at, at most: enough to estimate a share."""
 HISTORY = 10
@@ -87,22 +81,10 @@ def _median(values: list[float]) -> float:
 
 def _history(repo: Repository, point: RecoveryPoint, finding: Finding) -> None:
     """The median turned and dense shares of the volume's last points (None: no history)."""
-    rows = repo.catalog.db.execute(
-        "SELECT changed_blocks, turned_blocks, dense_blocks FROM point_signals WHERE "
-        "volume_id=? AND point_id != ? AND changed_blocks >= ? ORDER BY rowid DESC LIMIT ?",
-        (point.volume_id, point.id, MIN_BLOCKS, HISTORY)).fetchall()
+    rows = signals.recent(repo, point, MIN_BLOCKS, HISTORY)
     if rows:
-        finding.baseline = _median([turned / changed for changed, turned, _d in rows])
-        finding.dense_baseline = _median([dense / changed for changed, _t, dense in rows])
-
-
-def _ensure_table(repo: Repository) -> None:
-    """The signals table, with the dense column that points recorded before it lack."""
-    db = repo.catalog.db
-    db.execute(_TABLE)
-    if "dense_blocks" not in {row[1] for row in db.execute("PRAGMA table_info(point_signals)")}:
-        db.execute("ALTER TABLE point_signals ADD COLUMN dense_blocks INTEGER NOT NULL "
-                   "DEFAULT 0")
+        finding.baseline = _median([r.turned_blocks / r.changed_blocks for r in rows])
+        finding.dense_baseline = _median([r.dense_blocks / r.changed_blocks for r in rows])
 
 
 def _block_signal(repo: Repository, prev: RecoveryPoint, point: RecoveryPoint,
@@ -160,7 +142,7 @@ def examine(repo: Repository, point: RecoveryPoint, deep: bool = False) -> Findi
     prev, _next = repo.catalog.neighbours(point)
     if prev is None:
         return finding
-    _ensure_table(repo)
+    signals.ensure(repo)
     _history(repo, point, finding)
     _block_signal(repo, prev, point, finding)
     block_reason = _block_reason(finding)
@@ -172,11 +154,8 @@ def examine(repo: Repository, point: RecoveryPoint, deep: bool = False) -> Findi
     if finding.reasons and block_reason:
         finding.reasons.insert(0, block_reason)
     if finding.changed_blocks >= MIN_BLOCKS:  # `_history` reads no other: spare the commit
-        with repo.catalog.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO point_signals(point_id, volume_id, changed_blocks, "
-                       "turned_blocks, dense_blocks) VALUES(?, ?, ?, ?, ?)",
-                       (point.id, point.volume_id, finding.changed_blocks,
-                        finding.turned_blocks, finding.dense_blocks))
+        signals.record(repo, point, signals.Signals(
+            finding.changed_blocks, finding.turned_blocks, finding.dense_blocks))
     if finding.reasons:
         from cairn.store import marks
 

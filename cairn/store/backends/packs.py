@@ -281,15 +281,18 @@ class PackBackend:
             "INSERT INTO packs VALUES(?, ?, 0) ON CONFLICT(name) DO UPDATE SET "
             "live = live + excluded.live", per_pack.items())
 
-    def recover(self) -> None:
-        """Unlink packs that no index row knows and whose writing process is gone."""
+    def unindexed(self) -> list[Path]:
+        """Pack files that no index row knows, other than those this process is writing:
+        what writers that died before their commit left (`recover` removes them)."""
         with self._db_lock:
             known = {r[0] for r in self._db.execute("SELECT name FROM packs")}
         with self._lock:
-            mine = {w.name for w in self._writers}
-        for path in self.folder.glob("*.pack"):
-            if path.name in known or path.name in mine:
-                continue
+            known |= {w.name for w in self._writers}
+        return [path for path in self.folder.glob("*.pack") if path.name not in known]
+
+    def recover(self) -> None:
+        """Unlink packs that no index row knows and whose writing process is gone."""
+        for path in self.unindexed():
             pid = int(path.name.split("-", 1)[0])
             if pid == os.getpid() or _alive(pid):
                 continue

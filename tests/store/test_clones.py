@@ -32,6 +32,8 @@ def test_clone_writes_stay_in_the_clone(repo: Repository, tmp_path: Path) -> Non
         vol.pwrite(off, payload)
         model[off : off + len(payload)] = payload
     assert vol.pread(0, len(model)) == bytes(model)
+    for off, n in [(5, 70_000), (65_000, 200_000), (349_990, 20), (999_000, 1000)]:
+        assert vol.pread(off, n) == bytes(model[off : off + n])  # across written and not
     vol.flush()
     vol.close()
     reopened = CloneVolume(repo, clone)

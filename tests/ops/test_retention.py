@@ -11,7 +11,7 @@ import pytest
 from cairn.errors import UnknownVolume, UsageError
 from cairn.ops import retention
 from cairn.ops.clones import clone, remove
-from cairn.ops.machine_points import list_machine_points, prune_machine
+from cairn.ops.machine_points import boot_disks, disks_of, list_machine_points, prune_machine
 from cairn.store import marks
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.machine_points import MachinePoints
@@ -114,6 +114,13 @@ def test_machine_points_are_pruned_whole_into_the_hold(repo: Repository,
                      [("vda", vda), ("vdb", vdb)])
     first = store.get("mp000000")
     assert first is not None
+    # what export, virtualize, vm start and screenshot verification run: every disk, in order
+    vda, vdb = disks["vda"][1], disks["vdb"][1]
+    latest = disks_of(repo, "web01@latest")
+    assert ([p.id for p in latest.points], latest.names) == ([vda.id, vdb.id], ("vda", "vdb"))
+    assert latest.what == "machine point mp000001 (web01: vda, vdb)"
+    assert disks_of(repo, vda.id).names == () and len(boot_disks(repo, vdb.id).points) == 1
+    assert boot_disks(repo, vda.id).machine_point == latest.machine_point  # the boot disk's
     plan = prune_machine(repo, "web01", Policy(last=1))
     assert [mp.id for mp in plan.doomed] == ["mp000000"] and plan.held_until is not None
     assert sorted(p.id for p, _ in marks.held_points(repo)) == sorted(

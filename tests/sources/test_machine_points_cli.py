@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 
 from cairn.ops.offsite import OffsiteTarget, replicate_volumes
+from cairn.ops.retention import purge
+from cairn.store import marks
+from cairn.store.cloud import open_cloud
+from cairn.store.machine_points import MachinePoints
 from tests.cli.test_export import export_url
 from tests.replication.test_replicate import Cli
 from tests.replication.test_tamper import Bucket
@@ -185,3 +189,9 @@ def replicated_whole(repo: Path, ids: list[str], tmp_path: Path, cli: Cli,
     assert bucket.keys("machines/") == [f"machines/db01/{ids[0]}.json"]
     gone = fresh.run("points", "--repo", url, "--machine", "db01")
     assert gone.returncode != 0 and "no machine points of 'db01'" in gone.stderr
+    with open_cloud(url, s3_server.endpoint) as cloud:  # the held one's window ends now
+        held = MachinePoints(cloud.catalog).get(ids[0])
+        assert held is not None
+        marks.hold(cloud, [m.point for m in held.members], window=0)
+        purge(cloud)
+    assert bucket.keys("machines/") == [] and bucket.keys("points/") == []

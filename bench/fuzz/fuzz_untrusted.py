@@ -2,7 +2,8 @@
 
 Run one target at a time from the repository root, for a time in seconds:
 ``.venv/bin/python bench/fuzz/fuzz_untrusted.py TARGET -max_total_time=180``
-(TARGET: ``frames``, ``chunk``, ``partitions``, ``nbd``). Any other libFuzzer flag passes
+(TARGET: ``frames``, ``chunk``, ``partitions``, ``nbd``, ``nbd_requests``, ``nodes``,
+``records``, ``pack_index``). Any other libFuzzer flag passes
 through (``-artifact_prefix=DIR/`` keeps the crashers). The only acceptable outcomes are a
 parse or the typed errors a user sees; anything else is a crash, and each crash found
 becomes a regression input in ``tests/fuzz``. `tests/fuzz/test_untrusted_bytes.py` runs
@@ -29,7 +30,11 @@ with atheris.instrument_imports():
     from cairn.insights.partitions import read_partitions
     from cairn.store.chunks import ChunkStore
     from cairn.virt import nbd_protocol
-    from cairn.virt.nbd_handshake import Export, negotiate
+    from cairn.virt.nbd_handshake import Export, Session, negotiate
+    from cairn.virt.nbd_transmission import Transmission
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import targets_store
 
 
 class Disk:
@@ -128,8 +133,71 @@ def _feed(client: socket.socket, data: bytes) -> None:
         pass
 
 
+class Memory(Disk):
+    """A writable disk that records any range the server let past its checks."""
+
+    read_only = False
+
+    def __init__(self, size: int) -> None:
+        super().__init__(bytes(size))
+        self.buffer = bytearray(size)
+        self.outside: list[tuple[str, int, int]] = []
+
+    def _check(self, what: str, offset: int, length: int) -> None:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            self.outside.append((what, offset, length))
+
+    def read(self, offset: int, length: int) -> bytes:
+        self._check("read", offset, length)
+        return bytes(self.buffer[offset : offset + length])
+
+    def write(self, offset: int, data: bytes) -> None:
+        self._check("write", offset, len(data))
+        self.buffer[offset : offset + len(data)] = data
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        self._check("write_zeroes", offset, length)
+
+    def trim(self, offset: int, length: int) -> None:
+        self._check("trim", offset, length)
+
+    def flush(self) -> None:
+        pass
+
+    def extents(self, offset: int, length: int) -> list[tuple[int, bool]]:
+        self._check("extents", offset, length)
+        return [(length // 2, True), (length - length // 2, False)]
+
+
+def nbd_requests(data: bytes) -> None:
+    """Requests after a handshake (its outcome chosen by the first byte): the server answers
+    or hangs up, never raises anything but `Disconnected`, and the device sees no range
+    outside the export."""
+    if not data:
+        return
+    device = Memory(65536)
+    session = Session(structured=bool(data[0] & 1),
+                      meta_export="secret" if data[0] & 2 else None)
+    server, client = socket.socketpair()
+    server.settimeout(2)
+    feeder = threading.Thread(target=_feed, args=(client, data[1:]))
+    feeder.start()
+    try:
+        Transmission(server, Export("secret", device), session, threading.Lock()).run()
+    except nbd_protocol.Disconnected:
+        pass
+    finally:
+        server.close()
+        feeder.join()
+        client.close()
+    if device.outside:
+        raise AssertionError(f"the device was asked for {device.outside[0]}")
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
-    "frames": frames, "chunk": chunk, "partitions": partitions, "nbd": nbd}
+    "frames": frames, "chunk": chunk, "partitions": partitions, "nbd": nbd,
+    "nbd_requests": nbd_requests, "nodes": targets_store.nodes,
+    "records": targets_store.records, "pack_index": targets_store.pack_index}
 
 
 def _option(option: int, payload: bytes) -> bytes:
@@ -152,12 +220,32 @@ def nbd_seeds() -> list[bytes]:
             _option(p.OPT_ABORT, b"")]
 
 
+def nbd_request_seeds() -> list[bytes]:
+    """Each command once, in and out of range, with a structured session and without."""
+    p = nbd_protocol
+
+    def req(command: int, offset: int, length: int, flags: int = 0) -> bytes:
+        return p.REQUEST.pack(p.REQUEST_MAGIC, flags, command, 7, offset, length)
+
+    requests = (req(p.CMD_READ, 0, 4096) + req(p.CMD_WRITE, 4096, 8) + b"abcdefgh"
+                + req(p.CMD_BLOCK_STATUS, 0, 65536, p.CMD_FLAG_REQ_ONE)
+                + req(p.CMD_TRIM, 0, 4096) + req(p.CMD_WRITE_ZEROES, 0, 8192,
+                                                   p.CMD_FLAG_NO_HOLE)
+                + req(p.CMD_FLUSH, 0, 0) + req(p.CMD_READ, 65536, 1) + req(p.CMD_DISC, 0, 0))
+    return [bytes([0]) + requests, bytes([3]) + requests]
+
+
+SEEDS: dict[str, Callable[[], list[bytes]]] = {"nbd": nbd_seeds,
+                                               "nbd_requests": nbd_request_seeds}
+
+
 def main() -> None:
     target = sys.argv[1]
     args = [sys.argv[0], *sys.argv[2:]]
-    if target == "nbd" and not any(not a.startswith("-") for a in args[1:]):
-        corpus = Path(tempfile.mkdtemp(prefix="cairn-fuzz-nbd-"))
-        for n, seed in enumerate(nbd_seeds()):
+    seeds = SEEDS[target]() if target in SEEDS else targets_store.seeds(target)
+    if seeds and not any(not a.startswith("-") for a in args[1:]):
+        corpus = Path(tempfile.mkdtemp(prefix=f"cairn-fuzz-{target}-"))
+        for n, seed in enumerate(seeds):
             (corpus / f"seed{n}").write_bytes(seed)
         args.append(str(corpus))
     atheris.Setup(args, TARGETS[target])

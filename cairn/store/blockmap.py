@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from cairn.errors import Corruption
 from cairn.store.chunks import HASH_SIZE, ZERO
 
 FANOUT = 512
@@ -60,8 +61,11 @@ class NodeCache:
     """
 
     def __init__(self, fetch: Callable[[bytes], bytes], capacity: int = 4096,
-                 fetch_many: FetchMany | None = None) -> None:
+                 fetch_many: FetchMany | None = None, tolerant: bool = False) -> None:
+        """``tolerant``: a damaged node (one of the wrong length) reads as having no
+        children, for walks that must go on past damage; otherwise it is `Corruption`."""
         self._fetch = fetch
+        self._tolerant = tolerant
         self._fetch_many = fetch_many
         self._nodes: OrderedDict[bytes, list[bytes]] = OrderedDict()
         self._capacity = capacity
@@ -76,15 +80,32 @@ class NodeCache:
         return kids
 
     def children(self, tree: Tree, level: int, index: int, digest: bytes) -> list[bytes]:
-        """The child hashes of slot ``(level, index)`` holding ``digest`` in ``tree``."""
+        """The child hashes of slot ``(level, index)`` holding ``digest`` in ``tree``.
+
+        A node holds exactly one whole hash per child of its slot: one that hashes right
+        yet holds any other length (written by a key holder, or by a bug) would send a walk
+        past the tree's edge, so it is `Corruption` like a chunk that fails its hash."""
+        count = tree.child_count(level, index)
         if digest == ZERO:
-            return [ZERO] * tree.child_count(level, index)
+            return [ZERO] * count
         with self._lock:
             kids = self._nodes.get(digest)
             if kids is not None:
                 self._nodes.move_to_end(digest)
-                return kids
-        return self.add(digest, self._fetch(digest))
+        if kids is None:
+            kids = self.add(digest, self._fetch(digest))
+        if len(kids) != count or (kids and len(kids[-1]) != HASH_SIZE):
+            return self.damaged(digest, f"block-map node {digest.hex()} holds {len(kids)} "
+                                        f"hashes where its place holds {count}")
+        return kids
+
+    def damaged(self, digest: bytes, problem: str) -> list[bytes]:
+        """A node that cannot be walked: no children when tolerant, else `Corruption`."""
+        if self._tolerant:
+            return []
+        exc = Corruption(f"{problem}: run `cairn verify` and repair the points it names")
+        exc.digest = digest
+        raise exc
 
     def slot(self, tree: Tree, level: int, index: int) -> bytes:
         """The hash in slot ``(level, index)`` of ``tree``, walking down from the root."""

@@ -407,8 +407,8 @@ class Cloud:
             valid = (record.get("repository") == self.repository_id
                      and name == point_object(point) and len(point.root) == 32
                      and 0 < point.size <= _MAX_SIZE and math.isfinite(point.created))
-        except (KeyError, TypeError, ValueError, AttributeError, UsageError):
-            valid = False
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, UsageError):
+            valid = False  # OverflowError: a size of 1e999, a time of 10**400
         if not valid:
             raise Corruption(f"{what} does not belong at that name in this repository: it "
                              "was moved or altered; restore it from a copy or remove it")
@@ -608,7 +608,7 @@ def open_cloud(url: str, endpoint: str | None, key_file: Path | None = None,
     try:
         raw = backend.get("config.json")
         config = RepositoryConfig.from_json(json.loads(raw), url)
-    except (KeyError, ValueError, TypeError):
+    except (KeyError, ValueError, TypeError, RecursionError):
         raise NotARepository(url) from None
     key = _cloud_key(config, key_file, url)
     Sealer(key.secret).open(raw, f"config.json of {url}")

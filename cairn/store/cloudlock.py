@@ -120,8 +120,8 @@ class RemoteLock:
                 continue
             try:
                 info = json.loads(self.backend.get(name))
-            except (KeyError, ValueError):
-                continue  # released meanwhile, or not a lock
+            except (KeyError, ValueError, RecursionError):
+                continue  # released meanwhile, or not a lock (or nested past the parser)
             if not isinstance(info, dict):
                 continue
             if _dead_here(info):

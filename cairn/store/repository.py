@@ -196,7 +196,7 @@ def tolerant_nodes(repo: Repository) -> NodeCache:
         except Corruption:
             return b""
 
-    return NodeCache(fetch)
+    return NodeCache(fetch, tolerant=True)
 
 
 class Repository:

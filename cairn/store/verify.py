@@ -101,7 +101,11 @@ class _Nodes(NodeCache):
                 self.broken[digest] = str(exc)
                 return b""
 
-        super().__init__(fetch)
+        super().__init__(fetch, tolerant=True)
+
+    def damaged(self, digest: bytes, problem: str) -> list[bytes]:
+        self.broken.setdefault(digest, problem)
+        return []
 
 
 def expected_refs(repo: Repository, nodes: NodeCache) -> Counter[bytes]:

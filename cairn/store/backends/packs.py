@@ -29,6 +29,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -56,6 +57,18 @@ CREATE TABLE IF NOT EXISTS packs(
 """
 
 Location = tuple[str, int, int]
+_PACK_NAME = re.compile(r"^[0-9]{1,10}-[0-9a-f]{12}\.pack$")
+
+
+def _sound(loc: Location) -> bool:
+    """Whether an index row names bytes a writer here could have appended: a pack of this
+    folder (a name, never a path: a row naming ``../x`` made a delete punch holes in a
+    file beside the repository) and a range no larger than a pack. `packs.db` is read like
+    any stored bytes: an altered row reads as a missing object and is never punched."""
+    pack, offset, length = loc
+    return (isinstance(pack, str) and _PACK_NAME.match(pack) is not None
+            and isinstance(offset, int) and isinstance(length, int)
+            and 0 <= offset <= 1 << 48 and 0 <= length <= PACK_LIMIT)
 
 
 def _punch(fd: int, offset: int, length: int) -> None:
@@ -249,7 +262,7 @@ class PackBackend:
         pack's live count makes good when its last object goes. A pack already gone
         (damage) has nothing left to punch.
         """
-        for pack, offset, length in _runs(unneeded):
+        for pack, offset, length in _runs(loc for loc in unneeded if _sound(loc)):
             with contextlib.suppress(FileNotFoundError):
                 _punch(self._reader(pack), offset, length)
 
@@ -291,8 +304,11 @@ class PackBackend:
         return [path for path in self.folder.glob("*.pack") if path.name not in known]
 
     def recover(self) -> None:
-        """Unlink packs that no index row knows and whose writing process is gone."""
+        """Unlink packs that no index row knows and whose writing process is gone (a file
+        not named as a writer names its pack is none of cairn's)."""
         for path in self.unindexed():
+            if not _PACK_NAME.match(path.name):
+                continue
             pid = int(path.name.split("-", 1)[0])
             if pid == os.getpid() or _alive(pid):
                 continue
@@ -328,7 +344,7 @@ class PackBackend:
 
     def get(self, name: str) -> bytes:
         loc = self._where(name)
-        if loc is None:
+        if loc is None or not _sound(loc):
             raise KeyError(name)
         pack, offset, length = loc
         try:
@@ -349,7 +365,7 @@ class PackBackend:
         with self._db_lock:
             found.update(self._lookup([n for n in names if n not in found]))
         for name in names:
-            if name not in found:
+            if name not in found or not _sound(found[name]):
                 raise KeyError(name)
 
         def read(batch: list[tuple[str, Location]]) -> list[T]:

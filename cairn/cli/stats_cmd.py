@@ -29,11 +29,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"logical size       {human_bytes(stats.logical_bytes)} (sum of point sizes"
           f"{', held ones included' if held else ''})")
     print(f"data in points     {human_bytes(stats.allocated_bytes)} (zero blocks excluded)")
-    print(f"unique chunks      {stats.chunks} holding {human_bytes(stats.unique_bytes)}")
-    print(f"stored             {human_bytes(stats.stored_bytes)}")
-    print(f"dedup ratio        {stats.dedup_ratio:.2f}x")
-    print(f"compression ratio  {stats.compression_ratio:.2f}x")
-    print(f"overall            {stats.overall_ratio:.2f}x (logical / stored)")
+    unsized = "" if stats.unique_bytes is not None else (
+        " (sizes before compression are known only where the chunks were sent from)")
+    print(f"unique chunks      {stats.chunks} holding {_frees(stats.unique_bytes)}{unsized}")
+    print(f"stored             {_frees(stats.stored_bytes)}")
+    print(f"dedup ratio        {_times(stats.dedup_ratio)}")
+    print(f"compression ratio  {_times(stats.compression_ratio)}")
+    print(f"overall            {_times(stats.overall_ratio)} (logical / stored)")
     if stats.deleted_points:
         print(f"deleted, held      {stats.deleted_points} point(s), freeing "
               f"{_frees(stats.deleted_frees_bytes)} when reclaimed (`cairn points --deleted`)")
@@ -47,3 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _frees(n: int | None) -> str:
     return "?" if n is None else human_bytes(n)
+
+
+def _times(ratio: float | None) -> str:
+    return "?" if ratio is None else f"{ratio:.2f}x"

@@ -170,6 +170,6 @@ def replicate_volumes(repo_path: Path, volumes: list[str], target: OffsiteTarget
         for volume in volumes:
             if cloud.catalog.volume(volume) is not None:
                 result.copies += [i.point for i in list_points(cloud, volume)]
-        result.cloud_stored_bytes = cloud.catalog.chunk_totals()[2]
+        result.cloud_stored_bytes = cloud.catalog.chunk_totals().stored
     result.seconds = round(result.seconds, 3)
     return result

@@ -4,7 +4,8 @@ Used when an appliance is rebuilt from its bucket (`appliance.recovery`): the ne
 of each volume comes back so agents find their parent and go on with incremental backups.
 Chunks travel as stored (both repositories use the same key), each checked against its
 hash on arrival, made durable, and only then is the point committed locally, with its
-runs counted as for any point (`Cloud.insert`).
+runs counted as for any point (`Cloud.insert`) and, as its ``bytes_stored``, what it added
+here (not what it added to the bucket).
 """
 
 from __future__ import annotations
@@ -40,5 +41,6 @@ def pull_point(cloud: Repository, local: Repository, point: RecoveryPoint) -> in
             written[digest] = (size, stored)
     local.chunks.backend.sync()
     volume = local.catalog.ensure_volume(point.volume)
-    Cloud.insert(local, replace(point, volume_id=volume.id), written)
-    return sum(stored for _, stored in written.values())
+    fetched = sum(stored for _, stored in written.values())
+    Cloud.insert(local, replace(point, volume_id=volume.id, bytes_stored=fetched), written)
+    return fetched

@@ -8,7 +8,11 @@ cloud's catalog does not know is read from the local store, checked against its 
 damaged local chunk is never sent on), and PUT as stored: both repositories use the same
 key (or none), so chunks travel unchanged. Only then is the point published in the bucket:
 a point appears there only once complete. A machine point is published (`cloud_machines`)
-once the bucket holds every disk's point of it, so it too appears only whole.
+once the bucket holds every disk's point of it, so it too appears only whole. A point
+record's ``bytes_stored`` is what the point added to the bucket (the stored size of the
+chunks the cloud lacked), not what its local backup stored: the two differ when points
+were skipped (``send``), deleted before they were sent, or when the cloud already held
+chunks from another volume or appliance.
 
 Replication holds the cloud's lock *shared*: several appliances may replicate at once, but
 no prune on the cloud can free a chunk under it. A run that dies leaves its uploads listed
@@ -22,7 +26,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cairn.errors import MissingChunk, UsageError
 from cairn.meter import Meter
@@ -176,14 +180,9 @@ def replicate(local: Repository, cloud: Repository, volume: str | None = None,
             needed = {h for _slot, _old, h in diff(nodes, cloud.tree(before) if before else None,
                                                    local.tree(point))
                       if h is not None and h != ZERO}
-            held = _held(cloud, needed)
-            report.chunks_already_there += len(held)
-            if progress:
-                progress.expect(sum(stored for _size, stored in
-                                    local.catalog.chunk_sizes(list(needed - held)).values()))
-            written: dict[bytes, tuple[int, int]] = {}
+            to_send, written = _plan(local, cloud, needed, report, progress)
             batch: list[bytes] = []
-            for digest, size, stored in pool.map(put, needed - held):
+            for digest, size, stored in pool.map(put, to_send):
                 written[digest] = (size, stored)
                 report.chunks_sent += 1
                 report.bytes_sent += stored
@@ -193,7 +192,8 @@ def replicate(local: Repository, cloud: Repository, volume: str | None = None,
                 if len(batch) >= 4:
                     _journal(cloud, batch)
             _journal(cloud, batch)
-            _publish(local, cloud, placed, written, report)
+            _publish(local, cloud, replace(placed, bytes_stored=sum(
+                stored for _size, stored in written.values())), written, report)
         report.machine_points = publish_complete(local, cloud)
         cloud.catalog.clear_upload_journal()
     if remote.locker is not None:
@@ -221,15 +221,20 @@ def _publish(local: Repository, cloud: Repository, placed: RecoveryPoint,
     report.points.append(placed.id)
 
 
-def _held(cloud: Repository, needed: set[bytes]) -> set[bytes]:
-    """Chunks the cloud has: in its catalog, or sent by a run that died (and still there)."""
-    held = set()
-    for digest in needed:
-        if cloud.catalog.has_chunk(digest) or (
-                cloud.catalog.was_uploaded(digest)
-                and cloud.chunks.backend.exists(chunk_name(digest))):
-            held.add(digest)
-    return held
+def _plan(local: Repository, cloud: Repository, needed: set[bytes], report: Report,
+          progress: Meter | None) -> tuple[set[bytes], dict[bytes, tuple[int, int]]]:
+    """Of the chunks a point needs, those to send, and the sizes of those a run that died
+    sent (still there, not sent again). Both are what the point adds to the cloud: every
+    chunk its catalog lacks."""
+    new = {digest for digest in needed if not cloud.catalog.has_chunk(digest)}
+    resumed = {digest for digest in new if cloud.catalog.was_uploaded(digest)
+               and cloud.chunks.backend.exists(chunk_name(digest))}
+    report.chunks_already_there += len(needed) - len(new) + len(resumed)
+    sizes = local.catalog.chunk_sizes(list(new))
+    if progress:
+        progress.expect(sum(stored for digest, (_size, stored) in sizes.items()
+                            if digest not in resumed))
+    return new - resumed, {digest: sizes[digest] for digest in resumed if digest in sizes}
 
 
 def _journal(cloud: Repository, batch: list[bytes]) -> None:

@@ -93,6 +93,19 @@ CREATE TABLE IF NOT EXISTS bad_chunks(
 
 
 @dataclass(frozen=True)
+class ChunkTotals:
+    """What `Catalog.chunk_totals` counts. A cloud cache knows the plain size of only the
+    chunks it sent itself, and the stored size of those a listing showed (`Cloud.sync`):
+    ``unsized`` and ``unstored`` count the chunks left out of ``plain`` and ``stored``."""
+
+    chunks: int
+    plain: int
+    stored: int
+    unsized: int
+    unstored: int
+
+
+@dataclass(frozen=True)
 class Volume:
     id: int
     name: str
@@ -594,28 +607,40 @@ class Catalog:
                 part))
         return found
 
-    def chunk_totals(self) -> tuple[int, int, int]:
-        """(number of chunks, their plain bytes, their stored bytes)."""
+    def chunk_totals(self) -> ChunkTotals:
+        """How many chunks, their plain and stored bytes, and how many sizes are unknown."""
         row = self.db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(stored), 0) FROM chunks"
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(stored), 0), "
+            "COALESCE(SUM(size = 0), 0), COALESCE(SUM(stored = 0), 0) FROM chunks"
         ).fetchone()
-        return row[0], row[1], row[2]
+        return ChunkTotals(*row)
+
+    def unsized_chunks(self) -> list[bytes]:
+        """Chunks whose stored size this catalog does not know (a cloud cache learnt them
+        with a point another node sent)."""
+        return [r[0] for r in self.db.execute("SELECT hash FROM chunks WHERE stored = 0")]
+
+    def learn_stored(self, stored: dict[bytes, int]) -> None:
+        """Record stored sizes read from a bucket listing (`Cloud.sync`); known ones stay."""
+        with self.transaction() as db:
+            db.executemany("UPDATE chunks SET stored = ? WHERE hash = ? AND stored = 0",
+                           ((n, h) for h, n in stored.items()))
 
     def stored_if_released(self, releases: Counter[bytes]) -> int | None:
         """Stored bytes of the chunks that losing ``releases`` (chunk: runs ending) would
         leave with no run and no pin: what a delete would free now. None when this catalog
-        does not know a size (a cloud cache learns a chunk's size only when it sent it)."""
+        does not know a stored size (a chunk missing from a cloud's listing)."""
         total = 0
         hashes = list(releases)
         for part in _chunked(hashes):
             marks = ",".join("?" * len(part))
             pinned = {r[0] for r in self.db.execute(
                 f"SELECT hash FROM pins WHERE hash IN ({marks})", part)}
-            for digest, refs, size, stored in self.db.execute(
-                    f"SELECT hash, refs, size, stored FROM chunks WHERE hash IN ({marks})",
+            for digest, refs, stored in self.db.execute(
+                    f"SELECT hash, refs, stored FROM chunks WHERE hash IN ({marks})",
                     part):
                 if refs <= releases[digest] and digest not in pinned:
-                    if not size:
+                    if not stored:
                         return None
                     total += stored
         return total

@@ -378,10 +378,28 @@ class Cloud:
             arrivals.append(self.read_record(remote[point_id], raw))
         for point in sorted(arrivals, key=lambda p: p.created):
             self.learn(repo, point)
+        if arrivals or gone:
+            self._learn_sizes(repo)
         bucket_marks = self._read_marks()
         stale = {point_id: marks.Marks() for point_id in marks.all_marks(repo)}
         marks.replace_marks(repo, {**stale, **bucket_marks})
         cloud_machines.sync(self, repo)
+
+    def _learn_sizes(self, repo: Repository) -> None:
+        """The stored size of each chunk this cache learnt with a point another node sent,
+        from a listing of the bucket (no chunk is read): only when points arrived, listing
+        just the folders of those chunks (``chunks/abc/``), or ``chunks/`` whole when that
+        takes fewer requests (a thousand objects each). Sizes before compression stay
+        unknown: only the node that sent a chunk knows them."""
+        wanted = {chunk_name(h): h for h in repo.catalog.unsized_chunks()}
+        if not wanted:
+            return
+        folders = sorted({name.rpartition("/")[0] for name in wanted})
+        if len(folders) > repo.catalog.chunk_totals().chunks // 1000 + 1:
+            folders = ["chunks"]
+        repo.catalog.learn_stored({wanted[name]: size for folder in folders
+                                   for name, size in self.backend.sizes(folder)
+                                   if name in wanted})
 
     def _point_id_of(self, name: str) -> str:
         """The point id in a ``points/`` object name, which must be one cairn writes."""

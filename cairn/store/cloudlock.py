@@ -58,6 +58,8 @@ class Bucket(Backend, Protocol):
 
     def stamps(self, prefix: str) -> Iterator[tuple[str, float]]: ...
 
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]: ...
+
 
 def _boot_id() -> str:
     try:

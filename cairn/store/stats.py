@@ -17,11 +17,14 @@ class Stats:
     logical_bytes: int
     allocated_bytes: int
     chunks: int
-    unique_bytes: int
-    stored_bytes: int
-    dedup_ratio: float
-    compression_ratio: float
-    overall_ratio: float
+    unique_bytes: int | None
+    """None when a cloud cache does not know every chunk's size before compression (only
+    the node that sent a chunk does): so are both ratios built on it"""
+    stored_bytes: int | None
+    """None when a chunk is missing from its cloud's listing (`verify` names it)"""
+    dedup_ratio: float | None
+    compression_ratio: float | None
+    overall_ratio: float | None
     deleted_points: int
     """Deleted points held restorable for the deletion window (`marks`)."""
     deleted_frees_bytes: int | None
@@ -31,7 +34,8 @@ class Stats:
 
 @dataclass(frozen=True)
 class VolumeStats:
-    """One volume: ``added_bytes`` is what its live points' backups stored when made;
+    """One volume: ``added_bytes`` is what its live points added to this repository when
+    they came (a backup's new chunks; a replicated point's, those its cloud lacked);
     ``frees_bytes`` what deleting the whole volume would free now (`space.freed_by`: a
     walk of its block maps, never of its data; None when one is damaged)."""
 
@@ -50,7 +54,9 @@ def repository_stats(repo: Repository) -> Stats:
     """
     held = [p for p, _m in marks.held_points(repo)]
     points = repo.catalog.points()
-    chunks, unique, stored = repo.catalog.chunk_totals()
+    totals = repo.catalog.chunk_totals()
+    unique = None if totals.unsized else totals.plain
+    stored = None if totals.unstored else totals.stored
     logical = sum(p.size for p in points)
     allocated = sum(p.allocated for p in points)
     return Stats(
@@ -58,16 +64,22 @@ def repository_stats(repo: Repository) -> Stats:
         points=len(points) - len(held),
         logical_bytes=logical,
         allocated_bytes=allocated,
-        chunks=chunks,
+        chunks=totals.chunks,
         unique_bytes=unique,
         stored_bytes=stored,
-        dedup_ratio=round(allocated / unique, 3) if unique else 1.0,
-        compression_ratio=round(unique / stored, 3) if stored else 1.0,
-        overall_ratio=round(logical / stored, 3) if stored else 1.0,
+        dedup_ratio=_ratio(allocated, unique),
+        compression_ratio=None if unique is None else _ratio(unique, stored),
+        overall_ratio=_ratio(logical, stored),
         deleted_points=len(held),
         deleted_frees_bytes=freed_by(repo, held) if held else 0,
         by_volume=[_volume(repo, v) for v in repo.catalog.volumes()],
     )
+
+
+def _ratio(part: int, whole: int | None) -> float | None:
+    if whole is None:
+        return None
+    return round(part / whole, 3) if whole else 1.0
 
 
 def _volume(repo: Repository, volume: Volume) -> VolumeStats:

@@ -129,6 +129,10 @@ class FaultyS3:
             listed = [item for item in listed if self._rng.random() < 0.5]
         return iter(listed)
 
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        self._before("LIST", prefix)
+        return self.inner.sizes(prefix)
+
     def list(self, prefix: str) -> Iterator[str]:
         return (name for name, _ in self.stamps(prefix))
 

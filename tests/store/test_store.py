@@ -10,6 +10,7 @@ import pytest
 
 from cairn.errors import Corruption, MissingChunk
 from cairn.store.backend import T
+from cairn.store.catalog import ChunkTotals
 from cairn.store.chunks import chunk_name
 from cairn.store.cloud import init_cloud
 from cairn.store.delete import delete_points
@@ -109,7 +110,7 @@ def test_delete_any_point_keeps_the_others_whole(repo: Repository, tmp_path: Pat
         if k not in victims:
             assert restored_digest(repo, point, tmp_path / "out") == want
     if len(victims) == len(points):
-        assert repo.catalog.chunk_totals() == (0, 0, 0)
+        assert repo.catalog.chunk_totals() == ChunkTotals(0, 0, 0, 0, 0)
         assert list(repo.chunks.backend.list("chunks")) == []
 
 

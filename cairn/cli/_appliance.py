@@ -60,7 +60,8 @@ def admin_client(args: argparse.Namespace) -> ApplianceClient:
             token = (repo / "admin-token").read_text().strip()
         except OSError as exc:
             raise UsageError(f"cannot read {repo / 'admin-token'} ({exc.strerror}): run as "
-                             "root on the appliance, or set CAIRN_ADMIN_TOKEN") from None
+                             "the appliance's user (`runuser -u cairn -- cairn ...`) or root "
+                             "on the appliance, or set CAIRN_ADMIN_TOKEN") from None
     if not token:
         raise UsageError("no admin token: pass --repo on the appliance host, or set "
                          "CAIRN_ADMIN_TOKEN")

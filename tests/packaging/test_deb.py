@@ -87,7 +87,13 @@ def test_deb_installs_and_backs_up_in_a_debootstrap_chroot(
         out.seek(2 * 2**20)
         out.write(os.urandom(2**20))
 
-    installed = in_chroot(base_root, layer, f"dpkg -i /srv/{deb.name}")
+    # group kvm exists on a real host (udev makes it); a repository made as root before this
+    # install (an older package ran the appliance as root) must pass to the appliance's user
+    installed = in_chroot(base_root, layer, f"""
+        groupadd --system kvm
+        mkdir -p /var/lib/cairn/old-repo && touch /var/lib/cairn/old-repo/catalog.db
+        dpkg -i /srv/{deb.name}
+    """)
     assert installed.returncode == 0, installed.stderr
 
     run = in_chroot(base_root, layer, """
@@ -96,8 +102,12 @@ def test_deb_installs_and_backs_up_in_a_debootstrap_chroot(
         cairn backup --repo /srv/repo --volume disk /srv/disk.img
         cairn restore --repo /srv/repo disk@latest /srv/restored.img
         getent passwd cairn
+        id -nG cairn
         stat -c '%U:%G %a' /etc/cairn /var/lib/cairn
-        grep -h ExecStart= /lib/systemd/system/cairn-agent.service \
+        stat -c 'old %U:%G' /var/lib/cairn/old-repo/catalog.db
+        runuser -u cairn -- cairn init --repo /var/lib/cairn/repo
+        stat -c 'new %U:%G' /var/lib/cairn/repo/config.json
+        grep -h -e ^ExecStart= -e ^User= /lib/systemd/system/cairn-agent.service \
             /lib/systemd/system/cairn-appliance.service
     """)
     assert run.returncode == 0, run.stderr
@@ -105,6 +115,11 @@ def test_deb_installs_and_backs_up_in_a_debootstrap_chroot(
     assert lines[0].startswith("cairn ")
     assert (srv / "restored.img").read_bytes() == disk.read_bytes()
     assert any(line.startswith("cairn:") and "/usr/sbin/nologin" in line for line in lines)
+    assert "kvm" in lines[lines.index(next(x for x in lines if x.startswith("cairn:"))) + 1]
     assert "root:cairn 750" in lines and "cairn:cairn 750" in lines
-    assert lines[-2].startswith("ExecStart=/usr/bin/cairn agent run")
-    assert lines[-1].startswith("ExecStart=/usr/bin/cairn serve")
+    # the appliance runs as cairn, which owns its data and can make a repository there
+    assert "old cairn:cairn" in lines and "new cairn:cairn" in lines
+    # the agent stays root (it reads block devices): no User= in its unit
+    assert lines[-3:] == ["ExecStart=/usr/bin/cairn agent run --config /etc/cairn/agent.toml",
+                          "User=cairn",
+                          "ExecStart=/usr/bin/cairn serve --config /etc/cairn/appliance.toml"]

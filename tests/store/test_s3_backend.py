@@ -199,3 +199,12 @@ def test_listing_cut_short_raises_instead_of_ending() -> None:
         with pytest.raises(S3Unreachable):
             seen.extend(listing)
         assert len(seen) < len(names)
+
+
+def test_put_new_creates_once_with_a_conditional_write(s3_server: SeaweedS3) -> None:
+    """Lock and point objects are created with ``If-None-Match: *`` (`S3Backend.put_new`):
+    a second writer of the same name is told so and the first object stays."""
+    backend = _backend(s3_server)
+    assert backend.put_new("locks/one", b"first")
+    assert not backend.put_new("locks/one", b"second")
+    assert backend.get("locks/one") == b"first"

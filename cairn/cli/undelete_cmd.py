@@ -11,7 +11,8 @@ from cairn.ops.points import undelete
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("undelete", help="bring back deleted points (`cairn points --deleted`)")
     add_repo(p)
-    p.add_argument("points", nargs="+", metavar="POINT")
+    p.add_argument("points", nargs="+", metavar="POINT",
+                   help="point ids; a machine point comes back whole, with every disk's point")
     p.set_defaults(handler=run)
 
 

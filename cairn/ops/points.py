@@ -109,8 +109,15 @@ def delete(repo: Repository, refs: Sequence[str], now: bool = False,
 
 
 def undelete(repo: Repository, refs: Sequence[str]) -> list[str]:
-    """Bring back points deleted within the deletion window; returns their ids."""
-    points = [repo.resolve(ref) for ref in refs]
+    """Bring back points deleted within the deletion window (a machine point with every
+    disk's point); returns their ids."""
+    from cairn.ops.machine_points import resolve as resolve_machine_point
+
+    points = []
+    for ref in refs:
+        machine_point = resolve_machine_point(repo, ref)
+        points += ([m.point for m in machine_point.members] if machine_point is not None
+                   else [repo.resolve(ref)])
     for point in points:
         marks.undelete(repo, point)
     return [p.id for p in points]

@@ -93,6 +93,9 @@ def test_machine_points_restore_delete_prune_whole(start_vm: Callable[..., LiveV
     ok("delete", "--repo", repo, ids[1])
     left = json.loads(ok("points", "--repo", repo, "--machine", "web01", "--json"))
     assert [mp["id"] for mp in left][:2] == [ids[0], ids[2]]
+    assert "brought back 2 point(s)" in ok("undelete", "--repo", repo, ids[1])
+    assert listed_ids(repo, "web01")[:3] == ids
+    ok("delete", "--repo", repo, ids[1])
     volume_points = json.loads(ok("points", "--repo", repo, "--json"))
     assert len(volume_points) == 6
     assert not {v["id"] for v in listed[1]["volumes"]} & {p["id"] for p in volume_points}

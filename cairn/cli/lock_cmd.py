@@ -12,7 +12,8 @@ from cairn.ops.point_locks import lock, unlock
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("lock", help="lock points: nothing deletes or prunes them before DATE")
     add_repo(p)
-    p.add_argument("points", nargs="+", metavar="POINT")
+    p.add_argument("points", nargs="+", metavar="POINT",
+                   help="point ids; a machine point: every disk's point")
     p.add_argument("--until", required=True, metavar="DATE",
                    help="YYYY-MM-DD (locked through that day, UTC), YYYY-MM-DDTHH:MM, or a "
                         "duration from now such as 30d")
@@ -20,7 +21,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=run_lock)
     p = sub.add_parser("unlock", help="lift the locks of points whose date has passed")
     add_repo(p)
-    p.add_argument("points", nargs="+", metavar="POINT")
+    p.add_argument("points", nargs="+", metavar="POINT",
+                   help="point ids; a machine point: every disk's point")
     p.set_defaults(handler=run_unlock)
 
 

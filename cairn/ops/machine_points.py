@@ -68,6 +68,17 @@ def resolve(repo: Repository, ref: str) -> MachinePoint | None:
     return MachinePoints(repo.catalog).resolve(ref)
 
 
+def points_of(repo: Repository, refs: Sequence[str]) -> list[RecoveryPoint]:
+    """The points ``refs`` name, a machine point as every disk's point: what `lock`,
+    `unlock` and `undelete` act on, so a machine point stays whole."""
+    points = []
+    for ref in refs:
+        machine_point = resolve(repo, ref)
+        points += ([m.point for m in machine_point.members] if machine_point is not None
+                   else [repo.resolve(ref)])
+    return points
+
+
 def get(repo: Repository, ref: str) -> MachinePoint:
     found = resolve(repo, ref)
     if found is None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cairn.errors import UsageError
+from cairn.ops.machine_points import points_of
 from cairn.store import marks
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.repository import Repository
@@ -45,17 +46,17 @@ def parse_until(text: str) -> float:
 
 
 def lock(repo: Repository, refs: Sequence[str], until: str) -> LockResult:
-    """Lock the points ``refs`` name until ``until`` (`parse_until`); a lock can be
-    extended, never shortened (`PointLocked`)."""
+    """Lock the points ``refs`` name (a machine point: every disk's) until ``until``
+    (`parse_until`); a lock can be extended, never shortened (`PointLocked`)."""
     when = parse_until(until)
-    points = [repo.resolve(ref) for ref in refs]
+    points = points_of(repo, refs)
     marks.lock(repo, points, when)
     return LockResult([p.id for p in points], when)
 
 
 def unlock(repo: Repository, refs: Sequence[str]) -> list[str]:
     """Lift the locks whose date has passed; one still in force is refused (`PointLocked`)."""
-    points = [repo.resolve(ref) for ref in refs]
+    points = points_of(repo, refs)
     marks.unlock(repo, points)
     return [p.id for p in points]
 

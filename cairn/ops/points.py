@@ -111,13 +111,9 @@ def delete(repo: Repository, refs: Sequence[str], now: bool = False,
 def undelete(repo: Repository, refs: Sequence[str]) -> list[str]:
     """Bring back points deleted within the deletion window (a machine point with every
     disk's point); returns their ids."""
-    from cairn.ops.machine_points import resolve as resolve_machine_point
+    from cairn.ops.machine_points import points_of
 
-    points = []
-    for ref in refs:
-        machine_point = resolve_machine_point(repo, ref)
-        points += ([m.point for m in machine_point.members] if machine_point is not None
-                   else [repo.resolve(ref)])
+    points = points_of(repo, refs)
     for point in points:
         marks.undelete(repo, point)
     return [p.id for p in points]

@@ -106,6 +106,10 @@ def test_machine_points_restore_delete_prune_whole(start_vm: Callable[..., LiveV
     assert len(json.loads(ok("points", "--repo", repo, "--json"))) == 2
     ok("restore", "--repo", repo, "web01@latest", tmp_path / "latest")
     assert (tmp_path / "latest" / "vdb.img").read_bytes() == refs[2]["vdb"]
+    ok("lock", "--repo", repo, "web01@latest", "--until", "1d")
+    assert all(p["locked_until"] for p in json.loads(ok("points", "--repo", repo, "--json")))
+    refused = cairn("delete", "--repo", repo, "web01@latest")
+    assert refused.returncode != 0 and "locked" in refused.stderr
 
 
 def test_qemu_with_volume_is_a_usage_error(tmp_path: Path) -> None:

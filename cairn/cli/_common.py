@@ -90,6 +90,13 @@ def print_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
+def print_json_line(value: Any) -> None:
+    """One JSON object on one line, flushed: what a long-running command (``export``,
+    ``virtualize``, ``jobs --follow``) prints per event with ``--json`` (JSON Lines)."""
+    sys.stdout.write(json.dumps(with_iso_times(value)) + "\n")
+    sys.stdout.flush()
+
+
 def when(ts: float) -> str:
     """Local time with its zone, as every table shows it."""
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))

@@ -11,7 +11,7 @@ from cairn import logs
 from cairn.agent import config as agent_config
 from cairn.agent.config import VolumeConfig
 from cairn.agent.daemon import Agent, connect
-from cairn.cli._common import add_json, print_json
+from cairn.cli._common import add_json, human_bytes, print_json, report
 from cairn.errors import SourceError, UsageError
 from cairn.ops.pair import PairRequest, pair
 from cairn.sources.image import ImageSource
@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                             "certificate seen now is trusted and pinned")
     pair.add_argument("--state-dir", help="where the agent keeps its baselines "
                                           "(default /var/lib/cairn-agent)")
+    add_json(pair)
     pair.set_defaults(handler=run_pair)
 
     protect = actions.add_parser("protect", help="protect a volume (image file or device)")
@@ -40,7 +41,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     protect.add_argument("path", type=Path, help="image file or block device")
     protect.add_argument("--pre-freeze", metavar="SCRIPT", help="run before reading (freeze)")
     protect.add_argument("--post-thaw", metavar="SCRIPT", help="run after reading, always")
-    protect.add_argument("--hook-timeout", type=float, default=60.0, metavar="SECONDS")
+    protect.add_argument("--hook-timeout", type=float, default=60.0, metavar="SECONDS",
+                         help="how long a freeze or thaw hook may run (default 60)")
+    add_json(protect)
     protect.set_defaults(handler=run_protect)
 
     daemon = actions.add_parser("run", help="the agent daemon: take jobs and send changes")
@@ -71,12 +74,14 @@ def run_pair(args: argparse.Namespace) -> int:
               f"{state}: give --config and --state-dir to write elsewhere", file=sys.stderr)
     paired = pair(PairRequest(args.appliance, args.token, args.fingerprint, args.config,
                               args.state_dir))
-    print(f"paired as {paired.machine} with {paired.appliance} (certificate "
-          f"{paired.fingerprint} pinned); config in {paired.config}")
-    if paired.trusted_on_first_use:
-        print("no --fingerprint given: the certificate seen now was trusted; compare it with "
-              "the fingerprint `cairn serve` logged at start")
-    return 0
+    trusted = ("; no --fingerprint given: the certificate seen now was trusted; compare it "
+               "with the fingerprint `cairn serve` logged at start"
+               if paired.trusted_on_first_use else "")
+    return report(args.json, {"machine": paired.machine, "appliance": paired.appliance,
+                              "fingerprint": paired.fingerprint, "config": str(paired.config),
+                              "trusted_on_first_use": paired.trusted_on_first_use},
+                  f"paired as {paired.machine} with {paired.appliance} (certificate "
+                  f"{paired.fingerprint} pinned); config in {paired.config}{trusted}")
 
 
 def run_protect(args: argparse.Namespace) -> int:
@@ -92,8 +97,10 @@ def run_protect(args: argparse.Namespace) -> int:
     config.volumes[args.volume] = VolumeConfig(str(args.path.resolve()), args.pre_freeze,
                                                args.post_thaw, args.hook_timeout)
     agent_config.save(config)
-    print(f"protecting {args.volume} ({args.path}, {size} bytes) on {config.machine}")
-    return 0
+    return report(args.json, {"volume": args.volume, "path": str(args.path.resolve()),
+                              "size": size, "machine": config.machine},
+                  f"protecting {args.volume} ({args.path}, {human_bytes(size)}) on "
+                  f"{config.machine}")
 
 
 def run_daemon(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t = actions.add_parser("torture", help="random backup, delete, prune, clone (and with "
                                            "--cloud replicate, cloud prune) SIGKILLed at "
                                            "random moments; every pass checked whole")
-    t.add_argument("--seconds", type=float, default=60.0)
+    t.add_argument("--seconds", type=float, default=60.0, help="how long to run (default 60)")
     t.add_argument("--seed", type=int, default=1, help="the same seed replays the same run")
     t.add_argument("--work", type=Path, help="folder for the repository and states "
                                              "(default: a new temporary one)")

@@ -1,5 +1,8 @@
 """`cairn export`: serve a point, a machine point (every disk) or a clone over NBD until
-stopped (`cairn.ops.export`)."""
+stopped (`cairn.ops.export`).
+
+With ``--json`` it prints JSON Lines: one object when the exports are up (what a script
+needs to connect: each disk's URL), one when they stopped."""
 
 from __future__ import annotations
 
@@ -9,9 +12,17 @@ import ssl
 import threading
 from pathlib import Path
 
-from cairn.cli._common import add_repo, human_bytes, is_cloud, open_repo, repo_location
+from cairn.cli._common import (
+    add_json,
+    add_repo,
+    human_bytes,
+    is_cloud,
+    open_repo,
+    print_json_line,
+    repo_location,
+)
 from cairn.errors import UsageError
-from cairn.ops.export import ExportRequest, export
+from cairn.ops.export import Export, ExportRequest, export
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -36,6 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="require TLS with a pre-shared key instead: FILE holds "
                         "`identity:hexkey` lines (GnuTLS psktool's format); clients open "
                         "nbds://IDENTITY@HOST:PORT/NAME?tls-psk-file=FILE")
+    add_json(p)
     p.set_defaults(handler=run)
 
 
@@ -63,16 +75,30 @@ def run(args: argparse.Namespace) -> int:
     with open_repo(args) as repo, \
             export(repo, ExportRequest(args.target, host, port, args.read_only, tls,
                                        args.tls_psk)) as served:
-        for one in served:
-            mode = "read-only" if one.read_only else "read-write"
-            disk = f"disk {one.disk}: " if one.disk else ""
-            print(f"exporting {disk}{one.what}, {human_bytes(one.size)}, {mode}, at {one.url} "
-                  "(stop with Ctrl-C)", flush=True)
-        if cert is not None:
-            print(f"clients verify the server with {cert} as their CA certificate", flush=True)
-        if args.tls_psk is not None:
-            print(f"clients need a key from {args.tls_psk} (libnbd: append "
-                  f"?tls-psk-file={args.tls_psk} to the URL)", flush=True)
+        if args.json:
+            print_json_line({"event": "exporting", "exports": [
+                {"disk": one.disk, "what": one.what, "size": one.size,
+                 "read_only": one.read_only, "url": one.url} for one in served],
+                "ca_certificate": None if cert is None else str(cert),
+                "psk_file": None if args.tls_psk is None else str(args.tls_psk)})
+        else:
+            _started(served, cert, args.tls_psk)
         stop.wait()
-    print("export stopped")
+    if args.json:
+        print_json_line({"event": "stopped"})
+    else:
+        print("export stopped")
     return 0
+
+
+def _started(served: list[Export], cert: Path | None, psk: Path | None) -> None:
+    for one in served:
+        mode = "read-only" if one.read_only else "read-write"
+        disk = f"disk {one.disk}: " if one.disk else ""
+        print(f"exporting {disk}{one.what}, {human_bytes(one.size)}, {mode}, at {one.url} "
+              "(stop with Ctrl-C)", flush=True)
+    if cert is not None:
+        print(f"clients verify the server with {cert} as their CA certificate", flush=True)
+    if psk is not None:
+        print(f"clients need a key from {psk} (libnbd: append ?tls-psk-file={psk} to the "
+              "URL)", flush=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cairn.cli._common import add_repo, is_cloud, repo_location
+from cairn.cli._common import add_json, add_repo, is_cloud, repo_location, report
 from cairn.errors import UsageError
 from cairn.store.profiles import Profile, profiles_path
 from cairn.store.repository import DEFAULT_BLOCK_SIZE, Repository
@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--virtual-hosted", action="store_true",
                    help="address the bucket as BUCKET.ENDPOINT (AWS) rather than "
                         "ENDPOINT/BUCKET; remembered with its endpoint")
+    add_json(p)
     p.set_defaults(handler=run)
 
 
@@ -58,14 +59,27 @@ def run(args: argparse.Namespace) -> int:
         repo = init_cloud(location, args.endpoint, args.block_size,
                           Path(args.key_file) if args.key_file else None, _where(args))
         repo.close()
-        note = ""
-        if not args.key_file:
-            note = (f" (integrity key in {integrity_key_path(repo.config.id)}: copy it to "
-                    "every appliance that opens this repository, and keep a copy safe)")
-        print(f"created cairn cloud repository at {location}{note}; its endpoint is "
-              f"remembered in {profiles_path()}")
-        return 0
-    Repository.init(Path(location), block_size=args.block_size, encrypt=args.encrypt).close()
-    note = f" (key in {location}/key: keep a copy somewhere safe)" if args.encrypt else ""
-    print(f"created cairn repository at {location}{note}")
-    return 0
+        key = None if args.key_file else integrity_key_path(repo.config.id)
+        note = "" if key is None else (f" (integrity key in {key}: copy it to every "
+                                       "appliance that opens this repository, and keep a "
+                                       "copy safe)")
+        return report(args.json, _made(location, repo, key, profiles_path()),
+                      f"created cairn cloud repository at {location}{note}; its endpoint is "
+                      f"remembered in {profiles_path()}")
+    repo = Repository.init(Path(location), block_size=args.block_size, encrypt=args.encrypt)
+    repo.close()
+    key = Path(location) / "key" if args.encrypt else None
+    note = f" (key in {key}: keep a copy somewhere safe)" if key else ""
+    return report(args.json, _made(location, repo, key, None),
+                  f"created cairn repository at {location}{note}")
+
+
+def _made(location: str, repo: Repository, key: Path | None,
+          profile: Path | None) -> dict[str, object]:
+    """What `init --json` reports: where, its id and block size, the key file to keep
+    safe (the encryption key, or a cloud's integrity key), and where a cloud's endpoint
+    is remembered."""
+    return {"repository": location, "id": repo.config.id, "block_size": repo.block_size,
+            "encrypted": repo.config.key_id is not None,
+            "key_file": None if key is None else str(key),
+            "profile": None if profile is None else str(profile)}

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from cairn.cli._appliance import admin_client, admin_command, machine_action
-from cairn.cli._common import human_bytes, print_json, row_line, table, when
+from cairn.cli._common import human_bytes, print_json, print_json_line, row_line, table, when
 
 FINAL = ("succeeded", "failed", "missed")
 
@@ -89,18 +89,33 @@ def run(args: argparse.Namespace) -> int:
             return 0 if job["state"] == "succeeded" else 1
         params: dict[str, Any] = {"machine": args.machine} if args.machine else {}
         jobs = client.json("GET", "/api/v1/jobs", params=params)
-        if args.json and not args.follow:
+        if args.follow:
+            return _follow(client, params, jobs, args.json)
+        if args.json:
             print_json(jobs)
-            return 0
-        # rows printed later line up with these (wider cells for a long machine name)
+        else:
+            table(HEADERS, [_row(j) for j in jobs])
+        return 0
+
+
+def _follow(client: Any, params: dict[str, Any], jobs: list[dict[str, Any]],
+            as_json: bool) -> int:
+    """`jobs --follow`: the jobs now, then each job again whenever its state changes; with
+    ``--json`` one JSON object per line (JSON Lines), else table rows that line up."""
+    widths: list[int] = []
+    if as_json:
+        for job in jobs:
+            print_json_line(job)
+    else:  # rows printed later line up with these (wider cells for a long machine name)
         widths = [max(w, n) for w, n in zip(table(HEADERS, [_row(j) for j in jobs]),
                                             _FOLLOW_WIDTHS, strict=True)]
-        if not args.follow:
-            return 0
-        shown = {j["id"]: j["state"] for j in jobs}
-        while True:
-            time.sleep(1.0)
-            for job in client.json("GET", "/api/v1/jobs", params={**params, "limit": 50}):
-                if shown.get(job["id"]) != job["state"]:
-                    shown[job["id"]] = job["state"]
+    shown = {j["id"]: j["state"] for j in jobs}
+    while True:
+        time.sleep(1.0)
+        for job in client.json("GET", "/api/v1/jobs", params={**params, "limit": 50}):
+            if shown.get(job["id"]) != job["state"]:
+                shown[job["id"]] = job["state"]
+                if as_json:
+                    print_json_line(job)
+                else:
                     print(row_line(_row(job), widths), flush=True)

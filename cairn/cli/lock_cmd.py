@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from cairn.cli._common import add_json, add_repo, open_repo, print_json, when
+from cairn.cli._common import add_json, add_repo, open_repo, print_json, report, when
 from cairn.ops.point_locks import lock, unlock
 
 
@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_repo(p)
     p.add_argument("points", nargs="+", metavar="POINT",
                    help="point ids; a machine point: every disk's point")
+    add_json(p)
     p.set_defaults(handler=run_unlock)
 
 
@@ -39,5 +40,4 @@ def run_lock(args: argparse.Namespace) -> int:
 def run_unlock(args: argparse.Namespace) -> int:
     with open_repo(args) as repo:
         unlocked = unlock(repo, args.points)
-    print(f"unlocked {len(unlocked)} point(s)")
-    return 0
+    return report(args.json, {"unlocked": unlocked}, f"unlocked {len(unlocked)} point(s)")

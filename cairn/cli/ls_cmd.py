@@ -87,13 +87,14 @@ def entry_json(e: Entry) -> dict[str, Any]:
     return {
         "name": e.name, "path": e.path, "kind": e.kind, "size": e.size,
         "mode": f"{e.permissions:04o}", "uid": e.uid, "gid": e.gid,
+        "mtime": None if e.mtime is None else e.mtime / 1e9,
         "mtime_ns": e.mtime, "atime_ns": e.atime, "ctime_ns": e.ctime,
         "link_target": e.link_target, "inode": e.inode, "nlink": e.nlink,
     }
 
 
 def _when(ns: int | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ns / 1e9)) if ns else "-"
+    return time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(ns / 1e9)) if ns else "-"
 
 
 def _owner(value: int | None) -> str:

@@ -42,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if args.action == "remove":
             client.request("DELETE", f"/api/v1/machines/{args.name}")
-            print(f"machine {args.name} removed; its recovery points stay in the repository")
-            return 0
+            return report(args.json, {"machine": args.name, "removed": True},
+                          f"machine {args.name} removed; its recovery points stay in the "
+                          "repository")
         machines = client.json("GET", "/api/v1/machines")
     return listing(args.json, machines, ["MACHINE", "STATUS", "LAST SEEN", "VOLUMES", "SCHEDULE"],
                    lambda m: [m["name"], "online" if m["online"] else

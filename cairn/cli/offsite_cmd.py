@@ -56,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
                           f"at {when(policy['next_run'])}")
         if args.action == "remove":
             client.request("DELETE", f"/api/v1/machines/{args.name}/offsite")
-            print(f"{args.name} is no longer replicated offsite; the cloud keeps its points")
-            return 0
+            return report(args.json, {"machine": args.name, "offsite": False},
+                          f"{args.name} is no longer replicated offsite; the cloud keeps its "
+                          "points")
         if args.action == "run":
             return _run_now(client, args)
         policies = client.json("GET", "/api/v1/offsite")
@@ -81,8 +82,8 @@ def _last(report: dict[str, Any] | None) -> str:
 def _run_now(client: Any, args: argparse.Namespace) -> int:
     asked = client.json("POST", f"/api/v1/machines/{args.name}/offsite/run")["asked"]
     if not args.wait:
-        print(f"{args.name}: offsite replication queued")
-        return 0
+        return report(args.json, {"machine": args.name, "queued": True, "asked": asked},
+                      f"{args.name}: offsite replication queued")
     while True:
         [policy] = [p for p in client.json("GET", "/api/v1/offsite")
                     if p["machine"] == args.name]

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_repo(p)
     add_wait(p)
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--volume")
+    which.add_argument("--volume", help="prune the points of this volume")
     which.add_argument("--machine", help="prune machine points: each is kept or removed whole")
     for rule in RULES:
         p.add_argument(f"--keep-{rule}", type=int, metavar="N", dest=rule,

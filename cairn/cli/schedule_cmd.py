@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
                                               f"{when(machine['schedule']['next_run'])}")
         if args.action == "remove":
             client.request("DELETE", f"/api/v1/machines/{args.name}/schedule")
-            print(f"{args.name} is no longer scheduled")
-            return 0
+            return report(args.json, {"machine": args.name, "scheduled": False},
+                          f"{args.name} is no longer scheduled")
         schedules = client.json("GET", "/api/v1/schedules")
     return listing(args.json, schedules, ["MACHINE", "WHEN", "RETENTION", "NEXT RUN"],
                    lambda s: [s["machine"], f"every {s['every']:g}s" if s["every"] else

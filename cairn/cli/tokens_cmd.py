@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
                                            f"{made['token']}\nit is shown only now: keep it safe")
         if args.action == "revoke":
             client.request("DELETE", f"/api/v1/tokens/{args.id}")
-            print(f"token {args.id} revoked")
-            return 0
+            return report(args.json, {"id": args.id, "revoked": True},
+                          f"token {args.id} revoked")
         if args.action == "rotate":
             made = client.json("POST", "/api/v1/tokens/rotate")
             return report(args.json, made, f"admin-token rewritten with token {made['id']}; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cairn.cli._common import add_repo, open_repo
+from cairn.cli._common import add_json, add_repo, open_repo, report
 from cairn.ops.points import undelete
 
 
@@ -13,11 +13,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_repo(p)
     p.add_argument("points", nargs="+", metavar="POINT",
                    help="point ids; a machine point comes back whole, with every disk's point")
+    add_json(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     with open_repo(args) as repo:
         brought = undelete(repo, args.points)
-    print(f"brought back {len(brought)} point(s)")
-    return 0
+    return report(args.json, {"undeleted": brought}, f"brought back {len(brought)} point(s)")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cairn.cli._common import add_json, add_repo, print_json, repo_location, table, when
+from cairn.cli._common import add_json, add_repo, print_json, repo_location, report, table, when
 from cairn.errors import UsageError
 from cairn.web.users import ROLES, Users, totp_uri
 
@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     add = actions.add_parser("add", help="add a user (admin: everything; viewer: sees only)")
     add.add_argument("name")
-    add.add_argument("--role", choices=ROLES, required=True)
+    add.add_argument("--role", choices=ROLES, required=True,
+                     help="admin: everything; viewer: sees only")
     add.add_argument("--password-stdin", action="store_true", required=True,
                      help="read the password from standard input")
     add.add_argument("--totp", action="store_true",
@@ -61,18 +62,19 @@ def run(args: argparse.Namespace) -> int:
     with _users(args) as users:
         if args.action == "add":
             secret = users.add(args.name, args.role, _password(), args.totp)
-            print(f"user {args.name} added ({args.role})")
-            if secret:
-                print(f"TOTP secret {secret}; enrol with {totp_uri(args.name, secret)}")
-            return 0
+            enrol = totp_uri(args.name, secret) if secret else None
+            return report(args.json, {"name": args.name, "role": args.role,
+                                      "totp_secret": secret, "totp_uri": enrol},
+                          f"user {args.name} added ({args.role})" + (
+                              f"\nTOTP secret {secret}; enrol with {enrol}" if secret else ""))
         if args.action == "rm":
             users.remove(args.name)
-            print(f"user {args.name} removed")
-            return 0
+            return report(args.json, {"name": args.name, "removed": True},
+                          f"user {args.name} removed")
         if args.action == "passwd":
             users.set_password(args.name, _password())
-            print(f"password of {args.name} changed; their sessions were ended")
-            return 0
+            return report(args.json, {"name": args.name, "password_changed": True},
+                          f"password of {args.name} changed; their sessions were ended")
         listed = users.all_users()
     if args.json:
         print_json([{"name": u.name, "role": u.role, "totp": u.totp, "created": u.created}

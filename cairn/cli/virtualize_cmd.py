@@ -1,5 +1,8 @@
 """`cairn virtualize`: boot any point (or a machine point, every disk) as a VM now, from
-clones, with no copy of the image."""
+clones, with no copy of the image.
+
+With ``--json`` it prints JSON Lines: one object each time the VM starts (a second when
+KVM failed and it started again under TCG), one when it stopped."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import argparse
 import signal
 import threading
 
-from cairn.cli._common import add_point, add_repo, open_repo
+from cairn.cli._common import add_json, add_point, add_repo, open_repo, print_json_line
 from cairn.errors import UsageError
 from cairn.ops.virtualize import Running, VmOptions, virtualize
 
@@ -31,6 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                   "disk of a machine point)")
     p.add_argument("--keep-clone", action="store_true",
                    help="keep the clones (and what the VM wrote) after the VM stops")
+    add_json(p)
     p.set_defaults(handler=run)
 
 
@@ -44,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
     def started(run: Running) -> None:
         nonlocal runs
         runs += 1
+        if args.json:
+            print_json_line({"event": "running", "what": run.what,
+                             "clones": [c.name for c in run.clones],
+                             "accel": run.vm.used_accel, "vnc": args.vnc,
+                             "vnc_password": run.vnc_password})
+            return
         if runs > 1:
             print("KVM cannot run this guest here; started again under TCG", flush=True)
         names = ", ".join(c.name for c in run.clones)
@@ -54,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
     with open_repo(args) as repo:
         clones = virtualize(repo, args.point, stop, started,
                             VmOptions(args.memory, display, args.name, args.keep_clone))
+    if args.json:
+        print_json_line({"event": "stopped", "clones": [c.name for c in clones],
+                         "clones_kept": args.keep_clone})
+        return 0
     names = ", ".join(c.name for c in clones)
     kept = (f"clone{'s' * (len(clones) > 1)} {names} kept" if args.keep_clone else
             "clones removed" if len(clones) > 1 else "clone removed")

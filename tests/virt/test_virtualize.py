@@ -73,19 +73,20 @@ def test_virtualize_console_needs_the_printed_password(bootable_image: Path,
     display = free_display()
     proc = subprocess.Popen([sys.executable, "-m", "cairn", "virtualize", "--repo", str(repo),
                              "vm1@latest", "--name", "try", "--vnc",
-                             f"127.0.0.1:{5900 + display}"], cwd=ROOT,
+                             f"127.0.0.1:{5900 + display}", "--json"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert proc.stdout is not None
         line = ""
         deadline = time.monotonic() + 120
-        while "password" not in line and time.monotonic() < deadline:
+        while "vnc_password" not in line and time.monotonic() < deadline:
             line = proc.stdout.readline()
             assert line or proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        password = line.split("password ")[1].split(";")[0]
-        assert len(password) == 8
-        assert "machine point" in line and "clones try.sda, try.sdb" in line
+        running = json.loads(line)  # --json: one line per event
+        assert len(running["vnc_password"]) == 8
+        assert "machine point" in running["what"]
+        assert running["clones"] == ["try.sda", "try.sdb"]
         assert security_types(5900 + display) == [VNC_AUTH]
         clones = json.loads(ok("clones", "--repo", repo, "--json"))
         assert [(c["name"], c["point"]) for c in clones] == [("try.sda", system),
@@ -96,5 +97,6 @@ def test_virtualize_console_needs_the_printed_password(bootable_image: Path,
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert "clones removed" in out
+    assert json.loads(out.splitlines()[-1]) == {
+        "event": "stopped", "clones": ["try.sda", "try.sdb"], "clones_kept": False}
     assert ok("clones", "--repo", repo).strip().splitlines()[1:] == []

@@ -46,7 +46,8 @@ class Sealer:
             raise Corruption(f"{what} is not a cairn record: it was altered; restore it "
                              "from a copy or remove it")
         mac = record.get("mac")
-        if not isinstance(mac, str) or not hmac.compare_digest(mac, self.mac(record)):
+        if not isinstance(mac, str) or not mac.isascii() \
+                or not hmac.compare_digest(mac, self.mac(record)):  # non-ASCII: TypeError
             raise Corruption(f"{what} fails authentication: it was altered or not written "
                              "with this repository's key; refusing to use it (restore it "
                              "from a copy, or remove it)")

@@ -103,3 +103,10 @@ def test_a_sealed_point_record_with_numbers_out_of_range_is_corruption(
 def test_a_record_nested_past_the_parser_is_corruption() -> None:
     with pytest.raises(Corruption, match="not a cairn record"):
         SEALER.open(b"[" * 100_000, "points/x.json")
+
+
+def test_a_record_whose_mac_is_not_ascii_is_corruption() -> None:
+    """Found by the ``records`` fuzz target: ``hmac.compare_digest`` raised TypeError."""
+    raw = json.dumps({**SEALER.seal(POINT), "mac": "ba79\u0319" + "0" * 59}).encode()
+    with pytest.raises(Corruption, match="fails authentication"):
+        SEALER.open(raw, NAME)

@@ -335,7 +335,7 @@ class Cloud:
                 continue
             point_id, micros, mac = fields[0], int(fields[1]), fields[2]
             want = _tombstone_mac(self.sealer, self.repository_id, parts[1], point_id, micros)
-            if hmac.compare_digest(want, mac):
+            if hmac.compare_digest(want.encode(), mac.encode("utf-8", "surrogatepass")):
                 found.append(Removed(point_id, parts[1], micros / 1_000_000))
         return found
 

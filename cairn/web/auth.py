@@ -136,7 +136,9 @@ def router(console: Console, auth: Auth, limiter: LoginLimiter) -> APIRouter:
               next: Annotated[str, Form(max_length=2000)] = "/") -> Response:
         target = _local(next)
         cookie = request.cookies.get(LOGIN_COOKIE, "")
-        if not cookie or not secrets.compare_digest(cookie, login_token):
+        if not cookie or not secrets.compare_digest(  # bytes: str must be ASCII
+                cookie.encode("utf-8", "surrogatepass"),
+                login_token.encode("utf-8", "surrogatepass")):
             return login_form(request, 403, "The login form was stale: try again.", target)
         keys = [f"addr:{request.client.host if request.client else '-'}", f"user:{username}"]
         wait = limiter.wait(keys)

@@ -59,6 +59,14 @@ def test_a_stale_login_form_is_refused(site: Site) -> None:
     assert r.status_code == 403 and "stale" in alert(r.text)
 
 
+def test_a_login_token_that_is_not_ascii_is_stale_not_a_crash(site: Site) -> None:
+    """``compare_digest`` raises TypeError on non-ASCII text: anyone could make /login 500."""
+    site.client.get("/login")
+    r = site.client.post("/login", data={"username": "alice", "password": PASSWORD,
+                                         "login_token": "forg\u00e9d"}, follow_redirects=False)
+    assert r.status_code == 403 and "stale" in alert(r.text)
+
+
 def test_an_expired_session_goes_back_to_the_login_page(site: Site) -> None:
     login(site.client, "alice")
     db = sqlite3.connect(site.repo / "appliance.db")

@@ -8,6 +8,7 @@ from cairn.cli._common import add_json, add_repo, open_location, open_repo, prin
 from cairn.cli._common import progress as progress_bar
 from cairn.errors import Corruption, UsageError
 from cairn.store.repair import verify_and_repair
+from cairn.store.repository import Repository
 from cairn.store.verify import verify
 
 
@@ -21,14 +22,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="heal damaged chunks from another copy of this repository (the cloud "
                         "one it replicates to, or the local one a cloud copy came from); "
                         "each is hash-checked")
+    p.add_argument("--repair", action="store_true",
+                   help="cloud repository: bring back the objects a DELETE under S3 Object "
+                        "Lock only hid behind a delete marker (verify alone reads past "
+                        "them and writes nothing; the next delete or prune also does this)")
     add_json(p)
     p.set_defaults(handler=run)
+
+
+def _unhide(repo: Repository) -> list[str]:
+    """`Cloud.revive` on everything it covers; a local repository has nothing hidden."""
+    revive = getattr(repo.remote, "revive", None)
+    if revive is None:
+        raise UsageError("--repair brings back objects hidden in a cloud bucket: give an "
+                         "s3:// repository (or --repair-from COPY to heal chunks)")
+    return list(revive(("points", "marks", "chunks")))
 
 
 def run(args: argparse.Namespace) -> int:
     if args.repair_from and args.point:
         raise UsageError("--repair-from heals the whole repository: drop --point")
-    with open_repo(args, read_only=not args.repair_from) as repo:
+    with open_repo(args, read_only=not (args.repair_from or args.repair)) as repo:
+        unhidden = _unhide(repo) if args.repair else []  # read past them already
         point = repo.resolve(args.point) if args.point else None
         with progress_bar(None, "verify") as advance:   # verify tells it what it will read
             if args.repair_from:
@@ -40,8 +55,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({**report.as_json(), **({"repaired": repair.healed,
                                             "unrepairable": repair.unrepairable}
-                                           if repair else {})})
+                                           if repair else {}),
+                    **({"unhidden": unhidden} if args.repair else {})})
     else:
+        if args.repair:
+            print(f"brought back {len(unhidden)} object(s) hidden behind delete markers")
         for line in report.lines():
             print(line)
         if repair is not None:

@@ -6,7 +6,8 @@ Layout in the bucket (under its prefix)::
     (with --immutable, records, chunks and config.json are under S3 Object Lock: `immutable`)
     points/<volume>/<point id>.json  one immutable sealed object per point: it exists =
                                      committed
-    marks/<point id>.json            a point's lock, deletion hold and flags, sealed (`marks`)
+    marks/<point id>.json            a point's lock, deletion hold and flags, sealed, with a
+                                     sequence number against replays (`cloud_marks`)
     machines/<machine>/<id>.json     a machine point: its disks' points, sealed (`cloud_machines`)
     chunks/abc/<hash>                chunks, as in a local repository
     locks/<random>.json              writers' locks: {exclusive, host, pid, command, time}
@@ -34,7 +35,9 @@ A listing is never trusted to say an object is gone: a point the cache knows lea
 once a HEAD confirms its object is gone, a sweep runs only when a second listing of points
 agrees with the cache, never with no point known, and never deletes a chunk younger than
 the longest lock lifetime (a replication whose lock lapsed may still be about to publish).
-Point records are created with ``If-None-Match`` where the server supports it.
+Point records are created with ``If-None-Match`` where the server supports it. Commands
+that only read write nothing to the bucket: an object hidden by a DELETE while under
+Object Lock is read past its delete marker, and only writers put it back (`revive`).
 
 Whoever can write to the bucket is not trusted (`records`, `keys`): ``config.json`` and
 every point record carry a MAC made with a key that never leaves the appliance (the
@@ -67,7 +70,7 @@ from typing import TYPE_CHECKING, Any
 
 from cairn import logs
 from cairn.errors import Corruption, NotARepository, RepositoryExists, S3NoSuchBucket, UsageError
-from cairn.store import cloud_machines, marks, profiles, runs
+from cairn.store import cloud_machines, cloud_marks, marks, profiles, runs
 from cairn.store.blockmap import NodeCache
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import chunk_name
@@ -140,6 +143,8 @@ class Cloud:
         self.versions: Retention | None = None
         """set on a versioned bucket (every Object Lock bucket): see `revive`"""
         self._lockable: bool | None = None
+        self.cache: Repository | None = None
+        """the cache repository this cloud serves (set once it is opened)"""
 
     @property
     def exclusive_held(self) -> bool:
@@ -147,7 +152,8 @@ class Cloud:
 
     @contextmanager
     def lock(self, repo: Repository, exclusive: bool) -> Iterator[RemoteLock]:
-        """Hold the writers' lock with the cache synced.
+        """Hold the writers' lock with the cache synced. A writer also brings back what a
+        DELETE under Object Lock only hid (`revive`): readers read past it, never write.
 
         An exclusive holder also leaves ``SWEEP_MARKER`` in the bucket while it works: if it
         dies midway (after unpublishing points, before unlinking their chunks), the next
@@ -157,9 +163,9 @@ class Cloud:
         self._exclusive += exclusive
         self._held.append(lock)
         try:
+            self.revive(("points", "marks", "chunks") if exclusive else ("points", "marks"))
             self.sync(repo)
             if exclusive:
-                self.revive(("chunks",))
                 if self.backend.exists(SWEEP_MARKER):
                     self.sweep(repo)
                 self.backend.put(SWEEP_MARKER, MARKER_TEXT)
@@ -236,13 +242,18 @@ class Cloud:
         record["root"] = point.root.hex()
         record["repository"] = self.repository_id
         name = point_object(point)
-        data = json.dumps(self.sealer.seal(record), indent=1).encode()
         until = None
         if self.locker is not None:
             self.locker.cover(point)
-            created, until = self.locker.publish(name, data)
+            until = self.locker.horizon()
+            record["locked_until"] = until  # sealed and locked with it: `cloud_marks`
+        data = json.dumps(self.sealer.seal(record), indent=1).encode()
+        if self.locker is not None:
+            created = self.locker.publish(name, data, until or 0.0)
         else:
             created = self.backend.put_new(name, data)
+        if self.cache is not None:
+            cloud_marks.note(self.cache, point.id, record_until=until)
         if created:
             return until
         if self.read_record(name, self.backend.get(name)).root != point.root:
@@ -259,18 +270,21 @@ class Cloud:
         self.backend.delete(f"marks/{point.id}.json")
 
     def publish_marks(self, point: RecoveryPoint, point_marks: marks.Marks) -> None:
-        """The bucket's copy of a point's marks, which every node's sync reads."""
+        """The bucket's copy of a point's marks, which every node's sync reads. Marks that
+        became empty are written too, never deleted: a newer record is what makes an older
+        one replayed lose (`cloud_marks`)."""
+        assert self.cache is not None
         name = f"marks/{point.id}.json"
-        if point_marks.empty:
-            self.backend.delete(name)
-            return
-        record = {"repository": self.repository_id, "point": point.id, **point_marks.json()}
+        seq = cloud_marks.next_seq(self.cache, point.id)
+        record = {"repository": self.repository_id, "point": point.id, "seq": seq,
+                  **point_marks.json()}
         data = json.dumps(self.sealer.seal(record)).encode()
         if point_marks.locked(time.time()) and self._can_lock():
             assert self.versions is not None and point_marks.locked_until is not None
             self.versions.put(name, data, point_marks.locked_until)
         else:
             self.backend.put(name, data)
+        cloud_marks.note(self.cache, point.id, seq=seq)
 
     def _can_lock(self) -> bool:
         """Whether marks can go under Object Lock: a lock on a point is then itself locked
@@ -288,42 +302,65 @@ class Cloud:
         if self.versions is None:
             return []
         now = time.time()
-        hidden = [n for prefix in prefixes for n in self.versions.hidden(prefix)]
-        if not hidden:
-            return []
-        removed = {r.id for r in self.removed()}
-        back = [n for n in hidden if n.startswith("chunks/")
-                or n.rpartition("/")[2].removesuffix(".json") not in removed]
-        back = [n for n in back if self.versions.unhide(n, now)]
+        back = [n for n in self._hidden(prefixes) if self.versions.unhide(n, now)]
         for name in back:
             logs.event("cloud.locked_object_restored", object=name, where=self.where)
         return back
 
-    def _read_marks(self) -> dict[str, marks.Marks]:
-        """Every point's marks in the bucket, each sealed and bound to its name."""
-        found: dict[str, marks.Marks] = {}
-        for name in self.backend.list("marks"):
+    def _hidden(self, prefixes: tuple[str, ...]) -> list[str]:
+        """Objects under ``prefixes`` hidden behind a delete marker, but for points cairn
+        itself removed (their tombstones say so); whether a locked version lies under the
+        marker is for the caller to find out."""
+        if self.versions is None:
+            return []
+        hidden = [n for prefix in prefixes for n in self.versions.hidden(prefix)]
+        if not hidden:
+            return []
+        removed = {r.id for r in self.removed()}
+        return [n for n in hidden if n.startswith("chunks/")
+                or n.rpartition("/")[2].removesuffix(".json") not in removed]
+
+    def _mark_records(self) -> list[tuple[str, str | None]]:
+        """Each marks record to read, as (name, version): in a versioned bucket every
+        version of every name (an older one put back must not win: `cloud_marks`), else
+        the current objects (version None)."""
+        if self.versions is None:
+            return [(name, None) for name in self.backend.list("marks")]
+        return [(e.name, e.version) for e in self.versions.entries("marks") if not e.marker]
+
+    def _read_marks(self) -> dict[str, cloud_marks.Sealed]:
+        """Every point's newest marks in the bucket, each sealed and bound to its name."""
+        found: dict[str, cloud_marks.Sealed] = {}
+        for name, version in self._mark_records():
             parts = name.split("/")
             point_id = parts[-1].removesuffix(".json")
             if len(parts) != 2 or not _POINT_ID.match(point_id) or not name.endswith(".json"):
                 raise Corruption(f"object {name!r} in {self.where} is not a mark cairn "
                                  "writes: someone else wrote to the bucket; remove it")
             try:
-                raw = self.backend.get(name)
+                raw = self.backend.get(name) if version is None or self.versions is None \
+                    else self.versions.version(name, version)
             except KeyError:
                 continue  # removed since the listing
-            what = f"marks record {name} in {self.where}"
-            record = self.sealer.open(raw, what)
-            try:
-                valid = (record.get("repository") == self.repository_id
-                         and record.get("point") == point_id)
-                found[point_id] = marks.Marks.from_json(record)
-            except (TypeError, ValueError):
-                valid = False
-            if not valid:
-                raise Corruption(f"{what} does not belong at that name in this repository: "
-                                 "it was moved or altered; restore it from a copy or remove it")
+            sealed = self._open_marks(name, point_id, raw)
+            if point_id not in found or sealed.seq > found[point_id].seq:
+                found[point_id] = sealed
         return found
+
+    def _open_marks(self, name: str, point_id: str, raw: bytes) -> cloud_marks.Sealed:
+        what = f"marks record {name} in {self.where}"
+        record = self.sealer.open(raw, what)
+        try:
+            valid = (record.get("repository") == self.repository_id
+                     and record.get("point") == point_id)
+            sealed = cloud_marks.Sealed(marks.Marks.from_json(record),
+                                        int(record.get("seq") or 0))
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise Corruption(f"{what} does not belong at that name in this repository: "
+                             "it was moved or altered; restore it from a copy or remove it")
+        return sealed
 
     def removed(self) -> list[Removed]:
         """Every point deleted from the bucket, from one listing of ``removed/``."""
@@ -354,12 +391,14 @@ class Cloud:
 
     def _apply(self, repo: Repository) -> None:
         """The sync itself; the listing is taken inside the catalog's write lock, so a
-        point another local process is publishing is either seen or added by it later."""
-        self.revive(("points", "marks"))
+        point another local process is publishing is either seen or added by it later.
+        Nothing is written to the bucket: a record hidden behind a delete marker while
+        still locked is read past the marker (`S3Backend.behind_marker`)."""
         remote: dict[str, str] = {}
-        for name in self.backend.list("points"):
+        hidden = [n for n in self._hidden(("points",)) if self.backend.exists(n)]  # locked
+        for name in [*self.backend.list("points"), *hidden]:
             point_id = self._point_id_of(name)
-            if point_id in remote:
+            if point_id in remote and remote[point_id] != name:
                 raise Corruption(f"objects {remote[point_id]} and {name} in {self.where} "
                                  "claim the same point: one was planted; remove it")
             remote[point_id] = name
@@ -370,19 +409,22 @@ class Cloud:
             repo.catalog.forget_points(gone)
             repo.catalog.recount(expected_refs(repo, repo.nodes))
         arrivals = []
-        for point_id in remote.keys() - local.keys():
+        unread = remote.keys() - (local.keys() & cloud_marks.known(repo))
+        for point_id in unread:
             try:
                 raw = self.backend.get(remote[point_id])
             except KeyError:
-                continue  # deleted since the listing
-            arrivals.append(self.read_record(remote[point_id], raw))
+                continue  # deleted since the listing (or hidden, and its lock passed)
+            point, until = self._open_record(remote[point_id], raw)
+            cloud_marks.note(repo, point.id, record_until=until)
+            if point_id not in local:
+                arrivals.append(point)
         for point in sorted(arrivals, key=lambda p: p.created):
             self.learn(repo, point)
         if arrivals or gone:
             self._learn_sizes(repo)
-        bucket_marks = self._read_marks()
-        stale = {point_id: marks.Marks() for point_id in marks.all_marks(repo)}
-        marks.replace_marks(repo, {**stale, **bucket_marks})
+        merged = cloud_marks.merge(repo, self._read_marks(), self.where)
+        marks.replace_marks(repo, merged)
         cloud_machines.sync(self, repo)
 
     def _learn_sizes(self, repo: Repository) -> None:
@@ -413,6 +455,10 @@ class Cloud:
     def read_record(self, name: str, raw: bytes) -> RecoveryPoint:
         """A point from its record, once sealed, bound to this repository and its own
         object name, and every field of the type and range cairn writes."""
+        return self._open_record(name, raw)[0]
+
+    def _open_record(self, name: str, raw: bytes) -> tuple[RecoveryPoint, float | None]:
+        """`read_record`, and the lock date sealed into the record (immutable points)."""
         what = f"point record {name} in {self.where}"
         record = self.sealer.open(raw, what)
         try:
@@ -422,6 +468,8 @@ class Cloud:
                 root=bytes.fromhex(record["root"]), allocated=int(record["allocated"]),
                 bytes_read=int(record["bytes_read"]), bytes_stored=int(record["bytes_stored"]),
                 seconds=float(record["seconds"]), source=str(record["source"]))
+            until = record.get("locked_until")
+            until = None if until is None else float(until)
             valid = (record.get("repository") == self.repository_id
                      and name == point_object(point) and len(point.root) == 32
                      and 0 < point.size <= _MAX_SIZE and math.isfinite(point.created))
@@ -430,7 +478,7 @@ class Cloud:
         if not valid:
             raise Corruption(f"{what} does not belong at that name in this repository: it "
                              "was moved or altered; restore it from a copy or remove it")
-        return point
+        return point, until
 
     def learn(self, repo: Repository, point: RecoveryPoint) -> RecoveryPoint:
         """Add one published point to the cache catalog with its runs."""
@@ -522,6 +570,7 @@ def _versions(backend: Bucket) -> Retention | None:
     versions = Retention(backend)
     if versions.versioned():
         backend.forget = versions.forget
+        backend.behind_marker = versions.behind_marker
         return versions
     versions.close()
     return None
@@ -538,6 +587,7 @@ def _repository(url: str, backend: Bucket, config: RepositoryConfig,
     cloud.versions = _versions(backend)
     repo = Repository(url, folder, config, backend, key.secret if key.encrypts else None,
                       cloud)
+    cloud.cache = repo
     backend.max_object = repo.chunks.max_stored
     repo.nodes = NodeCache(NodeFiles(folder / "nodes", repo))
     cloud.sync(repo)

@@ -21,8 +21,9 @@ inside: an incremental in the same generation walks only what changed. A lost ca
 one extension of each object again (S3 never shortens a retention; a later one is kept).
 
 cairn obeys the same dates: a published point is locked (`marks`) until its record's
-horizon, so retention and delete keep it until then and remove it by the normal path
-afterwards.
+horizon, which the sealed record states too (``locked_until``, taken as a floor of the
+point's lock by `cloud_marks`), so retention and delete keep it until then and remove it
+by the normal path afterwards.
 """
 
 from __future__ import annotations
@@ -83,12 +84,14 @@ class Locker:
         self._rows[name] = (until, 0.0)
         self._dirty.add(name)
 
-    def publish(self, name: str, data: bytes) -> tuple[bool, float]:
-        """Lock everything the point needs, then create its record locked likewise; returns
-        whether the record was new, and the date it is locked until."""
-        now = self.policy.clock()
-        until = self.policy.horizon(now)
-        return self.retention.put(name, data, until, only_new=True), until
+    def horizon(self) -> float:
+        """The date what is published now is locked until (the record says it too)."""
+        return self.policy.horizon(self.policy.clock())
+
+    def publish(self, name: str, data: bytes, until: float) -> bool:
+        """Create a point's record locked until ``until`` (`cover` locked everything it
+        needs first); whether the record was new."""
+        return self.retention.put(name, data, until, only_new=True)
 
     def cover(self, point: RecoveryPoint) -> None:
         """Extend, where they would end too soon, the locks of every object ``point`` needs."""

@@ -247,9 +247,6 @@ def verify(repo: Repository, point: RecoveryPoint | None = None, read_data: bool
     if integrity != "ok":
         report.problems.append(f"catalog integrity check failed: {integrity}")
     repo.record_damage()
-    revive = getattr(repo.remote, "revive", None)
-    if revive is not None:
-        revive(("chunks",))  # what a stolen key "deleted" under Object Lock is no loss
     quarantined = set(repo.catalog.bad_chunks()) | set(repo.catalog.healed_chunks())
     nodes = _Nodes(repo)
     wanted = _scope(repo, report, point, nodes)

@@ -90,28 +90,50 @@ def test_immutable_points_cannot_be_deleted_even_with_the_buckets_keys(
     assert again["points"] == [] and again["lock_requests"] == 0
 
     # With the bucket's own keys an intruder "deletes" a point: S3 only hides it behind a
-    # delete marker. The next sync sees its record gone while still locked, removes the
-    # marker, and the point is whole again.
+    # delete marker. Reading commands read past the marker, the point is whole, and they
+    # write nothing to the bucket: its listing of versions and markers is unchanged.
     record = f"r/points/web01-sda/{points[1][0]}.json"
     s3.delete_object(Bucket=bucket, Key=record)
     s3.delete_object(Bucket=bucket, Key=f"r/marks/{points[1][0]}.json")
+    before = bucket_state(s3_server, bucket)
     assert [p["id"] for p in cli.json("points", "--repo", url)] == [p for p, _ in points]
-    s3.head_object(Bucket=bucket, Key=record)  # back in the listing, not only in the cache
     out = tmp_path / "restored.img"
     cli.ok("restore", "--repo", url, points[1][0], out)
     assert out.read_bytes() == points[1][1]
+    assert bucket_state(s3_server, bucket) == before
 
     # A node with an empty cache finds what the intruder hid (record, marks, a chunk): the
-    # point comes back with cairn's lock, and verify brings the chunk back.
+    # point is there with cairn's lock, verify finds nothing missing, still writing nothing.
     victim = points[2][0]
     for key in (f"r/points/web01-sda/{victim}.json", f"r/marks/{victim}.json", chunk):
         s3.delete_object(Bucket=bucket, Key=key)
+    before = bucket_state(s3_server, bucket)
     fresh = Cli(s3_server, tmp_path / "fresh-cache")
     listed = fresh.json("points", "--repo", url)
     assert [p["id"] for p in listed] == [p for p, _ in points]
     assert all(p["locked_until"] == sent["locked_until"] for p in listed)
     assert "no problems found" in fresh.ok("verify", "--repo", url)
-    s3.head_object(Bucket=bucket, Key=chunk)
+    one_line_error(fresh.run("delete", "--repo", url, "--now", victim), 1, "locked until")
+    assert bucket_state(s3_server, bucket) == before
+
+    # Repair is asked for (or done by the next delete or prune): the markers go.
+    assert len(fresh.json("verify", "--repo", url, "--repair")["unhidden"]) == 5
+    for key in (record, f"r/points/web01-sda/{victim}.json", chunk):
+        s3.head_object(Bucket=bucket, Key=key)
+
+
+def bucket_state(server: SeaweedS3, bucket: str) -> list[tuple[str, ...]]:
+    """Every version and delete marker in the bucket, with its date, size and ETag: what a
+    reading command must not change."""
+    listing = server.client().list_object_versions(Bucket=bucket)
+    entries = [("version", v["Key"], v["VersionId"], str(v["IsLatest"]),
+                str(v["LastModified"]), str(v["Size"]), v["ETag"])
+               for v in listing.get("Versions", [])]
+    entries += [("marker", m["Key"], m["VersionId"], str(m["IsLatest"]),
+                 str(m["LastModified"]))
+                for m in listing.get("DeleteMarkers", [])]
+    assert not listing.get("IsTruncated")
+    return sorted(entries)
 
 
 def test_a_bucket_that_cannot_lock_is_refused_before_anything_is_sent(

@@ -162,6 +162,9 @@ class S3Backend:
         self.max_object: int | None = None
         self.forget: Callable[[str], None] | None = None
         """called after each DELETE: in a versioned bucket it deletes the versions too"""
+        self.behind_marker: Callable[[str], bytes | None] | None = None
+        """asked when an object is missing: in a versioned bucket, the content of its locked
+        version under a delete marker (read, nothing changed), else None"""
 
     def __repr__(self) -> str:
         return f"S3Backend(s3://{self.bucket}/{self.prefix} at {self.endpoint})"
@@ -274,7 +277,10 @@ class S3Backend:
         except FileNotFoundError as exc:
             if "<Code>NoSuchBucket</Code>" in str(exc):
                 raise S3NoSuchBucket(self.endpoint, self.bucket) from exc
-            raise KeyError(name) from None
+            hidden = self.behind_marker(name) if self.behind_marker is not None else None
+            if hidden is None:
+                raise KeyError(name) from None
+            return hidden
         except BaseError as exc:
             raise self._translate(exc, f"GET {name}") from exc
 
@@ -289,7 +295,7 @@ class S3Backend:
         try:
             obstore.head(self._store, name)
         except FileNotFoundError:
-            return False
+            return self.behind_marker is not None and self.behind_marker(name) is not None
         except BaseError as exc:
             raise self._translate(exc, f"HEAD {name}") from exc
         return True

@@ -30,13 +30,23 @@ from xml.sax.saxutils import escape
 
 import httpx
 
-from cairn.errors import S3Error, S3Unreachable, UsageError
+from cairn.errors import Corruption, S3Error, S3Unreachable, UsageError
 from cairn.store.backends.s3 import S3Backend
 from cairn.store.backends.s3_bucket import Credentials, signed_headers
 
 PROBE_PREFIX = ".cairn-object-lock-probe"
 PROBE_DAYS = 1
 _RETAIN = re.compile(r"<RetainUntilDate>([^<]+)</RetainUntilDate>")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One version (or delete marker) of an object in a versioned bucket."""
+
+    name: str
+    version: str
+    marker: bool
+    latest: bool
 
 
 @dataclass(frozen=True)
@@ -234,22 +244,28 @@ class Retention:
             return False
         return _text(root, "ObjectLockEnabled") == "Enabled"
 
-    def hidden(self, prefix: str) -> list[str]:
-        """The objects under ``prefix`` (names as cairn gives them) whose newest entry is a
-        delete marker: deleted by someone, their versions possibly still there."""
+    def entries(self, prefix: str) -> list[Entry]:
+        """Every version and delete marker under ``prefix`` (names as cairn gives them),
+        from one paged listing."""
         base = "/".join(filter(None, [self.backend.prefix, prefix])) + "/"
         strip = len(self.backend.prefix) + 1 if self.backend.prefix else 0
-        found: list[str] = []
+        found: list[Entry] = []
         marker = ""
         while True:
             root = self._bucket_get(f"prefix={quote(base, safe='')}&versions={marker}",
                                     f"listing the versions under {prefix}/")
-            found += [_text(m, "Key")[strip:] for m in _children(root, "DeleteMarker")
-                      if _text(m, "IsLatest") == "true"]
+            found += [Entry(_text(e, "Key")[strip:], _text(e, "VersionId"),
+                            e.tag.endswith("DeleteMarker"), _text(e, "IsLatest") == "true")
+                      for e in root if e.tag.rpartition("}")[2] in ("Version", "DeleteMarker")]
             if _text(root, "IsTruncated") != "true":
                 return found
             marker = (f"&key-marker={quote(_text(root, 'NextKeyMarker'), safe='')}"
                       f"&version-id-marker={quote(_text(root, 'NextVersionIdMarker'), safe='')}")
+
+    def hidden(self, prefix: str) -> list[str]:
+        """The objects under ``prefix`` whose newest entry is a delete marker: deleted by
+        someone, their versions possibly still there."""
+        return [e.name for e in self.entries(prefix) if e.marker and e.latest]
 
     def lifecycle(self, days: int) -> str | None:
         """Make the bucket expire versions ``days`` after they stop being current (its
@@ -306,18 +322,56 @@ class Retention:
         for marker in [] if kept else markers:
             self._send("DELETE", name, f"versionId={quote(_text(marker, 'VersionId'), safe='')}")
 
-    def unhide(self, name: str, now: float) -> bool:
-        """If ``name`` is hidden behind a delete marker while its newest version is still
-        locked (after ``now``), remove the marker, so the object is back; True when done."""
+    def _locked_under_marker(self, name: str, now: float) -> tuple[str, str] | None:
+        """(version, marker) when ``name`` is hidden behind a delete marker while its newest
+        version is still locked after ``now``; else None."""
         versions, markers = self._versions(name)
         markers = [m for m in markers if _text(m, "IsLatest") == "true"]
         if not markers or not versions:
-            return False
-        until = self.until(name, _text(versions[-1], "VersionId"))
+            return None
+        version = _text(versions[-1], "VersionId")
+        until = self.until(name, version)
         if until is None or until <= now:
+            return None
+        return version, _text(markers[0], "VersionId")
+
+    def behind_marker(self, name: str) -> bytes | None:
+        """The content of ``name``'s locked version when a delete marker hides it (a DELETE
+        that Object Lock made harmless), read without changing anything in the bucket;
+        None when it is not so hidden. Reading commands see such objects through this."""
+        found = self._locked_under_marker(name, time.time())
+        if found is None:
+            return None
+        answer = self._send("GET", name, f"versionId={quote(found[0], safe='')}")
+        if answer.status_code >= 300:
+            raise self._refused(answer, f"reading the locked version of {name}")
+        return self._bounded(name, answer)
+
+    def version(self, name: str, version: str) -> bytes:
+        """One version of ``name``; KeyError when it is gone."""
+        answer = self._send("GET", name, f"versionId={quote(version, safe='')}")
+        if answer.status_code == 404:
+            raise KeyError(name)
+        if answer.status_code >= 300:
+            raise self._refused(answer, f"reading version {version} of {name}")
+        return self._bounded(name, answer)
+
+    def _bounded(self, name: str, answer: httpx.Response) -> bytes:
+        limit = self.backend.max_object
+        if limit is not None and len(answer.content) > limit:
+            raise Corruption(f"object {name} in bucket {self.backend.bucket!r} is "
+                             f"{len(answer.content)} bytes, more than any cairn object here "
+                             f"({limit}): it was not written by cairn; remove it")
+        return answer.content
+
+    def unhide(self, name: str, now: float) -> bool:
+        """If ``name`` is hidden behind a delete marker while its newest version is still
+        locked (after ``now``), remove the marker, so the object is back; True when done.
+        Only writers do this (`Cloud.revive`); readers read past the marker."""
+        found = self._locked_under_marker(name, now)
+        if found is None:
             return False
-        marker = _text(markers[0], "VersionId")
-        gone = self._send("DELETE", name, f"versionId={quote(marker, safe='')}")
+        gone = self._send("DELETE", name, f"versionId={quote(found[1], safe='')}")
         if gone.status_code >= 300:
             raise self._refused(gone, f"removing the delete marker of {name}")
         return True

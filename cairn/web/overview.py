@@ -79,6 +79,9 @@ class PointRow:
     verification: Verification | None
     local: bool
     offsite: bool
+    flags: tuple[str, ...] = ()
+    """why detection found the point suspicious (empty: it did not)"""
+    locked_until: float | None = None
 
 
 def repository(console: Console) -> Repository:
@@ -160,14 +163,19 @@ def timeline(repo: Repository, machine: str, offsite: list[OffsitePoint]) -> lis
     verification; a point in both places is one row. Deleted points held for the deletion
     window are left out here, as every listing does."""
     verifications = repo.catalog.verifications()
-    held = {pid for pid, m in marks.all_marks(repo).items() if m.deleted_at is not None}
+    marked = marks.all_marks(repo)
+    held = {pid for pid, m in marked.items() if m.deleted_at is not None}
     points: list[RecoveryPoint] = []
     for volume in repo.catalog.volumes():
         if volume.name.startswith(machine + "."):
             points.extend(p for p in repo.catalog.points(volume.id) if p.id not in held)
     remote = {p.id for p in offsite}
+    now = time.time()
     rows = [PointRow(p.id, p.volume, p.created, p.size, p.bytes_stored,
-                     verifications.get(p.id), True, p.id in remote) for p in points]
+                     verifications.get(p.id), True, p.id in remote,
+                     marked[p.id].flags if p.id in marked else (),
+                     marked[p.id].locked_until if p.id in marked and marked[p.id].locked(now)
+                     else None) for p in points]
     here = {p.id for p in points}
     rows += [PointRow(p.id, p.volume, p.created, p.size, p.bytes_stored, None, False, True)
              for p in offsite if p.id not in here]

@@ -21,9 +21,15 @@ def test_dashboard_and_machine_pages(site: Site) -> None:
     dashboard = site.client.get("/")
     assert '<a href="/machines/web01">web01</a>' in dashboard.text
     assert "2</td>" in dashboard.text
+    with Repository.open(site.repo) as repo:  # a flag and a lock show beside their points
+        marks.flag(repo, site.points[1], ["12 files renamed to the new extension .x"])
+        marks.lock(repo, [site.points[0]], 4102444800.0)
     machine = site.client.get("/machines/web01")
     for p in site.points:
         assert f'href="/points/{p.id}"' in machine.text
+    assert machine.text.count("flagged as possible ransomware: 12 files renamed to the new "
+                              "extension .x") == 1
+    assert machine.text.count("locked until ") == 1
     point = site.client.get(f"/points/{site.points[0].id}")
     assert point.status_code == 200 and "Browse files" in point.text
     assert "Delete point" not in point.text  # a viewer is not offered changes

@@ -7,7 +7,9 @@ A run starts only inside its policy's window and starts no point after the windo
 records the cloud's points of the machine (`offsite_copies`, shown by the console) and ends
 by writing the appliance's own state to the bucket (`state_backup`), so the appliance
 can be rebuilt from the bucket. Failures are recorded on the policy; an offsite that falls
-behind raises an alert (`watch`).
+behind raises an alert (`watch`). A point flagged as ransomware in the bucket that this
+appliance did not make (a backup straight into the cloud) raises the same alert as one
+made here (`ops.detect.alert_cloud_flags`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from cairn.appliance.ticker import Ticker
 from cairn.appliance.uploads import store_volume
 from cairn.appliance.window import window_end
 from cairn.errors import CairnError
+from cairn.ops.detect import alert_cloud_flags
 from cairn.ops.offsite import OffsiteTarget, replicate_volumes
 
 
@@ -71,6 +74,7 @@ class OffsiteLoop(Ticker):
                 logs.log.exception("offsite run failed")
             return
         self.copies.record(p.machine_id, result.copies)
+        alert_cloud_flags(self.repo, result.flagged_elsewhere, p.target)
         report = result.json()
         try:
             report["state_bytes"] = push(self.repo, p.target, p.endpoint)

@@ -20,6 +20,7 @@ from cairn.ops.machine_points import list_machine_points, prune_machine
 from cairn.ops.points import list_points
 from cairn.ops.retention import prune
 from cairn.replication.replicate import Pace, replicate
+from cairn.store import marks
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.repository import Repository
 from cairn.store.retention import Policy
@@ -57,9 +58,14 @@ class OffsiteResult:
     """what the whole cloud repository stores (every machine sending there), after the run"""
     copies: list[RecoveryPoint] = field(default_factory=list)
     """the cloud's points of the volumes, after its retention (not in `json`: many)"""
+    flagged_elsewhere: list[tuple[RecoveryPoint, tuple[str, ...]]] = field(
+        default_factory=list)
+    """flagged points of the cloud that the local repository does not have (made straight
+    into the bucket), with their reasons: the appliance alerts them (not in `json`)"""
 
     def json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "copies"}
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ("copies", "flagged_elsewhere")}
 
 
 def local_key(repo_path: Path) -> Path | None:
@@ -117,6 +123,17 @@ def expire_old_versions(remote: Cloud, period: float) -> str | None:
     return versions.lifecycle(max(1, math.ceil(period / 86400)))
 
 
+def flagged_elsewhere(local: Repository, cloud: Repository
+                      ) -> list[tuple[RecoveryPoint, tuple[str, ...]]]:
+    """The cloud's flagged points that ``local`` does not hold, with their reasons."""
+    found = []
+    for point_id, m in marks.all_marks(cloud).items():
+        point = cloud.catalog.point(point_id)
+        if m.flags and point is not None and local.catalog.point(point_id) is None:
+            found.append((point, m.flags))
+    return found
+
+
 def cloud_retention(cloud: Repository, volumes: list[str], policy: Policy) -> int:
     """Delete the cloud's points of ``volumes`` that ``policy`` does not keep, by the one
     retention planner (`ops.retention`: points with clones, and any other keep reason,
@@ -171,5 +188,6 @@ def replicate_volumes(repo_path: Path, volumes: list[str], target: OffsiteTarget
             if cloud.catalog.volume(volume) is not None:
                 result.copies += [i.point for i in list_points(cloud, volume)]
         result.cloud_stored_bytes = cloud.catalog.chunk_totals().stored
+        result.flagged_elsewhere = flagged_elsewhere(local, cloud)
     result.seconds = round(result.seconds, 3)
     return result

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cairn.cli._common import human_bytes, print_json, table, when
-from cairn.errors import UsageError
-from cairn.ops.machine_points import list_machine_points
+from cairn.ops.machine_points import machine_points_of
 from cairn.ops.points import point_json
 from cairn.store.machine_points import MachinePoint
 from cairn.store.repository import Repository
@@ -42,10 +41,7 @@ def print_vm_backup(result: VmBackupResult) -> None:
 
 
 def print_machine_points(repo: Repository, machine: str, as_json: bool) -> int:
-    points = list_machine_points(repo, machine)
-    if not points:
-        raise UsageError(f"no machine points of {machine!r}: back it up with "
-                         f"`cairn backup --qemu SOCKET --machine {machine}`")
+    points = machine_points_of(repo, machine)
     if as_json:
         print_json([machine_point_json(mp) for mp in points])
         return 0

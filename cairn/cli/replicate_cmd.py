@@ -15,6 +15,7 @@ from cairn.cli._common import (
     when,
 )
 from cairn.cli._common import progress as progress_bar
+from cairn.ops.machine_points import machine_volumes
 from cairn.ops.offsite import make_immutable
 from cairn.replication.replicate import Pace, parse_rate, replicate
 from cairn.store.marks import parse_duration
@@ -25,7 +26,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_repo(p)
     p.add_argument("--to", required=True, metavar="s3://BUCKET/PREFIX",
                    help="the cloud repository (uses --endpoint and the local key)")
-    p.add_argument("--volume", help="only this volume")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--volume", help="only this volume")
+    only.add_argument("--machine", help="only this machine's disks (its machine points, whole)")
     p.add_argument("--bandwidth", help="cap on bytes sent per second, e.g. 50M")
     p.add_argument("--send", default="all", choices=("all", "hourly", "daily"),
                    help="every point (default), or only the first of each hour or day")
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
                 advice = make_immutable(cloud, parse_duration(args.immutable))
                 if advice is not None:
                     print(f"warning: {advice}", file=sys.stderr)
-            report = replicate(local, cloud, args.volume, Pace(rate), advance, args.send)
+            volumes = machine_volumes(local, args.machine) if args.machine else args.volume
+            report = replicate(local, cloud, volumes, Pace(rate), advance, args.send)
     if args.json:
         print_json(report.__dict__)
         return 0

@@ -68,6 +68,21 @@ def resolve(repo: Repository, ref: str) -> MachinePoint | None:
     return MachinePoints(repo.catalog).resolve(ref)
 
 
+def machine_points_of(repo: Repository, machine: str) -> list[MachinePoint]:
+    """`list_machine_points` of ``machine``, which must have some."""
+    points = list_machine_points(repo, machine)
+    if not points:
+        raise UsageError(f"no machine points of {machine!r}: back it up with "
+                         f"`cairn backup --qemu SOCKET --machine {machine}`")
+    return points
+
+
+def machine_volumes(repo: Repository, machine: str) -> list[str]:
+    """The volumes of ``machine``'s disks (those its machine points hold), in disk order."""
+    return list(dict.fromkeys(m.point.volume for mp in machine_points_of(repo, machine)
+                              for m in mp.members))
+
+
 def points_of(repo: Repository, refs: Sequence[str]) -> list[RecoveryPoint]:
     """The points ``refs`` name, a machine point as every disk's point: what `lock`,
     `unlock` and `undelete` act on, so a machine point stays whole."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -107,12 +108,12 @@ def _check_compatible(local: Repository, cloud: Repository) -> Cloud:
     return cloud.remote
 
 
-def _wanted(local: Repository, cloud: Repository, remote: Cloud, volume_id: int | None,
-            send: str, report: Report) -> list[RecoveryPoint]:
+def _wanted(local: Repository, cloud: Repository, remote: Cloud,
+            volumes: Sequence[str] | None, send: str, report: Report) -> list[RecoveryPoint]:
     """What to send, from the cloud's points and tombstones (read under the lock); points
     deleted there and still held count as removed (they are not sent again either)."""
     removed = remote.removed()
-    points = marks.live_points(local, volume_id)
+    points = [p for p in marks.live_points(local) if volumes is None or p.volume in volumes]
     gone = {r.id for r in removed} | {p.id for p, _m in marks.held_points(cloud)}
     report.not_sent_removed = sum(p.id in gone for p in points)
     known = [Known(p.id, p.volume, p.created) for p in cloud.catalog.points()]
@@ -136,18 +137,21 @@ class Pace:
     until: float | None = None
 
 
-def replicate(local: Repository, cloud: Repository, volume: str | None = None,
+def replicate(local: Repository, cloud: Repository, volume: str | Sequence[str] | None = None,
               pace: Pace = Pace(),
               progress: Meter | None = None, send: str = "all") -> Report:
-    """Send what `selection.choose` picks; past ``pace.until`` start no point: the rest
-    waits for the next run (``left_for_later``)."""
+    """Send what `selection.choose` picks of ``volume`` (one, several: a machine's, or
+    all); past ``pace.until`` start no point: the rest waits for the next run
+    (``left_for_later``)."""
     until = pace.until
     remote = _check_compatible(local, cloud)
     send = check_send(send)
     started = time.monotonic()
     report = Report()
     throttle = Throttle(pace.bandwidth)
-    volume_id = local.volume(volume).id if volume else None
+    volumes = [volume] if isinstance(volume, str) else volume
+    for name in volumes or ():
+        local.volume(name)  # an unknown volume is refused
     cloud.catalog.open_upload_journal()
 
     def fetch(digest: bytes) -> bytes:
@@ -166,7 +170,7 @@ def replicate(local: Repository, cloud: Repository, volume: str | None = None,
         return digest, size, len(stored)
 
     with remote.lock(cloud, exclusive=False), ThreadPoolExecutor(WORKERS) as pool:
-        wanted = _wanted(local, cloud, remote, volume_id, send, report)
+        wanted = _wanted(local, cloud, remote, volumes, send, report)
         for n, point in enumerate(wanted):
             if until is not None and time.time() >= until:
                 report.left_for_later = len(wanted) - n

@@ -159,7 +159,9 @@ def replicated_whole(repo: Path, ids: list[str], tmp_path: Path, cli: Cli,
     forged grouping is refused."""
     url = f"s3://{s3_server.bucket}/mp{abs(hash(str(tmp_path))) % 10**8}"
     cli.ok("init", "--repo", url)
-    sent = cli.json("replicate", "--repo", repo, "--to", url)
+    unknown = cli.run("replicate", "--repo", repo, "--to", url, "--machine", "nope")
+    assert unknown.returncode == 2 and "no machine points of 'nope'" in unknown.stderr
+    sent = cli.json("replicate", "--repo", repo, "--to", url, "--machine", "db01")
     assert len(sent["points"]) == 4 and sorted(sent["machine_points"]) == sorted(ids)
     assert cli.json("replicate", "--repo", repo, "--to", url)["machine_points"] == []
     fresh = Cli(s3_server, tmp_path / "other-cache")  # another node: only the bucket

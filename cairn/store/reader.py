@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 from cairn.store.blockmap import FANOUT, Tree
 from cairn.store.catalog import RecoveryPoint
@@ -31,6 +31,16 @@ def _pair(digest: bytes, data: bytes) -> tuple[bytes, bytes]:
     return digest, data
 
 
+class _Batch:
+    """Blocks being fetched together: whoever needs one of them waits for the batch (one
+    event a batch, not one a block: a 2 MiB read is 32 blocks)."""
+
+    def __init__(self, digests: list[bytes]) -> None:
+        self.digests = digests
+        self.done = threading.Event()
+        self.blocks: dict[bytes, bytes] = {}  # empty when the fetch failed
+
+
 class BlockCache:
     """Decoded blocks by hash, the least recently used evicted; safe across threads.
 
@@ -43,7 +53,7 @@ class BlockCache:
     (`ChunkStore.get_many`: for packs one index query and neighbours in one read): handing
     it to a pool and waiting costs more than a local read. What the caller will likely read
     next (`prefetch`) is fetched on a small pool meanwhile: chunk reads wait on a disk or
-    the network, and reads run on (a file streamed, a disk copied), so overlapping those
+    the network, and reads run on (a file streamed, a disk booting), so overlapping those
     waits is most of a cold read's speed. A block being fetched is never fetched twice:
     later callers wait for it.
     """
@@ -52,7 +62,7 @@ class BlockCache:
         self._chunks = chunks
         self._capacity = capacity
         self._blocks: OrderedDict[bytes, bytes] = OrderedDict()
-        self._pending: dict[bytes, Future[bytes]] = {}
+        self._pending: dict[bytes, _Batch] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None  # started by the first read-ahead
         self._closed = False
@@ -70,8 +80,8 @@ class BlockCache:
     def get_many(self, digests: Iterable[bytes]) -> dict[bytes, bytes]:
         """The content of each of ``digests`` (never ZERO), checked."""
         found: dict[bytes, bytes] = {}
-        waiting: dict[bytes, Future[bytes]] = {}
-        mine: list[bytes] = []
+        waiting: dict[bytes, _Batch] = {}
+        mine = _Batch([])
         with self._lock:
             for digest in digests:
                 block = self._blocks.get(digest)
@@ -81,15 +91,16 @@ class BlockCache:
                 elif digest in self._pending:
                     waiting[digest] = self._pending[digest]
                 else:
-                    self._pending[digest] = Future()
-                    mine.append(digest)
-        if mine:
+                    self._pending[digest] = mine
+                    mine.digests.append(digest)
+        if mine.digests:
             found.update(self._load(mine))
         retry: list[bytes] = []
-        for digest, future in waiting.items():
-            try:
-                found[digest] = future.result()
-            except Exception:  # a batch it was part of failed: its own error is read here
+        for digest, batch in waiting.items():
+            batch.done.wait()
+            if digest in batch.blocks:
+                found[digest] = batch.blocks[digest]
+            else:  # the batch it was part of failed: its own error is read here
                 retry.append(digest)
         if retry:
             found.update(self._chunks.get_many(retry, _pair))
@@ -100,36 +111,33 @@ class BlockCache:
         with self._lock:
             if self._closed:
                 return
-            new = [d for d in dict.fromkeys(digests)
-                   if d not in self._blocks and d not in self._pending]
-            if not new:
+            batch = _Batch([d for d in dict.fromkeys(digests)
+                            if d not in self._blocks and d not in self._pending])
+            if not batch.digests:
                 return
-            for digest in new:
-                self._pending[digest] = Future()
+            for digest in batch.digests:
+                self._pending[digest] = batch
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(READAHEAD_THREADS,
                                                 thread_name_prefix="cairn-readahead")
-            self._pool.submit(self._load, new)
+            self._pool.submit(self._load, batch)
 
-    def _load(self, digests: list[bytes]) -> dict[bytes, bytes]:
-        """Fetch ``digests`` (marked pending by the caller) in one batch, settling their
-        waiters with the blocks or the error."""
+    def _load(self, batch: _Batch) -> dict[bytes, bytes]:
+        """Fetch ``batch`` (marked pending by the caller) in one go, then wake its waiters:
+        they find the blocks in it, or none when the fetch failed."""
         try:
-            got = dict(self._chunks.get_many(digests, _pair))
-        except BaseException as exc:
+            got = dict(self._chunks.get_many(batch.digests, _pair))
             with self._lock:
-                failed = [self._pending.pop(d) for d in digests]
-            for future in failed:
-                future.set_exception(exc)
-            raise
-        with self._lock:
-            self._blocks.update(got)
-            while len(self._blocks) > self._capacity:
-                self._blocks.popitem(last=False)
-            settled = [(self._pending.pop(d), got[d]) for d in digests]
-        for future, block in settled:
-            future.set_result(block)
-        return got
+                self._blocks.update(got)
+                while len(self._blocks) > self._capacity:
+                    self._blocks.popitem(last=False)
+            batch.blocks = got
+            return got
+        finally:
+            with self._lock:
+                for digest in batch.digests:
+                    del self._pending[digest]
+            batch.done.set()
 
     def close(self) -> None:
         """Wait for the read-ahead under way (a few blocks) and stop its threads."""
@@ -144,9 +152,9 @@ class PointReader:
     """Byte ranges of one point; safe to share between threads (an NBD export's clients).
 
     Reads go through a `BlockCache`, the reader's own unless one is given (the caller then
-    closes it). A read that goes on from where the previous one ended starts fetching the
-    READAHEAD blocks after it. Close the reader (or use it as a context manager) to stop
-    the read-ahead threads.
+    closes it). A small read that goes on from where the previous one ended starts
+    fetching the READAHEAD blocks after it. Close the reader (or use it as a context
+    manager) to stop the read-ahead threads.
     """
 
     def __init__(self, repo: Repository, point: RecoveryPoint,
@@ -185,7 +193,8 @@ class PointReader:
             return b""
         bs = self.block_size
         first, last = offset // bs, (offset + length - 1) // bs
-        if self._last <= first <= self._last + 1 and last > self._last:
+        streaming = self._last <= first <= self._last + 1 and last > self._last
+        if streaming and last - first < READAHEAD:
             self._read_ahead(last + 1)
         self._last = last
         skip = offset - first * bs
@@ -200,9 +209,11 @@ class PointReader:
         return data[skip : skip + length]
 
     def _read_ahead(self, start: int) -> None:
-        """Prefetch the READAHEAD blocks from ``start``: called after a read that starts
-        where the previous one ended and goes into new blocks (a file streamed, a disk
-        copied), not after random reads nor after each small piece of one block."""
+        """Prefetch the READAHEAD blocks from ``start``: called after a small read that
+        starts where the previous one ended and goes into new blocks (a file streamed, a
+        disk booting), not after random reads nor after each piece of one block. A read of
+        READAHEAD blocks or more is already one batch: fetching the next beside it on
+        other threads costs more than it overlaps (a disk copied over NBD)."""
         stop = min(start + READAHEAD, self.tree.blocks)
         if stop > start:
             self.cache.prefetch(d for d in self._hashes(start, stop) if d != ZERO)

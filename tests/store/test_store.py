@@ -169,7 +169,8 @@ def test_damage_met_by_read_ahead_fails_only_the_read_that_needs_it(
     point = backup(repo, "vol", img)
     with PointReader(repo, point) as reader:
         flip_bit(repo, dict(reader.block_hashes())[3])
-        assert reader.pread(0, 2 * BLOCK) == bytes(data[: 2 * BLOCK])  # reads ahead 2..9
+        assert reader.pread(0, BLOCK) == bytes(data[:BLOCK])
+        assert reader.pread(BLOCK, BLOCK) == bytes(data[BLOCK : 2 * BLOCK])  # reads 2..9 ahead
         assert reader.pread(2 * BLOCK, BLOCK) == bytes(data[2 * BLOCK : 3 * BLOCK])
         with pytest.raises(Corruption):
             reader.pread(3 * BLOCK, 10)

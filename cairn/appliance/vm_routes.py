@@ -17,6 +17,9 @@ from cairn.virt.vms import VmManager, VmNameTaken, VmNotFound, VmRequest
 
 class StartRequest(BaseModel):
     source: str = Field(max_length=300, description="point id, VOLUME@latest, or a kept clone")
+    repo: str | None = Field(default=None, max_length=1000,
+                             description="s3://BUCKET/PREFIX: a point of this cloud repository "
+                                         "(default: the appliance's own)")
     name: str | None = Field(default=None, max_length=63)
     cpus: int = Field(default=2, ge=1, le=64)
     memory_mib: int = Field(default=2048, ge=64, le=1 << 20)

@@ -14,6 +14,7 @@ from typing import Any
 
 from cairn.errors import UsageError
 from cairn.meter import Meter
+from cairn.store.profiles import is_cloud
 from cairn.store.repository import Repository
 from cairn.times import with_iso_times
 from cairn.units import human_bytes as human_bytes  # every command's one size format
@@ -51,10 +52,6 @@ def repo_location(args: argparse.Namespace) -> str:
     if not args.repo:
         raise UsageError("no repository given: pass --repo PATH or set CAIRN_REPO")
     return str(args.repo)
-
-
-def is_cloud(location: str) -> bool:
-    return location.startswith("s3://")
 
 
 def open_location(location: str, args: argparse.Namespace,

@@ -27,6 +27,11 @@ class Profile:
     """``ENDPOINT/BUCKET`` addressing (MinIO, SeaweedFS, Ceph); False: ``BUCKET.ENDPOINT``."""
 
 
+def is_cloud(location: str) -> bool:
+    """Whether a repository location names a bucket (``s3://BUCKET/PREFIX``), not a path."""
+    return location.startswith("s3://")
+
+
 def profiles_path() -> Path:
     return Path(os.environ.get("CAIRN_PROFILES") or keys_dir().parent / "clouds.json")
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cairn.store.clones import CloneVolume, get_clone
+from cairn.store.profiles import is_cloud
 from cairn.store.repository import Repository
 from cairn.virt.devices import CloneDevice
 from cairn.virt.nbd import NbdServer
@@ -61,6 +62,7 @@ class VmSpec:
     created: float = field(default_factory=time.time)
     machine: str = ""  # set when the disks are a machine point's
     disks: list[str] = field(default_factory=list)  # the machine's disk names, in order
+    key_file: str = ""  # the key a cloud ``repo`` opens with ("" : this node's own for it)
 
     def save(self, folder: Path) -> None:
         write_json(folder / "spec.json", asdict(self))
@@ -68,6 +70,26 @@ class VmSpec:
     @classmethod
     def load(cls, folder: Path) -> VmSpec:
         return cls(**json.loads((folder / "spec.json").read_text()))
+
+    @property
+    def cloud(self) -> bool:
+        return is_cloud(self.repo)
+
+    def open_repo(self) -> Repository:
+        """Where the clones live: the appliance's repository, or the cloud repository the
+        point came from (its clones are in this node's cache of it)."""
+        return open_vm_repo(self.repo, Path(self.key_file) if self.key_file else None)
+
+
+def open_vm_repo(location: str, key_file: Path | None) -> Repository:
+    """Open the repository a VM runs from. A cloud one is reached where this node's profile
+    of it (or ``CAIRN_S3_ENDPOINT``) says, and its blocks are read on demand through the
+    point reader's bounded cache, as `virtualize --repo s3://...` reads them."""
+    if not is_cloud(location):
+        return Repository.open(Path(location))
+    from cairn.store.cloud import open_cloud
+
+    return open_cloud(location, None, key_file)
 
 
 def write_json(path: Path, value: dict[str, Any]) -> None:
@@ -121,7 +143,7 @@ def run(folder: Path) -> int:
     sockets = Path(tempfile.mkdtemp(prefix="cairn-vm-disks-"))
     try:
         spec = VmSpec.load(folder)
-        with Repository.open(Path(spec.repo)) as repo, contextlib.ExitStack() as disks:
+        with spec.open_repo() as repo, contextlib.ExitStack() as disks:
             drives = [disks.enter_context(exported_disk(repo, clone, sockets, i))
                       for i, clone in enumerate(spec.clones)]
             vm = VirtualMachine(

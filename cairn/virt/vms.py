@@ -8,6 +8,12 @@ appliance restart every VM is found again: running if its runner lives, ``gone``
 runner died without stopping (a host reboot, a kill); a gone VM keeps its clones, and
 `stop` tidies it up like any other (it can still keep what the VM wrote as a point).
 
+A VM can also run a point of a cloud repository (``repo`` ``s3://BUCKET/PREFIX``), on any
+node with the bucket and the key: the appliance opens it with its own endpoint profile or
+``CAIRN_S3_*`` settings and its own key (else this node's integrity key of that repository),
+its clones live in this node's cache of it, and the runner serves them reading blocks on
+demand through the point reader's bounded cache, as `virtualize --repo s3://...` does.
+
 Starting checks everything it can before QEMU does (name, point, boot loader, firmware,
 networks, host ports), so a refusal is one clear line and leaves nothing behind. Stopping
 presses the ACPI power button, forces the VM off after the timeout, then keeps, stores
@@ -32,6 +38,7 @@ from typing import Any
 
 from cairn.errors import UsageError, VirtualMachineError
 from cairn.ops.machine_points import disks_of
+from cairn.ops.offsite import local_key
 from cairn.store.clones import (
     Clone,
     CloneNotFound,
@@ -41,13 +48,14 @@ from cairn.store.clones import (
     remove_clone,
 )
 from cairn.store.machine_points import MachinePoints
+from cairn.store.profiles import is_cloud
 from cairn.store.repository import Repository
 from cairn.virt.failback import keep_as_point
 from cairn.virt.firmware import BusChoice, FirmwareChoice, plan_boot
 from cairn.virt.lans import Lans
 from cairn.virt.network import check_available, join_lans, parse_networks, qemu_args
 from cairn.virt.qemu import vnc_secret
-from cairn.virt.vm_runner import VmSpec, write_json
+from cairn.virt.vm_runner import VmSpec, open_vm_repo, write_json
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 LIVE = ("starting", "running", "stopping")
@@ -68,9 +76,11 @@ class VmNameTaken(UsageError):
 
 @dataclass(frozen=True)
 class VmRequest:
-    """``source``: a point reference (id, prefix, VOLUME@latest) or a kept clone's name."""
+    """``source``: a point reference (id, prefix, VOLUME@latest) or a kept clone's name, of
+    the appliance's repository, or of the cloud repository ``repo`` when given."""
 
     source: str
+    repo: str | None = None
     name: str | None = None
     cpus: int = 2
     memory_mib: int = 2048
@@ -95,6 +105,8 @@ class VmInfo:
     accel: str | None
     pid: int | None
     created: float
+    origin: str = "local"
+    """where the point came from: ``local`` (the appliance's repository) or its cloud URL"""
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -160,9 +172,16 @@ class VmManager:
         self.lans = Lans(repo_path)
         self._lock = threading.Lock()
 
-    def _repo(self) -> Repository:
-        """The repository, open: use it in a ``with`` block, which closes it."""
-        return Repository.open(self.repo_path)
+    def _repo(self, cloud: str | None = None) -> Repository:
+        """The appliance's repository, or the cloud repository ``cloud``, open: use it in a
+        ``with`` block, which closes it."""
+        if cloud is None:
+            return Repository.open(self.repo_path)
+        if not is_cloud(cloud):
+            raise UsageError(f"--repo {cloud!r}: a VM runs a point of the appliance's own "
+                             "repository (leave --repo out) or of a cloud one (give "
+                             "s3://BUCKET/PREFIX)")
+        return open_vm_repo(cloud, local_key(self.repo_path))
 
     def _vm_folder(self, name: str) -> Path:
         if not NAME.match(name):
@@ -175,7 +194,7 @@ class VmManager:
         networks = join_lans(parse_networks(request.networks), self.lans)
         if not 1 <= request.cpus <= 64 or not 64 <= request.memory_mib <= 1 << 20:
             raise UsageError("give 1 to 64 --cpus and 64 MiB to 1 TiB of --memory")
-        with self._repo() as repo:
+        with self._repo(request.repo) as repo:
             disks = self._disks_for(repo, request)
             name = request.name or disks.clones[0].name
             folder = self._vm_folder(name)
@@ -203,7 +222,9 @@ class VmManager:
             clone = get_clone(repo, request.source)
         except CloneNotFound:
             return _new_disks(repo, request.source)
-        user = next((vm.name for vm in self.list() if clone.name in vm.clones), None)
+        origin = request.repo or "local"
+        user = next((vm.name for vm in self.list()
+                     if vm.origin == origin and clone.name in vm.clones), None)
         if user is not None:
             raise UsageError(f"clone {clone.name} is the disk of VM {user}: stop it first")
         point = repo.catalog.point(clone.point_id)
@@ -218,12 +239,13 @@ class VmManager:
         check_available(networks)
         model = "virtio-net-pci" if plan.linux else "e1000"
         return VmSpec(
-            name=name, repo=str(self.repo_path), clones=[c.name for c in disks.clones],
-            point=disks.point, volume=disks.volume, cpus=request.cpus,
-            memory_mib=request.memory_mib, firmware=plan.firmware, disk_bus=plan.disk_bus,
-            networks=[n.describe() for n in networks],
+            name=name, repo=request.repo or str(self.repo_path),
+            clones=[c.name for c in disks.clones], point=disks.point, volume=disks.volume,
+            cpus=request.cpus, memory_mib=request.memory_mib, firmware=plan.firmware,
+            disk_bus=plan.disk_bus, networks=[n.describe() for n in networks],
             nics=qemu_args(networks, name, model), vnc_password=vnc_secret(),
-            machine=disks.machine, disks=disks.names)
+            machine=disks.machine, disks=disks.names,
+            key_file=str(local_key(self.repo_path) or "") if request.repo else "")
 
     def _spawn(self, folder: Path) -> None:
         """Start the runner in its own session and wait until QEMU runs or the runner fails."""
@@ -275,7 +297,8 @@ class VmManager:
             memory_mib=spec.memory_mib, firmware=spec.firmware, disk_bus=spec.disk_bus,
             vnc=f"127.0.0.1:{port}" if port and state == "running" else None,
             accel=status.get("accel"), pid=pid if state in LIVE else None,
-            created=spec.created, error=status.get("error"))
+            created=spec.created, origin=spec.repo if spec.cloud else "local",
+            error=status.get("error"))
 
     def console(self, name: str) -> Console:
         info = self.get(name)
@@ -298,15 +321,21 @@ class VmManager:
             raise UsageError("--keep-as-point and --discard exclude each other: choose one")
         info = self.get(name)
         folder = self._vm_folder(name)
+        spec = VmSpec.load(folder)
+        if keep_as_point_ and spec.cloud:
+            raise UsageError(f"VM {name} runs a point of the cloud repository {spec.repo}: "
+                             "--keep-as-point stores points in the appliance's own repository "
+                             "only; stop it without (its clone stays in this node's cache) or "
+                             "with --discard")
         if info.pid is not None:
             write_json(folder / "stop.json", {"timeout": timeout})
             _stop_runner(info.pid, timeout + 30)
         status = _read_json(folder / "status.json")
         point: str | None = None
-        with self._repo() as repo:
-            if keep_as_point_:
-                point = self._keep(repo, VmSpec.load(folder))
-            if keep_as_point_ or discard:
+        if keep_as_point_ or discard:
+            with spec.open_repo() as repo:
+                if keep_as_point_:
+                    point = self._keep(repo, spec)
                 for clone in info.clones:
                     with contextlib.suppress(CloneNotFound):
                         remove_clone(repo, clone)

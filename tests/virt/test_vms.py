@@ -25,16 +25,20 @@ from bootable_image import WEB_PAGE
 from cairn.store.machine_points import MachinePoints
 from cairn.store.repository import Repository
 from tests.appliance.harness import Appliance, cairn, free_port, wait_for
+from tests.offsite.conftest import s3_env
+from tests.s3server import SeaweedS3
 from tests.virt.test_virtualize import VNC_AUTH, record_machine_point, security_types
 
 BOOT = 400.0  # the machine is shared: a boot under TCG can take minutes
 
 
 class Vms:
-    """The appliance under test and the `cairn vm` commands, as a user runs them."""
+    """The appliance under test and the `cairn vm` commands, as a user runs them; ``cloud``:
+    a cloud repository the appliance's node reaches (same endpoint, cache and keys)."""
 
-    def __init__(self, appliance: Appliance) -> None:
+    def __init__(self, appliance: Appliance, cloud: str) -> None:
         self.appliance = appliance
+        self.cloud = cloud
 
     def backup(self, image: Path, volume: str = "web01") -> str:
         out = cairn("backup", "--repo", self.appliance.repo, "--volume", volume, image, "--json")
@@ -45,9 +49,15 @@ class Vms:
                        timeout=600)
         return json.loads(result.stdout) if result.returncode == 0 else result
 
-    def start(self, source: str, name: str, *networks: str) -> dict[str, Any]:
+    def replicate(self, volume: str) -> None:
+        """Send the volume's points to `cloud`, as the node's offsite replication would."""
+        cairn("replicate", "--repo", self.appliance.repo, "--to", self.cloud, "--volume",
+              volume, env=self.appliance.env)
+
+    def start(self, source: str, name: str, *networks: str, repo: tuple[str, ...] = ()
+              ) -> dict[str, Any]:
         nets = [a for n in networks for a in ("--network", n)]
-        vm: dict[str, Any] = self.run("start", source, "--name", name, "--cpus", "1",
+        vm: dict[str, Any] = self.run("start", source, *repo, "--name", name, "--cpus", "1",
                                       "--memory", "256", *nets)
         return vm
 
@@ -104,11 +114,11 @@ class Serial:
 
 
 @pytest.fixture
-def vms(tmp_path: Path) -> Iterator[Vms]:
-    appliance = Appliance(tmp_path)
+def vms(tmp_path: Path, s3_server: SeaweedS3) -> Iterator[Vms]:
+    appliance = Appliance(tmp_path, env=s3_env(s3_server, tmp_path))
     appliance.start()
     try:
-        yield Vms(appliance)
+        yield Vms(appliance, f"s3://{s3_server.bucket}/vms-{tmp_path.name}")
     finally:
         for status in (appliance.repo / "vms").glob("*/status.json"):
             with contextlib.suppress(ProcessLookupError, ValueError, KeyError, OSError):
@@ -155,12 +165,16 @@ def test_vm_outlives_its_command_and_the_appliance_and_stops_cleanly(
 
 
 def test_isolated_lan_joins_its_vms_and_nothing_else(vms: Vms, bootable_image: Path) -> None:
+    """Also: a VM of a cloud point ("other", from the bucket, read on demand) boots and runs
+    like a local one, and says where it came from."""
     point = vms.backup(bootable_image)
+    vms.replicate("web01")
     for lan in ("office", "lab"):
         vms.run("lan", "add", lan)
     vms.start(point, "dc", "isolated:office")
     vms.start(point, "app", "isolated:office")
-    vms.start(point, "other", "isolated:lab")
+    cloud_vm = vms.start("web01@latest", "other", "isolated:lab", repo=("--repo", vms.cloud))
+    assert (cloud_vm["point"], cloud_vm["origin"]) == (point, vms.cloud)
     dc, app, other = (vms.serial(name) for name in ("dc", "app", "other"))
     dc_ip, app_ip = dc.address(), app.address()
     other.address()
@@ -171,12 +185,18 @@ def test_isolated_lan_joins_its_vms_and_nothing_else(vms: Vms, bootable_image: P
     assert "PING=1" in outside  # no route off the LAN
     listed = vms.listed()
     assert listed["dc"]["networks"] == ["isolated:office"]
+    assert (listed["dc"]["origin"], listed["other"]["origin"]) == ("local", vms.cloud)
+    refused = vms.run("stop", "other", "--keep-as-point", check=False)
+    assert refused.returncode != 0 and "cloud repository" in refused.stderr, refused.stderr
+    assert vms.listed()["other"]["state"] == "running"  # the refusal stopped nothing
     busy = vms.run("lan", "rm", "office", check=False)
     assert busy.returncode != 0 and "app, dc" in busy.stderr, busy.stderr
     for name in ("dc", "app", "other"):
         vms.run("stop", name, "--discard", "--timeout", "0")
     vms.run("lan", "rm", "office")
     assert [lan["name"] for lan in vms.run("lan", "list")] == ["lab"]
+    cloud_clones = cairn("clones", "--repo", vms.cloud, "--json", env=vms.appliance.env)
+    assert json.loads(cloud_clones.stdout) == []  # --discard removed the cloud VM's clone
 
 
 def test_failback_keeps_what_the_vm_wrote_even_after_its_runner_died(
@@ -218,6 +238,7 @@ def test_bad_requests_are_refused_before_anything_starts(
         "is not none, isolated:LAN": ("start", point, "--network", "wifi"),
         "no volume 'nope'": ("start", "nope@latest"),
         "no VM named": ("stop", "ghost"),
+        "or of a cloud one": ("start", point, "--repo", str(vms.appliance.repo)),
     }
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -16,12 +16,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "this command; `cairn vm list` finds them again.")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     start = actions.add_parser("start", help="start a VM on a new clone of a point")
-    start.add_argument("source", help="point id, VOLUME@latest (MACHINE@latest), or a kept "
-                                      "clone's name")
-    start.add_argument("--repo", metavar="s3://BUCKET/PREFIX",
+    start.add_argument("cloud", nargs="?", metavar="s3://BUCKET/PREFIX",
                        help="run a point of this cloud repository, read on demand (the "
                             "appliance reaches it with its endpoint profile or CAIRN_S3_* "
                             "settings and its key); default: the appliance's own")
+    start.add_argument("source", help="point id, VOLUME@latest (MACHINE@latest), or a kept "
+                                      "clone's name")
     start.add_argument("--name", help="VM name (default: the clone's name)")
     start.add_argument("--cpus", type=int, default=2, help="virtual CPUs (default 2)")
     start.add_argument("--memory", type=int, default=2048, help="MiB of memory (default 2048)")
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if args.action == "start":
             answer = client.json("POST", "/api/v1/vms", json={
-                "source": args.source, "repo": args.repo, "name": args.name, "cpus": args.cpus,
+                "source": args.source, "repo": args.cloud, "name": args.name, "cpus": args.cpus,
                 "memory_mib": args.memory, "networks": args.network,
                 "firmware": args.firmware, "disk_bus": args.disk_bus})
         elif args.action == "stop":
@@ -96,10 +96,10 @@ def _show_stopped(answer: dict[str, Any]) -> None:
     if answer["point"]:
         after = f"what it wrote is point {answer['point']} of {vm['volume']}"
     elif answer["kept_clones"]:
-        repo = "" if vm["origin"] == "local" else f"--repo {vm['origin']} "
+        repo = "" if vm["origin"] == "local" else f"{vm['origin']} "
         after = (f"clone {', '.join(answer['kept_clones'])} kept (start it again with "
-                 f"`cairn vm start {repo}{answer['kept_clones'][0]}`, or `cairn clone-rm "
-                 f"{repo}` it)")
+                 f"`cairn vm start {repo}{answer['kept_clones'][0]}`, or `cairn clone-rm` "
+                 "it)")
     else:
         after = "its clone is removed"
     print(f"VM {vm['name']} {how}; {after}")

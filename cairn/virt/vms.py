@@ -178,9 +178,9 @@ class VmManager:
         if cloud is None:
             return Repository.open(self.repo_path)
         if not is_cloud(cloud):
-            raise UsageError(f"--repo {cloud!r}: a VM runs a point of the appliance's own "
-                             "repository (leave --repo out) or of a cloud one (give "
-                             "s3://BUCKET/PREFIX)")
+            raise UsageError(f"{cloud!r} is not a cloud repository: a VM runs a point of "
+                             "the appliance's own repository (name the point alone) or of a "
+                             "cloud one (s3://BUCKET/PREFIX POINT)")
         return open_vm_repo(cloud, local_key(self.repo_path))
 
     def _vm_folder(self, name: str) -> Path:

@@ -50,14 +50,15 @@ class Vms:
         return json.loads(result.stdout) if result.returncode == 0 else result
 
     def replicate(self, volume: str) -> None:
-        """Send the volume's points to `cloud`, as the node's offsite replication would."""
+        """Send the volume's points to `cloud` (a new one), as offsite replication would."""
+        cairn("init", "--repo", self.cloud, env=self.appliance.env)
         cairn("replicate", "--repo", self.appliance.repo, "--to", self.cloud, "--volume",
               volume, env=self.appliance.env)
 
-    def start(self, source: str, name: str, *networks: str, repo: tuple[str, ...] = ()
+    def start(self, source: str, name: str, *networks: str, cloud: tuple[str, ...] = ()
               ) -> dict[str, Any]:
         nets = [a for n in networks for a in ("--network", n)]
-        vm: dict[str, Any] = self.run("start", source, *repo, "--name", name, "--cpus", "1",
+        vm: dict[str, Any] = self.run("start", *cloud, source, "--name", name, "--cpus", "1",
                                       "--memory", "256", *nets)
         return vm
 
@@ -173,7 +174,7 @@ def test_isolated_lan_joins_its_vms_and_nothing_else(vms: Vms, bootable_image: P
         vms.run("lan", "add", lan)
     vms.start(point, "dc", "isolated:office")
     vms.start(point, "app", "isolated:office")
-    cloud_vm = vms.start("web01@latest", "other", "isolated:lab", repo=("--repo", vms.cloud))
+    cloud_vm = vms.start("web01@latest", "other", "isolated:lab", cloud=(vms.cloud,))
     assert (cloud_vm["point"], cloud_vm["origin"]) == (point, vms.cloud)
     dc, app, other = (vms.serial(name) for name in ("dc", "app", "other"))
     dc_ip, app_ip = dc.address(), app.address()
@@ -238,7 +239,7 @@ def test_bad_requests_are_refused_before_anything_starts(
         "is not none, isolated:LAN": ("start", point, "--network", "wifi"),
         "no volume 'nope'": ("start", "nope@latest"),
         "no VM named": ("stop", "ghost"),
-        "or of a cloud one": ("start", point, "--repo", str(vms.appliance.repo)),
+        "is not a cloud repository": ("start", str(vms.appliance.repo), point),
     }
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

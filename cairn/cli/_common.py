@@ -118,10 +118,12 @@ def listing(as_json: bool, items: list[Any], headers: list[str],
     return 0
 
 
-def table(headers: list[str], rows: list[list[str]]) -> list[int]:
-    """Print aligned columns; returns their widths, for rows printed later (`row_line`)."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
+def table(headers: list[str], rows: list[list[str]], least: list[int] | None = None
+          ) -> list[int]:
+    """Print aligned columns, each at least as wide as ``least`` says; returns their widths,
+    for rows printed later (`row_line`)."""
+    least = least or [0] * len(headers)
+    widths = [max(len(h), least[i], *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     for row in [headers, *rows]:
         print(row_line(row, widths))
     return widths

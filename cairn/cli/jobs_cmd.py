@@ -107,8 +107,7 @@ def _follow(client: Any, params: dict[str, Any], jobs: list[dict[str, Any]],
         for job in jobs:
             print_json_line(job)
     else:  # rows printed later line up with these (wider cells for a long machine name)
-        widths = [max(w, n) for w, n in zip(table(HEADERS, [_row(j) for j in jobs]),
-                                            _FOLLOW_WIDTHS, strict=True)]
+        widths = table(HEADERS, [_row(j) for j in jobs], least=_FOLLOW_WIDTHS)
     shown = {j["id"]: j["state"] for j in jobs}
     while True:
         time.sleep(1.0)

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -242,7 +245,7 @@ def admin_commands(app: Appliance, agent: list[str | Path], image: Path, hook: s
         ["tokens", "add", "--metrics", *admin], ["tokens", *admin], ["vm", "list", *admin],
         ["vm", "lan", "add", "lan1", *admin], ["vm", "lan", "list", *admin],
         ["vm", "lan", "rm", "lan1", *admin],
-        ["users", "--repo", app.repo, "--json"], ["machines", "remove", "web01", *admin],
+        ["users", "--repo", app.repo, "--json"],
         # the tables beside the JSON: binary units, times with their zone
         ["machines", *app.admin_args()], ["jobs", *app.admin_args()],
     ]
@@ -252,7 +255,7 @@ def test_appliance_commands_print_json(tmp_path: Path, s3_server: SeaweedS3) -> 
     app = Appliance(tmp_path, env={"CAIRN_S3_ACCESS_KEY": s3_server.access_key,
                                    "CAIRN_S3_SECRET_KEY": s3_server.secret_key})
     image = tmp_path / "disk.img"
-    image.write_bytes(b"\x01" * 1024 * 1024)
+    _image(image, tmp_path / "files", "web01\n")
     cloud = f"s3://{s3_server.bucket}/json-{tmp_path.name}", s3_server.endpoint
     app.start()
     try:
@@ -265,8 +268,9 @@ def test_appliance_commands_print_json(tmp_path: Path, s3_server: SeaweedS3) -> 
                                      for argv in argvs], env=ENV)
         assert not failures(results), "\n".join(failures(results))
         metrics = parsed(named(results, "tokens", "add"))
-        more = batch([["tokens", "revoke", str(metrics["id"]), *app.admin_args(), "--json"]],
-                     env=ENV)
+        table, lines = followed(app, tmp_path / "agent.toml")
+        more = batch([["tokens", "revoke", str(metrics["id"]), *app.admin_args(), "--json"],
+                      ["machines", "remove", "web01", *app.admin_args(), "--json"]], env=ENV)
         more += [stdin_command(["users", "--repo", app.repo, action, "ann", *extra])
                  for action, extra in (("add", ["--role", "viewer", "--password-stdin"]),
                                        ("passwd", ["--password-stdin"]), ("rm", []))]
@@ -277,6 +281,46 @@ def test_appliance_commands_print_json(tmp_path: Path, s3_server: SeaweedS3) -> 
     known = set(dict(leaves(build_parser())))
     ran = {command_of(x["argv"], known) for x in results + more}
     assert ran == known - LOCAL - set(NO_OUTPUT) - set(ELSEWHERE)
+    # `jobs --follow`: rows printed as states change line up with the first table's columns
+    starts = [m.start() for m in re.finditer(r"\S+", table[0])]
+    assert len(table) > 2 and all(row[s - 2:s] in ("  ", "") for row in table[1:]
+                                  for s in starts[1:]), table
+    assert [json.loads(line)["state"] for line in lines][-1] == "succeeded"
+
+
+def followed(app: Appliance, agent: Path) -> tuple[list[str], list[str]]:
+    """What `jobs --follow` prints, as a table and with ``--json``, while the agent runs the
+    job queued for web01, until the job succeeded."""
+    follow = [subprocess.Popen([*CLI, "jobs", "--follow", *app.admin_args(), *extra],
+                               stdout=subprocess.PIPE, text=True, cwd=ROOT, env=ENV)
+              for extra in ([], ["--json"])]
+    try:
+        ran = subprocess.run([*CLI, "agent", "run", "--once", "--config", str(agent)],
+                             capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120,
+                             check=False)
+        assert ran.returncode == 0, ran.stderr
+        return read_until(follow[0], "succeeded"), read_until(follow[1], "succeeded")
+    finally:
+        for proc in follow:
+            proc.kill()
+            proc.wait()
+
+
+def read_until(proc: subprocess.Popen[str], word: str, timeout: float = 60) -> list[str]:
+    """Lines ``proc`` prints, up to the first holding ``word`` (read by a thread, so a
+    process that prints nothing more fails the test after ``timeout`` instead of hanging)."""
+    assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout or ()],
+                     daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not seen or word not in seen[-1]:
+        try:
+            seen.append(lines.get(timeout=max(0.0, deadline - time.monotonic())).rstrip("\n"))
+        except queue.Empty:
+            raise AssertionError(f"no line with {word!r} after {seen}") from None
+    return seen
 
 
 def stdin_command(argv: list[str | Path]) -> dict[str, Any]:

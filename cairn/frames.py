@@ -59,7 +59,8 @@ class FrameReader:
             offset, length = self._want
             if len(self._buffer) < FRAME.size + length:
                 return frames
-            frames.append((offset, bytes(self._buffer[FRAME.size : FRAME.size + length])))
+            with memoryview(self._buffer) as view:  # one copy of a 16 MiB frame, not two
+                frames.append((offset, bytes(view[FRAME.size : FRAME.size + length])))
             del self._buffer[: FRAME.size + length]
             self._want = None
 

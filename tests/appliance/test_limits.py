@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from cairn.agent.client import ApplianceClient
 from cairn.errors import ApplianceRefused
-from tests.appliance.harness import Agent, Appliance
+from cairn.frames import encode_frame
+from tests.appliance.harness import Agent, Appliance, wait_for
 from tests.appliance.memory import filled, peak_rss, reset_peak, rss
 
 
@@ -104,3 +106,42 @@ def test_upload_memory_does_not_grow_with_the_volume(
         agent_peaks.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
     assert agent_peaks[1] - agent_peaks[0] < 8 * 1024 * 1024, agent_peaks
     assert appliance_peaks[1] - appliance_peaks[0] < 40 * 1024 * 1024, appliance_peaks
+
+
+def test_one_machine_sends_at_most_two_bodies_at_once(
+        appliance: Appliance, make_agent: Callable[..., Agent]) -> None:
+    """Each body being read holds a frame and a batch: a token holder opening many
+    connections gets 429 (which the agent retries) past two, and a slot frees when a
+    connection ends."""
+    token = make_agent("busy01").token
+    context = ssl.create_default_context(cadata=appliance.pem)
+    context.check_hostname = False
+    with appliance.client(token) as c:
+        c.json("PUT", "/api/v1/agent/volumes/sda", json={"size": 1 << 20})
+        upload = c.json("POST", "/api/v1/agent/uploads", json={"volume": "sda",
+                                                               "size": 1 << 20})["upload"]
+        path = f"/api/v1/agent/uploads/{upload}/data"
+        frame = encode_frame(0, b"x" * 4096)
+        slow = []
+        try:
+            for _ in range(2):  # headers and half a frame, then nothing
+                raw = socket.create_connection(("127.0.0.1", appliance.port), timeout=30)
+                tls = context.wrap_socket(raw)
+                slow.append(tls)
+                tls.sendall(f"PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}"
+                            f"\r\nContent-Length: {len(frame)}\r\n\r\n".encode() + frame[:2000])
+            wait_for(lambda: refused(c, path, frame) == 429, timeout=30)
+        finally:
+            for tls in slow:
+                tls.close()
+        wait_for(lambda: refused(c, path, frame) is None, timeout=30)
+
+
+def refused(client: ApplianceClient, path: str, body: bytes) -> int | None:
+    """The status refusing ``body``, or None once it is taken."""
+    try:
+        client.request("PUT", path, content=body,
+                       headers={"Content-Type": "application/octet-stream"})
+    except ApplianceRefused as exc:
+        return exc.status
+    return None

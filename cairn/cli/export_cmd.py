@@ -23,6 +23,8 @@ from cairn.cli._common import (
 )
 from cairn.errors import UsageError
 from cairn.ops.export import Export, ExportRequest, export
+from cairn.store.reader import CACHE_BYTES
+from cairn.units import parse_size
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -47,8 +49,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="require TLS with a pre-shared key instead: FILE holds "
                         "`identity:hexkey` lines (GnuTLS psktool's format); clients open "
                         "nbds://IDENTITY@HOST:PORT/NAME?tls-psk-file=FILE")
+    p.add_argument("--cache", metavar="SIZE", type=_cache_size, default=CACHE_BYTES,
+                   help="decoded blocks a point export keeps (default 32M): the size of a "
+                        "point read again (e.g. 2G) serves the second read from memory, "
+                        "about twice as fast")
     add_json(p)
     p.set_defaults(handler=run)
+
+
+def _cache_size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def tls_context(args: argparse.Namespace) -> tuple[ssl.SSLContext, Path]:
@@ -74,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     with open_repo(args) as repo, \
             export(repo, ExportRequest(args.target, host, port, args.read_only, tls,
-                                       args.tls_psk)) as served:
+                                       args.tls_psk, args.cache)) as served:
         if args.json:
             print_json_line({"event": "exporting", "exports": [
                 {"disk": one.disk, "what": one.what, "size": one.size,

@@ -18,8 +18,8 @@ from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO, ChunkStore
 from cairn.store.repository import Repository
 
-CACHE_BLOCKS = 512
-"""Decoded blocks kept per cache: 32 MiB at the default 64 KiB block size."""
+CACHE_BYTES = 32 * 1024 * 1024
+"""Decoded bytes kept per cache by default: 512 blocks at the default 64 KiB block size."""
 READAHEAD = 8
 """Blocks fetched in the background when reads run on from where the previous one ended."""
 READAHEAD_THREADS = 4
@@ -42,7 +42,8 @@ class _Batch:
 
 
 class BlockCache:
-    """Decoded blocks by hash, the least recently used evicted; safe across threads.
+    """Decoded blocks by hash, at most ``max_bytes`` of them, the least recently used
+    evicted; safe across threads.
 
     Small reads share blocks: a booting machine or a file-system library reads a 64 KiB
     block in 4 KiB pieces, and each piece would otherwise fetch, decompress and check the
@@ -58,9 +59,10 @@ class BlockCache:
     later callers wait for it.
     """
 
-    def __init__(self, chunks: ChunkStore, capacity: int = CACHE_BLOCKS) -> None:
+    def __init__(self, chunks: ChunkStore, max_bytes: int = CACHE_BYTES) -> None:
         self._chunks = chunks
-        self._capacity = capacity
+        self._max_bytes = max_bytes
+        self._bytes = 0  # decoded bytes held, never above max_bytes once a load is done
         self._blocks: OrderedDict[bytes, bytes] = OrderedDict()
         self._pending: dict[bytes, _Batch] = {}
         self._lock = threading.Lock()
@@ -128,9 +130,7 @@ class BlockCache:
         try:
             got = dict(self._chunks.get_many(batch.digests, _pair))
             with self._lock:
-                self._blocks.update(got)
-                while len(self._blocks) > self._capacity:
-                    self._blocks.popitem(last=False)
+                self._keep(got)
             batch.blocks = got
             return got
         finally:
@@ -138,6 +138,20 @@ class BlockCache:
                 for digest in batch.digests:
                     del self._pending[digest]
             batch.done.set()
+
+    @property
+    def held(self) -> int:
+        """Decoded bytes held now (what the bound limits)."""
+        with self._lock:
+            return self._bytes
+
+    def _keep(self, got: dict[bytes, bytes]) -> None:
+        """Add ``got`` (under the lock; none of it is held: it was pending), then evict the
+        least recently used past the bound."""
+        self._blocks.update(got)
+        self._bytes += sum(map(len, got.values()))
+        while self._bytes > self._max_bytes:
+            self._bytes -= len(self._blocks.popitem(last=False)[1])
 
     def close(self) -> None:
         """Wait for the read-ahead under way (a few blocks) and stop its threads."""

@@ -54,13 +54,21 @@ def test_point_export_is_read_only_and_identical(tmp_path: Path) -> None:
     img = tmp_path / "disk.img"
     make_image(img, 3 * 1024 * 1024, seed=1, fill=0.5)
     ok("backup", "--repo", repo, "--volume", "v", img)
-    with exported(repo, "v@latest") as url:
-        assert run("qemu-img", "compare", "-f", "raw", img, url).returncode == 0
+    with exported(repo, "v@latest", "--cache", "8M") as url:
+        for _ in range(2):  # the second read is served from the decoded-block cache
+            assert run("qemu-img", "compare", "-f", "raw", img, url).returncode == 0
         info = run("nbdinfo", "--map", url)
         assert info.returncode == 0 and "hole" in info.stdout
         write = run("qemu-io", "-f", "raw", "-c", "write -P 1 0 4096", url)
         assert write.returncode != 0 or "not permitted" in write.stdout
         assert "Permission denied" in write.stderr or "not permitted" in write.stdout
+
+
+def test_a_cache_size_that_is_not_a_size_is_refused(tmp_path: Path) -> None:
+    bad = subprocess.run([sys.executable, "-m", "cairn", "export", "--repo", str(tmp_path),
+                          "v@latest", "--cache", "lots"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "--cache" in bad.stderr and "not a size" in bad.stderr
 
 
 def test_clone_export_takes_writes_and_point_stays(tmp_path: Path) -> None:

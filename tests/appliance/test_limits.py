@@ -122,19 +122,43 @@ def test_one_machine_sends_at_most_two_bodies_at_once(
                                                                "size": 1 << 20})["upload"]
         path = f"/api/v1/agent/uploads/{upload}/data"
         frame = encode_frame(0, b"x" * 4096)
-        slow = []
+
+        def hold_slot() -> ssl.SSLSocket:
+            """Headers and half a frame, then nothing: a body being read, holding a slot."""
+            tls = context.wrap_socket(socket.create_connection(("127.0.0.1", appliance.port),
+                                                               timeout=30))
+            tls.sendall(f"PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}"
+                        f"\r\nContent-Length: {len(frame)}\r\n\r\n".encode() + frame[:2000])
+            return tls
+
+        slow = [hold_slot(), hold_slot()]
+
+        def third_is_refused() -> bool:
+            # A slow body that arrived while a probe held a slot was itself refused: the
+            # server answered it, so it holds nothing; open another in its place.
+            for i, tls in enumerate(slow):
+                if answered(tls):
+                    tls.close()
+                    slow[i] = hold_slot()
+            return refused(c, path, frame) == 429
+
         try:
-            for _ in range(2):  # headers and half a frame, then nothing
-                raw = socket.create_connection(("127.0.0.1", appliance.port), timeout=30)
-                tls = context.wrap_socket(raw)
-                slow.append(tls)
-                tls.sendall(f"PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}"
-                            f"\r\nContent-Length: {len(frame)}\r\n\r\n".encode() + frame[:2000])
-            wait_for(lambda: refused(c, path, frame) == 429, timeout=30)
+            wait_for(third_is_refused, timeout=30)
         finally:
             for tls in slow:
                 tls.close()
         wait_for(lambda: refused(c, path, frame) is None, timeout=30)
+
+
+def answered(tls: ssl.SSLSocket) -> bool:
+    """Whether the server has answered on ``tls`` (without waiting for it)."""
+    tls.setblocking(False)
+    try:
+        return bool(tls.recv(1))
+    except (ssl.SSLWantReadError, BlockingIOError):
+        return False
+    finally:
+        tls.setblocking(True)
 
 
 def refused(client: ApplianceClient, path: str, body: bytes) -> int | None:

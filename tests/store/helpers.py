@@ -6,10 +6,12 @@ import contextlib
 import hashlib
 import random
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from cairn.restore.writer import restore_image
 from cairn.sources.image import ImageSource
+from cairn.store.backend import T
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import chunk_name
 from cairn.store.ingest import Ingest
@@ -83,3 +85,18 @@ def rewrite(repo: Repository, digest: bytes, data: bytes | None) -> None:
     else:
         backend.put(chunk_name(digest), data, replace=True)
     backend.sync()
+
+
+def count_fetches(repo: Repository) -> list[bytes]:
+    """Every digest the chunk store is asked for from now on: the proof that a read was served
+    from a cache or read ahead."""
+    fetched: list[bytes] = []
+    real_get_many = repo.chunks.get_many
+
+    def counting_get_many(digests: list[bytes], each: Callable[[bytes, bytes], T]
+                          ) -> Iterator[T]:
+        fetched.extend(digests)
+        return real_get_many(digests, each)
+
+    repo.chunks.get_many = counting_get_many  # type: ignore[method-assign]
+    return fetched

@@ -4,29 +4,13 @@ and a point that fits is read a second time without fetching a block."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from cairn.store.backend import T
 from cairn.store.reader import BlockCache, PointReader
 from cairn.store.repository import Repository
-from tests.store.helpers import BLOCK, backup, make_image
+from tests.store.helpers import BLOCK, backup, count_fetches, make_image
 
 SIZE = 40 * BLOCK + 1000  # a short last block too
-
-
-def _counting(repo: Repository) -> list[bytes]:
-    """Every digest the chunk store is asked for from now on."""
-    fetched: list[bytes] = []
-    real_get_many = repo.chunks.get_many
-
-    def counting_get_many(digests: list[bytes], each: Callable[[bytes, bytes], T]
-                          ) -> Iterator[T]:
-        fetched.extend(digests)
-        return real_get_many(digests, each)
-
-    repo.chunks.get_many = counting_get_many  # type: ignore[method-assign]
-    return fetched
 
 
 def test_cache_never_holds_more_than_its_bound(tmp_path: Path) -> None:
@@ -54,7 +38,7 @@ def test_a_point_that_fits_is_read_again_without_fetching(tmp_path: Path) -> Non
         cache = BlockCache(repo.chunks, SIZE)
         with PointReader(repo, point, cache) as reader:
             first = [reader.pread(offset, BLOCK) for offset in range(0, SIZE, BLOCK)]
-            fetched = _counting(repo)
+            fetched = count_fetches(repo)
             again = [reader.pread(offset, BLOCK) for offset in range(0, SIZE, BLOCK)]
         cache.close()
     assert b"".join(first) == b"".join(again) == bytes(data)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cairn.errors import Corruption, MissingChunk
-from cairn.store.backend import T
 from cairn.store.catalog import ChunkTotals
 from cairn.store.chunks import chunk_name
 from cairn.store.cloud import init_cloud
@@ -22,6 +21,7 @@ from tests.s3server import SeaweedS3
 from tests.store.helpers import (
     BLOCK,
     backup,
+    count_fetches,
     digest,
     flip_bit,
     make_image,
@@ -145,15 +145,7 @@ def test_small_reads_of_one_block_fetch_it_once(repo: Repository, tmp_path: Path
     img = tmp_path / "img"
     data = make_image(img, 1024 * 1024, seed=16, fill=1.0)
     point = backup(repo, "vol", img)
-    fetched: list[bytes] = []
-    real_get_many = repo.chunks.get_many
-
-    def counting_get_many(digests: list[bytes], each: Callable[[bytes, bytes], T]
-                          ) -> Iterator[T]:
-        fetched.extend(digests)
-        return real_get_many(digests, each)
-
-    repo.chunks.get_many = counting_get_many  # type: ignore[method-assign]
+    fetched = count_fetches(repo)
     with PointReader(repo, point) as reader:  # closing waits for the read-ahead
         pieces = [reader.pread(off, 4096) for off in range(0, 65536 * 2, 4096)]
     assert b"".join(pieces) == bytes(data[: 65536 * 2])

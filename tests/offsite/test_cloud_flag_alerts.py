@@ -17,13 +17,9 @@ from tests.s3server import SeaweedS3
 
 
 def test_a_flagged_cloud_direct_point_alerts_through_the_appliance(
-        cloud_appliance: Appliance, cloud_url: str, s3_server: SeaweedS3,
+        cloud_appliance: Appliance, web01: Agent, cloud_url: str, s3_server: SeaweedS3,
         tmp_path: Path) -> None:
-    app = cloud_appliance
-    agent = Agent(app, "web01")
-    disk = tmp_path / "disk.img"
-    disk.write_bytes(bytes(range(256)) * 4096)
-    agent.protect("sda", disk)
+    app, agent = cloud_appliance, web01
     agent.backup()
     with WebhookListener() as hook:
         cairn("alerts", *app.admin_args(), "set", "--webhook", hook.url)

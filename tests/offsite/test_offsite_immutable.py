@@ -21,13 +21,9 @@ def _policies(app: Appliance) -> list[dict[str, Any]]:
 
 
 def test_immutable_offsite_is_refused_without_object_lock_and_locks_with_it(
-        cloud_appliance: Appliance, cloud_url: str, s3_server: SeaweedS3,
+        cloud_appliance: Appliance, web01: Agent, cloud_url: str, s3_server: SeaweedS3,
         tmp_path: Path) -> None:
-    app = cloud_appliance
-    agent = Agent(app, "web01")
-    disk = tmp_path / "disk.img"
-    disk.write_bytes(bytes(range(256)) * 4096)
-    agent.protect("sda", disk)
+    app, agent = cloud_appliance, web01
     [point] = agent.backup()["points"]
 
     refused = cairn("offsite", *app.admin_args(), "set", "web01", "--to", cloud_url,

@@ -118,12 +118,12 @@ class FaultyS3:
         for name in names:
             self.delete(name)
 
-    def stamps(self, prefix: str) -> Iterator[tuple[str, float]]:
+    def stamps(self, prefix: str, after: str | None = None) -> Iterator[tuple[str, float]]:
         self._before("LIST", prefix)
         if self.faults.listing == "empty":
             self._count("empty listing")
             return iter(())
-        listed = list(self.inner.stamps(prefix))
+        listed = list(self.inner.stamps(prefix, after))
         if self.faults.listing == "partial" and listed:
             self._count("partial listing")
             listed = [item for item in listed if self._rng.random() < 0.5]

@@ -317,20 +317,23 @@ class S3Backend:
     def list(self, prefix: str) -> Iterator[str]:
         return (name for name, _ in self.stamps(prefix))
 
-    def stamps(self, prefix: str) -> Iterator[tuple[str, float]]:
-        """Each name under ``prefix`` with its server LastModified (see `stamp`)."""
+    def stamps(self, prefix: str, after: str | None = None) -> Iterator[tuple[str, float]]:
+        """Each name under ``prefix`` with its server LastModified (see `stamp`); with
+        ``after``, only names sorting after it (ListObjectsV2's StartAfter: the server
+        skips the rest, so a listing of what is new costs requests for the new only)."""
         return ((meta["path"], meta["last_modified"].timestamp())
-                for meta in self._listing(prefix))
+                for meta in self._listing(prefix, after))
 
     def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         """Each name under ``prefix`` with its size in bytes, from the listing itself (a
         thousand objects per request, none read)."""
         return ((meta["path"], int(meta["size"])) for meta in self._listing(prefix))
 
-    def _listing(self, prefix: str) -> Iterator[Any]:
+    def _listing(self, prefix: str, after: str | None = None) -> Iterator[Any]:
         if not self._bucket_checked:
             self.check_bucket()
-        stream = obstore.list(self._store, prefix.strip("/") or None, chunk_size=1000)
+        stream = obstore.list(self._store, prefix.strip("/") or None, offset=after,
+                              chunk_size=1000)
         try:
             for batch in stream:
                 yield from batch

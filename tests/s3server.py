@@ -43,6 +43,8 @@ from botocore.config import Config
 ACCESS_KEY = "cairn-test-access"
 SECRET_KEY = "cairn-test-secret-0123456789"
 DEFAULT_BUCKET = "cairn-test"
+LIMITED_KEYS = {"cairn-test-no-list": ["Read", "Write"], "cairn-test-read-only": ["Read", "List"]}
+"""access keys (secret: SECRET_KEY) with fewer rights, for the tests of refusals"""
 
 _MASTER_TOML = """\
 [master.volume_growth]
@@ -130,7 +132,9 @@ class SeaweedS3:
             "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }
-        (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
+        limited = [{"name": name, "credentials": [{"accessKey": name, "secretKey": SECRET_KEY}],
+                    "actions": actions} for name, actions in LIMITED_KEYS.items()]
+        (root / "s3.json").write_text(json.dumps({"identities": [identity, *limited]}))
         ports = dict(zip(_PORTS, free_ports(len(_PORTS)), strict=True))
         args = [
             weed_binary(),

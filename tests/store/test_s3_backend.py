@@ -14,7 +14,7 @@ import pytest
 
 from cairn.errors import S3AccessDenied, S3NoSuchBucket, S3Unreachable, UsageError
 from cairn.store.backends.s3 import S3Backend, open_s3_url
-from tests.s3server import SeaweedS3, free_ports
+from tests.s3server import SECRET_KEY, SeaweedS3, free_ports
 
 
 def _backend(server: SeaweedS3) -> S3Backend:
@@ -80,6 +80,35 @@ def test_wrong_credentials(s3_server: SeaweedS3, field: str, code: str) -> None:
     assert code in message
     assert "CAIRN_S3_ACCESS_KEY" in message
     assert not exc.value.retryable
+
+
+def test_a_key_without_a_right_is_refused_naming_the_request(s3_server: SeaweedS3) -> None:
+    """A key may read but not list, or read and list but not write or delete (a bucket
+    policy): each refusal is `S3AccessDenied` naming the request and its object."""
+    full = _backend(s3_server)
+    full.put("packs/ab/1234ab", b"pack")
+
+    def limited(key: str) -> S3Backend:
+        return S3Backend(s3_server.bucket, full.prefix, endpoint_url=s3_server.endpoint,
+                         access_key=key, secret_key=SECRET_KEY)
+
+    no_list = limited("cairn-test-no-list")
+    no_list._bucket_checked = True  # its first request would be the bucket check's LIST
+    assert no_list.get("packs/ab/1234ab") == b"pack"
+    with pytest.raises(S3AccessDenied) as exc:
+        list(no_list.list("packs"))
+    assert "AccessDenied to LIST packs" in _one_line(exc)
+    read_only = limited("cairn-test-read-only")
+    assert list(read_only.list("packs")) == ["packs/ab/1234ab"]
+    for request, call in (("PUT packs/ab/1", lambda: read_only.put("packs/ab/1", b"x")),
+                          ("DELETE packs/ab/1234ab",
+                           lambda: read_only.delete("packs/ab/1234ab")),
+                          ("DELETE 1 objects",
+                           lambda: read_only.delete_many(["packs/ab/1234ab"]))):
+        with pytest.raises(S3AccessDenied) as exc:
+            call()
+        assert f"AccessDenied to {request}" in _one_line(exc)
+    assert full.get("packs/ab/1234ab") == b"pack"
 
 
 @pytest.mark.parametrize("action", ["put", "get", "exists", "list"])

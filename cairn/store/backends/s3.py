@@ -65,7 +65,7 @@ DEFAULT_ENDPOINT = "http://127.0.0.1:8333"
 DEFAULT_REGION = "us-east-1"
 _PLACEHOLDER_KEY = "cairn"
 
-_CODE = re.compile(r"<Code>([^<]+)</Code>")
+_CODE = re.compile(r"<Code>([^<]+)</Code>|\(code: (\w+)\)")
 _STATUS = re.compile(r"status code: (\d{3})")
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken"}
 _OS_MESSAGE = re.compile(r'Os \{[^}]*message: "([^"]+)"')
@@ -178,7 +178,7 @@ class S3Backend:
         text = str(exc)
         code_match = _CODE.search(text)
         status_match = _STATUS.search(text)
-        code = code_match.group(1) if code_match else None
+        code = (code_match.group(1) or code_match.group(2)) if code_match else None
         status = int(status_match.group(1)) if status_match else None
         if code == "NoSuchBucket":
             return S3NoSuchBucket(self.endpoint, self.bucket)
@@ -187,7 +187,8 @@ class S3Backend:
             or status in (401, 403)
             or isinstance(exc, PermissionDeniedError | UnauthenticatedError)
         ):
-            return S3AccessDenied(self.endpoint, self.bucket, code or f"HTTP {status}")
+            return S3AccessDenied(self.endpoint, self.bucket,
+                                  f"{code or f'HTTP {status}'} to {action}")
         if status is None and "HTTP error" in text:
             return S3Unreachable(self.endpoint, _transport_failure(text))
         if status is None:

@@ -16,6 +16,8 @@ Settings that keep it light and fast on a 2-core machine, found by trial:
   and leaves them behind when killed; `close()` removes the ones of its ports.
 - every port is explicit, including gRPC (default port+10000) and the Iceberg/Lance
   catalogs (8181, 9101 by default: disabled), so parallel servers never collide.
+- `start(metrics=True)` also serves Prometheus metrics; `requests()` reads the S3 gateway's
+  request counters from them (the scale benchmark's count of requests, whoever sent them).
 """
 
 from __future__ import annotations
@@ -114,16 +116,17 @@ class SeaweedS3:
     ports: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, bucket: str = DEFAULT_BUCKET, timeout: float = 60.0) -> SeaweedS3:
+    def start(cls, bucket: str = DEFAULT_BUCKET, timeout: float = 60.0,
+              metrics: bool = False) -> SeaweedS3:
         root = Path(tempfile.mkdtemp(prefix="cairn-weed-"))
         try:
-            return cls._start_in(root, bucket, timeout)
+            return cls._start_in(root, bucket, timeout, metrics)
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
             raise
 
     @classmethod
-    def _start_in(cls, root: Path, bucket: str, timeout: float) -> SeaweedS3:
+    def _start_in(cls, root: Path, bucket: str, timeout: float, metrics: bool) -> SeaweedS3:
         data = root / "data"
         data.mkdir()
         (root / "master.toml").write_text(_MASTER_TOML)
@@ -135,7 +138,8 @@ class SeaweedS3:
         limited = [{"name": name, "credentials": [{"accessKey": name, "secretKey": SECRET_KEY}],
                     "actions": actions} for name, actions in LIMITED_KEYS.items()]
         (root / "s3.json").write_text(json.dumps({"identities": [identity, *limited]}))
-        ports = dict(zip(_PORTS, free_ports(len(_PORTS)), strict=True))
+        names = (*_PORTS, "metricsPort") if metrics else _PORTS
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
         args = [
             weed_binary(),
             "server",
@@ -202,6 +206,19 @@ class SeaweedS3:
             if time.monotonic() > deadline:
                 raise self._fail(f"S3 did not answer within {timeout:.0f} s")
             time.sleep(0.05)
+
+    def requests(self) -> dict[str, int]:
+        """S3 requests answered so far, by type (GET, PUT, LIST, DELETE; a HEAD counts
+        as a GET), from the metrics of a server started with ``metrics=True``."""
+        url = f"http://127.0.0.1:{self.ports['metricsPort']}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            text = answer.read().decode()
+        counts: dict[str, int] = {}
+        for line in text.splitlines():
+            if line.startswith("SeaweedFS_s3_request_total{"):
+                kind = line.partition('type="')[2].partition('"')[0]
+                counts[kind] = counts.get(kind, 0) + int(float(line.rpartition(" ")[2]))
+        return counts
 
     def client(self) -> Any:
         """A plain boto3 client with the server's key, for tests that poke S3 directly."""

@@ -23,7 +23,6 @@ from cairn.cli._common import (
 )
 from cairn.errors import UsageError
 from cairn.ops.export import Export, ExportRequest, export
-from cairn.store.reader import CACHE_BYTES
 from cairn.units import parse_size
 
 
@@ -49,10 +48,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="require TLS with a pre-shared key instead: FILE holds "
                         "`identity:hexkey` lines (GnuTLS psktool's format); clients open "
                         "nbds://IDENTITY@HOST:PORT/NAME?tls-psk-file=FILE")
-    p.add_argument("--cache", metavar="SIZE", type=_cache_size, default=CACHE_BYTES,
-                   help="decoded blocks a point export keeps (default 32M): the size of a "
-                        "point read again (e.g. 2G) serves the second read from memory, "
-                        "about twice as fast")
+    p.add_argument("--cache", metavar="SIZE", type=_cache_size,
+                   help="decoded blocks a point export keeps (default: a quarter of the "
+                        "memory available); a point read again is served from memory, "
+                        "several times as fast")
     add_json(p)
     p.set_defaults(handler=run)
 

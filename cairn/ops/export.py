@@ -49,11 +49,11 @@ class ExportRequest:
     read_only: bool = False
     tls: ssl.SSLContext | None = None
     psk: Path | None = None
-    cache_bytes: int = CACHE_BYTES
-    """Bound of the decoded blocks a point export keeps (its disks share them). Larger
-    serves a point read again (a disk copied twice, a VM rebooted) from verified blocks,
-    twice as fast, but the first read then pays for fresh memory (about 15% slower), so
-    the default stays small and a caller who reads points again asks for more."""
+    cache_bytes: int | None = None
+    """Bound of the decoded blocks a point export keeps (its disks share them); None:
+    `default_cache_bytes`. A point read again (a disk copied twice, a VM rebooted) is
+    served from verified blocks held, without decompressing and hashing it again:
+    several times as fast."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,18 @@ class Export:
     read_only: bool
     url: str
     disk: str = ""
+
+
+def default_cache_bytes(meminfo: Path = Path("/proc/meminfo")) -> int:
+    """A quarter of the memory available now, at least `CACHE_BYTES`: an export holds
+    only what its clients have read, so a small point never takes that much, while a disk
+    read twice (copied again, a VM rebooted) is served from memory the second time. Each
+    export started later takes a quarter of what is left, so several never add up to all
+    of it."""
+    for line in meminfo.read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return max(CACHE_BYTES, int(line.split()[1]) * 1024 // 4)
+    return CACHE_BYTES
 
 
 def is_loopback(host: str) -> bool:
@@ -109,7 +121,7 @@ def export(repo: Repository, request: ExportRequest) -> Iterator[list[Export]]:
     user = f"{psk_identities(request.psk)[0]}@" if request.psk else ""
     served = []
     with contextlib.ExitStack() as stack:
-        cache = BlockCache(repo.chunks, request.cache_bytes)
+        cache = BlockCache(repo.chunks, request.cache_bytes or default_cache_bytes())
         stack.callback(cache.close)
         disks = _disks(repo, request.target, request.read_only, cache)
         if request.port and request.port + len(disks) > 1 << 16:

@@ -79,6 +79,21 @@ class BlockCache:
                 return block
         return self.get_many((digest,))[digest]
 
+    def held_many(self, digests: Iterable[bytes]) -> dict[bytes, bytes] | None:
+        """The content of each of ``digests`` if every one is held now, else None: nothing
+        is fetched, so a server can answer a cached read at once and hand the rest to a
+        pool."""
+        found: dict[bytes, bytes] = {}
+        with self._lock:
+            blocks = self._blocks
+            for digest in digests:
+                block = blocks.get(digest)
+                if block is None:
+                    return None
+                blocks.move_to_end(digest)
+                found[digest] = block
+        return found
+
     def get_many(self, digests: Iterable[bytes]) -> dict[bytes, bytes]:
         """The content of each of ``digests`` (never ZERO), checked."""
         found: dict[bytes, bytes] = {}
@@ -181,6 +196,7 @@ class PointReader:
         self._own_cache = cache is None
         self.cache = BlockCache(repo.chunks) if cache is None else cache
         self._last = -2  # the last block of the previous read
+        self._zeros = memoryview(bytes(self.block_size))  # what a hole's block reads as
         self._leaf_nodes: OrderedDict[int, list[bytes]] = OrderedDict()
         self._nodes_lock = threading.Lock()
 
@@ -200,27 +216,54 @@ class PointReader:
 
     def pread(self, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset``; fewer only at the end of the point."""
+        pieces = self.pieces(offset, length)
+        assert pieces is not None
+        if len(pieces) == 1:
+            whole = pieces[0].obj  # a whole block is returned as it is held, uncopied
+            return whole if isinstance(whole, bytes) and len(whole) == len(pieces[0]) \
+                else pieces[0].tobytes()
+        return b"".join(pieces)
+
+    def pieces(self, offset: int, length: int, wait: bool = True) -> list[memoryview] | None:
+        """The bytes `pread` returns, as views of the cached blocks (and of one shared
+        block of zeros for holes) in order, not joined: a server sends them as they are
+        (`socket.sendmsg`), without copying a read's megabytes once more.
+
+        With ``wait`` False nothing is fetched: None unless every block is held already.
+        """
         if offset < 0 or length < 0:
             raise ValueError(f"range {offset}+{length} is negative")
         length = min(length, self.size - offset)
         if length <= 0:
-            return b""
+            return [memoryview(b"")]
         bs = self.block_size
         first, last = offset // bs, (offset + length - 1) // bs
+        hashes = self._hashes(first, last + 1)
+        wanted = list(dict.fromkeys(digest for digest in hashes if digest != ZERO))
+        if wait:
+            found = self._fetch(first, last, wanted)
+        else:
+            held = self.cache.held_many(wanted)
+            if held is None:
+                return None
+            found = held
+            self._follow(first, last)
+        return _views(hashes, found, offset - first * bs, length, self._zeros)
+
+    def _fetch(self, first: int, last: int, wanted: list[bytes]) -> dict[bytes, bytes]:
+        """Blocks ``wanted`` (of blocks ``first..last``), reading ahead when reads stream."""
+        self._follow(first, last)
+        if len(wanted) == 1:
+            return {wanted[0]: self.cache.get(wanted[0])}
+        return self.cache.get_many(wanted)
+
+    def _follow(self, first: int, last: int) -> None:
+        """Note a read of blocks ``first..last``; a small one that goes on from the
+        previous one starts the read-ahead."""
         streaming = self._last <= first <= self._last + 1 and last > self._last
         if streaming and last - first < READAHEAD:
             self._read_ahead(last + 1)
         self._last = last
-        skip = offset - first * bs
-        if first == last:  # most reads: a piece of one block
-            digest = self._leaf_node(first // FANOUT)[first % FANOUT]
-            block = self.cache.get(digest) if digest != ZERO else bytes(skip + length)
-            return block[skip : skip + length]
-        hashes = self._hashes(first, last + 1)
-        found = self.cache.get_many({digest for digest in hashes if digest != ZERO})
-        data = b"".join(found[digest] if digest != ZERO else bytes(min(bs, self.size - index * bs))
-                        for index, digest in enumerate(hashes, first))
-        return data[skip : skip + length]
 
     def _read_ahead(self, start: int) -> None:
         """Prefetch the READAHEAD blocks from ``start``: called after a small read that
@@ -274,3 +317,16 @@ class PointReader:
                 out.append((stop - pos, hole))
             pos = stop
         return out
+
+
+def _views(hashes: list[bytes], found: dict[bytes, bytes], skip: int, length: int,
+           zeros: memoryview) -> list[memoryview]:
+    """Cut ``length`` bytes from ``skip`` into the blocks of ``hashes`` as views."""
+    out: list[memoryview] = []
+    for digest in hashes:
+        block = memoryview(found[digest]) if digest != ZERO else zeros
+        piece = block[skip : skip + length]
+        out.append(piece)
+        length -= len(piece)
+        skip = 0
+    return out

@@ -7,7 +7,7 @@ bytes and always inside ``[0, size)``: the server checks ranges before calling.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class BlockDevice(Protocol):
@@ -33,4 +33,17 @@ class BlockDevice(Protocol):
         Runs are in order and sum to at most ``length`` (a short answer is allowed, as the
         NBD block-status reply allows); a hole reads as zeros and is not stored.
         """
+        ...
+
+
+@runtime_checkable
+class PiecewiseDevice(Protocol):
+    """A device that can also hand out a read as the buffers it already holds (a point's
+    decoded blocks), so the server sends them without joining them into one copy, and can
+    tell, without waiting, whether a read is held at all (then it is answered at once on
+    the connection's thread, with no hand-off to a pool)."""
+
+    def read_pieces(self, offset: int, length: int, wait: bool) -> list[memoryview] | None:
+        """``read(offset, length)`` as buffers in order; with ``wait`` False, None unless
+        the device holds all of it now."""
         ...

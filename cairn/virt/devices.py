@@ -25,6 +25,10 @@ class PointDevice:
     def read(self, offset: int, length: int) -> bytes:
         return self.reader.pread(offset, length)
 
+    def read_pieces(self, offset: int, length: int, wait: bool) -> list[memoryview] | None:
+        """See `cairn.virt.device.PiecewiseDevice`."""
+        return self.reader.pieces(offset, length, wait)
+
     def write(self, offset: int, data: bytes) -> None:
         raise PermissionError("a recovery point is read-only: export a clone to write")
 

@@ -115,6 +115,8 @@ EXPORT_NAME_REPLY = struct.Struct(">QH")  # size, transmission flags (then 124 z
 REQUEST = struct.Struct(">IHHQQI")  # magic, command flags, type, cookie, offset, length
 SIMPLE_REPLY = struct.Struct(">IIQ")  # magic, error, cookie
 CHUNK_HEADER = struct.Struct(">IHHQI")  # magic, flags, type, cookie, payload length
+OFFSET_DATA_HEADER = struct.Struct(">IHHQIQ")  # CHUNK_HEADER, then OFFSET_DATA's offset
+IOV_BATCH = 512  # buffers per sendmsg, well under Linux's IOV_MAX of 1024
 
 
 class Disconnected(Exception):
@@ -137,16 +139,28 @@ def recv_exact(sock: socket.socket, length: int) -> bytearray:
     return buf
 
 
-def send_all(sock: socket.socket, *parts: bytes) -> None:
-    """Send the parts back to back (one syscall where possible) or raise `Disconnected`."""
+def send_all(sock: socket.socket, *parts: bytes | memoryview) -> None:
+    """Send the parts back to back or raise `Disconnected`.
+
+    On a plain socket they go out with `socket.sendmsg` as they are (a read reply's header
+    and the views of its cached blocks: no copy in this process, a syscall per
+    `IOV_BATCH` parts unless the socket takes less); TLS has no ``sendmsg``, so there they
+    are joined.
+    """
     try:
-        if len(parts) == 1 or isinstance(sock, ssl.SSLSocket):  # TLS has no sendmsg
-            sock.sendall(b"".join(parts) if len(parts) > 1 else parts[0])
+        if isinstance(sock, ssl.SSLSocket):
+            sock.sendall(parts[0] if len(parts) == 1 else b"".join(parts))
             return
-        total = sum(len(p) for p in parts)
-        sent = sock.sendmsg(parts)
-        if sent < total:
-            sock.sendall(b"".join(parts)[sent:])
+        pending = list(parts)
+        while pending:
+            sent = sock.sendmsg(pending[:IOV_BATCH])
+            done = 0
+            while done < len(pending) and sent >= len(pending[done]):
+                sent -= len(pending[done])
+                done += 1
+            del pending[:done]
+            if sent:
+                pending[0] = memoryview(pending[0])[sent:]
     except OSError as exc:
         raise Disconnected(str(exc)) from exc
 

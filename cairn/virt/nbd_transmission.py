@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from cairn.virt import nbd_protocol as p
+from cairn.virt.device import PiecewiseDevice
 from cairn.virt.nbd_handshake import META_CONTEXT_ID, Export, Session
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class Transmission:
         self._send_lock = threading.Lock()
         self._budget = threading.Condition()
         self._inflight = 0
+        self._pieces = self.device.read_pieces if isinstance(self.device, PiecewiseDevice) \
+            else None
 
     def run(self) -> None:
         """Return on NBD_CMD_DISC; raise `Disconnected` when the stream breaks.
@@ -92,6 +95,8 @@ class Transmission:
             if command not in _ALLOWED_FLAGS or flags & ~_ALLOWED_FLAGS[command]:
                 self._error(cookie, p.NBD_EINVAL, "unsupported command or flag")
                 continue
+            if command == p.CMD_READ and self._answer_held(cookie, offset, length):
+                continue
             if command in (p.CMD_READ, p.CMD_BLOCK_STATUS):
                 self._reserve(length if command == p.CMD_READ else 0)
                 pool.submit(self._parallel, command, flags, cookie, offset, length)
@@ -100,6 +105,24 @@ class Transmission:
                 self._dispatch(command, flags, cookie, offset, length)
             except _DeviceFailed as exc:
                 self._error(cookie, exc.error, "device error")
+
+    def _answer_held(self, cookie: int, offset: int, length: int) -> bool:
+        """Answer a read the device holds already (a point's cached blocks) here, on the
+        connection's thread: handing it to a pool costs more than sending it. False (and
+        nothing sent) when it is not all held, or is not a plain in-range read: the pool
+        then reads it, and reports any error."""
+        if self._pieces is None or not 0 < length <= p.MAX_PAYLOAD \
+                or offset + length > self.device.size:
+            return False
+        try:
+            with self.lock:
+                pieces = self._pieces(offset, length, False)
+        except Exception:  # a block-map read failed: the pool's read reports it
+            return False
+        if pieces is None:
+            return False
+        self._reply_data(cookie, offset, length, pieces)
+        return True
 
     def _reserve(self, length: int) -> None:
         """Wait until ``length`` more reply bytes fit the budget (one oversized read alone
@@ -127,7 +150,7 @@ class Transmission:
                     else 0
                 self._budget.notify_all()
 
-    def _send(self, *parts: bytes) -> None:
+    def _send(self, *parts: bytes | memoryview) -> None:
         """Replies from several threads never interleave: each is sent whole, under a lock."""
         with self._send_lock:
             p.send_all(self.sock, *parts)
@@ -207,22 +230,28 @@ class Transmission:
             offset += piece
 
     def _read(self, cookie: int, offset: int, length: int) -> None:
-        data = self._call(self.device.read, offset, length) if length else b""
-        if len(data) != length:
-            log.error("device returned %d bytes for a %d-byte read", len(data), length)
+        pieces = self._call(self._read_all, offset, length) if length else []
+        got = sum(map(len, pieces))
+        if got != length:
+            log.error("device returned %d bytes for a %d-byte read", got, length)
             raise _DeviceFailed(p.NBD_EIO)
+        self._reply_data(cookie, offset, length, pieces)
+
+    def _read_all(self, offset: int, length: int) -> list[bytes] | list[memoryview]:
+        if self._pieces is not None:
+            return self._pieces(offset, length, True) or []
+        return [self.device.read(offset, length)]
+
+    def _reply_data(self, cookie: int, offset: int, length: int,
+                    pieces: list[bytes] | list[memoryview]) -> None:
+        """A read's reply: its header, then the pieces as they are (see `p.send_all`)."""
         if not self.session.structured:
-            return self._send(p.SIMPLE_REPLY.pack(p.SIMPLE_REPLY_MAGIC, 0, cookie), data)
+            return self._send(p.SIMPLE_REPLY.pack(p.SIMPLE_REPLY_MAGIC, 0, cookie), *pieces)
         if not length:
             return self._ok(cookie)
-        header = p.CHUNK_HEADER.pack(
-            p.STRUCTURED_REPLY_MAGIC,
-            p.REPLY_FLAG_DONE,
-            p.REPLY_TYPE_OFFSET_DATA,
-            cookie,
-            8 + length,
-        )
-        self._send(header + struct.pack(">Q", offset), data)
+        header = p.OFFSET_DATA_HEADER.pack(p.STRUCTURED_REPLY_MAGIC, p.REPLY_FLAG_DONE,
+                                           p.REPLY_TYPE_OFFSET_DATA, cookie, 8 + length, offset)
+        self._send(header, *pieces)
 
     def _block_status(self, cookie: int, offset: int, length: int, req_one: bool) -> None:
         runs = self._call(self.device.extents, offset, length)

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cairn.ops.export import default_cache_bytes
+from cairn.store.reader import CACHE_BYTES
 from tests.cli.test_cli import ROOT, ok
 from tests.store.helpers import make_image
 
@@ -177,3 +179,11 @@ def test_a_bad_pre_shared_key_file_is_refused(tmp_path: Path) -> None:
                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and words in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_default_cache_is_a_quarter_of_the_memory_available(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:    8000000 kB\n")
+    assert default_cache_bytes(meminfo) == 2_000_000 * 1024
+    meminfo.write_text("MemTotal:          65536 kB\nMemAvailable:      40000 kB\n")
+    assert default_cache_bytes(meminfo) == CACHE_BYTES  # never below the reader's own

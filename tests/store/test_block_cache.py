@@ -43,3 +43,24 @@ def test_a_point_that_fits_is_read_again_without_fetching(tmp_path: Path) -> Non
         cache.close()
     assert b"".join(first) == b"".join(again) == bytes(data)
     assert fetched == []
+
+
+def test_pieces_without_waiting_answer_only_what_is_held(tmp_path: Path) -> None:
+    data = make_image(tmp_path / "img", SIZE, seed=43, fill=0.6)
+    ranges = [(0, SIZE), (5, 1), (BLOCK - 3, 7), (2 * BLOCK + 100, 5 * BLOCK), (SIZE - 10, 50)]
+    with Repository.init(tmp_path / "repo") as repo:
+        point = backup(repo, "vol", tmp_path / "img")
+        cache = BlockCache(repo.chunks, 2 * SIZE)
+        with PointReader(repo, point, cache) as reader:
+            assert reader.pieces(0, 3 * BLOCK, wait=False) is None  # nothing read yet
+            for offset, length in ranges:
+                pieces = reader.pieces(offset, length)
+                assert pieces is not None
+                assert b"".join(pieces) == bytes(data[offset : offset + length])
+            fetched = count_fetches(repo)
+            for offset, length in ranges:
+                held = reader.pieces(offset, length, wait=False)
+                assert held is not None
+                assert b"".join(held) == bytes(data[offset : offset + length])
+        cache.close()
+    assert fetched == []

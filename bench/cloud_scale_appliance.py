@@ -135,11 +135,17 @@ def appliance(args: argparse.Namespace) -> None:
 
 
 def collect(cloud: Repository) -> str:
-    """Free what no point needs, with the cloud prune of the code under test."""
-    remote = cloud.remote
-    with remote.lock(cloud, exclusive=True):  # type: ignore[union-attr]
-        remote.sweep(cloud)  # type: ignore[union-attr]
-    return "sweep"
+    """Free what no point needs, with the cloud prune of the code under test: `cairn cloud
+    prune`'s (packs), or before it the exclusive lock and sweep of chunk objects."""
+    try:
+        from cairn.ops.cloud_space import prune_cloud
+    except ImportError:
+        remote = cloud.remote
+        with remote.lock(cloud, exclusive=True):  # type: ignore[union-attr]
+            remote.sweep(cloud)  # type: ignore[union-attr]
+        return "sweep"
+    prune_cloud(cloud)
+    return "cloud prune"
 
 
 def prune_pass(url: str, keep: int, tried: list[str]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ resumed agent can skip the frames the appliance already holds with identical con
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 import blake3
 
@@ -19,28 +20,61 @@ FRAME = struct.Struct(">QI")
 MAX_FRAME = 16 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class Piece:
+    """Part of a frame's data, as it arrived: ``data`` belongs ``at`` bytes into the frame
+    ``(offset, length)``, so at ``offset + at`` of the volume."""
+
+    offset: int
+    length: int
+    at: int
+    data: memoryview
+
+    @property
+    def first(self) -> bool:
+        return self.at == 0
+
+    @property
+    def last(self) -> bool:
+        return self.at + len(self.data) == self.length
+
+
 def parse_frames(body: bytes, size: int) -> list[tuple[int, memoryview]]:
     """Split a whole request body into ``(offset, data)``; rejects anything outside the
     volume."""
     reader = FrameReader(size)
-    frames = [(o, memoryview(d)) for o, d in reader.feed(body)]
+    frames = assemble(reader.feed(body))
     reader.finish()
+    return [(o, memoryview(d)) for o, d in frames]
+
+
+def assemble(pieces: list[Piece]) -> list[tuple[int, bytes]]:
+    """The whole frames that ``pieces`` complete, joined (for callers that want them
+    whole: tests and fuzzers; the appliance writes pieces as they come)."""
+    frames, parts = [], []
+    for piece in pieces:
+        parts = [] if piece.first else parts
+        parts.append(bytes(piece.data))
+        if piece.last:
+            frames.append((piece.offset, b"".join(parts)))
     return frames
 
 
 class FrameReader:
     """Frames from a body that arrives in pieces: `feed` each piece as it comes and get the
-    frames it completed; `finish` at the end. It holds at most one frame that is not yet
-    whole (``MAX_FRAME``), so a body is never buffered entire, and a frame's header is
-    checked before any of its data is waited for."""
+    parts of frames it carries, each known by its frame, at once; `finish` at the end. It
+    holds at most a frame header that is not yet whole, never a frame's data, so nothing of
+    the body is buffered, and a frame's header is checked before any of its data is
+    passed on."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._buffer = bytearray()
-        self._want: tuple[int, int] | None = None
+        self._header = bytearray()
+        self._frame: tuple[int, int] | None = None
+        self._at = 0
 
-    def _header(self) -> tuple[int, int]:
-        offset, length = FRAME.unpack_from(self._buffer, 0)
+    def _check(self) -> tuple[int, int]:
+        offset, length = FRAME.unpack(self._header)
         if length == 0 or length > MAX_FRAME:
             raise UsageError(f"frame length {length} must be between 1 and {MAX_FRAME}")
         if offset + length > self.size:
@@ -48,27 +82,31 @@ class FrameReader:
                              f"({self.size})")
         return offset, length
 
-    def feed(self, piece: bytes) -> list[tuple[int, bytes]]:
-        self._buffer += piece
-        frames = []
-        while True:
-            if self._want is None:
-                if len(self._buffer) < FRAME.size:
-                    return frames
-                self._want = self._header()
-            offset, length = self._want
-            if len(self._buffer) < FRAME.size + length:
-                return frames
-            with memoryview(self._buffer) as view:  # one copy of a 16 MiB frame, not two
-                frames.append((offset, bytes(view[FRAME.size : FRAME.size + length])))
-            del self._buffer[: FRAME.size + length]
-            self._want = None
+    def feed(self, piece: bytes | memoryview) -> list[Piece]:
+        view, pos, out = memoryview(piece), 0, []
+        while pos < len(view):
+            if self._frame is None:
+                take = min(FRAME.size - len(self._header), len(view) - pos)
+                self._header += view[pos : pos + take]
+                pos += take
+                if len(self._header) == FRAME.size:
+                    self._frame, self._at = self._check(), 0
+                    self._header.clear()
+                continue
+            offset, length = self._frame
+            take = min(length - self._at, len(view) - pos)
+            out.append(Piece(offset, length, self._at, view[pos : pos + take]))
+            pos += take
+            self._at += take
+            if self._at == length:
+                self._frame = None
+        return out
 
     def finish(self) -> None:
-        if self._want is not None:
-            raise UsageError(f"frame at {self._want[0]} claims {self._want[1]} bytes but the "
-                             "body ends first")
-        if self._buffer:
+        if self._frame is not None:
+            raise UsageError(f"frame at {self._frame[0]} claims {self._frame[1]} bytes but "
+                             "the body ends first")
+        if self._header:
             raise UsageError("truncated frame header: each frame is offset (u64), length "
                              "(u32), then the data")
 

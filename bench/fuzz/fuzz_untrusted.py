@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 with atheris.instrument_imports():
     from cairn.errors import CairnError
-    from cairn.frames import FrameReader, parse_frames
+    from cairn.frames import FrameReader, assemble, parse_frames
     from cairn.insights.partitions import read_partitions
     from cairn.store.chunks import ChunkStore
     from cairn.virt import nbd_protocol
@@ -65,11 +65,12 @@ def frames(data: bytes) -> None:
         whole = parse_frames(body, size)
     except CairnError:
         whole = None
-    reader, got = FrameReader(size), []
+    reader, pieces = FrameReader(size), []
     try:
         for start in range(0, len(body), 7):
-            got += reader.feed(body[start : start + 7])
-        got += reader.finish() or []
+            pieces += reader.feed(body[start : start + 7])
+        reader.finish()
+        got = assemble(pieces)
     except CairnError:
         got = None  # type: ignore[assignment]
     if whole is not None and got is not None and whole != got:

@@ -49,7 +49,8 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
     app = FastAPI(title="cairn appliance", version=__version__, docs_url=None, redoc_url=None,
                   default_response_class=IsoTimesJSON,
                   description="Backups where every recovery point is whole.")
-    app.state.cairn = Context(repo_path, state, config, Uploads(repo_path, state))
+    agent_uploads = Uploads(repo_path, state, config.upload_bodies)
+    app.state.cairn = Context(repo_path, state, config, agent_uploads)
     app.add_middleware(BodyLimit, known=lambda t: state.is_admin(t) or bool(state.agent(t)))
     errors.install(app)
     for area in (status, pairing, machines, points, point_defense, jobs, schedules, uploads,

@@ -5,7 +5,8 @@ so tests and benchmarks can compress time (a 1 s minimum interval, a 0.2 s tick)
 keeps the defaults, which refuse schedules tighter than five minutes. ``data_verify_window``
 is the nightly window (local time) in which `--verify-data` reads its slice. ``[alerts]`` sets how
 often conditions are checked, the first retry delay of a failing channel, when a silent agent
-is worth an alert, and the free-space floor of the repository's file system.
+is worth an alert, and the free-space floor of the repository's file system. ``[uploads]
+max_bodies`` caps the upload bodies read at once across all machines (`senders`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class ApplianceConfig:
     disk_free_percent: float = 10.0
     screenshot_timeout_seconds: float = 180.0
     data_verify_window: str = "01:00-05:00"
+    upload_bodies: int = 16
 
 
 # [alerts] key -> ApplianceConfig field
@@ -49,6 +51,15 @@ def _number(table: dict[str, object], key: str, default: float, where: Path,
     if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
         raise UsageError(f"{where}: {section}.{key} must be a positive number, not {value!r}")
     return float(value)
+
+
+def _count(table: dict[str, object], key: str, default: int, where: Path,
+           section: str) -> int:
+    value = table.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise UsageError(f"{where}: {section}.{key} must be a positive whole number, "
+                         f"not {value!r}")
+    return value
 
 
 def _window(table: dict[str, object], key: str, default: str, where: Path) -> str:
@@ -83,6 +94,7 @@ def load(path: Path | None) -> ApplianceConfig:
         raise UsageError(f"config file {where} is not valid TOML: {exc}") from None
     sched = _table(raw, "scheduler", where)
     alerts = _table(raw, "alerts", where)
+    uploads = _table(raw, "uploads", where)
     d = ApplianceConfig()
     return ApplianceConfig(
         repo=str(raw["repo"]) if "repo" in raw else None,
@@ -97,6 +109,7 @@ def load(path: Path | None) -> ApplianceConfig:
                                            d.screenshot_timeout_seconds, where),
         data_verify_window=_window(sched, "data_verify_window", d.data_verify_window, where),
         log_level=str(raw.get("log_level", d.log_level)).upper(),
+        upload_bodies=_count(uploads, "max_bodies", d.upload_bodies, where, "uploads"),
         **{field: _number(alerts, key, getattr(d, field), where, "alerts")
            for key, field in _ALERT_KEYS.items()},
     )

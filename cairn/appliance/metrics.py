@@ -71,11 +71,14 @@ def render(state: State, offline_after: float) -> str:
     for name, help_text in (
             ("cairn_upload_bytes_received_total", "Volume bytes received from agents."),
             ("cairn_upload_commits_total", "Uploads committed as recovery points."),
+            ("cairn_upload_bodies_refused_total", "Upload bodies refused as too many at once."),
             ("cairn_upload_commit_seconds_total", "Time spent committing uploads (ingest)."),
             ("cairn_points_pruned_total", "Points deleted by retention after backups."),
             ("cairn_retention_failures_total", "Retention runs after backups that failed."),
             ("cairn_http_client_errors_total", "Requests answered with a 4xx status.")):
         _line(out, name, "counter", help_text, [("", float(counters.get(name, 0.0)))])
+    _line(out, "cairn_upload_bodies_reading", "gauge", "Upload bodies being read now.",
+          [("", float(counters.get("cairn_upload_bodies_reading", 0.0)))])
     _line(out, "cairn_appliance_pid", "gauge", "Process id, for the bench.",
           [("", float(os.getpid()))])
     return "\n".join(out) + "\n"

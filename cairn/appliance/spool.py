@@ -30,9 +30,12 @@ class Spool:
         if os.fstat(self.fd).st_size != size:
             os.ftruncate(self.fd, size)
 
-    def write(self, frames: list[tuple[int, bytes]]) -> None:
-        for offset, data in frames:
+    def write(self, parts: list[tuple[int, memoryview]]) -> None:
+        """Write each ``(offset, data)``; durable only after `sync`."""
+        for offset, data in parts:
             os.pwrite(self.fd, data, offset)
+
+    def sync(self) -> None:
         os.fdatasync(self.fd)
 
     def pread(self, offset: int, length: int) -> bytes:

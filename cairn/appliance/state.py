@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cairn.frames import MAX_FRAME
 from cairn.store.sqlite import SharedDb
 
 SCHEMA = """
@@ -455,6 +456,15 @@ class State(SharedDb):
         with self.tx() as db:
             db.executemany("INSERT OR REPLACE INTO received VALUES(?, ?, ?, ?)",
                            ((upload_id, o, n, h) for o, n, h in frames))
+
+    def forget_received(self, upload_id: str, frames: list[tuple[int, int]]) -> None:
+        """Drop the records of frames overlapping ``frames`` (offset, length): their bytes
+        are about to be overwritten. A recorded frame is at most MAX_FRAME long, which
+        bounds the index range each overlap is looked for in."""
+        with self.tx() as db:
+            db.executemany("DELETE FROM received WHERE upload_id=? AND offset<? AND offset>? "
+                           "AND offset+length>?",
+                           ((upload_id, o + n, o - MAX_FRAME, o) for o, n in frames))
 
     def abort_open_uploads(self) -> None:
         """Uploads in flight lived in another appliance's spool (this one was recovered

@@ -18,10 +18,11 @@ from typing import Any
 from cairn import logs
 from cairn.appliance import metrics
 from cairn.appliance.errors import Conflict, Forbidden, NotFound
+from cairn.appliance.intake import Intake
+from cairn.appliance.senders import Senders
 from cairn.appliance.spool import Spool, SpoolSource, merge, uncovered
 from cairn.appliance.state import Machine, State, Upload
 from cairn.errors import UsageError
-from cairn.frames import FRAME, frame_hash
 from cairn.store.ingest import Ingest
 from cairn.store.reader import PointReader
 from cairn.store.repository import Repository
@@ -32,9 +33,11 @@ def store_volume(machine: str, volume: str) -> str:
 
 
 class Uploads:
-    def __init__(self, repo_path: Path, state: State) -> None:
+    def __init__(self, repo_path: Path, state: State, max_bodies: int = 16) -> None:
+        """``max_bodies``: upload bodies read at once across all machines (`Senders`)."""
         self.repo_path = repo_path
         self.state = state
+        self.senders = Senders(max_bodies)
         self.spool_dir = repo_path / "spool"
         self._commit_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -68,24 +71,13 @@ class Uploads:
             "received": [[o, n, h.hex()] for o, n, h in self.state.received(upload.id)],
         }
 
-    def open_for_data(self, machine: Machine, upload_id: str) -> Upload:
+    def intake(self, machine: Machine, upload_id: str) -> Intake:
+        """Where one body of frames for an open upload goes (the caller closes it)."""
         upload = self._own(machine, upload_id)
         if upload.state != "open":
             raise Conflict(f"upload {upload_id} is {upload.state}: open a new one")
-        return upload
-
-    def put(self, machine: Machine, upload: Upload,
-            frames: list[tuple[int, bytes]]) -> int:
-        """Store frames that arrived whole (`FrameReader`); they are idempotent, so a body
-        refused halfway keeps what came before and the agent resends the rest."""
-        with Spool(self.spool_dir, upload.id, upload.size) as spool:
-            spool.write(frames)
-        self.state.add_received(upload.id, [(o, len(d), frame_hash(d)) for o, d in frames])
-        job = self.state.active_job(machine.id)
-        if job is not None:
-            self.state.heartbeat(job, bytes_sent=sum(FRAME.size + len(d) for _, d in frames))
-        metrics.add("cairn_upload_bytes_received_total", sum(len(d) for _, d in frames))
-        return len(frames)
+        return Intake(self.state, Spool(self.spool_dir, upload.id, upload.size), machine,
+                      upload)
 
     def parent_hashes(self, machine: Machine, upload_id: str) -> bytes:
         """The parent point's block hashes, 32 bytes each, `ZERO` for holes."""

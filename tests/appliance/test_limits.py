@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import random
 import resource
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cairn.agent.client import ApplianceClient
 from cairn.errors import ApplianceRefused
-from cairn.frames import encode_frame
-from tests.appliance.harness import Agent, Appliance, wait_for
+from cairn.frames import FRAME, MAX_FRAME, encode_frame, frame_hash
+from tests.appliance.harness import Agent, Appliance, restore, wait_for
 from tests.appliance.memory import filled, peak_rss, reset_peak, rss
 
 
@@ -169,3 +171,139 @@ def refused(client: ApplianceClient, path: str, body: bytes) -> int | None:
     except ApplianceRefused as exc:
         return exc.status
     return None
+
+
+def open_upload(client: ApplianceClient, size: int) -> dict[str, Any]:
+    """Protect volume ``sda`` of ``size`` bytes and open (or resume) its upload."""
+    client.json("PUT", "/api/v1/agent/volumes/sda", json={"size": size})
+    return dict(client.json("POST", "/api/v1/agent/uploads", json={"volume": "sda",
+                                                                   "size": size}))
+
+
+def test_a_frame_reaches_the_spool_as_it_arrives_not_held_whole(
+        appliance: Appliance, make_agent: Callable[..., Agent], tmp_path: Path) -> None:
+    """Two frames of the largest size the format allows (16 MiB) leave the appliance's
+    peak resident memory where it was: their parts are written as they come (it held each
+    frame whole and copied it, 41 MB more, before). Each frame is still hashed whole, and
+    the point holds exactly what was sent."""
+    assert appliance.proc is not None
+    token = make_agent("wide01").token
+    size = 2 * MAX_FRAME
+    part = random.Random(1).randbytes(1 << 20)
+
+    def frame(n: int) -> Iterator[bytes]:
+        yield FRAME.pack(n * MAX_FRAME, MAX_FRAME)
+        for k in range(MAX_FRAME >> 20):
+            yield bytes([n, k]) + part[2:]
+
+    with appliance.client(token) as c:
+        upload = open_upload(c, size)["upload"]
+        path = f"/api/v1/agent/uploads/{upload}/data"
+        c.request("PUT", path, content=encode_frame(0, b"warm"))  # first-call imports
+        before = rss(appliance.proc.pid)
+        reset_peak(appliance.proc.pid)
+        c.request("PUT", path, content=(p for n in range(2) for p in frame(n)),
+                  headers={"Content-Length": str(size + 2 * FRAME.size)})
+        grew = peak_rss(appliance.proc.pid) - before
+        whole = [b"".join(list(frame(n))[1:]) for n in range(2)]
+        assert sorted(open_upload(c, size)["received"]) == [
+            [n * MAX_FRAME, MAX_FRAME, frame_hash(whole[n]).hex()] for n in range(2)]
+        point = c.json("POST", f"/api/v1/agent/uploads/{upload}/commit",
+                       json={"ranges": [[0, size]], "full": True})["point"]
+    assert grew < 12 * 1024 * 1024, grew
+    assert restore(appliance, point, tmp_path / "out.img") == b"".join(whole)
+
+
+def test_a_cut_frame_counts_for_nothing_and_drops_what_it_overwrote(
+        appliance: Appliance, make_agent: Callable[..., Agent], tmp_path: Path) -> None:
+    """A body cut inside a frame leaves part of the new bytes in the spool over the old:
+    the old frame's record goes before the first new byte is written, so neither a
+    resumed agent nor the commit trusts that range until the frame arrives whole."""
+    token = make_agent("cut01").token
+    size = 4 << 20
+    old, new = encode_frame(0, b"a" * size), encode_frame(0, b"b" * size)
+    with appliance.client(token) as c:
+        upload = open_upload(c, size)["upload"]
+        path = f"/api/v1/agent/uploads/{upload}/data"
+        c.request("PUT", path, content=old)
+        assert open_upload(c, size)["received"] == [[0, size, frame_hash(old[12:]).hex()]]
+        context = ssl.create_default_context(cadata=appliance.pem)
+        context.check_hostname = False
+        with socket.create_connection(("127.0.0.1", appliance.port), timeout=30) as raw, \
+                context.wrap_socket(raw) as tls:
+            tls.sendall(f"PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                        f"Content-Length: {len(new)}\r\n\r\n".encode() + new[: size // 2])
+            # Written mid-frame while the body is still open: the old record went first.
+            wait_for(lambda: not open_upload(c, size)["received"], timeout=30)
+        with pytest.raises(ApplianceRefused) as refused_commit:
+            c.json("POST", f"/api/v1/agent/uploads/{upload}/commit",
+                   json={"ranges": [[0, size]], "full": True})
+        assert refused_commit.value.status == 409
+        c.request("PUT", path, content=new)
+        point = c.json("POST", f"/api/v1/agent/uploads/{upload}/commit",
+                       json={"ranges": [[0, size]], "full": True})["point"]
+    assert restore(appliance, point, tmp_path / "out.img") == new[12:]
+
+
+def test_the_appliance_reads_at_most_max_bodies_across_machines(
+        tmp_path: Path) -> None:
+    """With ``[uploads] max_bodies = 2``, two machines each holding a body being read leave
+    a third machine a 429 with ``Retry-After``; a real agent that meets it retries and
+    finishes its backup once a slot frees."""
+    app = Appliance(tmp_path)
+    app.config.write_text(app.config.read_text() + "[uploads]\nmax_bodies = 2\n")
+    agents: list[Agent] = []
+    try:
+        app.start()
+        agents = [Agent(app, f"many{n:02d}") for n in range(3)]
+        held = [hold_body(app, agent.token) for agent in agents[:2]]
+        try:
+            wait_for(lambda: metric(app, "cairn_upload_bodies_reading") == 2, timeout=30)
+            with app.client(agents[2].token) as c:
+                path = f"/api/v1/agent/uploads/{open_upload(c, 1 << 20)['upload']}/data"
+                answer = c.http.put(path, content=encode_frame(0, b"x" * 4096))
+                assert answer.status_code == 429, answer.text
+                assert answer.headers["retry-after"] == "1"
+                assert "reads 2 upload bodies at once" in answer.json()["detail"]
+                disk = tmp_path / "many02.img"
+                filled(disk, 2)
+                agents[2].protect("sda", disk)
+                with app.admin() as admin:
+                    admin.json("POST", "/api/v1/machines/many02/jobs", json={})
+                runner = agents[2].start()
+                wait_for(lambda: metric(app, "cairn_upload_bodies_refused_total") >= 2,
+                         timeout=60)
+                held.pop().close()
+                wait_for(lambda: runner.poll() is not None or any(
+                    j["state"] == "succeeded" for j in app.jobs("many02")), timeout=120)
+        finally:
+            for tls in held:
+                tls.close()
+        assert [j["state"] for j in app.jobs("many02")] == ["succeeded"]
+    finally:
+        for agent in agents:
+            agent.stop()
+        app.stop()
+
+
+def hold_body(appliance: Appliance, token: str) -> ssl.SSLSocket:
+    """A machine's upload body that has begun and then waits: it holds a slot."""
+    with appliance.client(token) as c:
+        upload = open_upload(c, 1 << 20)["upload"]
+    context = ssl.create_default_context(cadata=appliance.pem)
+    context.check_hostname = False
+    tls = context.wrap_socket(socket.create_connection(("127.0.0.1", appliance.port),
+                                                       timeout=30))
+    frame = encode_frame(0, b"x" * 4096)
+    tls.sendall(f"PUT /api/v1/agent/uploads/{upload}/data HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Length: {len(frame)}\r\n\r\n"
+                .encode() + frame[:2000])
+    return tls
+
+
+def metric(appliance: Appliance, name: str) -> float:
+    """The value of an unlabelled sample ``name`` in ``/metrics``."""
+    for line in appliance.metrics().splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")

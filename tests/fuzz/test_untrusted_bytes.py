@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cairn.errors import Corruption, PartitionTableError, UsageError
-from cairn.frames import MAX_FRAME, FrameReader, encode_frame, parse_frames
+from cairn.frames import MAX_FRAME, FrameReader, assemble, encode_frame, parse_frames
 from cairn.insights.partitions import read_partitions
 from cairn.store.chunks import CODEC_RAW, CODEC_ZSTD, ENCRYPTED, MAGIC, ChunkStore
 
@@ -185,12 +185,12 @@ def upload_bodies(draw: st.DrawFn) -> tuple[bytes, int]:
 
 def streamed(body: bytes, size: int, cuts: list[int]) -> list[tuple[int, bytes]]:
     """What the appliance stores from ``body`` arriving in pieces cut at ``cuts``."""
-    reader, frames, start = FrameReader(size), [], 0
+    reader, pieces, start = FrameReader(size), [], 0
     for cut in [*sorted(c % (len(body) + 1) for c in cuts), len(body)]:
-        frames += reader.feed(body[start:cut])
+        pieces += reader.feed(body[start:cut])
         start = max(start, cut)
     reader.finish()
-    return frames
+    return assemble(pieces)
 
 
 @FUZZ

@@ -17,13 +17,6 @@ from cairn.errors import UsageError
 from cairn.frames import MAX_FRAME, FrameReader
 
 MAX_BODY = 4 * MAX_FRAME
-BATCH = 4 * 1024 * 1024  # frames written (and fdatasync'ed) per 4 MiB, an agent's body
-SENDS_PER_MACHINE = 2
-"""Bodies one machine may send at once: each holds up to a frame and a batch in memory, so
-a token holder opening many connections is refused (429, which the agent retries) rather
-than multiplying them. An agent sends one at a time; the second covers a retry whose
-first attempt the appliance is still reading."""
-_sending: dict[int, int] = {}  # machine id -> bodies being read (the event loop's own)
 
 router = APIRouter(prefix="/api/v1/agent/uploads", tags=["uploads"])
 
@@ -52,33 +45,33 @@ async def put_data(upload_id: str, request: Request, machine: AgentMachine,
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
         raise HTTPException(413, f"body larger than {MAX_BODY} bytes: send smaller batches")
-    if _sending.get(machine.id, 0) >= SENDS_PER_MACHINE:
-        raise HTTPException(429, f"{machine.name} already sends {SENDS_PER_MACHINE} bodies "
-                                 "at once: send the next when one is answered")
-    _sending[machine.id] = _sending.get(machine.id, 0) + 1
-    try:
+    with ctx.uploads.senders.slot(machine):
         return await _take_frames(upload_id, request, machine, ctx)
-    finally:
-        _sending[machine.id] -= 1
 
 
 async def _take_frames(upload_id: str, request: Request, machine: AgentMachine,
                        ctx: Ctx) -> dict[str, int]:
-    upload = await run_in_threadpool(ctx.uploads.open_for_data, machine, upload_id)
-    reader, stored, received = FrameReader(upload.size), 0, 0
-    batch: list[tuple[int, bytes]] = []
-    async for piece in request.stream():
-        received += len(piece)
-        batch += reader.feed(piece)
-        if sum(len(d) for _, d in batch) >= BATCH:
-            stored += await run_in_threadpool(ctx.uploads.put, machine, upload, batch)
-            batch = []
-    reader.finish()
-    if not received:
-        raise UsageError(f"body must hold 1 to {MAX_BODY} bytes of frames")
-    if batch:
-        stored += await run_in_threadpool(ctx.uploads.put, machine, upload, batch)
-    return {"frames": stored}
+    """Frames written as they arrive (`Intake`); if the body fails, the frames that
+    arrived whole are kept, and the agent resends the rest."""
+    intake = await run_in_threadpool(ctx.uploads.intake, machine, upload_id)
+    reader, received = FrameReader(intake.upload.size), 0
+    try:
+        async for piece in request.stream():
+            received += len(piece)
+            intake.add(reader.feed(piece))
+            if intake.full:
+                await run_in_threadpool(intake.flush)
+        reader.finish()
+        if not received:
+            raise UsageError(f"body must hold 1 to {MAX_BODY} bytes of frames")
+    except Exception:
+        await run_in_threadpool(intake.flush, True)
+        raise
+    else:
+        await run_in_threadpool(intake.flush, True)
+    finally:
+        intake.close()
+    return {"frames": intake.frames}
 
 
 @router.get("/{upload_id}/parent-hashes")

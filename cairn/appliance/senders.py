@@ -38,8 +38,8 @@ class Senders:
             raise busy(f"{machine.name} already sends {PER_MACHINE} bodies at once: send "
                        "the next when one is answered")
         if self.sending >= self.total:
-            raise busy(f"the appliance already reads {self.total} upload bodies at once: "
-                       "try again shortly (or raise [uploads] max_bodies)")
+            raise busy(f"the appliance already reads as many upload bodies as [uploads] "
+                       f"max_bodies allows ({self.total}): try again shortly")
         self.sending += 1
         self.by_machine[machine.id] = self.by_machine.get(machine.id, 0) + 1
         metrics.add("cairn_upload_bodies_reading")

@@ -28,6 +28,10 @@ class StartRequest(BaseModel):
                                             "nat[,hostfwd=...], bridge:BR")
     firmware: Literal["auto", "bios", "uefi"] = "auto"
     disk_bus: Literal["auto", "virtio", "sata", "ide"] = "auto"
+    key: str | None = Field(default=None, max_length=200,
+                            description="the cloud repository's key, as the line of its key "
+                                        "file (`cairn init` wrote it); default: the "
+                                        "appliance's own, else this node's integrity key")
 
 
 class StopRequest(BaseModel):

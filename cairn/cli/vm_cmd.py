@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from cairn.cli import _vm_lans
 from cairn.cli._appliance import add_appliance, admin_client
 from cairn.cli._common import add_json, print_json, table
+from cairn.store.keys import key_text, read_key_file
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,7 +21,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     start.add_argument("cloud", nargs="?", metavar="s3://BUCKET/PREFIX",
                        help="run a point of this cloud repository, read on demand (the "
                             "appliance reaches it with its endpoint profile or CAIRN_S3_* "
-                            "settings and its key); default: the appliance's own")
+                            "settings, and opens it with --key-file, which is sent to it, "
+                            "else its own key); default: the appliance's own repository")
     start.add_argument("source", help="point id, VOLUME@latest (MACHINE@latest), or a kept "
                                       "clone's name")
     start.add_argument("--name", help="VM name (default: the clone's name)")
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             answer = client.json("POST", "/api/v1/vms", json={
                 "source": args.source, "repo": args.cloud, "name": args.name, "cpus": args.cpus,
                 "memory_mib": args.memory, "networks": args.network,
-                "firmware": args.firmware, "disk_bus": args.disk_bus})
+                "firmware": args.firmware, "disk_bus": args.disk_bus, "key": _key(args)})
         elif args.action == "stop":
             answer = client.json("POST", f"/api/v1/vms/{args.name}/stop", json={
                 "keep_as_point": args.keep_as_point, "discard": args.discard,
@@ -73,6 +76,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         SHOW[args.action](answer)
     return 0
+
+
+def _key(args: argparse.Namespace) -> str | None:
+    """The cloud repository's key for the appliance: the line of ``--key-file``, read here
+    (the appliance may be another machine), only with a cloud repository."""
+    if args.cloud is None or args.key_file is None:
+        return None
+    return key_text(read_key_file(Path(args.key_file)))
 
 
 def _show_started(vm: dict[str, Any]) -> None:

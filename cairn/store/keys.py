@@ -52,18 +52,30 @@ def integrity_key_path(repository_id: str) -> Path:
 
 def read_key_file(key_file: Path) -> RepoKey:
     try:
-        text = key_file.read_text().strip()
+        text = key_file.read_text()
     except OSError:
         text = ""
+    return parse_key(text, str(key_file))
+
+
+def parse_key(text: str, where: str) -> RepoKey:
+    """The key in ``text`` (a key file's line), or a `UsageError` naming ``where`` it came
+    from."""
+    text = text.strip()
     encrypts = not text.startswith(_INTEGRITY)
     try:
         secret = bytes.fromhex(text.removeprefix(_INTEGRITY))
     except ValueError:
         secret = b""
     if len(secret) != KEY_SIZE:
-        raise UsageError(f"cannot read a cairn key from {key_file}: give the key file "
+        raise UsageError(f"cannot read a cairn key from {where}: give the key file "
                          "`cairn init` wrote")
     return RepoKey(secret, encrypts)
+
+
+def key_text(key: RepoKey) -> str:
+    """The line a key file holds for ``key``."""
+    return ("" if key.encrypts else _INTEGRITY) + key.secret.hex() + "\n"
 
 
 def write_key_file(path: Path, encrypts: bool) -> RepoKey:
@@ -72,5 +84,5 @@ def write_key_file(path: Path, encrypts: bool) -> RepoKey:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(("" if encrypts else _INTEGRITY) + key.secret.hex() + "\n")
+        f.write(key_text(key))
     return key

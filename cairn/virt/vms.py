@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from cairn.errors import UsageError, VirtualMachineError
+from cairn.ops.cloud_keys import cloud_key
 from cairn.ops.machine_points import disks_of
-from cairn.ops.offsite import local_key
 from cairn.store.clones import (
     Clone,
     CloneNotFound,
@@ -87,6 +87,9 @@ class VmRequest:
     networks: list[str] = field(default_factory=list)
     firmware: FirmwareChoice = "auto"
     disk_bus: BusChoice = "auto"
+    key: str | None = None
+    """the cloud repository's key, as its key file's line (`cairn.ops.cloud_keys`); default:
+    the appliance's own key, else this node's integrity key of it"""
 
 
 @dataclass(frozen=True)
@@ -172,16 +175,25 @@ class VmManager:
         self.lans = Lans(repo_path)
         self._lock = threading.Lock()
 
-    def _repo(self, cloud: str | None = None) -> Repository:
-        """The appliance's repository, or the cloud repository ``cloud``, open: use it in a
-        ``with`` block, which closes it."""
+    def _repo(self, cloud: str | None, key: Path | None) -> Repository:
+        """The appliance's repository, or the cloud repository ``cloud`` opened with
+        ``key``: use it in a ``with`` block, which closes it."""
         if cloud is None:
             return Repository.open(self.repo_path)
         if not is_cloud(cloud):
             raise UsageError(f"{cloud!r} is not a cloud repository: a VM runs a point of "
                              "the appliance's own repository (name the point alone) or of a "
                              "cloud one (s3://BUCKET/PREFIX POINT)")
-        return open_vm_repo(cloud, local_key(self.repo_path))
+        return open_vm_repo(cloud, key)
+
+    def _key(self, request: VmRequest) -> contextlib.AbstractContextManager[Path | None]:
+        """The key file a cloud ``request`` opens its repository with (see `cloud_key`)."""
+        if request.repo is None:
+            if request.key is not None:
+                raise UsageError("a key opens a cloud repository: name it before the point "
+                                 "(cairn vm start s3://BUCKET/PREFIX POINT --key-file FILE)")
+            return contextlib.nullcontext()
+        return cloud_key(self.repo_path, request.key)
 
     def _vm_folder(self, name: str) -> Path:
         if not NAME.match(name):
@@ -194,7 +206,7 @@ class VmManager:
         networks = join_lans(parse_networks(request.networks), self.lans)
         if not 1 <= request.cpus <= 64 or not 64 <= request.memory_mib <= 1 << 20:
             raise UsageError("give 1 to 64 --cpus and 64 MiB to 1 TiB of --memory")
-        with self._repo(request.repo) as repo:
+        with self._key(request) as key, self._repo(request.repo, key) as repo:
             disks = self._disks_for(repo, request)
             name = request.name or disks.clones[0].name
             folder = self._vm_folder(name)
@@ -205,7 +217,7 @@ class VmManager:
                         raise VmNameTaken(name)
                     folder.mkdir(mode=0o700)
                 try:
-                    self._spec(repo, request, name, disks, networks).save(folder)
+                    self._spec(repo, request, name, disks, networks, key).save(folder)
                     self._spawn(folder)
                 except BaseException:
                     shutil.rmtree(folder, ignore_errors=True)
@@ -232,7 +244,7 @@ class VmManager:
         return _Disks(point.id, point.volume, [clone], created=False)
 
     def _spec(self, repo: Repository, request: VmRequest, name: str, disks: _Disks,
-              networks: list[Any]) -> VmSpec:
+              networks: list[Any], key: Path | None) -> VmSpec:
         with CloneVolume(repo, disks.clones[0]) as volume:
             plan = plan_boot(volume, f"point {disks.point} ({disks.volume})", request.firmware,
                              request.disk_bus)
@@ -245,7 +257,7 @@ class VmManager:
             disk_bus=plan.disk_bus, networks=[n.describe() for n in networks],
             nics=qemu_args(networks, name, model), vnc_password=vnc_secret(),
             machine=disks.machine, disks=disks.names,
-            key_file=str(local_key(self.repo_path) or "") if request.repo else "")
+            key_file=str(key or ""))
 
     def _spawn(self, folder: Path) -> None:
         """Start the runner in its own session and wait until QEMU runs or the runner fails."""

@@ -55,11 +55,18 @@ class Vms:
         cairn("replicate", "--repo", self.appliance.repo, "--to", self.cloud, "--volume",
               volume, env=self.appliance.env)
 
-    def start(self, source: str, name: str, *networks: str, cloud: tuple[str, ...] = ()
-              ) -> dict[str, Any]:
+    def take_cloud_key(self, to: Path) -> Path:
+        """Move `cloud`'s integrity key off the appliance's node: from now on only the admin
+        who starts a VM of it holds the key (``--key-file``)."""
+        (key,) = Path(self.appliance.env["CAIRN_KEYS"]).glob("*.key")
+        return key.rename(to)
+
+    def start(self, source: str, name: str, *networks: str, cloud: tuple[str, ...] = (),
+              key: Path | None = None) -> dict[str, Any]:
         nets = [a for n in networks for a in ("--network", n)]
+        keys = ("--key-file", str(key)) if key else ()
         vm: dict[str, Any] = self.run("start", *cloud, source, "--name", name, "--cpus", "1",
-                                      "--memory", "256", *nets)
+                                      "--memory", "256", *nets, *keys)
         return vm
 
     def listed(self) -> dict[str, dict[str, Any]]:
@@ -165,16 +172,26 @@ def test_vm_outlives_its_command_and_the_appliance_and_stops_cleanly(
     assert [c["name"] for c in json.loads(clones)] == vm["clones"]
 
 
-def test_isolated_lan_joins_its_vms_and_nothing_else(vms: Vms, bootable_image: Path) -> None:
-    """Also: a VM of a cloud point ("other", from the bucket, read on demand) boots and runs
-    like a local one, and says where it came from."""
+def test_isolated_lan_joins_its_vms_and_nothing_else(
+        vms: Vms, bootable_image: Path, tmp_path: Path) -> None:
+    """Also: a VM of a cloud point ("other", from the bucket, read on demand, with a key the
+    appliance's node does not hold) boots and runs like a local one, says where it came
+    from, and its kept clone starts again."""
     point = vms.backup(bootable_image)
     vms.replicate("web01")
+    key = vms.take_cloud_key(tmp_path / "cloud.key")
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text("integrity " + "ab" * 32 + "\n")
+    for given, words in ((None, "pass --key-file"), (wrong, "is not the key of")):
+        refused = vms.run("start", vms.cloud, "web01@latest", *(("--key-file", given) if given
+                                                                 else ()), check=False)
+        assert refused.returncode != 0 and words in refused.stderr, refused.stderr
+    assert list((vms.appliance.repo / "cloud-keys").glob("*")) == []  # the wrong key is not kept
     for lan in ("office", "lab"):
         vms.run("lan", "add", lan)
     vms.start(point, "dc", "isolated:office")
     vms.start(point, "app", "isolated:office")
-    cloud_vm = vms.start("web01@latest", "other", "isolated:lab", cloud=(vms.cloud,))
+    cloud_vm = vms.start("web01@latest", "other", "isolated:lab", cloud=(vms.cloud,), key=key)
     assert (cloud_vm["point"], cloud_vm["origin"]) == (point, vms.cloud)
     dc, app, other = (vms.serial(name) for name in ("dc", "app", "other"))
     dc_ip, app_ip = dc.address(), app.address()
@@ -192,11 +209,17 @@ def test_isolated_lan_joins_its_vms_and_nothing_else(vms: Vms, bootable_image: P
     assert vms.listed()["other"]["state"] == "running"  # the refusal stopped nothing
     busy = vms.run("lan", "rm", "office", check=False)
     assert busy.returncode != 0 and "app, dc" in busy.stderr, busy.stderr
-    for name in ("dc", "app", "other"):
+    for name in ("dc", "app"):
         vms.run("stop", name, "--discard", "--timeout", "0")
+    kept = vms.run("stop", "other", "--timeout", "0")["kept_clones"]
+    assert kept == cloud_vm["clones"]
+    again = vms.start(kept[0], "other", cloud=(vms.cloud,), key=key)  # the kept cloud clone
+    assert (again["state"], again["clones"], again["origin"]) == ("running", kept, vms.cloud)
+    vms.run("stop", "other", "--discard", "--timeout", "0")
     vms.run("lan", "rm", "office")
     assert [lan["name"] for lan in vms.run("lan", "list")] == ["lab"]
-    cloud_clones = cairn("clones", "--repo", vms.cloud, "--json", env=vms.appliance.env)
+    cloud_clones = cairn("clones", "--repo", vms.cloud, "--key-file", key, "--json",
+                         env=vms.appliance.env)
     assert json.loads(cloud_clones.stdout) == []  # --discard removed the cloud VM's clone
 
 

@@ -102,3 +102,24 @@ def test_driver_round_trip_restores_the_oldest_point_exactly(work: Path, name: s
     assert same_bytes(dest, a)
     tool.delete(oldest)
     assert tool.stored_bytes() <= stored
+
+
+def test_scale_bench_counts_every_request_the_server_answered() -> None:
+    from cloud_scale_bench import delta
+
+    from tests.s3server import SeaweedS3
+
+    with SeaweedS3.start(metrics=True) as server:
+        s3 = server.client()
+        before = server.requests()
+        s3.put_object(Bucket=server.bucket, Key="a", Body=b"x")
+        s3.list_objects_v2(Bucket=server.bucket)
+        s3.get_object(Bucket=server.bucket, Key="a")
+        assert delta(server.requests(), before) == {"GET": 1, "LIST": 1, "PUT": 1}
+
+
+def test_scale_bench_thirds_are_medians_of_each_third_by_x() -> None:
+    from cloud_scale_bench import thirds
+
+    pairs = [(5.0, 50.0), (1.0, 10.0), (3.0, 30.0), (2.0, 20.0), (4.0, 40.0), (6.0, 60.0)]
+    assert thirds(pairs) == [(1.5, 15.0), (3.5, 35.0), (5.5, 55.0)]

@@ -141,6 +141,8 @@ def collect(cloud: Repository) -> str:
         from cairn.ops.cloud_space import prune_cloud
     except ImportError:
         remote = cloud.remote
+        if not hasattr(remote, "sweep"):
+            return "none"  # the lock and sweep are gone, the packs' prune not yet here
         with remote.lock(cloud, exclusive=True):  # type: ignore[union-attr]
             remote.sweep(cloud)  # type: ignore[union-attr]
         return "sweep"

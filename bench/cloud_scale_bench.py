@@ -218,11 +218,13 @@ def growth(run: Run, s: Settings) -> list[Results]:
             before = run.requests()
             syncs = [timed(lambda: remote.sync(cloud)) for _ in range(3)]
             sync_requests = delta(run.requests(), before)
-            prune_s = timed(lambda: collect(cloud))
+            start = time.monotonic()
+            how = collect(cloud)
+            prune_s = time.monotonic() - start
             rows.append({"points": len(cloud.catalog.points()), "synthesize_s": made,
                          "sync_new_s": learn_s, "sync_nothing_new_s": statistics.median(syncs),
                          "requests_per_sync": {k: v / 3 for k, v in sync_requests.items()},
-                         "prune_pass_s": prune_s, "load": os.getloadavg()})
+                         "prune_pass_s": prune_s, "collect": how, "load": os.getloadavg()})
             print(f"  {rows[-1]['points']} points: sync with nothing new "
                   f"{rows[-1]['sync_nothing_new_s']:.2f} s, prune pass {prune_s:.1f} s",
                   flush=True)
@@ -310,7 +312,7 @@ def table(res: Results) -> str:
             f"  {row['points']:>6} | {row['sync_new_s']:7.1f} | "
             f"{row['sync_nothing_new_s']:6.2f} ({verdict} < {SYNC_TARGET_S:.0f} s) | "
             + " ".join(f"{k} {v:.0f}" for k, v in row["requests_per_sync"].items())
-            + f" | {row['prune_pass_s']:6.1f} | {row['load'][0]:.1f}")
+            + f" | {row['prune_pass_s']:6.1f} ({row['collect']}) | {row['load'][0]:.1f}")
     lines += [f"  first failure: {c['failures'][0]}"] if c["failures"] else []
     return "\n".join(lines)
 

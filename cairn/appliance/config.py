@@ -37,6 +37,8 @@ class ApplianceConfig:
     screenshot_timeout_seconds: float = 180.0
     data_verify_window: str = "01:00-05:00"
     upload_bodies: int = 16
+    repack_seconds: float = 3600.0
+    """How often the repository is repacked (`appliance.repacker`)."""
 
 
 # [alerts] key -> ApplianceConfig field
@@ -108,6 +110,7 @@ def load(path: Path | None) -> ApplianceConfig:
         screenshot_timeout_seconds=_number(sched, "screenshot_timeout_seconds",
                                            d.screenshot_timeout_seconds, where),
         data_verify_window=_window(sched, "data_verify_window", d.data_verify_window, where),
+        repack_seconds=_number(sched, "repack_seconds", d.repack_seconds, where),
         log_level=str(raw.get("log_level", d.log_level)).upper(),
         upload_bodies=_count(uploads, "max_bodies", d.upload_bodies, where, "uploads"),
         **{field: _number(alerts, key, getattr(d, field), where, "alerts")

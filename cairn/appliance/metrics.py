@@ -75,6 +75,7 @@ def render(state: State, offline_after: float) -> str:
             ("cairn_upload_commit_seconds_total", "Time spent committing uploads (ingest)."),
             ("cairn_points_pruned_total", "Points deleted by retention after backups."),
             ("cairn_retention_failures_total", "Retention runs after backups that failed."),
+            ("cairn_repack_bytes_total", "Chunk bytes the repack loop moved (`repacker`)."),
             ("cairn_http_client_errors_total", "Requests answered with a 4xx status.")):
         _line(out, name, "counter", help_text, [("", float(counters.get(name, 0.0)))])
     _line(out, "cairn_upload_bodies_reading", "gauge", "Upload bodies being read now.",

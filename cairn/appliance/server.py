@@ -20,6 +20,7 @@ from cairn.appliance.agentless import AgentlessRunner
 from cairn.appliance.app import create_app
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.offsite_loop import OffsiteLoop
+from cairn.appliance.repacker import Repacker
 from cairn.appliance.scheduler import Scheduler
 from cairn.appliance.state import State
 from cairn.appliance.tls import ensure_certificate
@@ -49,6 +50,7 @@ def serve(repo_path: Path, config: ApplianceConfig) -> int:
     agentless = AgentlessRunner(repo_path, state, config)
     offsite = OffsiteLoop(repo_path, state, config)
     verifier = Verifier(repo_path, state, config)
+    repacker = Repacker(repo_path, config)
     app = create_app(repo_path, state, config)
     server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, ssl_certfile=str(cert), ssl_keyfile=str(key),
@@ -60,6 +62,7 @@ def serve(repo_path: Path, config: ApplianceConfig) -> int:
     agentless.start()
     offsite.start()
     verifier.start()
+    repacker.start()
     try:
         server.run()
     except SystemExit:
@@ -70,6 +73,7 @@ def serve(repo_path: Path, config: ApplianceConfig) -> int:
         agentless.stop()
         offsite.stop()
         verifier.stop()
+        repacker.stop()
         state.close()
     if not server.started:
         raise ListenError("the appliance API", host, port, "address in use or not allowed")

@@ -36,6 +36,7 @@ COMMANDS = {
     "lock": "lock_cmd",
     "unlock": "lock_cmd",
     "prune": "prune_cmd",
+    "repack": "repack_cmd",
     "verify": "verify_cmd",
     "stats": "stats_cmd",
     "clone": "clone_cmd",

@@ -235,10 +235,25 @@ class ChunkStore:
         exc.digest = digest
         return exc
 
-    def checked(self, digest: bytes, stored: bytes) -> bytes:
-        """`decode`, quarantining the chunk when it fails."""
+    def settled(self, digest: bytes, stored: bytes) -> bytes:
+        """`decode`, reading the chunk once more before calling it damaged: a repack
+        (`cairn.store.repack`) may have moved it between the backend's look-up and its
+        read, leaving a hole where it was. Real damage costs one more read."""
         try:
             return self.decode(digest, stored)
+        except Corruption:
+            try:
+                again = self.backend.get(chunk_name(digest))
+            except KeyError:
+                again = stored
+            if again == stored:
+                raise
+        return self.decode(digest, again)
+
+    def checked(self, digest: bytes, stored: bytes) -> bytes:
+        """`settled`, quarantining the chunk when it fails."""
+        try:
+            return self.settled(digest, stored)
         except Corruption as exc:
             self._damaged(digest, str(exc))
             exc.digest = digest

@@ -185,7 +185,7 @@ def _read_all(repo: Repository, wanted: set[bytes]) -> Iterator[Checked]:
     def check(name: str, stored: bytes) -> tuple[str, Checked]:
         digest = by_name[name]
         try:
-            repo.chunks.decode(digest, stored)
+            repo.chunks.settled(digest, stored)
         except Corruption as exc:
             return name, (digest, str(exc), len(stored))
         return name, (digest, None, len(stored))

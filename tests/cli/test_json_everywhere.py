@@ -174,13 +174,14 @@ def local_commands(r: Path, f: dict[str, Path]) -> list[list[str | Path]]:
         ["lock", "--repo", r, "P1", "--until", "1d", "--json"],
         ["unlock", "--repo", r, "P2", "--json"],
         ["prune", "--repo", r, "--volume", "v", "--keep-last", "1", "--dry-run", "--json"],
+        ["repack", "--repo", r, "--json"],
         ["delete", "--repo", r, "P2", "--json"],
         ["points", "--repo", r, "--deleted", "--json"],
         ["undelete", "--repo", r, "P2", "--json"],
         ["debug", "torture", "--seconds", "1", "--work", f["folder"] / "torture", "--json"],
         # the tables beside the JSON: binary units
         ["points", "--repo", r], ["stats", "--repo", r], ["verify", "--repo", r],
-        ["ls", "--repo", r, "v@latest", "/"],
+        ["ls", "--repo", r, "v@latest", "/"], ["repack", "--repo", r, "--dry-run"],
     ]
 
 
@@ -204,7 +205,7 @@ def test_local_commands_print_json(repository: dict[str, Path]) -> None:
 
 LOCAL = {"init", "backup", "points", "stats", "verify", "ls", "diff", "restore",
          "restore-files", "rollback", "clone", "clones", "clone-rm", "lock", "unlock", "prune",
-         "delete", "undelete", "debug torture", "export"}
+         "repack", "delete", "undelete", "debug torture", "export"}
 
 
 def exported(repo: Path, point: str) -> list[Any]:

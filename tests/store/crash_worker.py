@@ -69,14 +69,24 @@ def _gated_sync(gate: Path) -> Callable[[packs.PackBackend], None]:
 real_connect = sqlite.connect
 
 
-def main(repo_path: str, volume: str, image: str, gate: str, kill_at: int) -> None:
+def instrument(gate: Path, kill_at: int) -> None:
+    """Pause at the first sync with something to sync, then count storage steps and die
+    just before step ``kill_at`` (0: never); `repack_worker` uses it too."""
     global _kill_at
     _kill_at = kill_at
     sqlite.connect = _connect  # type: ignore[assignment]
     os.fsync = _counted(os.fsync)
     os.unlink = _counted(os.unlink)
     packs._punch = _counted(packs._punch)
-    packs.PackBackend.sync = _gated_sync(Path(gate))  # type: ignore[method-assign]
+    packs.PackBackend.sync = _gated_sync(gate)  # type: ignore[method-assign]
+
+
+def steps() -> int:
+    return _steps
+
+
+def main(repo_path: str, volume: str, image: str, gate: str, kill_at: int) -> None:
+    instrument(Path(gate), kill_at)
     repo = Repository.open(Path(repo_path))
     point = backup(repo, volume, Path(image))
     repo.close()

@@ -20,7 +20,12 @@ the same new chunk). The first index commit wins; the later writer's copy is a s
 no row names, punched only *after* its own commit. An indexed copy is never punched by a
 writer that merely wrote the object again: a committed point may read it, and a reader may
 have looked it up already. Only ``put(..., replace=True)`` (healing a copy known to be
-damaged) moves the row to the new copy, and the old bytes go after that commit too.
+damaged) and `relocate` (a repack, `cairn.store.repack`, moving a good copy next to the
+other chunks of a point) move the row to the new copy, and the old bytes go after that
+commit too. A reader that looked up the old copy just before reads a hole or a pack that
+is gone: `ChunkStore` and `get_many` then look the object up again and read its new copy.
+Copies no row names any more are listed in ``retired`` by the commit that unnamed them and
+struck off once punched, so a crash between the two costs no space: `recover` punches them.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ CREATE TABLE IF NOT EXISTS objects(
     length INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS packs(
     name TEXT PRIMARY KEY, live INTEGER NOT NULL, sealed INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS retired(
+    pack TEXT NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL);
 """
 
 Location = tuple[str, int, int]
@@ -154,7 +161,9 @@ class PackBackend:
         self._writers: list[_Writer] = []
         self._pending: dict[str, Location] = {}
         self._deleted: list[str] = []
-        self._replacing: set[str] = set()
+        self._replacing: dict[str, Location | None] = {}
+        """Names whose next commit supersedes the indexed copy: any (None, a
+        ``replace`` put) or only the one at this location (`relocate`)."""
         self._readers: dict[str, int] = {}
 
     # -- writing -------------------------------------------------------------------------
@@ -167,25 +176,39 @@ class PackBackend:
         one is damaged); otherwise an indexed copy, if any, is kept and this one dropped.
         """
         with self._lock:
-            try:
-                writer = self._writer
-                if writer is None or writer.size >= PACK_LIMIT:
-                    writer = self._writer = _Writer(self.folder)
-                    self._writers.append(writer)
-                offset = writer.size
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(writer.fd, view):]
-                writer.size += len(data)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise StorageFull(str(self.root)) from exc
-                raise
-            self._pending[name] = (writer.name, offset, len(data))
+            self._pending[name] = self._append(data)
             if replace:
-                self._replacing.add(name)
+                self._replacing[name] = None
             else:
-                self._replacing.discard(name)
+                self._replacing.pop(name, None)
+
+    def relocate(self, name: str, data: bytes, was: Location) -> None:
+        """Store a second copy of ``name``, whose indexed copy is at ``was`` and holds
+        ``data`` (the caller checked it): at the next `sync` the row moves here and the
+        copy at ``was`` is punched. Should the row name anything else by then (a copy
+        healed meanwhile, or the object deleted), this copy is the spare and goes instead:
+        a move never brings back a deleted object nor undoes a repair."""
+        with self._lock:
+            self._pending[name] = self._append(data)
+            self._replacing[name] = was
+
+    def _append(self, data: bytes) -> Location:
+        """Write ``data`` at the end of the current pack (call with ``_lock`` held)."""
+        try:
+            writer = self._writer
+            if writer is None or writer.size >= PACK_LIMIT:
+                writer = self._writer = _Writer(self.folder)
+                self._writers.append(writer)
+            offset = writer.size
+            view = memoryview(data)
+            while view:
+                view = view[os.write(writer.fd, view):]
+            writer.size += len(data)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(str(self.root)) from exc
+            raise
+        return writer.name, offset, len(data)
 
     def sync(self) -> None:
         """Make every put durable and seal the packs written so far: the next put starts a
@@ -194,7 +217,7 @@ class PackBackend:
             writers, self._writers, self._writer = self._writers, [], None
             pending, self._pending = self._pending, {}
             deleted, self._deleted = self._deleted, []
-            replacing, self._replacing = self._replacing, set()
+            replacing, self._replacing = self._replacing, {}
         sealed = [w.name for w in writers]
         for writer in writers:
             os.fsync(writer.fd)
@@ -210,30 +233,31 @@ class PackBackend:
         with self._db_lock:
             empty, unneeded = self._commit(pending, deleted, sealed, replacing)
         self._free(unneeded)
+        self._strike(unneeded)
         for pack in empty:
             with contextlib.suppress(FileNotFoundError):
                 (self.folder / pack).unlink()
 
     def _commit(self, pending: dict[str, Location], deleted: list[str], sealed: list[str],
-                replacing: set[str]) -> tuple[list[str], list[Location]]:
+                replacing: dict[str, Location | None]) -> tuple[list[str], list[Location]]:
         """Index what `sync` made durable, in one transaction.
 
         Returns the packs now empty and sealed, and the copies no row names any more (a
-        spare copy of an object indexed elsewhere, or the damaged copy a ``replace`` put
-        superseded): the caller punches those only after this commit, see `_free`.
+        spare copy of an object indexed elsewhere, or a copy a ``replace`` put or a
+        `relocate` superseded): the caller punches those only after this commit, see
+        `_free`, and the commit lists them in ``retired`` until then.
         """
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._forget(deleted)
-            indexed = self._lookup(list(pending))
-            unneeded = [pending.pop(n) for n in indexed if n not in replacing]
-            superseded = {n: indexed[n] for n in indexed if n in replacing}
-            unneeded += superseded.values()
+            unneeded, superseded = self._settle(pending, replacing)
             self._db.executemany("DELETE FROM objects WHERE name=?", ((n,) for n in superseded))
             self._count(superseded.values(), -1)
             self._db.executemany("INSERT INTO objects VALUES(?, ?, ?, ?)",
                                  ((n, *loc) for n, loc in pending.items()))
             self._count(pending.values(), +1)
+            self._db.executemany("INSERT INTO retired VALUES(?, ?, ?)",
+                                 (loc for loc in unneeded if _sound(loc)))
             self._db.executemany("UPDATE packs SET sealed = 1 WHERE name=?",
                                  ((p,) for p in sealed))
             empty = [r[0] for r in self._db.execute(
@@ -244,6 +268,24 @@ class PackBackend:
             raise
         self._db.execute("COMMIT")
         return empty, unneeded
+
+    def _settle(self, pending: dict[str, Location], replacing: dict[str, Location | None]
+                ) -> tuple[list[Location], dict[str, Location]]:
+        """Which new copies `_commit` indexes (those left in ``pending``), which it drops
+        as spares, and which indexed copies they supersede: returns (unneeded copies,
+        superseded rows). A `relocate` whose row no longer names the copy it moved (or no
+        longer exists) is a spare, like a put of an object indexed already."""
+        indexed = self._lookup(list(pending))
+        unneeded: list[Location] = []
+        superseded: dict[str, Location] = {}
+        for name in list(pending):
+            loc = indexed.get(name)
+            moves = name in replacing and replacing[name] in (None, loc)
+            if loc is not None and moves:
+                superseded[name] = loc
+            elif loc is not None or replacing.get(name) is not None:
+                unneeded.append(pending.pop(name))
+        return unneeded + list(superseded.values()), superseded
 
     def _free(self, unneeded: list[Location]) -> None:
         """Punch copies no committed point needs, after the commit that made it so.
@@ -258,13 +300,24 @@ class PackBackend:
         and `Repository.reclaim` deletes only chunks still unreferenced and unpinned under
         the exclusive chunk lock, so no backup can be reusing it; its index row goes at the
         next ``sync``, and a crash before that leaves a row no point follows, deleted again
-        by the next reclaim. Either way a crash from here on only leaks space, which the
-        pack's live count makes good when its last object goes. A pack already gone
-        (damage) has nothing left to punch.
+        by the next reclaim. Either way a crash from here on loses no data; the space of
+        a copy `_commit` unnamed is punched by `recover` (it is listed in ``retired``),
+        and a deleted object's by its next reclaim. A pack already gone (damage, or
+        emptied by a repack) has nothing left to punch.
         """
         for pack, offset, length in _runs(loc for loc in unneeded if _sound(loc)):
             with contextlib.suppress(FileNotFoundError):
                 _punch(self._reader(pack), offset, length)
+
+    def _strike(self, punched: list[Location]) -> None:
+        """Strike copies `_free` punched off the ``retired`` list `_commit` put them on."""
+        if not punched:
+            return
+        with self._db_lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("DELETE FROM retired WHERE pack=? AND offset=? AND length=?",
+                                 punched)
+            self._db.execute("COMMIT")
 
     def _lookup(self, names: list[str]) -> dict[str, Location]:
         """The index rows of ``names``, in a few queries rather than one per name."""
@@ -305,7 +358,14 @@ class PackBackend:
 
     def recover(self) -> None:
         """Unlink packs that no index row knows and whose writing process is gone (a file
-        not named as a writer names its pack is none of cairn's)."""
+        not named as a writer names its pack is none of cairn's), and punch the retired
+        copies a process killed between its commit and its punching left (no row names
+        them, nor ever will: a pack is append-only, so a place is never reused)."""
+        with self._db_lock:
+            retired = [(r[0], r[1], r[2]) for r in
+                       self._db.execute("SELECT pack, offset, length FROM retired")]
+        self._free(retired)
+        self._strike(retired)
         for path in self.unindexed():
             if not _PACK_NAME.match(path.name):
                 continue
@@ -346,10 +406,21 @@ class PackBackend:
         loc = self._where(name)
         if loc is None or not _sound(loc):
             raise KeyError(name)
-        pack, offset, length = loc
         try:
-            return os.pread(self._reader(pack), length, offset)
-        except FileNotFoundError:  # the pack file went (damage): the object is missing
+            return os.pread(self._reader(loc[0]), loc[2], loc[1])
+        except FileNotFoundError:
+            return self._moved(name, loc)
+
+    def _moved(self, name: str, loc: Location) -> bytes:
+        """``name``'s bytes when the pack its row named (``loc``) is gone: a repack moved
+        every object out of it after this reader looked ``name`` up; the object is
+        missing only when its row still names that pack (damage) or went."""
+        now = self._where(name)
+        if now is None or now == loc or not _sound(now):
+            raise KeyError(name)
+        try:
+            return os.pread(self._reader(now[0]), now[2], now[1])
+        except FileNotFoundError:
             raise KeyError(name) from None
 
     def get_many(self, names: list[str], each: Callable[[str, bytes], T]) -> Iterator[T]:
@@ -374,7 +445,7 @@ class PackBackend:
             try:
                 data = os.pread(self._reader(pack), end - start, start)
             except FileNotFoundError:
-                raise KeyError(batch[0][0]) from None
+                return [each(name, self._moved(name, loc)) for name, loc in batch]
             view = memoryview(data)  # each object's bytes without a copy of its own
             return [each(name, view[offset - start : offset - start + length])
                     for name, (_pack, offset, length) in batch]
@@ -387,6 +458,23 @@ class PackBackend:
 
         for results in bounded_map(read, _batches(found), READERS):
             yield from results
+
+    def reads(self, names: list[str]) -> list[list[tuple[str, Location]]]:
+        """The reads a `get_many` of ``names`` makes, each the objects it carries with
+        their places (objects not indexed are left out): what `cairn.store.repack`
+        judges a point's layout by."""
+        with self._lock:
+            found = {n: self._pending[n] for n in names if n in self._pending}
+        with self._db_lock:
+            found.update(self._lookup([n for n in names if n not in found]))
+        return list(_batches({n: loc for n, loc in found.items() if _sound(loc)}))
+
+    def written(self, pack: str) -> int:
+        """When ``pack`` was last written (ns; 0 if it is gone): packs by age."""
+        try:
+            return (self.folder / pack).stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
 
     def exists(self, name: str) -> bool:
         return self._where(name) is not None

@@ -1,0 +1,133 @@
+"""Repack benchmark: the newest of 200 points against the oldest, before and after a repack.
+
+Why: issue 20 asks that, locally, the newest point restore within 1.1x the oldest after 200
+incrementals of scattered small writes. Each incremental appends its few changed blocks
+(and the block-map nodes over them) to packs of its own, so the newest point's blocks are
+spread over 200 backups' packs while the oldest's sit in the first backup's. `cairn repack`
+(`cairn.store.repack`) gathers the newest point's scattered chunks into fresh packs.
+
+Setup: an image of ``--size`` (default 512 MiB) of half-compressible data with no holes,
+one full backup, then ``--points - 1`` incrementals of ``--writes`` (default 32) random
+4 KiB writes each (`churn.Churn`, seeded), fed as changed ranges. Timed, every restore
+from a cold page cache (`tools.drop_caches`), in-process (`restore_image`: no interpreter
+start in the figures), median of ``--repeats``, oldest and newest side by side: before the
+repack, then after it. Every restore is checked byte for byte.
+
+Run as root: `PYTHONPATH=. .venv/bin/python bench/repack_bench.py [--size 512M]`. Results
+go to `bench/work/results-repack-*.json` and a summary to stdout, with the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import images
+from churn import Churn
+from tools import drop_caches, same_bytes, tree_bytes
+
+from cairn.ops.backup import backup
+from cairn.restore.writer import restore_image
+from cairn.store.reader import PointReader
+from cairn.store.repack import repack
+from cairn.store.repository import Repository
+
+BLOCK = 64 * 1024
+
+
+def build_image(path: Path, size: int, seed: int = 7) -> None:
+    """``size`` bytes with no holes, each 64 KiB block half random and half zeros (zstd
+    stores about half of it, as real disks' data compresses)."""
+    rng = random.Random(seed)
+    with path.open("wb") as out:
+        for _ in range(size // BLOCK):
+            out.write(rng.randbytes(BLOCK // 2) + bytes(BLOCK // 2))
+
+
+def restore_cold(repo: Repository, point_id: str, dest: Path, truth: Path) -> float:
+    """Seconds to restore ``point_id`` into ``dest`` from a cold cache, written out."""
+    dest.unlink(missing_ok=True)
+    drop_caches()
+    start = time.perf_counter()
+    with PointReader(repo, repo.resolve(point_id)) as reader:
+        restore_image(reader, dest)
+    os.sync()
+    seconds = time.perf_counter() - start
+    if not same_bytes(dest, truth):
+        raise images.BenchError(f"restore of {point_id} differs from its source")
+    dest.unlink()
+    return seconds
+
+
+def side_by_side(repo: Repository, ids: list[str], truths: list[Path], run: Path,
+                 repeats: int) -> dict[str, Any]:
+    times: dict[str, list[float]] = {"oldest": [], "newest": []}
+    for _ in range(repeats):
+        for which, point, truth in (("oldest", ids[0], truths[0]),
+                                    ("newest", ids[-1], truths[1])):
+            times[which].append(restore_cold(repo, point, run / "restore.img", truth))
+    oldest, newest = statistics.median(times["oldest"]), statistics.median(times["newest"])
+    return {"oldest_s": times["oldest"], "newest_s": times["newest"],
+            "newest_over_oldest": newest / oldest, "load": os.getloadavg()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="512M")
+    parser.add_argument("--points", type=int, default=200)
+    parser.add_argument("--writes", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=images.WORK / "repack")
+    args = parser.parse_args()
+    size = images.parse_size(args.size)
+    run = args.work
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+    first, work = run / "first.img", run / "work.img"
+    build_image(first, size)
+    shutil.copyfile(first, work)
+    repo = Repository.init(run / "repo")
+    start = time.perf_counter()
+    ids = [backup(repo, "vol", work)[0].id]
+    churn, ranges = Churn(work, writes=args.writes, seed=3), run / "ranges.json"
+    for _ in range(args.points - 1):
+        churn.step(ranges)
+        ids.append(backup(repo, "vol", work, ranges)[0].id)
+    record: dict[str, Any] = {"size": size, "points": args.points, "writes": args.writes,
+                              "backups_s": time.perf_counter() - start}
+    print(f"{args.points} points of a {args.size} image, {args.writes} writes of 4 KiB "
+          f"each: {record['backups_s']:.0f} s of backups", flush=True)
+    record["before"] = side_by_side(repo, ids, [first, work], run, args.repeats)
+    stored = tree_bytes(run / "repo")
+    start = time.perf_counter()
+    result = repack(repo)
+    os.sync()
+    record["repack_s"] = time.perf_counter() - start
+    record["repack"] = result.to_json()
+    record["stored_before"], record["stored_after"] = stored, tree_bytes(run / "repo")
+    record["after"] = side_by_side(repo, ids, [first, work], run, args.repeats)
+    repo.close()
+    before, after = record["before"], record["after"]
+    print(f"before repack: oldest {statistics.median(before['oldest_s']):.2f} s, newest "
+          f"{statistics.median(before['newest_s']):.2f} s: {before['newest_over_oldest']:.2f}x"
+          f" (load {before['load'][0]:.1f})\n"
+          f"repack: {record['repack_s']:.1f} s, moved {result.moved_bytes >> 20} MiB in "
+          f"{result.moved_chunks} chunks; stored {stored >> 20} -> "
+          f"{record['stored_after'] >> 20} MiB\n"
+          f"after repack: oldest {statistics.median(after['oldest_s']):.2f} s, newest "
+          f"{statistics.median(after['newest_s']):.2f} s: {after['newest_over_oldest']:.2f}x "
+          f"(load {after['load'][0]:.1f}; target 1.10x)", flush=True)
+    print(f"results: {images.save_result('repack', record)}")
+    shutil.rmtree(run)
+    return 0 if after["newest_over_oldest"] <= 1.1 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -64,8 +64,10 @@ class Settings:
     """point counts at which the sync and prune timings are taken"""
     checkers: int = 4
     keep: int = 3
-    grace: int = 60
-    """CAIRN_CLOUD_LOCK_SECONDS: the lock lifetime and the prune's grace for young objects"""
+    grace: int = 180
+    """CAIRN_CLOUD_LOCK_SECONDS: the prune's grace for young objects (a writer re-plans after
+    half of it): long enough for a replication on a machine loaded by 50 appliances, short
+    enough for a prune to delete within the run"""
 
 
 QUICK = Settings(appliances=50, volumes=2, size=2**20, seconds=90, levels=(1000,))

@@ -56,6 +56,7 @@ import logging
 import os
 import socket
 import ssl
+import struct
 import threading
 from pathlib import Path
 
@@ -213,7 +214,7 @@ class NbdServer:
             finally:
                 deadline.cancel()
             if session is not None:
-                sock.settimeout(self.idle_timeout)
+                _set_idle_timeout(sock, self.idle_timeout)
                 Transmission(sock, self.export, session, self._lock).run()
         except p.Disconnected as exc:
             log.debug("NBD client gone: %s", exc)
@@ -224,6 +225,21 @@ class NbdServer:
                 self._clients.pop(fd, None)
             _shutdown(sock)
             sock.close()
+
+
+def _set_idle_timeout(sock: socket.socket, seconds: float | None) -> None:
+    """A plain socket blocks, with the timeout kept by the kernel (SO_RCVTIMEO and
+    SO_SNDTIMEO: a call that waits longer fails, and the connection ends): Python's own
+    timeout polls before every call, doubling a busy connection's system calls. TLS keeps
+    Python's, since its reads would retry on the kernel's timeout."""
+    if isinstance(sock, ssl.SSLSocket) or not seconds:
+        sock.settimeout(seconds)
+        return
+    sock.settimeout(None)
+    whole = int(seconds)
+    value = struct.pack("@ll", whole, max(int((seconds - whole) * 1e6), 0 if whole else 1))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
 
 def _shutdown_fd(fd: int) -> None:

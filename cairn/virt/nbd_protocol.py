@@ -126,17 +126,54 @@ class Disconnected(Exception):
 def recv_exact(sock: socket.socket, length: int) -> bytearray:
     """Read exactly ``length`` bytes or raise `Disconnected` (never returns short)."""
     buf = bytearray(length)
-    view = memoryview(buf)
+    _recv_into(sock, memoryview(buf))
+    return buf
+
+
+def _recv_into(sock: socket.socket, view: memoryview) -> None:
     got = 0
-    while got < length:
+    while got < len(view):
         try:
-            n = sock.recv_into(view[got:], length - got)
+            n = sock.recv_into(view[got:])
         except OSError as exc:
             raise Disconnected(str(exc)) from exc
         if n == 0:
             raise Disconnected("peer closed the connection")
         got += n
-    return buf
+
+
+class Receiver:
+    """A connection's incoming bytes through a buffer: a client with many requests in
+    flight sends their headers together, and one ``recv`` then takes them all instead of a
+    system call per request. What does not fit the buffer (a large write's payload) goes
+    straight into its own bytes."""
+
+    def __init__(self, sock: socket.socket, size: int = 64 * 1024) -> None:
+        self.sock = sock
+        self.size = size
+        self._buffer = bytearray()
+
+    def exact(self, length: int) -> bytes | bytearray:
+        """Exactly ``length`` bytes, or `Disconnected`."""
+        buf = self._buffer
+        if length - len(buf) > self.size:
+            out = bytearray(length)
+            have = len(buf)
+            out[:have] = buf
+            buf.clear()
+            _recv_into(self.sock, memoryview(out)[have:])
+            return out
+        while len(buf) < length:
+            try:
+                chunk = self.sock.recv(self.size)
+            except OSError as exc:
+                raise Disconnected(str(exc)) from exc
+            if not chunk:
+                raise Disconnected("peer closed the connection")
+            buf += chunk
+        out = bytes(buf[:length])
+        del buf[:length]
+        return out
 
 
 def send_all(sock: socket.socket, *parts: bytes | memoryview) -> None:

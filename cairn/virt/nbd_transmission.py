@@ -68,6 +68,7 @@ class Transmission:
         self.session = session
         self.lock = lock
         self._send_lock = threading.Lock()
+        self._receiver = p.Receiver(sock)
         self._budget = threading.Condition()
         self._inflight = 0
         self._pieces = self.device.read_pieces if isinstance(self.device, PiecewiseDevice) \
@@ -83,7 +84,7 @@ class Transmission:
 
     def _serve(self, pool: ThreadPoolExecutor) -> None:
         while True:
-            header = p.recv_exact(self.sock, p.REQUEST.size)
+            header = self._receiver.exact(p.REQUEST.size)
             magic, flags, command, cookie, offset, length = p.REQUEST.unpack(header)
             if magic != p.REQUEST_MAGIC:
                 raise p.Disconnected(f"bad request magic {magic:#x}")
@@ -205,7 +206,7 @@ class Transmission:
         if length > p.MAX_PAYLOAD:
             self._error(cookie, p.NBD_EINVAL, "write larger than the maximum payload")
             raise p.Disconnected(f"write payload of {length} bytes refused")
-        data = bytes(p.recv_exact(self.sock, length))
+        data = bytes(self._receiver.exact(length))
         if flags & ~_ALLOWED_FLAGS[p.CMD_WRITE]:
             return self._error(cookie, p.NBD_EINVAL, "unsupported flag")
         if self.device.read_only:

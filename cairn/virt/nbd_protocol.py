@@ -153,6 +153,10 @@ class Receiver:
         self.size = size
         self._buffer = bytearray()
 
+    def holds(self, length: int) -> bool:
+        """Whether ``length`` bytes are buffered already (reading them will not wait)."""
+        return len(self._buffer) >= length
+
     def exact(self, length: int) -> bytes | bytearray:
         """Exactly ``length`` bytes, or `Disconnected`."""
         buf = self._buffer

@@ -44,6 +44,9 @@ _ALLOWED_FLAGS = {
 _ZERO_PIECE = 1024 * 1024
 READ_WORKERS = 4
 MAX_INFLIGHT_BYTES = 64 * 1024 * 1024
+HELD_BATCH = 1024 * 1024
+"""Held replies gathered into one send while more requests wait, at most about this many
+bytes (more would only delay the first of them)."""
 
 
 class _DeviceFailed(Exception):
@@ -69,6 +72,8 @@ class Transmission:
         self.lock = lock
         self._send_lock = threading.Lock()
         self._receiver = p.Receiver(sock)
+        self._held: list[bytes | memoryview] = []  # replies of held reads not yet sent
+        self._held_bytes = 0
         self._budget = threading.Condition()
         self._inflight = 0
         self._pieces = self.device.read_pieces if isinstance(self.device, PiecewiseDevice) \
@@ -84,10 +89,13 @@ class Transmission:
 
     def _serve(self, pool: ThreadPoolExecutor) -> None:
         while True:
-            header = self._receiver.exact(p.REQUEST.size)
+            header = self._next_request()
             magic, flags, command, cookie, offset, length = p.REQUEST.unpack(header)
             if magic != p.REQUEST_MAGIC:
                 raise p.Disconnected(f"bad request magic {magic:#x}")
+            if command == p.CMD_READ and self._answer_held(flags, cookie, offset, length):
+                continue
+            self._flush_held()
             if command == p.CMD_DISC:
                 return
             if command == p.CMD_WRITE:
@@ -95,8 +103,6 @@ class Transmission:
                 continue
             if command not in _ALLOWED_FLAGS or flags & ~_ALLOWED_FLAGS[command]:
                 self._error(cookie, p.NBD_EINVAL, "unsupported command or flag")
-                continue
-            if command == p.CMD_READ and self._answer_held(cookie, offset, length):
                 continue
             if command in (p.CMD_READ, p.CMD_BLOCK_STATUS):
                 self._reserve(length if command == p.CMD_READ else 0)
@@ -107,12 +113,21 @@ class Transmission:
             except _DeviceFailed as exc:
                 self._error(cookie, exc.error, "device error")
 
-    def _answer_held(self, cookie: int, offset: int, length: int) -> bool:
+    def _next_request(self) -> bytes | bytearray:
+        """The next request's header. Held replies gathered so far go out first, unless
+        the next request is here already: a client streaming reads gets several replies
+        in one ``sendmsg``."""
+        if not self._receiver.holds(p.REQUEST.size):
+            self._flush_held()
+        return self._receiver.exact(p.REQUEST.size)
+
+    def _answer_held(self, flags: int, cookie: int, offset: int, length: int) -> bool:
         """Answer a read the device holds already (a point's cached blocks) here, on the
-        connection's thread: handing it to a pool costs more than sending it. False (and
-        nothing sent) when it is not all held, or is not a plain in-range read: the pool
-        then reads it, and reports any error."""
-        if self._pieces is None or not 0 < length <= p.MAX_PAYLOAD \
+        connection's thread: handing it to a pool costs more than sending it. The reply
+        joins the held ones to send (see `_next_request`). False (and nothing sent) when it
+        is not all held, or is not a plain in-range read: the pool then reads it, and
+        reports any error."""
+        if self._pieces is None or flags & ~p.CMD_FLAG_FUA or not 0 < length <= p.MAX_PAYLOAD \
                 or offset + length > self.device.size:
             return False
         try:
@@ -122,8 +137,16 @@ class Transmission:
             return False
         if pieces is None:
             return False
-        self._reply_data(cookie, offset, length, pieces)
+        self._held += self._reply_parts(cookie, offset, length, pieces)
+        self._held_bytes += length
+        if self._held_bytes >= HELD_BATCH:
+            self._flush_held()
         return True
+
+    def _flush_held(self) -> None:
+        if self._held:
+            held, self._held, self._held_bytes = self._held, [], 0
+            self._send(*held)
 
     def _reserve(self, length: int) -> None:
         """Wait until ``length`` more reply bytes fit the budget (one oversized read alone
@@ -245,14 +268,18 @@ class Transmission:
 
     def _reply_data(self, cookie: int, offset: int, length: int,
                     pieces: list[bytes] | list[memoryview]) -> None:
+        if self.session.structured and not length:
+            return self._ok(cookie)
+        self._send(*self._reply_parts(cookie, offset, length, pieces))
+
+    def _reply_parts(self, cookie: int, offset: int, length: int,
+                     pieces: list[bytes] | list[memoryview]) -> list[bytes | memoryview]:
         """A read's reply: its header, then the pieces as they are (see `p.send_all`)."""
         if not self.session.structured:
-            return self._send(p.SIMPLE_REPLY.pack(p.SIMPLE_REPLY_MAGIC, 0, cookie), *pieces)
-        if not length:
-            return self._ok(cookie)
-        header = p.OFFSET_DATA_HEADER.pack(p.STRUCTURED_REPLY_MAGIC, p.REPLY_FLAG_DONE,
-                                           p.REPLY_TYPE_OFFSET_DATA, cookie, 8 + length, offset)
-        self._send(header, *pieces)
+            return [p.SIMPLE_REPLY.pack(p.SIMPLE_REPLY_MAGIC, 0, cookie), *pieces]
+        return [p.OFFSET_DATA_HEADER.pack(p.STRUCTURED_REPLY_MAGIC, p.REPLY_FLAG_DONE,
+                                          p.REPLY_TYPE_OFFSET_DATA, cookie, 8 + length, offset),
+                *pieces]
 
     def _block_status(self, cookie: int, offset: int, length: int, req_one: bool) -> None:
         runs = self._call(self.device.extents, offset, length)

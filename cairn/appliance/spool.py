@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from cairn.store.reader import PointReader
@@ -55,35 +56,44 @@ class Spool:
         (directory / f"{upload_id}.spool").unlink(missing_ok=True)
 
 
+def coalesce(ranges: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """Ranges sorted by offset, with those that overlap or touch joined, as they come."""
+    current: tuple[int, int] | None = None
+    for offset, length in ranges:
+        if length <= 0:
+            continue
+        if current is not None and offset <= current[0] + current[1]:
+            end = max(current[0] + current[1], offset + length)
+            current = (current[0], end - current[0])
+            continue
+        if current is not None:
+            yield current
+        current = (offset, length)
+    if current is not None:
+        yield current
+
+
 def merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for offset, length in sorted(r for r in ranges if r[1] > 0):
-        if out and offset <= out[-1][0] + out[-1][1]:
-            start = out[-1][0]
-            out[-1] = (start, max(out[-1][0] + out[-1][1], offset + length) - start)
-        else:
-            out.append((offset, length))
-    return out
+    return list(coalesce(sorted(ranges)))
 
 
-def uncovered(wanted: list[tuple[int, int]], have: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The parts of ``wanted`` that ``have`` does not cover (both merged, sorted)."""
-    missing = []
-    j = 0
+def uncovered(wanted: list[tuple[int, int]], have: Iterable[tuple[int, int]]
+              ) -> Iterator[tuple[int, int]]:
+    """The parts of ``wanted`` that ``have`` does not cover (both merged and sorted);
+    ``have`` is read once, in step, so it may stream from the database."""
+    covering = iter(have)
+    cover = next(covering, None)
     for offset, length in wanted:
         pos, end = offset, offset + length
-        while j < len(have) and have[j][0] + have[j][1] <= pos:
-            j += 1
-        k = j
         while pos < end:
-            if k < len(have) and have[k][0] <= pos:
-                pos = max(pos, have[k][0] + have[k][1])
-                k += 1
-            else:
-                nxt = min(end, have[k][0]) if k < len(have) else end
-                missing.append((pos, nxt - pos))
-                pos = nxt
-    return missing
+            while cover is not None and cover[0] + cover[1] <= pos:
+                cover = next(covering, None)
+            if cover is not None and cover[0] <= pos:
+                pos = min(end, cover[0] + cover[1])
+                continue
+            stop = end if cover is None else min(end, cover[0])
+            yield pos, stop - pos
+            pos = stop
 
 
 class SpoolSource:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -451,6 +452,20 @@ class State(SharedDb):
         return [(r[0], r[1], r[2]) for r in self.query(
             "SELECT offset, length, hash FROM received WHERE upload_id=? ORDER BY offset",
             (upload_id,))]
+
+    def received_ranges(self, upload_id: str, page: int = 10_000
+                        ) -> Iterator[tuple[int, int]]:
+        """``(offset, length)`` of each frame received, by offset, read a page at a time:
+        a commit checks a large upload's coverage without holding all its records."""
+        after = (-1, 0)
+        while True:
+            rows = self.query("SELECT offset, length FROM received WHERE upload_id=? AND "
+                              "(offset, length) > (?, ?) ORDER BY offset, length LIMIT ?",
+                              (upload_id, *after, page))
+            yield from ((o, n) for o, n in rows)
+            if len(rows) < page:
+                return
+            after = rows[-1]
 
     def add_received(self, upload_id: str, frames: list[tuple[int, int, bytes]]) -> None:
         with self.tx() as db:

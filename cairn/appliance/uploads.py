@@ -20,7 +20,7 @@ from cairn.appliance import metrics
 from cairn.appliance.errors import Conflict, Forbidden, NotFound
 from cairn.appliance.intake import Intake
 from cairn.appliance.senders import Senders
-from cairn.appliance.spool import Spool, SpoolSource, merge, uncovered
+from cairn.appliance.spool import Spool, SpoolSource, coalesce, merge, uncovered
 from cairn.appliance.state import Machine, State, Upload
 from cairn.errors import UsageError
 from cairn.store.ingest import Ingest
@@ -109,12 +109,13 @@ class Uploads:
                     raise UsageError(f"range {offset}+{length} lies outside the volume "
                                      f"(size {upload.size})")
             wanted = merge(plan)
-            have = merge([(o, n) for o, n, _ in self.state.received(upload.id)])
-            missing = uncovered(wanted, have)
-            if missing:
-                raise Conflict(f"{sum(n for _, n in missing)} bytes of the listed ranges have "
-                               f"not arrived (first at offset {missing[0][0]}): send them, then "
-                               "commit again")
+            first, absent = None, 0
+            for offset, length in uncovered(wanted, coalesce(
+                    self.state.received_ranges(upload.id))):
+                first, absent = offset if first is None else first, absent + length
+            if absent:
+                raise Conflict(f"{absent} bytes of the listed ranges have not arrived (first "
+                               f"at offset {first}): send them, then commit again")
             result = self._ingest(machine, upload, wanted, full)
         with self._guard:
             self._commit_locks.pop(upload_id, None)

@@ -219,7 +219,7 @@ def throughput(repo: Path, point: str, image: Path, out: Path, repeats: int) -> 
         figures["nbdcopy to file warm"] = timed_runs(
             lambda: run("nbdcopy", url, out), repeats, cold=False, after=rm_out)
         figures["qemu-img convert -O raw warm"] = timed_runs(
-            lambda: run("qemu-img", "convert", "-O", "raw", f"{url}/", out), repeats,
+            lambda: run("qemu-img", "convert", "-O", "raw", url, out), repeats,
             cold=False, after=rm_out)
     port = free_port()
     raw = subprocess.Popen(["qemu-nbd", "-r", "-f", "raw", "-b", "127.0.0.1", "-p", str(port),

@@ -4,13 +4,16 @@ Reads and block-status queries run in parallel on a few threads per connection a
 answered as each finishes, out of order (each reply carries its request's cookie, as the
 protocol allows), so a client with many requests in flight (QEMU, nbdcopy) keeps the store's
 reads and decompression busy. At most `MAX_INFLIGHT_BYTES` of read replies are in flight per
-connection, so a client cannot make the server buffer more. Writes, trims, zeroes and flushes
-run on the connection's own thread in order; a flush therefore covers every write answered
-before it. Every range
-is checked before the device sees it, so the device contract (offsets inside ``[0, size)``)
-holds whatever a client sends. A device exception becomes an NBD error reply (EIO unless a
-clearer errno applies) and the connection keeps serving: a client must see read errors, never
-a silently short or stale answer.
+connection, so a client cannot make the server buffer more. A read the device already holds
+(a point's verified decoded blocks, `PiecewiseDevice`) skips the pool: it is answered on the
+connection's thread, its blocks sent as they are held (``sendmsg`` of views, no copy), and
+several such replies go out in one call while more requests wait in the receive buffer.
+Writes, trims, zeroes and flushes run on the connection's own thread in order; a flush
+therefore covers every write answered before it. Every range is checked before the device
+sees it, so the device contract (offsets inside ``[0, size)``) holds whatever a client sends.
+A device exception becomes an NBD error reply (EIO unless a clearer errno applies) and the
+connection keeps serving: a client must see read errors, never a silently short or stale
+answer.
 """
 
 from __future__ import annotations

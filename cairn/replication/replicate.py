@@ -15,9 +15,9 @@ were skipped (``send``), deleted before they were sent, or when the cloud alread
 chunks from another volume or appliance.
 
 Replication holds the cloud's lock *shared*: several appliances may replicate at once, but
-no prune on the cloud can free a chunk under it. A run that dies leaves its uploads listed
-in the local cache (``uploaded``); the next run checks those objects still exist (one HEAD
-each) and does not send them again.
+no prune on the cloud can free a chunk under it. Chunks travel in packs (`cloud_packs`); a
+run that dies leaves the packs it uploaded with their indexes, and the next run (like any
+other appliance) learns them from the indexes and does not send their chunks again.
 """
 
 from __future__ import annotations
@@ -152,7 +152,6 @@ def replicate(local: Repository, cloud: Repository, volume: str | Sequence[str] 
     volumes = [volume] if isinstance(volume, str) else volume
     for name in volumes or ():
         local.volume(name)  # an unknown volume is refused
-    cloud.catalog.open_upload_journal()
 
     def fetch(digest: bytes) -> bytes:
         try:
@@ -184,22 +183,16 @@ def replicate(local: Repository, cloud: Repository, volume: str | Sequence[str] 
             needed = {h for _slot, _old, h in diff(nodes, cloud.tree(before) if before else None,
                                                    local.tree(point))
                       if h is not None and h != ZERO}
-            to_send, written = _plan(local, cloud, needed, report, progress)
-            batch: list[bytes] = []
+            to_send, written = _plan(local, remote, needed, report, progress)
             for digest, size, stored in pool.map(put, to_send):
                 written[digest] = (size, stored)
                 report.chunks_sent += 1
                 report.bytes_sent += stored
-                batch.append(digest)
                 if progress:
                     progress(stored)
-                if len(batch) >= 4:
-                    _journal(cloud, batch)
-            _journal(cloud, batch)
             _publish(local, cloud, replace(placed, bytes_stored=sum(
                 stored for _size, stored in written.values())), written, report)
         report.machine_points = publish_complete(local, cloud)
-        cloud.catalog.clear_upload_journal()
     if remote.locker is not None:
         report.lock_requests = remote.locker.retention.extensions
     report.seconds = round(time.monotonic() - started, 3)
@@ -225,22 +218,20 @@ def _publish(local: Repository, cloud: Repository, placed: RecoveryPoint,
     report.points.append(placed.id)
 
 
-def _plan(local: Repository, cloud: Repository, needed: set[bytes], report: Report,
+def _plan(local: Repository, remote: Cloud, needed: set[bytes], report: Report,
           progress: Meter | None) -> tuple[set[bytes], dict[bytes, tuple[int, int]]]:
-    """Of the chunks a point needs, those to send, and the sizes of those a run that died
-    sent (still there, not sent again). Both are what the point adds to the cloud: every
-    chunk its catalog lacks."""
-    new = {digest for digest in needed if not cloud.catalog.has_chunk(digest)}
-    resumed = {digest for digest in new if cloud.catalog.was_uploaded(digest)
-               and cloud.chunks.backend.exists(chunk_name(digest))}
-    report.chunks_already_there += len(needed) - len(new) + len(resumed)
+    """Of the chunks a point needs, those to send, and the sizes of those the bucket's
+    packs hold already though no point this cache knows needs them (a run that died, or
+    another appliance sending the same blocks): not sent again. Both are what the point
+    adds to the cloud: every chunk its catalog lacks."""
+    assert remote.cache is not None and remote.packs is not None
+    new = {digest for digest in needed if not remote.cache.catalog.has_chunk(digest)}
+    if new:
+        remote.packs.refresh()
+    there = set(remote.packs.locations(new))
+    report.chunks_already_there += len(needed) - len(new) + len(there)
     sizes = local.catalog.chunk_sizes(list(new))
     if progress:
         progress.expect(sum(stored for digest, (_size, stored) in sizes.items()
-                            if digest not in resumed))
-    return new - resumed, {digest: sizes[digest] for digest in resumed if digest in sizes}
-
-
-def _journal(cloud: Repository, batch: list[bytes]) -> None:
-    cloud.catalog.journal_uploaded(batch)
-    batch.clear()
+                            if digest not in there))
+    return new - there, {digest: sizes[digest] for digest in there if digest in sizes}

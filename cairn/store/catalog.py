@@ -565,24 +565,6 @@ class Catalog:
         with self.transaction() as db:
             db.execute("DELETE FROM clones WHERE name=?", (name,))
 
-    # -- replication's journal of chunks sent to a cloud (kept in the cloud's cache) ------
-
-    def open_upload_journal(self) -> None:
-        self.db.execute("CREATE TABLE IF NOT EXISTS uploaded(hash BLOB PRIMARY KEY) "
-                        "WITHOUT ROWID")
-
-    def journal_uploaded(self, hashes: Iterable[bytes]) -> None:
-        with self.transaction(durable=False) as db:
-            db.executemany("INSERT OR IGNORE INTO uploaded(hash) VALUES(?)",
-                           ((h,) for h in hashes))
-
-    def was_uploaded(self, digest: bytes) -> bool:
-        return self.db.execute("SELECT 1 FROM uploaded WHERE hash=?", (digest,)).fetchone() \
-            is not None
-
-    def clear_upload_journal(self) -> None:
-        self.db.execute("DELETE FROM uploaded")
-
     # -- accounting ----------------------------------------------------------------------
 
     def has_chunk(self, digest: bytes) -> bool:

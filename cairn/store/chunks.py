@@ -89,6 +89,8 @@ class ChunkStore:
         self._met: set[bytes] = set()  # reported once per process, however often read
         self._damage_lock = threading.Lock()
         self.on_damage: Callable[[dict[bytes, str]], bool] | None = None
+        self.locate: Callable[[bytes], str] | None = None
+        """where the backend keeps a chunk, for the errors about it (a cloud's packs)"""
 
     def _damaged(self, digest: bytes, why: str) -> None:
         """Remember a chunk that failed a read and hand what is remembered to
@@ -255,9 +257,11 @@ class ChunkStore:
         try:
             return self.settled(digest, stored)
         except Corruption as exc:
-            self._damaged(digest, str(exc))
-            exc.digest = digest
-            raise
+            where = self.locate(digest) if self.locate is not None else ""
+            failed = type(exc)(f"{exc}, {where}") if where else exc
+            self._damaged(digest, str(failed))
+            failed.digest = digest
+            raise failed from None
 
     def get_many(self, digests: list[bytes], each: Callable[[bytes, bytes], T]) -> Iterator[T]:
         """``each(digest, content)`` for every chunk, checked, in the order the backend

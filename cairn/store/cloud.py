@@ -74,6 +74,7 @@ from cairn.store import cloud_machines, cloud_marks, marks, profiles, runs
 from cairn.store.blockmap import NodeCache
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import chunk_name
+from cairn.store.cloud_packs import DATA_PREFIXES, CloudPacks
 from cairn.store.cloudlock import Bucket, RemoteLock, lifetime
 from cairn.store.keys import (
     REPOSITORY_ID,
@@ -145,6 +146,8 @@ class Cloud:
         self._lockable: bool | None = None
         self.cache: Repository | None = None
         """the cache repository this cloud serves (set once it is opened)"""
+        self.packs: CloudPacks | None = None
+        """where its chunks go (`cloud_packs`; set once it is opened)"""
 
     @property
     def exclusive_held(self) -> bool:
@@ -163,7 +166,8 @@ class Cloud:
         self._exclusive += exclusive
         self._held.append(lock)
         try:
-            self.revive(("points", "marks", "chunks") if exclusive else ("points", "marks"))
+            self.revive(("points", "marks", *DATA_PREFIXES) if exclusive
+                        else ("points", "marks"))
             self.sync(repo)
             if exclusive:
                 if self.backend.exists(SWEEP_MARKER):
@@ -221,13 +225,20 @@ class Cloud:
         if not isinstance(self.backend, S3Backend):
             raise UsageError(f"{self.where} is not reached through S3: it cannot hold "
                              "immutable points")
-        self.locker = Locker(repo, policy, Retention(self.backend))
+        self.locker = Locker(repo, policy, Retention(self.backend),
+                             self.packs.objects if self.packs is not None else None)
 
     def put_chunk(self, name: str, data: bytes) -> None:
-        """Upload a chunk: locked to the generation's horizon when publishing immutably.
-        A writer whose lock lapsed stops here, at its next chunk, not at its publish: what
-        it would send meanwhile a prune may already count as stray."""
+        """Add a chunk to the packs (`cloud_packs`). A writer whose lock lapsed stops
+        here, at its next chunk, not at its publish: what it would send meanwhile a prune
+        may already count as stray."""
         self.check_lock()
+        assert self.packs is not None
+        self.packs.put(name, data)
+
+    def store(self, name: str, data: bytes) -> None:
+        """Upload one object (a pack, an index): locked to the generation's horizon when
+        publishing immutably."""
         if self.locker is not None:
             self.locker.put(name, data)
         else:
@@ -236,7 +247,10 @@ class Cloud:
     def publish(self, point: RecoveryPoint) -> float | None:
         """Create the point's record; one already there (a retried PUT that had landed) must
         be this very point. When immutable, every object the point needs is locked first,
-        then the record; returns the date they are locked until (else None)."""
+        then the record; returns the date they are locked until (else None). Every pack
+        put before is uploaded with its index first: a point is published only whole."""
+        if self.packs is not None:
+            self.packs.sync()
         self.check_lock()
         record: dict[str, Any] = point.public()
         record["root"] = point.root.hex()
@@ -317,7 +331,7 @@ class Cloud:
         if not hidden:
             return []
         removed = {r.id for r in self.removed()}
-        return [n for n in hidden if n.startswith("chunks/")
+        return [n for n in hidden if n.partition("/")[0] in DATA_PREFIXES
                 or n.rpartition("/")[2].removesuffix(".json") not in removed]
 
     def _mark_records(self) -> list[tuple[str, str | None]]:
@@ -429,11 +443,18 @@ class Cloud:
 
     def _learn_sizes(self, repo: Repository) -> None:
         """The stored size of each chunk this cache learnt with a point another node sent,
-        from a listing of the bucket (no chunk is read): only when points arrived, listing
-        just the folders of those chunks (``chunks/abc/``), or ``chunks/`` whole when that
-        takes fewer requests (a thousand objects each). Sizes before compression stay
-        unknown: only the node that sent a chunk knows them."""
-        wanted = {chunk_name(h): h for h in repo.catalog.unsized_chunks()}
+        from the pack indexes (`cloud_packs`), else, for legacy chunk objects, from a
+        listing of the bucket (no chunk is read): only when points arrived, listing just
+        the folders of those chunks (``chunks/abc/``), or ``chunks/`` whole when that takes
+        fewer requests (a thousand objects each). Sizes before compression stay unknown:
+        only the node that sent a chunk knows them."""
+        unsized = repo.catalog.unsized_chunks()
+        if unsized and self.packs is not None:
+            self.packs.refresh()
+            packed = self.packs.locations(unsized)
+            repo.catalog.learn_stored({d: length for d, (_p, _o, length) in packed.items()})
+            unsized = [d for d in unsized if d not in packed]
+        wanted = {chunk_name(h): h for h in unsized}
         if not wanted:
             return
         folders = sorted({name.rpartition("/")[0] for name in wanted})
@@ -585,8 +606,12 @@ def _repository(url: str, backend: Bucket, config: RepositoryConfig,
     private_folder(folder)
     cloud = Cloud(backend, url, Sealer(key.secret), config.id)
     cloud.versions = _versions(backend)
-    repo = Repository(url, folder, config, backend, key.secret if key.encrypts else None,
-                      cloud)
+    cloud.packs = CloudPacks(backend, folder, cloud.sealer, config.id, url)
+    cloud.packs.store = cloud.store
+    cloud.packs.hidden = lambda: cloud._hidden(("index",))
+    repo = Repository(url, folder, config, cloud.packs,
+                      key.secret if key.encrypts else None, cloud)
+    repo.chunks.locate = cloud.packs.describe
     cloud.cache = repo
     backend.max_object = repo.chunks.max_stored
     repo.nodes = NodeCache(NodeFiles(folder / "nodes", repo))

@@ -2,8 +2,11 @@
 
 With an immutability period P (``--immutable 30d``) a point published at time t cannot be
 deleted by anyone before t + P, root on the appliance with the bucket's credentials
-included: its record, every chunk its block map reaches (data chunks and interior nodes)
-and the repository's ``config.json`` are under COMPLIANCE retention (`s3_lock.Retention`).
+included: its record, every object holding a chunk its block map reaches (data chunks and
+interior nodes: their packs and the packs' indexes, `cloud_packs`, or a legacy chunk's own
+object) and the repository's ``config.json`` are under COMPLIANCE retention
+(`s3_lock.Retention`). A pack is uploaded locked (no request beyond its PUT), and a point
+that reuses chunks of an older pack extends that pack, once per generation.
 
 Chunks are shared by many points, so giving each point its own date would extend the same
 chunk at every backup. Time is cut into generations of length G (P by default) instead, and
@@ -69,10 +72,14 @@ class Immutability:
 class Locker:
     """Locks a cloud repository's objects as its points are published; one per run."""
 
-    def __init__(self, cloud: Repository, policy: Immutability, retention: Retention) -> None:
+    def __init__(self, cloud: Repository, policy: Immutability, retention: Retention,
+                 objects: Callable[[list[str]], list[str]] | None = None) -> None:
+        """``objects``: the bucket objects that hold some chunk names (`CloudPacks.objects`:
+        their packs and indexes); by default each name is its own object."""
         self.cloud = cloud
         self.policy = policy
         self.retention = retention
+        self.objects = objects or list
         self._rows: dict[str, tuple[float, float]] = {}
         self._dirty: set[str] = set()
         cloud.catalog.db.execute(_TABLE)
@@ -128,13 +135,15 @@ class Locker:
 
     def _extend(self, pool: ThreadPoolExecutor, names: list[str], need: float,
                 horizon: float) -> float:
-        """Extend those of ``names`` locked for less than ``need`` to ``horizon``; returns
-        the earliest date any of them is locked until."""
-        stale = sorted({n for n in names if self._rows.get(n, (0.0, 0.0))[0] < need})
+        """Extend the objects holding ``names`` (`objects`) locked for less than ``need``
+        to ``horizon``; returns the earliest date any of them is locked until."""
+        held = self.objects(names)
+        self._load(held)
+        stale = sorted({n for n in held if self._rows.get(n, (0.0, 0.0))[0] < need})
         for name, until in zip(stale, pool.map(lambda n: self._extend_one(n, horizon), stale),
                                strict=True):
             self._set(name, until, until)
-        return min((self._rows[n][0] for n in names), default=math.inf)
+        return min((self._rows[n][0] for n in held), default=math.inf)
 
     def _extend_one(self, name: str, horizon: float) -> float:
         try:

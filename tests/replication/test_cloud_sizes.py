@@ -1,6 +1,6 @@
 """Sizes of a cloud repository are the bucket's, not the local backup's: a replicated
 point's ADDED is what it added to the bucket, and a cache that learnt its points from the
-bucket (another machine, another user) knows what they store from a listing."""
+bucket (another machine, another user) knows what they store from the packs' indexes."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from tests.store.helpers import make_image
 
 
 def _bucket_chunk_bytes(server: SeaweedS3, url: str) -> int:
-    """What the repository's chunks take in the bucket, by the server's own listing."""
+    """What the repository's chunks take in the bucket (its packs), by the server's own
+    listing."""
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
     pages = server.client().get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=f"{prefix}/chunks/")
+        Bucket=bucket, Prefix=f"{prefix}/packs/")
     return sum(o["Size"] for page in pages for o in page.get("Contents", []))
 
 

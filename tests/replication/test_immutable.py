@@ -21,6 +21,7 @@ from cairn.store.blockmap import diff
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO, chunk_name
 from cairn.store.cloud import Cloud, init_cloud
+from cairn.store.cloud_packs import index_object, pack_object
 from cairn.store.immutable import Immutability
 from cairn.store.repository import Repository
 from cairn.store.retention import Policy
@@ -61,10 +62,10 @@ def test_immutable_points_cannot_be_deleted_even_with_the_buckets_keys(
     assert "expires old versions only when its lifecycle worker runs" in first.stderr
     assert len(sent["points"]) == 3
     assert sent["locked_until"] >= time.time() + DAY
-    assert sent["lock_requests"] == 1  # config.json; every chunk and record went up locked
+    assert sent["lock_requests"] == 1  # config.json; every pack and record went up locked
 
     keys = [k for k in objects(s3_server, bucket, "r")
-            if k.split("/")[1] in ("config.json", "points", "chunks", "marks")]
+            if k.split("/")[1] in ("config.json", "points", "packs", "index", "marks")]
     assert len(keys) > 10
     for key in keys:
         held = retention(s3_server, bucket, key)
@@ -73,7 +74,7 @@ def test_immutable_points_cannot_be_deleted_even_with_the_buckets_keys(
     s3 = s3_server.client()
     rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     assert [r["NoncurrentVersionExpiration"]["NoncurrentDays"] for r in rules] == [1]
-    chunk = next(k for k in keys if "/chunks/" in k)
+    chunk = next(k for k in keys if "/packs/" in k)
     for key in (f"r/points/web01-sda/{points[0][0]}.json", chunk):
         version = s3.list_object_versions(Bucket=bucket, Prefix=key)["Versions"][0]["VersionId"]
         with pytest.raises(Exception, match="AccessDenied"):
@@ -102,7 +103,7 @@ def test_immutable_points_cannot_be_deleted_even_with_the_buckets_keys(
     assert out.read_bytes() == points[1][1]
     assert bucket_state(s3_server, bucket) == before
 
-    # A node with an empty cache finds what the intruder hid (record, marks, a chunk): the
+    # A node with an empty cache finds what the intruder hid (record, marks, a pack): the
     # point is there with cairn's lock, verify finds nothing missing, still writing nothing.
     victim = points[2][0]
     for key in (f"r/points/web01-sda/{victim}.json", f"r/marks/{victim}.json", chunk):
@@ -158,7 +159,7 @@ def s3_env(s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def needed(repo: Repository, point: RecoveryPoint) -> set[str]:
-    """Every object a point's block map reaches (interior nodes and data chunks)."""
+    """Every chunk a point's block map reaches (interior nodes and data chunks)."""
     return {chunk_name(h) for _slot, _a, h in diff(repo.nodes, None, repo.tree(point))
             if h is not None and h != ZERO}
 
@@ -180,22 +181,27 @@ def test_locks_are_extended_once_per_generation_not_once_per_backup(
         remote = cloud.remote
         remote.immutable(cloud, policy)  # the same locks, on the replayed clock
 
-        def one_backup(hours: float) -> tuple[RecoveryPoint, int, int]:
-            """The point, the extensions its replication made, the chunks it sent."""
+        def one_backup(hours: float) -> tuple[RecoveryPoint, int, set[str]]:
+            """The point, the extensions its replication made, the objects it sent."""
             now[0] += hours * 3600
             mutate(img, data, seed=int(now[0] // 3600), writes=2)  # new data every time
             point = backup(local, "v", img)
-            assert remote.locker is not None
+            assert remote.locker is not None and remote.packs is not None
             before = remote.locker.retention.extensions
-            report = replicate(local, cloud)
-            return point, remote.locker.retention.extensions - before, report.chunks_sent
+            packs = set(remote.packs.pack_ids())
+            replicate(local, cloud)
+            sent = {name for pack in set(remote.packs.pack_ids()) - packs
+                    for name in (pack_object(pack), index_object(pack))}
+            return point, remote.locker.retention.extensions - before, sent
 
         assert one_backup(0)[1] == 1  # config.json, locked for the first time
         for _ in range(5):  # the rest of the generation: nothing to extend
             assert one_backup(1)[1] == 0
         point, extended, sent = one_backup(12)  # the next generation
-        need = needed(cloud, point)
-        assert extended == len(need) - sent + 1  # each object not sent locked, once
+        assert remote.packs is not None
+        need = set(remote.packs.objects(sorted(needed(cloud, point))))  # packs and indexes
+        assert sent and all(n.startswith(("packs/", "index/")) for n in need)
+        assert extended == len(need - sent) + 1  # each object not sent locked, once
         for _ in range(3):
             assert one_backup(1)[1] == 0
         horizon = policy.horizon(now[0])

@@ -134,6 +134,7 @@ def test_interrupted_replication_resumes_without_resending(cli: Cli, cloud_url: 
     local, _img, points = local_repo_with_points(cli, tmp_path, 3, encrypt=False)
     cli.ok("init", "--repo", cloud_url)
     total = cli.json("stats", "--repo", local)["stored_bytes"]
+    cli.env["CAIRN_CLOUD_PACK_BYTES"] = str(128 << 10)  # packs land while the run sends
     rnd = random.Random(20261125)
     for _ in range(3):  # SIGKILL at seeded random moments, each run resuming the last
         proc = subprocess.Popen([sys.executable, "-m", "cairn", "replicate", "--repo",
@@ -235,6 +236,6 @@ def test_a_dead_cloud_delete_is_swept_by_the_next(cli: Cli, cloud_url: str, tmp_
     cli.ok("delete", "--repo", cloud_url, "--now", points[0][0])  # an exclusive writer
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]}
     assert stray not in keys and f"{prefix}/sweep-needed" not in keys
-    report = cli.json("verify", "--repo", cloud_url, "--read-data")
-    assert report["ok"] and report["orphans"] == 0
+    # the deleted point's chunks stay in their packs (counted as orphans) for a cloud prune
+    assert cli.json("verify", "--repo", cloud_url, "--read-data")["ok"]
     assert [p["id"] for p in cli.json("points", "--repo", cloud_url)] == [points[-1][0]]

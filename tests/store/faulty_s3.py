@@ -86,9 +86,16 @@ class FaultyS3:
         self._landed(name)
         return made
 
-    def get(self, name: str) -> bytes:
+    def get(self, name: str, limit: int | None = None) -> bytes:
         self._before("GET", name)
-        data = self.inner.get(name)
+        return self._spoil(self.inner.get(name, limit))
+
+    def get_range(self, name: str, start: int, end: int) -> bytes:
+        self._before("GET", name)
+        return self._spoil(self.inner.get_range(name, start, end))
+
+    def _spoil(self, data: bytes) -> bytes:
+        """What a read answers: truncated or bit-flipped at the rates the faults say."""
         if data and self._roll(self.faults.truncate_rate):
             self._count("truncated")
             return data[:-10]

@@ -14,6 +14,7 @@ from cairn.sources.image import ImageSource
 from cairn.store.backend import T
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import chunk_name
+from cairn.store.cloud_packs import CloudPacks
 from cairn.store.ingest import Ingest
 from cairn.store.reader import PointReader
 from cairn.store.repository import Repository
@@ -78,12 +79,16 @@ def flip_bit(repo: Repository, digest: bytes) -> None:
 
 
 def rewrite(repo: Repository, digest: bytes, data: bytes | None) -> None:
-    """Replace (or, with ``None``, remove) a stored chunk's bytes behind the catalog's back."""
+    """Replace (or, with ``None``, remove) a stored chunk's bytes behind the catalog's back.
+    A cloud repository's chunk is lost when no index says where it lies in its pack."""
     backend = repo.chunks.backend
-    if data is None:
-        backend.delete(chunk_name(digest))
-    else:
+    if data is not None:
         backend.put(chunk_name(digest), data, replace=True)
+    elif isinstance(backend, CloudPacks):
+        with contextlib.closing(sqlite3.connect(repo.path / "pack-index.db")) as db, db:
+            db.execute("DELETE FROM chunks WHERE digest = ?", (digest,))
+    else:
+        backend.delete(chunk_name(digest))
     backend.sync()
 
 

@@ -101,7 +101,7 @@ def test_recount_sets_counts_and_queues_what_dropped_out(catalog: Catalog) -> No
     assert catalog.pending_free() == [h("b")]
 
 
-def test_clones_and_the_upload_journal(catalog: Catalog) -> None:
+def test_clones(catalog: Catalog) -> None:
     commit(catalog, point(catalog, "p1", 1.0), {})
     assert catalog.add_clone("c1", "p1", 5.0)
     assert not catalog.add_clone("c1", "p1", 6.0)
@@ -109,12 +109,6 @@ def test_clones_and_the_upload_journal(catalog: Catalog) -> None:
     assert catalog.clones(name="nope") == []
     catalog.remove_clone("c1")
     assert catalog.clones() == []
-    catalog.open_upload_journal()
-    catalog.journal_uploaded([h("sent")])
-    assert catalog.was_uploaded(h("sent")) and not catalog.was_uploaded(h("other"))
-    catalog.clear_upload_journal()
-    assert not catalog.was_uploaded(h("sent"))
-    assert not catalog.has_chunk(h("sent"))
 
 
 def test_chunk_sizes_are_those_committed_and_unknown_ones_are_left_out(

@@ -219,7 +219,7 @@ def test_flipped_or_truncated_reads_are_caught_not_restored(site: Site) -> None:
     cloud.close()
     for faults in (Faults(flip_rate=1.0), Faults(truncate_rate=1.0)):
         faulty, _ = site.faulty(Faults())
-        faulty.chunks.backend.faults = faults  # type: ignore[attr-defined]
+        faulty.remote.backend.faults = faults  # type: ignore[union-attr]
         try:
             point, _ = site.points[-1]
             with pytest.raises(CairnError):

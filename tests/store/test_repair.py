@@ -1,8 +1,9 @@
 """verify --repair-from heals damage from the other copy, both ways, on a real SeaweedFS.
 
 A local repository is replicated to a bucket; then a pack is deleted and a chunk flipped
-locally, and repair fetches good chunks from the cloud (each hash-checked); then objects
-are damaged in the bucket and repair fetches them from the local repository. Every point
+locally, and repair fetches good chunks from the cloud (each hash-checked); then chunks
+are damaged in their pack in the bucket and repair fetches them from the local repository
+into a new pack, whose copies are read from then on. Every point
 restores bit for bit from both afterwards.
 """
 
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cairn.store.chunks import chunk_name
-from cairn.store.cloud import open_cloud
+from cairn.store.cloud import Cloud, open_cloud
+from cairn.store.cloud_packs import pack_object
 from cairn.store.repository import Repository
 from tests.replication.test_replicate import Cli, local_repo_with_points
 from tests.s3server import SeaweedS3
@@ -58,9 +59,13 @@ def test_repair_heals_each_copy_from_the_other(cli: Cli, s3_server: SeaweedS3, t
         if name.startswith("CAIRN_"):
             monkeypatch.setenv(name, value)
     bucket_repo = open_cloud(cloud, s3_server.endpoint, key)
-    damaged = chunks[1:3]
-    bucket_repo.chunks.backend.put(chunk_name(damaged[0]), b"CRN\x00not the chunk")
-    bucket_repo.chunks.backend.delete(chunk_name(damaged[1]))
+    assert isinstance(bucket_repo.remote, Cloud) and bucket_repo.remote.packs is not None
+    bucket = bucket_repo.remote.backend
+    for digest, (pack, offset, length) in bucket_repo.remote.packs.locations(
+            chunks[1:3]).items():  # two chunks overwritten in their pack, as a bad disk would
+        body = bytearray(bucket.get(pack_object(pack), 1 << 30))
+        body[offset : offset + length] = digest[:1] * length
+        bucket.put(pack_object(pack), bytes(body))
     bucket_repo.close()
     assert cli.run("verify", "--repo", cloud, "--key-file", key, "--read-data").returncode == 1
     out = cli.ok("verify", "--repo", cloud, "--key-file", key, "--read-data",

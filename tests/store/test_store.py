@@ -111,7 +111,8 @@ def test_delete_any_point_keeps_the_others_whole(repo: Repository, tmp_path: Pat
             assert restored_digest(repo, point, tmp_path / "out") == want
     if len(victims) == len(points):
         assert repo.catalog.chunk_totals() == ChunkTotals(0, 0, 0, 0, 0)
-        assert list(repo.chunks.backend.list("chunks")) == []
+        # a cloud repository frees whole packs, in a cloud prune (`cloud_prune`)
+        assert repo.remote is not None or list(repo.chunks.backend.list("chunks")) == []
 
 
 def test_size_change_between_points(repo: Repository, tmp_path: Path) -> None:

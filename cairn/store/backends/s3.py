@@ -162,7 +162,8 @@ class S3Backend:
         self.max_object: int | None = None
         self.forget: Callable[[str], None] | None = None
         """called after each DELETE: in a versioned bucket it deletes the versions too"""
-        self.behind_marker: Callable[[str], bytes | None] | None = None
+        self.behind_marker: Callable[[str, int | None, tuple[int, int] | None],
+                                     bytes | None] | None = None
         """asked when an object is missing: in a versioned bucket, the content of its locked
         version under a delete marker (read, nothing changed), else None"""
 
@@ -264,26 +265,51 @@ class S3Backend:
             raise self._translate(exc, f"HEAD {name}") from exc
         return meta["last_modified"].timestamp()
 
-    def get(self, name: str) -> bytes:
+    def get(self, name: str, limit: int | None = None) -> bytes:
+        """``limit``: the largest object of this kind cairn writes (a pack's index), in
+        place of ``max_object``."""
         if not self._bucket_checked:
             self.check_bucket()
+        limit = self.max_object if limit is None else limit
         try:
             result = obstore.get(self._store, name)
             size = int(result.meta["size"])
-            if self.max_object is not None and size > self.max_object:
+            if limit is not None and size > limit:
                 raise Corruption(f"object {name} in bucket {self.bucket!r} is {size} bytes, "
-                                 f"more than any cairn object here ({self.max_object}): it "
+                                 f"more than any cairn object here ({limit}): it "
                                  "was not written by cairn; remove it")
             return bytes(result.bytes())
         except FileNotFoundError as exc:
             if "<Code>NoSuchBucket</Code>" in str(exc):
                 raise S3NoSuchBucket(self.endpoint, self.bucket) from exc
-            hidden = self.behind_marker(name) if self.behind_marker is not None else None
+            hidden = (self.behind_marker(name, limit, None)
+                      if self.behind_marker is not None else None)
             if hidden is None:
                 raise KeyError(name) from None
             return hidden
         except BaseError as exc:
             raise self._translate(exc, f"GET {name}") from exc
+
+    def get_range(self, name: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of ``name`` in one ranged GET; fewer when the object is
+        shorter (the server answers what it has, or 416 when it has nothing there: then
+        b""), so the caller can tell a truncated object. KeyError if it is missing."""
+        if not self._bucket_checked:
+            self.check_bucket()
+        try:
+            return bytes(obstore.get_range(self._store, name, start=start, end=end))
+        except FileNotFoundError as exc:
+            if "<Code>NoSuchBucket</Code>" in str(exc):
+                raise S3NoSuchBucket(self.endpoint, self.bucket) from exc
+            hidden = (self.behind_marker(name, None, (start, end))
+                      if self.behind_marker is not None else None)
+            if hidden is None:
+                raise KeyError(name) from None
+            return hidden
+        except BaseError as exc:
+            if "<Code>InvalidRange</Code>" in str(exc):
+                return b""
+            raise self._translate(exc, f"GET {name} bytes {start}-{end - 1}") from exc
 
     def get_many(self, names: list[str], each: Callable[[str, bytes], T]) -> Iterator[T]:
         from cairn.store.parallel import get_each
@@ -296,7 +322,8 @@ class S3Backend:
         try:
             obstore.head(self._store, name)
         except FileNotFoundError:
-            return self.behind_marker is not None and self.behind_marker(name) is not None
+            return self.behind_marker is not None \
+                and self.behind_marker(name, None, None) is not None
         except BaseError as exc:
             raise self._translate(exc, f"HEAD {name}") from exc
         return True

@@ -335,17 +335,23 @@ class Retention:
             return None
         return version, _text(markers[0], "VersionId")
 
-    def behind_marker(self, name: str) -> bytes | None:
+    def behind_marker(self, name: str, limit: int | None = None,
+                      span: tuple[int, int] | None = None) -> bytes | None:
         """The content of ``name``'s locked version when a delete marker hides it (a DELETE
         that Object Lock made harmless), read without changing anything in the bucket;
-        None when it is not so hidden. Reading commands see such objects through this."""
+        None when it is not so hidden. Reading commands see such objects through this.
+        ``limit``: as `S3Backend.get`'s; ``span``: only bytes [start, end) (a pack's)."""
         found = self._locked_under_marker(name, time.time())
         if found is None:
             return None
-        answer = self._send("GET", name, f"versionId={quote(found[0], safe='')}")
+        ranged = {"range": f"bytes={span[0]}-{span[1] - 1}"} if span else None
+        answer = self._send("GET", name, f"versionId={quote(found[0], safe='')}",
+                            extra=ranged)
+        if answer.status_code == 416:
+            return b""
         if answer.status_code >= 300:
             raise self._refused(answer, f"reading the locked version of {name}")
-        return self._bounded(name, answer)
+        return self._bounded(name, answer, span[1] - span[0] if span else limit)
 
     def version(self, name: str, version: str) -> bytes:
         """One version of ``name``; KeyError when it is gone."""
@@ -356,8 +362,8 @@ class Retention:
             raise self._refused(answer, f"reading version {version} of {name}")
         return self._bounded(name, answer)
 
-    def _bounded(self, name: str, answer: httpx.Response) -> bytes:
-        limit = self.backend.max_object
+    def _bounded(self, name: str, answer: httpx.Response, limit: int | None = None) -> bytes:
+        limit = self.backend.max_object if limit is None else limit
         if limit is not None and len(answer.content) > limit:
             raise Corruption(f"object {name} in bucket {self.backend.bucket!r} is "
                              f"{len(answer.content)} bytes, more than any cairn object here "

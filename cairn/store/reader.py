@@ -126,12 +126,11 @@ class BlockCache:
     def prefetch(self, digests: Iterable[bytes]) -> None:
         """Start fetching ``digests`` (never ZERO) in the background, those not yet at hand."""
         with self._lock:
-            if self._closed:
+            wanted = [d for d in dict.fromkeys(digests)
+                      if d not in self._blocks and d not in self._pending]
+            if self._closed or not wanted:  # most calls while a held point is read again
                 return
-            batch = _Batch([d for d in dict.fromkeys(digests)
-                            if d not in self._blocks and d not in self._pending])
-            if not batch.digests:
-                return
+            batch = _Batch(wanted)
             for digest in batch.digests:
                 self._pending[digest] = batch
             if self._pool is None:
@@ -196,7 +195,7 @@ class PointReader:
         self._own_cache = cache is None
         self.cache = BlockCache(repo.chunks) if cache is None else cache
         self._last = -2  # the last block of the previous read
-        self._zeros = memoryview(bytes(self.block_size))  # what a hole's block reads as
+        self._zeros = bytes(self.block_size)  # what a hole's block reads as
         self._leaf_nodes: OrderedDict[int, list[bytes]] = OrderedDict()
         self._nodes_lock = threading.Lock()
 
@@ -218,16 +217,16 @@ class PointReader:
         """``length`` bytes at ``offset``; fewer only at the end of the point."""
         pieces = self.pieces(offset, length)
         assert pieces is not None
-        if len(pieces) == 1:
-            whole = pieces[0].obj  # a whole block is returned as it is held, uncopied
-            return whole if isinstance(whole, bytes) and len(whole) == len(pieces[0]) \
-                else pieces[0].tobytes()
+        if len(pieces) == 1:  # a whole block is returned as it is held, uncopied
+            return pieces[0] if isinstance(pieces[0], bytes) else pieces[0].tobytes()
         return b"".join(pieces)
 
-    def pieces(self, offset: int, length: int, wait: bool = True) -> list[memoryview] | None:
-        """The bytes `pread` returns, as views of the cached blocks (and of one shared
-        block of zeros for holes) in order, not joined: a server sends them as they are
-        (`socket.sendmsg`), without copying a read's megabytes once more.
+    def pieces(self, offset: int, length: int, wait: bool = True
+               ) -> list[bytes | memoryview] | None:
+        """The bytes `pread` returns as the cached blocks (and one shared block of zeros
+        for holes) in order, views of them where the range cuts one, not joined: a server
+        sends them as they are (`socket.sendmsg`), without copying a read's megabytes once
+        more.
 
         With ``wait`` False nothing is fetched: None unless every block is held already.
         """
@@ -235,7 +234,7 @@ class PointReader:
             raise ValueError(f"range {offset}+{length} is negative")
         length = min(length, self.size - offset)
         if length <= 0:
-            return [memoryview(b"")]
+            return [b""]
         bs = self.block_size
         first, last = offset // bs, (offset + length - 1) // bs
         hashes = self._hashes(first, last + 1)
@@ -320,12 +319,17 @@ class PointReader:
 
 
 def _views(hashes: list[bytes], found: dict[bytes, bytes], skip: int, length: int,
-           zeros: memoryview) -> list[memoryview]:
-    """Cut ``length`` bytes from ``skip`` into the blocks of ``hashes`` as views."""
-    out: list[memoryview] = []
+           zeros: bytes) -> list[bytes | memoryview]:
+    """Cut ``length`` bytes from ``skip`` into the blocks of ``hashes``: whole blocks as
+    they are, views of those the range cuts."""
+    out: list[bytes | memoryview] = []
     for digest in hashes:
-        block = memoryview(found[digest]) if digest != ZERO else zeros
-        piece = block[skip : skip + length]
+        block = found[digest] if digest != ZERO else zeros
+        if not skip and length >= len(block):
+            out.append(block)
+            length -= len(block)
+            continue
+        piece = memoryview(block)[skip : skip + length]
         out.append(piece)
         length -= len(piece)
         skip = 0

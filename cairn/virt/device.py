@@ -43,7 +43,8 @@ class PiecewiseDevice(Protocol):
     tell, without waiting, whether a read is held at all (then it is answered at once on
     the connection's thread, with no hand-off to a pool)."""
 
-    def read_pieces(self, offset: int, length: int, wait: bool) -> list[memoryview] | None:
+    def read_pieces(self, offset: int, length: int, wait: bool
+                    ) -> list[bytes | memoryview] | None:
         """``read(offset, length)`` as buffers in order; with ``wait`` False, None unless
         the device holds all of it now."""
         ...

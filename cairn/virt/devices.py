@@ -25,7 +25,8 @@ class PointDevice:
     def read(self, offset: int, length: int) -> bytes:
         return self.reader.pread(offset, length)
 
-    def read_pieces(self, offset: int, length: int, wait: bool) -> list[memoryview] | None:
+    def read_pieces(self, offset: int, length: int, wait: bool
+                    ) -> list[bytes | memoryview] | None:
         """See `cairn.virt.device.PiecewiseDevice`."""
         return self.reader.pieces(offset, length, wait)
 

@@ -264,19 +264,19 @@ class Transmission:
             raise _DeviceFailed(p.NBD_EIO)
         self._reply_data(cookie, offset, length, pieces)
 
-    def _read_all(self, offset: int, length: int) -> list[bytes] | list[memoryview]:
+    def _read_all(self, offset: int, length: int) -> list[bytes | memoryview]:
         if self._pieces is not None:
             return self._pieces(offset, length, True) or []
         return [self.device.read(offset, length)]
 
     def _reply_data(self, cookie: int, offset: int, length: int,
-                    pieces: list[bytes] | list[memoryview]) -> None:
+                    pieces: list[bytes | memoryview]) -> None:
         if self.session.structured and not length:
             return self._ok(cookie)
         self._send(*self._reply_parts(cookie, offset, length, pieces))
 
     def _reply_parts(self, cookie: int, offset: int, length: int,
-                     pieces: list[bytes] | list[memoryview]) -> list[bytes | memoryview]:
+                     pieces: list[bytes | memoryview]) -> list[bytes | memoryview]:
         """A read's reply: its header, then the pieces as they are (see `p.send_all`)."""
         if not self.session.structured:
             return [p.SIMPLE_REPLY.pack(p.SIMPLE_REPLY_MAGIC, 0, cookie), *pieces]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import sys
@@ -137,15 +138,15 @@ def appliance(args: argparse.Namespace) -> None:
 def collect(cloud: Repository) -> str:
     """Free what no point needs, with the cloud prune of the code under test: `cairn cloud
     prune`'s (packs), or before it the exclusive lock and sweep of chunk objects."""
-    try:
-        from cairn.ops.cloud_space import prune_cloud
-    except ImportError:
+    if importlib.util.find_spec("cairn.ops.cloud_space") is None:
         remote = cloud.remote
         if not hasattr(remote, "sweep"):
             return "none"  # the lock and sweep are gone, the packs' prune not yet here
         with remote.lock(cloud, exclusive=True):  # type: ignore[union-attr]
             remote.sweep(cloud)  # type: ignore[union-attr]
         return "sweep"
+    from cairn.ops.cloud_space import prune_cloud
+
     prune_cloud(cloud)
     return "cloud prune"
 

@@ -47,7 +47,7 @@ _ALLOWED_FLAGS = {
 _ZERO_PIECE = 1024 * 1024
 READ_WORKERS = 4
 MAX_INFLIGHT_BYTES = 64 * 1024 * 1024
-HELD_BATCH = 1024 * 1024
+HELD_BATCH = 8 * 1024 * 1024
 """Held replies gathered into one send while more requests wait, at most about this many
 bytes (more would only delay the first of them)."""
 

@@ -28,6 +28,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -109,7 +110,8 @@ def replicate_round(url: str, local: Repository) -> dict[str, Any]:
             known = len(cloud.catalog.points())
             report = replicate(local, cloud)
     except CairnError as error:
-        return {"error": str(error), "seconds": time.monotonic() - start}
+        return {"error": str(error), "seconds": time.monotonic() - start,
+                "where": traceback.format_exc(limit=-6)}
     return {"open_s": opened - start, "points_known": known,
             "replicate_s": time.monotonic() - opened, "points": report.points,
             "bytes_sent": report.bytes_sent, "chunks_sent": report.chunks_sent}

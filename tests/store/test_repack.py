@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from cairn.store.chunks import ZERO, chunk_name
 from cairn.store.repack import MIN_SPARSE, repack
 from cairn.store.repository import Repository
 from cairn.store.verify import verify
@@ -99,6 +100,29 @@ def test_repack_gathers_the_newest_point_and_gives_back_the_old_places(tmp_path:
     # shared with a neighbour that did not move.
     assert _allocated(repo_path) - before < 0.05 * result.moved_bytes
     _check(repo_path, points, tmp_path / "out.img")
+
+
+def test_a_reader_that_looked_chunks_up_before_they_moved_still_reads_them(
+        tmp_path: Path) -> None:
+    points = _history(tmp_path)
+    with Repository.open(tmp_path / "repo") as reader, \
+            Repository.open(tmp_path / "repo") as mover:
+        newest = reader.resolve(list(points)[-1])
+        tree = reader.tree(newest)
+        digests = list({d for _i, d in reader.nodes.leaves(tree, 0, tree.blocks) if d != ZERO})
+        digests = digests[:40]  # under READ_LIMIT: read lazily on this thread, batch by batch
+        before = {name: loc for read in reader.chunks.backend.reads(
+            [chunk_name(d) for d in digests]) for name, loc in read}
+        got: dict[bytes, bytes] = {}
+        reading = reader.chunks.get_many(digests, got.__setitem__)
+        next(reading)  # every chunk looked up, the first read done
+        assert repack(mover).moved_chunks > 0
+        list(reading)  # the rest read where the look-up said: holes, or packs gone
+        after = {name: loc for read in mover.chunks.backend.reads(list(before))
+                 for name, loc in read}
+        assert sum(after[n] != before[n] for n in before) > len(before) // 2
+        assert set(got) == set(digests)
+        assert not reader.chunks.take_damage()  # nothing taken for damage
 
 
 def test_repack_runs_beside_a_backup_in_another_process(tmp_path: Path) -> None:

@@ -66,16 +66,18 @@ def restore_cold(repo: Repository, point_id: str, dest: Path, truth: Path) -> fl
     return seconds
 
 
-def side_by_side(repo: Repository, ids: list[str], truths: list[Path], run: Path,
+def side_by_side(repo: Repository, points: dict[str, tuple[str, Path]], run: Path,
                  repeats: int) -> dict[str, Any]:
-    times: dict[str, list[float]] = {"oldest": [], "newest": []}
+    """Cold restores of each of ``points`` (name -> id, image it was taken of), in turn."""
+    times: dict[str, list[float]] = {which: [] for which in points}
     for _ in range(repeats):
-        for which, point, truth in (("oldest", ids[0], truths[0]),
-                                    ("newest", ids[-1], truths[1])):
+        for which, (point, truth) in points.items():
             times[which].append(restore_cold(repo, point, run / "restore.img", truth))
-    oldest, newest = statistics.median(times["oldest"]), statistics.median(times["newest"])
-    return {"oldest_s": times["oldest"], "newest_s": times["newest"],
-            "newest_over_oldest": newest / oldest, "load": os.getloadavg()}
+    record: dict[str, Any] = {f"{which}_s": times[which] for which in points}
+    record |= {which: statistics.median(times[which]) for which in points}
+    record["newest_over_oldest"] = record["newest"] / record["oldest"]
+    record["load"] = os.getloadavg()
+    return record
 
 
 def main() -> int:
@@ -97,14 +99,19 @@ def main() -> int:
     start = time.perf_counter()
     ids = [backup(repo, "vol", work)[0].id]
     churn, ranges = Churn(work, writes=args.writes, seed=3), run / "ranges.json"
-    for _ in range(args.points - 1):
+    middle = run / "middle.img"
+    for step in range(1, args.points):
         churn.step(ranges)
         ids.append(backup(repo, "vol", work, ranges)[0].id)
+        if step == args.points // 2:
+            shutil.copyfile(work, middle)
+    points = {"oldest": (ids[0], first), "middle": (ids[args.points // 2], middle),
+              "newest": (ids[-1], work)}
     record: dict[str, Any] = {"size": size, "points": args.points, "writes": args.writes,
                               "backups_s": time.perf_counter() - start}
     print(f"{args.points} points of a {args.size} image, {args.writes} writes of 4 KiB "
           f"each: {record['backups_s']:.0f} s of backups", flush=True)
-    record["before"] = side_by_side(repo, ids, [first, work], run, args.repeats)
+    record["before"] = side_by_side(repo, points, run, args.repeats)
     stored = tree_bytes(run / "repo")
     start = time.perf_counter()
     result = repack(repo)
@@ -112,19 +119,23 @@ def main() -> int:
     record["repack_s"] = time.perf_counter() - start
     record["repack"] = result.to_json()
     record["stored_before"], record["stored_after"] = stored, tree_bytes(run / "repo")
-    record["after"] = side_by_side(repo, ids, [first, work], run, args.repeats)
+    record["after"] = side_by_side(repo, points, run, args.repeats)
     repo.close()
     before, after = record["before"], record["after"]
-    print(f"before repack: oldest {statistics.median(before['oldest_s']):.2f} s, newest "
-          f"{statistics.median(before['newest_s']):.2f} s: {before['newest_over_oldest']:.2f}x"
-          f" (load {before['load'][0]:.1f})\n"
-          f"repack: {record['repack_s']:.1f} s, moved {result.moved_bytes >> 20} MiB in "
-          f"{result.moved_chunks} chunks; stored {stored >> 20} -> "
-          f"{record['stored_after'] >> 20} MiB\n"
-          f"after repack: oldest {statistics.median(after['oldest_s']):.2f} s, newest "
-          f"{statistics.median(after['newest_s']):.2f} s: {after['newest_over_oldest']:.2f}x "
-          f"(load {after['load'][0]:.1f}; target 1.10x)", flush=True)
-    print(f"results: {images.save_result('repack', record)}")
+    saved = images.save_result("repack", record)
+    for when in ("before", "after"):
+        r = record[when]
+        print(f"{when} repack: oldest {r['oldest']:.2f} s, middle {r['middle']:.2f} s, newest "
+              f"{r['newest']:.2f} s: newest/oldest {r['newest_over_oldest']:.2f}x (medians of "
+              f"{args.repeats}, load {r['load'][0]:.1f})", flush=True)
+        if when == "before":
+            print(f"repack: {record['repack_s']:.1f} s, moved {result.moved_bytes >> 20} MiB in "
+                  f"{result.moved_chunks} chunks; stored {stored >> 20} -> "
+                  f"{record['stored_after'] >> 20} MiB", flush=True)
+    for which in points:
+        print(f"{which}: after/before {after[which] / before[which]:.2f}x")
+    print(f"target: newest/oldest after <= 1.10x: {after['newest_over_oldest']:.2f}x\n"
+          f"results: {saved}")
     shutil.rmtree(run)
     return 0 if after["newest_over_oldest"] <= 1.1 else 1
 

@@ -19,6 +19,7 @@ from cairn.sources.image import ImageSource
 from cairn.store.clones import CloneVolume, create_clone, list_clones, remove_clone
 from cairn.store.delete import delete_points
 from cairn.store.ingest import Ingest
+from cairn.store.repack import repack
 from cairn.store.repository import Repository
 from cairn.store.retention import Policy, select
 
@@ -119,8 +120,10 @@ class Worker:
                 self.backup(volume)
             elif op < 0.6:
                 self.delete()
-            elif op < 0.75:
+            elif op < 0.72:
                 self.prune(volume)
+            elif op < 0.77:
+                repack(self.repo, min_sparse=1)  # the newest points gathered, even if barely
             elif op < 0.85 or self.cloud_url is None:
                 self.clone()
             else:

@@ -98,10 +98,11 @@ class RepackResult:
                 "moved_bytes": self.moved_bytes}
 
 
-def repack(repo: Repository, volumes: list[str] | None = None,
-           dry_run: bool = False) -> RepackResult:
+def repack(repo: Repository, volumes: list[str] | None = None, dry_run: bool = False,
+           min_sparse: int = MIN_SPARSE) -> RepackResult:
     """Gather the sparsely read chunks of the newest point of ``volumes`` (default: every
-    volume) into new packs; with ``dry_run`` only say what would move."""
+    volume) into new packs, for each point read in ``min_sparse`` sparse reads or more;
+    with ``dry_run`` only say what would move."""
     start = time.monotonic()
     backend = repo.chunks.backend
     if repo.remote is not None or not isinstance(backend, PackBackend):
@@ -117,7 +118,8 @@ def repack(repo: Repository, volumes: list[str] | None = None,
             locks.enter_context(repo.chunk_lock())
         for volume, point in hot:
             if point is not None:
-                result.points.append(_repack_point(repo, backend, volume, point, dry_run))
+                result.points.append(_repack_point(repo, backend, (volume, point),
+                                                   min_sparse, dry_run))
     result.seconds = time.monotonic() - start
     return result
 
@@ -127,13 +129,15 @@ def _newest(repo: Repository, volume: str) -> RecoveryPoint | None:
     return max(live, key=lambda p: p.seq) if live else None
 
 
-def _repack_point(repo: Repository, backend: PackBackend, volume: str, point: RecoveryPoint,
-                  dry_run: bool) -> PointRepack:
+def _repack_point(repo: Repository, backend: PackBackend, hot: tuple[str, RecoveryPoint],
+                  min_sparse: int, dry_run: bool) -> PointRepack:
+    """Move what the point reads sparsely, if that is ``min_sparse`` reads or more."""
+    volume, point = hot
     names = _chunk_names(repo, point)
     reads = backend.reads(names)
     sparse = [r for r in reads if _sparse(r)]
     done = PointRepack(volume, point.id, len(reads), len(sparse), len(reads))
-    if len(sparse) < MIN_SPARSE:
+    if not sparse or len(sparse) < min_sparse:
         return done
     chosen = _in_written_order(backend, [item for r in sparse for item in r])
     if dry_run:

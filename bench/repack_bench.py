@@ -130,7 +130,8 @@ def main() -> int:
               f"{args.repeats}, load {r['load'][0]:.1f})", flush=True)
         if when == "before":
             print(f"repack: {record['repack_s']:.1f} s, moved {result.moved_bytes >> 20} MiB in "
-                  f"{result.moved_chunks} chunks; stored {stored >> 20} -> "
+                  f"{result.moved_chunks} chunks, compacted {result.compacted_packs} packs "
+                  f"({result.compacted_bytes >> 20} MiB); stored {stored >> 20} -> "
                   f"{record['stored_after'] >> 20} MiB", flush=True)
     for which in points:
         print(f"{which}: after/before {after[which] / before[which]:.2f}x")

@@ -40,8 +40,9 @@ class Repacker(Ticker):
             logs.event("repack.deferred", reason="another repack is running")
             return None
         if result.moved_chunks:
-            metrics.add("cairn_repack_bytes_total", result.moved_bytes)
+            metrics.add("cairn_repack_bytes_total", result.moved_bytes + result.compacted_bytes)
             logs.event("repack.done", points=[p.point for p in result.points if p.moved_chunks],
                        chunks=result.moved_chunks, bytes=result.moved_bytes,
-                       seconds=round(result.seconds, 1))
+                       compacted_packs=result.compacted_packs,
+                       compacted_bytes=result.compacted_bytes, seconds=round(result.seconds, 1))
         return result

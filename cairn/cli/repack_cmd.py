@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
           [[p.volume, p.point, str(p.reads_before), str(p.sparse_before),
             str(p.reads_after), human_bytes(p.moved_bytes)] for p in result.points])
     verb = "would move" if args.dry_run else "moved"
-    print(f"{verb} {result.moved_chunks} chunks ({human_bytes(result.moved_bytes)}) in "
-          f"{result.seconds:.1f} s")
+    print(f"{verb} {result.moved_chunks} chunks ({human_bytes(result.moved_bytes)}); "
+          f"compacted {result.compacted_packs} packs left sparse ({result.compacted_chunks} "
+          f"chunks, {human_bytes(result.compacted_bytes)}) in {result.seconds:.1f} s")
     return 0

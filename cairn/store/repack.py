@@ -16,10 +16,13 @@ Where to: new packs, in the order the chunks were written (their pack's age, the
 place in it). A chunk the newest point holds is held by every point from the one that
 wrote it to the newest, so an older point finds all that moved for it at the start of the
 new packs, in one run, and the rest of what it reads where it was (the moved copies are
-holes now, which reads pass over without touching the disk): a repack does not scatter
-what other points need. No chunk changes: each is copied as stored, same name, same
-bytes, after checking it against its hash (a damaged one is not moved, but quarantined
-as any read finding damage does).
+holes now): a repack does not scatter what other points need. A pack the moves left
+less than COMPACT live is then rewritten whole (`_Pass.compact`): its chunks in written
+order too, so the older points that read them read one dense run instead of chunks
+between holes (reading a hole costs no disk but zero-fills memory), and the pack is
+unlinked, giving back the file-system blocks a hole shares with a neighbour. No chunk
+changes: each is copied as stored, same name, same bytes, after checking it against its
+hash (a damaged one is not moved, but quarantined as any read finding damage does).
 
 Beside backups and readers: each copy is indexed by `PackBackend.relocate`, which moves
 the row only if it still names the copy that was read (a chunk healed or deleted
@@ -56,6 +59,8 @@ DENSE = 0.75
 """A read in which a point's bytes are less than this share of those read is sparse."""
 MIN_SPARSE = 16
 """Sparse reads below which a point is left as it is."""
+COMPACT = 0.75
+"""A pack the moves left with less than this share of its bytes live is rewritten whole."""
 SYNC_BYTES = 64 * 1024 * 1024
 """Bytes moved between two commits: what a repack killed midway copies again."""
 
@@ -80,6 +85,10 @@ class PointRepack:
 @dataclass
 class RepackResult:
     points: list[PointRepack] = field(default_factory=list)
+    compacted_packs: int = 0
+    """packs the moves left less than COMPACT live, rewritten whole and unlinked"""
+    compacted_chunks: int = 0
+    compacted_bytes: int = 0
     seconds: float = 0.0
     skipped: str = ""
     """why nothing was looked at (a repository without packs), else empty"""
@@ -95,14 +104,16 @@ class RepackResult:
     def to_json(self) -> dict[str, object]:
         return {"points": [asdict(p) for p in self.points], "seconds": self.seconds,
                 "skipped": self.skipped or None, "moved_chunks": self.moved_chunks,
-                "moved_bytes": self.moved_bytes}
+                "moved_bytes": self.moved_bytes, "compacted_packs": self.compacted_packs,
+                "compacted_chunks": self.compacted_chunks,
+                "compacted_bytes": self.compacted_bytes}
 
 
 def repack(repo: Repository, volumes: list[str] | None = None, dry_run: bool = False,
            min_sparse: int = MIN_SPARSE) -> RepackResult:
     """Gather the sparsely read chunks of the newest point of ``volumes`` (default: every
-    volume) into new packs, for each point read in ``min_sparse`` sparse reads or more;
-    with ``dry_run`` only say what would move."""
+    volume) into new packs, for each point read in ``min_sparse`` sparse reads or more,
+    then compact the packs that left sparse; with ``dry_run`` only say what would move."""
     start = time.monotonic()
     backend = repo.chunks.backend
     if repo.remote is not None or not isinstance(backend, PackBackend):
@@ -116,10 +127,11 @@ def repack(repo: Repository, volumes: list[str] | None = None, dry_run: bool = F
             locks.enter_context(FileLock(repo.path / "locks" / "repack.lock",
                                          "repack").acquire())
             locks.enter_context(repo.chunk_lock())
-        for volume, point in hot:
-            if point is not None:
-                result.points.append(_repack_point(repo, backend, (volume, point),
-                                                   min_sparse, dry_run))
+        work = _Pass(repo, backend, min_sparse, dry_run)
+        result.points = [work.gather(volume, point) for volume, point in hot
+                         if point is not None]
+        if not dry_run:
+            work.compact(result)
     result.seconds = time.monotonic() - start
     return result
 
@@ -129,27 +141,59 @@ def _newest(repo: Repository, volume: str) -> RecoveryPoint | None:
     return max(live, key=lambda p: p.seq) if live else None
 
 
-def _repack_point(repo: Repository, backend: PackBackend, hot: tuple[str, RecoveryPoint],
-                  min_sparse: int, dry_run: bool) -> PointRepack:
-    """Move what the point reads sparsely, if that is ``min_sparse`` reads or more."""
-    volume, point = hot
-    names = _chunk_names(repo, point)
-    reads = backend.reads(names)
-    sparse = [r for r in reads if _sparse(r)]
-    done = PointRepack(volume, point.id, len(reads), len(sparse), len(reads))
-    if not sparse or len(sparse) < min_sparse:
+class _Pass:
+    """One repack: the packs it took chunks from are compacted at its end."""
+
+    def __init__(self, repo: Repository, backend: PackBackend, min_sparse: int,
+                 dry_run: bool) -> None:
+        self.repo = repo
+        self.backend = backend
+        self.min_sparse = min_sparse
+        self.dry_run = dry_run
+        self.sources: set[str] = set()
+
+    def gather(self, volume: str, point: RecoveryPoint) -> PointRepack:
+        """Move what ``point`` reads sparsely, if that is ``min_sparse`` reads or more."""
+        names = _chunk_names(self.repo, point)
+        reads = self.backend.reads(names)
+        sparse = [r for r in reads if _sparse(r)]
+        done = PointRepack(volume, point.id, len(reads), len(sparse), len(reads))
+        if not sparse or len(sparse) < self.min_sparse:
+            return done
+        chosen = _in_written_order(self.backend, [item for r in sparse for item in r])
+        if self.dry_run:
+            done.moved_chunks = len(chosen)
+            done.moved_bytes = sum(loc[2] for _name, loc in chosen)
+            return done
+        moved = self.move(chosen)
+        done.moved_chunks = len(moved)
+        done.moved_bytes = sum(loc[2] for loc in moved)
+        done.reads_after = len(self.backend.reads(names))
         return done
-    chosen = _in_written_order(backend, [item for r in sparse for item in r])
-    if dry_run:
-        done.moved_chunks = len(chosen)
-        done.moved_bytes = sum(loc[2] for _name, loc in chosen)
-        return done
-    for group in _groups(chosen):
-        moved = _move(repo, backend, group)
-        done.moved_chunks += len(moved)
-        done.moved_bytes += sum(loc[2] for loc in moved)
-    done.reads_after = len(backend.reads(names))
-    return done
+
+    def move(self, chosen: Read) -> list[Location]:
+        moved: list[Location] = []
+        for group in _groups(chosen):
+            moved += _move(self.repo, self.backend, group)
+        self.sources |= {loc[0] for loc in moved}
+        return moved
+
+    def compact(self, result: RepackResult) -> None:
+        """Rewrite whole the packs the moves left less than COMPACT live, so they go.
+
+        The chunks that stayed sit between holes now: reading them zero-fills the holes
+        (or splits reads at them), which costs the older points that read those packs,
+        and a hole gives back only the file-system blocks no neighbour shares. Moved in
+        written order like the rest, they read as before, and their packs are unlinked.
+        """
+        usage = self.backend.usage(self.sources)
+        sparse = {pack for pack, (live, size) in usage.items() if live < COMPACT * size}
+        if not sparse:
+            return
+        moved = self.move(_in_written_order(self.backend, self.backend.objects_in(sparse)))
+        result.compacted_packs = len(sparse)
+        result.compacted_chunks = len(moved)
+        result.compacted_bytes = sum(loc[2] for loc in moved)
 
 
 def _chunk_names(repo: Repository, point: RecoveryPoint) -> list[str]:

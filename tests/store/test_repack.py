@@ -96,9 +96,11 @@ def test_repack_gathers_the_newest_point_and_gives_back_the_old_places(tmp_path:
         assert set(repo.chunks.backend.list("chunks")) == names
         assert repack(repo).moved_chunks == 0  # already gathered: nothing to do
     assert _retired(repo_path) == 0
-    # The moved copies' places are punched: what stays is the part of a file-system block
-    # shared with a neighbour that did not move.
-    assert _allocated(repo_path) - before < 0.05 * result.moved_bytes
+    # The moved copies' places are punched, and the packs that left sparse are compacted
+    # and unlinked: not even the blocks a hole shares with a neighbour stay taken (what
+    # may differ is the last, partial block of each pack).
+    assert result.compacted_packs > 0
+    assert _allocated(repo_path) <= before + 16 * 4096
     _check(repo_path, points, tmp_path / "out.img")
 
 
@@ -184,7 +186,7 @@ def test_a_killed_repack_loses_nothing_and_its_space_comes_back(tmp_path: Path) 
             repo.chunks.backend.recover()  # what the next backup of any volume does
             assert not repo.chunks.backend.unindexed(), kill_at
             repack(repo)
+            assert verify(repo, read_data=True).ok, kill_at
         assert _retired(work / "repo") == 0, kill_at
         assert _allocated(work / "repo") <= clean_allocated + 64 * 1024, kill_at
-        _check(work / "repo", points, work / "out.img")
         shutil.rmtree(work)

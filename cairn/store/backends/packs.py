@@ -469,6 +469,24 @@ class PackBackend:
             found.update(self._lookup([n for n in names if n not in found]))
         return list(_batches({n: loc for n, loc in found.items() if _sound(loc)}))
 
+    def usage(self, packs: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """``(live bytes, file size)`` of each of ``packs`` still indexed and on disk."""
+        out: dict[str, tuple[int, int]] = {}
+        for pack in packs:
+            with self._db_lock:
+                row = self._db.execute("SELECT live FROM packs WHERE name=?", (pack,)).fetchone()
+            with contextlib.suppress(FileNotFoundError):
+                if row is not None:
+                    out[pack] = (row[0], (self.folder / pack).stat().st_size)
+        return out
+
+    def objects_in(self, packs: set[str]) -> list[tuple[str, Location]]:
+        """The objects indexed in ``packs``: one pass over the index (it has no index by
+        pack; a repack asks once, at its end)."""
+        with self._db_lock:
+            rows = self._db.execute("SELECT name, pack, offset, length FROM objects").fetchall()
+        return [(r[0], (r[1], r[2], r[3])) for r in rows if r[1] in packs]
+
     def written(self, pack: str) -> int:
         """When ``pack`` was last written (ns; 0 if it is gone): packs by age."""
         try:

@@ -63,6 +63,7 @@ COMMANDS = {
     "debug": "debug_cmd",
     "vm": "vm_cmd",
     "rollback": "rollback_cmd",
+    "cloud": "cloud_cmd",
 }
 
 

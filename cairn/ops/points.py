@@ -103,6 +103,10 @@ def delete(repo: Repository, refs: Sequence[str], now: bool = False,
         return result
     if now:
         freed = delete_points(repo, points) + delete_machine_points(repo, machine_points)
+        if repo.remote is not None:
+            from cairn.ops.cloud_space import after_delete
+
+            after_delete(repo)
         return replace(result, freed_chunks=freed)
     until = marks.hold(repo, every)
     return replace(result, held_until=until, freed_chunks=purge(repo))

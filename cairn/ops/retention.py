@@ -133,9 +133,15 @@ def prune(repo: Repository, volume: str, policy: Policy, dry_run: bool = False
 def purge(repo: Repository) -> int:
     """Reclaim the held points whose deletion window has passed (`purge_expired`), and drop
     the machine-point groups left without a disk (and their records in a cloud bucket);
-    returns the chunks freed."""
+    returns the chunks freed. In a cloud repository, space comes back by the cloud's prune
+    (`cloud_space.after_delete`)."""
     from cairn.store.cloud_machines import unpublish
 
+    before = len(repo.catalog.points())
     freed = purge_expired(repo)
     unpublish(repo, MachinePoints(repo.catalog).forget_empty())
+    if repo.remote is not None and len(repo.catalog.points()) < before:
+        from cairn.ops.cloud_space import after_delete
+
+        after_delete(repo)
     return freed

@@ -1,0 +1,54 @@
+"""`cairn cloud prune|convert s3://BUCKET/PREFIX`: free a cloud repository's dead packs, and
+move a legacy one-object-per-chunk repository into packs."""
+
+from __future__ import annotations
+
+import argparse
+
+from cairn.cli._common import add_cloud_options, add_json, human_bytes, open_location, report
+from cairn.errors import UsageError
+from cairn.ops.cloud_space import convert_cloud, prune_cloud
+from cairn.store.cloud_convert import ConvertReport
+from cairn.store.profiles import is_cloud
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("cloud", help="space in a cloud repository: prune packs, convert")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    prune = actions.add_parser(
+        "prune", help="free the packs no point needs (two steps: condemned, then deleted "
+                      "a grace period later), repacking mostly-dead ones")
+    prune.add_argument("--dry-run", action="store_true",
+                       help="say what would be condemned, repacked and deleted; change nothing")
+    convert = actions.add_parser(
+        "convert", help="move a legacy repository's chunk objects into packs (resumable: "
+                        "run it again after an interruption)")
+    for action in (prune, convert):
+        action.add_argument("url", metavar="s3://BUCKET/PREFIX", help="the cloud repository")
+        add_cloud_options(action)
+        add_json(action)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not is_cloud(args.url):
+        raise UsageError(f"{args.url!r} is not a cloud repository: give s3://BUCKET/PREFIX")
+    with open_location(args.url, args) as repo:
+        if args.action == "convert":
+            done = convert_cloud(repo)
+            return report(args.json, done.json(), _converted(done))
+        pruned = prune_cloud(repo, args.dry_run)
+    verb = "would" if args.dry_run else "did"
+    return report(args.json, pruned.json(),
+                  f"{pruned.points} point(s), {pruned.packs} pack(s): {verb} condemn "
+                  f"{len(pruned.condemned)} (repacking {len(pruned.repacked)}), delete "
+                  f"{len(pruned.deleted)} condemned a grace period ago, freeing "
+                  f"{human_bytes(pruned.bytes_freed)}; lifted {len(pruned.lifted)}")
+
+
+def _converted(done: ConvertReport) -> str:
+    damaged = (f"; left {len(done.damaged)} damaged object(s) in place: "
+               f"{', '.join(done.damaged[:3])}" if done.damaged else "")
+    return (f"packed {done.chunks_packed} chunk(s) ({human_bytes(done.bytes_packed)}) into "
+            f"{len(done.packs_written)} pack(s), deleted {done.objects_deleted} legacy "
+            f"object(s){damaged}")

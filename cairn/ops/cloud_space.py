@@ -1,0 +1,38 @@
+"""Space in a cloud repository: its prune over packs and the conversion of a legacy one.
+
+One implementation for `cairn cloud prune|convert`, and for what deleting points in a cloud
+repository (`cairn delete`, `cairn prune`, the offsite retention) does after: it runs a
+prune unless another is already at work (whose run, or the next, frees the space then).
+The two steps and why they are safe beside writers: `cloud_prune`.
+"""
+
+from __future__ import annotations
+
+from cairn import logs
+from cairn.errors import Locked
+from cairn.store.cloud_convert import ConvertReport, convert
+from cairn.store.cloud_prune import PruneReport, prune
+from cairn.store.profiles import is_cloud
+from cairn.store.repository import Repository
+
+
+def prune_cloud(repo: Repository, dry_run: bool = False) -> PruneReport:
+    """Condemn dead packs, repack sparse ones, delete what was condemned a grace ago."""
+    return prune(repo, dry_run)
+
+
+def convert_cloud(repo: Repository) -> ConvertReport:
+    """Move a legacy repository's one-object-per-chunk objects into packs (resumable)."""
+    return convert(repo)
+
+
+def after_delete(repo: Repository) -> PruneReport | None:
+    """A prune after points left a cloud repository, without waiting for another prune
+    (None when ``repo`` is local, or when another prune holds the lock)."""
+    if not is_cloud(repo.location):
+        return None
+    try:
+        return prune(repo, wait=0.0)
+    except Locked as exc:
+        logs.event("cloud.prune_deferred", where=repo.location, why=str(exc))
+        return None

@@ -1,0 +1,148 @@
+"""Moving a legacy cloud repository's chunks (one object each, ``chunks/abc/<hash>``) into
+packs, in place, resumably, while others read and write it.
+
+Repositories made before packs hold one object per 64 KiB chunk: a PUT and a GET per chunk,
+and a million objects per 64 GiB stored. `convert` reads them a pack's worth at a time,
+checks each against its hash, writes them as a pack with its index (`CloudPacks.write_pack`,
+which returns once both are in the bucket), and only then deletes those objects. So a
+conversion killed at any point loses nothing: a chunk is in its legacy object, in a pack,
+or in both; the next run skips the objects whose chunk a pack already holds (and deletes
+them) and packs the rest. Readers go on throughout: a chunk is read through the index first
+and from its legacy object otherwise (`CloudPacks.get`), and a writer never writes legacy
+objects. A chunk whose only pack copies are condemned (`cloud_prune`) counts as not packed:
+it is packed again rather than trusted to a pack a prune may delete. A legacy object that
+fails its hash is left where it is and reported (`cairn verify --repair` mends it); one that
+vanished meanwhile (another conversion took it) is skipped.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from cairn import logs
+from cairn.errors import Corruption, UsageError
+from cairn.store.cloud_packs import pack_bytes
+from cairn.store.cloud_prune import condemned, listed, only_condemned, packs_of
+
+if TYPE_CHECKING:
+    from cairn.store.cloud_packs import CloudPacks
+    from cairn.store.cloudlock import Bucket
+    from cairn.store.repository import Repository
+
+_LEGACY = re.compile(r"^chunks/[0-9a-f]{3}/([0-9a-f]{64})$")
+GROUP = 1000
+"""legacy objects looked up (and deleted) per step: one DeleteObjects request"""
+
+
+@dataclass
+class ConvertReport:
+    chunks_packed: int = 0
+    chunks_already_packed: int = 0
+    objects_deleted: int = 0
+    bytes_packed: int = 0
+    packs_written: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
+    """legacy objects left in place: they fail their hash"""
+    seconds: float = 0.0
+
+    def json(self) -> dict[str, Any]:
+        return {"chunks_packed": self.chunks_packed,
+                "chunks_already_packed": self.chunks_already_packed,
+                "objects_deleted": self.objects_deleted, "bytes_packed": self.bytes_packed,
+                "packs_written": self.packs_written, "damaged": self.damaged,
+                "seconds": self.seconds}
+
+
+def convert(repo: Repository) -> ConvertReport:
+    """Pack every legacy chunk object of ``repo`` (a cloud repository), then delete it."""
+    from cairn.store.cloud import Cloud
+
+    cloud = repo.remote
+    if not isinstance(cloud, Cloud):
+        raise UsageError(f"{repo.location} is not a cloud repository: give s3://BUCKET/PREFIX")
+    started = time.monotonic()
+    packs = packs_of(repo)
+    packs.refresh(full=True)
+    names = [name for name, _ in listed("chunks/", cloud.where, cloud.backend.stamps("chunks"))]
+    at = _Where(repo, packs, cloud.backend, condemned(cloud.backend))
+    report = ConvertReport()
+    for start in range(0, len(names), GROUP):
+        _step(at, _legacy(names[start:start + GROUP]), report)
+    report.seconds = round(time.monotonic() - started, 3)
+    logs.event("cloud.convert", where=cloud.where, packed=report.chunks_packed,
+               deleted=report.objects_deleted, packs=len(report.packs_written))
+    return report
+
+
+def _legacy(names: list[str]) -> dict[bytes, str]:
+    """Digest -> object, for the names that are chunk objects cairn writes (others stay)."""
+    found = {}
+    for name in names:
+        match = _LEGACY.match(name)
+        if match and name[7:10] == match.group(1)[:3]:
+            found[bytes.fromhex(match.group(1))] = name
+    return found
+
+
+@dataclass(frozen=True)
+class _Where:
+    repo: Repository
+    packs: CloudPacks
+    bucket: Bucket
+    notices: dict[str, float]
+
+
+def _step(at: _Where, group: dict[bytes, str], report: ConvertReport) -> None:
+    """Pack the chunks of ``group`` that no sound pack holds, then delete the group."""
+    packs, bucket = at.packs, at.bucket
+    copies = packs.locations(list(group))
+    doomed = only_condemned(packs, [d for d in group if d in copies], at.notices)
+    done = [d for d in group if d in copies and d not in doomed]
+    report.chunks_already_packed += len(done)
+    batch: list[tuple[bytes, bytes]] = []
+    size = 0
+    for digest, stored in _read(at, [d for d in group if d not in done], group, report):
+        batch.append((digest, stored))
+        size += len(stored)
+        if size >= pack_bytes():
+            done += _write(packs, batch, report)
+            batch, size = [], 0
+    if batch:
+        done += _write(packs, batch, report)
+    bucket.delete_many([group[d] for d in done])
+    report.objects_deleted += len(done)
+
+
+def _read(at: _Where, digests: list[bytes], group: dict[bytes, str],
+          report: ConvertReport) -> Iterator[tuple[bytes, bytes]]:
+    """The stored bytes of each of ``digests``' legacy objects, checked against its hash."""
+    by_name = {group[d]: d for d in digests}
+
+    def fetch(name: str) -> tuple[bytes, bytes | None]:
+        digest = by_name[name]
+        try:
+            stored = at.bucket.get(name)
+        except KeyError:
+            return digest, None
+        try:
+            at.repo.chunks.decode(digest, stored)
+        except Corruption:
+            report.damaged.append(name)
+            return digest, None
+        return digest, stored
+
+    from cairn.store.parallel import bounded_map
+
+    return ((d, s) for d, s in bounded_map(fetch, list(by_name), 16) if s is not None)
+
+
+def _write(packs: CloudPacks, batch: list[tuple[bytes, bytes]],
+           report: ConvertReport) -> list[bytes]:
+    report.packs_written.append(packs.write_pack(batch))
+    report.chunks_packed += len(batch)
+    report.bytes_packed += sum(len(stored) for _d, stored in batch)
+    return [digest for digest, _stored in batch]

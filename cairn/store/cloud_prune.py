@@ -1,0 +1,369 @@
+"""Freeing space in a cloud repository without a lock on its writers: two-step deletion.
+
+Chunks live in packs (`cloud_packs`), and a pack holds chunks of many points, so space comes
+back by whole packs. Replications take no lock, so a prune cannot know what a writer is about
+to publish; it deletes in two steps (Duplicacy's "fossil collection", adapted), with ``G`` the
+grace period (`cloudlock.lifetime`, 30 min by default). Ages of bucket objects are the
+server's LastModified against the server's time (`server_now`), never a host clock.
+
+1. A full listing of ``points/`` (never an incremental one) agrees with the synced cache,
+   every index is read, and the live set is every chunk a published point reaches. A live
+   chunk's canonical copy is in the lowest pack id that is not condemned; other copies are
+   dead bytes.
+2. A pack younger than ``G`` is never condemned: its writer may be about to publish the
+   point that needs it. A pack object with no index, older than ``G``, is an orphan of a
+   dead writer and is condemned like a dead pack.
+3. A pack older than ``G`` with no canonical copy gets a notice ``condemned/<id>``. One
+   whose dead bytes pass `DEAD_SHARE` of its size has its canonical chunks written into new
+   packs first (`CloudPacks.write_pack`, same digests: a chunk's identity never changes),
+   then is condemned.
+4. A later prune deletes a condemned pack when its notice is older than ``G`` and this
+   prune's listing (taken after it read the server's time) shows no published point needing
+   a chunk whose only copies are condemned; where one does, a writer reused it and the
+   condemnation is lifted (the notice deleted). A pack goes first, then its index, then
+   the notice: a prune that dies midway leaves a notice that the next one completes.
+5. Writers count a chunk whose every copy is condemned as absent (`only_condemned`: sent
+   again), and publish only if less than ``G/2`` (monotonic) passed since they read the
+   notices; otherwise they plan again (`replicate`).
+
+Why nothing a point needs is deleted: a writer that planned at ``t_c`` and publishes at
+``t_p < t_c + G/2`` relied only on packs without a notice at ``t_c``. A notice written at
+``t_x > t_c`` lets its pack go at ``t_d >= t_x + G > t_p`` only after a listing taken after
+``t_x + G``, which already shows the writer's point, so the condemnation is lifted instead.
+A pack that a point in flight wrote is younger than ``G`` and never condemned.
+
+Failures never delete on a guess: a listing that fails raises before anything is deleted, a
+pack that an index names but that is missing or shorter than its index says stops the prune
+(naming both objects) when a live chunk is in it, and no local data is touched by any of it.
+Only one prune runs at a time (an exclusive `RemoteLock`; replications never take it).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from cairn import logs
+from cairn.errors import CairnError, Corruption, S3AccessDenied, UsageError
+from cairn.store.chunks import chunk_name
+from cairn.store.cloudlock import LOCK_WAIT, Bucket, RemoteLock, lifetime
+
+if TYPE_CHECKING:
+    from cairn.store.cloud import Cloud
+    from cairn.store.cloud_packs import CloudPacks, Location
+    from cairn.store.repository import Repository
+
+CONDEMNED = "condemned"
+CLOCK = "prune.time"
+"""an object the prune writes to read the server's time from its LastModified"""
+
+
+def dead_share() -> float:
+    """The share of a pack's bytes that must be dead before its live chunks are moved out
+    (``CAIRN_CLOUD_REPACK_SHARE``, 0.3 by default): rewriting costs a GET and a PUT of the
+    live bytes, so a pack that is mostly live waits until more of it dies."""
+    return float(os.environ.get("CAIRN_CLOUD_REPACK_SHARE") or 0.3)
+
+
+@dataclass
+class PruneReport:
+    """What one prune did (or, on a dry run, would do)."""
+
+    dry_run: bool = False
+    points: int = 0
+    packs: int = 0
+    condemned: list[str] = field(default_factory=list)
+    repacked: list[str] = field(default_factory=list)
+    new_packs: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    lifted: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+    bytes_rewritten: int = 0
+    seconds: float = 0.0
+
+    def json(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "points": self.points, "packs": self.packs,
+                "packs_condemned": self.condemned, "packs_repacked": self.repacked,
+                "packs_written": self.new_packs, "packs_deleted": self.deleted,
+                "condemnations_lifted": self.lifted, "bytes_freed": self.bytes_freed,
+                "bytes_rewritten": self.bytes_rewritten, "seconds": self.seconds}
+
+
+def condemned(bucket: Bucket) -> dict[str, float]:
+    """Every condemned pack id with the server time of its notice (one full listing)."""
+    return {name.rpartition("/")[2]: stamp for name, stamp in bucket.stamps(CONDEMNED)}
+
+
+def only_condemned(packs: CloudPacks, digests: Iterable[bytes],
+                   notices: Iterable[str]) -> set[bytes]:
+    """Those of ``digests`` held in packs and only in condemned ones: a writer sends them
+    again (the prune may delete those packs). A chunk no pack holds (a legacy object, or
+    not there at all) is left to the caller."""
+    doomed = set(notices)
+    wanted = {d for d, (pack, _o, _n) in packs.locations(digests).items() if pack in doomed}
+    if not wanted:
+        return set()  # the copy each is read from is not condemned: the common case
+    copies = _copies(packs, wanted)
+    return {d for d, where in copies.items() if all(c[0] in doomed for c in where)}
+
+
+def _copies(packs: CloudPacks, digests: set[bytes]) -> dict[bytes, list[Location]]:
+    """Every copy the index knows of each of ``digests`` (a chunk in no pack is absent);
+    the copy `CloudPacks.locations` reads (a repair's, else the oldest) comes first."""
+    found: dict[bytes, list[Location]] = {}
+    for pack in packs.pack_ids():
+        info = packs.pack_info(pack)
+        for digest, offset, length in info.chunks if info is not None else []:
+            if digest in digests:
+                found.setdefault(digest, []).append((pack, offset, length))
+    for digest, read in packs.locations(list(found)).items():
+        found[digest].sort(key=lambda c: (c != read, c[0]))
+    return found
+
+
+def server_now(bucket: Bucket) -> float:
+    """The server's time now: the LastModified of an object just written."""
+    bucket.put(CLOCK, b"")
+    return bucket.stamp(CLOCK)
+
+
+def listed(what: str, where: str, listing: Iterator[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """A whole listing, or one line saying which prefix could not be listed."""
+    try:
+        return list(listing)
+    except S3AccessDenied as exc:
+        raise CairnError(
+            f"cannot list {what} in {where}: {exc}; a prune needs the rights to list, read, "
+            "write and delete objects; nothing was deleted") from None
+
+
+@dataclass
+class _Bucket:
+    """One prune's view of the bucket: full listings taken after ``now``."""
+
+    now: float
+    points: set[str]
+    packs: dict[str, tuple[float, int]]
+    """pack id -> (server stamp, size) of every ``packs/`` object"""
+    indexes: dict[str, float]
+    """pack id -> server stamp of every ``index/`` object"""
+    notices: dict[str, float]
+
+
+def _pack_id(name: str) -> str:
+    return name.rpartition("/")[2]
+
+
+def _survey(cloud: Cloud) -> _Bucket:
+    bucket, where = cloud.backend, cloud.where
+    now = server_now(bucket)
+    points = {cloud._point_id_of(name)
+              for name, _ in listed("points/", where, bucket.stamps("points"))}
+    stamps = dict(listed("packs/", where, bucket.stamps("packs")))
+    sizes = dict(listed("packs/", where, bucket.sizes("packs")))
+    packs = {_pack_id(name): (stamp, sizes[name]) for name, stamp in stamps.items()
+             if name in sizes}
+    indexes = {_pack_id(name): stamp
+               for name, stamp in listed("index/", where, bucket.stamps("index"))}
+    notices = {_pack_id(name): stamp
+               for name, stamp in listed("condemned/", where, bucket.stamps(CONDEMNED))}
+    return _Bucket(now, points, packs, indexes, notices)
+
+
+def _live(repo: Repository, cloud: Cloud, listed: set[str]) -> set[bytes]:
+    """Every chunk a published point reaches, once the cache knows every listed point."""
+    known = {p.id for p in repo.catalog.points()}
+    if not listed <= known:
+        cloud.sync(repo)
+        known = {p.id for p in repo.catalog.points()}
+    if not listed <= known:
+        raise CairnError(f"the points listed in {cloud.where} "
+                         f"({len(listed - known)} unknown to this node's cache) could not be "
+                         "read: nothing was pruned; run the prune again")
+    return {digest for digest, refs in repo.catalog.chunk_refs().items() if refs > 0}
+
+
+@dataclass
+class _Plan:
+    """Per pack, the bytes of the canonical copies it holds, and which chunks they are."""
+
+    live_bytes: dict[str, int] = field(default_factory=dict)
+    canonical: dict[str, list[bytes]] = field(default_factory=dict)
+    lift: set[str] = field(default_factory=set)
+    missing: dict[str, bytes] = field(default_factory=dict)
+    """a pack the live set needs that is missing or short -> one live chunk in it"""
+
+
+def _canonical(packs: CloudPacks, live: set[bytes], view: _Bucket) -> _Plan:
+    """Where each live chunk's one counted copy is: among the copies in packs that are
+    there whole and not condemned, the one readers read, else the oldest; a chunk whose
+    every such copy is condemned lifts the condemnation of that copy's pack, and one with
+    no whole copy at all is `missing`. (Chunks in no pack, legacy objects, are `convert`'s.)"""
+    plan = _Plan()
+    for digest, copies in _copies(packs, live).items():
+        known = [c for c in copies if c[0] in view.packs or c[0] in view.indexes]
+        whole = [c for c in known if c[0] in view.packs and view.packs[c[0]][1] >= c[1] + c[2]]
+        if not known:
+            continue  # every copy landed after the listing: young, nothing to decide
+        if not whole:
+            plan.missing.setdefault(copies[0][0], digest)
+            continue
+        free = [c for c in whole if c[0] not in view.notices]
+        best = (free or whole)[0]
+        if not free:
+            plan.lift.add(best[0])
+        pack, _offset, length = best
+        plan.live_bytes[pack] = plan.live_bytes.get(pack, 0) + length
+        plan.canonical.setdefault(pack, []).append(digest)
+    return plan
+
+
+def _refuse_missing(plan: _Plan, where: str) -> None:
+    """A live chunk in a pack that is gone or cut short: stop before deleting anything."""
+    if not plan.missing:
+        return
+    pack, digest = sorted(plan.missing.items())[0]
+    from cairn.store.cloud_packs import pack_object
+
+    raise Corruption(f"{pack_object(pack)} in {where} (named by index/{pack}) is missing or "
+                     f"shorter than its index says, and chunk {digest.hex()} that a point "
+                     f"needs is in it ({len(plan.missing)} such pack(s)): nothing was "
+                     "pruned; run `cairn verify --repair` from a node that holds the chunks")
+
+
+def prune(repo: Repository, dry_run: bool = False, wait: float = LOCK_WAIT) -> PruneReport:
+    """One prune of a cloud repository (see the module docstring), alone among prunes:
+    `Locked` when another holds the prune lock longer than ``wait`` seconds."""
+    from cairn.store.cloud import Cloud
+
+    cloud = repo.remote
+    if not isinstance(cloud, Cloud):
+        raise UsageError(f"{repo.location} is not a cloud repository: give s3://BUCKET/PREFIX")
+    started = time.monotonic()
+    with _prune_lock(cloud, wait):
+        cloud.sync(repo)
+        report = _prune(repo, cloud, packs_of(repo), dry_run)
+    report.seconds = round(time.monotonic() - started, 3)
+    logs.event("cloud.prune", where=cloud.where, **{k: v for k, v in report.json().items()
+                                                    if not isinstance(v, list)})
+    return report
+
+
+@contextmanager
+def _prune_lock(cloud: Cloud, wait: float) -> Iterator[None]:
+    """One prune at a time (two would condemn and repack the same packs twice)."""
+    lock = RemoteLock(cloud.backend, True, cloud.where).acquire(wait)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def packs_of(repo: Repository) -> CloudPacks:
+    from cairn.store.cloud_packs import CloudPacks
+
+    backend = repo.chunks.backend
+    assert isinstance(backend, CloudPacks)
+    return backend
+
+
+def _prune(repo: Repository, cloud: Cloud, packs: CloudPacks, dry_run: bool) -> PruneReport:
+    view = _survey(cloud)
+    live = _live(repo, cloud, view.points)
+    packs.refresh(full=True)
+    report = PruneReport(dry_run=dry_run, points=len(view.points), packs=len(view.packs))
+    if not view.points:
+        logs.event("cloud.prune_skipped", where=cloud.where, why="no points listed")
+        return report
+    plan = _canonical(packs, live, view)
+    _refuse_missing(plan, cloud.where)
+    report.lifted = sorted(plan.lift)
+    for pack in report.lifted:
+        if not dry_run:
+            _delete_object(cloud, f"{CONDEMNED}/{pack}")
+        view.notices.pop(pack)
+    grace = lifetime()
+    _delete(cloud, packs, [p for p, stamp in view.notices.items() if view.now - stamp > grace],
+            view, report)
+    doomed, sparse = _doomed(view, plan, grace)
+    if not dry_run:
+        report.new_packs = _repack(repo, packs, plan, sparse, report)
+        for pack in [*doomed, *sparse]:
+            cloud.backend.put(f"{CONDEMNED}/{pack}", b"")
+    report.repacked = sparse
+    report.condemned = sorted([*doomed, *sparse])
+    return report
+
+
+def _doomed(view: _Bucket, plan: _Plan, grace: float) -> tuple[list[str], list[str]]:
+    """Packs (or lone indexes) older than ``grace`` and not yet condemned: those with no
+    canonical copy (orphans without an index among them), and those past `dead_share`."""
+    def old(stamps: dict[str, float]) -> set[str]:
+        return {p for p, stamp in stamps.items()
+                if view.now - stamp > grace and p not in view.notices}
+
+    aged = old({p: stamp for p, (stamp, _size) in view.packs.items()})
+    lone = old(view.indexes) - view.packs.keys()  # a pack that never landed or was lost
+    doomed = sorted(p for p in aged | lone if plan.live_bytes.get(p, 0) == 0)
+    sparse = sorted(p for p in aged if p not in doomed
+                    and view.packs[p][1] - plan.live_bytes[p] > dead_share() * view.packs[p][1])
+    return doomed, sparse
+
+
+def _delete(cloud: Cloud, packs: CloudPacks, pack_ids: list[str], view: _Bucket,
+            report: PruneReport) -> None:
+    """Pack, then index, then notice: each step leaves what the next prune completes."""
+    from cairn.store.cloud_packs import index_object, pack_object
+
+    for pack in sorted(pack_ids):
+        if not report.dry_run:
+            if pack in view.packs:
+                _delete_object(cloud, pack_object(pack))
+            if pack in view.indexes:
+                _delete_object(cloud, index_object(pack))
+            _delete_object(cloud, f"{CONDEMNED}/{pack}")
+            packs.forget_pack(pack)
+        report.deleted.append(pack)
+        report.bytes_freed += view.packs.get(pack, (0.0, 0))[1]
+
+
+def _delete_object(cloud: Cloud, name: str) -> None:
+    try:
+        cloud.backend.delete(name)
+    except S3AccessDenied as exc:
+        raise CairnError(f"cannot delete {name} in {cloud.where}: {exc}; a prune needs the "
+                         "right to delete objects (what it deleted before stays deleted, "
+                         "which no point needed)") from None
+
+
+def _repack(repo: Repository, packs: CloudPacks, plan: _Plan, sparse: list[str],
+            report: PruneReport) -> list[str]:
+    """Write the canonical chunks of ``sparse`` packs into new packs, checked as read."""
+    from cairn.store.cloud_packs import pack_bytes, pack_object
+
+    written: list[str] = []
+    batch: list[tuple[bytes, bytes]] = []
+    size = 0
+    limit = pack_bytes()
+    for pack in sorted(sparse):
+        for digest in plan.canonical.get(pack, []):
+            try:
+                stored = packs.get(chunk_name(digest))
+                repo.chunks.decode(digest, stored)
+            except (KeyError, Corruption) as exc:
+                raise Corruption(f"chunk {digest.hex()} in {pack_object(pack)} could not be "
+                                 f"read back to repack it ({exc}): nothing was deleted; run "
+                                 "`cairn verify` on the repository") from None
+            batch.append((digest, stored))
+            size += len(stored)
+            report.bytes_rewritten += len(stored)
+            if size >= limit:
+                written.append(packs.write_pack(batch))
+                batch, size = [], 0
+    if batch:
+        written.append(packs.write_pack(batch))
+    return written

@@ -43,6 +43,8 @@ NO_OUTPUT = {
 
 ELSEWHERE = {
     "replicate": "tests/replication/test_replicate.py",
+    "cloud prune": "tests/replication/test_cloud_prune.py",
+    "cloud convert": "tests/replication/test_cloud_prune.py",
     "screenshot-verify": "tests/virt/test_boot_points.py",
     "virtualize": "tests/virt/test_virtualize.py",
     "vm start": "tests/virt/test_vms.py",

@@ -4,6 +4,7 @@ Every test ends the same way: each point the bucket still publishes restores byt
 and `verify --read-data` finds nothing wrong, read by a node with an empty cache. The grace
 period is shrunk to seconds (``CAIRN_CLOUD_LOCK_SECONDS``) and packs to a few chunks
 (``CAIRN_CLOUD_PACK_BYTES``), so a prune has something to condemn, repack and delete.
+`cairn cloud prune --json` and `cairn cloud convert --json` are run as a user runs them.
 """
 
 from __future__ import annotations

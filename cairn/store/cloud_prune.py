@@ -289,7 +289,7 @@ def _prune(repo: Repository, cloud: Cloud, packs: CloudPacks, dry_run: bool) -> 
     grace = lifetime()
     _delete(cloud, packs, [p for p, stamp in view.notices.items() if view.now - stamp > grace],
             view, report)
-    doomed, sparse = _doomed(view, plan, grace)
+    doomed, sparse = _doomed(view, plan, grace, view.indexes.keys() - set(packs.pack_ids()))
     if not dry_run:
         report.new_packs = _repack(repo, packs, plan, sparse, report)
         for pack in [*doomed, *sparse]:
@@ -299,12 +299,15 @@ def _prune(repo: Repository, cloud: Cloud, packs: CloudPacks, dry_run: bool) -> 
     return report
 
 
-def _doomed(view: _Bucket, plan: _Plan, grace: float) -> tuple[list[str], list[str]]:
+def _doomed(view: _Bucket, plan: _Plan, grace: float, unread: set[str]
+            ) -> tuple[list[str], list[str]]:
     """Packs (or lone indexes) older than ``grace`` and not yet condemned: those with no
-    canonical copy (orphans without an index among them), and those past `dead_share`."""
+    canonical copy (orphans without an index among them), and those past `dead_share`.
+    A pack whose index is in the bucket but not read here (``unread``) is left alone:
+    what it holds is not known."""
     def old(stamps: dict[str, float]) -> set[str]:
         return {p for p, stamp in stamps.items()
-                if view.now - stamp > grace and p not in view.notices}
+                if view.now - stamp > grace and p not in view.notices and p not in unread}
 
     aged = old({p: stamp for p, (stamp, _size) in view.packs.items()})
     lone = old(view.indexes) - view.packs.keys()  # a pack that never landed or was lost

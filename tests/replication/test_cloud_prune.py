@@ -262,19 +262,20 @@ def test_prune_beside_a_replication_deletes_nothing_a_point_needs(site: Site) ->
                           cwd=ROOT, env=site.cli.env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True) as replication:
         deadline = time.monotonic() + 120
-        rounds = 0
+        rounds, deleted = 0, []
         while replication.poll() is None and time.monotonic() < deadline:
             with open_cloud(site.url, None) as cloud:
                 listed = cloud.catalog.points()
                 if len(listed) > 2:
                     delete(cloud, [listed[0].id], now=True)
                     del site.points[listed[0].id]
-            site.prune()
+            deleted += site.prune()["packs_deleted"]
             rounds += 1
         _out, err = replication.communicate(timeout=30)
         assert replication.returncode == 0, err
     assert rounds >= 2
     for _ in range(2):
         site.age()
-        site.prune()
+        deleted += site.prune()["packs_deleted"]
+    assert deleted and not set(deleted) & site.ids("packs/")
     site.whole("after")

@@ -120,6 +120,10 @@ def chunk_digest(name: str) -> bytes | None:
     return bytes.fromhex(match.group(1)) if match else None
 
 
+class _PackGone(Exception):
+    """A pack a prune deleted (another copy of its chunks is read instead)."""
+
+
 @dataclass(frozen=True)
 class PackInfo:
     """A pack as its index describes it; ``stamp`` is the server's time of the index."""
@@ -307,12 +311,13 @@ class CloudPacks:
 
     # -- the index -----------------------------------------------------------------------
 
-    def refresh(self) -> int:
+    def refresh(self, full: bool = False) -> int:
         """Learn the indexes other writers put since the last refresh (`cloud_feed.since`:
-        one LIST when nothing is new); returns how many packs were new here."""
+        one LIST when nothing is new); returns how many packs were new here. ``full``
+        lists every index (the prune's: an index that landed behind the window counts)."""
         with self._refresh_lock:
             rows = self._db.query("SELECT at FROM cursor")
-            cursor = rows[0][0] if rows else None
+            cursor = rows[0][0] if rows and not full else None
             listed = dict(cloud_feed.since(self.bucket, "index", cursor))
             if cursor is None:
                 listed.update((n, cloud_feed.key_time(self._index_id(n)))
@@ -469,11 +474,29 @@ class CloudPacks:
         data = self._memory(digest)
         if data is not None:
             return data
-        loc = self._locate([digest]).get(digest)
-        if loc is None:
-            return self.bucket.get(name)  # a legacy chunk object, or KeyError
-        pack, offset, length = loc
-        return self._read(pack, offset, offset + length, digest)
+        for _attempt in range(3):
+            loc = self._locate([digest]).get(digest)
+            if loc is None:
+                try:
+                    return self.bucket.get(name)  # a legacy chunk object, or KeyError
+                except KeyError:
+                    if not self.refresh():  # `cloud convert` packed it meanwhile?
+                        raise
+                    continue
+            pack, offset, length = loc
+            try:
+                return self._read(pack, offset, offset + length, digest)
+            except _PackGone:
+                self.forget_pack(pack)  # a prune deleted it: read another copy
+        raise MissingChunk(f"chunk {digest.hex()} is in no pack of {self.where} left")
+
+    def _gone(self, pack: str) -> bool:
+        """Whether a missing pack was deleted by a prune (which condemned it first, and
+        deletes its index after it) rather than lost."""
+        from cairn.store.cloud_prune import CONDEMNED
+
+        return (self.bucket.exists(f"{CONDEMNED}/{pack}")
+                or not self.bucket.exists(index_object(pack)))
 
     def _read(self, pack: str, start: int, end: int, digest: bytes) -> bytes:
         """Bytes ``[start, end)`` of a pack, whole, or an error naming it and its index."""
@@ -481,6 +504,8 @@ class CloudPacks:
         try:
             data = self._ranged().get_range(name, start, end)
         except KeyError:
+            if self._gone(pack):
+                raise _PackGone(pack) from None
             exc = MissingChunk(f"pack {name} is missing from {self.where} though its index "
                                f"{index_object(pack)} is there: restore it from a copy, or "
                                "heal with `cairn verify --repair-from` a local repository")
@@ -515,7 +540,11 @@ class CloudPacks:
         def read(batch: list[tuple[str, Location]]) -> list[T]:
             pack, start = batch[0][1][0], batch[0][1][1]
             end = max(o + n for _name, (_p, o, n) in batch)
-            data = memoryview(self._read(pack, start, end, digests[batch[0][0]] or b""))
+            try:
+                data = memoryview(self._read(pack, start, end, digests[batch[0][0]] or b""))
+            except _PackGone:
+                self.forget_pack(pack)  # a prune deleted it: each from another copy
+                return [each(name, self.get(name)) for name, _loc in batch]
             return [each(name, data[o - start : o - start + n]) for name, (_p, o, n) in batch]
 
         batches = list(_batches(found))
@@ -529,7 +558,7 @@ class CloudPacks:
         if legacy:
             from cairn.store.parallel import get_each
 
-            yield from get_each(self.bucket.get, legacy, each, READERS)
+            yield from get_each(self.get, legacy, each, READERS)
 
     def exists(self, name: str) -> bool:
         digest = chunk_digest(name)

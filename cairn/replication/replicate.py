@@ -14,10 +14,14 @@ chunks the cloud lacked), not what its local backup stored: the two differ when 
 were skipped (``send``), deleted before they were sent, or when the cloud already held
 chunks from another volume or appliance.
 
-Replication holds the cloud's lock *shared*: several appliances may replicate at once, but
-no prune on the cloud can free a chunk under it. Chunks travel in packs (`cloud_packs`); a
-run that dies leaves the packs it uploaded with their indexes, and the next run (like any
-other appliance) learns them from the indexes and does not send their chunks again.
+Replication takes no lock on the cloud: any number of appliances replicate into one
+repository at once, beside deletes and a prune (the argument: `cairn.store.cloud`). Before
+each point it syncs the cache (incrementally: one request when nothing changed) and plans
+from it; a plan older than half the grace period (`cloudlock.lifetime`, on the monotonic
+clock) is made again before publishing, since a prune may since have condemned what it
+relied on. Chunks travel in packs (`cloud_packs`); a run that dies leaves the packs it
+uploaded with their indexes, and the next run (like any other appliance) learns them from
+the indexes and does not send their chunks again.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -38,6 +42,7 @@ from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO, chunk_name
 from cairn.store.cloud import Cloud
 from cairn.store.cloud_machines import publish_complete
+from cairn.store.cloudlock import lifetime
 from cairn.store.machine_points import MachinePoints
 from cairn.store.repository import Repository
 
@@ -168,30 +173,27 @@ def replicate(local: Repository, cloud: Repository, volume: str | Sequence[str] 
         remote.put_chunk(chunk_name(digest), stored)
         return digest, size, len(stored)
 
-    with remote.lock(cloud, exclusive=False), ThreadPoolExecutor(WORKERS) as pool:
+    remote.prepare(cloud)
+    with ThreadPoolExecutor(WORKERS) as pool:
         wanted = _wanted(local, cloud, remote, volumes, send, report)
         for n, point in enumerate(wanted):
             if until is not None and time.time() >= until:
                 report.left_for_later = len(wanted) - n
                 break
-            if cloud.catalog.point(point.id) is not None:
-                continue
-            cloud_volume = cloud.catalog.ensure_volume(point.volume)
-            placed = RecoveryPoint(**{**point.__dict__, "volume_id": cloud_volume.id,
-                                      "seq": int(point.created * 1_000_000)})
-            before, _after = cloud.catalog.neighbours(placed)
-            needed = {h for _slot, _old, h in diff(nodes, cloud.tree(before) if before else None,
-                                                   local.tree(point))
-                      if h is not None and h != ZERO}
-            to_send, written = _plan(local, remote, needed, report, progress)
-            for digest, size, stored in pool.map(put, to_send):
-                written[digest] = (size, stored)
-                report.chunks_sent += 1
-                report.bytes_sent += stored
-                if progress:
-                    progress(stored)
-            _publish(local, cloud, replace(placed, bytes_stored=sum(
-                stored for _size, stored in written.values())), written, report)
+            while True:
+                planned = time.monotonic()
+                remote.sync(cloud)  # what the plan relies on is what the bucket holds now
+                if cloud.catalog.point(point.id) is not None:
+                    break
+                placed = _placed(cloud, point)
+                written = _send(local, remote, _needed(nodes, local, cloud, point, placed),
+                                Sending(pool, put, report, progress))
+                if time.monotonic() - planned < lifetime() / 2:
+                    _publish(local, cloud, replace(placed, bytes_stored=sum(
+                        stored for _size, stored in written.values())), written, report)
+                    break
+                # Too long since the plan: a prune may since have condemned what it relied
+                # on. Plan again (what was sent is in packs the index knows: not sent twice).
         report.machine_points = publish_complete(local, cloud)
     if remote.locker is not None:
         report.lock_requests = remote.locker.retention.extensions
@@ -216,6 +218,46 @@ def _publish(local: Repository, cloud: Repository, placed: RecoveryPoint,
     if flags:
         marks.flag(cloud, committed, flags)
     report.points.append(placed.id)
+
+
+def _placed(cloud: Repository, point: RecoveryPoint) -> RecoveryPoint:
+    """``point`` as the cloud's catalog will hold it: its volume there, ordered by time."""
+    cloud_volume = cloud.catalog.ensure_volume(point.volume)
+    return RecoveryPoint(**{**point.__dict__, "volume_id": cloud_volume.id,
+                            "seq": int(point.created * 1_000_000)})
+
+
+def _needed(nodes: NodeCache, local: Repository, cloud: Repository, point: RecoveryPoint,
+            placed: RecoveryPoint) -> set[bytes]:
+    """The chunks ``point`` reads that its predecessor in the cloud does not."""
+    before, _after = cloud.catalog.neighbours(placed)
+    return {h for _slot, _old, h in diff(nodes, cloud.tree(before) if before else None,
+                                         local.tree(point))
+            if h is not None and h != ZERO}
+
+
+@dataclass
+class Sending:
+    """How chunks go out: the workers, the upload of one, what is reported."""
+
+    pool: ThreadPoolExecutor
+    put: Callable[[bytes], tuple[bytes, int, int]]
+    report: Report
+    progress: Meter | None
+
+
+def _send(local: Repository, remote: Cloud, needed: set[bytes], how: Sending
+          ) -> dict[bytes, tuple[int, int]]:
+    """Send what of ``needed`` the cloud lacks; the sizes of every chunk the point adds."""
+    report, progress = how.report, how.progress
+    to_send, written = _plan(local, remote, needed, report, progress)
+    for digest, size, stored in how.pool.map(how.put, to_send):
+        written[digest] = (size, stored)
+        report.chunks_sent += 1
+        report.bytes_sent += stored
+        if progress:
+            progress(stored)
+    return written
 
 
 def _plan(local: Repository, remote: Cloud, needed: set[bytes], report: Report,

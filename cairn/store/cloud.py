@@ -10,7 +10,9 @@ Layout in the bucket (under its prefix)::
                                      sequence number against replays (`cloud_marks`)
     machines/<machine>/<id>.json     a machine point: its disks' points, sealed (`cloud_machines`)
     chunks/abc/<hash>                chunks, as in a local repository
-    locks/<random>.json              writers' locks: {exclusive, host, pid, command, time}
+    locks/<random>.json              a prune's lock against another prune (`cloudlock`), only
+    feed/<key>.<op>~<object name>    "this object was put/removed", for incremental syncs
+                                     (`cloud_sync`)
     removed/<volume>/<point id>_<created µs>_<mac>  a point that was here and was deleted
 
 ``points/`` and ``removed/`` together record every point ever sent: replication never sends
@@ -24,20 +26,52 @@ Nothing on local disk is needed to use the bucket: the cache folder
 (``$CAIRN_CACHE`` or ``~/.cache/cairn``, one folder per repository id) holds a catalog that
 `Cloud.sync` rebuilds from the ``points/`` objects (reference counts are recomputed by the
 run rule, see `runs`), plus this node's clones. Any node can be lost and another rebuilds.
+A sync reads only what the feed announces since the last one (one request when nothing is
+new), and every prefix in full at a cache's first sync and then once a day (`cloud_sync`).
 
-Writers (restic's scheme): each takes a lock object; a replication takes it *shared*, a
-delete or prune *exclusive*. An exclusive holder is alone, so it can sync, unpublish points
-and unlink the chunks they alone held knowing no other node counts on them. The lock, its
-refresh, and how staleness is judged by the server's clock: `cloudlock`. A holder whose
-lock lapsed publishes, unpublishes and sweeps nothing more (`LockLost`).
+No lock on the write path. Any number of nodes replicate, delete and apply retention in
+one repository at once; none takes a lock (only two prunes exclude each other, `cloudlock`).
+Why that is safe, with G the grace period (`cloudlock.lifetime`, 30 minutes):
+
+1. A point is published only once complete. Its record is created (``If-None-Match``)
+   only after every chunk it reads is in the bucket: uploaded by this run (every upload
+   acknowledged, packs flushed with their indexes, `cloud_packs`) or held by a point the
+   cache, synced just before the plan, knows as published. A machine point's record
+   follows the records of all its disks' points. A reader never meets a record whose data
+   is not there, and a record, once there, never changes.
+2. Nothing a published or in-flight point needs is deleted by a writer: unpublishing (a
+   delete, retention) writes the tombstone, deletes the record and marks, then announces
+   it; its chunks stay (`Repository.reclaim` unlinks nothing in a bucket), because another
+   node may be about to publish a point that reuses them. Only a prune frees space
+   (`cloud_prune`), by two steps: it lists every point in full (never the feed), condemns
+   only packs older than G, by the server's LastModified, that no listed point needs, and
+   deletes one only once its notice is older than G and a fresh full listing still shows no
+   point needing it (else the condemnation is lifted).
+3. Grace for young objects and slow writers. What a writer uploaded but has not yet
+   published is younger than G, so never condemned. A writer plans a point from a sync at
+   t_c and publishes it only before t_c + G/2 on its monotonic clock, else it syncs and
+   plans again (`replicate`); it takes a chunk whose only copies are condemned as absent. A
+   pack it relied on was not condemned at t_c; condemned later, at t_x > t_c, it is deleted
+   at t_d >= t_x + G > t_p, after a full listing that already shows the writer's point,
+   which needs it: the condemnation is lifted instead.
+4. Writers racing on one chunk write the same bytes under the same digest; records and
+   tombstones have names of their own (a point id is random), so writers never overwrite
+   each other's objects, and marks carry a sequence number (`cloud_marks`).
+5. The incremental sync misses nothing it must not: a feed entry is written after the
+   object it announces and lands within `cloud_feed.WINDOW` of its key, so the listing
+   after the cursor less the window sees it, and sees the object too (read-after-write); a
+   removal is taken only once a HEAD says the record is gone. What has no entry (a writer
+   that died between its object and its entry, an older cairn, a name planted or altered
+   behind cairn's back) waits for the next full sync: a stale cache at worst sends a point
+   that is there already (its record is found identical) or lists a point deleted
+   elsewhere a while longer (its data outlives it by at least G). Deciding what is dead
+   never relies on the feed: the prune lists in full.
 
 A listing is never trusted to say an object is gone: a point the cache knows leaves it only
-once a HEAD confirms its object is gone, a sweep runs only when a second listing of points
-agrees with the cache, never with no point known, and never deletes a chunk younger than
-the longest lock lifetime (a replication whose lock lapsed may still be about to publish).
-Point records are created with ``If-None-Match`` where the server supports it. Commands
-that only read write nothing to the bucket: an object hidden by a DELETE while under
-Object Lock is read past its delete marker, and only writers put it back (`revive`).
+once a HEAD confirms its object is gone. Point records are created with ``If-None-Match``
+where the server supports it. Commands that only read write nothing to the bucket: an
+object hidden by a DELETE while under Object Lock is read past its delete marker, and only
+writers put it back (`revive`).
 
 Whoever can write to the bucket is not trusted (`records`, `keys`): ``config.json`` and
 every point record carry a MAC made with a key that never leaves the appliance (the
@@ -62,20 +96,19 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cairn import logs
 from cairn.errors import Corruption, NotARepository, RepositoryExists, S3NoSuchBucket, UsageError
-from cairn.store import cloud_machines, cloud_marks, marks, profiles, runs
+from cairn.store import cloud_feed, cloud_machines, cloud_marks, cloud_sync, marks, profiles, runs
 from cairn.store.blockmap import NodeCache
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import chunk_name
 from cairn.store.cloud_packs import DATA_PREFIXES, CloudPacks
-from cairn.store.cloudlock import Bucket, RemoteLock, lifetime
+from cairn.store.cloudlock import Bucket
 from cairn.store.keys import (
     REPOSITORY_ID,
     RepoKey,
@@ -83,6 +116,7 @@ from cairn.store.keys import (
     read_key_file,
     write_key_file,
 )
+from cairn.store.parallel import bounded_map
 from cairn.store.records import Sealer
 from cairn.store.repository import (
     DEFAULT_BLOCK_SIZE,
@@ -99,8 +133,8 @@ if TYPE_CHECKING:
     from cairn.store.backends.s3_lock import Retention
     from cairn.store.immutable import Immutability, Locker
 
-SWEEP_MARKER = "sweep-needed"
-MARKER_TEXT = b"an exclusive writer is at work\n"
+_READERS = 16
+"""point records read at once by a sync"""
 
 _POINT_ID = re.compile(r"^[0-9a-f]{8,64}$")
 _MAX_SIZE = 1 << 56
@@ -138,8 +172,6 @@ class Cloud:
         self.where = where
         self.sealer = sealer
         self.repository_id = repository_id
-        self._exclusive = 0
-        self._held: list[RemoteLock] = []
         self.locker: Locker | None = None
         self.versions: Retention | None = None
         """set on a versioned bucket (every Object Lock bucket): see `revive`"""
@@ -148,73 +180,22 @@ class Cloud:
         """the cache repository this cloud serves (set once it is opened)"""
         self.packs: CloudPacks | None = None
         """where its chunks go (`cloud_packs`; set once it is opened)"""
+        self.clock = cloud_feed.Clock()
+        """this node's time for feed keys (`cloud_feed`), the server's when that is ahead"""
 
-    @property
-    def exclusive_held(self) -> bool:
-        return self._exclusive > 0
+    def prepare(self, repo: Repository) -> None:
+        """Before a write (a replication, a delete): the cache synced, and what a DELETE
+        under Object Lock only hid brought back (`revive`: readers read past it, only
+        writers put it back). No lock is taken: see the module's docstring."""
+        self.revive(("points", "marks"))
+        if self.sync(repo):
+            cloud_sync.trim(self.backend, self.backend.delete_many, self.clock.now())
 
-    @contextmanager
-    def lock(self, repo: Repository, exclusive: bool) -> Iterator[RemoteLock]:
-        """Hold the writers' lock with the cache synced. A writer also brings back what a
-        DELETE under Object Lock only hid (`revive`): readers read past it, never write.
-
-        An exclusive holder also leaves ``SWEEP_MARKER`` in the bucket while it works: if it
-        dies midway (after unpublishing points, before unlinking their chunks), the next
-        exclusive holder finds the marker and sweeps the chunks no point counts.
-        """
-        lock = RemoteLock(self.backend, exclusive, self.where).acquire()
-        self._exclusive += exclusive
-        self._held.append(lock)
-        try:
-            self.revive(("points", "marks", *DATA_PREFIXES) if exclusive
-                        else ("points", "marks"))
-            self.sync(repo)
-            if exclusive:
-                if self.backend.exists(SWEEP_MARKER):
-                    self.sweep(repo)
-                self.backend.put(SWEEP_MARKER, MARKER_TEXT)
-            yield lock
-            if exclusive:
-                self.backend.delete(SWEEP_MARKER)
-        finally:
-            self._exclusive -= exclusive
-            self._held.remove(lock)
-            lock.release()
-
-    def check_lock(self) -> None:
-        """Before any write that others must be able to count on: every lock still live."""
-        for lock in self._held:
-            lock.check()
-
-    def sweep(self, repo: Repository) -> int:
-        """Delete chunk objects that no point counts; only under the exclusive lock, with the
-        cache just synced, so nothing any node relies on can be among them. A listing error
-        raises and deletes nothing."""
-        assert self.exclusive_held
-        self.check_lock()
-        self.backend.put(SWEEP_MARKER, MARKER_TEXT)
-        now = self.backend.stamp(SWEEP_MARKER)
-        if not self._listing_agrees(repo):
-            return 0
-        known = {chunk_name(h) for h in repo.catalog.chunk_refs()}
-        grace = lifetime()
-        stray = [name for name, stamp in list(self.backend.stamps("chunks"))
-                 if name not in known and now - stamp > grace]
-        self.check_lock()
-        for name in stray:
-            self.backend.delete(name)
-        return len(stray)
-
-    def _listing_agrees(self, repo: Repository) -> bool:
-        """A second listing of points names exactly the points the cache knows (and there
-        are some): an empty or partial listing then stops the sweep instead of letting it
-        read live chunks as stray."""
-        listed = {self._point_id_of(name) for name in self.backend.list("points")}
-        known = {p.id for p in repo.catalog.points()}
-        if known and listed == known:
-            return True
-        logs.event("cloud.sweep_skipped", known=len(known), listed=len(listed))
-        return False
+    def announce(self, op: str, name: str) -> None:
+        """Tell every node's next sync that ``name`` was put or removed (``op``): a feed
+        entry, written once the change is made (`cloud_sync`)."""
+        key = cloud_feed.new_key(self.clock.now())
+        self.backend.put(cloud_sync.entry(key, op, name), b"")
 
     def immutable(self, repo: Repository, policy: Immutability) -> None:
         """From now on, put what this node publishes under Object Lock (`immutable`)."""
@@ -229,10 +210,7 @@ class Cloud:
                              self.packs.objects if self.packs is not None else None)
 
     def put_chunk(self, name: str, data: bytes) -> None:
-        """Add a chunk to the packs (`cloud_packs`). A writer whose lock lapsed stops
-        here, at its next chunk, not at its publish: what it would send meanwhile a prune
-        may already count as stray."""
-        self.check_lock()
+        """Add a chunk to the packs (`cloud_packs`)."""
         assert self.packs is not None
         self.packs.put(name, data)
 
@@ -248,10 +226,10 @@ class Cloud:
         """Create the point's record; one already there (a retried PUT that had landed) must
         be this very point. When immutable, every object the point needs is locked first,
         then the record; returns the date they are locked until (else None). Every pack
-        put before is uploaded with its index first: a point is published only whole."""
+        put before is uploaded with its index first: a point is published only whole. The
+        record is announced in the feed (again, when a retry finds it there)."""
         if self.packs is not None:
             self.packs.sync()
-        self.check_lock()
         record: dict[str, Any] = point.public()
         record["root"] = point.root.hex()
         record["repository"] = self.repository_id
@@ -268,20 +246,23 @@ class Cloud:
             created = self.backend.put_new(name, data)
         if self.cache is not None:
             cloud_marks.note(self.cache, point.id, record_until=until)
-        if created:
-            return until
-        if self.read_record(name, self.backend.get(name)).root != point.root:
+        if not created and self.read_record(name, self.backend.get(name)).root != point.root:
             raise Corruption(f"{name} in {self.where} already holds another point: it was "
                              "planted; remove it")
+        self.announce("put", name)
         return until
 
     def unpublish(self, point: RecoveryPoint) -> None:
-        self.check_lock()
+        """Tombstone, then record (and marks), then the feed entry naming the tombstone.
+        Its chunks stay: only a prune frees space (`cloud_prune`), since another writer
+        may be about to publish a point that reuses them."""
         micros = round(point.created * 1_000_000)
         mac = _tombstone_mac(self.sealer, self.repository_id, point.volume, point.id, micros)
-        self.backend.put(f"removed/{point.volume}/{point.id}_{micros}_{mac}", b"")
+        tombstone = f"removed/{point.volume}/{point.id}_{micros}_{mac}"
+        self.backend.put(tombstone, b"")
         self.backend.delete(point_object(point))
         self.backend.delete(f"marks/{point.id}.json")
+        self.announce("put", tombstone)
 
     def publish_marks(self, point: RecoveryPoint, point_marks: marks.Marks) -> None:
         """The bucket's copy of a point's marks, which every node's sync reads. Marks that
@@ -299,6 +280,7 @@ class Cloud:
         else:
             self.backend.put(name, data)
         cloud_marks.note(self.cache, point.id, seq=seq)
+        self.announce("put", name)
 
     def _can_lock(self) -> bool:
         """Whether marks can go under Object Lock: a lock on a point is then itself locked
@@ -334,18 +316,24 @@ class Cloud:
         return [n for n in hidden if n.partition("/")[0] in DATA_PREFIXES
                 or n.rpartition("/")[2].removesuffix(".json") not in removed]
 
-    def _mark_records(self) -> list[tuple[str, str | None]]:
-        """Each marks record to read, as (name, version): in a versioned bucket every
-        version of every name (an older one put back must not win: `cloud_marks`), else
-        the current objects (version None)."""
+    def _mark_records(self, prefix: str) -> list[tuple[str, str | None]]:
+        """Each marks record under ``prefix`` to read, as (name, version): in a versioned
+        bucket every version of every name (an older one put back must not win:
+        `cloud_marks`), else the current objects (version None)."""
         if self.versions is None:
-            return [(name, None) for name in self.backend.list("marks")]
-        return [(e.name, e.version) for e in self.versions.entries("marks") if not e.marker]
+            return [(name, None) for name in self.backend.list(prefix)]
+        return [(e.name, e.version) for e in self.versions.entries(prefix) if not e.marker]
 
-    def _read_marks(self) -> dict[str, cloud_marks.Sealed]:
-        """Every point's newest marks in the bucket, each sealed and bound to its name."""
+    def _read_marks(self, ids: Collection[str] | None = None
+                    ) -> dict[str, cloud_marks.Sealed]:
+        """Every point's newest marks in the bucket, each sealed and bound to its name; with
+        ``ids`` (an incremental sync), only the current record of those points: a replayed
+        older one loses to the seq this node took before (`cloud_marks`), and a node that
+        took none syncs in full, reading every version."""
+        records = self._mark_records("marks") if ids is None else \
+            [(f"marks/{i}.json", None) for i in sorted(ids)]
         found: dict[str, cloud_marks.Sealed] = {}
-        for name, version in self._mark_records():
+        for name, version in records:
             parts = name.split("/")
             point_id = parts[-1].removesuffix(".json")
             if len(parts) != 2 or not _POINT_ID.match(point_id) or not name.endswith(".json"):
@@ -377,40 +365,63 @@ class Cloud:
         return sealed
 
     def removed(self) -> list[Removed]:
-        """Every point deleted from the bucket, from one listing of ``removed/``."""
-        found = []
-        for name in self.backend.list("removed"):
-            parts = name.split("/")
-            fields = parts[-1].split("_") if len(parts) == 3 else []
-            if len(fields) != 3 or not _POINT_ID.match(fields[0]) or not fields[1].isdigit():
-                continue
-            point_id, micros, mac = fields[0], int(fields[1]), fields[2]
-            want = _tombstone_mac(self.sealer, self.repository_id, parts[1], point_id, micros)
-            if hmac.compare_digest(want.encode(), mac.encode("utf-8", "surrogatepass")):
-                found.append(Removed(point_id, parts[1], micros / 1_000_000))
-        return found
+        """Every point deleted from the bucket, as this cache's syncs found them: a full
+        sync lists ``removed/``, the others take the feed's new tombstones (`cloud_sync`)."""
+        assert self.cache is not None
+        return [Removed(*row) for row in cloud_sync.removed(self.cache)]
 
-    def sync(self, repo: Repository) -> None:
-        """Bring the cache catalog to the bucket's set of points.
+    def _tombstone(self, name: str) -> Removed | None:
+        """The point a ``removed/`` name records; None for a name cairn never writes or a
+        MAC that fails (a forged tombstone: the point is then sent again, the safe side)."""
+        parts = name.split("/")
+        fields = parts[-1].split("_") if len(parts) == 3 else []
+        if len(fields) != 3 or not _POINT_ID.match(fields[0]) or not fields[1].isdigit():
+            return None
+        point_id, micros, mac = fields[0], int(fields[1]), fields[2]
+        want = _tombstone_mac(self.sealer, self.repository_id, parts[1], point_id, micros)
+        if not hmac.compare_digest(want.encode(), mac.encode("utf-8", "surrogatepass")):
+            return None
+        return Removed(point_id, parts[1], micros / 1_000_000)
+
+    def _learn_removed(self, repo: Repository, names: Iterable[str], every: bool) -> None:
+        found = [t for t in map(self._tombstone, names) if t is not None]
+        cloud_sync.learn_removed(repo, [(t.id, t.volume, t.created) for t in found], every)
+
+    def sync(self, repo: Repository) -> bool:
+        """Bring the cache catalog to the bucket's set of points; True when it listed every
+        prefix (a full sync: the first, then one a day), else it took only the feed's
+        entries since the last sync (`cloud_sync`).
 
         Points new to the cache enter by the delete rule reversed, in creation order, so
         every reference count ends as if this node had seen every change itself. Points gone
         from the bucket were deleted by another node, which may already have removed the
         nodes of their block maps: the counts are then recounted from the remaining points
-        (`verify.expected_refs`), and chunks no longer counted are queued for an exclusive
-        holder to unlink (the deleting node may have died before it could).
+        (`verify.expected_refs`). Their chunks are the prune's to free.
         """
         with repo.catalog.transaction():
-            self._apply(repo)
+            state = cloud_sync.load(repo)
+            now = time.time()
+            full = state.due_full(now)
+            if full:
+                cursor = self.clock.now()
+                self._full(repo)
+                state = cloud_sync.State(cursor, now)
+            else:
+                state.cursor = self._since(repo, state.cursor)
+            cloud_sync.save(repo, state)
+        return full
 
-    def _apply(self, repo: Repository) -> None:
-        """The sync itself; the listing is taken inside the catalog's write lock, so a
+    def _full(self, repo: Repository) -> None:
+        """The full sync; the listing is taken inside the catalog's write lock, so a
         point another local process is publishing is either seen or added by it later.
         Nothing is written to the bucket: a record hidden behind a delete marker while
         still locked is read past the marker (`S3Backend.behind_marker`)."""
+        self._learn_removed(repo, self.backend.list("removed"), every=True)
         remote: dict[str, str] = {}
         hidden = [n for n in self._hidden(("points",)) if self.backend.exists(n)]  # locked
-        for name in [*self.backend.list("points"), *hidden]:
+        listed = list(self.backend.stamps("points"))
+        self._learn_time(listed)
+        for name in [*(n for n, _ in listed), *hidden]:
             point_id = self._point_id_of(name)
             if point_id in remote and remote[point_id] != name:
                 raise Corruption(f"objects {remote[point_id]} and {name} in {self.where} "
@@ -419,27 +430,89 @@ class Cloud:
         local = {p.id: p for p in repo.catalog.points()}
         gone = {i for i in local.keys() - remote.keys()
                 if not self.backend.exists(point_object(local[i]))}
+        unread = remote.keys() - (local.keys() & cloud_marks.known(repo))
+        arrivals = [p for p in self._read_points(repo, [remote[i] for i in unread])
+                    if p.id not in local]
+        self._change(repo, arrivals, gone)
+        merged = cloud_marks.merge(repo, self._read_marks(), self.where)
+        marks.replace_marks(repo, merged)
+        cloud_machines.sync(self, repo)
+
+    def _since(self, repo: Repository, cursor: float | None) -> float | None:
+        """The incremental sync: the feed's entries after ``cursor`` that this cache has not
+        taken; returns the cursor for the next."""
+        listed = list(cloud_feed.since(self.backend, cloud_sync.FEED, cursor))
+        self._learn_time(listed)
+        entries = [e for e in map(cloud_sync.parse, (n for n, _ in listed)) if e is not None]
+        new = cloud_sync.unseen(repo, entries)
+        if new:
+            self._take(repo, new)
+            cloud_sync.note_seen(repo, new, cursor)
+        return cloud_feed.newest([e.name for e in entries], cursor)
+
+    def _take(self, repo: Repository, entries: list[cloud_sync.Entry]) -> None:
+        """Apply feed entries: read the records they name, forget the points whose
+        tombstone came and whose record a HEAD says is gone, read the marks named."""
+        puts = sorted({e.target for e in entries if e.op == "put"})
+        self._learn_removed(repo, (n for n in puts if n.startswith("removed/")), every=False)
+        gone = set()
+        for name in (n for n in puts if n.startswith("removed/")):
+            tombstone = self._tombstone(name)
+            point = repo.catalog.point(tombstone.id) if tombstone else None
+            if point is not None and not self.backend.exists(point_object(point)):
+                gone.add(point.id)
+        records = [n for n in puts if n.startswith("points/") and self._is_record(n)
+                   and repo.catalog.point(self._point_id_of(n)) is None]
+        self._change(repo, self._read_points(repo, records), gone)
+        named = {n[len("marks/"):-len(".json")] for n in puts if n.startswith("marks/")
+                 and n.endswith(".json") and n.count("/") == 1}
+        ids = {i for i in named if _POINT_ID.match(i)}
+        if ids:
+            merged = cloud_marks.merge(repo, self._read_marks(ids), self.where, only=ids)
+            marks.replace_marks(repo, merged)
+        cloud_machines.take(self, repo, [e for e in entries
+                                          if e.target.startswith(f"{cloud_machines.PREFIX}/")])
+
+    def _is_record(self, name: str) -> bool:
+        try:
+            self._point_id_of(name)
+        except Corruption:
+            return False  # the feed is only a hint: a name cairn never writes is skipped
+        return True
+
+    def _learn_time(self, listed: list[tuple[str, float]]) -> None:
+        """The server's clock was at least the newest LastModified listed (`Clock`)."""
+        if listed:
+            self.clock.learn(max(stamp for _, stamp in listed))
+
+    def _read_points(self, repo: Repository, names: list[str]) -> list[RecoveryPoint]:
+        """The points whose records are ``names`` (read in parallel), each authenticated;
+        a record deleted since it was listed (or hidden, its lock passed) is skipped."""
+        if not names:
+            return []
+
+        def read(name: str) -> tuple[RecoveryPoint, float | None] | None:
+            try:
+                raw = self.backend.get(name)
+            except KeyError:
+                return None
+            return self._open_record(name, raw)
+
+        found = [r for r in bounded_map(read, names, _READERS) if r is not None]
+        for point, until in found:
+            cloud_marks.note(repo, point.id, record_until=until)
+        return [point for point, _until in found]
+
+    def _change(self, repo: Repository, arrivals: list[RecoveryPoint], gone: set[str]) -> None:
+        """Forget the points ``gone`` (counts recounted), then add ``arrivals`` in creation
+        order; the sizes of the chunks learnt follow."""
         if gone:
             repo.catalog.forget_points(gone)
             repo.catalog.recount(expected_refs(repo, repo.nodes))
-        arrivals = []
-        unread = remote.keys() - (local.keys() & cloud_marks.known(repo))
-        for point_id in unread:
-            try:
-                raw = self.backend.get(remote[point_id])
-            except KeyError:
-                continue  # deleted since the listing (or hidden, and its lock passed)
-            point, until = self._open_record(remote[point_id], raw)
-            cloud_marks.note(repo, point.id, record_until=until)
-            if point_id not in local:
-                arrivals.append(point)
         for point in sorted(arrivals, key=lambda p: p.created):
             self.learn(repo, point)
         if arrivals or gone:
             self._learn_sizes(repo)
-        merged = cloud_marks.merge(repo, self._read_marks(), self.where)
-        marks.replace_marks(repo, merged)
-        cloud_machines.sync(self, repo)
 
     def _learn_sizes(self, repo: Repository) -> None:
         """The stored size of each chunk this cache learnt with a point another node sent,

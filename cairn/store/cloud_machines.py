@@ -33,6 +33,7 @@ from cairn.store.repository import Repository, check_volume_name
 
 if TYPE_CHECKING:
     from cairn.store.cloud import Cloud
+    from cairn.store.cloud_sync import Entry
 
 PREFIX = "machines"
 _ID = re.compile(r"^[0-9a-f]{8,64}$")
@@ -80,7 +81,6 @@ def publish_complete(local: Repository, cloud: Repository) -> list[str]:
         placed = [cloud.catalog.point(m.point.id) for m in mp.members]
         if not placed or None in placed or there.get(mp.id) is not None:
             continue
-        remote.check_lock()
         name = record_name(mp.machine, mp.id)
         if not remote.backend.put_new(name, json.dumps(remote.sealer.seal(_record(remote, mp)))
                                       .encode()):
@@ -88,6 +88,7 @@ def publish_complete(local: Repository, cloud: Repository) -> list[str]:
             if [v[1] for v in found.volumes] != [m.point.id for m in mp.members]:
                 raise Corruption(f"{name} in {remote.where} already holds another machine "
                                  "point: it was planted; remove it")
+        remote.announce("put", name)
         there.record(mp.id, mp.machine, mp.created, mp.consistency, mp.note,
                      [(m.disk, p) for m, p in zip(mp.members, placed, strict=True)
                       if p is not None])
@@ -102,8 +103,8 @@ def unpublish(repo: Repository, groups: list[tuple[str, str]]) -> None:
         return
     remote = _cloud(repo)
     for point_id, machine in groups:
-        remote.check_lock()
         remote.backend.delete(record_name(machine, point_id))
+        remote.announce("del", record_name(machine, point_id))
 
 
 def read_record(cloud: Cloud, name: str, raw: bytes) -> Record:
@@ -144,25 +145,52 @@ def _listed(cloud: Cloud) -> dict[str, str]:
 
 
 def sync(cloud: Cloud, repo: Repository) -> None:
-    """Bring the cache's machine points to the bucket's records (inside `Cloud.sync`, after
-    the points): groups whose record is gone are dropped, new records are added with
-    those of their points the cache holds."""
+    """Bring the cache's machine points to the bucket's records (inside a full
+    `Cloud.sync`, after the points): groups whose record is gone are dropped, new records
+    are added with those of their points the cache holds."""
     listed = _listed(cloud)
     store = MachinePoints(repo.catalog)
     known = {mp.id for mp in store.list()}
     for gone in known - listed.keys():
         store.forget(gone)
-    for point_id in listed.keys() - known:
+    _add(cloud, repo, [listed[i] for i in listed.keys() - known])
+
+
+def take(cloud: Cloud, repo: Repository, entries: list[Entry]) -> None:
+    """What the feed says changed (an incremental `Cloud.sync`): records put are added
+    when new here, records removed are dropped once a HEAD says they are gone."""
+    store = MachinePoints(repo.catalog)
+    new, gone = [], []
+    for e in entries:
+        point_id = e.target.rpartition("/")[2].removesuffix(".json")
+        if e.target.count("/") != 2 or not e.target.endswith(".json") or \
+                not _ID.match(point_id):
+            continue  # the feed is only a hint: a name cairn never writes is skipped
+        if e.op == "put" and store.get(point_id) is None:
+            new.append(e.target)
+        elif e.op == "del" and not cloud.backend.exists(e.target):
+            gone.append(point_id)
+    for point_id in gone:
+        if store.get(point_id) is not None:
+            store.forget(point_id)
+    _add(cloud, repo, new)
+
+
+def _add(cloud: Cloud, repo: Repository, names: list[str]) -> None:
+    """Add the machine points whose records are ``names`` (one deleted since it was
+    listed is skipped), with those of their points the cache holds."""
+    store = MachinePoints(repo.catalog)
+    for name in names:
         try:
-            raw = cloud.backend.get(listed[point_id])
+            raw = cloud.backend.get(name)
         except KeyError:
             continue  # removed since the listing
-        record = read_record(cloud, listed[point_id], raw)
+        record = read_record(cloud, name, raw)
         members: list[tuple[str, RecoveryPoint]] = []
         for disk, member, volume in record.volumes:
             point = repo.catalog.point(member)
             if point is not None and point.volume == volume:
                 members.append((disk, point))
-        if members:
+        if members and store.get(record.id) is None:
             store.record(record.id, record.machine, record.created, record.consistency,
                          record.note, members)

@@ -23,6 +23,7 @@ A lock and the flags are thereby monotone whatever is replayed; the deletion hol
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 from cairn import logs
@@ -93,15 +94,17 @@ def _one(cached: Marks | None, seen: int, found: Sealed | None, floor: float | N
     return replace(base, locked_until=max(dates) if dates else None, flags=flags), seq
 
 
-def merge(repo: Repository, found: dict[str, Sealed], where: str) -> dict[str, Marks]:
-    """Every point's marks once the bucket's ``found`` are taken (see the module's rules);
-    the seq each was taken at is remembered. For `marks.replace_marks`."""
+def merge(repo: Repository, found: dict[str, Sealed], where: str,
+          only: Collection[str] | None = None) -> dict[str, Marks]:
+    """Every point's marks once the bucket's ``found`` are taken (see the module's rules),
+    or only those of the points ``only`` names (``found`` then holds just theirs: an
+    incremental sync); the seq each was taken at is remembered. For `marks.replace_marks`."""
     now = time.time()
     cached = all_marks(repo)
     rows = _rows(repo)
     merged: dict[str, Marks] = {}
     taken: list[tuple[int, str]] = []
-    for point_id in cached.keys() | found.keys() | rows.keys():
+    for point_id in cached.keys() | found.keys() | rows.keys() if only is None else only:
         seen, floor = rows.get(point_id, (0, None))
         marks, seq = _one(cached.get(point_id), seen, found.get(point_id), floor, now)
         got = found.get(point_id)

@@ -1,7 +1,9 @@
-"""The writers' lock of a cloud repository: one object per holder under ``locks/``.
+"""The prunes' lock of a cloud repository: one object per holder under ``locks/``.
 
-A replication holds it shared, a delete or prune exclusive (restic's scheme). What makes it
-safe when hosts, clocks and networks misbehave:
+Writers (replication, delete, retention) take no lock at all (`cloud`'s docstring says why
+that is safe); what stays is a lock so that two prunes do not work at once, taken
+exclusive. ``lifetime`` is also the grace period G of the two-step deletion. What makes the
+lock safe when hosts, clocks and networks misbehave:
 
 - Ages come from the S3 server's own clock: a lock's age is the server's LastModified of
   our freshly written lock object minus that of the other's. No host compares its clock
@@ -15,7 +17,7 @@ safe when hosts, clocks and networks misbehave:
 - The lock object is created with ``If-None-Match`` where the server supports it.
 
 ``lifetime`` is ``CAIRN_CLOUD_LOCK_SECONDS`` (default 30 minutes), the longest a dead
-holder's lock is honoured; a sweep never deletes an object younger than it (`GRACE`).
+holder's lock is honoured; a prune never condemns an object younger than it.
 """
 
 from __future__ import annotations

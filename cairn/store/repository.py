@@ -16,7 +16,7 @@ import json
 import os
 import re
 from collections.abc import Callable
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Protocol
@@ -171,15 +171,12 @@ class Remote(Protocol):
     """What a repository whose truth lives elsewhere (a cloud bucket) adds to writing.
 
     The local catalog of such a repository is a cache: ``publish`` makes a point exist
-    (before the catalog learns it), ``unpublish`` makes one stop existing, ``lock`` holds
-    the remote writers' lock and brings the cache up to date, and chunk files may be
-    unlinked only while ``exclusive_held``.
+    (before the catalog learns it), ``unpublish`` makes one stop existing, ``prepare``
+    brings the cache up to date before a write. No lock is held over the remote, so no
+    writer unlinks chunks there: freeing space is the remote's own prune.
     """
 
-    @property
-    def exclusive_held(self) -> bool: ...
-
-    def lock(self, repo: Repository, exclusive: bool) -> AbstractContextManager[object]: ...
+    def prepare(self, repo: Repository) -> None: ...
 
     def publish(self, point: RecoveryPoint) -> float | None: ...
 
@@ -338,14 +335,15 @@ class Repository:
     # -- locks and recovery --------------------------------------------------------------
 
     def volume_lock(self, volume: Volume) -> ExitStack:
-        """The right to write ``volume``; for a cloud repository also its writers' lock."""
+        """The right to write ``volume`` (on this host); a cloud repository's cache is
+        brought up to date with the bucket, where no lock is taken (`cloud`)."""
         stack = ExitStack()
         stack.enter_context(FileLock(self.path / "locks" / f"volume-{volume.name}.lock",
                                      f"volume {volume.name}").acquire(
             wait=self.lock_wait, notify=self.on_wait))
         if self.remote is not None:
             try:
-                stack.enter_context(self.remote.lock(self, exclusive=True))
+                self.remote.prepare(self)
             except BaseException:
                 stack.close()
                 raise
@@ -388,10 +386,12 @@ class Repository:
 
         Runs only when no backup holds the chunk lock (it never waits): what it skips stays
         queued in ``pending_free`` for the next writer, never lost and never leaked. On a
-        cloud repository it runs only under the exclusive remote lock, so no other node can
-        be counting on a chunk that is about to go.
+        cloud repository nothing is unlinked and the queue is dropped: another node may be
+        about to publish a point that reuses those chunks; the cloud's prune frees them.
         """
-        if self.remote is not None and not self.remote.exclusive_held:
+        if self.remote is not None:
+            with self.catalog.transaction():
+                self.catalog.forget_pending(self.catalog.pending_free())
             return 0
         try:
             lock = FileLock(self.path / "locks" / "chunks.lock", "chunk store").acquire()

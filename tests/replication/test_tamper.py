@@ -139,6 +139,7 @@ def test_altered_moved_or_planted_point_records_are_refused(
             bucket.s3.delete_object(Bucket=bucket.bucket, Key=f"{bucket.prefix}/{name}")
         else:
             bucket.put(name, saved)
+    cli.env["CAIRN_CLOUD_FULL_SYNC_SECONDS"] = "0"  # planted unannounced: a full sync reads
     for planted in ("points/web01-sda/not-a-point.json", "points/x.json",
                     "points/web01-sda/deep/0123456789ab.json"):
         bucket.put(planted, b"{}")

@@ -1,17 +1,14 @@
 """Cloud repositories under a misbehaving bucket: real SeaweedFS behind `FaultyS3`.
 
-No committed point is ever lost, a lock that cannot be refreshed stops its writer, ages are
-judged by the server's clock, and an empty or partial listing never lets a sweep delete.
+No committed point is ever lost, a prune's lock is judged by the server's clock, and an
+empty or partial listing never makes a sync forget a point.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +21,7 @@ from cairn.replication.replicate import replicate
 from cairn.store.backends.s3 import S3Backend, open_s3_url
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.cloud import init_cloud, open_cloud
-from cairn.store.cloudlock import LockLost, RemoteLock, _boot_id
+from cairn.store.cloudlock import RemoteLock, _boot_id
 from cairn.store.repository import Repository
 from cairn.store.verify import verify
 from tests.s3server import SeaweedS3
@@ -107,90 +104,21 @@ def test_lock_of_a_dead_process_on_this_host_is_taken_at_once(site: Site) -> Non
     assert not site.real.exists(planted)
 
 
-def test_holder_that_cannot_refresh_stops_writing(site: Site) -> None:
-    faults = Faults()
-    cloud, _ = site.faulty(faults)
-    try:
-        with cloud.remote.lock(cloud, exclusive=False):  # type: ignore[union-attr]
-            faults.fail = re.compile(r"^locks/")
-            time.sleep(4)
-            with pytest.raises(LockLost):
-                cloud.remote.publish(site.points[0][0])  # type: ignore[union-attr]
-            faults.fail = None
-    finally:
-        cloud.close()
-    assert not site.real.exists(f"points/web01-sda/{site.points[0][0].id}.json")
-
-
-def test_replication_that_lost_its_lock_stops_uploading(
-        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Once its lock cannot be refreshed the replication stops at its next chunk, not after
-    sending the rest of the point: a few uploads land, not the point's hundred and more."""
-    monkeypatch.setenv("CAIRN_CLOUD_LOCK_SECONDS", "1")
-    img = site.work / "big.img"
-    make_image(img, 12 * 1024 * 1024, seed=8, fill=0.95)
-    local = Repository.init(site.work / "big")
-    backup(local, "db01-sda", img)
-    needed = len(local.catalog.chunk_refs())
-    faults = Faults(slow=0.3)
-    cloud, _ = site.faulty(faults)
-
-    def fail_refreshes_once_locked() -> None:
-        while not list(site.real.list("locks")):
-            time.sleep(0.01)
-        faults.fail_puts = re.compile(r"^locks/")
-
-    spoiler = threading.Thread(target=fail_refreshes_once_locked)
-    spoiler.start()
-    try:
-        with pytest.raises(LockLost):
-            replicate(local, cloud)
-    finally:
-        spoiler.join()
-        cloud.close()
-        local.close()
-    sent = len(list(site.real.list("chunks")))
-    assert needed > 150 and sent < needed // 3, (needed, sent)
-    assert not list(site.real.list("points"))
-
-
 @pytest.mark.parametrize("listing", ["empty", "partial"])
-def test_short_listing_never_lets_a_sweep_delete(site: Site, listing: str) -> None:
+def test_short_listing_never_makes_a_sync_forget_points(
+        site: Site, listing: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full sync takes a point as gone only once a HEAD says its record is: a listing
+    that comes back empty or short leaves the cache whole."""
     cloud = open_cloud(site.url, None)
     replicate(site.local, cloud)
     cloud.close()
-    chunks = sorted(site.real.list("chunks"))
-    stray = "chunks/fff/" + "f" * 64
-    site.real.put(stray, b"left by a writer that died")
-    time.sleep(3.5)
-    faults = Faults(listing=listing)
-    faulty, _ = site.faulty(faults, seed=7)
+    monkeypatch.setenv("CAIRN_CLOUD_FULL_SYNC_SECONDS", "0")  # every sync lists in full
+    faulty, _ = site.faulty(Faults(listing=listing), seed=7)
     try:
-        with faulty.remote.lock(faulty, exclusive=True):  # type: ignore[union-attr]
-            assert faulty.remote.sweep(faulty) == 0  # type: ignore[union-attr]
+        assert {p.id for p in faulty.catalog.points()} == {p.id for p, _ in site.points}
     finally:
         faulty.close()
-    assert sorted(site.real.list("chunks")) == sorted([*chunks, stray])
     assert_whole(site, site.points)
-    cloud = open_cloud(site.url, None)
-    try:
-        with cloud.remote.lock(cloud, exclusive=True):  # type: ignore[union-attr]
-            assert cloud.remote.sweep(cloud) == 1  # type: ignore[union-attr]
-    finally:
-        cloud.close()
-    assert sorted(site.real.list("chunks")) == chunks
-
-
-def test_sweep_spares_objects_younger_than_a_lock_lifetime(site: Site) -> None:
-    young = "chunks/eee/" + "e" * 64
-    site.real.put(young, b"a replication may be about to publish this")
-    cloud = open_cloud(site.url, None)
-    try:
-        with cloud.remote.lock(cloud, exclusive=True):  # type: ignore[union-attr]
-            cloud.remote.sweep(cloud)  # type: ignore[union-attr]
-    finally:
-        cloud.close()
-    assert site.real.exists(young)
 
 
 def test_put_that_lands_but_answers_an_error_loses_nothing(site: Site) -> None:

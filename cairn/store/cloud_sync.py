@@ -1,0 +1,156 @@
+"""What a cloud repository's cache remembers between syncs, and the feed that makes them cheap.
+
+Every object a writer puts or removes that other nodes' caches must learn (a point record,
+a tombstone, a marks record, a machine point record) is announced, once it is in place, by
+an empty object in ``feed/`` whose name says which (`entry`)::
+
+    feed/<key>.put~points~web01-sda~<point id>.json
+    feed/<key>.put~removed~web01-sda~<point id>_<created µs>_<mac>
+    feed/<key>.del~machines~web01~<machine point id>.json
+
+``<key>`` is a `cloud_feed.new_key`, so a sync lists only the entries after its cursor
+(`cloud_feed.since`): with nothing new that is one request, whatever the number of points.
+Entries are hints, never trusted: a sync reads (and authenticates) the object an entry
+names, and takes a removal only once a HEAD says the object is gone. An entry inside the
+listing window comes back at the next sync; the names already handled are remembered
+(``cloud_feed_seen``) so it costs nothing twice.
+
+Why nothing is missed: an entry is written after its object, so whoever sees the entry sees
+the object (S3's read-after-write). An entry lands within `cloud_feed.WINDOW` of its key's
+time (clock skew + one PUT), so a listing after ``cursor - WINDOW`` sees every entry newer
+than what the cache took. What the feed cannot announce (a writer that died between its
+object and its entry, a cairn without the feed, a stall longer than the window, an object
+removed behind cairn's back) a full sync finds: the first sync of a cache, then one every
+`full_every` seconds, lists ``points/``, ``marks/``, ``removed/`` and ``machines/`` whole.
+The feed is kept `FEED_KEEP` (far longer than `full_every`), so a cache whose cursor is
+older than what was trimmed always syncs in full first.
+
+This module owns its tables in the cache catalog: ``cloud_sync`` (cursor and the time of
+the last full sync), ``cloud_feed_seen`` and ``cloud_removed`` (the tombstones known, which
+replication reads instead of listing ``removed/`` at every run).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from cairn.store import cloud_feed
+from cairn.store.repository import Repository
+
+FEED = "feed"
+FEED_KEEP = 7 * 86400.0
+"""Feed entries older than this may be deleted (`trim`): every cache syncs in full sooner."""
+
+_TABLES = """CREATE TABLE IF NOT EXISTS cloud_sync(name TEXT PRIMARY KEY, value REAL);
+CREATE TABLE IF NOT EXISTS cloud_feed_seen(name TEXT PRIMARY KEY, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS cloud_removed(
+    id TEXT PRIMARY KEY, volume TEXT NOT NULL, created REAL NOT NULL)"""
+
+_OPS = ("put", "del")
+_TARGET = re.compile(r"^(points|removed|marks|machines)/[A-Za-z0-9._/-]{1,400}$")
+
+
+def full_every() -> float:
+    """Seconds between full syncs of one cache (``CAIRN_CLOUD_FULL_SYNC_SECONDS``)."""
+    return float(os.environ.get("CAIRN_CLOUD_FULL_SYNC_SECONDS") or 86400)
+
+
+def entry(key: str, op: str, name: str) -> str:
+    """The feed object announcing that ``name`` was put or removed (``op``)."""
+    assert op in _OPS and "~" not in name
+    return f"{FEED}/{key}.{op}~{name.replace('/', '~')}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    """the feed object's own name"""
+    op: str
+    target: str
+    """the object it announces"""
+
+
+def parse(name: str) -> Entry | None:
+    """The entry a feed object's name states, or None for a name cairn never writes (the
+    feed is only a hint: such a name is skipped, not an error)."""
+    leaf = name.removeprefix(f"{FEED}/")
+    key, _, rest = leaf.partition(".")
+    op, _, target = rest.partition("~")
+    target = target.replace("~", "/")
+    if "/" in leaf or not cloud_feed.KEY.match(key) or op not in _OPS or \
+            not _TARGET.match(target) or "/../" in f"/{target}/":
+        return None
+    return Entry(name, op, target)
+
+
+@dataclass
+class State:
+    cursor: float | None
+    """the newest writer time of the feed taken (`cloud_feed.newest`); None: sync in full"""
+    full_at: float
+    """this host's time of the last full sync"""
+
+    def due_full(self, now: float) -> bool:
+        return self.cursor is None or not 0 <= now - self.full_at < full_every()
+
+
+def load(repo: Repository) -> State:
+    repo.catalog.ensure_schema(_TABLES)
+    rows = dict(repo.catalog.db.execute("SELECT name, value FROM cloud_sync"))
+    return State(rows.get("cursor"), rows.get("full_at") or 0.0)
+
+
+def save(repo: Repository, state: State) -> None:
+    with repo.catalog.transaction() as db:
+        db.executemany("INSERT OR REPLACE INTO cloud_sync(name, value) VALUES(?, ?)",
+                       (("cursor", state.cursor), ("full_at", state.full_at)))
+
+
+def unseen(repo: Repository, entries: list[Entry]) -> list[Entry]:
+    """The entries this cache has not handled yet (those of the window come again)."""
+    seen = {row[0] for row in repo.catalog.db.execute("SELECT name FROM cloud_feed_seen")}
+    return [e for e in entries if e.name not in seen]
+
+
+def note_seen(repo: Repository, entries: Iterable[Entry], cursor: float | None) -> None:
+    """Remember ``entries`` as handled; forget those too old to be listed again."""
+    with repo.catalog.transaction() as db:
+        db.executemany("INSERT OR IGNORE INTO cloud_feed_seen(name, at) VALUES(?, ?)",
+                       ((e.name, cloud_feed.key_time(e.name[len(FEED) + 1:].partition(".")[0]))
+                        for e in entries))
+        if cursor is not None:
+            db.execute("DELETE FROM cloud_feed_seen WHERE at < ?",
+                       (cursor - 2 * cloud_feed.WINDOW,))
+
+
+def removed(repo: Repository) -> list[tuple[str, str, float]]:
+    """``(point id, volume, created)`` of every tombstone the last syncs found."""
+    repo.catalog.ensure_schema(_TABLES)
+    return list(repo.catalog.db.execute("SELECT id, volume, created FROM cloud_removed"))
+
+
+def learn_removed(repo: Repository, found: Iterable[tuple[str, str, float]],
+                  every: bool = False) -> None:
+    """Add tombstones; ``every``: ``found`` is a full listing and replaces what was known."""
+    with repo.catalog.transaction() as db:
+        if every:
+            db.execute("DELETE FROM cloud_removed")
+        db.executemany("INSERT OR REPLACE INTO cloud_removed(id, volume, created) "
+                       "VALUES(?, ?, ?)", found)
+
+
+def trim(bucket: cloud_feed.Listable, delete: Callable[[list[str]], None], now: float) -> int:
+    """Delete the feed entries older than `FEED_KEEP` by their key (a writer's chore at its
+    full sync); the listing stops at the first younger one. Returns how many went."""
+    old = []
+    for name, _stamp in bucket.stamps(FEED):
+        if parse(name) is None:
+            continue  # not cairn's: left alone
+        if cloud_feed.key_time(name[len(FEED) + 1:].partition(".")[0]) > now - FEED_KEEP:
+            break
+        old.append(name)
+    delete(old)
+    return len(old)

@@ -1,0 +1,105 @@
+"""Incremental sync of a cloud repository's cache (`cloud_sync`), against real SeaweedFS.
+
+A second node learns what the first publishes, deletes and marks from the feed alone: a
+sync with nothing new is one listing, whatever the number of points; what was written
+without a feed entry (an older cairn, a writer that died) is found by the next full sync.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cairn.replication.replicate import replicate
+from cairn.store import marks
+from cairn.store.catalog import RecoveryPoint
+from cairn.store.cloud import init_cloud, open_cloud
+from cairn.store.delete import delete_points
+from cairn.store.repository import Repository
+from tests.s3server import SeaweedS3
+from tests.store.cloud_points import Requests, plant_points
+from tests.store.helpers import backup, digest, make_image, mutate, restored_digest
+
+
+@dataclass
+class Nodes:
+    url: str
+    local: Repository
+    points: list[tuple[RecoveryPoint, str]]
+    work: Path
+    monkeypatch: pytest.MonkeyPatch
+
+    def open(self, node: str) -> Repository:
+        """The repository through ``node``'s own cache (another appliance)."""
+        self.monkeypatch.setenv("CAIRN_CACHE", str(self.work / f"cache-{node}"))
+        return open_cloud(self.url, None)
+
+
+@pytest.fixture
+def nodes(s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+          ) -> Iterator[Nodes]:
+    for name, value in (("CAIRN_S3_ENDPOINT", s3_server.endpoint),
+                        ("CAIRN_S3_ACCESS_KEY", s3_server.access_key),
+                        ("CAIRN_S3_SECRET_KEY", s3_server.secret_key),
+                        ("CAIRN_CACHE", str(tmp_path / "cache-a")),
+                        ("CAIRN_KEYS", str(tmp_path / "keys"))):
+        monkeypatch.setenv(name, value)
+    url = f"s3://{s3_server.bucket}/sync-{uuid.uuid4().hex[:10]}"
+    local = Repository.init(tmp_path / "local")
+    img = tmp_path / "disk.img"
+    data = make_image(img, 1024 * 1024, seed=3, fill=0.5)
+    points = []
+    for k in range(2):
+        points.append((backup(local, "web01-sda", img), digest(data)))
+        mutate(img, data, seed=40 + k, writes=3)
+    init_cloud(url, None).close()
+    try:
+        yield Nodes(url, local, points, tmp_path, monkeypatch)
+    finally:
+        local.close()
+
+
+def test_a_second_node_learns_changes_from_the_feed_alone(nodes: Nodes) -> None:
+    a = nodes.open("a")
+    replicate(nodes.local, a)
+    template = a.catalog.point(nodes.points[0][0].id)
+    assert template is not None
+    planted = plant_points(a, template, 120)
+    older = plant_points(a, template, 30, announce=False)  # a repository from before the feed
+    b = nodes.open("b")  # its first sync reads every prefix
+    want = {p.id for p, _ in nodes.points} | set(planted) | set(older)
+    assert {p.id for p in b.catalog.points()} == want
+    requests = Requests(b)
+    assert b.remote.sync(b) is False  # type: ignore[union-attr]
+    assert requests.take() == {"stamps": 1}  # nothing new: one listing
+
+    a.remote.prepare(a)  # type: ignore[union-attr]
+    doomed = a.catalog.point(planted[5])
+    kept = a.catalog.point(planted[6])
+    assert doomed is not None and kept is not None
+    delete_points(a, [doomed])
+    marks.lock(a, [kept], 4102444800.0)
+    later = plant_points(a, template, 3)
+    unannounced = plant_points(a, template, 2, announce=False)
+    requests.take()
+    b.remote.sync(b)  # type: ignore[union-attr]
+    counts = requests.take()
+    assert counts["stamps"] == 1 and counts["get"] == 4 and counts["exists"] == 1, counts
+    want = (want - {doomed.id}) | set(later)
+    assert {p.id for p in b.catalog.points()} == want
+    assert marks.marks_of(b, kept.id).locked_until == 4102444800.0
+    assert doomed.id in {r.id for r in b.remote.removed()}  # type: ignore[union-attr]
+    # Each new point is a real one: it restores bit for bit from the second node.
+    point = b.catalog.point(later[0])
+    assert point is not None
+    assert restored_digest(b, point, nodes.work / "out.img") == nodes.points[0][1]
+
+    nodes.monkeypatch.setenv("CAIRN_CLOUD_FULL_SYNC_SECONDS", "0")
+    assert b.remote.sync(b) is True  # type: ignore[union-attr]
+    assert {p.id for p in b.catalog.points()} == want | set(unannounced)
+    a.close()
+    b.close()

@@ -505,7 +505,10 @@ class Cloud:
 
     def _change(self, repo: Repository, arrivals: list[RecoveryPoint], gone: set[str]) -> None:
         """Forget the points ``gone`` (counts recounted), then add ``arrivals`` in creation
-        order; the sizes of the chunks learnt follow."""
+        order; the sizes of the chunks learnt follow. The packs' indexes are read first:
+        an arrival's packs and indexes were all in place before its record."""
+        if arrivals and self.packs is not None:
+            self.packs.refresh()
         if gone:
             repo.catalog.forget_points(gone)
             repo.catalog.recount(expected_refs(repo, repo.nodes))

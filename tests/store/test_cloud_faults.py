@@ -121,7 +121,9 @@ def test_short_listing_never_makes_a_sync_forget_points(
     assert_whole(site, site.points)
 
 
-def test_put_that_lands_but_answers_an_error_loses_nothing(site: Site) -> None:
+def test_put_that_lands_but_answers_an_error_loses_nothing(
+        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAIRN_CLOUD_PACK_BYTES", str(128 * 1024))  # many PUTs to fail
     faults = Faults(land_then_fail_rate=0.04, error_rate=0.01)
     for attempt in range(60):
         try:

@@ -11,10 +11,13 @@ one full backup, then ``--points - 1`` incrementals of ``--writes`` (default 32)
 4 KiB writes each (`churn.Churn`, seeded), fed as changed ranges. Timed, every restore
 from a cold page cache (`tools.drop_caches`), in-process (`restore_image`: no interpreter
 start in the figures), median of ``--repeats``, oldest and newest side by side: before the
-repack, then after it. Every restore is checked byte for byte.
+repack, then after it. Every restore is checked byte for byte; beside the wall clock each
+records its CPU time and the bytes it made the disk read (`/proc/self/io`), which a busy
+neighbour does not move.
 
-Run as root: `PYTHONPATH=. .venv/bin/python bench/repack_bench.py [--size 512M]`. Results
-go to `bench/work/results-repack-*.json` and a summary to stdout, with the load average.
+Run as root: `PYTHONPATH=. .venv/bin/python bench/repack_bench.py [--size 512M]` (about 5
+minutes at 512 MiB on 2 cores). Results go to `bench/work/repack-TIME.json` and a summary
+to stdout, with the load average.
 """
 
 from __future__ import annotations
@@ -51,30 +54,46 @@ def build_image(path: Path, size: int, seed: int = 7) -> None:
             out.write(rng.randbytes(BLOCK // 2) + bytes(BLOCK // 2))
 
 
-def restore_cold(repo: Repository, point_id: str, dest: Path, truth: Path) -> float:
-    """Seconds to restore ``point_id`` into ``dest`` from a cold cache, written out."""
+def disk_read() -> int:
+    """Bytes this process has made the disk read (all its threads): what a layout costs,
+    whatever the neighbours on a shared machine do to the wall clock."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("read_bytes:"):
+            return int(line.split()[1])
+    return 0
+
+
+def restore_cold(repo: Repository, point_id: str, dest: Path, truth: Path
+                 ) -> tuple[float, float, int]:
+    """Wall and CPU seconds to restore ``point_id`` into ``dest`` from a cold cache,
+    written out, and the bytes read from disk."""
     dest.unlink(missing_ok=True)
     drop_caches()
-    start = time.perf_counter()
+    read, cpu, start = disk_read(), time.process_time(), time.perf_counter()
     with PointReader(repo, repo.resolve(point_id)) as reader:
         restore_image(reader, dest)
     os.sync()
-    seconds = time.perf_counter() - start
+    seconds, cpu, read = (time.perf_counter() - start, time.process_time() - cpu,
+                          disk_read() - read)
     if not same_bytes(dest, truth):
         raise images.BenchError(f"restore of {point_id} differs from its source")
     dest.unlink()
-    return seconds
+    return seconds, cpu, read
 
 
 def side_by_side(repo: Repository, points: dict[str, tuple[str, Path]], run: Path,
                  repeats: int) -> dict[str, Any]:
     """Cold restores of each of ``points`` (name -> id, image it was taken of), in turn."""
-    times: dict[str, list[float]] = {which: [] for which in points}
+    runs: dict[str, list[tuple[float, float, int]]] = {which: [] for which in points}
     for _ in range(repeats):
         for which, (point, truth) in points.items():
-            times[which].append(restore_cold(repo, point, run / "restore.img", truth))
-    record: dict[str, Any] = {f"{which}_s": times[which] for which in points}
-    record |= {which: statistics.median(times[which]) for which in points}
+            runs[which].append(restore_cold(repo, point, run / "restore.img", truth))
+    record: dict[str, Any] = {}
+    for which, measured in runs.items():
+        record[f"{which}_s"] = [m[0] for m in measured]
+        record[which] = statistics.median(m[0] for m in measured)
+        record[f"{which}_cpu_s"] = statistics.median(m[1] for m in measured)
+        record[f"{which}_disk_mib"] = statistics.median(m[2] for m in measured) / 2**20
     record["newest_over_oldest"] = record["newest"] / record["oldest"]
     record["load"] = os.getloadavg()
     return record
@@ -127,7 +146,9 @@ def main() -> int:
         r = record[when]
         print(f"{when} repack: oldest {r['oldest']:.2f} s, middle {r['middle']:.2f} s, newest "
               f"{r['newest']:.2f} s: newest/oldest {r['newest_over_oldest']:.2f}x (medians of "
-              f"{args.repeats}, load {r['load'][0]:.1f})", flush=True)
+              f"{args.repeats}, load {r['load'][0]:.1f}); CPU s / disk MiB read: " + ", ".join(
+                  f"{w} {r[w + '_cpu_s']:.2f} / {r[w + '_disk_mib']:.0f}" for w in points),
+              flush=True)
         if when == "before":
             print(f"repack: {record['repack_s']:.1f} s, moved {result.moved_bytes >> 20} MiB in "
                   f"{result.moved_chunks} chunks, compacted {result.compacted_packs} packs "

@@ -35,6 +35,7 @@ from cairn.agent.client import ApplianceClient
 from cairn.agent.config import VolumeConfig
 from cairn.errors import CairnError, SourceError
 from cairn.frames import FRAME, encode_frame, frame_hash
+from cairn.plan import encode as plan_wire
 from cairn.sources import extents
 from cairn.sources.hooks import frozen
 from cairn.sources.image import data_ranges
@@ -225,9 +226,11 @@ class VolumeBackup:
             mode, full = ("scan", False) if old is not None else ("full", True)
             plan, hashes = self._scan(fd, size, block_size, old, sender)
         sender.flush()
+        wire = plan_wire(plan)
         result = retrying(lambda: self.client.json(
-            "POST", f"/api/v1/agent/uploads/{upload}/commit",
-            json={"ranges": plan, "full": full}), deadline)
+            "POST", f"/api/v1/agent/uploads/{upload}/commit", content=wire,
+            params={"full": "true" if full else "false"},
+            headers={"Content-Type": "application/octet-stream"}), deadline)
         self._save_baseline(result["point"], size, "reflink" if reflink else "scan", hashes)
         return VolumeResult(self.name, result["point"], mode, self.bytes_read,
                             sender.bytes_sent, sum(n for _, n in plan))

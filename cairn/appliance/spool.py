@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import bisect
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from cairn.plan import Extents, Ranges
 from cairn.store.reader import PointReader
 
 
@@ -73,10 +74,6 @@ def coalesce(ranges: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
         yield current
 
 
-def merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    return list(coalesce(sorted(ranges)))
-
-
 def uncovered(wanted: list[tuple[int, int]], have: Iterable[tuple[int, int]]
               ) -> Iterator[tuple[int, int]]:
     """The parts of ``wanted`` that ``have`` does not cover (both merged and sorted);
@@ -99,12 +96,13 @@ def uncovered(wanted: list[tuple[int, int]], have: Iterable[tuple[int, int]]
 class SpoolSource:
     """A volume image: ``changed`` ranges from the spool, the rest from the parent point."""
 
-    def __init__(self, spool: Spool, size: int, changed: list[tuple[int, int]],
+    def __init__(self, spool: Spool, size: int, changed: Ranges,
                  parent: PointReader | None, name: str) -> None:
+        """``changed``: merged and sorted (`Ranges.merged`)."""
         self.spool = spool
         self._size = size
-        self.changed = merge(changed)
-        self._starts = [o for o, _ in self.changed]
+        self.changed = changed
+        self._starts = changed.offsets
         self.parent = parent
         self._name = name
 
@@ -116,11 +114,11 @@ class SpoolSource:
     def name(self) -> str:
         return self._name
 
-    def data_extents(self) -> list[tuple[int, int]]:
+    def data_extents(self) -> Sequence[tuple[int, int]]:
         """Where data may be: anywhere with a parent, else only what the agent sent."""
         if self.parent is not None:
             return [(0, self._size)]
-        return [(o, o + n) for o, n in self.changed]
+        return Extents(self.changed)
 
     def pread(self, offset: int, length: int) -> bytes:
         end = offset + length

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,10 @@ from cairn.appliance import metrics
 from cairn.appliance.errors import Conflict, Forbidden, NotFound
 from cairn.appliance.intake import Intake
 from cairn.appliance.senders import Senders
-from cairn.appliance.spool import Spool, SpoolSource, coalesce, merge, uncovered
+from cairn.appliance.spool import Spool, SpoolSource, coalesce, uncovered
 from cairn.appliance.state import Machine, State, Upload
 from cairn.errors import UsageError
+from cairn.plan import Ranges
 from cairn.store.ingest import Ingest
 from cairn.store.reader import PointReader
 from cairn.store.repository import Repository
@@ -93,8 +95,9 @@ class Uploads:
             with PointReader(repo, parent) as reader:
                 return b"".join(h for _, h in reader.block_hashes())
 
-    def commit(self, machine: Machine, upload_id: str, plan: list[tuple[int, int]],
+    def commit(self, machine: Machine, upload_id: str, plan: Sequence[tuple[int, int]],
                full: bool) -> dict[str, Any]:
+        """``plan``: the ranges the upload changes (a `Ranges` comes sorted)."""
         upload = self._own(machine, upload_id)
         with self._guard:
             lock = self._commit_locks.setdefault(upload_id, threading.Lock())
@@ -108,7 +111,7 @@ class Uploads:
                 if offset < 0 or length <= 0 or offset + length > upload.size:
                     raise UsageError(f"range {offset}+{length} lies outside the volume "
                                      f"(size {upload.size})")
-            wanted = merge(plan)
+            wanted = Ranges.merged(plan if isinstance(plan, Ranges) else sorted(plan))
             first, absent = None, 0
             for offset, length in uncovered(wanted, coalesce(
                     self.state.received_ranges(upload.id))):
@@ -121,7 +124,7 @@ class Uploads:
             self._commit_locks.pop(upload_id, None)
         return result
 
-    def _ingest(self, machine: Machine, upload: Upload, wanted: list[tuple[int, int]],
+    def _ingest(self, machine: Machine, upload: Upload, wanted: Ranges,
                 full: bool) -> dict[str, Any]:
         started = time.monotonic()
         name = store_volume(machine.name, upload.volume)

@@ -26,9 +26,10 @@ import heapq
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Protocol
 
 from cairn.errors import Corruption
@@ -55,7 +56,7 @@ class Source(Protocol):
 
     def pread(self, offset: int, length: int) -> bytes: ...
 
-    def data_extents(self) -> list[tuple[int, int]]:
+    def data_extents(self) -> Sequence[tuple[int, int]]:
         """Sorted ``(start, end)`` byte ranges outside of which the source reads as zeros."""
         ...
 
@@ -84,13 +85,17 @@ def _runs(blocks: Iterable[int], longest: int) -> Iterator[tuple[int, int]]:
         yield start, count
 
 
-def blocks_of_ranges(ranges: Iterable[tuple[int, int]], block_size: int,
+def blocks_of_ranges(ranges: Sequence[tuple[int, int]], block_size: int,
                      size: int) -> Iterator[int]:
     """The block numbers that byte ranges ``(offset, length)`` touch, in order, each once.
-    Generated from the ranges sorted, never gathered: a set of the blocks of a whole
-    volume held about 1 MB per GiB."""
+    Generated, never gathered (a set of the blocks of a whole volume held about 1 MB per
+    GiB), from the ranges as they are when they come sorted (an upload's plan, compact),
+    else from a sorted copy."""
+    ordered = all(a[0] <= b[0] for a, b in pairwise(ranges))
     done = -1
-    for offset, length in sorted(r for r in ranges if r[1] > 0):
+    for offset, length in ranges if ordered else sorted(ranges):
+        if length <= 0:
+            continue
         last = min(offset + length - 1, size - 1) // block_size
         yield from range(max(offset // block_size, done + 1), last + 1)
         done = max(done, last)
@@ -262,7 +267,7 @@ class Ingest:
                 hashes.append(self.repo.chunks.hash(block))
         return _Scanned(start, hashes, data)
 
-    def run(self, changed_ranges: list[tuple[int, int]] | None = None) -> RecoveryPoint:
+    def run(self, changed_ranges: Sequence[tuple[int, int]] | None = None) -> RecoveryPoint:
         repo = self.repo
         started = time.monotonic()
         if repo.remote is None:

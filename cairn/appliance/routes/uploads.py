@@ -5,16 +5,19 @@ The work is in `cairn.appliance.uploads.Uploads`; this module is its HTTP face.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from cairn.appliance.auth import AgentMachine, check_name
 from cairn.appliance.context import Ctx
 from cairn.errors import UsageError
 from cairn.frames import MAX_FRAME, FrameReader
+from cairn.plan import JSON_PLAN, Ranges
 
 MAX_BODY = 4 * MAX_FRAME
 
@@ -27,7 +30,7 @@ class UploadRequest(BaseModel):
 
 
 class CommitRequest(BaseModel):
-    ranges: list[tuple[int, int]] = Field(max_length=10_000_000)
+    ranges: list[tuple[int, int]] = Field(max_length=100_000)
     full: bool = False
 
 
@@ -80,7 +83,25 @@ def parent_hashes(upload_id: str, machine: AgentMachine, ctx: Ctx) -> Response:
                     media_type="application/octet-stream")
 
 
-@router.post("/{upload_id}/commit")
-def commit(upload_id: str, body: CommitRequest, machine: AgentMachine,
-           ctx: Ctx) -> dict[str, Any]:
-    return ctx.uploads.commit(machine, upload_id, body.ranges, body.full)
+@router.post("/{upload_id}/commit", openapi_extra={"requestBody": {
+    "required": True,
+    "content": {
+        "application/json": {"schema": CommitRequest.model_json_schema()},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+async def commit(upload_id: str, request: Request, machine: AgentMachine, ctx: Ctx,
+                 full: bool = False) -> dict[str, Any]:
+    """The plan as JSON (up to JSON_PLAN bytes), or binary (`cairn.plan`) with
+    ``?full=``: read whole (the body's cap bounds it), then held 16 bytes a range."""
+    body = await request.body()
+    if request.headers.get("content-type", "").startswith("application/octet-stream"):
+        plan: Sequence[tuple[int, int]] = await run_in_threadpool(Ranges.parse, body)
+    else:
+        if len(body) > JSON_PLAN:
+            raise HTTPException(413, f"a JSON plan is at most {JSON_PLAN} bytes: send a "
+                                     "larger one as application/octet-stream")
+        try:
+            parsed = CommitRequest.model_validate_json(body)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
+        plan, full = parsed.ranges, parsed.full
+    return await run_in_threadpool(ctx.uploads.commit, machine, upload_id, plan, full)

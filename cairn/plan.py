@@ -40,23 +40,23 @@ class Ranges(Sequence[tuple[int, int]]):
 
     @classmethod
     def parse(cls, body: bytes) -> Ranges:
-        """A plan's wire form; refuses a torn or unsorted one."""
-        if len(body) % RANGE_BYTES:
-            raise UsageError(f"a binary plan is {RANGE_BYTES} bytes per range (offset, length: "
-                             f"u64, big endian); {len(body)} bytes is not")
-        flat = array("Q", body)
-        if sys.byteorder == "little":
-            flat.byteswap()
-        ranges = cls(flat[0::2], flat[1::2])
-        del flat
-        if any(a > b for a, b in pairwise(ranges.offsets)):
-            raise UsageError("a binary plan's ranges must be sorted by offset")
-        return ranges
+        """A plan's whole wire form; refuses a torn or unsorted one."""
+        reader = PlanReader()
+        reader.feed(body)
+        return reader.finish()
+
+    def disjoint(self) -> bool:
+        """Whether no two ranges overlap or touch and none is empty (merged already)."""
+        ends = (o + n for o, n in self)
+        return all(self.lengths) and all(end < o for end, o in zip(ends, self.offsets[1:],
+                                                                   strict=False))
 
     @classmethod
     def merged(cls, ranges: Iterable[tuple[int, int]]) -> Ranges:
         """``ranges`` (sorted by offset) with those that overlap or touch joined and empty
-        ones dropped."""
+        ones dropped: ``ranges`` itself when it is `Ranges` merged already."""
+        if isinstance(ranges, Ranges) and ranges.disjoint():
+            return ranges
         offsets, lengths = array("Q"), array("Q")
         for offset, length in ranges:
             if length <= 0:
@@ -84,6 +84,35 @@ class Ranges(Sequence[tuple[int, int]]):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         return zip(self.offsets, self.lengths, strict=True)
+
+
+class PlanReader:
+    """A plan's wire form as it arrives in pieces, straight into `Ranges`: the body is
+    never held whole."""
+
+    def __init__(self) -> None:
+        self.ranges = Ranges(array("Q"), array("Q"))
+        self._rest = b""
+
+    def feed(self, piece: bytes) -> None:
+        data = self._rest + piece
+        whole = len(data) - len(data) % RANGE_BYTES
+        flat = array("Q", data[:whole])
+        self._rest = data[whole:]
+        if sys.byteorder == "little":
+            flat.byteswap()
+        offsets = flat[0::2]
+        last = self.ranges.offsets[-1:] or array("Q", [0])
+        if any(a > b for a, b in pairwise(last + offsets)):
+            raise UsageError("a binary plan's ranges must be sorted by offset")
+        self.ranges.offsets.extend(offsets)
+        self.ranges.lengths.extend(flat[1::2])
+
+    def finish(self) -> Ranges:
+        if self._rest:
+            raise UsageError(f"a binary plan is {RANGE_BYTES} bytes per range (offset, length: "
+                             "u64, big endian); the body ends inside one")
+        return self.ranges
 
 
 class Extents(Sequence[tuple[int, int]]):

@@ -17,7 +17,7 @@ from cairn.appliance.auth import AgentMachine, check_name
 from cairn.appliance.context import Ctx
 from cairn.errors import UsageError
 from cairn.frames import MAX_FRAME, FrameReader
-from cairn.plan import JSON_PLAN, Ranges
+from cairn.plan import JSON_PLAN, PlanReader
 
 MAX_BODY = 4 * MAX_FRAME
 
@@ -90,12 +90,16 @@ def parent_hashes(upload_id: str, machine: AgentMachine, ctx: Ctx) -> Response:
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
 async def commit(upload_id: str, request: Request, machine: AgentMachine, ctx: Ctx,
                  full: bool = False) -> dict[str, Any]:
-    """The plan as JSON (up to JSON_PLAN bytes), or binary (`cairn.plan`) with
-    ``?full=``: read whole (the body's cap bounds it), then held 16 bytes a range."""
-    body = await request.body()
+    """The plan as JSON (up to JSON_PLAN bytes), or binary (`cairn.plan`) with ``?full=``,
+    read into `Ranges` as it arrives (16 bytes a range, the body never held whole)."""
+    plan: Sequence[tuple[int, int]]
     if request.headers.get("content-type", "").startswith("application/octet-stream"):
-        plan: Sequence[tuple[int, int]] = await run_in_threadpool(Ranges.parse, body)
+        reader = PlanReader()
+        async for piece in request.stream():
+            reader.feed(piece)
+        plan = reader.finish()
     else:
+        body = await request.body()
         if len(body) > JSON_PLAN:
             raise HTTPException(413, f"a JSON plan is at most {JSON_PLAN} bytes: send a "
                                      "larger one as application/octet-stream")

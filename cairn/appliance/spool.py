@@ -74,7 +74,7 @@ def coalesce(ranges: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
         yield current
 
 
-def uncovered(wanted: list[tuple[int, int]], have: Iterable[tuple[int, int]]
+def uncovered(wanted: Iterable[tuple[int, int]], have: Iterable[tuple[int, int]]
               ) -> Iterator[tuple[int, int]]:
     """The parts of ``wanted`` that ``have`` does not cover (both merged and sorted);
     ``have`` is read once, in step, so it may stream from the database."""

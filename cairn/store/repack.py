@@ -242,7 +242,9 @@ def _move(repo: Repository, backend: PackBackend, group: Read) -> list[Location]
             for _ in backend.get_many(left, keep):
                 pass
         except KeyError as exc:
-            stored[str(exc.args[0])] = b""
+            if str(exc.args[0]) not in left:
+                raise
+            stored[str(exc.args[0])] = b""  # missing: left where it is, for verify to name
         left = [name for name in left if name not in stored]
     moved: list[Location] = []
     for name, loc in group:

@@ -22,7 +22,14 @@ from cairn.store.chunks import ZERO, chunk_name
 from cairn.store.repack import MIN_SPARSE, repack
 from cairn.store.repository import Repository
 from cairn.store.verify import verify
-from tests.store.helpers import backup, digest, make_image, mutate, restored_digest
+from tests.store.helpers import (
+    backup,
+    digest,
+    flip_bit,
+    make_image,
+    mutate,
+    restored_digest,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 4 * 1024 * 1024
@@ -125,6 +132,19 @@ def test_a_reader_that_looked_chunks_up_before_they_moved_still_reads_them(
         assert sum(after[n] != before[n] for n in before) > len(before) // 2
         assert set(got) == set(digests)
         assert not reader.chunks.take_damage()  # nothing taken for damage
+
+
+def test_repack_leaves_a_damaged_chunk_where_it_is_and_names_it(tmp_path: Path) -> None:
+    points = _history(tmp_path)
+    with Repository.open(tmp_path / "repo") as repo:
+        tree = repo.tree(repo.resolve(list(points)[-1]))
+        damaged = next(d for _i, d in repo.nodes.leaves(tree, 0, tree.blocks) if d != ZERO)
+        flip_bit(repo, damaged)
+        backend = repo.chunks.backend
+        where = backend.reads([chunk_name(damaged)])
+        assert repack(repo).moved_chunks > 0
+        assert backend.reads([chunk_name(damaged)]) == where  # not copied: damage stays put
+        assert damaged in repo.catalog.bad_chunks()  # and is named, as any read finding it
 
 
 def test_repack_runs_beside_a_backup_in_another_process(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from cairn.errors import MissingChunk, UsageError
 from cairn.meter import Meter
 from cairn.replication.selection import Known, check_send, choose
-from cairn.store import marks
+from cairn.store import cloud_prune, marks
 from cairn.store.blockmap import NodeCache, diff
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO, chunk_name
@@ -265,12 +265,19 @@ def _plan(local: Repository, remote: Cloud, needed: set[bytes], report: Report,
     """Of the chunks a point needs, those to send, and the sizes of those the bucket's
     packs hold already though no point this cache knows needs them (a run that died, or
     another appliance sending the same blocks): not sent again. Both are what the point
-    adds to the cloud: every chunk its catalog lacks."""
+    adds to the cloud: every chunk its catalog lacks. A chunk whose only copies a prune
+    condemned counts as absent and is sent again (`cloud`'s rule 3): that pack may be
+    deleted before this point is published."""
     assert remote.cache is not None and remote.packs is not None
     new = {digest for digest in needed if not remote.cache.catalog.has_chunk(digest)}
     if new:
         remote.packs.refresh()
     there = set(remote.packs.locations(new))
+    notices = cloud_prune.condemned(remote.backend)
+    if notices:
+        doomed = cloud_prune.only_condemned(remote.packs, (needed - new) | there, notices)
+        there -= doomed
+        new |= doomed
     report.chunks_already_there += len(needed) - len(new) + len(there)
     sizes = local.catalog.chunk_sizes(list(new))
     if progress:

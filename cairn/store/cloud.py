@@ -184,11 +184,13 @@ class Cloud:
         """this node's time for feed keys (`cloud_feed`), the server's when that is ahead"""
 
     def prepare(self, repo: Repository) -> None:
-        """Before a write (a replication, a delete): the cache synced, and what a DELETE
-        under Object Lock only hid brought back (`revive`: readers read past it, only
-        writers put it back). No lock is taken: see the module's docstring."""
-        self.revive(("points", "marks"))
+        """Before a write (a replication, a delete): the cache synced. No lock is taken:
+        see the module's docstring. At a full sync (its listings are made anyway) a writer
+        also brings back what a DELETE under Object Lock only hid (`revive`: readers read
+        past it, only writers put it back) and trims the feed's old entries."""
         if self.sync(repo):
+            if self.revive(("points", "marks")):
+                self.sync(repo)
             cloud_sync.trim(self.backend, self.backend.delete_many, self.clock.now())
 
     def announce(self, op: str, name: str) -> None:

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -248,3 +249,56 @@ def test_prune_refuses_what_it_cannot_do_and_deletes_nothing(
                        "nothing was pruned")
         assert site.objects() == before
         s3.delete_object(Bucket=s3_server.bucket, Key=key)
+
+
+def test_prune_beside_a_replication_deletes_nothing_a_point_needs(site: Site) -> None:
+    """A replication (a real process) sends new points while the cloud's oldest points are
+    deleted and prunes (real processes too) run again and again, the grace period passing
+    several times over: every point left restores, on a node that knew nothing."""
+    for seed in range(10, 14):
+        site.backup(seed)
+    with subprocess.Popen([sys.executable, "-m", "cairn", "replicate", "--repo",
+                           str(site.local.path), "--to", site.url, "--bandwidth", "200K"],
+                          cwd=ROOT, env=site.cli.env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True) as replication:
+        deadline = time.monotonic() + 120
+        rounds, deleted = 0, []
+        while replication.poll() is None and time.monotonic() < deadline:
+            with open_cloud(site.url, None) as cloud:
+                listed = cloud.catalog.points()
+                if len(listed) > 2:
+                    delete(cloud, [listed[0].id], now=True)
+                    del site.points[listed[0].id]
+            deleted += site.prune()["packs_deleted"]
+            rounds += 1
+        _out, err = replication.communicate(timeout=30)
+        assert replication.returncode == 0, err
+    assert rounds >= 2
+    for _ in range(2):
+        site.age()
+        deleted += site.prune()["packs_deleted"]
+    assert deleted and not set(deleted) & site.ids("packs/")
+    site.whole("after")
+
+
+def test_a_writer_sends_again_what_only_condemned_packs_hold(site: Site) -> None:
+    """Chunks only condemned packs hold count as absent: a point whose blocks went back to
+    a deleted point's contents sends them again, so the condemned packs still go."""
+    site.age()
+    first = next(iter(site.points))
+    with open_cloud(site.url, None) as cloud:
+        delete(cloud, list(site.points)[:2], now=True)
+    condemned = site.ids("condemned/")
+    assert condemned
+    back = site.work / "back.img"
+    restored_digest(site.local, site.local.catalog.point(first), back)
+    point = backup(site.local, "web01-sda", back)
+    site.points[point.id] = digest(bytearray(back.read_bytes()))
+    with open_cloud(site.url, None) as cloud:
+        report = replicate(site.local, cloud)
+    assert report.points == [point.id] and report.bytes_sent > 0
+    site.age()
+    done = site.prune()
+    assert done["condemnations_lifted"] == []
+    assert sorted(done["packs_deleted"]) == sorted(condemned)
+    site.whole("after")

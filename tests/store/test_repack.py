@@ -147,6 +147,23 @@ def test_repack_leaves_a_damaged_chunk_where_it_is_and_names_it(tmp_path: Path) 
         assert damaged in repo.catalog.bad_chunks()  # and is named, as any read finding it
 
 
+def test_a_retired_row_naming_live_bytes_is_not_punched(tmp_path: Path) -> None:
+    """``packs.db`` is read like stored bytes: a ``retired`` row altered to name a live
+    chunk (or left over, overlapping one) must not make `recover` punch it."""
+    image = tmp_path / "disk.img"
+    want = digest(make_image(image, 1024 * 1024, seed=3, fill=1.0))
+    with Repository.init(tmp_path / "repo") as repo:
+        point = backup(repo, "vol", image)
+    with contextlib.closing(sqlite3.connect(tmp_path / "repo" / "packs.db")) as db, db:
+        pack, offset, length = db.execute("SELECT pack, offset, length FROM objects "
+                                          "ORDER BY length DESC LIMIT 1").fetchone()  # a block
+        db.execute("INSERT INTO retired VALUES(?, ?, ?)", (pack, offset + 100, length))
+    with Repository.open(tmp_path / "repo") as repo:
+        repo.chunks.backend.recover()
+        assert restored_digest(repo, point, tmp_path / "out.img") == want
+    assert _retired(tmp_path / "repo") == 0
+
+
 def test_repack_runs_beside_a_backup_in_another_process(tmp_path: Path) -> None:
     template = tmp_path / "template"
     template.mkdir()

@@ -30,6 +30,7 @@ struck off once punched, so a crash between the two costs no space: `recover` pu
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ctypes
 import errno
@@ -364,8 +365,9 @@ class PackBackend:
         with self._db_lock:
             retired = [(r[0], r[1], r[2]) for r in
                        self._db.execute("SELECT pack, offset, length FROM retired")]
-        self._free(retired)
-        self._strike(retired)
+        if retired:
+            self._free(self._unnamed(retired))
+            self._strike(retired)
         for path in self.unindexed():
             if not _PACK_NAME.match(path.name):
                 continue
@@ -374,6 +376,22 @@ class PackBackend:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+    def _unnamed(self, places: list[Location]) -> list[Location]:
+        """``places`` that overlap no indexed object: a ``retired`` row is read like any
+        stored bytes, and one altered to name a live object's bytes is not punched."""
+        live: dict[str, list[tuple[int, int]]] = {}
+        for _name, (pack, offset, length) in self.objects_in({p for p, _o, _n in places}):
+            live.setdefault(pack, []).append((offset, offset + length))
+        for spans in live.values():
+            spans.sort()  # objects never overlap: their ends are in order too
+
+        def clear(pack: str, offset: int, length: int) -> bool:
+            spans = live.get(pack, [])
+            before = bisect.bisect_left(spans, (offset + length,))  # spans starting before
+            return before == 0 or spans[before - 1][1] <= offset
+
+        return [place for place in places if clear(*place)]
 
     def close(self) -> None:
         self.sync()

@@ -159,27 +159,33 @@ def _pack_id(name: str) -> str:
 
 
 def _survey(cloud: Cloud) -> _Bucket:
+    """The listings, in the order writers write backwards (a writer puts a pack, then its
+    index, then the point): a point listed has its index listed, and an index listed has
+    its pack listed, unless either was lost (or deleted by a prune, which holds the lock)."""
     bucket, where = cloud.backend, cloud.where
     now = server_now(bucket)
+    notices = {_pack_id(name): stamp
+               for name, stamp in listed("condemned/", where, bucket.stamps(CONDEMNED))}
     points = {cloud._point_id_of(name)
               for name, _ in listed("points/", where, bucket.stamps("points"))}
+    indexes = {_pack_id(name): stamp
+               for name, stamp in listed("index/", where, bucket.stamps("index"))}
     stamps = dict(listed("packs/", where, bucket.stamps("packs")))
     sizes = dict(listed("packs/", where, bucket.sizes("packs")))
     packs = {_pack_id(name): (stamp, sizes[name]) for name, stamp in stamps.items()
              if name in sizes}
-    indexes = {_pack_id(name): stamp
-               for name, stamp in listed("index/", where, bucket.stamps("index"))}
-    notices = {_pack_id(name): stamp
-               for name, stamp in listed("condemned/", where, bucket.stamps(CONDEMNED))}
     return _Bucket(now, points, packs, indexes, notices)
 
 
 def _live(repo: Repository, cloud: Cloud, listed: set[str]) -> set[bytes]:
     """Every chunk a published point reaches, once the cache knows every listed point."""
     known = {p.id for p in repo.catalog.points()}
-    if not listed <= known:
-        cloud.sync(repo)
+    if not listed <= known and not cloud.sync(repo):
         known = {p.id for p in repo.catalog.points()}
+        if not listed <= known:  # the feed missed one: list every record, as a prune must
+            with repo.catalog.transaction():
+                cloud._full(repo)
+    known = {p.id for p in repo.catalog.points()}
     if not listed <= known:
         raise CairnError(f"the points listed in {cloud.where} "
                          f"({len(listed - known)} unknown to this node's cache) could not be "
@@ -205,10 +211,10 @@ def _canonical(packs: CloudPacks, live: set[bytes], view: _Bucket) -> _Plan:
     no whole copy at all is `missing`. (Chunks in no pack, legacy objects, are `convert`'s.)"""
     plan = _Plan()
     for digest, copies in _copies(packs, live).items():
-        known = [c for c in copies if c[0] in view.packs or c[0] in view.indexes]
+        known = [c for c in copies if c[0] in view.indexes]
         whole = [c for c in known if c[0] in view.packs and view.packs[c[0]][1] >= c[1] + c[2]]
         if not known:
-            continue  # every copy landed after the listing: young, nothing to decide
+            continue  # every copy's index landed after the listing: young, nothing to decide
         if not whole:
             plan.missing.setdefault(copies[0][0], digest)
             continue
@@ -289,7 +295,7 @@ def _prune(repo: Repository, cloud: Cloud, packs: CloudPacks, dry_run: bool) -> 
     grace = lifetime()
     _delete(cloud, packs, [p for p, stamp in view.notices.items() if view.now - stamp > grace],
             view, report)
-    doomed, sparse = _doomed(view, plan, grace, view.indexes.keys() - set(packs.pack_ids()))
+    doomed, sparse = _doomed(view, plan, grace, view.indexes.keys() ^ set(packs.pack_ids()))
     if not dry_run:
         report.new_packs = _repack(repo, packs, plan, sparse, report)
         for pack in [*doomed, *sparse]:
@@ -303,8 +309,8 @@ def _doomed(view: _Bucket, plan: _Plan, grace: float, unread: set[str]
             ) -> tuple[list[str], list[str]]:
     """Packs (or lone indexes) older than ``grace`` and not yet condemned: those with no
     canonical copy (orphans without an index among them), and those past `dead_share`.
-    A pack whose index is in the bucket but not read here (``unread``) is left alone:
-    what it holds is not known."""
+    A pack whose index was listed but not read here, or read but landed after the listing
+    (``unread``), is left alone: what it holds is not known at the listing's time."""
     def old(stamps: dict[str, float]) -> set[str]:
         return {p for p, stamp in stamps.items()
                 if view.now - stamp > grace and p not in view.notices and p not in unread}

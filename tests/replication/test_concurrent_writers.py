@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from cairn.replication.replicate import replicate
+from cairn.store import cloud_prune
 from cairn.store.backends.s3 import open_s3_url
-from cairn.store.cloud import init_cloud, open_cloud
+from cairn.store.cloud import Cloud, init_cloud, open_cloud
 from cairn.store.repository import Repository
 from cairn.store.verify import verify
 from tests.s3server import SeaweedS3
@@ -43,8 +44,10 @@ def _appliance(work: Path, n: int) -> tuple[Path, list[tuple[str, str]]]:
     return work / f"local{n}", points
 
 
-def test_replications_and_a_delete_at_once_need_no_lock(
-        s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def env(s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        ) -> dict[str, str]:
+    """The server's settings, in this process and for the `cairn` processes started."""
     env = {**os.environ, "CAIRN_S3_ENDPOINT": s3_server.endpoint,
            "CAIRN_S3_ACCESS_KEY": s3_server.access_key,
            "CAIRN_S3_SECRET_KEY": s3_server.secret_key, "CAIRN_KEYS": str(tmp_path / "keys")}
@@ -52,6 +55,12 @@ def test_replications_and_a_delete_at_once_need_no_lock(
                  "CAIRN_KEYS"):
         monkeypatch.setenv(name, env[name])
     monkeypatch.setenv("CAIRN_CACHE", str(tmp_path / "cache-setup"))
+    return env
+
+
+def test_replications_and_a_delete_at_once_need_no_lock(
+        s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        env: dict[str, str]) -> None:
     url = f"s3://{s3_server.bucket}/many-{uuid.uuid4().hex[:10]}"
     appliances = [_appliance(tmp_path, n) for n in range(APPLIANCES)]
     with init_cloud(url, None) as cloud, Repository.open(appliances[0][0]) as first:
@@ -80,3 +89,25 @@ def test_replications_and_a_delete_at_once_need_no_lock(
             assert point is not None
             assert restored_digest(cloud, point, tmp_path / "out.img") == expected
         assert verify(cloud, read_data=True).ok
+
+
+def test_a_chunk_only_in_condemned_packs_is_sent_again(
+        s3_server: SeaweedS3, tmp_path: Path, env: dict[str, str]) -> None:
+    """A writer relies on no pack a prune condemned: the disk backed up again under a new
+    volume is all in the bucket already, and costs nothing, until its packs are condemned;
+    then every chunk goes again (the prune may delete those packs before the point is
+    published, its grace counted from the notice)."""
+    img = tmp_path / "disk.img"
+    make_image(img, 1024 * 1024, seed=9, fill=0.7)
+    url = f"s3://{s3_server.bucket}/condemned-{uuid.uuid4().hex[:10]}"
+    with Repository.init(tmp_path / "local") as local, init_cloud(url, None) as cloud:
+        backup(local, "a-sda", img)
+        first = replicate(local, cloud)
+        backup(local, "b-sda", img)
+        assert replicate(local, cloud).chunks_sent == 0
+        assert isinstance(cloud.remote, Cloud) and cloud.remote.packs is not None
+        for pack in cloud.remote.packs.pack_ids():
+            cloud.remote.backend.put(f"{cloud_prune.CONDEMNED}/{pack}", b"")
+        backup(local, "c-sda", img)
+        again = replicate(local, cloud)
+    assert first.chunks_sent > 10 and again.chunks_sent == first.chunks_sent

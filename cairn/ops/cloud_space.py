@@ -2,14 +2,15 @@
 
 One implementation for `cairn cloud prune|convert`, and for what deleting points in a cloud
 repository (`cairn delete`, `cairn prune`, the offsite retention) does after: it runs a
-prune unless another is already at work (whose run, or the next, frees the space then).
+prune unless another is already at work (whose run, or the next, frees the space then); a
+prune that fails there fails no delete (the points are gone either way).
 The two steps and why they are safe beside writers: `cloud_prune`.
 """
 
 from __future__ import annotations
 
 from cairn import logs
-from cairn.errors import Locked
+from cairn.errors import CairnError
 from cairn.store.cloud_convert import ConvertReport, convert
 from cairn.store.cloud_prune import PruneReport, prune
 from cairn.store.profiles import is_cloud
@@ -28,11 +29,12 @@ def convert_cloud(repo: Repository) -> ConvertReport:
 
 def after_delete(repo: Repository) -> PruneReport | None:
     """A prune after points left a cloud repository, without waiting for another prune
-    (None when ``repo`` is local, or when another prune holds the lock)."""
+    (None when ``repo`` is local, when another prune holds the lock, or when the prune
+    failed: the points are deleted all the same, and `cairn cloud prune` says why)."""
     if not is_cloud(repo.location):
         return None
     try:
         return prune(repo, wait=0.0)
-    except Locked as exc:
+    except CairnError as exc:
         logs.event("cloud.prune_deferred", where=repo.location, why=str(exc))
         return None

@@ -197,7 +197,8 @@ class CloudPacks:
         self._open: _Pack | None = None
         self._pending: dict[bytes, _Pack] = {}
         self._uploads: list[Future[None]] = []
-        self._slots = threading.BoundedSemaphore(IN_FLIGHT)
+        self._slots = threading.BoundedSemaphore(IN_FLIGHT + 1)
+        """one per pack in memory (the open one and those uploading): bounds memory"""
         self._pool: ThreadPoolExecutor | None = None
         self._refreshed = -REFRESH_EVERY
 
@@ -213,24 +214,42 @@ class CloudPacks:
         digest = chunk_digest(name)
         if digest is None:
             raise ValueError(f"{name!r} is not a chunk name")
-        with self._lock:
-            if digest in self._pending and not replace:
-                return
-            pack = self._open = self._open or _Pack()
-            assert isinstance(pack.buf, bytearray)
-            pack.chunks[digest] = (len(pack.buf), len(data))
-            pack.buf += data
-            if replace:
-                pack.replaces.add(digest)
-            self._pending[digest] = pack
-            full = len(pack.buf) >= self.target or len(pack.chunks) >= MAX_CHUNKS
-            if full:
-                self._open = None
-        if full:
-            self._ship(pack)
+        slot, full = False, None
+        while True:
+            with self._lock:
+                if digest in self._pending and not replace:
+                    break
+                if self._open is None and slot:
+                    self._open, slot = _Pack(), False
+                if self._open is not None:
+                    full = self._append(digest, data, replace)
+                    break
+            # No pack open: wait, outside the lock (an ending upload takes it), until fewer
+            # than IN_FLIGHT + 1 packs are in memory.
+            self._slots.acquire()
+            slot = True
+        if slot:  # another putter opened a pack meanwhile
+            self._slots.release()
+        if full is not None:
+            self._ship(full)
+
+    def _append(self, digest: bytes, data: bytes, replace: bool) -> _Pack | None:
+        """Add to the open pack (lock held); returns it once full, closed to more puts."""
+        pack = self._open
+        assert pack is not None and isinstance(pack.buf, bytearray)
+        pack.chunks[digest] = (len(pack.buf), len(data))
+        pack.buf += data
+        if replace:
+            pack.replaces.add(digest)
+        self._pending[digest] = pack
+        if len(pack.buf) < self.target and len(pack.chunks) < MAX_CHUNKS:
+            return None
+        self._open = None
+        return pack
 
     def _ship(self, pack: _Pack) -> None:
-        self._slots.acquire()
+        """Upload a full (or synced) pack in the background; it holds its slot (taken when
+        it was opened) until its upload ends."""
         try:
             pack.buf = bytes(pack.buf)
             if self._pool is None:
@@ -589,7 +608,9 @@ class CloudPacks:
         """Wait for the uploads under way (their failures were `sync`'s to report: a
         closing run that did not sync publishes nothing) and release the index."""
         with self._lock:
-            uploads, self._uploads, self._open = self._uploads, [], None
+            uploads, self._uploads, dropped, self._open = self._uploads, [], self._open, None
+        if dropped is not None:
+            self._slots.release()
         for future in uploads:
             future.exception()
         if self._pool is not None:

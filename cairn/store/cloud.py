@@ -389,10 +389,10 @@ class Cloud:
         found = [t for t in map(self._tombstone, names) if t is not None]
         cloud_sync.learn_removed(repo, [(t.id, t.volume, t.created) for t in found], every)
 
-    def sync(self, repo: Repository) -> bool:
+    def sync(self, repo: Repository, full: bool = False) -> bool:
         """Bring the cache catalog to the bucket's set of points; True when it listed every
-        prefix (a full sync: the first, then one a day), else it took only the feed's
-        entries since the last sync (`cloud_sync`).
+        prefix (a full sync: the first, then one a day, or when ``full`` asks, as verify
+        does), else it took only the feed's entries since the last sync (`cloud_sync`).
 
         Points new to the cache enter by the delete rule reversed, in creation order, so
         every reference count ends as if this node had seen every change itself. Points gone
@@ -403,7 +403,7 @@ class Cloud:
         with repo.catalog.transaction():
             state = cloud_sync.load(repo)
             now = time.time()
-            full = state.due_full(now)
+            full = full or state.due_full(now)
             if full:
                 cursor = self.clock.now()
                 self._full(repo)

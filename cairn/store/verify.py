@@ -241,7 +241,11 @@ def in_slice(digest: bytes, subset: tuple[int, int]) -> bool:
 def verify(repo: Repository, point: RecoveryPoint | None = None, read_data: bool = False,
            progress: Meter | None = None,
            subset: tuple[int, int] | None = None) -> Report:
-    """Check ``repo`` (or one point); ``subset`` ``(k, n)`` checks only slice k of n."""
+    """Check ``repo`` (or one point); ``subset`` ``(k, n)`` checks only slice k of n. A
+    cloud repository's cache is first synced in full: what was changed in the bucket
+    behind cairn's back (no feed entry) is read, and refused if altered, now."""
+    if repo.remote is not None and point is None:
+        repo.remote.sync(repo, full=True)
     report = Report()
     integrity = repo.catalog.integrity_check()
     if integrity != "ok":

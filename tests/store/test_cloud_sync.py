@@ -7,6 +7,7 @@ without a feed entry (an older cairn, a writer that died) is found by the next f
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,11 +16,13 @@ from pathlib import Path
 import pytest
 
 from cairn.replication.replicate import replicate
-from cairn.store import marks
+from cairn.store import cloud_feed, cloud_sync, marks
+from cairn.store.backends.s3 import S3Backend
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.cloud import init_cloud, open_cloud
 from cairn.store.delete import delete_points
 from cairn.store.repository import Repository
+from cairn.store.verify import verify
 from tests.s3server import SeaweedS3
 from tests.store.cloud_points import Requests, plant_points
 from tests.store.helpers import backup, digest, make_image, mutate, restored_digest
@@ -100,8 +103,25 @@ def test_a_second_node_learns_changes_from_the_feed_alone(nodes: Nodes) -> None:
     assert point is not None
     assert restored_digest(b, point, nodes.work / "out.img") == nodes.points[0][1]
 
+    # verify reads the bucket in full first; so does the daily full sync
+    assert verify(b).ok and {p.id for p in b.catalog.points()} == want | set(unannounced)
     nodes.monkeypatch.setenv("CAIRN_CLOUD_FULL_SYNC_SECONDS", "0")
     assert b.remote.sync(b) is True  # type: ignore[union-attr]
-    assert {p.id for p in b.catalog.points()} == want | set(unannounced)
     a.close()
     b.close()
+
+
+def test_a_writer_trims_only_feed_entries_past_their_keeping(s3_server: SeaweedS3) -> None:
+    bucket = S3Backend(s3_server.bucket, uuid.uuid4().hex, endpoint_url=s3_server.endpoint,
+                       access_key=s3_server.access_key, secret_key=s3_server.secret_key)
+    now = time.time()
+    old = [cloud_sync.entry(cloud_feed.new_key(now - cloud_sync.FEED_KEEP - 60 * k), "put",
+                            f"points/v/{k:012x}.json") for k in range(3)]
+    young = [cloud_sync.entry(cloud_feed.new_key(now - 60 * k), "del",
+                              f"machines/m/{k:012x}.json") for k in range(2)]
+    for name in [*old, *young, "feed/not-cairns"]:
+        bucket.put(name, b"")
+    assert cloud_sync.trim(bucket, bucket.delete_many, now) == 3
+    assert sorted(bucket.list("feed")) == sorted([*young, "feed/not-cairns"])
+    assert [cloud_sync.parse(n) for n in young] == [
+        cloud_sync.Entry(n, "del", f"machines/m/{k:012x}.json") for k, n in enumerate(young)]

@@ -172,7 +172,8 @@ def prune_pass(url: str, keep: int, tried: list[str]) -> dict[str, Any]:
             deleted = time.monotonic()
             how = collect(cloud)
     except CairnError as error:
-        return {"error": str(error), "seconds": time.monotonic() - start}
+        return {"error": str(error), "seconds": time.monotonic() - start,
+                "where": traceback.format_exc(limit=-6)}
     return {"open_s": opened - start, "points": len(points), "deleted": len(doomed),
             "delete_s": deleted - opened, "collect_s": time.monotonic() - deleted,
             "collect": how, "seconds": time.monotonic() - start}

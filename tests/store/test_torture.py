@@ -77,10 +77,15 @@ def test_kill_at_random_moments(tmp_path: Path, seed: int) -> None:
     for round_ in range(4):
         child = subprocess.Popen(
             [sys.executable, "-m", "tests.store.torture_worker", str(repo_path), str(work),
-             str(seed * 10 + round_)], cwd=ROOT, stderr=subprocess.PIPE)
+             str(seed * 10 + round_)], cwd=ROOT, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
         try:
+            # The first round is killed only after a commit, so the test is never vacuous.
+            for said in ("ready", "committed") if round_ == 0 else ("ready",):
+                assert child.stdout is not None and child.stdout.readline().strip() == said, \
+                    child.stderr.read() if child.stderr else ""
             time.sleep(rnd.uniform(0.3, 2.0))
-            assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+            assert child.poll() is None, child.stderr.read() if child.stderr else ""
             os.kill(child.pid, signal.SIGKILL)
         finally:
             child.kill()

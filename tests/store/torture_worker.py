@@ -2,6 +2,9 @@
 
 Every backup reads a fresh, never-modified state file, and the point records that path as
 its source, so after a kill the parent knows what each committed point must restore to.
+It says ``ready`` once the repository is open and ``committed`` after its first backup, so
+the parent's random delay runs from there, not from an interpreter start that a loaded
+machine can stretch past the whole delay.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ def main(repo_path: str, work: str, seed: int) -> None:
     repo = Repository.open(Path(repo_path))
     folder = Path(work)
     images: dict[str, bytearray] = {}
+    print("ready", flush=True)
     for step in range(10_000):
         op = rnd.random()
         volume = rnd.choice(["alpha", "beta"])
@@ -33,6 +37,8 @@ def main(repo_path: str, work: str, seed: int) -> None:
                 mutate(state, images[volume], seed=rnd.randrange(1 << 30),
                        writes=rnd.randrange(1, 8))
             backup(repo, volume, state)
+            if step == 0:
+                print("committed", flush=True)
         elif op < 0.85:
             points = repo.catalog.points()
             if points:

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from cairn.errors import Corruption, MissingChunk
 from cairn.store import cloud_feed
 from cairn.store.backend import T
+from cairn.store.backends.packs import batches
 from cairn.store.chunks import chunk_name
 from cairn.store.sqlite import SharedDb
 
@@ -144,23 +145,6 @@ class _Pack:
     chunks: dict[bytes, tuple[int, int]] = field(default_factory=dict)
     replaces: set[bytes] = field(default_factory=set)
     id: str = ""
-
-
-def _batches(found: dict[str, Location]) -> Iterator[list[tuple[str, Location]]]:
-    """Names grouped into ranged reads of one pack: by offset, across gaps of up to
-    READ_GAP (cheaper than another request), up to READ_LIMIT bytes each."""
-    batch: list[tuple[str, Location]] = []
-    for name, loc in sorted(found.items(), key=lambda item: item[1]):
-        if batch:
-            pack, start = batch[0][1][0], batch[0][1][1]
-            end = max(o + n for _name, (_p, o, n) in batch)
-            if (loc[0] != pack or loc[1] - end > READ_GAP
-                    or loc[1] + loc[2] - start > READ_LIMIT):
-                yield batch
-                batch = []
-        batch.append((name, loc))
-    if batch:
-        yield batch
 
 
 def _inflate(raw: bytes, what: str) -> bytes:
@@ -541,7 +525,7 @@ class CloudPacks:
         return data
 
     def get_many(self, names: list[str], each: Callable[[str, bytes], T]) -> Iterator[T]:
-        """Packed names in ranged reads of neighbours (`_batches`), many in flight; names
+        """Packed names in ranged reads of neighbours (`packs.batches`), many in flight; names
         not yet uploaded from memory; legacy chunk objects one GET each."""
         digests = {n: chunk_digest(n) for n in names}
         rest: dict[str, bytes] = {}
@@ -568,13 +552,13 @@ class CloudPacks:
                 return [each(name, self.get(name)) for name, _loc in batch]
             return [each(name, data[o - start : o - start + n]) for name, (_p, o, n) in batch]
 
-        batches = list(_batches(found))
-        if len(batches) == 1:
-            yield from read(batches[0])
-        elif batches:
+        reads = list(batches(found, READ_GAP, READ_LIMIT))
+        if len(reads) == 1:
+            yield from read(reads[0])
+        elif reads:
             from cairn.store.parallel import bounded_map
 
-            for results in bounded_map(read, batches, READERS):
+            for results in bounded_map(read, reads, READERS):
                 yield from results
         if legacy:
             from cairn.store.parallel import get_each

@@ -115,17 +115,18 @@ def _runs(locations: Iterable[Location]) -> list[Location]:
     return merged
 
 
-def _batches(found: dict[str, Location]) -> Iterator[list[tuple[str, Location]]]:
+def batches(found: dict[str, Location], gap: int = READ_GAP, limit: int = READ_LIMIT
+            ) -> Iterator[list[tuple[str, Location]]]:
     """Objects grouped into reads of one pack: in order, reading across gaps of up to
-    READ_GAP (a punched hole, an object not asked for) rather than paying another request,
-    and up to READ_LIMIT bytes each."""
+    ``gap`` (a punched hole, an object not asked for) rather than paying another request,
+    and up to ``limit`` bytes each. The cloud's packs are read the same way, with ranged
+    GETs (`cloud_packs`)."""
     batch: list[tuple[str, Location]] = []
     for name, loc in sorted(found.items(), key=lambda item: item[1]):
         if batch:
             pack, start = batch[0][1][0], batch[0][1][1]
-            end = batch[-1][1][1] + batch[-1][1][2]
-            if (loc[0] != pack or loc[1] - end > READ_GAP
-                    or loc[1] + loc[2] - start > READ_LIMIT):
+            end = max(o + n for _name, (_p, o, n) in batch)
+            if loc[0] != pack or loc[1] - end > gap or loc[1] + loc[2] - start > limit:
                 yield batch
                 batch = []
         batch.append((name, loc))
@@ -469,12 +470,12 @@ class PackBackend:
                     for name, (_pack, offset, length) in batch]
 
         if sum(length for _pack, _offset, length in found.values()) <= READ_LIMIT:
-            for batch in _batches(found):
+            for batch in batches(found):
                 yield from read(batch)
             return
         from cairn.store.parallel import bounded_map  # only bulk reads pay for a thread pool
 
-        for results in bounded_map(read, _batches(found), READERS):
+        for results in bounded_map(read, batches(found), READERS):
             yield from results
 
     def reads(self, names: list[str]) -> list[list[tuple[str, Location]]]:
@@ -485,7 +486,7 @@ class PackBackend:
             found = {n: self._pending[n] for n in names if n in self._pending}
         with self._db_lock:
             found.update(self._lookup([n for n in names if n not in found]))
-        return list(_batches({n: loc for n, loc in found.items() if _sound(loc)}))
+        return list(batches({n: loc for n, loc in found.items() if _sound(loc)}))
 
     def usage(self, packs: Iterable[str]) -> dict[str, tuple[int, int]]:
         """``(live bytes, file size)`` of each of ``packs`` still indexed and on disk."""

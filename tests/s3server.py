@@ -232,6 +232,12 @@ class SeaweedS3:
             config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard"}),
         )
 
+    def cairn_env(self, folder: Path, cache: str = "cache") -> dict[str, str]:
+        """What cairn needs to reach this server, with its cache and keys in ``folder``."""
+        return {"CAIRN_S3_ENDPOINT": self.endpoint, "CAIRN_S3_ACCESS_KEY": self.access_key,
+                "CAIRN_S3_SECRET_KEY": self.secret_key, "CAIRN_CACHE": str(folder / cache),
+                "CAIRN_KEYS": str(folder / "keys")}
+
     def make_bucket(self, name: str, timeout: float = 30.0) -> str:
         """Create a bucket, retrying while the gateway still waits for its filer."""
         s3 = self.client()

@@ -12,9 +12,7 @@ from tests.s3server import SeaweedS3
 
 
 def s3_env(server: SeaweedS3, work: Path) -> dict[str, str]:
-    return {"CAIRN_S3_ENDPOINT": server.endpoint, "CAIRN_S3_ACCESS_KEY": server.access_key,
-            "CAIRN_S3_SECRET_KEY": server.secret_key, "CAIRN_CACHE": str(work / "cache"),
-            "CAIRN_KEYS": str(work / "keys")}
+    return server.cairn_env(work)
 
 
 @pytest.fixture

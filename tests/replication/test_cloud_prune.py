@@ -104,13 +104,8 @@ class Site:
 def site(s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
          ) -> Iterator[Site]:
     """A local repository of three points, replicated into a new cloud repository."""
-    for name, value in (("CAIRN_S3_ENDPOINT", s3_server.endpoint),
-                        ("CAIRN_S3_ACCESS_KEY", s3_server.access_key),
-                        ("CAIRN_S3_SECRET_KEY", s3_server.secret_key),
-                        ("CAIRN_CACHE", str(tmp_path / "cache")),
-                        ("CAIRN_KEYS", str(tmp_path / "keys")),
-                        ("CAIRN_CLOUD_LOCK_SECONDS", str(GRACE)),
-                        ("CAIRN_CLOUD_PACK_BYTES", str(PACK))):
+    for name, value in {**s3_server.cairn_env(tmp_path), "CAIRN_CLOUD_LOCK_SECONDS": str(GRACE),
+                        "CAIRN_CLOUD_PACK_BYTES": str(PACK)}.items():
         monkeypatch.setenv(name, value)
     url = f"s3://{s3_server.bucket}/prune-{uuid.uuid4().hex[:10]}"
     image = tmp_path / "disk.img"

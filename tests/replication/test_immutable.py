@@ -149,11 +149,7 @@ def test_a_bucket_that_cannot_lock_is_refused_before_anything_is_sent(
 @pytest.fixture
 def s3_env(s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
            ) -> Iterator[None]:
-    for name, value in (("CAIRN_S3_ENDPOINT", s3_server.endpoint),
-                        ("CAIRN_S3_ACCESS_KEY", s3_server.access_key),
-                        ("CAIRN_S3_SECRET_KEY", s3_server.secret_key),
-                        ("CAIRN_CACHE", str(tmp_path / "cache")),
-                        ("CAIRN_KEYS", str(tmp_path / "keys"))):
+    for name, value in s3_server.cairn_env(tmp_path).items():
         monkeypatch.setenv(name, value)
     yield
 

@@ -50,12 +50,8 @@ class Sent:
 def sent(s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
          ) -> Iterator[Sent]:
     """A 3 MiB point replicated into packs of 256 KiB."""
-    for name, value in (("CAIRN_S3_ENDPOINT", s3_server.endpoint),
-                        ("CAIRN_S3_ACCESS_KEY", s3_server.access_key),
-                        ("CAIRN_S3_SECRET_KEY", s3_server.secret_key),
-                        ("CAIRN_CACHE", str(tmp_path / "cache")),
-                        ("CAIRN_KEYS", str(tmp_path / "keys")),
-                        ("CAIRN_CLOUD_PACK_BYTES", str(256 << 10))):
+    for name, value in {**s3_server.cairn_env(tmp_path),
+                        "CAIRN_CLOUD_PACK_BYTES": str(256 << 10)}.items():
         monkeypatch.setenv(name, value)
     url = f"s3://{s3_server.bucket}/packs-{uuid.uuid4().hex[:10]}"
     img = tmp_path / "disk.img"

@@ -45,11 +45,7 @@ class Nodes:
 @pytest.fixture
 def nodes(s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
           ) -> Iterator[Nodes]:
-    for name, value in (("CAIRN_S3_ENDPOINT", s3_server.endpoint),
-                        ("CAIRN_S3_ACCESS_KEY", s3_server.access_key),
-                        ("CAIRN_S3_SECRET_KEY", s3_server.secret_key),
-                        ("CAIRN_CACHE", str(tmp_path / "cache-a")),
-                        ("CAIRN_KEYS", str(tmp_path / "keys"))):
+    for name, value in s3_server.cairn_env(tmp_path, "cache-a").items():
         monkeypatch.setenv(name, value)
     url = f"s3://{s3_server.bucket}/sync-{uuid.uuid4().hex[:10]}"
     local = Repository.init(tmp_path / "local")

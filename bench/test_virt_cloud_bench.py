@@ -77,6 +77,9 @@ def test_a_cloud_round_reports_sent_bytes_that_add_up(work: Path) -> None:
     assert run["first_sent"] == run["a_stored"] > 0
     assert 0 < run["second_sent"] <= run["b_stored"] * 1.05 + 4096
     assert run["repo_files"] > 0 and run["rclone_s"] > 0 and run["restore_cloud_s"] > 0
+    assert run["repo_apparent"] >= run["first_sent"]
+    assert run["ceiling_sent"] == 32 * MiB and run["ceiling_s"] > 0
     medians = summarize([run])
     assert "bytes sent" in cloud_table(medians, "4M")
+    assert medians["first_vs_ceiling"] > 0 and medians["rclone_vs_ceiling"] > 0
     assert not (work / "round" / "local").exists()

@@ -3,7 +3,9 @@ reads it).
 
 Body of ``PUT /api/v1/agent/uploads/{id}/data`` (version 1): a sequence of frames, each
 ``offset`` (u64, big endian), ``length`` (u32), then ``length`` bytes of the volume at
-``offset``. Frames are idempotent, and each is known by its BLAKE3 (`frame_hash`) so a
+``offset``. Every frame but one ending at the volume's end holds at least MIN_FRAME bytes,
+so the frames an upload keeps (they never overlap) number at most size / MIN_FRAME + 1,
+whatever an agent sends. Frames are idempotent, and each is known by its BLAKE3 (`frame_hash`) so a
 resumed agent can skip the frames the appliance already holds with identical content.
 """
 
@@ -18,6 +20,9 @@ from cairn.errors import UsageError
 
 FRAME = struct.Struct(">QI")
 MAX_FRAME = 16 * 1024 * 1024
+MIN_FRAME = 4096
+"""The smallest frame but a volume's last: the smallest block an agent reads (repository
+blocks and FIEMAP changes are whole multiples of it)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,10 @@ class FrameReader:
         offset, length = FRAME.unpack(self._header)
         if length == 0 or length > MAX_FRAME:
             raise UsageError(f"frame length {length} must be between 1 and {MAX_FRAME}")
+        if length < MIN_FRAME and offset + length != self.size:
+            raise UsageError(f"frame {offset}+{length} is shorter than the minimum frame "
+                             f"({MIN_FRAME} bytes; only a frame ending at the volume's end "
+                             "may be shorter)")
         if offset + length > self.size:
             raise UsageError(f"frame {offset}+{length} lies past the end of the volume "
                              f"({self.size})")

@@ -34,7 +34,7 @@ import blake3
 from cairn.agent.client import ApplianceClient
 from cairn.agent.config import VolumeConfig
 from cairn.errors import CairnError, SourceError
-from cairn.frames import FRAME, encode_frame, frame_hash
+from cairn.frames import FRAME, MIN_FRAME, encode_frame, frame_hash
 from cairn.plan import encode as plan_wire
 from cairn.sources import extents
 from cairn.sources.hooks import frozen
@@ -76,6 +76,21 @@ def pieces(ranges: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
             stop = min(end, (pos // PIECE + 1) * PIECE)
             yield pos, stop - pos
             pos = stop
+
+
+def aligned(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """``ranges`` widened to MIN_FRAME marks (the end clamped to ``size``) and merged: a
+    file system with blocks under 4 KiB maps extents the appliance would refuse as frames,
+    and re-reading a few unchanged bytes costs nothing."""
+    out: list[tuple[int, int]] = []
+    for offset, length in ranges:
+        start = offset - offset % MIN_FRAME
+        end = min(size, -(-(offset + length) // MIN_FRAME) * MIN_FRAME)
+        if out and out[-1][0] + out[-1][1] >= start:
+            out[-1] = (out[-1][0], max(out[-1][0] + out[-1][1], end) - out[-1][0])
+        else:
+            out.append((start, end - start))
+    return out
 
 
 class Sender:
@@ -248,7 +263,7 @@ class VolumeBackup:
             old = extents.fiemap(old_fd)
         finally:
             os.close(old_fd)
-        changed = extents.changed_ranges(old, extents.fiemap(fd), size)
+        changed = aligned(extents.changed_ranges(old, extents.fiemap(fd), size), size)
         for offset, length in pieces(changed):
             sender.frame(offset, self._read(fd, offset, length))
         return [[o, n] for o, n in changed]

@@ -57,6 +57,7 @@ class Intake:
         starting = [(p.offset, p.length) for p in pieces if p.first]
         if starting:
             self.state.forget_received(self.upload.id, starting)
+            self.done = [d for d in self.done if not _overlaps(d, starting)]
         self.spool.write([(p.offset + p.at, p.data) for p in pieces])
         for piece in pieces:
             if piece.first:
@@ -81,3 +82,10 @@ class Intake:
             self.state.heartbeat(job, bytes_sent=sum(FRAME.size + n for _, n, _ in done))
         metrics.add("cairn_upload_bytes_received_total", sum(n for _, n, _ in done))
         self.frames += len(done)
+
+
+def _overlaps(frame: tuple[int, int, bytes], starting: list[tuple[int, int]]) -> bool:
+    """Whether a frame written but not yet recorded is being overwritten: recorded after
+    a body cut mid-frame, it would claim bytes it no longer holds."""
+    offset, length, _ = frame
+    return any(o < offset + length and offset < o + n for o, n in starting)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -468,18 +469,21 @@ class State(SharedDb):
             after = rows[-1]
 
     def add_received(self, upload_id: str, frames: list[tuple[int, int, bytes]]) -> None:
+        """Record ``frames`` in the order they were written, each replacing the records it
+        overlaps (its bytes overwrote theirs): records never overlap, so with MIN_FRAME
+        they number at most size / MIN_FRAME + 1 however many frames an agent sends."""
         with self.tx() as db:
-            db.executemany("INSERT OR REPLACE INTO received VALUES(?, ?, ?, ?)",
-                           ((upload_id, o, n, h) for o, n, h in frames))
+            for offset, length, digest in frames:
+                _forget(db, upload_id, offset, length)
+                db.execute("INSERT OR REPLACE INTO received VALUES(?, ?, ?, ?)",
+                           (upload_id, offset, length, digest))
 
     def forget_received(self, upload_id: str, frames: list[tuple[int, int]]) -> None:
         """Drop the records of frames overlapping ``frames`` (offset, length): their bytes
-        are about to be overwritten. A recorded frame is at most MAX_FRAME long, which
-        bounds the index range each overlap is looked for in."""
+        are about to be overwritten."""
         with self.tx() as db:
-            db.executemany("DELETE FROM received WHERE upload_id=? AND offset<? AND offset>? "
-                           "AND offset+length>?",
-                           ((upload_id, o + n, o - MAX_FRAME, o) for o, n in frames))
+            for offset, length in frames:
+                _forget(db, upload_id, offset, length)
 
     def abort_open_uploads(self) -> None:
         """Uploads in flight lived in another appliance's spool (this one was recovered
@@ -493,3 +497,10 @@ class State(SharedDb):
             db.execute("UPDATE uploads SET state='committed', point=?, bytes_stored=? "
                        "WHERE id=?", (point, bytes_stored, upload_id))
             db.execute("DELETE FROM received WHERE upload_id=?", (upload_id,))
+
+
+def _forget(db: sqlite3.Connection, upload_id: str, offset: int, length: int) -> None:
+    """Drop the records overlapping ``offset+length``. A recorded frame is at most
+    MAX_FRAME long, which bounds the index range an overlap is looked for in."""
+    db.execute("DELETE FROM received WHERE upload_id=? AND offset<? AND offset>? "
+               "AND offset+length>?", (upload_id, offset + length, offset - MAX_FRAME, offset))

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from cairn.agent.upload import aligned, pieces
+from cairn.frames import MIN_FRAME
 from tests.appliance.harness import Agent, Appliance, restore
 
 MKFS = {"btrfs": ["mkfs.btrfs", "-q", "-f"], "xfs": ["mkfs.xfs", "-q", "-f", "-m", "reflink=1"]}
@@ -75,3 +77,13 @@ def test_fiemap_reads_only_changed_extents(appliance: Appliance,
     assert restore(appliance, second["points"][0], tmp_path / "r.img") == data
     assert restore(appliance, first["points"][0], tmp_path / "r0.img") != data
     assert not (reflink_dir / "disk.img.cairn-snapshot.new").exists()
+
+
+def test_changes_widen_to_whole_minimum_frames() -> None:
+    """A file system with 1 KiB blocks maps extents the appliance would refuse as frames:
+    the agent widens each change to 4 KiB marks (the end to the volume's) and merges."""
+    size = 10 * MIN_FRAME + 700
+    changes = [(1024, 1024), (3072, 2048), (9 * MIN_FRAME, 100), (10 * MIN_FRAME + 10, 5)]
+    assert aligned(changes, size) == [(0, 2 * MIN_FRAME), (9 * MIN_FRAME, MIN_FRAME + 700)]
+    for offset, length in pieces(aligned(changes, size)):
+        assert length >= MIN_FRAME or offset + length == size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import resource
 import socket
@@ -15,7 +16,7 @@ import pytest
 
 from cairn.agent.client import ApplianceClient
 from cairn.errors import ApplianceRefused
-from cairn.frames import FRAME, MAX_FRAME, encode_frame, frame_hash
+from cairn.frames import FRAME, MAX_FRAME, MIN_FRAME, encode_frame, frame_hash
 from cairn.plan import encode as plan_wire
 from tests.appliance.harness import Agent, Appliance, restore, wait_for
 from tests.appliance.memory import filled, peak_rss, reset_peak, rss
@@ -200,7 +201,7 @@ def test_a_frame_reaches_the_spool_as_it_arrives_not_held_whole(
     with appliance.client(token) as c:
         upload = open_upload(c, size)["upload"]
         path = f"/api/v1/agent/uploads/{upload}/data"
-        c.request("PUT", path, content=encode_frame(0, b"warm"))  # first-call imports
+        c.request("PUT", path, content=encode_frame(0, b"w" * MIN_FRAME))  # first-call imports
         before = rss(appliance.proc.pid)
         reset_peak(appliance.proc.pid)
         c.request("PUT", path, content=(p for n in range(2) for p in frame(n)),
@@ -244,6 +245,59 @@ def test_a_cut_frame_counts_for_nothing_and_drops_what_it_overwrote(
         point = c.json("POST", f"/api/v1/agent/uploads/{upload}/commit",
                        json={"ranges": [[0, size]], "full": True})["point"]
     assert restore(appliance, point, tmp_path / "out.img") == new[12:]
+
+
+def test_a_frame_under_the_minimum_is_refused_naming_it(
+        appliance: Appliance, make_agent: Callable[..., Agent]) -> None:
+    """Frames under MIN_FRAME are what would let an agent (or a stolen token) grow the
+    appliance's records without limit: refused in one line naming the limit, but for the
+    frame ending at the volume's end, which an agent sends whatever the volume's size."""
+    token = make_agent("tiny01").token
+    size = 16 * MIN_FRAME + 100
+    with appliance.client(token) as c:
+        upload = open_upload(c, size)["upload"]
+        path = f"/api/v1/agent/uploads/{upload}/data"
+        with pytest.raises(ApplianceRefused) as tiny:
+            c.request("PUT", path, content=encode_frame(MIN_FRAME, b"t" * 100),
+                      headers={"Content-Type": "application/octet-stream"})
+        assert tiny.value.status == 400
+        assert f"minimum frame ({MIN_FRAME} bytes" in str(tiny.value)
+        assert "\n" not in str(tiny.value)
+        c.request("PUT", path, content=encode_frame(16 * MIN_FRAME, b"e" * 100),
+                  headers={"Content-Type": "application/octet-stream"})
+        assert open_upload(c, size)["received"] == [
+            [16 * MIN_FRAME, 100, frame_hash(b"e" * 100).hex()]]
+
+
+def test_the_resume_reply_is_bounded_by_the_volume_not_the_frames_sent(
+        appliance: Appliance, make_agent: Callable[..., Agent], tmp_path: Path) -> None:
+    """2,000 overlapping frames over a 64 KiB volume leave at most 17 records (each frame
+    replaces those it overwrote): the resume reply and the table are bounded by the
+    volume's size over MIN_FRAME. The records left still describe the spool: the agent's
+    frames sent after them commit and restore byte for byte."""
+    token = make_agent("many01").token
+    size = 16 * MIN_FRAME
+    rnd = random.Random(7)
+    with appliance.client(token) as c:
+        upload = open_upload(c, size)["upload"]
+        path = f"/api/v1/agent/uploads/{upload}/data"
+        for _ in range(2):
+            c.request("PUT", path, content=b"".join(
+                encode_frame(rnd.randrange(0, size - MIN_FRAME + 1, 512),
+                             rnd.randbytes(MIN_FRAME)) for _ in range(1000)),
+                      headers={"Content-Type": "application/octet-stream"})
+        received = open_upload(c, size)["received"]
+        assert len(received) <= size // MIN_FRAME + 1
+        for (o1, n1, _), (o2, _, _) in itertools.pairwise(received):
+            assert o1 + n1 <= o2
+        data = rnd.randbytes(size)
+        c.request("PUT", path, content=b"".join(
+            encode_frame(o, data[o : o + MIN_FRAME]) for o in range(0, size, MIN_FRAME)),
+                  headers={"Content-Type": "application/octet-stream"})
+        assert len(open_upload(c, size)["received"]) == size // MIN_FRAME
+        point = c.json("POST", f"/api/v1/agent/uploads/{upload}/commit",
+                       json={"ranges": [[0, size]], "full": True})["point"]
+    assert restore(appliance, point, tmp_path / "out.img") == data
 
 
 def test_the_appliance_reads_at_most_max_bodies_across_machines(tmp_path: Path) -> None:

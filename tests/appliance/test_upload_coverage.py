@@ -37,13 +37,23 @@ def test_uncovered_is_what_is_wanted_and_not_had(wanted: list[tuple[int, int]],
 
 def test_received_ranges_read_every_record_in_order_across_pages(tmp_path: Path) -> None:
     state = State(tmp_path / "appliance.db")
-    frames = [(o, n, bytes(32)) for o, n in ((40, 5), (0, 10), (10, 10), (40, 2), (70, 1))]
+    frames = [(o, n, bytes(32)) for o, n in ((40, 5), (0, 10), (10, 10), (50, 2), (70, 1))]
     state.add_received("u1", frames)
     state.add_received("u2", [(0, 100, bytes(32))])
     for page in (1, 2, 3, 10_000):
         assert list(state.received_ranges("u1", page=page)) == sorted(
             (o, n) for o, n, _ in frames)
-    assert list(coalesce(state.received_ranges("u1", page=2))) == [(0, 20), (40, 5), (70, 1)]
+    assert list(coalesce(state.received_ranges("u1", page=2))) == [
+        (0, 20), (40, 5), (50, 2), (70, 1)]
+
+
+def test_a_frame_recorded_replaces_the_records_it_overlaps(tmp_path: Path) -> None:
+    """Records never overlap, even from one batch: their number stays bounded by the
+    volume's size over the minimum frame, whatever frames were sent."""
+    state = State(tmp_path / "appliance.db")
+    state.add_received("u1", [(0, 10, b"a"), (10, 10, b"b"), (30, 5, b"c")])
+    state.add_received("u1", [(5, 10, b"d"), (8, 4, b"e"), (30, 5, b"f")])
+    assert state.received("u1") == [(8, 4, b"e"), (30, 5, b"f")]
 
 
 @given(ranges=st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)),

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cairn.errors import Corruption, PartitionTableError, UsageError
-from cairn.frames import MAX_FRAME, FrameReader, assemble, encode_frame, parse_frames
+from cairn.frames import MAX_FRAME, MIN_FRAME, FrameReader, assemble, encode_frame, parse_frames
 from cairn.insights.partitions import read_partitions
 from cairn.store.chunks import CODEC_RAW, CODEC_ZSTD, ENCRYPTED, MAGIC, ChunkStore
 
@@ -209,6 +209,7 @@ def test_upload_frames(upload: tuple[bytes, int], damage: list[int], cuts: list[
     assert b"".join(encode_frame(o, bytes(d)) for o, d in frames) == body
     for offset, data in frames:
         assert 1 <= len(data) <= MAX_FRAME and offset + len(data) <= size
+        assert len(data) >= MIN_FRAME or offset + len(data) == size
 
 
 def test_regression_gpt_header_cut_short_by_the_disk_end() -> None:

@@ -93,6 +93,22 @@ def aligned(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
     return out
 
 
+def held_frames(client: ApplianceClient, upload: str, page: dict[str, Any],
+                deadline: float, limit: int | None = None) -> dict[tuple[int, int], bytes]:
+    """The frames the appliance holds for ``upload`` by ``(offset, length)``, from the
+    open reply's first page and the pages after it (an appliance that does not page
+    names no next one)."""
+    held: dict[tuple[int, int], bytes] = {}
+    while True:
+        held.update(((o, n), bytes.fromhex(h)) for o, n, h in page["received"])
+        after = page.get("received_next")
+        if after is None:
+            return held
+        params = {"after": after} if limit is None else {"after": after, "limit": limit}
+        page = retrying(lambda p=params: client.json(
+            "GET", f"/api/v1/agent/uploads/{upload}/received", params=p), deadline)
+
+
 class Sender:
     """Frames to one upload, batched, throttled, resumable."""
 
@@ -219,7 +235,7 @@ class VolumeBackup:
                                                  json={"volume": self.name, "size": size}),
                         deadline)
         upload, block_size, parent = info["upload"], info["block_size"], info["parent"]
-        received = {(o, n): bytes.fromhex(h) for o, n, h in info["received"]}
+        received = held_frames(self.client, upload, info, deadline)
         sender = Sender(self.client, upload, received, self.max_rate, deadline)
         base = self._baseline()
         same = (parent is not None and parent["size"] == size and not full_rescan

@@ -449,10 +449,13 @@ class State(SharedDb):
                           "FROM uploads WHERE id=?", (upload_id,))
         return Upload(*rows[0]) if rows else None
 
-    def received(self, upload_id: str) -> list[tuple[int, int, bytes]]:
+    def received(self, upload_id: str, after: int = -1, limit: int = -1
+                 ) -> list[tuple[int, int, bytes]]:
+        """The frames received past offset ``after``, by offset, at most ``limit`` (records
+        never overlap, so an offset names one)."""
         return [(r[0], r[1], r[2]) for r in self.query(
-            "SELECT offset, length, hash FROM received WHERE upload_id=? ORDER BY offset",
-            (upload_id,))]
+            "SELECT offset, length, hash FROM received WHERE upload_id=? AND offset>? "
+            "ORDER BY offset LIMIT ?", (upload_id, after, limit))]
 
     def received_ranges(self, upload_id: str, page: int = 10_000
                         ) -> Iterator[tuple[int, int]]:

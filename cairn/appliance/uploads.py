@@ -29,6 +29,9 @@ from cairn.store.ingest import Ingest
 from cairn.store.reader import PointReader
 from cairn.store.repository import Repository
 
+RESUME_PAGE = 10_000
+"""Frame records per resume reply (about 1 MB of JSON)."""
+
 
 def store_volume(machine: str, volume: str) -> str:
     return f"{machine}.{volume}"
@@ -70,8 +73,19 @@ class Uploads:
             "block_size": block_size,
             "parent": None if parent is None else {"id": parent.id, "size": parent.size},
             "parent_hashes": parent is not None and not keyed,
-            "received": [[o, n, h.hex()] for o, n, h in self.state.received(upload.id)],
+            **self.received(machine, upload.id),
         }
+
+    def received(self, machine: Machine, upload_id: str, after: int = -1,
+                 limit: int = RESUME_PAGE) -> dict[str, Any]:
+        """A page of the frames held, ``[offset, length, hash]`` each, and the offset to
+        ask the next page after (None at the end): a reply stays under RESUME_PAGE
+        records however large the volume."""
+        upload = self._own(machine, upload_id)
+        rows = self.state.received(upload.id, after, min(limit, RESUME_PAGE))
+        more = len(rows) == min(limit, RESUME_PAGE)
+        return {"received": [[o, n, h.hex()] for o, n, h in rows],
+                "received_next": rows[-1][0] if more else None}
 
     def intake(self, machine: Machine, upload_id: str) -> Intake:
         """Where one body of frames for an open upload goes (the caller closes it)."""

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from cairn.agent.client import ApplianceClient
+from cairn.agent.upload import held_frames
 from cairn.errors import ApplianceRefused
 from cairn.frames import FRAME, MAX_FRAME, MIN_FRAME, encode_frame, frame_hash
 from cairn.plan import encode as plan_wire
@@ -272,9 +273,10 @@ def test_a_frame_under_the_minimum_is_refused_naming_it(
 def test_the_resume_reply_is_bounded_by_the_volume_not_the_frames_sent(
         appliance: Appliance, make_agent: Callable[..., Agent], tmp_path: Path) -> None:
     """2,000 overlapping frames over a 64 KiB volume leave at most 17 records (each frame
-    replaces those it overwrote): the resume reply and the table are bounded by the
-    volume's size over MIN_FRAME. The records left still describe the spool: the agent's
-    frames sent after them commit and restore byte for byte."""
+    replaces those it overwrote): the table is bounded by the volume's size over
+    MIN_FRAME, and a resume reply by a page (the agent reads the pages after the first).
+    The records left still describe the spool: frames sent after them commit and restore
+    byte for byte."""
     token = make_agent("many01").token
     size = 16 * MIN_FRAME
     rnd = random.Random(7)
@@ -294,7 +296,15 @@ def test_the_resume_reply_is_bounded_by_the_volume_not_the_frames_sent(
         c.request("PUT", path, content=b"".join(
             encode_frame(o, data[o : o + MIN_FRAME]) for o in range(0, size, MIN_FRAME)),
                   headers={"Content-Type": "application/octet-stream"})
-        assert len(open_upload(c, size)["received"]) == size // MIN_FRAME
+        reply = open_upload(c, size)
+        assert len(reply["received"]) == size // MIN_FRAME and reply["received_next"] is None
+        page = c.json("GET", f"/api/v1/agent/uploads/{upload}/received",
+                      params={"after": MIN_FRAME, "limit": 5})
+        assert page["received"] == reply["received"][2:7]
+        assert page["received_next"] == 6 * MIN_FRAME
+        held = held_frames(c, upload, {"received": [], "received_next": -1},
+                           time.monotonic() + 30, limit=3)
+        assert held == {(o, n): bytes.fromhex(h) for o, n, h in reply["received"]}
         point = c.json("POST", f"/api/v1/agent/uploads/{upload}/commit",
                        json={"ranges": [[0, size]], "full": True})["point"]
     assert restore(appliance, point, tmp_path / "out.img") == data

@@ -6,15 +6,16 @@ The work is in `cairn.appliance.uploads.Uploads`; this module is its HTTP face.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 
 from cairn.appliance.auth import AgentMachine, check_name
 from cairn.appliance.context import Ctx
+from cairn.appliance.uploads import RESUME_PAGE
 from cairn.errors import UsageError
 from cairn.frames import MAX_FRAME, FrameReader
 from cairn.plan import JSON_PLAN, PlanReader
@@ -37,6 +38,15 @@ class CommitRequest(BaseModel):
 @router.post("")
 def open_upload(body: UploadRequest, machine: AgentMachine, ctx: Ctx) -> dict[str, Any]:
     return ctx.uploads.open(machine, check_name("volume", body.volume), body.size)
+
+
+@router.get("/{upload_id}/received")
+def received(upload_id: str, machine: AgentMachine, ctx: Ctx,
+             after: Annotated[int, Query(ge=-1, le=1 << 50)] = -1,
+             limit: Annotated[int, Query(ge=1, le=RESUME_PAGE)] = RESUME_PAGE
+             ) -> dict[str, Any]:
+    """The next page of a resumed upload's frames, after the offset the last page named."""
+    return ctx.uploads.received(machine, upload_id, after, limit)
 
 
 @router.put("/{upload_id}/data", openapi_extra={"requestBody": {

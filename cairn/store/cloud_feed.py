@@ -64,6 +64,11 @@ def key_time(key: str) -> float:
     return int(key[:14], 16) / 1_000_000
 
 
+def name_time(name: str) -> float:
+    """The writer's time of an object named ``<prefix>/<key>[.<anything>]``."""
+    return key_time(name.rpartition("/")[2].partition(".")[0])
+
+
 def cursor_name(prefix: str, since: float) -> str:
     """The name to list after: every key written at ``since - WINDOW`` or later sorts
     after it."""
@@ -83,7 +88,7 @@ def since(bucket: Listable, prefix: str, cursor: float | None
 def newest(names: list[str], cursor: float | None) -> float | None:
     """The cursor for the next `since`: the latest writer time among ``names`` (their last
     path part a key), or ``cursor`` when none is later."""
-    times = [key_time(name.rpartition("/")[2].partition(".")[0]) for name in names]
+    times = [name_time(name) for name in names]
     best = max(times, default=None)
     if cursor is None:
         return best

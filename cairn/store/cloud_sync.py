@@ -119,7 +119,7 @@ def note_seen(repo: Repository, entries: Iterable[Entry], cursor: float | None) 
     """Remember ``entries`` as handled; forget those too old to be listed again."""
     with repo.catalog.transaction() as db:
         db.executemany("INSERT OR IGNORE INTO cloud_feed_seen(name, at) VALUES(?, ?)",
-                       ((e.name, cloud_feed.key_time(e.name[len(FEED) + 1:].partition(".")[0]))
+                       ((e.name, cloud_feed.name_time(e.name))
                         for e in entries))
         if cursor is not None:
             db.execute("DELETE FROM cloud_feed_seen WHERE at < ?",
@@ -149,7 +149,7 @@ def trim(bucket: cloud_feed.Listable, delete: Callable[[list[str]], None], now: 
     for name, _stamp in bucket.stamps(FEED):
         if parse(name) is None:
             continue  # not cairn's: left alone
-        if cloud_feed.key_time(name[len(FEED) + 1:].partition(".")[0]) > now - FEED_KEEP:
+        if cloud_feed.name_time(name) > now - FEED_KEEP:
             break
         old.append(name)
     delete(old)

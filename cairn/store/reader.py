@@ -12,6 +12,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import groupby
+from typing import cast
 
 from cairn.store.blockmap import FANOUT, Tree
 from cairn.store.catalog import RecoveryPoint
@@ -79,20 +81,21 @@ class BlockCache:
                 return block
         return self.get_many((digest,))[digest]
 
-    def held_many(self, digests: Iterable[bytes]) -> dict[bytes, bytes] | None:
-        """The content of each of ``digests`` if every one is held now, else None: nothing
-        is fetched, so a server can answer a cached read at once and hand the rest to a
-        pool."""
-        found: dict[bytes, bytes] = {}
+    def held_blocks(self, digests: list[bytes], zeros: bytes) -> list[bytes] | None:
+        """The content of each of ``digests`` in order (``zeros`` for ZERO) if every one is
+        held now, else None: nothing is fetched, so a server can answer a cached read at
+        once and hand the rest to a pool."""
         with self._lock:
             blocks = self._blocks
+            get = blocks.get
+            found = [zeros if digest == ZERO else get(digest) for digest in digests]
+            if None in found:
+                return None
+            touch = blocks.move_to_end
             for digest in digests:
-                block = blocks.get(digest)
-                if block is None:
-                    return None
-                blocks.move_to_end(digest)
-                found[digest] = block
-        return found
+                if digest != ZERO:
+                    touch(digest)
+        return cast("list[bytes]", found)
 
     def get_many(self, digests: Iterable[bytes]) -> dict[bytes, bytes]:
         """The content of each of ``digests`` (never ZERO), checked."""
@@ -195,6 +198,7 @@ class PointReader:
         self._own_cache = cache is None
         self.cache = BlockCache(repo.chunks) if cache is None else cache
         self._last = -2  # the last block of the previous read
+        self._ahead = -1  # where the last read-ahead stopped
         self._zeros = bytes(self.block_size)  # what a hole's block reads as
         self._leaf_nodes: OrderedDict[int, list[bytes]] = OrderedDict()
         self._nodes_lock = threading.Lock()
@@ -238,16 +242,20 @@ class PointReader:
         bs = self.block_size
         first, last = offset // bs, (offset + length - 1) // bs
         hashes = self._hashes(first, last + 1)
-        wanted = list(dict.fromkeys(digest for digest in hashes if digest != ZERO))
         if wait:
+            wanted = list(dict.fromkeys(digest for digest in hashes if digest != ZERO))
             found = self._fetch(first, last, wanted)
+            blocks = [found[digest] if digest != ZERO else self._zeros for digest in hashes]
         else:
-            held = self.cache.held_many(wanted)
+            held = self.cache.held_blocks(hashes, self._zeros)
             if held is None:
                 return None
-            found = held
+            blocks = held
             self._follow(first, last)
-        return _views(hashes, found, offset - first * bs, length, self._zeros)
+        skip = offset - first * bs
+        if not skip and length == len(blocks) * bs:  # whole blocks: most NBD reads
+            return list(blocks)
+        return _views(blocks, skip, length)
 
     def _fetch(self, first: int, last: int, wanted: list[bytes]) -> dict[bytes, bytes]:
         """Blocks ``wanted`` (of blocks ``first..last``), reading ahead when reads stream."""
@@ -269,8 +277,16 @@ class PointReader:
         starts where the previous one ended and goes into new blocks (a file streamed, a
         disk booting), not after random reads nor after each piece of one block. A read of
         READAHEAD blocks or more is already one batch: fetching the next beside it on
-        other threads costs more than it overlaps (a disk copied over NBD)."""
+        other threads costs more than it overlaps (a disk copied over NBD). While the
+        previous read-ahead (up to ``_ahead``) still leads by half of READAHEAD or more
+        nothing is asked, then only the blocks after it: a stream of held reads checks each
+        block once, in batches, not READAHEAD times one by one."""
         stop = min(start + READAHEAD, self.tree.blocks)
+        if start <= self._ahead <= stop:
+            if self._ahead - start >= READAHEAD // 2:
+                return
+            start = self._ahead
+        self._ahead = stop
         if stop > start:
             self.cache.prefetch(d for d in self._hashes(start, stop) if d != ZERO)
 
@@ -304,27 +320,25 @@ class PointReader:
         by default a block is a hole when the point holds no data for it.
         """
         bs = self.block_size
-        out: list[tuple[int, bool]] = []
         end = min(offset + length, self.size)
-        pos = offset
-        for index, digest in self.block_hashes(offset // bs, -(-end // bs)):
-            stop = min((index + 1) * bs, end)
-            hole = is_hole(index, digest) if is_hole else digest == ZERO
-            if out and out[-1][1] == hole:
-                out[-1] = (out[-1][0] + stop - pos, hole)
-            else:
-                out.append((stop - pos, hole))
+        first = offset // bs
+        hashes = [digest for _, digest in self.block_hashes(first, -(-end // bs))]
+        holes = [is_hole(index, digest) for index, digest in enumerate(hashes, first)] \
+            if is_hole else [digest == ZERO for digest in hashes]
+        out: list[tuple[int, bool]] = []
+        pos, block = offset, first
+        for hole, run in groupby(holes):  # runs of like blocks, merged in C
+            block += sum(1 for _ in run)
+            stop = min(block * bs, end)
+            out.append((stop - pos, hole))
             pos = stop
         return out
 
-
-def _views(hashes: list[bytes], found: dict[bytes, bytes], skip: int, length: int,
-           zeros: bytes) -> list[bytes | memoryview]:
-    """Cut ``length`` bytes from ``skip`` into the blocks of ``hashes``: whole blocks as
-    they are, views of those the range cuts."""
+def _views(blocks: list[bytes], skip: int, length: int) -> list[bytes | memoryview]:
+    """Cut ``length`` bytes from ``skip`` into ``blocks``: whole blocks as they are, views
+    of those the range cuts."""
     out: list[bytes | memoryview] = []
-    for digest in hashes:
-        block = found[digest] if digest != ZERO else zeros
+    for block in blocks:
         if not skip and length >= len(block):
             out.append(block)
             length -= len(block)

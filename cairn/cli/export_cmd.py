@@ -49,9 +49,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "`identity:hexkey` lines (GnuTLS psktool's format); clients open "
                         "nbds://IDENTITY@HOST:PORT/NAME?tls-psk-file=FILE")
     p.add_argument("--cache", metavar="SIZE", type=_cache_size,
-                   help="decoded blocks a point export keeps (default: a quarter of the "
-                        "memory available); a point read again is served from memory, "
-                        "several times as fast")
+                   help="decoded blocks a point export keeps (default: as much as the "
+                        "point holds, within what is left of one budget shared by every "
+                        "export of the machine, a quarter of its memory); a point read "
+                        "again is served from memory, several times as fast")
     add_json(p)
     p.set_defaults(handler=run)
 
@@ -90,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print_json_line({"event": "exporting", "exports": [
                 {"disk": one.disk, "what": one.what, "size": one.size,
-                 "read_only": one.read_only, "url": one.url} for one in served],
+                 "read_only": one.read_only, "url": one.url, "cache_bytes": one.cache_bytes}
+                for one in served],
                 "ca_certificate": None if cert is None else str(cert),
                 "psk_file": None if args.tls_psk is None else str(args.tls_psk)})
         else:

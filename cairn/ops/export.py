@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cairn.errors import UsageError
+from cairn.ops.cache_budget import machine_budget, reserve
 from cairn.ops.machine_points import disks_of
 from cairn.store.clones import CloneNotFound, get_clone
 from cairn.store.pins import pin_point
-from cairn.store.reader import CACHE_BYTES, BlockCache, PointReader
+from cairn.store.reader import BlockCache, PointReader
 from cairn.store.repository import Repository
 from cairn.virt.devices import Device, PointDevice, open_device
 from cairn.virt.nbd import NbdServer
@@ -50,35 +51,25 @@ class ExportRequest:
     tls: ssl.SSLContext | None = None
     psk: Path | None = None
     cache_bytes: int | None = None
-    """Bound of the decoded blocks a point export keeps (its disks share them); None:
-    `default_cache_bytes`. A point read again (a disk copied twice, a VM rebooted) is
-    served from verified blocks held, without decompressing and hashing it again:
-    several times as fast."""
+    """Bound of the decoded blocks a point export keeps (its disks share them); None: a
+    share of the machine's budget (`cairn.ops.cache_budget`). A point read again (a disk
+    copied twice, a VM rebooted) is served from verified blocks held, without
+    decompressing and hashing it again: several times as fast."""
 
 
 @dataclass(frozen=True)
 class Export:
     """A running export: what it serves (``point ID (VOLUME)`` or ``clone NAME``), its size,
     the URL clients open, secret name included, and the machine's disk it is ("" when the
-    target was not a machine point)."""
+    target was not a machine point), and the bound of the decoded blocks its point's export keeps
+    (shared by a machine point's disks; 0 for a clone)."""
 
     what: str
     size: int
     read_only: bool
     url: str
     disk: str = ""
-
-
-def default_cache_bytes(meminfo: Path = Path("/proc/meminfo")) -> int:
-    """A quarter of the memory available now, at least `CACHE_BYTES`: an export holds
-    only what its clients have read, so a small point never takes that much, while a disk
-    read twice (copied again, a VM rebooted) is served from memory the second time. Each
-    export started later takes a quarter of what is left, so several never add up to all
-    of it."""
-    for line in meminfo.read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return max(CACHE_BYTES, int(line.split()[1]) * 1024 // 4)
-    return CACHE_BYTES
+    cache_bytes: int = 0
 
 
 def is_loopback(host: str) -> bool:
@@ -93,21 +84,28 @@ class _Disk:
     disk: str
     device: Device
     what: str
+    cache_bytes: int = 0
 
 
-def _disks(repo: Repository, target: str, read_only: bool, cache: BlockCache
+def _disks(repo: Repository, request: ExportRequest, stack: contextlib.ExitStack
            ) -> list[_Disk]:
-    """What ``target`` serves: a clone is one disk, a point one, a machine point every disk
-    (clone names first, then as `ops.machine_points.disks_of` resolves); a point's disks
-    read through ``cache``."""
+    """What ``request.target`` serves: a clone is one disk, a point one, a machine point
+    every disk (clone names first, then as `ops.machine_points.disks_of` resolves); a
+    point's disks read through one cache, its share of the machine's budget held until
+    ``stack`` closes."""
     try:
-        get_clone(repo, target)
+        get_clone(repo, request.target)
     except CloneNotFound:
-        found = disks_of(repo, target)
+        found = disks_of(repo, request.target)
+        want = request.cache_bytes or sum(point.allocated for point in found.points)
+        size = stack.enter_context(reserve(machine_budget(), want,
+                                           exact=request.cache_bytes is not None))
+        cache = BlockCache(repo.chunks, size)
+        stack.callback(cache.close)
         return [_Disk(disk, PointDevice(PointReader(repo, point, cache)),
-                      f"point {point.id} ({point.volume})")
+                      f"point {point.id} ({point.volume})", size)
                 for disk, point in zip(found.names or ("",), found.points, strict=True)]
-    device, what = open_device(repo, target, read_only)
+    device, what = open_device(repo, request.target, request.read_only)
     return [_Disk("", device, what)]
 
 
@@ -121,9 +119,7 @@ def export(repo: Repository, request: ExportRequest) -> Iterator[list[Export]]:
     user = f"{psk_identities(request.psk)[0]}@" if request.psk else ""
     served = []
     with contextlib.ExitStack() as stack:
-        cache = BlockCache(repo.chunks, request.cache_bytes or default_cache_bytes())
-        stack.callback(cache.close)
-        disks = _disks(repo, request.target, request.read_only, cache)
+        disks = _disks(repo, request, stack)
         if request.port and request.port + len(disks) > 1 << 16:
             raise UsageError(f"--nbd port {request.port}: {len(disks)} disks need as many "
                              "ports from it; give a lower port, or 0 for free ones")
@@ -137,7 +133,8 @@ def export(repo: Repository, request: ExportRequest) -> Iterator[list[Export]]:
                                               f"cairn export on {where}:{port}"))
             port = _serve(stack, disk.device, request, port, name)
             served.append(Export(disk.what, disk.device.size, disk.device.read_only,
-                                 f"{scheme}://{user}{where}:{port}/{name}", disk.disk))
+                                 f"{scheme}://{user}{where}:{port}/{name}", disk.disk,
+                                 disk.cache_bytes))
         yield served
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cairn.ops.export import default_cache_bytes
+from cairn.ops.cache_budget import held
 from cairn.store.reader import CACHE_BYTES
 from tests.cli.test_cli import ROOT, ok
 from tests.store.helpers import make_image
@@ -181,9 +182,26 @@ def test_a_bad_pre_shared_key_file_is_refused(tmp_path: Path) -> None:
         assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_the_default_cache_is_a_quarter_of_the_memory_available(tmp_path: Path) -> None:
-    meminfo = tmp_path / "meminfo"
-    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:    8000000 kB\n")
-    assert default_cache_bytes(meminfo) == 2_000_000 * 1024
-    meminfo.write_text("MemTotal:          65536 kB\nMemAvailable:      40000 kB\n")
-    assert default_cache_bytes(meminfo) == CACHE_BYTES  # never below the reader's own
+def test_exports_at_once_hold_their_shares_of_one_budget(tmp_path: Path) -> None:
+    """Two real exports under one ledger: by default one holds what its point holds, the
+    other what ``--cache`` asks; both shares are in the ledger while they run."""
+    repo = tmp_path / "repo"
+    ok("init", "--repo", str(repo))
+    make_image(tmp_path / "img", 2 * 1024 * 1024, seed=5, fill=0.5)
+    ok("backup", "--repo", str(repo), "--volume", "v", str(tmp_path / "img"))
+    env = {**os.environ, "CAIRN_RUN_DIR": str(tmp_path / "run")}
+    procs = [subprocess.Popen([sys.executable, "-m", "cairn", "export", "--repo", str(repo),
+                               "v@latest", "--nbd", f"127.0.0.1:{free_port()}", "--json",
+                               *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+             for extra in ((), ("--cache", "40M"))]
+    try:
+        shares = [json.loads(proc.stdout.readline())["exports"][0]["cache_bytes"]
+                  for proc in procs if proc.stdout is not None]
+        allocated = json.loads(ok("points", "--repo", str(repo), "--json"))[0]["allocated"]
+        assert shares == [max(allocated, CACHE_BYTES), 40 * 1024 * 1024]
+        assert sorted(held(tmp_path / "run" / "export-caches")) == sorted(shares)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+    assert held(tmp_path / "run" / "export-caches") == []

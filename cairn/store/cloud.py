@@ -407,9 +407,9 @@ class Cloud:
             if full:
                 cursor = self.clock.now()
                 self._full(repo)
-                state = cloud_sync.State(cursor, now)
+                state.after_full(cursor, now)
             else:
-                state.cursor = self._since(repo, state.cursor)
+                self._since(repo, state, now)
             cloud_sync.save(repo, state)
         return full
 
@@ -440,17 +440,27 @@ class Cloud:
         marks.replace_marks(repo, merged)
         cloud_machines.sync(self, repo)
 
-    def _since(self, repo: Repository, cursor: float | None) -> float | None:
-        """The incremental sync: the feed's entries after ``cursor`` that this cache has not
-        taken; returns the cursor for the next."""
-        listed = list(cloud_feed.since(self.backend, cloud_sync.FEED, cursor))
+    def _since(self, repo: Repository, state: cloud_sync.State, now: float) -> None:
+        """The incremental sync: the feed's entries after the newest one taken (or, once
+        every `cloud_sync.rescan_every`, after the last windowed listing's cursor less the
+        window) that this cache has not taken; ``state`` moves on."""
+        last = None if state.due_scan(now) else cloud_sync.tail(repo)
+        if last is None:
+            start = state.cursor if state.scan_from is None else state.scan_from
+            listed = list(cloud_feed.since(self.backend, cloud_sync.FEED, start))
+        else:
+            listed = list(cloud_feed.after(self.backend, cloud_sync.FEED, last))
         self._learn_time(listed)
         entries = [e for e in map(cloud_sync.parse, (n for n, _ in listed)) if e is not None]
+        cursor = cloud_feed.newest([e.name for e in entries], state.cursor)
+        if last is None:
+            state.scanned(cursor, now)
+        else:
+            state.cursor = cursor
         new = cloud_sync.unseen(repo, entries)
         if new:
             self._take(repo, new)
-            cloud_sync.note_seen(repo, new, cursor)
-        return cloud_feed.newest([e.name for e in entries], cursor)
+            cloud_sync.note_seen(repo, new, state)
 
     def _take(self, repo: Repository, entries: list[cloud_sync.Entry]) -> None:
         """Apply feed entries: read the records they name, forget the points whose

@@ -85,6 +85,13 @@ def since(bucket: Listable, prefix: str, cursor: float | None
     return bucket.stamps(prefix, after)
 
 
+def after(bucket: Listable, prefix: str, last: str) -> Iterator[tuple[str, float]]:
+    """Every ``(name, server time)`` under ``prefix`` sorting after ``last`` (a name a
+    listing returned): what landed since in key order, without the window (the caller
+    lists the window now and then to take what landed behind)."""
+    return bucket.stamps(prefix, last)
+
+
 def newest(names: list[str], cursor: float | None) -> float | None:
     """The cursor for the next `since`: the latest writer time among ``names`` (their last
     path part a key), or ``cursor`` when none is later."""

@@ -62,6 +62,8 @@ class Requests:
 
     def __init__(self, repo: Repository) -> None:
         self.counts: dict[str, int] = {}
+        self.names = 0
+        """names the listings returned (`take_names`)"""
         backend = _cloud(repo).backend
         for kind in self.KINDS:
             setattr(backend, kind, self._counting(kind, getattr(backend, kind)))
@@ -70,7 +72,11 @@ class Requests:
         def call(*args: Any, **kwargs: Any) -> Any:
             self.counts[kind] = self.counts.get(kind, 0) + 1
             result = real(*args, **kwargs)
-            return list(result) if isinstance(result, Iterator) else result
+            if not isinstance(result, Iterator):
+                return result
+            items = list(result)
+            self.names += len(items)
+            return items
 
         return call
 
@@ -78,6 +84,11 @@ class Requests:
         """The counts so far, reset."""
         counts, self.counts = self.counts, {}
         return counts
+
+    def take_names(self) -> int:
+        """The names listed so far, reset."""
+        names, self.names = self.names, 0
+        return names
 
 
 def feed_names(repo: Repository) -> list[str]:

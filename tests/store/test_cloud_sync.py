@@ -121,3 +121,30 @@ def test_a_writer_trims_only_feed_entries_past_their_keeping(s3_server: SeaweedS
     assert sorted(bucket.list("feed")) == sorted([*young, "feed/not-cairns"])
     assert [cloud_sync.parse(n) for n in young] == [
         cloud_sync.Entry(n, "del", f"machines/m/{k:012x}.json") for k, n in enumerate(young)]
+
+
+def test_a_sync_lists_only_after_the_newest_entry_taken_and_the_window_now_and_then(
+        nodes: Nodes) -> None:
+    a = nodes.open("a")
+    replicate(nodes.local, a)
+    template = a.catalog.point(nodes.points[0][0].id)
+    assert template is not None
+    b = nodes.open("b")
+    fresh = plant_points(a, template, 150)  # all inside the window
+    b.remote.sync(b)  # type: ignore[union-attr]  # the window listed once, after the full sync
+    assert set(fresh) <= {p.id for p in b.catalog.points()}
+    requests = Requests(b)
+    for _ in range(3):  # nothing new: one listing of nothing, however fresh the entries
+        b.remote.sync(b)  # type: ignore[union-attr]
+        assert requests.take() == {"stamps": 1} and requests.take_names() == 0
+
+    # An entry that lands behind the newest one taken (a slow PUT, a clock behind) waits
+    # for the next windowed listing.
+    late = plant_points(a, template, 1, announced_at=time.time() - 120)
+    b.remote.sync(b)  # type: ignore[union-attr]
+    assert b.catalog.point(late[0]) is None
+    nodes.monkeypatch.setenv("CAIRN_CLOUD_FEED_RESCAN_SECONDS", "0")
+    b.remote.sync(b)  # type: ignore[union-attr]
+    assert b.catalog.point(late[0]) is not None
+    a.close()
+    b.close()

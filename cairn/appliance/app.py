@@ -1,7 +1,7 @@
 """The REST API (OpenAPI at ``/docs``): admins manage, agents upload, Prometheus scrapes.
 
 One router per area under `cairn.appliance.routes` (status, pairing, machines, points,
-jobs, schedules, uploads, alerts, agentless, tokens, offsite, verification) and the VMs'
+jobs, schedules, uploads, alerts, agentless, tokens, offsite, verification, space) and the VMs'
 (`vm_routes`); who may call what is in `cairn.appliance.auth`, how errors answer in
 `cairn.appliance.errors`. Every refusal is a 4xx with
 ``{"detail": "one line naming the problem and the fix"}``; a 500 means a bug.
@@ -33,12 +33,14 @@ from cairn.appliance.routes import (
     points,
     rollback,
     schedules,
+    space,
     status,
     tokens,
     uploads,
     verification,
 )
 from cairn.appliance.state import State
+from cairn.appliance.tasks import Tasks
 from cairn.appliance.uploads import Uploads
 from cairn.appliance.vm_routes import vm_router
 from cairn.virt.vms import VmManager
@@ -50,7 +52,8 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
                   default_response_class=IsoTimesJSON,
                   description="Backups where every recovery point is whole.")
     agent_uploads = Uploads(repo_path, state, config.upload_bodies)
-    app.state.cairn = Context(repo_path, state, config, agent_uploads)
+    tasks = Tasks()
+    app.state.cairn = Context(repo_path, state, config, agent_uploads, tasks)
     app.add_middleware(BodyLimit, known=lambda t: state.is_admin(t) or bool(state.agent(t)))
     errors.install(app)
     for area in (status, pairing, machines, points, point_defense, jobs, schedules, uploads,
@@ -65,5 +68,6 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
     app.include_router(tokens.router(repo_path, state), dependencies=[AdminOnly])
     app.include_router(offsite.router(repo_path, state, config), dependencies=[AdminOnly])
     app.include_router(verification.router(state), dependencies=[AdminOnly])
-    install_console(app, repo_path, state, config, machines_running)
+    app.include_router(space.router, dependencies=[AdminOnly])
+    install_console(app, repo_path, state, config, machines_running, tasks)
     return app

@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.state import State
+from cairn.appliance.tasks import Tasks
 from cairn.appliance.uploads import Uploads
 
 
@@ -24,6 +25,8 @@ class Context:
     state: State
     config: ApplianceConfig
     uploads: Uploads
+    tasks: Tasks
+    """long operations under way (`appliance.tasks`), shared with the console"""
 
 
 def context(request: Request) -> Context:

@@ -17,8 +17,8 @@ from cairn.appliance import metrics
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.ticker import Ticker
 from cairn.errors import Locked
-from cairn.store.repack import RepackResult, repack
-from cairn.store.repository import Repository
+from cairn.ops.repack import repack_repository
+from cairn.store.repack import RepackResult
 
 
 class Repacker(Ticker):
@@ -34,8 +34,7 @@ class Repacker(Ticker):
     def run(self) -> RepackResult | None:
         """One pass; None when another repack was running."""
         try:
-            with Repository.open(self.repo) as repo:
-                result = repack(repo)
+            result = repack_repository(self.repo)
         except Locked:
             logs.event("repack.deferred", reason="another repack is running")
             return None

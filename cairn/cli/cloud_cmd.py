@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from cairn.cli._common import add_cloud_options, add_json, human_bytes, open_location, report
+from cairn.cli._common import add_cloud_options, add_json, open_location, progress, report
 from cairn.errors import UsageError
-from cairn.ops.cloud_space import convert_cloud, prune_cloud
-from cairn.store.cloud_convert import ConvertReport
+from cairn.ops.cloud_space import convert_cloud, convert_line, prune_cloud, prune_line
 from cairn.store.profiles import is_cloud
 
 
@@ -35,20 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.url!r} is not a cloud repository: give s3://BUCKET/PREFIX")
     with open_location(args.url, args) as repo:
         if args.action == "convert":
-            done = convert_cloud(repo)
-            return report(args.json, done.json(), _converted(done))
+            done = convert_cloud(repo, None if args.json else progress)
+            return report(args.json, done.json(), convert_line(done))
         pruned = prune_cloud(repo, args.dry_run)
-    verb = "would" if args.dry_run else "did"
-    return report(args.json, pruned.json(),
-                  f"{pruned.points} point(s), {pruned.packs} pack(s): {verb} condemn "
-                  f"{len(pruned.condemned)} (repacking {len(pruned.repacked)}), delete "
-                  f"{len(pruned.deleted)} condemned a grace period ago, freeing "
-                  f"{human_bytes(pruned.bytes_freed)}; lifted {len(pruned.lifted)}")
-
-
-def _converted(done: ConvertReport) -> str:
-    damaged = (f"; left {len(done.damaged)} damaged object(s) in place: "
-               f"{', '.join(done.damaged[:3])}" if done.damaged else "")
-    return (f"packed {done.chunks_packed} chunk(s) ({human_bytes(done.bytes_packed)}) into "
-            f"{len(done.packs_written)} pack(s), deleted {done.objects_deleted} legacy "
-            f"object(s){damaged}")
+    return report(args.json, pruned.json(), prune_line(pruned))

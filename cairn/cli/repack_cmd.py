@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cairn.cli._common import add_json, add_repo, human_bytes, open_repo, print_json, table
-from cairn.store.repack import repack
+from cairn.ops.repack import repack_line, repack_repository
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,18 +24,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with open_repo(args) as repo:
-        result = repack(repo, args.volume, args.dry_run)
+        result = repack_repository(repo, args.volume, args.dry_run)
     if args.json:
         print_json(result.to_json())
         return 0
     if result.skipped:
-        print(f"nothing to repack: {result.skipped}")
+        print(repack_line(result, args.dry_run))
         return 0
     table(["VOLUME", "POINT", "READS", "SPARSE", "READS AFTER", "MOVED"],
           [[p.volume, p.point, str(p.reads_before), str(p.sparse_before),
             str(p.reads_after), human_bytes(p.moved_bytes)] for p in result.points])
-    verb = "would move" if args.dry_run else "moved"
-    print(f"{verb} {result.moved_chunks} chunks ({human_bytes(result.moved_bytes)}); "
-          f"compacted {result.compacted_packs} packs left sparse ({result.compacted_chunks} "
-          f"chunks, {human_bytes(result.compacted_bytes)}) in {result.seconds:.1f} s")
+    print(repack_line(result, args.dry_run))
     return 0

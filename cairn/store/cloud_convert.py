@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -57,8 +58,13 @@ class ConvertReport:
                 "seconds": self.seconds}
 
 
-def convert(repo: Repository) -> ConvertReport:
-    """Pack every legacy chunk object of ``repo`` (a cloud repository), then delete it."""
+Progress = Callable[[int, str], AbstractContextManager[Callable[[int], None]]]
+"""`cairn.ops.progress.Progress`: given the total, told each count of bytes done"""
+
+
+def convert(repo: Repository, progress: Progress | None = None) -> ConvertReport:
+    """Pack every legacy chunk object of ``repo`` (a cloud repository), then delete it;
+    ``progress`` is told the legacy bytes looked at."""
     from cairn.store.cloud import Cloud
 
     cloud = repo.remote
@@ -67,15 +73,24 @@ def convert(repo: Repository) -> ConvertReport:
     started = time.monotonic()
     packs = packs_of(repo)
     packs.refresh(full=True)
-    names = [name for name, _ in listed("chunks/", cloud.where, cloud.backend.stamps("chunks"))]
+    sizes = dict(listed("chunks/", cloud.where, cloud.backend.sizes("chunks")))
+    names = sorted(sizes)
     at = _Where(repo, packs, cloud.backend, condemned(cloud.backend))
     report = ConvertReport()
-    for start in range(0, len(names), GROUP):
-        _step(at, _legacy(names[start:start + GROUP]), report)
+    total = sum(sizes.values())
+    with progress(total, "legacy chunks") if progress else nullcontext(_ignore) as advance:
+        for start in range(0, len(names), GROUP):
+            group = names[start:start + GROUP]
+            _step(at, _legacy(group), report)
+            advance(sum(sizes[n] for n in group))
     report.seconds = round(time.monotonic() - started, 3)
     logs.event("cloud.convert", where=cloud.where, packed=report.chunks_packed,
                deleted=report.objects_deleted, packs=len(report.packs_written))
     return report
+
+
+def _ignore(_n: int) -> None:
+    """No one watches the progress."""
 
 
 def _legacy(names: list[str]) -> dict[bytes, str]:

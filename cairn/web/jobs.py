@@ -26,7 +26,8 @@ def live(console: Console, vms: VmManager) -> list[dict[str, Any]]:
         {"id": f"job-{j.id}", "what": f"backup of {j.machine} ({j.reason})",
          "state": j.state, "bytes": j.bytes_sent, "seconds": j.seconds}
         for j in console.state.jobs(limit=HISTORY) if j.active]
-    rows += [{"id": f"task-{t.id}", "what": f"{t.kind} of {t.point}", "state": t.state,
+    rows += [{"id": f"task-{t.id}", "what": f"{t.kind} of {t.subject}"
+              + (f" ({t.done} of {t.total} {t.step})" if t.total else ""), "state": t.state,
               "bytes": None, "seconds": None}
              for t in console.tasks.recent() if t.state == "running"]
     rows += [{"id": f"vm-{v.name}", "what": f"virtual machine {v.name} of {v.point}",

@@ -24,8 +24,8 @@ from cairn import logs
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.errors import STATUS, Conflict, Forbidden, NotFound
 from cairn.appliance.state import State
+from cairn.appliance.tasks import Tasks
 from cairn.errors import CairnError, PathNotFound, UnknownPartition, UnknownPoint, UnknownVolume
-from cairn.web.tasks import Tasks
 from cairn.web.users import Users
 
 STATIC = Path(__file__).parent / "static"

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
 
 from cairn import logs
+from cairn.appliance.tasks import Outcome
 from cairn.ops.points import delete as delete_points
 from cairn.ops.restore import FORMATS, restore
 from cairn.ops.screenshot_verify import screenshot_verify
@@ -101,7 +102,8 @@ def router(console: Console, auth: Auth) -> APIRouter:
         with repository(console) as repo:
             point = find_point(repo, point_id)
         console.tasks.start("screenshot-verify", point.id, session.user.name,
-                            lambda: _verify(console, point.id))
+                            lambda _task: Outcome(_verify(console, point.id)),
+                            link=f"/points/{point.id}")
         return RedirectResponse(f"/points/{point.id}", status_code=303)
 
     @routes.get("/points/{point_id}/delete", response_class=HTMLResponse)

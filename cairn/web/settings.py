@@ -1,5 +1,6 @@
-"""Settings: the console's users (the same `Users` calls as `cairn users`) and where alerts
-go (the same `alerts.configure` calls as `cairn alerts set` and `cairn alerts test`)."""
+"""Settings: the console's users (the same `Users` calls as `cairn users`), where alerts
+go (the same `alerts.configure` calls as `cairn alerts set` and `cairn alerts test`), and
+the space buttons (`web.space`) beside the cloud repositories the offsite policies name."""
 
 from typing import Annotated
 
@@ -11,6 +12,7 @@ from cairn import logs
 from cairn.alerts import AlertStore
 from cairn.alerts.configure import ChannelCheck, send_test, set_channels
 from cairn.alerts.settings import Settings
+from cairn.appliance.space import targets
 from cairn.web.auth import Auth
 from cairn.web.pages import Console, PageRoute, Refused, render
 from cairn.web.users import ROLES, Session
@@ -59,7 +61,7 @@ def router(console: Console, auth: Auth) -> APIRouter:
             store.close()
         return render(request, "settings.html", users=console.users.all_users(), roles=ROLES,
                       channels=channels, failing=failing, warnings=warnings or [],
-                      tested=tested or [])
+                      tested=tested or [], clouds=targets(console.state))
 
     @routes.get("/settings", response_class=HTMLResponse)
     def settings(request: Request, _: Viewer) -> HTMLResponse:

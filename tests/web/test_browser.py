@@ -24,6 +24,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.appliance.harness import ROOT, Appliance, cairn
 from tests.insights import images
+from tests.s3server import SeaweedS3
 from tests.virt.bootable_image import BANNER, build_bootable_image
 
 OUTPUT = ROOT / "test-output" / "console"
@@ -58,9 +59,10 @@ def axe_script() -> Path:
 
 
 @pytest.fixture(scope="module")
-def world() -> Iterator[World]:
+def world(s3_server: SeaweedS3) -> Iterator[World]:
     work = Path(tempfile.mkdtemp(prefix="cairn-console-"))
-    appliance = Appliance(work)
+    appliance = Appliance(work, env={**s3_server.cairn_env(work),
+                                     "CAIRN_CLOUD_PACK_BYTES": str(256 << 10)})
     try:
         tree = work / "tree"
         tree.mkdir()
@@ -250,4 +252,36 @@ def test_a_viewer_cannot_delete(world: World, browser: Browser) -> None:
     check(page, "machine-phone")
     page.goto(f"{url}/")
     check(page, "dashboard-phone")
+    page.context.close()
+
+
+def test_an_admin_frees_space_from_the_settings_page(world: World, browser: Browser,
+                                                     s3_server: SeaweedS3) -> None:
+    """The settings page's space buttons start the API's tasks, which the jobs page
+    follows: a prune's preview of the cloud repository an offsite policy names, a
+    conversion into packs, a repack of the local repository."""
+    url = world.appliance.url
+    cloud = f"s3://{s3_server.bucket}/console-space"
+    cairn("offsite", *world.appliance.admin_args(), "set", "web01", "--to", cloud,
+          "--every", "1d", env=world.appliance.env)
+    page = new_page(browser)
+    log_in(page, url, "alice")
+    page.goto(f"{url}/settings")
+    expect(page.get_by_role("cell", name=cloud, exact=True)).to_be_visible()
+    check(page, "settings-space")
+    for button, kind, says in (
+            (f"Preview a prune of {cloud}", "cloud-prune-preview", "would condemn"),
+            (f"Convert {cloud} to packs", "cloud-convert", "packed 0 chunk(s)"),
+            ("Repack this appliance's repository", "repack", "")):
+        page.goto(f"{url}/settings")
+        page.get_by_role("button", name=button).click()
+        expect(page).to_have_url(re.compile(r"/jobs$"))
+        row = page.get_by_role("row").filter(has_text=kind).first
+        deadline = time.monotonic() + 60
+        while "running" in row.inner_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+            page.reload()
+        expect(row).to_contain_text("succeeded")
+        expect(row).to_contain_text(says)
+    check(page, "jobs-space")
     page.context.close()

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from cairn.cli._common import add_json, print_json
+from cairn.units import human_bytes
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,6 +25,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="share of passes SIGKILLed (the others must end cleanly)")
     t.add_argument("--cloud", metavar="s3://BUCKET/PREFIX",
                    help="also replicate to and prune a cloud repository made there")
+    t.add_argument("--grace", type=float, default=6.0, metavar="SECONDS",
+                   help="the cloud prune's grace period in the run (default 6: condemned "
+                        "packs are really deleted within the run)")
     add_json(t)
     p.set_defaults(handler=run)
 
@@ -37,12 +41,15 @@ def run(args: argparse.Namespace) -> int:
 
         init_cloud(args.cloud, None).close()
     outcome = torture(Settings(args.seconds, args.seed, work, args.cloud,
-                               args.kill_share))
+                               args.kill_share, args.grace))
     if args.json:
         print_json({**asdict(outcome), "seed": args.seed, "work": str(work)})
     else:
         print(f"seed {args.seed}: {outcome.passes} passes, {outcome.kills} SIGKILLs, "
               f"{outcome.clean_passes} clean; {outcome.points_checked} local and "
               f"{outcome.cloud_points_checked} cloud point restores checked bit for bit in "
-              f"{outcome.seconds:.0f} s: nothing lost")
+              f"{outcome.seconds:.0f} s: nothing lost"
+              + (f"; {outcome.prune_passes} passes pruned the cloud "
+                 f"({outcome.prune_passes_killed} killed), {outcome.packs_freed} packs "
+                 f"({human_bytes(outcome.pack_bytes_freed)}) freed" if args.cloud else ""))
     return 0

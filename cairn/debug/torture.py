@@ -11,11 +11,18 @@ checked by an earlier pass restores bit for bit to the state file it was taken f
 point is immutable, so one proven is not proven again), and every clone reads what was
 flushed to it. Every ``FULL_EVERY`` passes, and after the last, the check is whole:
 ``verify --read-data`` hashes every chunk and every point is restored again.
-With a cloud repository the worker also replicates and prunes there, and the cloud copy is
-checked the same way (orphans aside: an interrupted cloud delete leaves them for the next
-exclusive writer to sweep). A failure names the run's seed and the pass's.
-"""
 
+With a cloud repository the worker also replicates there, unpublishes points, and runs the
+pack prune (`cloud_prune`: condemn, repack, delete), each killed at random like the rest.
+The grace period is cut to ``Settings.grace`` seconds and packs to ``CLOUD_PACK_BYTES``,
+so that packs are condemned and really deleted within a run. The cloud copy is checked
+the same way, and more: every chunk a published point needs must have a whole copy in a
+pack object the bucket lists (the bytes a prune might have deleted, checked by listing, not
+through the cache it keeps), and after a pass that freed packs every cloud point is restored
+again. Dead bytes are not a failure there (a prune frees them a grace period later, or its
+next run does when it was killed); the packs and bytes that went are counted. A failure
+names the run's seed and the pass's.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -26,20 +33,28 @@ import random
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cairn.errors import CairnError
 from cairn.restore.writer import restore_image
 from cairn.store.backends.packs import PackBackend
-from cairn.store.chunks import chunk_name
+from cairn.store.chunks import ZERO, chunk_name
 from cairn.store.clones import CloneVolume, list_clones
+from cairn.store.cloud_prune import CLOCK, CONDEMNED, packs_of
+from cairn.store.cloudlock import Bucket
 from cairn.store.reader import PointReader
 from cairn.store.repository import Repository
 from cairn.store.verify import verify
 
 CLEAN_STEPS = 12
 FULL_EVERY = 100
+KILL_WITHIN = 0.5
+CLOUD_KILL_WITHIN = 1.5
+"""a kill lands this many seconds after the worker starts, at most (cloud steps are slower:
+a replication, an unpublish or a prune takes a second, not a tenth)"""
+CLOUD_PACK_BYTES = 256 * 1024
+"""packs of a few chunks: a replication writes several, and a prune finds sparse ones"""
 
 
 class TortureFailed(CairnError):
@@ -53,6 +68,9 @@ class Settings:
     work: Path
     cloud_url: str | None = None
     kill_share: float = 0.7
+    grace: float = 6.0
+    """the cloud prune's grace period G (``CAIRN_CLOUD_LOCK_SECONDS``) for the workers:
+    a pack is condemned G after it was written and deleted G after that"""
 
 
 @dataclass
@@ -62,6 +80,12 @@ class Outcome:
     clean_passes: int = 0
     points_checked: int = 0
     cloud_points_checked: int = 0
+    prune_passes: int = 0
+    """passes in which a cloud prune started (as the bucket shows)"""
+    prune_passes_killed: int = 0
+    packs_condemned: int = 0
+    packs_freed: int = 0
+    pack_bytes_freed: int = 0
     seconds: float = 0.0
 
 
@@ -139,18 +163,83 @@ def check_local(repo_path: Path, states: Path, check: Check) -> int:
         return checked
 
 
-def check_cloud(url: str, check: Check) -> int:
-    from cairn.store.cloud import open_cloud
+@dataclass
+class Space:
+    """The bucket as the previous checks saw it, and what went since the run began."""
+
+    packs: dict[str, int] = field(default_factory=dict)
+    """every pack object listed at the last check -> its size"""
+    notices: set[str] = field(default_factory=set)
+    prune_clock: float | None = None
+    prunes: int = 0
+    prunes_killed: int = 0
+    freed: int = 0
+    freed_bytes: int = 0
+
+    def fold(self, outcome: Outcome) -> None:
+        outcome.prune_passes, outcome.prune_passes_killed = self.prunes, self.prunes_killed
+        outcome.packs_condemned = len(self.notices)
+        outcome.packs_freed, outcome.pack_bytes_freed = self.freed, self.freed_bytes
+
+
+def _listed(bucket: Bucket, prefix: str) -> dict[str, int]:
+    return {name.rpartition("/")[2]: size for name, size in bucket.sizes(prefix)}
+
+
+def _held_whole(cloud: Repository, listed: dict[str, int], where: str) -> None:
+    """Every chunk a published point needs has a copy in a pack object the bucket lists,
+    long enough to hold it: what a prune deletes is judged by the bucket, not by the cache
+    (which a prune killed between its deletes and `forget_pack` leaves behind)."""
+    packs = packs_of(cloud)
+    packs.refresh(full=True)
+    needed = {d for d, refs in cloud.catalog.chunk_refs().items() if refs > 0 and d != ZERO}
+    for pack in packs.pack_ids():
+        info = packs.pack_info(pack)
+        if info is not None and pack in listed:
+            needed.difference_update(d for d, o, n in info.chunks if o + n <= listed[pack])
+    if needed:
+        raise TortureFailed(f"{where}: {len(needed)} chunk(s) that published points need "
+                            f"are in no whole pack the bucket lists (chunk {min(needed).hex()})")
+
+
+def _space(bucket: Bucket, listed: dict[str, int], space: Space, killed: bool) -> bool:
+    """Count the packs the pass freed (``listed`` are those there now) and condemned, and
+    whether a prune ran in it (each writes `cloud_prune.CLOCK` first); True if any went."""
+    freed = space.packs.keys() - listed.keys()
+    space.freed += len(freed)
+    space.freed_bytes += sum(space.packs[p] for p in freed)
+    space.packs = listed
+    space.notices |= _listed(bucket, CONDEMNED).keys()
+    try:
+        clock: float | None = bucket.stamp(CLOCK)
+    except KeyError:
+        clock = None
+    if clock != space.prune_clock:
+        space.prune_clock = clock
+        space.prunes += 1
+        space.prunes_killed += killed
+    return bool(freed)
+
+
+def check_cloud(url: str, check: Check, space: Space, killed: bool) -> int:
+    """The cloud copy after a pass; every point is restored again when packs were freed."""
+    from cairn.store.cloud import Cloud, open_cloud
 
     with open_cloud(url, None) as cloud:
         _verified(cloud, check)
-        return _restores(cloud, check)
+        assert isinstance(cloud.remote, Cloud)
+        listed = _listed(cloud.remote.backend, "packs")
+        _held_whole(cloud, listed, check.where)
+        freed = _space(cloud.remote.backend, listed, space, killed)
+        return _restores(cloud, replace(check, whole=check.whole or freed))
 
 
-def _work(argv: list[str], errors: Path) -> None:
-    """A worker's body, in a process the fork server made; its stderr goes to ``errors``."""
+def _work(argv: list[str], errors: Path, env: dict[str, str]) -> None:
+    """A worker's body, in a process the fork server made, with ``env`` set; its stderr
+    goes to ``errors``."""
     from cairn.debug import torture_worker
 
+    os.environ.update(env)
     fd = os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(fd, 2)
     sys.exit(torture_worker.main(argv))
@@ -165,6 +254,13 @@ def _forks() -> multiprocessing.context.ForkServerContext:
     return forks
 
 
+def worker_env(settings: Settings) -> dict[str, str]:
+    """What the workers run with: a short grace and small packs, so a prune's two steps
+    both happen within a run."""
+    return {"CAIRN_CLOUD_LOCK_SECONDS": str(settings.grace),
+            "CAIRN_CLOUD_PACK_BYTES": str(CLOUD_PACK_BYTES)} if settings.cloud_url else {}
+
+
 def _one_pass(settings: Settings, rnd: random.Random, outcome: Outcome,
               forks: multiprocessing.context.ForkServerContext) -> str:
     """Run one worker to its kill (or clean end); returns the pass's name for messages."""
@@ -175,11 +271,12 @@ def _one_pass(settings: Settings, rnd: random.Random, outcome: Outcome,
             "0" if kill else str(CLEAN_STEPS), *([settings.cloud_url] if settings.cloud_url
                                                    else [])]
     errors = settings.work / "scratch" / "worker.err"
-    child = forks.Process(target=_work, args=(argv, errors))
+    child = forks.Process(target=_work, args=(argv, errors, worker_env(settings)))
     child.start()
     try:
         if kill:
-            time.sleep(rnd.uniform(0.02, 0.5))
+            time.sleep(rnd.uniform(0.02, CLOUD_KILL_WITHIN if settings.cloud_url
+                                   else KILL_WITHIN))
             if child.is_alive():
                 child.kill()
                 outcome.kills += 1
@@ -204,9 +301,11 @@ def torture(settings: Settings) -> Outcome:
     forks = _forks()
     outcome = Outcome()
     proven: dict[str, set[tuple[str, str]]] = {"local": set(), "cloud": set()}
+    space = Space()
     started = time.monotonic()
     done = False
     while not done:
+        kills = outcome.kills
         where = _one_pass(settings, rnd, outcome, forks)
         outcome.passes += 1
         done = time.monotonic() - started >= settings.seconds
@@ -217,6 +316,8 @@ def torture(settings: Settings) -> Outcome:
             Check(where, scratch, whole, proven["local"]))
         if settings.cloud_url:
             outcome.cloud_points_checked += check_cloud(
-                settings.cloud_url, Check(where + " (cloud)", scratch, whole, proven["cloud"]))
+                settings.cloud_url, Check(where + " (cloud)", scratch, whole, proven["cloud"]),
+                space, outcome.kills > kills)
+    space.fold(outcome)
     outcome.seconds = time.monotonic() - started
     return outcome

@@ -25,6 +25,7 @@ from cairn.store.retention import Policy, select
 
 MIB = 1024 * 1024
 VOLUMES = ("alpha", "beta")
+CLOUD_SHARE = 0.3
 
 
 def write_state(path: Path, data: bytes | bytearray) -> None:
@@ -57,6 +58,9 @@ class Worker:
         self.rnd = random.Random(seed)
         self.images: dict[str, bytearray] = {}
         self.cloud_url = cloud_url
+        self.remote: Repository | None = None
+        """the cloud repository, opened at the first cloud step and kept (as an appliance
+        keeps it): a pass spends its time on the steps, not on opening"""
         self.step = 0
 
     def backup(self, volume: str) -> None:
@@ -100,37 +104,68 @@ class Worker:
         write_state(self.work / f"clone-{clone.name}.sha256",
                     hashlib.sha256(content).hexdigest().encode())
 
-    def replicate(self) -> None:
+    def cloud(self) -> None:
+        """Replicate, unpublish (one point, or what a retention of the last few drops), or
+        prune the packs (`cloud_prune`: condemn, repack, delete what was condemned a grace
+        period ago; the torture makes the grace short so that packs really go)."""
         from cairn.replication.replicate import replicate
         from cairn.store.cloud import open_cloud
+        from cairn.store.cloud_prune import prune
 
         assert self.cloud_url is not None
-        with open_cloud(self.cloud_url, None) as cloud:
-            if self.rnd.random() < 0.7:
-                replicate(self.repo, cloud)
-            elif points := cloud.catalog.points():
-                delete_points(cloud, [self.rnd.choice(points)])
+        if self.remote is None:
+            self.remote = open_cloud(self.cloud_url, None)
+        roll = self.rnd.random()
+        if roll < 0.45:
+            replicate(self.repo, self.remote)
+        elif roll < 0.65:
+            self.retire(self.remote)
+        else:
+            prune(self.remote, wait=0.0)
+
+    def close(self) -> None:
+        if self.remote is not None:
+            self.remote.close()
+
+    def retire(self, cloud: Repository) -> None:
+        points = cloud.catalog.points()
+        if self.rnd.random() < 0.3 and points:
+            delete_points(cloud, [self.rnd.choice(points)])
+            return
+        for volume in cloud.catalog.volumes():
+            held = cloud.catalog.points(volume.id)
+            keep = select(held, Policy(last=self.rnd.randrange(1, 4)))
+            delete_points(cloud, [p for p in held if p.id not in keep])
 
     def one(self) -> None:
-        """One random operation; refusals a user would also meet (a cloned point) pass."""
+        """One random operation; refusals a user would also meet (a cloned point) pass.
+        With a cloud repository, a share of the steps are cloud steps and the local ones keep
+        their proportions; a cloud step needs no image of this pass, so a pass killed early
+        reaches it too."""
         op = self.rnd.random()
         volume = self.rnd.choice(VOLUMES)
         try:
-            if op < 0.45 or volume not in self.images:
-                self.backup(volume)
-            elif op < 0.6:
-                self.delete()
-            elif op < 0.72:
-                self.prune(volume)
-            elif op < 0.77:
-                repack(self.repo, min_sparse=1)  # the newest points gathered, even if barely
-            elif op < 0.85 or self.cloud_url is None:
-                self.clone()
+            if self.cloud_url is None:
+                self.local(op, volume)
+            elif op < CLOUD_SHARE:
+                self.cloud()
             else:
-                self.replicate()
+                self.local((op - CLOUD_SHARE) / (1 - CLOUD_SHARE), volume)
         except InUse:
             pass
         self.step += 1
+
+    def local(self, op: float, volume: str) -> None:
+        if op < 0.45 or volume not in self.images:
+            self.backup(volume)
+        elif op < 0.6:
+            self.delete()
+        elif op < 0.72:
+            self.prune(volume)
+        elif op < 0.77:
+            repack(self.repo, min_sparse=1)  # the newest points gathered, even if barely
+        else:
+            self.clone()
 
 
 def main(argv: list[str]) -> int:
@@ -144,6 +179,8 @@ def main(argv: list[str]) -> int:
         except CairnError as exc:
             print(f"torture worker, seed {seed}, step {worker.step}: {exc}", file=sys.stderr)
             return 1
+        finally:
+            worker.close()
     return 0
 
 

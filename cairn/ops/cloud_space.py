@@ -9,19 +9,46 @@ The two steps and why they are safe beside writers: `cloud_prune`.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+from typing import Any
+
 from cairn import logs
 from cairn.errors import CairnError
 from cairn.ops.progress import Progress
+from cairn.store.cloud import Cloud
 from cairn.store.cloud_convert import ConvertReport, convert
-from cairn.store.cloud_prune import PruneReport, prune
+from cairn.store.cloud_held import Waiting, release, waiting
+from cairn.store.cloud_prune import PruneReport, packs_of, prune
 from cairn.store.profiles import is_cloud
 from cairn.store.repository import Repository
 from cairn.units import human_bytes
 
 
-def prune_cloud(repo: Repository, dry_run: bool = False) -> PruneReport:
-    """Condemn dead packs, repack sparse ones, delete what was condemned a grace ago."""
-    return prune(repo, dry_run)
+@dataclass(frozen=True)
+class CloudPrune:
+    """A prune's report, and the legacy objects Object Lock held that it deleted once
+    their date passed (`cloud_held`), with what still waits."""
+
+    pruned: PruneReport
+    released: int
+    waiting: Waiting
+
+    def json(self) -> dict[str, Any]:
+        return {**self.pruned.json(), "legacy_released": self.released,
+                "legacy_held": self.waiting.objects, "legacy_held_until": self.waiting.until}
+
+
+def prune_cloud(repo: Repository, dry_run: bool = False) -> CloudPrune:
+    """Condemn dead packs, repack sparse ones, delete what was condemned a grace ago; then
+    delete the legacy objects a conversion left under Object Lock whose date passed."""
+    pruned = prune(repo, dry_run)
+    cloud = repo.remote
+    assert isinstance(cloud, Cloud)  # `prune` refused anything else
+    if dry_run:
+        return CloudPrune(pruned, 0, waiting(cloud))
+    released, left = release(cloud, packs_of(repo))
+    return CloudPrune(pruned, released, left)
 
 
 def convert_cloud(repo: Repository, progress: Progress | None = None) -> ConvertReport:
@@ -29,13 +56,25 @@ def convert_cloud(repo: Repository, progress: Progress | None = None) -> Convert
     return convert(repo, progress)
 
 
-def prune_line(pruned: PruneReport) -> str:
+def prune_line(done: CloudPrune) -> str:
     """A prune's report in one line (the CLI's, the API's task result, the console's)."""
+    pruned = done.pruned
     verb = "would" if pruned.dry_run else "did"
+    released = (f"; deleted {done.released} legacy object(s) whose Object Lock passed"
+                if done.released else "")
     return (f"{pruned.points} point(s), {pruned.packs} pack(s): {verb} condemn "
             f"{len(pruned.condemned)} (repacking {len(pruned.repacked)}), delete "
             f"{len(pruned.deleted)} condemned a grace period ago, freeing "
-            f"{human_bytes(pruned.bytes_freed)}; lifted {len(pruned.lifted)}")
+            f"{human_bytes(pruned.bytes_freed)}; lifted {len(pruned.lifted)}{released}"
+            f"{_held(done.waiting.objects, done.waiting.until)}")
+
+
+def _held(count: int, until: float | None) -> str:
+    if not count or until is None:
+        return ""
+    return (f"; {count} packed legacy object(s) wait for their Object Lock to pass (until "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(until))}): a later "
+            "`cairn cloud prune` or `convert` deletes them then")
 
 
 def convert_line(done: ConvertReport) -> str:
@@ -44,7 +83,7 @@ def convert_line(done: ConvertReport) -> str:
                f"{', '.join(done.damaged[:3])}" if done.damaged else "")
     return (f"packed {done.chunks_packed} chunk(s) ({human_bytes(done.bytes_packed)}) into "
             f"{len(done.packs_written)} pack(s), deleted {done.objects_deleted} legacy "
-            f"object(s){damaged}")
+            f"object(s){damaged}{_held(done.held_objects, done.held_until)}")
 
 
 def after_delete(repo: Repository) -> PruneReport | None:

@@ -12,7 +12,9 @@ and from its legacy object otherwise (`CloudPacks.get`), and a writer never writ
 objects. A chunk whose only pack copies are condemned (`cloud_prune`) counts as not packed:
 it is packed again rather than trusted to a pack a prune may delete. A legacy object that
 fails its hash is left where it is and reported (`cairn verify --repair` mends it); one that
-vanished meanwhile (another conversion took it) is skipped.
+vanished meanwhile (another conversion took it) is skipped. On a bucket with Object Lock, an
+object still locked is packed but left in place, its pack locked as long, and deleted by a
+later conversion or prune once its date passed (`cloud_held`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from cairn import logs
 from cairn.errors import Corruption, UsageError
+from cairn.store.cloud_held import Holds, retention_of
 from cairn.store.cloud_packs import pack_bytes
 from cairn.store.cloud_prune import condemned, listed, only_condemned, packs_of
 
@@ -48,6 +51,10 @@ class ConvertReport:
     packs_written: list[str] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)
     """legacy objects left in place: they fail their hash"""
+    held_objects: int = 0
+    """legacy objects packed but left in place: Object Lock keeps them (`cloud_held`)"""
+    held_until: float | None = None
+    """the latest date one of them is locked until"""
     seconds: float = 0.0
 
     def json(self) -> dict[str, Any]:
@@ -55,6 +62,7 @@ class ConvertReport:
                 "chunks_already_packed": self.chunks_already_packed,
                 "objects_deleted": self.objects_deleted, "bytes_packed": self.bytes_packed,
                 "packs_written": self.packs_written, "damaged": self.damaged,
+                "held_objects": self.held_objects, "held_until": self.held_until,
                 "seconds": self.seconds}
 
 
@@ -75,7 +83,9 @@ def convert(repo: Repository, progress: Progress | None = None) -> ConvertReport
     packs.refresh(full=True)
     sizes = dict(listed("chunks/", cloud.where, cloud.backend.sizes("chunks")))
     names = sorted(sizes)
-    at = _Where(repo, packs, cloud.backend, condemned(cloud.backend))
+    retention = retention_of(cloud)
+    holds = Holds.take(cloud, retention, due_only=False) if retention else None
+    at = _Where(repo, packs, cloud.backend, condemned(cloud.backend), holds)
     report = ConvertReport()
     total = sum(sizes.values())
     with progress(total, "legacy chunks") if progress else nullcontext(_ignore) as advance:
@@ -83,6 +93,11 @@ def convert(repo: Repository, progress: Progress | None = None) -> ConvertReport
             group = names[start:start + GROUP]
             _step(at, _legacy(group), report)
             advance(sum(sizes[n] for n in group))
+    if holds is not None:
+        holds.kept = {n: u for n, u in holds.kept.items() if n in sizes}
+        holds.close()
+        report.held_objects = len(holds.kept)
+        report.held_until = max(holds.kept.values(), default=None)
     report.seconds = round(time.monotonic() - started, 3)
     logs.event("cloud.convert", where=cloud.where, packed=report.chunks_packed,
                deleted=report.objects_deleted, packs=len(report.packs_written))
@@ -109,6 +124,8 @@ class _Where:
     packs: CloudPacks
     bucket: Bucket
     notices: dict[str, float]
+    holds: Holds | None
+    """on a bucket with Object Lock: the objects it keeps (`cloud_held`)"""
 
 
 def _step(at: _Where, group: dict[bytes, str], report: ConvertReport) -> None:
@@ -128,8 +145,12 @@ def _step(at: _Where, group: dict[bytes, str], report: ConvertReport) -> None:
             batch, size = [], 0
     if batch:
         done += _write(packs, batch, report)
-    bucket.delete_many([group[d] for d in done])
-    report.objects_deleted += len(done)
+    free = [group[d] for d in done]
+    if at.holds is not None:  # a locked object stays, its pack locked as long (`cloud_held`)
+        free = at.holds.free(free)
+        at.holds.lock_packs(packs, [group[d] for d in done if group[d] in at.holds.kept])
+    bucket.delete_many(free)
+    report.objects_deleted += len(free)
 
 
 def _read(at: _Where, digests: list[bytes], group: dict[bytes, str],

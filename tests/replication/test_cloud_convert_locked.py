@@ -1,0 +1,135 @@
+"""`cairn cloud convert` of an immutable legacy repository on a real SeaweedFS bucket with
+Object Lock (SeaweedFS enforces COMPLIANCE retention: a locked version cannot be deleted,
+`tests/store/test_object_lock.py`).
+
+Each chunk object is locked, some for seconds and some for a day. The conversion packs
+every chunk, locks each pack as long as the objects whose chunks it holds, deletes none
+of the locked objects (a DELETE would only hide them) and records them as held, saying how
+many and until when; once the short locks pass, a prune deletes those objects, versions
+and all, and the day-long ones still wait. Every point restores byte for byte throughout,
+read by a node with an empty cache.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cairn.replication.replicate import replicate
+from cairn.store.chunks import chunk_name
+from cairn.store.cloud import init_cloud, open_cloud
+from cairn.store.repository import Repository
+from tests.appliance.harness import wait_for
+from tests.replication.test_replicate import Cli
+from tests.s3server import SeaweedS3
+from tests.store.helpers import backup, digest, make_image, mutate, restored_digest
+
+SHORT = 15.0
+DAY = 86400.0
+
+
+def _versions(s3: Any, bucket: str, prefix: str) -> tuple[list[str], list[str]]:
+    listing = s3.list_object_versions(Bucket=bucket, Prefix=prefix)
+    return ([v["Key"] for v in listing.get("Versions", [])],
+            [m["Key"] for m in listing.get("DeleteMarkers", [])])
+
+
+def _until(s3: Any, bucket: str, key: str) -> float:
+    held = s3.get_object_retention(Bucket=bucket, Key=key)["Retention"]
+    return float(held["RetainUntilDate"].timestamp())
+
+
+def test_convert_under_object_lock_holds_locked_objects_then_a_prune_deletes_them(
+        s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = f"convert-locked-{uuid.uuid4().hex[:8]}"
+    s3 = s3_server.client()
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    env = {**s3_server.cairn_env(tmp_path), "CAIRN_CLOUD_PACK_BYTES": str(128 << 10),
+           "CAIRN_CLOUD_LOCK_SECONDS": "1"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    url = f"s3://{bucket}/r"
+    image = tmp_path / "disk.img"
+    data = make_image(image, 1024 * 1024, seed=5, fill=0.6)
+    want = {}
+    with Repository.init(tmp_path / "local") as local:
+        for seed in range(2):
+            mutate(image, data, seed=seed, writes=6)
+            want[backup(local, "web01-sda", image).id] = digest(data)
+        with init_cloud(url, None) as cloud:
+            replicate(local, cloud)
+
+    # A legacy immutable repository: each chunk its own object, locked; no pack, no index.
+    short, long = [], []
+    made = time.time()
+    with open_cloud(url, None) as cloud:
+        remote = cloud.remote
+        assert remote is not None and remote.versions is not None
+        for k, chunk in enumerate(sorted(cloud.catalog.chunk_refs())):
+            name = chunk_name(chunk)
+            (short if k % 2 else long).append(name)
+            remote.versions.put(name, cloud.chunks.backend.get(name),
+                                made + (SHORT if k % 2 else DAY))
+        for prefix in ("packs", "index"):
+            remote.backend.delete_many(list(remote.backend.list(prefix)))
+        shutil.rmtree(cloud.path)
+    assert _versions(s3, bucket, "r/packs/") == ([], [])
+
+    def whole(node: str) -> None:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("CAIRN_CACHE", str(tmp_path / node))
+            with open_cloud(url, None) as reader:
+                for point in reader.catalog.points():
+                    assert restored_digest(reader, point, tmp_path / "out.img") == \
+                        want[point.id]
+
+    cli = Cli(s3_server, tmp_path / "cache")
+    cli.env.update(env)
+    converted = cli.json("cloud", "convert", url)
+    assert isinstance(converted, dict)
+    legacy = len(short) + len(long)
+    assert converted["chunks_packed"] == legacy and converted["packs_written"]
+    # Locked objects are not deleted (a DELETE would only hide them): held, and said so.
+    assert converted["objects_deleted"] + converted["held_objects"] == legacy
+    assert converted["held_objects"] >= len(long)
+    assert converted["held_until"] >= time.time() + DAY - 120
+    keys, markers = _versions(s3, bucket, "r/chunks/")
+    assert len(keys) == legacy - converted["objects_deleted"] and markers == []
+    # Each pack (and its index) is locked at least as long as what it now holds.
+    packs = _versions(s3, bucket, "r/packs/")[0]
+    assert len(packs) == len(converted["packs_written"])
+    for pack in converted["packs_written"]:
+        for key in (f"r/packs/{pack[-2:]}/{pack}", f"r/index/{pack}"):
+            assert _until(s3, bucket, key) >= time.time() + SHORT - 60
+    assert max(_until(s3, bucket, k) for k in packs) >= time.time() + DAY - 120
+    notices = _versions(s3, bucket, "r/held/")[0]
+    assert notices and sum(int(k.split("-")[-2]) for k in notices) == \
+        converted["held_objects"]
+    whole("converted")
+
+    # Once the short locks pass, a prune deletes those objects, versions and all.
+    wait_for(lambda: _server_time(s3, bucket) > made + SHORT + 1, timeout=60, every=0.5)
+    pruned = cli.json("cloud", "prune", url)
+    assert isinstance(pruned, dict)
+    assert pruned["legacy_held"] == len(long)
+    assert pruned["legacy_released"] == converted["held_objects"] - len(long)
+    assert pruned["legacy_held_until"] >= time.time() + DAY - 120
+    keys, markers = _versions(s3, bucket, "r/chunks/")
+    assert sorted(keys) == sorted(f"r/{n}" for n in long) and markers == []
+    again = cli.json("cloud", "convert", url)
+    assert isinstance(again, dict)
+    assert (again["chunks_packed"], again["objects_deleted"], again["held_objects"]) == (
+        0, 0, len(long))
+    said = cli.ok("cloud", "prune", url)
+    assert f"{len(long)} packed legacy object(s) wait for their Object Lock to pass" in said
+    whole("released")
+
+
+def _server_time(s3: Any, bucket: str) -> float:
+    s3.put_object(Bucket=bucket, Key="clock", Body=b"")
+    return float(s3.head_object(Bucket=bucket, Key="clock")["LastModified"].timestamp())

@@ -36,6 +36,8 @@ Failures never delete on a guess: a listing that fails raises before anything is
 pack that an index names but that is missing or shorter than its index says stops the prune
 (naming both objects) when a live chunk is in it, and no local data is touched by any of it.
 Only one prune runs at a time (an exclusive `RemoteLock`; replications never take it).
+A prune also aborts the multipart uploads (packs) initiated more than ``G`` ago
+(`s3_uploads.abort_stale`): a killed writer's parts, never visible as a pack.
 """
 
 from __future__ import annotations
@@ -279,6 +281,8 @@ def packs_of(repo: Repository) -> CloudPacks:
 
 def _prune(repo: Repository, cloud: Cloud, packs: CloudPacks, dry_run: bool) -> PruneReport:
     view = _survey(cloud)
+    if not dry_run:
+        _abort_stale_uploads(cloud, view.now)
     live = _live(repo, cloud, view.points)
     packs.refresh(full=True)
     report = PruneReport(dry_run=dry_run, points=len(view.points), packs=len(view.packs))
@@ -303,6 +307,16 @@ def _prune(repo: Repository, cloud: Cloud, packs: CloudPacks, dry_run: bool) -> 
     report.repacked = sparse
     report.condemned = sorted([*doomed, *sparse])
     return report
+
+
+def _abort_stale_uploads(cloud: Cloud, now: float) -> None:
+    """Abort the multipart uploads (packs) of writers killed more than the grace window
+    ago: their parts are invisible but kept, and billed, until aborted (`s3_uploads`)."""
+    from cairn.store.backends.s3 import S3Backend
+    from cairn.store.backends.s3_uploads import abort_stale
+
+    if isinstance(cloud.backend, S3Backend):
+        abort_stale(cloud.backend, lifetime(), now)
 
 
 def _doomed(view: _Bucket, plan: _Plan, grace: float, unread: set[str]

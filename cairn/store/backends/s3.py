@@ -10,9 +10,14 @@ obstore reports the S3 error code only inside its message text, so `_translate` 
 server, so an obstore upgrade that changes the text fails them rather than the user.
 
 Promises beyond `cairn.store.backend`:
-- ``put`` is a single PUT request, never multipart, so it is atomic by S3 semantics; ``sync``
-  is a no-op because S3 acknowledges a PUT only once it is durable. Each PUT sends the
-  SHA-256 of its body (``x-amz-checksum-sha256``), which the server checks on arrival.
+- ``put`` is atomic by S3 semantics: an object of less than ``2 * part_bytes()`` goes in one
+  PUT; a larger one (a pack) in a multipart upload (CreateMultipartUpload, ``PARTS_IN_FLIGHT``
+  UploadParts at once, CompleteMultipartUpload), which S3 shows under its name only once
+  Complete succeeded: whoever sees the object sees all of it. A failed upload is aborted
+  (obstore sends AbortMultipartUpload); one whose writer was killed stays invisible, its
+  parts billed, until `s3_uploads.abort_stale` (the cloud prune) aborts it. ``sync`` is a
+  no-op because S3 acknowledges a PUT only once it is durable. Each PUT and each part sends
+  the SHA-256 of its body, which the server checks on arrival.
 - ``list`` follows every continuation token of ListObjectsV2 and raises on any failure; a
   prefix names a "directory" (``chunks`` does not match ``chunksX/...``), like the local
   backend.
@@ -72,6 +77,11 @@ _OS_MESSAGE = re.compile(r'Os \{[^}]*message: "([^"]+)"')
 _HTTP_KIND = re.compile(r"HttpError \{\s*kind: (\w+)")
 _BUCKET_PROBE = ".cairn-bucket-check"
 READERS = 32  # a GET waits on the network: many in flight
+PART_BYTES = 8 * 1024 * 1024
+"""the parts of a multipart upload (S3 refuses parts under 5 MiB but the last)"""
+PARTS_IN_FLIGHT = 4
+"""parts of one object uploading at once: a server spreads them over its cores"""
+_LEAST_PART = 5 * 1024 * 1024
 
 T = TypeVar("T")
 
@@ -230,8 +240,12 @@ class S3Backend:
         return next(iter(self.list("")), None) is None
 
     def put(self, name: str, data: bytes, replace: bool = False) -> None:
-        """Writes over any stored copy, so ``replace`` needs nothing more."""
-        self._call(f"PUT {name}", lambda: obstore.put(self._store, name, data, use_multipart=False))
+        """Writes over any stored copy, so ``replace`` needs nothing more; in parts from
+        ``2 * part_bytes()`` bytes (see the module's docstring: atomic either way)."""
+        part = part_bytes()
+        self._call(f"PUT {name}", lambda: obstore.put(
+            self._store, name, data, use_multipart=0 < part <= len(data) // 2,
+            chunk_size=max(part, _LEAST_PART), max_concurrency=PARTS_IN_FLIGHT))
 
     def put_new(self, name: str, data: bytes) -> bool:
         """Create ``name`` only where it does not exist (``If-None-Match: *``): False when
@@ -376,6 +390,13 @@ class S3Backend:
 
     def recover(self) -> None:
         """Nothing to do: a PUT that never completed left no object."""
+
+
+def part_bytes() -> int:
+    """The part size of multipart uploads (``CAIRN_S3_PART_BYTES``; 0: every object in one
+    PUT); at least S3's 5 MiB."""
+    value = int(os.environ.get("CAIRN_S3_PART_BYTES") or PART_BYTES)
+    return value and max(value, _LEAST_PART)
 
 
 def env_endpoint() -> str | None:

@@ -10,7 +10,7 @@ obstore reports the S3 error code only inside its message text, so `_translate` 
 server, so an obstore upgrade that changes the text fails them rather than the user.
 
 Promises beyond `cairn.store.backend`:
-- ``put`` is atomic by S3 semantics: an object of less than ``2 * part_bytes()`` goes in one
+- ``put`` is atomic by S3 semantics: an object of less than ``2 * part_bytes`` goes in one
   PUT; a larger one (a pack) in a multipart upload (CreateMultipartUpload, ``PARTS_IN_FLIGHT``
   UploadParts at once, CompleteMultipartUpload), which S3 shows under its name only once
   Complete succeeded: whoever sees the object sees all of it. A failed upload is aborted
@@ -169,6 +169,8 @@ class S3Backend:
         )
         self._bucket_checked = False
         self._conditional = True
+        self.part_bytes = part_bytes()
+        """objects of twice this size or more go in parts; 0: every object in one PUT"""
         self.max_object: int | None = None
         self.forget: Callable[[str], None] | None = None
         """called after each DELETE: in a versioned bucket it deletes the versions too"""
@@ -241,8 +243,8 @@ class S3Backend:
 
     def put(self, name: str, data: bytes, replace: bool = False) -> None:
         """Writes over any stored copy, so ``replace`` needs nothing more; in parts from
-        ``2 * part_bytes()`` bytes (see the module's docstring: atomic either way)."""
-        part = part_bytes()
+        ``2 * part_bytes`` bytes (see the module's docstring: atomic either way)."""
+        part = self.part_bytes
         self._call(f"PUT {name}", lambda: obstore.put(
             self._store, name, data, use_multipart=0 < part <= len(data) // 2,
             chunk_size=max(part, _LEAST_PART), max_concurrency=PARTS_IN_FLIGHT))

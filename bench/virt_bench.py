@@ -12,7 +12,9 @@ export only opens the point's tree. This measures that promise against its targe
 - time to a verified screenshot of a small bootable machine (`cairn screenshot-verify`).
 
 Every figure is the median of `--repeats` runs (the machine is shared); the load average is
-recorded before and after. Results go to `bench/work/virt-<time>.json`.
+recorded before and after. Warm and cold `nbdcopy` are also timed each right after a `cat`,
+pair by pair with the load at each (`--reads-only`: only those, a short run), since the
+load on a shared machine moves between phases. Results go to `bench/work/virt-<time>.json`.
 
 Run as root (it drops the page cache): `.venv/bin/python bench/virt_bench.py [--quick]`.
 """
@@ -157,12 +159,13 @@ def clone_times(repo: Path, point: str, repeats: int) -> Results:
 
 
 def timed_runs(action: Callable[[], object], repeats: int, cold: bool,
-               after: Callable[[], object] | None = None) -> list[float]:
+               after: Callable[[], object] | None = None, warm_up: bool = True) -> list[float]:
     """Wall seconds of `action` per run; cold runs drop the page cache first.
 
-    Warm runs do one untimed run first, so the first timed one is warm too.
+    Warm runs do one untimed run first (unless `warm_up` is False: the caller warmed it),
+    so the first timed one is warm too.
     """
-    if not cold:
+    if not cold and warm_up:
         action()
         if after:
             after()
@@ -240,6 +243,37 @@ def throughput(repo: Path, point: str, image: Path, out: Path, repeats: int) -> 
             for name, s in figures.items()}
 
 
+def paired_reads(repo: Path, point: str, image: Path, repeats: int) -> Results:
+    """Warm and cold `nbdcopy ... null:` each timed right after a `cat` of the raw image,
+    pair by pair, with the load at each: on a shared machine the load moves between the
+    phases of `throughput`, and a ratio of runs made seconds apart is the fairer one.
+    Cold pairs drop the page cache before each run, and each cold copy has a fresh export
+    (an export keeps what it decoded)."""
+
+    def cat() -> None:
+        with image.open("rb") as f:
+            subprocess.run(["cat"], stdin=f, stdout=subprocess.DEVNULL, check=True)
+
+    pairs: dict[str, list[dict[str, float]]] = {"warm": [], "cold": []}
+    with export(repo, point) as (url, *_):
+        run("nbdcopy", url, "null:")
+        cat()
+        for _ in range(repeats):
+            load = os.getloadavg()[0]
+            raw = timed_runs(cat, 1, cold=False, warm_up=False)[0]
+            copy = timed_runs(lambda url=url: run("nbdcopy", url, "null:"), 1, cold=False,
+                              warm_up=False)[0]
+            pairs["warm"].append({"cat_s": raw, "nbdcopy_s": copy, "load": load})
+    for _ in range(repeats):
+        load = os.getloadavg()[0]
+        raw = timed_runs(cat, 1, cold=True)[0]
+        pairs["cold"].append({"cat_s": raw, "nbdcopy_s": cold_nbdcopy(repo, point, 1)[0],
+                              "load": load})
+    return {mode: {"share": median([p["cat_s"] / p["nbdcopy_s"] for p in runs]),
+                   "shares": [p["cat_s"] / p["nbdcopy_s"] for p in runs], "pairs": runs}
+            for mode, runs in pairs.items()}
+
+
 def sparse_big(image: Path, big: Path, size: int) -> Path:
     """A sparse image of `size` bytes whose first bytes are `image`'s content."""
     big.unlink(missing_ok=True)
@@ -271,7 +305,9 @@ def screenshot(repo: Path, boot_image: Path, repeats: int) -> Results:
 
 def targets(res: Results) -> list[tuple[str, str, str, str]]:
     """(metric, value, target, verdict) rows for the table."""
-    rows = []
+    rows = paired_rows(res["paired"]) if "paired" in res else []
+    if "ready" not in res:
+        return rows
     small, big = res["ready"]["small"], res["ready"]["big"]
     for label, part in (("small", small), ("big", big)):
         name = res["labels"][label]
@@ -306,6 +342,19 @@ def targets(res: Results) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def paired_rows(paired: Results) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for mode, part in paired.items():
+        spread = ", ".join(f"{p['cat_s'] / p['nbdcopy_s']:.0%} ({p['cat_s']:.2f}/"
+                           f"{p['nbdcopy_s']:.2f} s, load {p['load']:.1f})"
+                           for p in part["pairs"])
+        rows.append((f"nbdcopy null: / raw cat ({mode}, side by side)", f"{part['share']:.0%}",
+                     ">= 50%" if mode == "warm" else ">= 100%",
+                     "ok" if part["share"] >= (0.5 if mode == "warm" else 1.0) else "MISS"))
+        rows.append((f"  pairs ({mode})", spread, "-", "-"))
+    return rows
+
+
 def table(rows: list[tuple[str, str, str, str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     head = ("metric", "median", "target", "verdict")
@@ -328,6 +377,11 @@ def bench(args: argparse.Namespace) -> Results:
     try:
         repo = tmp / "repo"
         cairn("init", "--repo", repo)
+        if args.reads_only:
+            point = cairn_json("backup", "--repo", repo, "--volume", "small", pair.a)["point"]
+            print("measuring warm and cold reads against cat, side by side ...", flush=True)
+            res["paired"] = paired_reads(repo, point, pair.a, repeats)
+            return res
         big = sparse_big(pair.a, tmp / "big.img", big_size)
         points = {}
         for label, image in (("small", pair.a), ("big", big)):
@@ -340,12 +394,13 @@ def bench(args: argparse.Namespace) -> Results:
         res["clone"] = {k: clone_times(repo, p, repeats) for k, p in points.items()}
         print("measuring read throughput ...", flush=True)
         res["throughput"] = throughput(repo, points["small"], pair.a, tmp / "out.img", repeats)
+        res["paired"] = paired_reads(repo, points["small"], pair.a, repeats)
         if not args.no_screenshot:
             print("measuring screenshot-verify ...", flush=True)
             res["screenshot"] = screenshot(repo, WORK / "bootable.img", repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    res["load_after"] = os.getloadavg()
+        res["load_after"] = os.getloadavg()
     return res
 
 
@@ -357,6 +412,8 @@ def main() -> int:
     parser.add_argument("--big", help="sparse point size (default 20G, 5G with --quick)")
     parser.add_argument("--repeats", type=int, help="runs per figure (default 3, 1 with --quick)")
     parser.add_argument("--no-screenshot", action="store_true", help="skip screenshot-verify")
+    parser.add_argument("--reads-only", action="store_true",
+                        help="only warm and cold nbdcopy against cat, side by side")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("error: run as root (the benchmark drops the page cache)", file=sys.stderr)

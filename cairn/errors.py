@@ -86,15 +86,22 @@ class RepositoryExists(UsageError):
 
 
 class UnknownPoint(UsageError):
-    def __init__(self, point: str) -> None:
+    """``where``: the repository's location, when the reader may not know which it was."""
+
+    def __init__(self, point: str, where: str | None = None) -> None:
+        self.ref = point
+        listing = f"`cairn points --repo {where}`" if where else "`cairn points`"
         super().__init__(
-            f"no recovery point {point!r} in this repository: `cairn points` lists them"
+            f"no recovery point {point!r} in {where or 'this repository'}: {listing} lists them"
         )
 
 
 class UnknownVolume(UsageError):
-    def __init__(self, volume: str) -> None:
-        super().__init__(f"no volume {volume!r} in this repository: `cairn points` lists them")
+    def __init__(self, volume: str, where: str | None = None) -> None:
+        self.ref = volume
+        listing = f"`cairn points --repo {where}`" if where else "`cairn points`"
+        super().__init__(f"no volume {volume!r} in {where or 'this repository'}: {listing} "
+                         "lists them")
 
 
 class SourceError(UsageError):

@@ -1,7 +1,8 @@
 """REST endpoints of managed VMs (`cairn vm ...` and the web console call these).
 
 All of them are admin-only. Refusals follow the API's rule: a 4xx with one line naming the
-problem and the fix (404 no such VM, 409 a name clash, 400 anything else about the request).
+problem and the fix (404 no such VM or point, 409 a name clash, 400 anything else about the
+request, including a cloud repository that cannot be reached or opened with the key given).
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ class StartRequest(BaseModel):
                             description="the cloud repository's key, as the line of its key "
                                         "file (`cairn init` wrote it); default: the "
                                         "appliance's own, else this node's integrity key")
+    endpoint: str | None = Field(default=None, max_length=300, pattern=r"^https?://",
+                                 description="the cloud repository's S3 endpoint URL, kept "
+                                             "with the VM for its runner, stop and restart "
+                                             "(default: the appliance's profile of the "
+                                             "repository, else its CAIRN_S3_ENDPOINT)")
 
 
 class StopRequest(BaseModel):

@@ -20,9 +20,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     start = actions.add_parser("start", help="start a VM on a new clone of a point")
     start.add_argument("cloud", nargs="?", metavar="s3://BUCKET/PREFIX",
                        help="run a point of this cloud repository, read on demand (the "
-                            "appliance reaches it with its endpoint profile or CAIRN_S3_* "
-                            "settings, and opens it with --key-file, which is sent to it, "
-                            "else its own key); default: the appliance's own repository")
+                            "appliance reaches it at --endpoint, else with its endpoint "
+                            "profile or CAIRN_S3_* settings, and opens it with --key-file, "
+                            "both sent to it and kept with the VM, else its own key); "
+                            "default: the appliance's own repository")
     start.add_argument("source", help="point id, VOLUME@latest (MACHINE@latest), or a kept "
                                       "clone's name")
     start.add_argument("--name", help="VM name (default: the clone's name)")
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
             answer = client.json("POST", "/api/v1/vms", json={
                 "source": args.source, "repo": args.cloud, "name": args.name, "cpus": args.cpus,
                 "memory_mib": args.memory, "networks": args.network,
-                "firmware": args.firmware, "disk_bus": args.disk_bus, "key": _key(args)})
+                "firmware": args.firmware, "disk_bus": args.disk_bus, "key": _key(args),
+                "endpoint": args.endpoint if args.cloud else None})
         elif args.action == "stop":
             answer = client.json("POST", f"/api/v1/vms/{args.name}/stop", json={
                 "keep_as_point": args.keep_as_point, "discard": args.discard,

@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from cairn.errors import UsageError
 from cairn.ops.offsite import local_key
 from cairn.store.keys import key_text, parse_key
 
@@ -24,21 +25,31 @@ FOLDER = "cloud-keys"
 
 
 @contextlib.contextmanager
-def cloud_key(appliance_repo: Path, text: str | None) -> Iterator[Path | None]:
+def cloud_key(appliance_repo: Path, text: str | None, keep: bool = True
+              ) -> Iterator[Path | None]:
     """The key file a cloud repository is opened with for a request: the key ``text``
     given (kept as above), else the appliance's own (``REPO/key``), else None (this node's
     integrity key of the repository). A key first kept here is taken back if the block
-    fails: it did not open the repository, or the request was refused."""
+    fails (it did not open the repository, or the request was refused), or when it ends
+    without ``keep`` (a request that only reads, such as listing the points)."""
     if text is None:
         yield local_key(appliance_repo)
         return
     path, new = _keep(appliance_repo, text)
     try:
         yield path
+    except UsageError as exc:
+        if new:
+            path.unlink(missing_ok=True)
+        if str(path) in str(exc):  # the kept file means nothing to whoever sent the line
+            raise UsageError(str(exc).replace(str(path), "the key given")) from None
+        raise
     except BaseException:
         if new:
             path.unlink(missing_ok=True)
         raise
+    if new and not keep:
+        path.unlink(missing_ok=True)
 
 
 def _keep(appliance_repo: Path, text: str) -> tuple[Path, bool]:

@@ -63,6 +63,7 @@ class VmSpec:
     machine: str = ""  # set when the disks are a machine point's
     disks: list[str] = field(default_factory=list)  # the machine's disk names, in order
     key_file: str = ""  # the key a cloud ``repo`` opens with ("" : this node's own for it)
+    endpoint: str = ""  # where a cloud ``repo`` is read ("": this node's profile of it)
 
     def save(self, folder: Path) -> None:
         write_json(folder / "spec.json", asdict(self))
@@ -78,18 +79,21 @@ class VmSpec:
     def open_repo(self) -> Repository:
         """Where the clones live: the appliance's repository, or the cloud repository the
         point came from (its clones are in this node's cache of it)."""
-        return open_vm_repo(self.repo, Path(self.key_file) if self.key_file else None)
+        return open_vm_repo(self.repo, Path(self.key_file) if self.key_file else None,
+                            self.endpoint or None)
 
 
-def open_vm_repo(location: str, key_file: Path | None) -> Repository:
-    """Open the repository a VM runs from. A cloud one is reached where this node's profile
-    of it (or ``CAIRN_S3_ENDPOINT``) says, and its blocks are read on demand through the
-    point reader's bounded cache, as `virtualize --repo s3://...` reads them."""
+def open_vm_repo(location: str, key_file: Path | None, endpoint: str | None = None
+                 ) -> Repository:
+    """Open the repository a VM runs from. A cloud one is reached at ``endpoint``, else
+    where this node's profile of it (or ``CAIRN_S3_ENDPOINT``) says, and its blocks are read
+    on demand through the point reader's bounded cache, as `virtualize --repo s3://...`
+    reads them."""
     if not is_cloud(location):
         return Repository.open(Path(location))
     from cairn.store.cloud import open_cloud
 
-    return open_cloud(location, None, key_file)
+    return open_cloud(location, endpoint, key_file)
 
 
 def write_json(path: Path, value: dict[str, Any]) -> None:

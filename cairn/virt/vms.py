@@ -9,8 +9,12 @@ runner died without stopping (a host reboot, a kill); a gone VM keeps its clones
 `stop` tidies it up like any other (it can still keep what the VM wrote as a point).
 
 A VM can also run a point of a cloud repository (``repo`` ``s3://BUCKET/PREFIX``), on any
-node with the bucket and the key: the appliance opens it with its own endpoint profile or
-``CAIRN_S3_*`` settings and its own key (else this node's integrity key of that repository),
+node with the bucket and the key: the appliance opens it at the request's ``endpoint``, else
+with its own endpoint profile or ``CAIRN_S3_*`` settings, and with the request's key, else
+its own key (else this node's integrity key of that repository). The endpoint and the key
+are kept with the VM (``spec.json``), so its runner, its stop and a later start of its kept
+clone reach the same bucket. A bucket that cannot be reached, a key that does not open it
+or a point it lacks is refused as the request's fault (a `UsageError`), keeping nothing;
 its clones live in this node's cache of it, and the runner serves them reading blocks on
 demand through the point reader's bounded cache, as `virtualize --repo s3://...` does.
 
@@ -35,10 +39,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from cairn.errors import UsageError, VirtualMachineError
+from cairn.errors import (
+    S3AccessDenied,
+    S3Error,
+    S3NoSuchBucket,
+    S3Unreachable,
+    UnknownPoint,
+    UnknownVolume,
+    UsageError,
+    VirtualMachineError,
+)
 from cairn.ops.cloud_keys import cloud_key
 from cairn.ops.machine_points import disks_of
+from cairn.store import marks
+from cairn.store.catalog import RecoveryPoint
 from cairn.store.clones import (
     Clone,
     CloneNotFound,
@@ -68,6 +84,11 @@ class VmNotFound(UsageError):
         super().__init__(f"no VM named {name!r}: `cairn vm list` shows them")
 
 
+class CloudUnavailable(UsageError):
+    """The cloud repository a start names cannot be read: the request's endpoint, bucket or
+    credentials, not the appliance, are at fault (REST answers 400 with this line)."""
+
+
 class VmNameTaken(UsageError):
     def __init__(self, name: str) -> None:
         super().__init__(f"a VM named {name!r} exists: choose another --name, or stop it "
@@ -90,6 +111,9 @@ class VmRequest:
     key: str | None = None
     """the cloud repository's key, as its key file's line (`cairn.ops.cloud_keys`); default:
     the appliance's own key, else this node's integrity key of it"""
+    endpoint: str | None = None
+    """the cloud repository's S3 endpoint URL; default: this node's profile of it, else
+    ``CAIRN_S3_ENDPOINT``"""
 
 
 @dataclass(frozen=True)
@@ -110,6 +134,8 @@ class VmInfo:
     created: float
     origin: str = "local"
     """where the point came from: ``local`` (the appliance's repository) or its cloud URL"""
+    endpoint: str | None = None
+    """the S3 endpoint the VM's cloud repository is read at, when the start named one"""
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -166,6 +192,34 @@ def _new_disks(repo: Repository, ref: str) -> _Disks:
     return disks
 
 
+def _new_disks_of(repo: Repository, request: VmRequest) -> _Disks:
+    """`_new_disks` of the request's point, a point missing from a cloud repository named
+    with its URL (the appliance's own is "this repository")."""
+    try:
+        return _new_disks(repo, request.source)
+    except UnknownPoint as exc:
+        if request.repo is None:
+            raise
+        raise UnknownPoint(exc.ref, request.repo) from None
+    except UnknownVolume as exc:
+        if request.repo is None:
+            raise
+        raise UnknownVolume(exc.ref, request.repo) from None
+
+
+def _check_endpoint(url: str) -> None:
+    """Refuse what cannot be an S3 endpoint before any request is made with it."""
+    try:
+        parts = urlsplit(url)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # a port that is no number raises here
+    except ValueError:
+        usable = False
+    if not usable:
+        raise UsageError(f"{url!r} is not an S3 endpoint URL: write it as https://HOST[:PORT] "
+                         "(or http:// on a trusted network)")
+
+
 class VmManager:
     """Start, list and stop the VMs of one repository; one per appliance process."""
 
@@ -175,25 +229,42 @@ class VmManager:
         self.lans = Lans(repo_path)
         self._lock = threading.Lock()
 
-    def _repo(self, cloud: str | None, key: Path | None) -> Repository:
-        """The appliance's repository, or the cloud repository ``cloud`` opened with
+    def _repo(self, request: VmRequest, key: Path | None) -> Repository:
+        """The appliance's repository, or the cloud repository of ``request`` opened with
         ``key``: use it in a ``with`` block, which closes it."""
+        cloud = request.repo
         if cloud is None:
             return Repository.open(self.repo_path)
         if not is_cloud(cloud):
             raise UsageError(f"{cloud!r} is not a cloud repository: a VM runs a point of "
                              "the appliance's own repository (name the point alone) or of a "
                              "cloud one (s3://BUCKET/PREFIX POINT)")
-        return open_vm_repo(cloud, key)
+        try:
+            return open_vm_repo(cloud, key, request.endpoint)
+        except (S3Unreachable, S3NoSuchBucket, S3AccessDenied, S3Error) as exc:
+            raise CloudUnavailable(str(exc)) from None
 
-    def _key(self, request: VmRequest) -> contextlib.AbstractContextManager[Path | None]:
-        """The key file a cloud ``request`` opens its repository with (see `cloud_key`)."""
+    def _key(self, request: VmRequest, keep: bool = True
+             ) -> contextlib.AbstractContextManager[Path | None]:
+        """The key file a cloud ``request`` opens its repository with (see `cloud_key`;
+        ``keep``: False when nothing will need it after the block)."""
         if request.repo is None:
-            if request.key is not None:
-                raise UsageError("a key opens a cloud repository: name it before the point "
-                                 "(cairn vm start s3://BUCKET/PREFIX POINT --key-file FILE)")
+            if request.key is not None or request.endpoint is not None:
+                raise UsageError("a key or an endpoint opens a cloud repository: name it "
+                                 "before the point (cairn vm start s3://BUCKET/PREFIX POINT "
+                                 "--key-file FILE --endpoint URL)")
             return contextlib.nullcontext()
-        return cloud_key(self.repo_path, request.key)
+        if request.endpoint is not None:
+            _check_endpoint(request.endpoint)
+        return cloud_key(self.repo_path, request.key, keep)
+
+    def cloud_points(self, request: VmRequest) -> list[RecoveryPoint]:
+        """The points a VM of ``request``'s cloud repository can start from, newest first
+        (the console lists them to choose one); the key given is not kept."""
+        if request.repo is None:
+            raise UsageError("name a cloud repository (s3://BUCKET/PREFIX) to list its points")
+        with self._key(request, keep=False) as key, self._repo(request, key) as repo:
+            return sorted(marks.live_points(repo, None), key=lambda p: -p.created)
 
     def _vm_folder(self, name: str) -> Path:
         if not NAME.match(name):
@@ -206,7 +277,7 @@ class VmManager:
         networks = join_lans(parse_networks(request.networks), self.lans)
         if not 1 <= request.cpus <= 64 or not 64 <= request.memory_mib <= 1 << 20:
             raise UsageError("give 1 to 64 --cpus and 64 MiB to 1 TiB of --memory")
-        with self._key(request) as key, self._repo(request.repo, key) as repo:
+        with self._key(request) as key, self._repo(request, key) as repo:
             disks = self._disks_for(repo, request)
             name = request.name or disks.clones[0].name
             folder = self._vm_folder(name)
@@ -233,7 +304,7 @@ class VmManager:
         try:
             clone = get_clone(repo, request.source)
         except CloneNotFound:
-            return _new_disks(repo, request.source)
+            return _new_disks_of(repo, request)
         origin = request.repo or "local"
         user = next((vm.name for vm in self.list()
                      if vm.origin == origin and clone.name in vm.clones), None)
@@ -257,7 +328,7 @@ class VmManager:
             disk_bus=plan.disk_bus, networks=[n.describe() for n in networks],
             nics=qemu_args(networks, name, model), vnc_password=vnc_secret(),
             machine=disks.machine, disks=disks.names,
-            key_file=str(key or ""))
+            key_file=str(key or ""), endpoint=request.endpoint or "")
 
     def _spawn(self, folder: Path) -> None:
         """Start the runner in its own session and wait until QEMU runs or the runner fails."""
@@ -310,7 +381,7 @@ class VmManager:
             vnc=f"127.0.0.1:{port}" if port and state == "running" else None,
             accel=status.get("accel"), pid=pid if state in LIVE else None,
             created=spec.created, origin=spec.repo if spec.cloud else "local",
-            error=status.get("error"))
+            endpoint=spec.endpoint or None, error=status.get("error"))
 
     def console(self, name: str) -> Console:
         info = self.get(name)

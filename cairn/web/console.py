@@ -15,7 +15,19 @@ from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.state import State
 from cairn.appliance.tasks import Tasks
 from cairn.virt.vms import VmManager
-from cairn.web import auth, files, jobs, machines, points, schedules, settings, space, totp, vms
+from cairn.web import (
+    auth,
+    cloud_vms,
+    files,
+    jobs,
+    machines,
+    points,
+    schedules,
+    settings,
+    space,
+    totp,
+    vms,
+)
 from cairn.web.pages import STATIC, Console
 from cairn.web.users import Users
 
@@ -31,6 +43,7 @@ def install(app: FastAPI, repo_path: Path, state: State, config: ApplianceConfig
     app.include_router(points.router(console, guard))
     app.include_router(files.router(console, guard))
     app.include_router(vms.router(console, guard, machines_running))
+    app.include_router(cloud_vms.router(console, guard, machines_running))
     app.include_router(jobs.router(console, guard, machines_running))
     app.include_router(settings.router(console, guard))
     app.include_router(space.router(console, guard))

@@ -100,7 +100,8 @@ def router(console: Console, auth: Auth, vms: VmManager) -> APIRouter:
         vm = find_vm(vms, name)
         vms.stop(name, discard=True, timeout=0)
         logs.event("console.vm_stopped", vm=name, point=vm.point, user=session.user.name)
-        return RedirectResponse(f"/points/{vm.point}", status_code=303)
+        back = f"/points/{vm.point}" if vm.origin == "local" else "/vms"
+        return RedirectResponse(back, status_code=303)
 
     @routes.websocket("/vms/{name}/websockify")
     async def websockify(websocket: WebSocket, name: str) -> None:

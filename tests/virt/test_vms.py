@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from bootable_image import WEB_PAGE
 
+from cairn.errors import ApplianceRefused
 from cairn.store.machine_points import MachinePoints
 from cairn.store.repository import Repository
 from tests.appliance.harness import Appliance, cairn, free_port, wait_for
@@ -36,9 +37,14 @@ class Vms:
     """The appliance under test and the `cairn vm` commands, as a user runs them; ``cloud``:
     a cloud repository the appliance's node reaches (same endpoint, cache and keys)."""
 
-    def __init__(self, appliance: Appliance, cloud: str) -> None:
+    def __init__(self, appliance: Appliance, cloud: str, cli_env: dict[str, str]) -> None:
         self.appliance = appliance
         self.cloud = cloud
+        self.cli_env = cli_env
+        """the environment of `cairn` commands that reach the cloud themselves (the
+        appliance's has no endpoint: it knows only the profile `init` leaves, or what a
+        VM's start names)"""
+        self.endpoint = cli_env["CAIRN_S3_ENDPOINT"]
 
     def backup(self, image: Path, volume: str = "web01") -> str:
         out = cairn("backup", "--repo", self.appliance.repo, "--volume", volume, image, "--json")
@@ -51,20 +57,27 @@ class Vms:
 
     def replicate(self, volume: str) -> None:
         """Send the volume's points to `cloud` (a new one), as offsite replication would."""
-        cairn("init", "--repo", self.cloud, env=self.appliance.env)
+        cairn("init", "--repo", self.cloud, env=self.cli_env)
         cairn("replicate", "--repo", self.appliance.repo, "--to", self.cloud, "--volume",
-              volume, env=self.appliance.env)
+              volume, env=self.cli_env)
 
     def take_cloud_key(self, to: Path) -> Path:
-        """Move `cloud`'s integrity key off the appliance's node: from now on only the admin
-        who starts a VM of it holds the key (``--key-file``)."""
+        """Move `cloud`'s integrity key off the appliance's node, and make the node forget
+        where the bucket is: from now on only the admin who starts a VM of it knows both
+        (``--key-file``, ``--endpoint``)."""
+        self.forget_endpoint()
         (key,) = Path(self.appliance.env["CAIRN_KEYS"]).glob("*.key")
         return key.rename(to)
+
+    def forget_endpoint(self) -> None:
+        """Drop the node's profile of `cloud` (`cairn.store.profiles`), which `init` and a
+        VM start naming the endpoint leave."""
+        (Path(self.appliance.env["CAIRN_KEYS"]).parent / "clouds.json").unlink(missing_ok=True)
 
     def start(self, source: str, name: str, *networks: str, cloud: tuple[str, ...] = (),
               key: Path | None = None) -> dict[str, Any]:
         nets = [a for n in networks for a in ("--network", n)]
-        keys = ("--key-file", str(key)) if key else ()
+        keys = ("--key-file", str(key), "--endpoint", self.endpoint) if key else ()
         vm: dict[str, Any] = self.run("start", *cloud, source, "--name", name, "--cpus", "1",
                                       "--memory", "256", *nets, *keys)
         return vm
@@ -123,10 +136,12 @@ class Serial:
 
 @pytest.fixture
 def vms(tmp_path: Path, s3_server: SeaweedS3) -> Iterator[Vms]:
-    appliance = Appliance(tmp_path, env=s3_env(s3_server, tmp_path))
+    cli_env = s3_env(s3_server, tmp_path)
+    appliance = Appliance(tmp_path, env={k: v for k, v in cli_env.items()
+                                         if k != "CAIRN_S3_ENDPOINT"})
     appliance.start()
     try:
-        yield Vms(appliance, f"s3://{s3_server.bucket}/vms-{tmp_path.name}")
+        yield Vms(appliance, f"s3://{s3_server.bucket}/vms-{tmp_path.name}", cli_env)
     finally:
         for status in (appliance.repo / "vms").glob("*/status.json"):
             with contextlib.suppress(ProcessLookupError, ValueError, KeyError, OSError):
@@ -180,13 +195,7 @@ def test_isolated_lan_joins_its_vms_and_nothing_else(
     point = vms.backup(bootable_image)
     vms.replicate("web01")
     key = vms.take_cloud_key(tmp_path / "cloud.key")
-    wrong = tmp_path / "wrong.key"
-    wrong.write_text("integrity " + "ab" * 32 + "\n")
-    for given, words in ((None, "pass --key-file"), (wrong, "is not the key of")):
-        refused = vms.run("start", vms.cloud, "web01@latest", *(("--key-file", given) if given
-                                                                 else ()), check=False)
-        assert refused.returncode != 0 and words in refused.stderr, refused.stderr
-    assert list((vms.appliance.repo / "cloud-keys").glob("*")) == []  # the wrong key is not kept
+    refuse_bad_cloud_starts(vms, key, tmp_path)
     for lan in ("office", "lab"):
         vms.run("lan", "add", lan)
     vms.start(point, "dc", "isolated:office")
@@ -215,12 +224,42 @@ def test_isolated_lan_joins_its_vms_and_nothing_else(
     assert kept == cloud_vm["clones"]
     again = vms.start(kept[0], "other", cloud=(vms.cloud,), key=key)  # the kept cloud clone
     assert (again["state"], again["clones"], again["origin"]) == ("running", kept, vms.cloud)
+    vms.forget_endpoint()  # the stop reaches the bucket where the VM's start said
     vms.run("stop", "other", "--discard", "--timeout", "0")
     vms.run("lan", "rm", "office")
     assert [lan["name"] for lan in vms.run("lan", "list")] == ["lab"]
     cloud_clones = cairn("clones", "--repo", vms.cloud, "--key-file", key, "--json",
-                         env=vms.appliance.env)
+                         env=vms.cli_env)
     assert json.loads(cloud_clones.stdout) == []  # --discard removed the cloud VM's clone
+
+
+def refuse_bad_cloud_starts(vms: Vms, key: Path, tmp_path: Path) -> None:
+    """A start of a cloud point is refused in one line (REST: a 4xx with it) when no key
+    or a wrong one is given, the endpoint does not answer, or the bucket lacks the point;
+    nothing is kept (no VM, no key, no clone)."""
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text("integrity " + "ab" * 32 + "\n")
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    there = ("--endpoint", vms.endpoint)
+    refusals = {
+        "pass --key-file": ("web01@latest", *there),
+        "the key given is not the key of": ("web01@latest", "--key-file", wrong, *there),
+        f"cannot reach the S3 endpoint {nowhere}": ("web01@latest", "--key-file", key,
+                                                    "--endpoint", nowhere),
+        f"no volume 'nope' in {vms.cloud}": ("nope@latest", "--key-file", key, *there),
+        f"no recovery point 'feedfacecafe' in {vms.cloud}": ("feedfacecafe", "--key-file",
+                                                               key, *there),
+    }
+    for words, args in refusals.items():
+        refused = vms.run("start", vms.cloud, *args, check=False)
+        assert refused.returncode != 0 and words in refused.stderr, (args, refused.stderr)
+        assert len(refused.stderr.strip().splitlines()) == 1
+    with vms.appliance.admin() as api, pytest.raises(ApplianceRefused) as answer:
+        api.json("POST", "/api/v1/vms", json={"source": "web01@latest", "repo": vms.cloud,
+                                              "endpoint": nowhere})
+    assert answer.value.status == 400 and "cannot reach" in str(answer.value)
+    assert list((vms.appliance.repo / "cloud-keys").glob("*")) == []
+    assert vms.listed() == {}
 
 
 def test_failback_keeps_what_the_vm_wrote_even_after_its_runner_died(

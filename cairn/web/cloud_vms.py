@@ -1,0 +1,143 @@
+"""The console's page of virtual machines: those the appliance runs, and starting one from a
+point of a cloud repository, on this node, reading its blocks on demand.
+
+The cloud repository is one of the appliance's offsite targets (with the endpoint its policy
+names, opened with the appliance's own key, so the admin pastes nothing) or another one given
+by URL, endpoint and key. Its points are listed from the bucket, one is chosen with the same
+options as `cairn vm start`, and the VM is started by the one `VmManager` the REST API and
+`cairn vm` use (`cairn.virt.vms`): the same checks, the same record, listed by
+`cairn vm list`. A refusal (a wrong key, an endpoint that does not answer, a point the bucket
+lacks) is shown on this page in one line, with what was typed kept, and nothing is kept on
+the appliance. The key travels only in POST bodies (never in a URL) and is kept only with
+a VM that starts.
+"""
+
+import contextlib
+import secrets
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
+
+from cairn import logs
+from cairn.appliance.offsite import OffsiteTable
+from cairn.errors import CairnError
+from cairn.store.catalog import RecoveryPoint
+from cairn.virt.vms import VmManager, VmRequest
+from cairn.web.auth import Auth
+from cairn.web.pages import Console, PageRoute, render, status_of
+from cairn.web.users import Session
+
+OTHER = "other"
+"""the repository choice that takes the URL and endpoint typed in"""
+
+
+@dataclass(frozen=True)
+class CloudTarget:
+    """An offsite target of the appliance: where some machines' points are copied."""
+
+    url: str
+    endpoint: str | None
+    machines: tuple[str, ...]
+
+
+def cloud_targets(console: Console) -> list[CloudTarget]:
+    """The appliance's offsite targets, one per repository URL (the first policy's endpoint)."""
+    found: dict[str, CloudTarget] = {}
+    for policy in OffsiteTable(console.state).policies():
+        known = found.get(policy.target)
+        if known is None:
+            found[policy.target] = CloudTarget(policy.target, policy.endpoint, (policy.machine,))
+        else:
+            found[policy.target] = replace(known, machines=(*known.machines, policy.machine))
+    return list(found.values())
+
+
+class CloudForm(BaseModel):
+    """What the admin chose: ``repo`` an offsite target's URL or `OTHER` (then ``other`` and
+    ``endpoint`` as typed), and a key's line (empty: the appliance's own key)."""
+
+    repo: str = Field(default="", max_length=1000)
+    other: str = Field(default="", max_length=1000)
+    endpoint: str = Field(default="", max_length=300)
+    key: str = Field(default="", max_length=200)
+
+    def request(self, targets: list[CloudTarget], **options: Any) -> VmRequest:
+        """The `VmRequest` of this choice; an offsite target's endpoint is its policy's."""
+        url, endpoint = self.other.strip(), self.endpoint.strip()
+        target = next((t for t in targets if t.url == self.repo), None)
+        if target is not None:
+            url, endpoint = target.url, target.endpoint or ""
+        return VmRequest(options.pop("source", ""), repo=url or None,
+                         endpoint=endpoint or None, key=self.key.strip() or None, **options)
+
+
+class StartForm(CloudForm):
+    """A point of the chosen repository and the options of `cairn vm start`."""
+
+    source: str = Field(max_length=300)
+    name: str = Field(default="", max_length=63)
+    cpus: int = Field(default=2, ge=1, le=64)
+    memory: int = Field(default=2048, ge=64, le=1 << 20)
+    networks: str = Field(default="", max_length=1000)
+    firmware: Literal["auto", "bios", "uefi"] = "auto"
+    disk_bus: Literal["auto", "virtio", "sata", "ide"] = "auto"
+
+    def vm_request(self, targets: list[CloudTarget]) -> VmRequest:
+        return self.request(targets, source=self.source.strip(),
+                            name=self.name.strip() or f"cloud-{secrets.token_hex(3)}",
+                            cpus=self.cpus, memory_mib=self.memory,
+                            networks=_networks(self.networks), firmware=self.firmware,
+                            disk_bus=self.disk_bus)
+
+
+def _networks(text: str) -> list[str]:
+    """One network per line (``nat,hostfwd=...`` holds commas); ``none`` lines add nothing."""
+    return [line.strip() for line in text.splitlines() if line.strip() not in ("", "none")]
+
+
+def router(console: Console, auth: Auth, vms: VmManager) -> APIRouter:
+    routes = APIRouter(route_class=PageRoute, include_in_schema=False)
+    Admin = Annotated[Session, Depends(auth.admin)]
+    Change = Annotated[Session, Depends(auth.change)]
+
+    def page(request: Request, form: CloudForm, points: list[RecoveryPoint] | None = None,
+             error: CairnError | None = None) -> HTMLResponse:
+        return render(request, "vms.html", 200 if error is None else status_of(error),
+                      vms=sorted(vms.list(), key=lambda vm: -vm.created),
+                      targets=cloud_targets(console), form=form, points=points,
+                      message=str(error) if error else None, other=OTHER)
+
+    @routes.get("/vms", response_class=HTMLResponse)
+    def show(request: Request, _: Admin) -> HTMLResponse:
+        targets = cloud_targets(console)
+        return page(request, CloudForm(repo=targets[0].url if targets else OTHER))
+
+    @routes.post("/vms/cloud", response_class=HTMLResponse)
+    def list_points(request: Request, _: Change,
+                    form: Annotated[CloudForm, Form()]) -> HTMLResponse:
+        """The chosen repository's points (read from the bucket), to choose one."""
+        try:
+            points = vms.cloud_points(form.request(cloud_targets(console)))
+        except CairnError as exc:
+            return page(request, form, error=exc)
+        return page(request, form, points)
+
+    @routes.post("/vms/start")
+    def start(request: Request, session: Change, form: Annotated[StartForm, Form()]) -> Response:
+        """Start the VM (this waits until QEMU runs) and show its page."""
+        targets = cloud_targets(console)
+        try:
+            vm = vms.start(form.vm_request(targets))
+        except CairnError as exc:
+            points = None
+            with contextlib.suppress(CairnError):  # to choose again without listing again
+                points = vms.cloud_points(form.request(targets))
+            return page(request, form, points, exc)
+        logs.event("console.vm_started", point=vm.point, origin=vm.origin, vm=vm.name,
+                   user=session.user.name)
+        return RedirectResponse(f"/vms/{vm.name}", status_code=303)
+
+    return routes

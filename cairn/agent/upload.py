@@ -93,30 +93,59 @@ def aligned(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
     return out
 
 
-def held_frames(client: ApplianceClient, upload: str, page: dict[str, Any],
-                deadline: float, limit: int | None = None) -> dict[tuple[int, int], bytes]:
-    """The frames the appliance holds for ``upload`` by ``(offset, length)``, from the
-    open reply's first page and the pages after it (an appliance that does not page
-    names no next one)."""
-    held: dict[tuple[int, int], bytes] = {}
-    while True:
-        held.update(((o, n), bytes.fromhex(h)) for o, n, h in page["received"])
-        after = page.get("received_next")
-        if after is None:
-            return held
-        params = {"after": after} if limit is None else {"after": after, "limit": limit}
-        page = retrying(lambda p=params: client.json(
-            "GET", f"/api/v1/agent/uploads/{upload}/received", params=p), deadline)
+class HeldFrames:
+    """The frames the appliance holds for an upload, ``(offset, length) -> hash``, read a
+    page at a time as the sender's offsets pass them: the agent keeps the first page and
+    the current one, never an upload's worth of records (a 1 TiB volume resumed in 64 KiB
+    frames would be 16 million of them). The sender asks offsets in rising order; one below
+    the last rewinds to the first page (a scan sends the blocks that turned to zeros after
+    its data). A record skipped by a sender out of order only costs its frame sent again.
+    An appliance that does not page names no next page: its one reply is all there is."""
+
+    def __init__(self, client: ApplianceClient, upload: str, page: dict[str, Any],
+                 deadline: float, limit: int | None = None) -> None:
+        self.client = client
+        self.upload = upload
+        self.deadline = deadline
+        self.limit = limit
+        self._first: tuple[list[list[Any]], int | None] = (page["received"],
+                                                            page.get("received_next"))
+        self._records, self._next = self._first
+        self._at = 0
+        self._last = -1
+
+    def get(self, offset: int, length: int) -> bytes | None:
+        """The hash of the frame held at exactly ``(offset, length)``, else None."""
+        if offset < self._last:
+            (self._records, self._next), self._at = self._first, 0
+        self._last = offset
+        while True:
+            while self._at < len(self._records) and self._records[self._at][0] < offset:
+                self._at += 1
+            if self._at < len(self._records):
+                at, size, digest = self._records[self._at]
+                return bytes.fromhex(digest) if (at, size) == (offset, length) else None
+            if self._next is None:
+                return None
+            self._page(self._next)
+
+    def _page(self, after: int) -> None:
+        params = {"after": after} if self.limit is None else {"after": after,
+                                                               "limit": self.limit}
+        page = retrying(lambda: self.client.json(
+            "GET", f"/api/v1/agent/uploads/{self.upload}/received", params=params),
+            self.deadline)
+        self._records, self._next, self._at = page["received"], page.get("received_next"), 0
 
 
 class Sender:
     """Frames to one upload, batched, throttled, resumable."""
 
-    def __init__(self, client: ApplianceClient, upload: str, received: dict[tuple[int, int],
-                 bytes], max_rate: float | None, deadline: float) -> None:
+    def __init__(self, client: ApplianceClient, upload: str, held: HeldFrames,
+                 max_rate: float | None, deadline: float) -> None:
         self.client = client
         self.upload = upload
-        self.received = received
+        self.held = held
         self.max_rate = max_rate
         self.deadline = deadline
         self.batch: list[bytes] = []
@@ -125,7 +154,7 @@ class Sender:
         self.started = time.monotonic()
 
     def frame(self, offset: int, data: bytes) -> None:
-        known = self.received.get((offset, len(data)))
+        known = self.held.get(offset, len(data))
         if known is not None and known == frame_hash(data):
             return
         self.batch.append(encode_frame(offset, data))
@@ -235,8 +264,8 @@ class VolumeBackup:
                                                  json={"volume": self.name, "size": size}),
                         deadline)
         upload, block_size, parent = info["upload"], info["block_size"], info["parent"]
-        received = held_frames(self.client, upload, info, deadline)
-        sender = Sender(self.client, upload, received, self.max_rate, deadline)
+        held = HeldFrames(self.client, upload, info, deadline)
+        sender = Sender(self.client, upload, held, self.max_rate, deadline)
         base = self._baseline()
         same = (parent is not None and parent["size"] == size and not full_rescan
                 and base.get("point") == parent["id"] and base.get("size") == size)

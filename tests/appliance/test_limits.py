@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from cairn.agent.client import ApplianceClient
-from cairn.agent.upload import held_frames
+from cairn.agent.upload import HeldFrames
 from cairn.errors import ApplianceRefused
 from cairn.frames import FRAME, MAX_FRAME, MIN_FRAME, encode_frame, frame_hash
 from cairn.plan import encode as plan_wire
@@ -274,7 +274,8 @@ def test_the_resume_reply_is_bounded_by_the_volume_not_the_frames_sent(
         appliance: Appliance, make_agent: Callable[..., Agent], tmp_path: Path) -> None:
     """2,000 overlapping frames over a 64 KiB volume leave at most 17 records (each frame
     replaces those it overwrote): the table is bounded by the volume's size over
-    MIN_FRAME, and a resume reply by a page (the agent reads the pages after the first).
+    MIN_FRAME, and a resume reply by a page (the agent reads the pages after the first as
+    its frames pass them, and back from the first when it rewinds).
     The records left still describe the spool: frames sent after them commit and restore
     byte for byte."""
     token = make_agent("many01").token
@@ -302,9 +303,14 @@ def test_the_resume_reply_is_bounded_by_the_volume_not_the_frames_sent(
                       params={"after": MIN_FRAME, "limit": 5})
         assert page["received"] == reply["received"][2:7]
         assert page["received_next"] == 6 * MIN_FRAME
-        held = held_frames(c, upload, {"received": [], "received_next": -1},
-                           time.monotonic() + 30, limit=3)
-        assert held == {(o, n): bytes.fromhex(h) for o, n, h in reply["received"]}
+        held = HeldFrames(c, upload, {"received": [], "received_next": -1},
+                          time.monotonic() + 30, limit=3)
+        records = [(o, n, bytes.fromhex(h)) for o, n, h in reply["received"]]
+        assert [held.get(o, n) for o, n, _h in records] == [h for _o, _n, h in records]
+        first, last = records[0], records[-1]
+        assert held.get(first[0], first[1] - 512) is None  # rewound; not the length held
+        assert held.get(first[0] + 512, MIN_FRAME) is None  # no frame starts there
+        assert held.get(last[0], last[1]) == last[2]
         point = c.json("POST", f"/api/v1/agent/uploads/{upload}/commit",
                        json={"ranges": [[0, size]], "full": True})["point"]
     assert restore(appliance, point, tmp_path / "out.img") == data

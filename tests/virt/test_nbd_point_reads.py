@@ -4,8 +4,10 @@ rest fetched on its pool; both are the image's bytes, with simple and structured
 
 from __future__ import annotations
 
+import json
 import random
 import socket
+import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +50,49 @@ def test_reads_held_and_fetched_are_the_images_bytes(
     want = [bytes(data[offset : offset + length]) for offset, length in ranges]
     assert first == want and again == want and piped == want
     assert fetched == []  # the second pass was all held
+
+
+def test_nbdcopy_over_four_connections_and_the_map_match_the_image(
+    serve: Callable[..., NbdServer], tmp_path: Path
+) -> None:
+    """nbdcopy (multi-conn: 4 connections) copies a point twice, the second time from the
+    blocks held; `nbdinfo --map` reports the point's holes where the image has zeros."""
+    data = make_image(tmp_path / "img", SIZE, seed=46, fill=0.5)
+    with Repository.init(tmp_path / "repo") as repo:
+        point = backup(repo, "vol", tmp_path / "img")
+        cache = BlockCache(repo.chunks, 2 * SIZE)
+        device = PointDevice(PointReader(repo, point, cache))
+        server = serve(device, serialize=False)
+        url = f"nbd://127.0.0.1:{server.port}/"
+        first = nbdcopy(url, tmp_path / "first")
+        mapped = json.loads(subprocess.run(["nbdinfo", "--map", "--json", url], check=True,
+                                           capture_output=True, text=True, timeout=60).stdout)
+        fetched = count_fetches(repo)
+        again = nbdcopy(url, tmp_path / "again")
+        server.close()
+        device.close()
+        cache.close()
+    assert first == bytes(data) and again == bytes(data)
+    assert fetched == []  # the second copy was all held
+    holes = [(e["offset"], e["length"]) for e in mapped if e["type"] & 1]
+    zero_blocks = [(o, min(BLOCK, SIZE - o)) for o in range(0, SIZE, BLOCK)
+                   if not any(data[o : o + BLOCK])]
+    assert holes and merged(zero_blocks) == holes
+
+
+def nbdcopy(url: str, out: Path) -> bytes:
+    subprocess.run(["nbdcopy", "--connections=4", url, str(out)], check=True, timeout=60)
+    return out.read_bytes()
+
+
+def merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for offset, length in ranges:
+        if out and sum(out[-1]) == offset:
+            out[-1] = (out[-1][0], out[-1][1] + length)
+        else:
+            out.append((offset, length))
+    return out
 
 
 def pipelined(client: NbdClient, ranges: list[tuple[int, int]]) -> list[bytes]:

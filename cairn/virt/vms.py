@@ -258,11 +258,10 @@ class VmManager:
             _check_endpoint(request.endpoint)
         return cloud_key(self.repo_path, request.key, keep)
 
-    def cloud_points(self, request: VmRequest) -> list[RecoveryPoint]:
-        """The points a VM of ``request``'s cloud repository can start from, newest first
-        (the console lists them to choose one); the key given is not kept."""
-        if request.repo is None:
-            raise UsageError("name a cloud repository (s3://BUCKET/PREFIX) to list its points")
+    def points(self, request: VmRequest) -> list[RecoveryPoint]:
+        """The points a VM of ``request``'s repository (a cloud one, else the appliance's)
+        can start from, newest first (the console lists them to choose one); a key given
+        is not kept."""
         with self._key(request, keep=False) as key, self._repo(request, key) as repo:
             return sorted(marks.live_points(repo, None), key=lambda p: -p.created)
 

@@ -1,5 +1,6 @@
 """The console's page of virtual machines: those the appliance runs, and starting one from a
-point of a cloud repository, on this node, reading its blocks on demand.
+point of the appliance's repository or of a cloud repository (on this node, reading its
+blocks on demand), with the options of `cairn vm start`.
 
 The cloud repository is one of the appliance's offsite targets (with the endpoint its policy
 names, opened with the appliance's own key, so the admin pastes nothing) or another one given
@@ -32,6 +33,8 @@ from cairn.web.users import Session
 
 OTHER = "other"
 """the repository choice that takes the URL and endpoint typed in"""
+LOCAL = "local"
+"""the repository choice of the appliance's own repository"""
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class CloudForm(BaseModel):
         target = next((t for t in targets if t.url == self.repo), None)
         if target is not None:
             url, endpoint = target.url, target.endpoint or ""
+        elif self.repo == LOCAL:
+            url = endpoint = ""
         return VmRequest(options.pop("source", ""), repo=url or None,
                          endpoint=endpoint or None, key=self.key.strip() or None, **options)
 
@@ -108,19 +113,20 @@ def router(console: Console, auth: Auth, vms: VmManager) -> APIRouter:
         return render(request, "vms.html", 200 if error is None else status_of(error),
                       vms=sorted(vms.list(), key=lambda vm: -vm.created),
                       targets=cloud_targets(console), form=form, points=points,
-                      message=str(error) if error else None, other=OTHER)
+                      message=str(error) if error else None, other=OTHER, local=LOCAL)
 
     @routes.get("/vms", response_class=HTMLResponse)
     def show(request: Request, _: Admin) -> HTMLResponse:
         targets = cloud_targets(console)
-        return page(request, CloudForm(repo=targets[0].url if targets else OTHER))
+        return page(request, CloudForm(repo=targets[0].url if targets else LOCAL))
 
     @routes.post("/vms/cloud", response_class=HTMLResponse)
     def list_points(request: Request, _: Change,
                     form: Annotated[CloudForm, Form()]) -> HTMLResponse:
-        """The chosen repository's points (read from the bucket), to choose one."""
+        """The chosen repository's points (a cloud one's read from the bucket), to choose
+        one."""
         try:
-            points = vms.cloud_points(form.request(cloud_targets(console)))
+            points = vms.points(form.request(cloud_targets(console)))
         except CairnError as exc:
             return page(request, form, error=exc)
         return page(request, form, points)
@@ -134,7 +140,7 @@ def router(console: Console, auth: Auth, vms: VmManager) -> APIRouter:
         except CairnError as exc:
             points = None
             with contextlib.suppress(CairnError):  # to choose again without listing again
-                points = vms.cloud_points(form.request(targets))
+                points = vms.points(form.request(targets))
             return page(request, form, points, exc)
         logs.event("console.vm_started", point=vm.point, origin=vm.origin, vm=vm.name,
                    user=session.user.name)

@@ -306,7 +306,7 @@ def test_an_admin_starts_a_vm_from_the_cloud(world: World, browser: Browser) -> 
     page = new_page(browser)
     log_in(page, url, "alice")
     page.get_by_role("link", name="Virtual machines").click()
-    expect(page.get_by_label("Cloud repository")).to_have_value(world.cloud)
+    expect(page.get_by_label("Repository", exact=True)).to_have_value(world.cloud)
     page.get_by_label("Its key").fill("integrity " + "ab" * 32)
     page.get_by_role("button", name="List its points").click()
     expect(page.get_by_role("alert")).to_contain_text(

@@ -1,4 +1,5 @@
-"""The console's virtual machines page: a cloud repository's points, and refusals to start one.
+"""The console's virtual machines page: a cloud repository's points (and the appliance's), and
+refusals to start one.
 
 The cloud repository is a real one in SeaweedFS, the site's points replicated into it by the
 real CLI, and named as the machine's offsite target, so the page offers it with its endpoint
@@ -68,6 +69,9 @@ def test_the_page_lists_a_cloud_targets_points_with_the_appliances_own_key(
     for point in site.points:
         assert f'<option value="{point.id}"' in listed.text
     assert "Start the virtual machine" in listed.text
+    here = site.client.post("/vms/cloud", data={"csrf": token, "repo": "local"})
+    assert "Start a point of this appliance" in here.text
+    assert all(f'<option value="{p.id}"' in here.text for p in site.points)
     kept_nothing(site)
 
 

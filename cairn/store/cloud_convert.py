@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cairn import logs
-from cairn.errors import Corruption, UsageError
-from cairn.store.cloud_held import Holds, retention_of
+from cairn.errors import CairnError, Corruption, S3AccessDenied, UsageError
+from cairn.store.cloud_held import Holds, delete_legacy, retention_of
 from cairn.store.cloud_packs import pack_bytes
 from cairn.store.cloud_prune import condemned, listed, only_condemned, packs_of
 
 if TYPE_CHECKING:
+    from cairn.store.cloud import Cloud
     from cairn.store.cloud_packs import CloudPacks
     from cairn.store.cloudlock import Bucket
     from cairn.store.repository import Repository
@@ -80,12 +81,17 @@ def convert(repo: Repository, progress: Progress | None = None) -> ConvertReport
         raise UsageError(f"{repo.location} is not a cloud repository: give s3://BUCKET/PREFIX")
     started = time.monotonic()
     packs = packs_of(repo)
-    packs.refresh(full=True)
+    try:
+        packs.refresh(full=True)
+    except S3AccessDenied as exc:
+        raise CairnError(f"cannot list index/ in {cloud.where}: {exc}; a conversion needs "
+                         "the rights to list, read, write and delete objects; nothing was "
+                         "changed") from None
     sizes = dict(listed("chunks/", cloud.where, cloud.backend.sizes("chunks")))
     names = sorted(sizes)
     retention = retention_of(cloud)
     holds = Holds.take(cloud, retention, due_only=False) if retention else None
-    at = _Where(repo, packs, cloud.backend, condemned(cloud.backend), holds)
+    at = _Where(repo, cloud, packs, cloud.backend, condemned(cloud.backend), holds)
     report = ConvertReport()
     total = sum(sizes.values())
     with progress(total, "legacy chunks") if progress else nullcontext(_ignore) as advance:
@@ -121,6 +127,7 @@ def _legacy(names: list[str]) -> dict[bytes, str]:
 @dataclass(frozen=True)
 class _Where:
     repo: Repository
+    cloud: Cloud
     packs: CloudPacks
     bucket: Bucket
     notices: dict[str, float]
@@ -130,7 +137,7 @@ class _Where:
 
 def _step(at: _Where, group: dict[bytes, str], report: ConvertReport) -> None:
     """Pack the chunks of ``group`` that no sound pack holds, then delete the group."""
-    packs, bucket = at.packs, at.bucket
+    packs = at.packs
     copies = packs.locations(list(group))
     doomed = only_condemned(packs, [d for d in group if d in copies], at.notices)
     done = [d for d in group if d in copies and d not in doomed]
@@ -149,7 +156,7 @@ def _step(at: _Where, group: dict[bytes, str], report: ConvertReport) -> None:
     if at.holds is not None:  # a locked object stays, its pack locked as long (`cloud_held`)
         free = at.holds.free(free)
         at.holds.lock_packs(packs, [group[d] for d in done if group[d] in at.holds.kept])
-    bucket.delete_many(free)
+    delete_legacy(at.cloud, free)
     report.objects_deleted += len(free)
 
 

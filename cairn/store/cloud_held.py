@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cairn import logs
-from cairn.errors import Corruption
+from cairn.errors import CairnError, Corruption, S3AccessDenied
 from cairn.store.cloud_packs import chunk_digest, index_object, pack_object
 from cairn.store.cloud_prune import condemned, listed, only_condemned, server_now
 from cairn.store.parallel import bounded_map
@@ -158,6 +158,18 @@ class Holds:
             self.cloud.backend.delete(name)
 
 
+def delete_legacy(cloud: Cloud, names: list[str]) -> None:
+    """Delete legacy chunk objects whose chunks are packed, or say which could not go."""
+    try:
+        cloud.backend.delete_many(names)
+    except S3AccessDenied as exc:
+        raise CairnError(
+            f"cannot delete legacy object(s) {', '.join(names[:2])}"
+            f"{f' and {len(names) - 2} more' if len(names) > 2 else ''} in {cloud.where}: "
+            f"{exc}; their chunks are in packs already, so nothing is lost: run it again "
+            "with a key that may delete objects") from None
+
+
 def _notices(kept: list[tuple[str, float]]) -> Iterator[dict[str, float]]:
     """``kept`` (in the order of their dates) cut into notices of at most GROUP objects
     whose dates lie within SPREAD of the first: an object waits at most that much longer
@@ -207,7 +219,7 @@ def release(cloud: Cloud, packs: CloudPacks) -> tuple[int, Waiting]:
         sound = [n for n, d in digests.items() if d in where and d not in doomed]
         free = holds.free(sound)
         holds.lock_packs(packs, holds.kept)
-        cloud.backend.delete_many(free)
+        delete_legacy(cloud, free)
         holds.released = len(free)
         holds.close()
         logs.event("cloud.held_released", where=cloud.where, released=len(free),

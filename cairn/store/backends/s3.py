@@ -227,7 +227,8 @@ class S3Backend:
         try:
             obstore.list_with_delimiter(self._store, _BUCKET_PROBE)
         except (BaseError, FileNotFoundError) as exc:
-            raise self._translate(exc, "LIST") from exc
+            raise self._translate(exc, f"LIST {self.prefix}/" if self.prefix else "LIST") \
+                from exc
         self._bucket_checked = True
 
     def create_bucket(self) -> None:

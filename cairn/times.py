@@ -9,7 +9,7 @@ from typing import Any
 TIME_FIELDS = frozenset({"created", "deleted_at", "purge_after", "locked_until", "held_until",
                          "at", "started", "finished", "last_seen", "heartbeat", "next_run",
                          "found", "healed", "paired", "first_seen", "resolved", "next_try",
-                         "last_ok", "last_run", "asked", "mtime"})
+                         "last_ok", "last_run", "asked", "mtime", "legacy_held_until"})
 """Fields holding Unix times in what commands print: each gets an ``<field>_iso`` twin."""
 
 

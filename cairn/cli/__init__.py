@@ -55,6 +55,7 @@ COMMANDS = {
     "agent": "agent_cmd",
     "machines": "machines_cmd",
     "jobs": "jobs_cmd",
+    "tasks": "tasks_cmd",
     "schedule": "schedule_cmd",
     "alerts": "alerts_cmd",
     "offsite": "offsite_cmd",

@@ -6,6 +6,7 @@ unknown target before anything starts, a bucket the keys may not list in the tas
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from cairn.ops.points import delete
 from cairn.replication.replicate import replicate
 from cairn.store.cloud import init_cloud, open_cloud
 from cairn.store.repository import Repository
-from tests.appliance.harness import wait_for
+from tests.appliance.harness import Appliance, cairn, wait_for
 from tests.replication.test_cloud_prune import _make_legacy
 from tests.s3server import SECRET_KEY, SeaweedS3
 from tests.store.helpers import backup, make_image, mutate
@@ -171,3 +172,20 @@ def test_refusals_are_one_line(api: Api, monkeypatch: pytest.MonkeyPatch) -> Non
         assert "AccessDenied to LIST" in refused["result"] and "\n" not in refused["result"]
         assert api.server.bucket in refused["result"]
     assert api.objects() == before
+
+
+def test_cairn_tasks_follows_a_task_the_api_started(appliance: Appliance) -> None:
+    """`cairn tasks` lists what the API (or the console) started on a running appliance;
+    `tasks show ID --wait` follows one to its end."""
+    with appliance.admin() as client:
+        started = client.json("POST", "/api/v1/space/repack", json={"dry_run": True})
+    shown = json.loads(cairn("tasks", *appliance.admin_args(), "show", str(started["id"]),
+                             "--wait", "--json").stdout)
+    assert shown["state"] == "succeeded" and shown["kind"] == "repack-preview"
+    assert shown["started_iso"] and shown["finished"] >= shown["started"]
+    listed = json.loads(cairn("tasks", *appliance.admin_args(), "--json").stdout)
+    assert [t["id"] for t in listed] == [started["id"]]
+    table = cairn("tasks", *appliance.admin_args()).stdout
+    assert "repack-preview" in table and "succeeded" in table
+    missing = cairn("tasks", *appliance.admin_args(), "show", "99", check=False)
+    assert missing.returncode != 0 and "no task 99" in missing.stderr

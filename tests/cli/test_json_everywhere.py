@@ -45,6 +45,8 @@ ELSEWHERE = {
     "replicate": "tests/replication/test_replicate.py",
     "cloud prune": "tests/replication/test_cloud_prune.py",
     "cloud convert": "tests/replication/test_cloud_prune.py",
+    "tasks": "tests/appliance/test_space_api.py",
+    "tasks show": "tests/appliance/test_space_api.py",
     "screenshot-verify": "tests/virt/test_boot_points.py",
     "virtualize": "tests/virt/test_virtualize.py",
     "vm start": "tests/virt/test_vms.py",

@@ -62,7 +62,7 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
     machines_running = VmManager(repo_path)
     app.include_router(vm_router(machines_running, admin))
     app.include_router(lans.router(machines_running), dependencies=[AdminOnly])
-    app.include_router(rollback.router(repo_path), dependencies=[AdminOnly])
+    app.include_router(rollback.router(repo_path, config), dependencies=[AdminOnly])
     app.include_router(alerts.router(repo_path), dependencies=[AdminOnly])
     app.include_router(agentless.router(state), dependencies=[AdminOnly])
     app.include_router(tokens.router(repo_path, state), dependencies=[AdminOnly])

@@ -7,6 +7,8 @@ is the nightly window (local time) in which `--verify-data` reads its slice. ``[
 often conditions are checked, the first retry delay of a failing channel, when a silent agent
 is worth an alert, and the free-space floor of the repository's file system. ``[uploads]
 max_bodies`` caps the upload bodies read at once across all machines (`senders`).
+``[rollback] image_dirs`` lists the folders whose image files a REST rollback may write
+(`cairn.restore.rollback_targets`); none by default, so image files are refused there.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class ApplianceConfig:
     upload_bodies: int = 16
     repack_seconds: float = 3600.0
     """How often the repository is repacked (`appliance.repacker`)."""
+    rollback_image_dirs: tuple[str, ...] = ()
 
 
 # [alerts] key -> ApplianceConfig field
@@ -75,6 +78,15 @@ def _window(table: dict[str, object], key: str, default: str, where: Path) -> st
     return value
 
 
+def _folders(table: dict[str, object], key: str, where: Path, section: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.startswith("/")
+                                              for v in value):
+        raise UsageError(f"{where}: {section}.{key} must be a list of absolute paths, "
+                         f"not {value!r}")
+    return tuple(value)
+
+
 def _table(raw: dict[str, object], name: str, where: Path) -> dict[str, object]:
     table = raw.get(name, {})
     if not isinstance(table, dict):
@@ -97,6 +109,7 @@ def load(path: Path | None) -> ApplianceConfig:
     sched = _table(raw, "scheduler", where)
     alerts = _table(raw, "alerts", where)
     uploads = _table(raw, "uploads", where)
+    rollback = _table(raw, "rollback", where)
     d = ApplianceConfig()
     return ApplianceConfig(
         repo=str(raw["repo"]) if "repo" in raw else None,
@@ -113,6 +126,7 @@ def load(path: Path | None) -> ApplianceConfig:
         repack_seconds=_number(sched, "repack_seconds", d.repack_seconds, where),
         log_level=str(raw.get("log_level", d.log_level)).upper(),
         upload_bodies=_count(uploads, "max_bodies", d.upload_bodies, where, "uploads"),
+        rollback_image_dirs=_folders(rollback, "image_dirs", where, "rollback"),
         **{field: _number(alerts, key, getattr(d, field), where, "alerts")
            for key, field in _ALERT_KEYS.items()},
     )

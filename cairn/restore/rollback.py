@@ -17,7 +17,8 @@ ranges past the point's size are ignored (that part of the disk is not the point
 
 Refused before anything is written: a target smaller than the point, a block device that is
 mounted or otherwise held (opened ``O_EXCL``, which the kernel refuses while it is in use),
-and an image file attached to a loop device (which may be mounted).
+and an image file attached to a loop device (which may be mounted). A rollback asked for
+over the REST API is further confined by a `TargetPolicy` (`rollback_targets`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from cairn.errors import DestinationError, StorageFull
+from cairn.restore.rollback_targets import TargetPolicy, check_target
 from cairn.sources.image import check_changed_ranges, load_changed_ranges
 from cairn.store.chunks import ZERO
 from cairn.store.ingest import blocks_of_ranges
@@ -53,8 +55,10 @@ class RollbackResult:
     seconds: float
 
 
-def open_target(target: Path, size: int) -> int:
-    """Open the rollback target read-write, refusing what must not be written."""
+def open_target(target: Path, size: int, policy: TargetPolicy | None = None) -> int:
+    """Open the rollback target read-write, refusing what must not be written (and, with a
+    ``policy``, what it does not allow: judged on what was opened, so no symlink swap can
+    slip past it)."""
     try:
         st = os.stat(target)
     except FileNotFoundError:
@@ -74,11 +78,16 @@ def open_target(target: Path, size: int) -> int:
             raise DestinationError(f"{target} is mounted or in use: unmount it (and stop what "
                                    "holds it), then roll back") from None
         raise DestinationError(f"cannot open {target}: {exc.strerror}") from None
-    capacity = os.lseek(fd, 0, os.SEEK_END)
-    if capacity < size:
+    try:
+        if policy is not None:
+            check_target(target, fd, policy)
+        capacity = os.lseek(fd, 0, os.SEEK_END)
+        if capacity < size:
+            raise DestinationError(f"{target} holds {capacity} bytes but the point needs "
+                                   f"{size}: roll back onto a disk at least that large")
+    except BaseException:
         os.close(fd)
-        raise DestinationError(f"{target} holds {capacity} bytes but the point needs {size}: "
-                               "roll back onto a disk at least that large")
+        raise
     return fd
 
 
@@ -95,13 +104,14 @@ def _refuse_loop_backed(target: Path) -> None:
                                    f"mounted: unmount it and `losetup -d /dev/{device}` first")
 
 
-def rollback(reader: PointReader, target: Path, changed_ranges: Path | list[Any] | None = None
-             ) -> RollbackResult:
+def rollback(reader: PointReader, target: Path, changed_ranges: Path | list[Any] | None = None,
+             policy: TargetPolicy | None = None) -> RollbackResult:
     """Make ``target`` equal to the point over its size, writing only differing blocks;
     with ``changed_ranges`` (a tracker's JSON file, or its list as parsed, from the REST
-    API), reading only the blocks it names."""
+    API), reading only the blocks it names. ``policy`` confines the target (the REST API's);
+    without one (root's `cairn rollback`) only the checks of `open_target` apply."""
     started = time.monotonic()
-    fd = open_target(target, reader.size)
+    fd = open_target(target, reader.size, policy)
     try:
         windows = _windows(reader, fd, target, changed_ranges)
         with ThreadPoolExecutor(WORKERS) as pool:

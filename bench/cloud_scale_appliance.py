@@ -137,20 +137,22 @@ def appliance(args: argparse.Namespace) -> None:
                                   "locks": meter.json()})
 
 
-def collect(cloud: Repository) -> str:
+def collect(cloud: Repository) -> dict[str, Any]:
     """Free what no point needs, with the cloud prune of the code under test: `cairn cloud
-    prune`'s (packs), or before it the exclusive lock and sweep of chunk objects."""
+    prune`'s (packs; its report), or before it the exclusive lock and sweep of chunk
+    objects."""
     if importlib.util.find_spec("cairn.ops.cloud_space") is None:
         remote = cloud.remote
         if not hasattr(remote, "sweep"):
-            return "none"  # the lock and sweep are gone, the packs' prune not yet here
+            return {"how": "none"}  # the lock and sweep are gone, the packs' prune not here
         with remote.lock(cloud, exclusive=True):  # type: ignore[union-attr]
             remote.sweep(cloud)  # type: ignore[union-attr]
-        return "sweep"
+        return {"how": "sweep"}
     from cairn.ops.cloud_space import prune_cloud
 
-    prune_cloud(cloud)
-    return "cloud prune"
+    report = prune_cloud(cloud)
+    return {"how": "cloud prune", **{k: v for k, v in report.json().items()
+                                      if not isinstance(v, list)}}
 
 
 def prune_pass(url: str, keep: int, tried: list[str]) -> dict[str, Any]:

@@ -68,6 +68,9 @@ class Settings:
     """CAIRN_CLOUD_LOCK_SECONDS: the prune's grace for young objects (a writer re-plans after
     half of it): long enough for a replication on a machine loaded by 50 appliances, short
     enough for a prune to delete within the run"""
+    linger: float = 0.0
+    """seconds the prune keeps passing after the fleet stopped: a pack condemned in one
+    pass is deleted in one at least ``grace`` later"""
 
 
 QUICK = Settings(appliances=50, volumes=2, size=2**20, seconds=90, levels=(1000,))
@@ -137,8 +140,8 @@ def fleet(run: Run, s: Settings) -> Results:
     children = [run.spawn(f"appliance-{n:03d}", "appliance", "--index", n, "--volumes",
                           s.volumes, "--size", s.size, "--until", until)
                 for n in range(s.appliances)]
-    prune = run.spawn("prune", "prune", "--keep", s.keep, "--until", until)
-    codes = wait_all([c for c, _ in [*children, prune]], s.seconds + 900)
+    prune = run.spawn("prune", "prune", "--keep", s.keep, "--until", until + s.linger)
+    codes = wait_all([c for c, _ in [*children, prune]], s.seconds + s.linger + 900)
     seconds = time.monotonic() - start
     results = [read(out) for _, out in children]
     return {"seconds": seconds, "exit_codes": codes, "requests": delta(run.requests(), before),
@@ -263,6 +266,8 @@ def summarize(phase: Results) -> Results:
         "points_published": points,
         "requests": requests,
         "requests_per_point": {k: v / points for k, v in requests.items()} if points else {},
+        "gets_per_point_per_node": requests.get("GET", 0) / points / len(phase["appliances"])
+        if points else 0.0,
         "bytes_sent_per_point": sum(r["bytes_sent"] for r in good) / points if points else 0,
         "replicate_s_median": statistics.median(r["replicate_s"] for r in good) if good else 0,
         "open_s_by_points": thirds([(r["points_known"], r["open_s"]) for r in good]),
@@ -272,6 +277,9 @@ def summarize(phase: Results) -> Results:
         "prune_failed": len(phase["prune"].get("passes", [])) - len(passes),
         "prune_s_by_points": thirds([(p["points"], p["seconds"]) for p in passes]),
         "pruned": sum(p["deleted"] for p in passes),
+        "freed": {k: sum(p["collect"].get(k, 0) for p in passes if isinstance(
+            p.get("collect"), dict)) for k in ("packs_condemned", "packs_repacked",
+                                               "packs_deleted", "bytes_freed")},
     }
 
 
@@ -286,10 +294,12 @@ def table(res: Results) -> str:
         f"(load {res['load_fleet'][0]:.1f})",
         f"  rounds {f['rounds']} (failed {f['rounds_failed']}), points published "
         f"{f['points_published']}, pruned {f['pruned']} in {f['prune_passes']} passes "
-        f"(failed {f['prune_failed']})",
+        f"(failed {f['prune_failed']}); the cloud prune freed "
+        + ", ".join(f"{k} {v}" for k, v in f["freed"].items()),
         "  requests per point published (all requests, the prune's included): "
         + ", ".join(f"{k} {v:.1f}" for k, v in per.items())
-        + f"; total {sum(per.values()):.1f}",
+        + f"; total {sum(per.values()):.1f}; GETs per point per appliance "
+        f"{f['gets_per_point_per_node']:.2f}",
         f"  bytes sent per point {f['bytes_sent_per_point'] / 1e3:.0f} kB, replicate median "
         f"{f['replicate_s_median']:.2f} s",
         f"  lock takes by appliances {lock_a['takes']}: {lock_a['seconds']:.0f} s in all, "
@@ -314,7 +324,8 @@ def table(res: Results) -> str:
             f"  {row['points']:>6} | {row['sync_new_s']:7.1f} | "
             f"{row['sync_nothing_new_s']:6.2f} ({verdict} < {SYNC_TARGET_S:.0f} s) | "
             + " ".join(f"{k} {v:.0f}" for k, v in row["requests_per_sync"].items())
-            + f" | {row['prune_pass_s']:6.1f} ({row['collect']}) | {row['load'][0]:.1f}")
+            + f" | {row['prune_pass_s']:6.1f} ({row['collect'].get('how')}) | "
+            f"{row['load'][0]:.1f}")
     lines += [f"  first failure: {c['failures'][0]}"] if c["failures"] else []
     return "\n".join(lines)
 
@@ -326,10 +337,14 @@ def main() -> int:
     parser.add_argument("--appliances", type=int, help="processes acting as appliances")
     parser.add_argument("--seconds", type=float, help="how long the fleet keeps replicating")
     parser.add_argument("--levels", help="point counts of the growth curve, e.g. 1000,10000")
+    parser.add_argument("--grace", type=int, help="the prune's grace period, seconds")
+    parser.add_argument("--linger", type=float,
+                        help="seconds the prune goes on after the fleet stops")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
     given = {"appliances": args.appliances, "seconds": args.seconds,
-             "levels": tuple(int(n) for n in args.levels.split(",")) if args.levels else None}
+             "levels": tuple(int(n) for n in args.levels.split(",")) if args.levels else None,
+             "grace": args.grace, "linger": args.linger}
     s = QUICK if args.quick else DEFAULT
     s = Settings(**{**s.__dict__, **{k: v for k, v in given.items() if v}})
     WORK.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from cairn.ops.retention import prune
 from cairn.replication.replicate import Pace, replicate
 from cairn.store import marks
 from cairn.store.catalog import RecoveryPoint
+from cairn.store.cloud_packs import CloudPacks
 from cairn.store.repository import Repository
 from cairn.store.retention import Policy
 
@@ -187,7 +188,16 @@ def replicate_volumes(repo_path: Path, volumes: list[str], target: OffsiteTarget
         for volume in volumes:
             if cloud.catalog.volume(volume) is not None:
                 result.copies += [i.point for i in list_points(cloud, volume)]
-        result.cloud_stored_bytes = cloud.catalog.chunk_totals().stored
+        result.cloud_stored_bytes = cloud_bytes(cloud)
         result.flagged_elsewhere = flagged_elsewhere(local, cloud)
     result.seconds = round(result.seconds, 3)
     return result
+
+
+def cloud_bytes(cloud: Repository) -> int:
+    """What the cloud repository's chunks take in its bucket: its packs, by their index (a
+    sum over every point's chunks would read every block map: `cloud_counts`)."""
+    packs = cloud.chunks.backend
+    if isinstance(packs, CloudPacks):
+        return packs.stored_bytes()
+    return cloud.catalog.chunk_totals().stored

@@ -474,6 +474,15 @@ class Catalog:
         with self.transaction() as db:
             db.executemany("DELETE FROM points WHERE id=?", ((p,) for p in point_ids))
 
+    def add_runs(self, counts: Counter[bytes]) -> None:
+        """Add runs to chunks (rows of unknown size for new ones): a cloud cache that
+        starts counting a volume it learnt from its records (`cloud_counts.settle`)."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO chunks(hash, refs, size, stored) VALUES(?, ?, 0, 0) "
+                "ON CONFLICT(hash) DO UPDATE SET refs = refs + excluded.refs",
+                counts.items())
+
     def recount(self, expected: Counter[bytes]) -> None:
         """Set every chunk's count to ``expected``; what drops out is queued to be freed."""
         with self.transaction() as db:

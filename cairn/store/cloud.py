@@ -24,10 +24,12 @@ then sent again, the safe side).
 
 Nothing on local disk is needed to use the bucket: the cache folder
 (``$CAIRN_CACHE`` or ``~/.cache/cairn``, one folder per repository id) holds a catalog that
-`Cloud.sync` rebuilds from the ``points/`` objects (reference counts are recomputed by the
-run rule, see `runs`), plus this node's clones. Any node can be lost and another rebuilds.
-A sync reads only what the feed announces since the last one (one request when nothing is
-new), and every prefix in full at a cache's first sync and then once a day (`cloud_sync`).
+`Cloud.sync` rebuilds from the ``points/`` objects, plus this node's clones. Any node can
+be lost and another rebuilds. A sync reads only what the feed announces since the last one
+(one request when nothing is new), and every prefix in full at a cache's first sync and then
+once a day (`cloud_sync`). It reads the point records it learns, never their block maps: a
+cache counts runs (`runs`) only for the volumes it writes, and reads another appliance's
+block map when something walks it (a restore, a verify, the prune: `cloud_counts`).
 
 No lock on the write path. Any number of nodes replicate, delete and apply retention in
 one repository at once; none takes a lock (only two prunes exclude each other, `cloudlock`).
@@ -35,10 +37,13 @@ Why that is safe, with G the grace period (`cloudlock.lifetime`, 30 minutes):
 
 1. A point is published only once complete. Its record is created (``If-None-Match``)
    only after every chunk it reads is in the bucket: uploaded by this run (every upload
-   acknowledged, packs flushed with their indexes, `cloud_packs`) or held by a point the
-   cache, synced just before the plan, knows as published. A machine point's record
-   follows the records of all its disks' points. A reader never meets a record whose data
-   is not there, and a record, once there, never changes.
+   acknowledged, packs flushed with their indexes, `cloud_packs`), held by a point the
+   cache, synced just before the plan, counts (its predecessor, the volumes it writes), or
+   in a pack whose index the node read (a pack is put before its index), less what is
+   condemned (rule 3). None of these needs another node's block map: the cache's counts
+   of the volumes it does not write were never what kept a chunk in the bucket. A machine
+   point's record follows the records of all its disks' points. A reader never meets a
+   record whose data is not there, and a record, once there, never changes.
 2. Nothing a published or in-flight point needs is deleted by a writer: unpublishing (a
    delete, retention) writes the tombstone, deletes the record and marks, then announces
    it; its chunks stay (`Repository.reclaim` unlinks nothing in a bucket), because another
@@ -58,8 +63,10 @@ Why that is safe, with G the grace period (`cloudlock.lifetime`, 30 minutes):
    tombstones have names of their own (a point id is random), so writers never overwrite
    each other's objects, and marks carry a sequence number (`cloud_marks`).
 5. The incremental sync misses nothing it must not: a feed entry is written after the
-   object it announces and lands within `cloud_feed.WINDOW` of its key, so the listing
-   after the cursor less the window sees it, and sees the object too (read-after-write); a
+   object it announces and lands within `cloud_feed.WINDOW` of its key, so a windowed
+   listing (after the cursor less the window, once every `cloud_sync.rescan_every`; the
+   syncs between list only after the newest entry taken) sees it, and sees the object
+   too (read-after-write); a
    removal is taken only once a HEAD says the record is gone. What has no entry (a writer
    that died between its object and its entry, an older cairn, a name planted or altered
    behind cairn's back) waits for the next full sync: a stale cache at worst sends a point
@@ -103,7 +110,16 @@ from typing import TYPE_CHECKING, Any
 
 from cairn import logs
 from cairn.errors import Corruption, NotARepository, RepositoryExists, S3NoSuchBucket, UsageError
-from cairn.store import cloud_feed, cloud_machines, cloud_marks, cloud_sync, marks, profiles, runs
+from cairn.store import (
+    cloud_counts,
+    cloud_feed,
+    cloud_machines,
+    cloud_marks,
+    cloud_sync,
+    marks,
+    profiles,
+    runs,
+)
 from cairn.store.blockmap import NodeCache
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import chunk_name
@@ -522,14 +538,18 @@ class Cloud:
         if arrivals and self.packs is not None:
             self.packs.refresh()
         if gone:
+            skip = cloud_counts.uncounted(repo)
+            counted = [p for p in repo.catalog.points() if p.id in gone
+                       and p.volume_id not in skip]
             repo.catalog.forget_points(gone)
-            repo.catalog.recount(expected_refs(repo, repo.nodes))
+            if counted:
+                repo.catalog.recount(expected_refs(repo, repo.nodes))
         for point in sorted(arrivals, key=lambda p: p.created):
             self.learn(repo, point)
         if arrivals or gone:
-            self._learn_sizes(repo)
+            self.learn_sizes(repo)
 
-    def _learn_sizes(self, repo: Repository) -> None:
+    def learn_sizes(self, repo: Repository) -> None:
         """The stored size of each chunk this cache learnt with a point another node sent,
         from the pack indexes (`cloud_packs`), else, for legacy chunk objects, from a
         listing of the bucket (no chunk is read): only when points arrived, listing just
@@ -590,7 +610,12 @@ class Cloud:
         return point, until
 
     def learn(self, repo: Repository, point: RecoveryPoint) -> RecoveryPoint:
-        """Add one published point to the cache catalog with its runs."""
+        """Add one published point to the cache catalog: by its record alone in a volume
+        this cache does not count (its block map is read when something walks it), else
+        with its runs (`cloud_counts`)."""
+        recorded = cloud_counts.add_record(repo, point)
+        if recorded is not None:
+            return recorded
         volume = repo.catalog.ensure_volume(point.volume)
         return self.insert(repo, RecoveryPoint(**{**point.__dict__, "volume_id": volume.id}),
                            {})
@@ -608,6 +633,7 @@ class Cloud:
             committed = repo.catalog.point(point.id)
             if committed is not None:
                 return committed
+            cloud_counts.settle(repo, [point.volume_id])  # runs are added: count it first
             placed = RecoveryPoint(**{**point.__dict__, "seq": int(point.created * 1_000_000)})
             prev, nxt = repo.catalog.neighbours(placed)
             increments = runs.delete_decrements(

@@ -424,6 +424,11 @@ class CloudPacks:
                                 "ORDER BY offset", (pack,))
         return PackInfo(pack, rows[0][0], rows[0][1], [(d, o, n) for d, o, n in chunks])
 
+    def stored_bytes(self) -> int:
+        """What the packs the index knows take in the bucket (dead bytes too): a cloud
+        repository's size without reading any point's block map (`cloud_counts`)."""
+        return int(self._db.query("SELECT COALESCE(SUM(size), 0) FROM packs")[0][0])
+
     def forget_pack(self, pack: str) -> None:
         """Drop a pack from the index (the prune deleted it, or is about to); a later
         refresh does not learn it again."""

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from cairn import logs
 from cairn.errors import CairnError, Corruption, S3AccessDenied, UsageError
 from cairn.store.chunks import chunk_name
+from cairn.store.cloud_counts import view
 from cairn.store.cloudlock import LOCK_WAIT, Bucket, RemoteLock, lifetime
 
 if TYPE_CHECKING:
@@ -180,7 +181,9 @@ def _survey(cloud: Cloud) -> _Bucket:
 
 
 def _live(repo: Repository, cloud: Cloud, listed: set[str]) -> set[bytes]:
-    """Every chunk a published point reaches, once the cache knows every listed point."""
+    """Every chunk a published point reaches, once the cache knows every listed point:
+    counted inside `cloud_counts.view`, so the block maps of the volumes this cache does
+    not count (other appliances') are read here, when a prune runs, not at every sync."""
     known = {p.id for p in repo.catalog.points()}
     if not listed <= known and not cloud.sync(repo):
         known = {p.id for p in repo.catalog.points()}
@@ -192,7 +195,8 @@ def _live(repo: Repository, cloud: Cloud, listed: set[str]) -> set[bytes]:
         raise CairnError(f"the points listed in {cloud.where} "
                          f"({len(listed - known)} unknown to this node's cache) could not be "
                          "read: nothing was pruned; run the prune again")
-    return {digest for digest, refs in repo.catalog.chunk_refs().items() if refs > 0}
+    with view(repo):
+        return {digest for digest, refs in repo.catalog.chunk_refs().items() if refs > 0}
 
 
 @dataclass

@@ -13,6 +13,7 @@ here.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from contextlib import ExitStack
 
@@ -20,6 +21,7 @@ from cairn.errors import Corruption
 from cairn.store import marks, runs
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.clones import list_clones, refuse_if_cloned
+from cairn.store.cloud_counts import uncounted
 from cairn.store.pins import exclusive, in_use
 from cairn.store.repository import Repository, tolerant_nodes
 
@@ -68,6 +70,10 @@ def _delete_one(repo: Repository, point: RecoveryPoint) -> None:
     intact point reads, since an intact point reaches each of its chunks through nodes that
     read; what only damaged nodes led to is freed, being unreachable anyway.
     """
+    if point.volume_id in uncounted(repo):  # a cloud cache counts no runs there
+        repo.unpublish(point)
+        repo.catalog.delete_point(point, Counter())
+        return
     prev, nxt = repo.catalog.neighbours(point)
     try:
         decrements = runs.delete_decrements(

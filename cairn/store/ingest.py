@@ -37,6 +37,7 @@ from cairn.store import reserve, runs
 from cairn.store.blockmap import NodeCache, Tree, build, diff
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO
+from cairn.store.cloud_counts import settle
 from cairn.store.repository import Repository, check_volume_name, tolerant_nodes
 
 BATCH_BLOCKS = 256
@@ -278,6 +279,8 @@ class Ingest:
             if done is not None:
                 return done
             repo.recover(volume)
+            if repo.remote is not None:  # dedup against every point's chunks: count them
+                settle(repo)
             repo.record_damage()
             self.bad = repo.catalog.bad_chunks()
             parent = repo.catalog.latest(volume.id)

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from cairn.errors import Corruption
 from cairn.store import runs
 from cairn.store.catalog import RecoveryPoint
+from cairn.store.cloud_counts import view
 from cairn.store.repository import Repository
 
 
@@ -26,6 +27,12 @@ def freed_by(repo: Repository, points: Iterable[RecoveryPoint]) -> int | None:
     """Stored bytes deleting ``points`` together would free now; None when it cannot be
     known: a block map they need is damaged (a delete then recounts), or a cloud cache
     does not know the size of a chunk it did not send."""
+    points = list(points)
+    with view(repo, {p.volume_id for p in points}):  # a cloud cache: `cloud_counts`
+        return _freed_by(repo, points)
+
+
+def _freed_by(repo: Repository, points: Iterable[RecoveryPoint]) -> int | None:
     releases: Counter[bytes] = Counter()
     by_volume: dict[int, set[str]] = {}
     for p in points:
@@ -44,6 +51,11 @@ def freed_by(repo: Repository, points: Iterable[RecoveryPoint]) -> int | None:
 
 def freed_each(repo: Repository, points: list[RecoveryPoint]) -> dict[str, int | None]:
     """`freed_by` for each of ``points`` alone (each volume's points are read once)."""
+    with view(repo, {p.volume_id for p in points}):
+        return _freed_each(repo, points)
+
+
+def _freed_each(repo: Repository, points: list[RecoveryPoint]) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     volumes: dict[int, tuple[list[RecoveryPoint], dict[str, int]]] = {}
     for p in points:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from cairn.store import marks
 from cairn.store.catalog import Volume
+from cairn.store.cloud_counts import view
 from cairn.store.repository import Repository
 from cairn.store.space import freed_by
 
@@ -52,6 +53,11 @@ def repository_stats(repo: Repository) -> Stats:
     Zero blocks count in the logical size but not as data: thin provisioning shows in the
     overall ratio (logical / stored), not as dedup.
     """
+    with view(repo):  # a cloud cache counts every volume for this (`cloud_counts`)
+        return _stats(repo)
+
+
+def _stats(repo: Repository) -> Stats:
     held = [p for p, _m in marks.held_points(repo)]
     points = repo.catalog.points()
     totals = repo.catalog.chunk_totals()

@@ -22,6 +22,7 @@ from cairn.store.catalog import RecoveryPoint
 from cairn.store.cloud import init_cloud, open_cloud
 from cairn.store.delete import delete_points
 from cairn.store.repository import Repository
+from cairn.store.stats import repository_stats
 from cairn.store.verify import verify
 from tests.s3server import SeaweedS3
 from tests.store.cloud_points import Requests, plant_points
@@ -146,5 +147,35 @@ def test_a_sync_lists_only_after_the_newest_entry_taken_and_the_window_now_and_t
     nodes.monkeypatch.setenv("CAIRN_CLOUD_FEED_RESCAN_SECONDS", "0")
     b.remote.sync(b)  # type: ignore[union-attr]
     assert b.catalog.point(late[0]) is not None
+    a.close()
+    b.close()
+
+
+def test_a_node_learns_points_by_their_records_and_reads_block_maps_on_demand(
+        nodes: Nodes) -> None:
+    a, b = nodes.open("a"), nodes.open("b")
+    replicate(nodes.local, a)
+    requests = Requests(b)
+    b.remote.sync(b)  # type: ignore[union-attr]
+    counts = requests.take()
+    indexes = len(list(b.remote.backend.list("index")))  # type: ignore[union-attr]
+    # the records and the packs' new indexes, no block-map node
+    assert counts["get"] == len(nodes.points) + indexes, counts
+    assert not any((b.path / "nodes").iterdir()) and not b.catalog.chunk_refs()
+    for point, want in nodes.points:  # a restore reads the block map it walks
+        learnt = b.catalog.point(point.id)
+        assert learnt is not None
+        assert restored_digest(b, learnt, nodes.work / "out.img") == want
+    assert any((b.path / "nodes").iterdir())  # its block-map nodes, read then
+    # stats count every volume, as on the node that sent them, and leave the cache as it was
+    mine, theirs = repository_stats(a), repository_stats(b)
+    assert (theirs.chunks, theirs.stored_bytes, theirs.by_volume) == \
+        (mine.chunks, mine.stored_bytes, mine.by_volume)
+    assert theirs.stored_bytes and not b.catalog.chunk_refs()
+    # a delete there changes no count; verify (every volume counted for it) is clean
+    delete_points(b, [b.catalog.point(nodes.points[0][0].id)])  # type: ignore[list-item]
+    assert verify(b).ok and not b.catalog.chunk_refs()
+    a.remote.sync(a)  # type: ignore[union-attr]
+    assert verify(a).ok and a.catalog.point(nodes.points[0][0].id) is None
     a.close()
     b.close()

@@ -41,6 +41,7 @@ from cairn.restore.writer import restore_image
 from cairn.store.backends.packs import PackBackend
 from cairn.store.chunks import ZERO, chunk_name
 from cairn.store.clones import CloneVolume, list_clones
+from cairn.store.cloud_counts import view
 from cairn.store.cloud_prune import CLOCK, CONDEMNED, packs_of
 from cairn.store.cloudlock import Bucket
 from cairn.store.reader import PointReader
@@ -192,7 +193,9 @@ def _held_whole(cloud: Repository, listed: dict[str, int], where: str) -> None:
     (which a prune killed between its deletes and `forget_pack` leaves behind)."""
     packs = packs_of(cloud)
     packs.refresh(full=True)
-    needed = {d for d, refs in cloud.catalog.chunk_refs().items() if refs > 0 and d != ZERO}
+    with view(cloud):  # every volume counted, those this cache does not write too
+        needed = {d for d, refs in cloud.catalog.chunk_refs().items()
+                  if refs > 0 and d != ZERO}
     for pack in packs.pack_ids():
         info = packs.pack_info(pack)
         if info is not None and pack in listed:

@@ -8,7 +8,12 @@ login banner is read off the screen) runs on the local point and on the cloud po
 with a cold page cache, the cloud one with an empty cache folder (a node that never saw the
 repository: nothing but the bucket and the key).
 
-Run as root: `python bench/cloud_boot_bench.py [--repeats 2]`. Results go to
+With ``--via vm`` the boots are VMs the appliance runs (`cairn serve`, then ``cairn vm
+start POINT`` and ``cairn vm start s3://BUCKET/PREFIX POINT``), timed from the command to
+the guest's serial shell, which its init starts right after printing the banner; each cloud
+boot is made by an appliance restarted with an empty cache folder.
+
+Run as root: `python bench/cloud_boot_bench.py [--repeats 2] [--via vm]`. Results go to
 `bench/work/cloud-boot-<time>.json`.
 """
 
@@ -32,8 +37,10 @@ sys.path.insert(0, str(ROOT / "tests" / "virt"))
 from images import WORK, save_result  # noqa: E402
 from tools import drop_caches  # noqa: E402
 
+from tests.appliance.harness import Appliance  # noqa: E402
 from tests.s3server import SeaweedS3  # noqa: E402
 from tests.virt.bootable_image import build_bootable_image  # noqa: E402
+from tests.virt.test_vms import Serial  # noqa: E402
 
 TARGET = 1.5
 
@@ -57,36 +64,91 @@ def boot(env: dict[str, str], repo: str, point: str) -> dict[str, Any]:
             "reported_s": verdict["seconds"], "accel": verdict["accel"]}
 
 
-def run(repeats: int, folder: Path, server: SeaweedS3) -> dict[str, Any]:
+def vm_boot(appliance: Appliance, env: dict[str, str], *source: str) -> dict[str, Any]:
+    """One cold `cairn vm start` (a VM the appliance owns) of ``source`` until the guest's
+    serial shell answers, which its init starts right after printing the login banner
+    (``running_s``: until the command returned, QEMU started); then the VM is stopped and
+    its clone dropped."""
+    admin = appliance.admin_args()
+    drop_caches()
+    started = time.perf_counter()
+    vm = json.loads(cairn(env, "vm", "start", *source, "--name", "bench", "--cpus", "1",
+                          "--memory", "1024", *admin, "--json"))
+    if "name" not in vm:
+        raise SystemExit(f"vm start failed: {vm}")
+    running = time.perf_counter() - started
+    console = json.loads(cairn(env, "vm", "console", "bench", *admin, "--json"))
+    serial = Serial(Path(console["serial"]))
+    try:
+        serial.wait_for("/ #", timeout=600)
+    finally:
+        serial.close()
+    wall = time.perf_counter() - started
+    cairn(env, "vm", "stop", "bench", "--discard", "--timeout", "0", *admin, "--json")
+    return {"wall_s": round(wall, 2), "running_s": round(running, 2), "status": "booted",
+            "accel": vm["accel"]}
+
+
+def vm_boots(repeats: int, appliance: Appliance, env: dict[str, str], point: str, cloud: str
+             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`vm_boot` of the local point and of its cloud copy, each cloud one by an appliance
+    restarted with an empty cache folder (a node that never saw the repository)."""
+    folder = appliance.work
+    local, remote = [], []
+    try:
+        for n in range(repeats):
+            appliance.env["CAIRN_CACHE"] = str(folder / f"vm-cache{n}")
+            appliance.start()
+            local.append(vm_boot(appliance, env, point))
+            remote.append(vm_boot(appliance, env, cloud, point))
+            appliance.stop()
+    finally:
+        appliance.stop()
+    return local, remote
+
+
+def run(repeats: int, folder: Path, server: SeaweedS3, via: str) -> dict[str, Any]:
     image = WORK / "bootable.img"
     if not image.exists():
         build_bootable_image(image)
-    repo, cloud = folder / "repo", f"s3://{server.bucket}/boot"
+    (folder / "appliance").mkdir()
+    repo, cloud = folder / "appliance" / "repo", f"s3://{server.bucket}/boot"
     env = {"CAIRN_S3_ENDPOINT": server.endpoint, "CAIRN_S3_ACCESS_KEY": server.access_key,
-           "CAIRN_S3_SECRET_KEY": server.secret_key, "CAIRN_CACHE": str(folder / "cache0")}
-    cairn(env, "init", "--repo", repo, "--encrypt")  # the cloud copy takes its key
+           "CAIRN_S3_SECRET_KEY": server.secret_key, "CAIRN_CACHE": str(folder / "cache0"),
+           "CAIRN_KEYS": str(folder / "keys")}
+    appliance = Appliance(folder / "appliance", env=env) if via == "vm" else None
+    if appliance is None:
+        cairn(env, "init", "--repo", repo, "--encrypt")  # the cloud copy takes its key
     point = json.loads(cairn(env, "backup", "--repo", repo, "--volume", "boot", image,
                              "--json"))["point"]
-    env["CAIRN_KEY_FILE"] = str(repo / "key")  # all another node needs beside the bucket
+    if appliance is None:
+        env["CAIRN_KEY_FILE"] = str(repo / "key")  # all another node needs beside the bucket
     cairn(env, "init", "--repo", cloud)
     cairn(env, "replicate", "--repo", repo, "--to", cloud)
-    local, remote = [], []
-    for n in range(repeats):
-        local.append(boot(env, str(repo), point))
-        remote.append(boot({**env, "CAIRN_CACHE": str(folder / f"cache{n + 1}")}, cloud, point))
+    if appliance is not None:
+        local, remote = vm_boots(repeats, appliance, env, point, cloud)
+    else:
+        local, remote = [], []
+        for n in range(repeats):
+            local.append(boot(env, str(repo), point))
+            remote.append(boot({**env, "CAIRN_CACHE": str(folder / f"cache{n + 1}")}, cloud,
+                               point))
     ratio = statistics.median(r["wall_s"] for r in remote) / statistics.median(
         r["wall_s"] for r in local)
-    return {"image_bytes": image.stat().st_size, "local": local, "cloud": remote,
+    return {"via": via, "image_bytes": image.stat().st_size, "local": local, "cloud": remote,
             "ratio": round(ratio, 3), "target_ratio": TARGET, "load": os.getloadavg()}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--via", choices=("screenshot", "vm"), default="screenshot",
+                        help="screenshot-verify boots (default), or VMs the appliance runs "
+                             "(`cairn serve`, `cairn vm start`), timed to the serial shell")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cairn-cloud-boot-") as tmp, \
             SeaweedS3.start() as server:
-        results = run(args.repeats, Path(tmp), server)
+        results = run(args.repeats, Path(tmp), server, args.via)
     save_result("cloud-boot", results)
     booted = all(r["status"] == "booted" for r in results["local"] + results["cloud"])
     ok = booted and results["ratio"] <= TARGET

@@ -87,13 +87,18 @@ def convert_line(done: ConvertReport) -> str:
 
 
 def after_delete(repo: Repository) -> PruneReport | None:
-    """A prune after points left a cloud repository, without waiting for another prune
-    (None when ``repo`` is local, when another prune holds the lock, or when the prune
-    failed: the points are deleted all the same, and `cairn cloud prune` says why)."""
+    """A prune after points left a cloud repository, without waiting for another prune,
+    then the deletion of held legacy objects whose Object Lock passed (None when ``repo``
+    is local, when another prune holds the lock, or when the prune failed: the points are
+    deleted all the same, and `cairn cloud prune` says why)."""
     if not is_cloud(repo.location):
         return None
     try:
-        return prune(repo, wait=0.0)
+        pruned = prune(repo, wait=0.0)
+        cloud = repo.remote
+        assert isinstance(cloud, Cloud)
+        release(cloud, packs_of(repo))
+        return pruned
     except CairnError as exc:
         logs.event("cloud.prune_deferred", where=repo.location, why=str(exc))
         return None

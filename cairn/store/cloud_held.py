@@ -22,8 +22,8 @@ again meanwhile is held in a new notice (its pack locked as long); one whose chu
 pack holds stays where it is, as a legacy object the next conversion packs again. The old
 notice goes last: a run killed midway leaves it, and the next run does it again.
 
-Ages are the server's: ``now`` is the LastModified of an object just written
-(`cloud_prune.server_now`), as S3 judges retention by its own clock.
+Ages are the server's: ``now`` is the LastModified of an object just written (then
+deleted), as S3 judges retention by its own clock.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 from cairn import logs
 from cairn.errors import CairnError, Corruption, S3AccessDenied
 from cairn.store.cloud_packs import chunk_digest, index_object, pack_object
-from cairn.store.cloud_prune import condemned, listed, only_condemned, server_now
+from cairn.store.cloud_prune import condemned, listed, only_condemned
 from cairn.store.parallel import bounded_map
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ GROUP = 1000
 """objects named per notice at most"""
 SPREAD = 3600.0
 """seconds between the earliest and the latest date in one notice, at most"""
+CLOCK = "held.time"
 _NOTICE = re.compile(r"^held/(\d{11})-(\d+)-[0-9a-f]{16}$")
 WORKERS = 16
 
@@ -99,10 +100,12 @@ class Holds:
     @classmethod
     def take(cls, cloud: Cloud, retention: Retention, due_only: bool) -> Holds:
         """The notices (those whose date passed, with ``due_only``), read and checked."""
-        now = server_now(cloud.backend)
         dates = {n: float(m.group(1)) for n, _s in listed(f"{HELD}/", cloud.where,
                                                           cloud.backend.stamps(HELD))
                  if (m := _NOTICE.match(n))}
+        if due_only and not dates:
+            return cls(cloud, retention, 0.0, [], {})  # nothing held: no request more
+        now = _server_now(cloud)
         taken = sorted(n for n, until in dates.items() if not due_only or until <= now)
         known: dict[str, float] = {}
         for name in taken:
@@ -168,6 +171,16 @@ def delete_legacy(cloud: Cloud, names: list[str]) -> None:
             f"{f' and {len(names) - 2} more' if len(names) > 2 else ''} in {cloud.where}: "
             f"{exc}; their chunks are in packs already, so nothing is lost: run it again "
             "with a key that may delete objects") from None
+
+
+def _server_now(cloud: Cloud) -> float:
+    """The server's time, from an object written, read and deleted again (versions and
+    all: in a versioned bucket an object overwritten at each run would pile up versions)."""
+    bucket = cloud.backend
+    bucket.put(CLOCK, b"")
+    now = bucket.stamp(CLOCK)
+    bucket.delete(CLOCK)
+    return now
 
 
 def _notices(kept: list[tuple[str, float]]) -> Iterator[dict[str, float]]:

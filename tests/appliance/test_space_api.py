@@ -1,7 +1,8 @@
 """Space now, from the REST API: a cloud prune (its dry run first, saying what it would
 free), a conversion of a legacy cloud repository, and a repack, each a task followed to its
 end, on a real SeaweedFS bucket that an offsite policy names. Refusals answer one line: an
-unknown target before anything starts, a bucket the keys may not list in the task's result.
+unknown target before anything starts; a bucket the keys may not list, or a pack cut short
+(named with its index), in the task's result, nothing deleted.
 """
 
 from __future__ import annotations
@@ -172,6 +173,20 @@ def test_refusals_are_one_line(api: Api, monkeypatch: pytest.MonkeyPatch) -> Non
         assert "AccessDenied to LIST" in refused["result"] and "\n" not in refused["result"]
         assert api.server.bucket in refused["result"]
     assert api.objects() == before
+
+    # A pack cut short: the prune names it and its index, and deletes nothing.
+    monkeypatch.setenv("CAIRN_S3_ACCESS_KEY", api.server.access_key)
+    monkeypatch.setenv("CAIRN_S3_SECRET_KEY", api.server.secret_key)
+    pack = max((n for n in before if n.startswith("packs/")), key=lambda n: before[n])
+    s3, key = api.server.client(), f"{api.url.removeprefix(f's3://{api.server.bucket}/')}/{pack}"
+    body = s3.get_object(Bucket=api.server.bucket, Key=key)["Body"].read()
+    s3.put_object(Bucket=api.server.bucket, Key=key, Body=body[: len(body) // 2])
+    api.age()
+    cut = api.objects()
+    refused = api.task("/api/v1/space/cloud/prune", {"to": api.url})
+    assert refused["state"] == "failed" and "\n" not in refused["result"]
+    assert pack in refused["result"] and f"index/{pack.rpartition('/')[2]}" in refused["result"]
+    assert "nothing was pruned" in refused["result"] and api.objects() == cut
 
 
 def test_cairn_tasks_follows_a_task_the_api_started(appliance: Appliance) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
+from cairn.units import human_bytes
 from cairn.virt.vms import VmManager
 from cairn.web.auth import Auth
 from cairn.web.pages import Console, PageRoute, render
@@ -27,7 +28,8 @@ def live(console: Console, vms: VmManager) -> list[dict[str, Any]]:
          "state": j.state, "bytes": j.bytes_sent, "seconds": j.seconds}
         for j in console.state.jobs(limit=HISTORY) if j.active]
     rows += [{"id": f"task-{t.id}", "what": f"{t.kind} of {t.subject}"
-              + (f" ({t.done} of {t.total} {t.step})" if t.total else ""), "state": t.state,
+              + (f" ({human_bytes(t.done)} of {human_bytes(t.total)} of {t.step})"
+                 if t.total else ""), "state": t.state,
               "bytes": None, "seconds": None}
              for t in console.tasks.recent() if t.state == "running"]
     rows += [{"id": f"vm-{v.name}", "what": f"virtual machine {v.name} of {v.point}",

@@ -36,9 +36,10 @@ def _unhide(repo: Repository) -> list[str]:
     if revive is None:
         raise UsageError("--repair brings back objects hidden in a cloud bucket: give an "
                          "s3:// repository (or --repair-from COPY to heal chunks)")
+    from cairn.store.cloud_machines import PREFIX as MACHINES
     from cairn.store.cloud_packs import DATA_PREFIXES
 
-    return list(revive(("points", "marks", *DATA_PREFIXES)))
+    return list(revive(("points", "marks", MACHINES, *DATA_PREFIXES)))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -205,7 +205,7 @@ class Cloud:
         also brings back what a DELETE under Object Lock only hid (`revive`: readers read
         past it, only writers put it back) and trims the feed's old entries."""
         if self.sync(repo):
-            if self.revive(("points", "marks")):
+            if self.revive(("points", "marks", cloud_machines.PREFIX)):
                 self.sync(repo)
             cloud_sync.trim(self.backend, self.backend.delete_many, self.clock.now())
 
@@ -292,7 +292,7 @@ class Cloud:
         record = {"repository": self.repository_id, "point": point.id, "seq": seq,
                   **point_marks.json()}
         data = json.dumps(self.sealer.seal(record)).encode()
-        if point_marks.locked(time.time()) and self._can_lock():
+        if point_marks.locked(time.time()) and self.can_lock():
             assert self.versions is not None and point_marks.locked_until is not None
             self.versions.put(name, data, point_marks.locked_until)
         else:
@@ -300,7 +300,7 @@ class Cloud:
         cloud_marks.note(self.cache, point.id, seq=seq)
         self.announce("put", name)
 
-    def _can_lock(self) -> bool:
+    def can_lock(self) -> bool:
         """Whether marks can go under Object Lock: a lock on a point is then itself locked
         until its date, so deleting ``marks/`` objects cannot make cairn forget it."""
         if self._lockable is None:
@@ -333,6 +333,11 @@ class Cloud:
         removed = {r.id for r in self.removed()}
         return [n for n in hidden if n.partition("/")[0] in DATA_PREFIXES
                 or n.rpartition("/")[2].removesuffix(".json") not in removed]
+
+    def locked_hidden(self, prefix: str) -> list[str]:
+        """Records under ``prefix`` an intruder hid behind a delete marker while they are
+        still locked: a full sync reads them past the marker (`S3Backend.behind_marker`)."""
+        return [n for n in self._hidden((prefix,)) if self.backend.exists(n)]
 
     def _mark_records(self, prefix: str) -> list[tuple[str, str | None]]:
         """Each marks record under ``prefix`` to read, as (name, version): in a versioned
@@ -436,7 +441,7 @@ class Cloud:
         still locked is read past the marker (`S3Backend.behind_marker`)."""
         self._learn_removed(repo, self.backend.list("removed"), every=True)
         remote: dict[str, str] = {}
-        hidden = [n for n in self._hidden(("points",)) if self.backend.exists(n)]  # locked
+        hidden = self.locked_hidden("points")
         listed = list(self.backend.stamps("points"))
         self._learn_time(listed)
         for name in [*(n for n, _ in listed), *hidden]:

@@ -15,7 +15,10 @@ restore, prune and retention of a cloud repository see machine points as a local
 
 A record is sealed with the repository's key and bound to its object name and repository,
 as point records are (`records`): one that was planted, moved or altered is refused, not
-skipped. Records are not put under Object Lock; the points they name are.
+skipped. Under Object Lock a record is locked as long as the latest of its points' records
+(the generation's horizon when publishing immutably and none is known), so whoever holds
+the bucket's keys cannot remove the grouping while its points stand: a DELETE only hides
+it behind a marker, which a full sync reads past and a writer's sync removes (`Cloud.revive`).
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cairn.errors import Corruption, UsageError
+from cairn.store import cloud_marks
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.machine_points import MachinePoint, MachinePoints, check_machine_name
 from cairn.store.repository import Repository, check_volume_name
@@ -82,8 +87,9 @@ def publish_complete(local: Repository, cloud: Repository) -> list[str]:
         if not placed or None in placed or there.get(mp.id) is not None:
             continue
         name = record_name(mp.machine, mp.id)
-        if not remote.backend.put_new(name, json.dumps(remote.sealer.seal(_record(remote, mp)))
-                                      .encode()):
+        data = json.dumps(remote.sealer.seal(_record(remote, mp))).encode()
+        until = cloud_marks.records_until(cloud, [m.point.id for m in mp.members])
+        if not _create(remote, name, data, until):
             found = read_record(remote, name, remote.backend.get(name))
             if [v[1] for v in found.volumes] != [m.point.id for m in mp.members]:
                 raise Corruption(f"{name} in {remote.where} already holds another machine "
@@ -94,6 +100,18 @@ def publish_complete(local: Repository, cloud: Repository) -> list[str]:
                       if p is not None])
         published.append(mp.id)
     return published
+
+
+def _create(remote: Cloud, name: str, data: bytes, until: float | None) -> bool:
+    """Create a record (False when it exists), under Object Lock until ``until`` (its
+    points' records' lock) where the bucket locks: the horizon of an immutable publisher
+    when no point of it is known locked."""
+    if remote.locker is not None:
+        return remote.locker.publish(name, data, until or remote.locker.horizon())
+    if until is not None and until > time.time() and remote.can_lock():
+        assert remote.versions is not None
+        return remote.versions.put(name, data, until, only_new=True)
+    return remote.backend.put_new(name, data)
 
 
 def unpublish(repo: Repository, groups: list[tuple[str, str]]) -> None:
@@ -131,10 +149,11 @@ def read_record(cloud: Cloud, name: str, raw: bytes) -> Record:
 
 
 def _listed(cloud: Cloud) -> dict[str, str]:
-    """Machine point id -> record name, from one listing; a name cairn never writes is
-    refused (someone else wrote to the bucket)."""
+    """Machine point id -> record name, from one listing (and the records hidden behind a
+    delete marker while locked); a name cairn never writes is refused (someone else wrote
+    to the bucket)."""
     listed = {}
-    for name in cloud.backend.list(PREFIX):
+    for name in [*cloud.backend.list(PREFIX), *cloud.locked_hidden(PREFIX)]:
         parts = name.split("/")
         if len(parts) != 3 or not name.endswith(".json") or \
                 not _ID.match(parts[2].removesuffix(".json")):

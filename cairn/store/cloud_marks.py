@@ -55,6 +55,14 @@ def known(repo: Repository) -> set[str]:
     return set(_rows(repo))
 
 
+def records_until(repo: Repository, point_ids: Collection[str]) -> float | None:
+    """The latest lock sealed into the records of ``point_ids`` that this cache has read
+    (None when none is locked)."""
+    rows = _rows(repo)
+    return max((rows[i][1] for i in point_ids if i in rows and rows[i][1] is not None),
+               default=None)
+
+
 def next_seq(repo: Repository, point_id: str) -> int:
     """The ``seq`` of the next record of ``point_id``'s marks: above any seen, and a time
     in microseconds, so two nodes writing one after the other order as they wrote."""

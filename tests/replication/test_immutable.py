@@ -23,6 +23,7 @@ from cairn.store.chunks import ZERO, chunk_name
 from cairn.store.cloud import Cloud, init_cloud
 from cairn.store.cloud_packs import index_object, pack_object
 from cairn.store.immutable import Immutability
+from cairn.store.machine_points import MachinePoints
 from cairn.store.repository import Repository
 from cairn.store.retention import Policy
 from tests.appliance.harness import wait_for
@@ -238,3 +239,38 @@ def test_once_its_lock_passes_prune_frees_a_point_for_good(
     assert sorted(v["Key"] for v in listing.get("Versions", [])) == sorted(current)
     assert listing.get("DeleteMarkers", []) == []
     assert f"x/points/v/{first.id}.json" not in current
+
+
+def test_a_machine_points_record_is_locked_as_long_as_its_disks_points(
+        s3_server: SeaweedS3, s3_env: None, tmp_path: Path) -> None:
+    """The grouping of a machine's disks is under Object Lock with their point records, so
+    the bucket's own keys cannot remove it: a DELETE only hides it, every node still lists
+    the machine point, and `verify --repair` brings the record back."""
+    bucket = locked_bucket(s3_server, "immutable-machines")
+    url = f"s3://{bucket}/m"
+    group = "0123456789abcdef"
+    with Repository.init(tmp_path / "local") as local, init_cloud(url, None) as cloud:
+        disks = []
+        for n, disk in enumerate(("vda", "vdb")):
+            make_image(tmp_path / f"{disk}.img", 512 * 1024, seed=70 + n)
+            disks.append((disk, backup(local, f"web01-{disk}", tmp_path / f"{disk}.img")))
+        MachinePoints(local.catalog).record(group, "web01", disks[0][1].created, "crash", "",
+                                            disks)
+        make_immutable(cloud, DAY)
+        assert replicate(local, cloud).machine_points == [group]
+    record = f"m/machines/web01/{group}.json"
+    held = retention(s3_server, bucket, record)
+    assert held["Mode"] == "COMPLIANCE"
+    assert held == retention(s3_server, bucket, f"m/points/web01-vda/{disks[0][1].id}.json")
+    s3 = s3_server.client()
+    version = s3.list_object_versions(Bucket=bucket, Prefix=record)["Versions"][0]["VersionId"]
+    with pytest.raises(Exception, match="AccessDenied"):
+        s3.delete_object(Bucket=bucket, Key=record, VersionId=version)
+
+    s3.delete_object(Bucket=bucket, Key=record)  # only a delete marker over the locked version
+    fresh = Cli(s3_server, tmp_path / "fresh-cache")
+    listed = fresh.json("points", "--repo", url, "--machine", "web01")
+    assert [mp["id"] for mp in listed] == [group]  # type: ignore[index, union-attr]
+    assert record not in objects(s3_server, bucket, "m/machines/web01")
+    fresh.ok("verify", "--repo", url, "--repair")
+    assert record in objects(s3_server, bucket, "m/machines/web01")

@@ -89,18 +89,23 @@ def vm_boot(appliance: Appliance, env: dict[str, str], *source: str) -> dict[str
             "accel": vm["accel"]}
 
 
-def vm_boots(repeats: int, appliance: Appliance, env: dict[str, str], point: str, cloud: str
+def vm_boots(repeats: int, appliance: Appliance, server: SeaweedS3, point: str, cloud: str
              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """`vm_boot` of the local point and of its cloud copy, each cloud one by an appliance
-    restarted with an empty cache folder (a node that never saw the repository)."""
+    restarted with an empty cache folder (a node that never saw the repository), with the
+    requests it made to the bucket (``s3_requests``, by type)."""
+    env = appliance.env
     folder = appliance.work
     local, remote = [], []
     try:
         for n in range(repeats):
             appliance.env["CAIRN_CACHE"] = str(folder / f"vm-cache{n}")
-            appliance.start()
+            appliance.start(timeout=180)  # a loaded host starts it slowly
             local.append(vm_boot(appliance, env, point))
+            before = server.requests()
             remote.append(vm_boot(appliance, env, cloud, point))
+            remote[-1]["s3_requests"] = {kind: count - before.get(kind, 0)
+                                         for kind, count in server.requests().items()}
             appliance.stop()
     finally:
         appliance.stop()
@@ -126,7 +131,7 @@ def run(repeats: int, folder: Path, server: SeaweedS3, via: str) -> dict[str, An
     cairn(env, "init", "--repo", cloud)
     cairn(env, "replicate", "--repo", repo, "--to", cloud)
     if appliance is not None:
-        local, remote = vm_boots(repeats, appliance, env, point, cloud)
+        local, remote = vm_boots(repeats, appliance, server, point, cloud)
     else:
         local, remote = [], []
         for n in range(repeats):
@@ -147,7 +152,7 @@ def main() -> int:
                              "(`cairn serve`, `cairn vm start`), timed to the serial shell")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cairn-cloud-boot-") as tmp, \
-            SeaweedS3.start() as server:
+            SeaweedS3.start(metrics=True) as server:
         results = run(args.repeats, Path(tmp), server, args.via)
     save_result("cloud-boot", results)
     booted = all(r["status"] == "booted" for r in results["local"] + results["cloud"])

@@ -1,4 +1,5 @@
-"""Packs go to the bucket as multipart uploads (`S3Backend.put`), on real SeaweedFS.
+"""Packs go to the bucket as multipart uploads with parts on (``CAIRN_S3_PART_BYTES``,
+`S3Backend.put`), on real SeaweedFS.
 
 A pack of three parts is whole when it appears and reads back byte for byte; an upload
 whose writer is killed leaves no object, and its parts are aborted by the cloud prune once

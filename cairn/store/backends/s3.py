@@ -10,14 +10,17 @@ obstore reports the S3 error code only inside its message text, so `_translate` 
 server, so an obstore upgrade that changes the text fails them rather than the user.
 
 Promises beyond `cairn.store.backend`:
-- ``put`` is atomic by S3 semantics: an object of less than ``2 * part_bytes`` goes in one
-  PUT; a larger one (a pack) in a multipart upload (CreateMultipartUpload, ``PARTS_IN_FLIGHT``
-  UploadParts at once, CompleteMultipartUpload), which S3 shows under its name only once
-  Complete succeeded: whoever sees the object sees all of it. A failed upload is aborted
-  (obstore sends AbortMultipartUpload); one whose writer was killed stays invisible, its
-  parts billed, until `s3_uploads.abort_stale` (the cloud prune) aborts it. ``sync`` is a
-  no-op because S3 acknowledges a PUT only once it is durable. Each PUT and each part sends
-  the SHA-256 of its body, which the server checks on arrival.
+- ``put`` is atomic by S3 semantics. By default every object goes in one PUT. With
+  ``CAIRN_S3_PART_BYTES`` set (`part_bytes`), an object of twice that or more (a pack) goes
+  in a multipart upload (CreateMultipartUpload, ``PARTS_IN_FLIGHT`` UploadParts at once,
+  CompleteMultipartUpload), which S3 shows under its name only once Complete succeeded:
+  whoever sees the object sees all of it. A failed upload is aborted (obstore sends
+  AbortMultipartUpload); one whose writer was killed stays invisible, its parts billed,
+  until `s3_uploads.abort_stale` (the cloud prune) aborts it. Parts are off by default
+  because SeaweedFS on 2 cores took packs no faster in parts (its CPU bounds it, and it
+  spends 5-10% more per byte on parts); they are for links where one stream per pack
+  cannot fill the pipe. ``sync`` is a no-op because S3 acknowledges a PUT only once it is
+  durable. Each PUT and each part sends the SHA-256 of its body, which the server checks.
 - ``list`` follows every continuation token of ListObjectsV2 and raises on any failure; a
   prefix names a "directory" (``chunks`` does not match ``chunksX/...``), like the local
   backend.
@@ -78,7 +81,7 @@ _HTTP_KIND = re.compile(r"HttpError \{\s*kind: (\w+)")
 _BUCKET_PROBE = ".cairn-bucket-check"
 READERS = 32  # a GET waits on the network: many in flight
 PART_BYTES = 8 * 1024 * 1024
-"""the parts of a multipart upload (S3 refuses parts under 5 MiB but the last)"""
+"""a good part size when parts are on (S3 refuses parts under 5 MiB but the last)"""
 PARTS_IN_FLIGHT = 4
 """parts of one object uploading at once: a server spreads them over its cores"""
 _LEAST_PART = 5 * 1024 * 1024
@@ -170,7 +173,7 @@ class S3Backend:
         self._bucket_checked = False
         self._conditional = True
         self.part_bytes = part_bytes()
-        """objects of twice this size or more go in parts; 0: every object in one PUT"""
+        """objects of twice this size or more go in parts; 0 (the default): one PUT each"""
         self.max_object: int | None = None
         self.forget: Callable[[str], None] | None = None
         """called after each DELETE: in a versioned bucket it deletes the versions too"""
@@ -396,9 +399,9 @@ class S3Backend:
 
 
 def part_bytes() -> int:
-    """The part size of multipart uploads (``CAIRN_S3_PART_BYTES``; 0: every object in one
-    PUT); at least S3's 5 MiB."""
-    value = int(os.environ.get("CAIRN_S3_PART_BYTES") or PART_BYTES)
+    """The part size of multipart uploads (``CAIRN_S3_PART_BYTES``, at least S3's 5 MiB;
+    e.g. `PART_BYTES`); unset or 0: every object in one PUT."""
+    value = int(os.environ.get("CAIRN_S3_PART_BYTES") or 0)
     return value and max(value, _LEAST_PART)
 
 

@@ -3,7 +3,7 @@
 One object per 64 KiB chunk costs a request per chunk each way and an object per chunk
 kept (the bucket's per-request price and rate limits, listings of millions of names).
 Here chunks are appended to a *pack* in memory and a full pack (``PACK_BYTES``, 32 MiB) is
-uploaded (in parts, `S3Backend.put`: it appears in the bucket only whole), then its *index*::
+uploaded in one PUT (or in parts, `S3Backend.put`: whole or not at all), then its *index*::
 
     packs/<id[-2:]>/<id>   the stored chunks (`ChunkStore.encode`'s bytes) end to end: each
                            is decoded and checked on its own, so nothing in a pack is trusted

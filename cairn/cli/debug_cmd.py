@@ -50,6 +50,6 @@ def run(args: argparse.Namespace) -> int:
               f"{outcome.cloud_points_checked} cloud point restores checked bit for bit in "
               f"{outcome.seconds:.0f} s: nothing lost"
               + (f"; {outcome.prune_passes} passes pruned the cloud "
-                 f"({outcome.prune_passes_killed} killed), {outcome.packs_freed} packs "
+                 f"({outcome.prunes_killed_midway} killed inside one), {outcome.packs_freed} packs "
                  f"({human_bytes(outcome.pack_bytes_freed)}) freed" if args.cloud else ""))
     return 0

@@ -13,7 +13,9 @@ flushed to it. Every ``FULL_EVERY`` passes, and after the last, the check is who
 ``verify --read-data`` hashes every chunk and every point is restored again.
 
 With a cloud repository the worker also replicates there, unpublishes points, and runs the
-pack prune (`cloud_prune`: condemn, repack, delete), each killed at random like the rest.
+pack prune (`cloud_prune`: condemn, repack, delete), each killed at random like the rest;
+a share of the killed passes aim their kill inside the worker's first prune (which takes a
+tenth of a second, so a kill at any moment rarely lands in one), and count those that did.
 The grace period is cut to ``Settings.grace`` seconds and packs to ``CLOUD_PACK_BYTES``,
 so that packs are condemned and really deleted within a run. The cloud copy is checked
 the same way, and more: every chunk a published point needs must have a whole copy in a
@@ -23,6 +25,7 @@ again. Dead bytes are not a failure there (a prune frees them a grace period lat
 next run does when it was killed); the packs and bytes that went are counted. A failure
 names the run's seed and the pass's.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,6 +39,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from cairn.debug.torture_worker import PruneMarks
 from cairn.errors import CairnError
 from cairn.restore.writer import restore_image
 from cairn.store.backends.packs import PackBackend
@@ -54,6 +58,10 @@ KILL_WITHIN = 0.5
 CLOUD_KILL_WITHIN = 1.5
 """a kill lands this many seconds after the worker starts, at most (cloud steps are slower:
 a replication, an unpublish or a prune takes a second, not a tenth)"""
+AIM_AT_PRUNE = 0.25
+"""the share of a cloud run's killed passes whose kill is aimed inside a prune"""
+AIM_WAIT = 30.0
+PRUNE_KILL_WITHIN = 0.3
 CLOUD_PACK_BYTES = 256 * 1024
 """packs of a few chunks: a replication writes several, and a prune finds sparse ones"""
 
@@ -83,8 +91,10 @@ class Outcome:
     cloud_points_checked: int = 0
     prune_passes: int = 0
     """passes in which a cloud prune started (as the bucket shows)"""
-    prune_passes_killed: int = 0
+    prunes_killed_midway: int = 0
+    """passes killed after a prune began and before it returned"""
     packs_condemned: int = 0
+    """condemned notices seen by the checks (a clean pass may condemn and free unseen)"""
     packs_freed: int = 0
     pack_bytes_freed: int = 0
     seconds: float = 0.0
@@ -173,12 +183,11 @@ class Space:
     notices: set[str] = field(default_factory=set)
     prune_clock: float | None = None
     prunes: int = 0
-    prunes_killed: int = 0
     freed: int = 0
     freed_bytes: int = 0
 
     def fold(self, outcome: Outcome) -> None:
-        outcome.prune_passes, outcome.prune_passes_killed = self.prunes, self.prunes_killed
+        outcome.prune_passes = self.prunes
         outcome.packs_condemned = len(self.notices)
         outcome.packs_freed, outcome.pack_bytes_freed = self.freed, self.freed_bytes
 
@@ -205,7 +214,7 @@ def _held_whole(cloud: Repository, listed: dict[str, int], where: str) -> None:
                             f"are in no whole pack the bucket lists (chunk {min(needed).hex()})")
 
 
-def _space(bucket: Bucket, listed: dict[str, int], space: Space, killed: bool) -> bool:
+def _space(bucket: Bucket, listed: dict[str, int], space: Space) -> bool:
     """Count the packs the pass freed (``listed`` are those there now) and condemned, and
     whether a prune ran in it (each writes `cloud_prune.CLOCK` first); True if any went."""
     freed = space.packs.keys() - listed.keys()
@@ -220,11 +229,10 @@ def _space(bucket: Bucket, listed: dict[str, int], space: Space, killed: bool) -
     if clock != space.prune_clock:
         space.prune_clock = clock
         space.prunes += 1
-        space.prunes_killed += killed
     return bool(freed)
 
 
-def check_cloud(url: str, check: Check, space: Space, killed: bool) -> int:
+def check_cloud(url: str, check: Check, space: Space) -> int:
     """The cloud copy after a pass; every point is restored again when packs were freed."""
     from cairn.store.cloud import Cloud, open_cloud
 
@@ -233,11 +241,11 @@ def check_cloud(url: str, check: Check, space: Space, killed: bool) -> int:
         assert isinstance(cloud.remote, Cloud)
         listed = _listed(cloud.remote.backend, "packs")
         _held_whole(cloud, listed, check.where)
-        freed = _space(cloud.remote.backend, listed, space, killed)
+        freed = _space(cloud.remote.backend, listed, space)
         return _restores(cloud, replace(check, whole=check.whole or freed))
 
 
-def _work(argv: list[str], errors: Path, env: dict[str, str]) -> None:
+def _work(argv: list[str], errors: Path, env: dict[str, str], marks: PruneMarks) -> None:
     """A worker's body, in a process the fork server made, with ``env`` set; its stderr
     goes to ``errors``."""
     from cairn.debug import torture_worker
@@ -245,7 +253,7 @@ def _work(argv: list[str], errors: Path, env: dict[str, str]) -> None:
     os.environ.update(env)
     fd = os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(fd, 2)
-    sys.exit(torture_worker.main(argv))
+    sys.exit(torture_worker.main(argv, marks))
 
 
 def _forks() -> multiprocessing.context.ForkServerContext:
@@ -274,15 +282,11 @@ def _one_pass(settings: Settings, rnd: random.Random, outcome: Outcome,
             "0" if kill else str(CLEAN_STEPS), *([settings.cloud_url] if settings.cloud_url
                                                    else [])]
     errors = settings.work / "scratch" / "worker.err"
-    child = forks.Process(target=_work, args=(argv, errors, worker_env(settings)))
+    marks = PruneMarks(forks.Event(), forks.Event())
+    child = forks.Process(target=_work, args=(argv, errors, worker_env(settings), marks))
     child.start()
     try:
-        if kill:
-            time.sleep(rnd.uniform(0.02, CLOUD_KILL_WITHIN if settings.cloud_url
-                                   else KILL_WITHIN))
-            if child.is_alive():
-                child.kill()
-                outcome.kills += 1
+        killed = kill and _kill(settings, rnd, child, marks)
         child.join(timeout=600)
     finally:
         if child.is_alive():
@@ -291,8 +295,30 @@ def _one_pass(settings: Settings, rnd: random.Random, outcome: Outcome,
     if child.exitcode not in (0, -signal.SIGKILL):
         raise TortureFailed(f"{where}: the worker failed: "
                             f"{errors.read_text(errors='replace').strip()[-300:]}")
+    outcome.kills += killed
+    outcome.prunes_killed_midway += killed and marks.started.is_set() \
+        and not marks.ended.is_set()
     outcome.clean_passes += child.exitcode == 0
     return where
+
+
+def _kill(settings: Settings, rnd: random.Random, child: multiprocessing.process.BaseProcess,
+          marks: PruneMarks) -> bool:
+    """SIGKILL the worker at a random moment after its start or, in a share of the cloud
+    passes, at a random moment after its first cloud prune began; whether it was alive."""
+    if settings.cloud_url and rnd.random() < AIM_AT_PRUNE:
+        deadline = time.monotonic() + AIM_WAIT
+        while child.is_alive() and time.monotonic() < deadline \
+                and not marks.started.wait(0.05):
+            pass
+        time.sleep(rnd.uniform(0.0, PRUNE_KILL_WITHIN))
+    else:
+        time.sleep(rnd.uniform(0.02, CLOUD_KILL_WITHIN if settings.cloud_url
+                               else KILL_WITHIN))
+    if not child.is_alive():
+        return False
+    child.kill()
+    return True
 
 
 def torture(settings: Settings) -> Outcome:
@@ -308,7 +334,6 @@ def torture(settings: Settings) -> Outcome:
     started = time.monotonic()
     done = False
     while not done:
-        kills = outcome.kills
         where = _one_pass(settings, rnd, outcome, forks)
         outcome.passes += 1
         done = time.monotonic() - started >= settings.seconds
@@ -320,7 +345,7 @@ def torture(settings: Settings) -> Outcome:
         if settings.cloud_url:
             outcome.cloud_points_checked += check_cloud(
                 settings.cloud_url, Check(where + " (cloud)", scratch, whole, proven["cloud"]),
-                space, outcome.kills > kills)
+                space)
     space.fold(outcome)
     outcome.seconds = time.monotonic() - started
     return outcome

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import random
 import sys
+from dataclasses import dataclass
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 from cairn.errors import CairnError, InUse
@@ -50,14 +52,26 @@ def mutate(rnd: random.Random, data: bytearray) -> None:
         data[offset : offset + len(chunk)] = chunk
 
 
+@dataclass(frozen=True)
+class PruneMarks:
+    """Set around the worker's cloud prunes, so that the torture can aim a kill inside
+    one (a prune takes a tenth of a second: kills at random moments rarely land there) and
+    tell whether it did."""
+
+    started: Event
+    ended: Event
+
+
 class Worker:
-    def __init__(self, repo: Repository, work: Path, seed: int, cloud_url: str | None) -> None:
+    def __init__(self, repo: Repository, work: Path, seed: int, cloud_url: str | None,
+                 marks: PruneMarks | None = None) -> None:
         self.repo = repo
         self.work = work
         self.seed = seed
         self.rnd = random.Random(seed)
         self.images: dict[str, bytearray] = {}
         self.cloud_url = cloud_url
+        self.marks = marks
         self.remote: Repository | None = None
         """the cloud repository, opened at the first cloud step and kept (as an appliance
         keeps it): a pass spends its time on the steps, not on opening"""
@@ -121,7 +135,11 @@ class Worker:
         elif roll < 0.65:
             self.retire(self.remote)
         else:
+            if self.marks is not None:
+                self.marks.started.set()
             prune(self.remote, wait=0.0)
+            if self.marks is not None:
+                self.marks.ended.set()
 
     def close(self) -> None:
         if self.remote is not None:
@@ -168,11 +186,11 @@ class Worker:
             self.clone()
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], marks: PruneMarks | None = None) -> int:
     repo_path, work, seed, steps = argv[:4]
     cloud_url = argv[4] if len(argv) > 4 else None
     with Repository.open(Path(repo_path)) as repo:
-        worker = Worker(repo, Path(work), int(seed), cloud_url)
+        worker = Worker(repo, Path(work), int(seed), cloud_url, marks)
         try:
             while int(steps) == 0 or worker.step < int(steps):
                 worker.one()

@@ -151,8 +151,8 @@ def collect(cloud: Repository) -> dict[str, Any]:
     from cairn.ops.cloud_space import prune_cloud
 
     report = prune_cloud(cloud)
-    return {"how": "cloud prune", **{k: v for k, v in report.json().items()
-                                      if not isinstance(v, list)}}
+    return {"how": "cloud prune", **{k: len(v) if isinstance(v, list) else v
+                                      for k, v in report.json().items()}}
 
 
 def prune_pass(url: str, keep: int, tried: list[str]) -> dict[str, Any]:

@@ -6,8 +6,9 @@ replicated to SeaweedFS (`tests/s3server`, on loopback), then copied under new i
 ``--points`` records (`tests.store.cloud_points.plant_points`: each a real point), each
 announced in the feed. A second node's first sync (full: every prefix listed, every record
 read) is timed, then its syncs with nothing new, with a few new points, with a tenth of the
-points announced within the last `cloud_feed.WINDOW` (a listing's window lists them again:
-a busy quarter hour), and a full sync again, side by side in one run, with the requests each
+points announced within the last `cloud_feed.WINDOW` (a busy quarter hour: a sync lists
+only after the newest entry it took, the window once every `cloud_sync.rescan_every`),
+and a full sync again, side by side in one run, with the requests each
 made. The records are announced as written half an hour before the run (a repository's
 history), so the first figure is the steady state of a sync with nothing new.
 

@@ -47,6 +47,8 @@ QEMU = "qemu-system-x86_64"
 KVM_GET_API_VERSION = 0xAE00
 KVM_API_VERSION = 12
 PR_SET_PDEATHSIG = 1
+SCRATCH_PREFIX = "cairn-vm-"
+"""the temporary folders of a VM (QEMU's sockets and log; a runner's disk sockets)"""
 QCOW2_MAGIC = b"QFI\xfb"
 
 Accel = Literal["auto", "kvm", "tcg"]
@@ -218,7 +220,7 @@ class VirtualMachine:
         """Start QEMU and connect to its QMP socket; on any failure nothing is left running."""
         if shutil.which(QEMU) is None:
             raise ToolMissing(QEMU, "qemu-system-x86")
-        self._workdir = Path(tempfile.mkdtemp(prefix="cairn-vm-"))
+        self._workdir = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
         qmp_socket = self._workdir / "qmp.sock"
         log = (self._workdir / "qemu.log").open("wb")
         try:

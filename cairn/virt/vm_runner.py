@@ -38,7 +38,14 @@ from cairn.store.profiles import is_cloud
 from cairn.store.repository import Repository
 from cairn.virt.devices import CloneDevice
 from cairn.virt.nbd import NbdServer
-from cairn.virt.qemu import DiskBus, Firmware, KvmCannotRun, VirtualMachine, with_tcg_fallback
+from cairn.virt.qemu import (
+    SCRATCH_PREFIX,
+    DiskBus,
+    Firmware,
+    KvmCannotRun,
+    VirtualMachine,
+    with_tcg_fallback,
+)
 
 DEFAULT_STOP_TIMEOUT = 30.0
 
@@ -144,7 +151,8 @@ def run(folder: Path) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    sockets = Path(tempfile.mkdtemp(prefix="cairn-vm-disks-"))
+    sockets = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}disks-"))
+    status.set(scratch=[str(sockets)])  # a SIGKILL leaves it: the appliance removes it
     try:
         spec = VmSpec.load(folder)
         with spec.open_repo() as repo, contextlib.ExitStack() as disks:
@@ -169,7 +177,8 @@ def run(folder: Path) -> int:
 def _supervise(vm: VirtualMachine, status: Status, stop: threading.Event, folder: Path
                ) -> None:
     status.set(state="running", qemu_pid=vm.pid, vnc_port=vm.vnc_port(), accel=vm.used_accel,
-               serial=str(vm.workdir / "serial.sock"), started=time.time())
+               serial=str(vm.workdir / "serial.sock"), started=time.time(),
+               scratch=[*status.fields["scratch"], str(vm.workdir)])
     while not stop.wait(0.5) and vm.running():
         if vm.kvm_failed():
             raise KvmCannotRun("KVM stopped the guest with an internal error")

@@ -6,7 +6,9 @@ The appliance owns them, not the command that asked: each VM is a runner process
 (what the runner reports) and ``runner.log``. Listing reads the folders, so after an
 appliance restart every VM is found again: running if its runner lives, ``gone`` if the
 runner died without stopping (a host reboot, a kill); a gone VM keeps its clones, and
-`stop` tidies it up like any other (it can still keep what the VM wrote as a point).
+`stop` tidies it up like any other (it can still keep what the VM wrote as a point). The
+temporary folders a killed runner could not remove (its disks' sockets, QEMU's own; the
+runner names them in ``status.json`` as ``scratch``) are removed when it is found gone.
 
 A VM can also run a point of a cloud repository (``repo`` ``s3://BUCKET/PREFIX``), on any
 node with the bucket and the key: the appliance opens it at the request's ``endpoint``, else
@@ -34,6 +36,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -71,7 +74,7 @@ from cairn.virt.firmware import BusChoice, FirmwareChoice, plan_boot
 from cairn.virt.lans import Lans
 from cairn.virt.network import check_available, join_lans, parse_networks, qemu_args
 from cairn.virt.qemu import vnc_secret
-from cairn.virt.vm_runner import VmSpec, open_vm_repo, write_json
+from cairn.virt.vm_runner import SCRATCH_PREFIX, VmSpec, open_vm_repo, write_json
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 LIVE = ("starting", "running", "stopping")
@@ -372,6 +375,7 @@ class VmManager:
         pid = status.get("pid")
         if state in LIVE and not _runner_alive(pid):
             state = "gone"
+            _remove_scratch(status.get("scratch"))
         port = status.get("vnc_port")
         return VmInfo(
             name=spec.name, state=state, point=spec.point, volume=spec.volume,
@@ -462,6 +466,19 @@ def _runner_alive(pid: object) -> bool:
     except OSError:
         return False
     return RUNNER.encode() in cmdline and stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _remove_scratch(folders: object) -> None:
+    """Remove a dead runner's temporary folders. Only folders of the temporary directory
+    named as the runner names them: ``status.json`` says which, but is no licence to
+    remove anything else."""
+    if not isinstance(folders, list):
+        return
+    tmp = os.path.realpath(tempfile.gettempdir())
+    for folder in map(Path, map(str, folders)):
+        if os.path.realpath(folder.parent) == tmp and folder.name.startswith(SCRATCH_PREFIX) \
+                and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

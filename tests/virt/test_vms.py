@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import time
@@ -144,8 +145,12 @@ def vms(tmp_path: Path, s3_server: SeaweedS3) -> Iterator[Vms]:
         yield Vms(appliance, f"s3://{s3_server.bucket}/vms-{tmp_path.name}", cli_env)
     finally:
         for status in (appliance.repo / "vms").glob("*/status.json"):
-            with contextlib.suppress(ProcessLookupError, ValueError, KeyError, OSError):
-                os.kill(json.loads(status.read_text())["pid"], signal.SIGKILL)
+            with contextlib.suppress(ValueError, OSError):
+                fields = json.loads(status.read_text())
+                with contextlib.suppress(ProcessLookupError, KeyError, TypeError):
+                    os.kill(fields["pid"], signal.SIGKILL)
+                for scratch in fields.get("scratch", []):  # what the killed runner leaves
+                    shutil.rmtree(scratch, ignore_errors=True)
         appliance.stop()
 
 
@@ -272,8 +277,12 @@ def test_failback_keeps_what_the_vm_wrote_even_after_its_runner_died(
     written = b"FAILBACK" * 81920  # 640 KiB, ten 64 KiB blocks
     serial.run(f"yes FAILBACK | tr -d '\\n' | head -c {len(written)} | dd of=/dev/vda bs=65536 "
                f"seek={offset // 65536} conv=fsync 2>&1; echo WROTE $?", "WROTE 0")
+    scratch = [Path(p) for p in json.loads(
+        (vms.appliance.repo / "vms" / "db" / "status.json").read_text())["scratch"]]
+    assert len(scratch) == 2 and all(p.is_dir() for p in scratch)  # the disks', QEMU's
     os.kill(vm["pid"], signal.SIGKILL)  # a host crash, as far as the VM is concerned
     assert wait_for(lambda: vms.listed()["db"]["state"] == "gone", timeout=30)
+    assert [p for p in scratch if p.exists()] == []  # what the killed runner left: removed
 
     stopped = vms.run("stop", "db", "--keep-as-point")
     new = stopped["point"]

@@ -79,50 +79,79 @@ def add_record(repo: Repository, point: RecoveryPoint) -> RecoveryPoint | None:
     return committed
 
 
-def _chain_runs(repo: Repository, volume_ids: Iterable[int]) -> Counter[bytes]:
-    """The runs of every point of ``volume_ids``: each point's change from the one before."""
+_Walk = tuple[dict[int, list[str]], Counter[bytes]]
+"""the point ids of each volume walked, and their runs"""
+
+
+def _walk(repo: Repository, volume_ids: set[int]) -> _Walk:
+    """The runs of every point of ``volume_ids``: each point's change from the one before.
+    Their block maps are read here, from the bucket the first time (`cloud.NodeFiles`)."""
     counts: Counter[bytes] = Counter()
-    for volume_id in volume_ids:
+    seen: dict[int, list[str]] = {}
+    for volume_id in sorted(volume_ids):
         prev = None
-        for point in repo.catalog.points(volume_id):
+        points = repo.catalog.points(volume_id)
+        seen[volume_id] = [p.id for p in points]
+        for point in points:
             tree = repo.tree(point)
             counts.update(runs.ingest_increments(repo.nodes, prev, tree))
             prev = tree
-    return counts
+    return seen, counts
+
+
+def _todo(repo: Repository, volume_ids: Iterable[int] | None) -> set[int]:
+    todo = uncounted(repo)
+    return todo if volume_ids is None else todo & set(volume_ids)
+
+
+def _count(repo: Repository, todo: set[int], walked: _Walk) -> None:
+    """Under the write lock: add the runs ``walked`` found (walked again, from the nodes now
+    on local disk, if a sync changed those volumes since) and count those volumes."""
+    seen, counts = walked
+    if any([p.id for p in repo.catalog.points(v)] != seen.get(v) for v in todo):
+        seen, counts = _walk(repo, todo)
+    with repo.catalog.transaction() as db:
+        repo.catalog.add_runs(counts)
+        db.executemany(f"DELETE FROM {_TABLE} WHERE volume_id = ?", ((v,) for v in todo))
+    learn = getattr(repo.remote, "learn_sizes", None)
+    if learn is not None:
+        learn(repo)
 
 
 def settle(repo: Repository, volume_ids: Iterable[int] | None = None) -> None:
     """Count the runs of ``volume_ids`` (every uncounted volume when None) from now on:
-    what a writer does before it adds runs to one. Reads their block maps."""
-    with repo.catalog.transaction() as db:
-        todo = uncounted(repo)
-        if volume_ids is not None:
-            todo &= set(volume_ids)
-        if not todo:
-            return
-        repo.catalog.add_runs(_chain_runs(repo, sorted(todo)))
-        db.executemany(f"DELETE FROM {_TABLE} WHERE volume_id = ?", ((v,) for v in todo))
-        learn = getattr(repo.remote, "learn_sizes", None)
-        if learn is not None:
-            learn(repo)
+    what a writer does before it adds runs to one. Their block maps are read before the
+    catalog's write lock is taken (unless the caller holds it): a walk of many points
+    reading from the bucket must not keep other processes sharing the cache waiting."""
+    todo = _todo(repo, volume_ids)
+    if not todo:
+        return
+    walked = _walk(repo, todo)
+    with repo.catalog.transaction():
+        todo = _todo(repo, volume_ids)
+        if todo:
+            _count(repo, todo, walked)
 
 
 @contextmanager
 def view(repo: Repository, volume_ids: Iterable[int] | None = None) -> Iterator[None]:
     """Within it, the catalog counts ``volume_ids`` (every volume when None) too: the
-    block maps of the uncounted ones are read; on leaving, what it counted is rolled back.
-    Holds the catalog's write lock meanwhile. Nested, or with nothing to count, it does
-    nothing."""
+    block maps of the uncounted ones are read (before the write lock is taken); on
+    leaving, what it counted is rolled back. Holds the catalog's write lock meanwhile.
+    Nested, or with nothing to count, it does nothing."""
     key = id(repo.catalog)
-    todo = uncounted(repo) if volume_ids is None else uncounted(repo) & set(volume_ids)
+    todo = _todo(repo, volume_ids)
     if key in _VIEWING or not todo:
         yield
         return
+    walked = _walk(repo, todo)
     with repo.catalog.transaction() as db:
         db.execute("SAVEPOINT cloud_counts_view")
         _VIEWING.add(key)
         try:
-            settle(repo, todo)
+            todo = _todo(repo, volume_ids)
+            if todo:
+                _count(repo, todo, walked)
             yield
         finally:
             _VIEWING.discard(key)

@@ -24,6 +24,7 @@ from cairn.appliance.routes import (
     agentless,
     alerts,
     docs,
+    exports,
     jobs,
     lans,
     machines,
@@ -69,5 +70,6 @@ def create_app(repo_path: Path, state: State, config: ApplianceConfig) -> FastAP
     app.include_router(offsite.router(repo_path, state, config), dependencies=[AdminOnly])
     app.include_router(verification.router(state), dependencies=[AdminOnly])
     app.include_router(space.router, dependencies=[AdminOnly])
+    app.include_router(exports.router(repo_path), dependencies=[AdminOnly])
     install_console(app, repo_path, state, config, machines_running, tasks)
     return app

@@ -29,11 +29,9 @@ presses the ACPI power button, forces the VM off after the timeout, then keeps, 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -73,6 +71,7 @@ from cairn.virt.failback import keep_as_point
 from cairn.virt.firmware import BusChoice, FirmwareChoice, plan_boot
 from cairn.virt.lans import Lans
 from cairn.virt.network import check_available, join_lans, parse_networks, qemu_args
+from cairn.virt.owned import alive, read_json, stop_process, tail
 from cairn.virt.qemu import vnc_secret
 from cairn.virt.vm_runner import SCRATCH_PREFIX, VmSpec, open_vm_repo, write_json
 
@@ -340,18 +339,18 @@ class VmManager:
                 stdout=log, stderr=log, start_new_session=True, close_fds=True)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            status = _read_json(folder / "status.json")
+            status = read_json(folder / "status.json")
             if status.get("state") == "running":
                 threading.Thread(target=process.wait, daemon=True).start()  # reap it later
                 return
             if process.poll() is not None:
-                reason = status.get("error") or _tail(folder / "runner.log")
+                reason = status.get("error") or tail(folder / "runner.log")
                 raise VirtualMachineError(f"the VM did not start: {reason}")
             time.sleep(0.1)
         process.kill()
         process.wait()
         raise VirtualMachineError(f"the VM did not start within {START_TIMEOUT:.0f} s: "
-                                  f"{_tail(folder / 'runner.log')}")
+                                  f"{tail(folder / 'runner.log')}")
 
     # -- list -----------------------------------------------------------------------------
 
@@ -370,10 +369,10 @@ class VmManager:
             spec = VmSpec.load(folder)
         except (OSError, ValueError, TypeError):
             raise VmNotFound(name) from None
-        status = _read_json(folder / "status.json")
+        status = read_json(folder / "status.json")
         state = str(status.get("state", "starting"))
         pid = status.get("pid")
-        if state in LIVE and not _runner_alive(pid):
+        if state in LIVE and not alive(pid, RUNNER.encode()):
             state = "gone"
             _remove_scratch(status.get("scratch"))
         port = status.get("vnc_port")
@@ -389,7 +388,7 @@ class VmManager:
     def console(self, name: str) -> Console:
         info = self.get(name)
         folder = self._vm_folder(name)
-        status = _read_json(folder / "status.json")
+        status = read_json(folder / "status.json")
         serial = status.get("serial") if info.state == "running" else None
         return Console(info.vnc, VmSpec.load(folder).vnc_password, serial)
 
@@ -415,8 +414,8 @@ class VmManager:
                              "with --discard")
         if info.pid is not None:
             write_json(folder / "stop.json", {"timeout": timeout})
-            _stop_runner(info.pid, timeout + 30)
-        status = _read_json(folder / "status.json")
+            stop_process(info.pid, RUNNER.encode(), timeout + 30)
+        status = read_json(folder / "status.json")
         point: str | None = None
         if keep_as_point_ or discard:
             with spec.open_repo() as repo:
@@ -443,31 +442,6 @@ class VmManager:
         return machine_point.id
 
 
-def _stop_runner(pid: int, patience: float) -> None:
-    """SIGTERM the runner, wait for it; SIGKILL it (QEMU dies with it) if it hangs."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + patience
-    while _runner_alive(pid):
-        if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 10
-        time.sleep(0.1)
-
-
-def _runner_alive(pid: object) -> bool:
-    """Whether ``pid`` is a live (not zombie) runner, not some process that reused the id."""
-    if not isinstance(pid, int):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return RUNNER.encode() in cmdline and stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _remove_scratch(folders: object) -> None:
     """Remove a dead runner's temporary folders. Only folders of the temporary directory
     named as the runner names them: ``status.json`` says which, but is no licence to
@@ -479,19 +453,3 @@ def _remove_scratch(folders: object) -> None:
         if os.path.realpath(folder.parent) == tmp and folder.name.startswith(SCRATCH_PREFIX) \
                 and not folder.is_symlink():
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "no output"
-    return " | ".join(text.strip().splitlines()[-lines:]) or "no output"

@@ -1,0 +1,104 @@
+"""``/api/v1/exports``: diskless restore through the API, read by real NBD clients over TLS
+(nbdcopy with the appliance's certificate, and with the pre-shared key the API hands out)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cairn.agent.client import ApplianceClient
+from cairn.errors import ApplianceRefused
+from tests.appliance.harness import Appliance, cairn, wait_for
+from tests.store.helpers import make_image
+
+
+def nbdcopy(url: str, out: Path) -> None:
+    result = subprocess.run(["nbdcopy", url, str(out)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def refused(client: ApplianceClient, body: dict[str, Any]) -> ApplianceRefused:
+    with pytest.raises(ApplianceRefused) as caught:
+        client.json("POST", "/api/v1/exports", json=body)
+    return caught.value
+
+
+def closed(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@contextlib.contextmanager
+def serving(appliance: Appliance) -> Iterator[ApplianceClient]:
+    """The appliance, and every export process it started killed afterwards, even on failure
+    (they live in sessions of their own, so stopping the appliance leaves them)."""
+    appliance.start()
+    try:
+        with appliance.admin() as client:
+            yield client
+    finally:
+        for status in (appliance.repo / "exports").glob("*/status.json"):
+            with contextlib.suppress(ProcessLookupError, ValueError, KeyError):
+                os.kill(json.loads(status.read_text())["pid"], signal.SIGKILL)
+        appliance.stop()
+
+
+def test_an_export_through_the_api_serves_the_point_over_tls_until_deleted(
+        tmp_path: Path) -> None:
+    appliance = Appliance(tmp_path)
+    image = tmp_path / "disk.img"
+    make_image(image, 2 * 1024 * 1024, seed=5, fill=0.6)
+    cairn("backup", "--repo", appliance.repo, "--volume", "v", image)
+    with serving(appliance) as client:
+        assert refused(client, {"target": "0123456789ab"}).status == 404
+        assert refused(client, {"target": "v@latest", "tls": "none"}).status == 422
+        assert refused(client, {"target": "v@latest", "writable": True}).status == 400
+
+        cert = client.json("POST", "/api/v1/exports", json={"target": "v@latest"})
+        assert cert["state"] == "running" and cert["tls"] == "cert"
+        assert cert["url"].startswith("nbds://") and len(cert["export_name"]) >= 24
+        taken = refused(client, {"target": "v@latest", "port": cert["port"]})
+        assert taken.status == 409 and "in use" in str(taken)
+        certs = tmp_path / "certs"
+        certs.mkdir()
+        (certs / "ca-cert.pem").write_text(appliance.pem)
+        nbdcopy(f"{cert['url']}?tls-certificates={certs}", tmp_path / "cert.img")
+        assert (tmp_path / "cert.img").read_bytes() == image.read_bytes()
+
+        psk = client.json("POST", "/api/v1/exports", json={"target": "v@latest", "tls": "psk"})
+        keys = tmp_path / "keys.psk"
+        keys.write_text(client.json("GET", f"/api/v1/exports/{psk['id']}/key")
+                        ["psk_file_line"] + "\n")
+        nbdcopy(f"{psk['url']}?tls-psk-file={keys}", tmp_path / "psk.img")
+        assert (tmp_path / "psk.img").read_bytes() == image.read_bytes()
+
+        listed = {one["id"]: one["state"] for one in client.json("GET", "/api/v1/exports")}
+        assert listed == {cert["id"]: "running", psk["id"]: "running"}
+        os.kill(psk["pid"], signal.SIGKILL)
+        wait_for(lambda: client.json("GET", f"/api/v1/exports/{psk['id']}")["state"] == "gone")
+
+        for one in (cert, psk):
+            assert client.json("DELETE", f"/api/v1/exports/{one['id']}")["state"] == "stopped"
+            wait_for(lambda one=one: gone(one["pid"]) and closed(one["port"]))
+        assert client.json("GET", "/api/v1/exports") == []
+        with pytest.raises(ApplianceRefused) as unknown:
+            client.json("DELETE", f"/api/v1/exports/{cert['id']}")
+        assert unknown.value.status == 404

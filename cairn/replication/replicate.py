@@ -174,6 +174,7 @@ def replicate(local: Repository, cloud: Repository, volume: str | Sequence[str] 
         return digest, size, len(stored)
 
     remote.prepare(cloud)
+    remote.nearby = local.chunks  # its own new block maps are not read back from the bucket
     with ThreadPoolExecutor(WORKERS) as pool:
         wanted = _wanted(local, cloud, remote, volumes, send, report)
         for n, point in enumerate(wanted):

@@ -109,7 +109,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cairn import logs
-from cairn.errors import Corruption, NotARepository, RepositoryExists, S3NoSuchBucket, UsageError
+from cairn.errors import (
+    Corruption,
+    MissingChunk,
+    NotARepository,
+    RepositoryExists,
+    S3NoSuchBucket,
+    UsageError,
+)
 from cairn.store import (
     cloud_counts,
     cloud_feed,
@@ -122,7 +129,7 @@ from cairn.store import (
 )
 from cairn.store.blockmap import NodeCache
 from cairn.store.catalog import RecoveryPoint
-from cairn.store.chunks import chunk_name
+from cairn.store.chunks import ChunkStore, chunk_name
 from cairn.store.cloud_packs import DATA_PREFIXES, CloudPacks
 from cairn.store.cloudlock import Bucket
 from cairn.store.keys import (
@@ -198,6 +205,9 @@ class Cloud:
         """where its chunks go (`cloud_packs`; set once it is opened)"""
         self.clock = cloud_feed.Clock()
         """this node's time for feed keys (`cloud_feed`), the server's when that is ahead"""
+        self.nearby: ChunkStore | None = None
+        """the chunks of the local repository replicating here (same keys, so the same
+        digests): block-map nodes are read from it before the bucket (`NodeFiles`)"""
 
     def prepare(self, repo: Repository) -> None:
         """Before a write (a replication, a delete): the cache synced. No lock is taken:
@@ -689,11 +699,22 @@ class NodeFiles:
                 return node
         except FileNotFoundError:
             pass
-        node = self.repo.chunks.get(digest)
+        node = self._nearby(digest) or self.repo.chunks.get(digest)
         tmp = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")
         tmp.write_bytes(node)
         tmp.rename(path)
         return node
+
+    def _nearby(self, digest: bytes) -> bytes | None:
+        """The node from the local repository a replication reads (`Cloud.nearby`): the
+        writer's own new block map is not fetched back from the bucket."""
+        nearby = getattr(self.repo.remote, "nearby", None)
+        if nearby is None:
+            return None
+        try:
+            return nearby.get(digest)
+        except (MissingChunk, Corruption):
+            return None
 
 
 def _versions(backend: Bucket) -> Retention | None:

@@ -154,7 +154,12 @@ def test_a_sync_lists_only_after_the_newest_entry_taken_and_the_window_now_and_t
 def test_a_node_learns_points_by_their_records_and_reads_block_maps_on_demand(
         nodes: Nodes) -> None:
     a, b = nodes.open("a"), nodes.open("b")
+    ranged: list[str] = []
+    real_range = a.remote.backend.get_range  # type: ignore[union-attr]
+    a.remote.backend.get_range = (  # type: ignore[union-attr]
+        lambda name, start, end: ranged.append(name) or real_range(name, start, end))
     replicate(nodes.local, a)
+    assert ranged == []  # the writer counts its runs from its own block maps, held locally
     requests = Requests(b)
     b.remote.sync(b)  # type: ignore[union-attr]
     counts = requests.take()

@@ -42,6 +42,7 @@ A prune also aborts the multipart uploads (packs) initiated more than ``G`` ago
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -315,12 +316,18 @@ def _prune(repo: Repository, cloud: Cloud, packs: CloudPacks, dry_run: bool) -> 
 
 def _abort_stale_uploads(cloud: Cloud, now: float) -> None:
     """Abort the multipart uploads (packs) of writers killed more than the grace window
-    ago: their parts are invisible but kept, and billed, until aborted (`s3_uploads`)."""
+    ago: their parts are invisible but kept, and billed, until aborted (`s3_uploads`).
+    Housekeeping only: a key without the right to list or abort them (an IAM policy
+    without s3:ListBucketMultipartUploads) is warned about, and the prune goes on."""
     from cairn.store.backends.s3 import S3Backend
     from cairn.store.backends.s3_uploads import abort_stale
 
     if isinstance(cloud.backend, S3Backend):
-        abort_stale(cloud.backend, lifetime(), now)
+        try:
+            abort_stale(cloud.backend, lifetime(), now)
+        except S3AccessDenied as exc:
+            logs.event("cloud.uploads_not_aborted", level=logging.WARNING, where=cloud.where,
+                       why=str(exc))
 
 
 def _doomed(view: _Bucket, plan: _Plan, grace: float, unread: set[str]

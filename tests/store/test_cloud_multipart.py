@@ -3,7 +3,8 @@
 
 A pack of three parts is whole when it appears and reads back byte for byte; an upload
 whose writer is killed leaves no object, and its parts are aborted by the cloud prune once
-older than the grace window (`s3_uploads`), never before.
+older than the grace window (`s3_uploads`), never before; a key that may not abort them
+is refused with an error naming the request (the prune warns and goes on).
 """
 
 from __future__ import annotations
@@ -19,20 +20,22 @@ from pathlib import Path
 import pytest
 from blake3 import blake3
 
-from cairn.store.backends.s3 import open_s3_url
+from cairn.errors import S3AccessDenied
+from cairn.store.backends.s3 import S3Backend, open_s3_url
 from cairn.store.backends.s3_uploads import Upload, abort_stale, uploads
 from cairn.store.chunks import chunk_name
 from cairn.store.cloud import init_cloud, open_cloud
 from cairn.store.cloud_packs import CloudPacks, pack_object
 from cairn.store.cloud_prune import prune
-from tests.s3server import SeaweedS3
+from tests.s3server import SECRET_KEY, SeaweedS3
 
 PART = 5 << 20
 ROOT = Path(__file__).resolve().parents[2]
 
 _KILLED_WRITER = """
 import sys, time, obstore
-from cairn.store.backends.s3 import open_s3_url
+from cairn.errors import S3AccessDenied
+from cairn.store.backends.s3 import S3Backend, open_s3_url
 
 def body():
     yield b"p" * (5 << 20)  # the first part goes out, then the writer stalls
@@ -107,3 +110,19 @@ def test_a_killed_upload_leaves_no_pack_and_the_prune_aborts_it_after_the_grace(
         client.list_parts(Bucket=s3_server.bucket, Key=f"{bucket.prefix}/{name}",
                           UploadId=upload.id)
     assert not bucket.exists(name)
+
+
+def test_a_key_that_may_not_abort_uploads_is_refused_naming_the_request(s3_server: SeaweedS3,
+                                                                         url: str) -> None:
+    real = open_s3_url(url)
+    key = f"{real.prefix}/{pack_object('1' * 32)}"
+    client = s3_server.client()
+    opened = client.create_multipart_upload(Bucket=s3_server.bucket, Key=key)["UploadId"]
+    read_only = S3Backend(real.bucket, real.prefix, endpoint_url=s3_server.endpoint,
+                          access_key="cairn-test-read-only", secret_key=SECRET_KEY)
+    try:
+        with pytest.raises(S3AccessDenied, match="DELETE"):
+            abort_stale(read_only, 0, time.time() + 60)
+        assert [u.id for u in uploads(real)] == [opened]
+    finally:
+        client.abort_multipart_upload(Bucket=s3_server.bucket, Key=key, UploadId=opened)

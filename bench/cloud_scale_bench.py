@@ -283,8 +283,9 @@ def summarize(phase: Results) -> Results:
         "prune_s_by_points": thirds([(p["points"], p["seconds"]) for p in passes]),
         "pruned": sum(p["deleted"] for p in passes),
         "freed": {k: sum(p["collect"].get(k, 0) for p in passes if isinstance(
-            p.get("collect"), dict)) for k in ("condemned", "repacked", "new_packs", "deleted",
-                                               "lifted", "bytes_freed", "bytes_rewritten")},
+            p.get("collect"), dict)) for k in ("packs_condemned", "packs_repacked",
+                                               "packs_written", "packs_deleted",
+                                               "bytes_freed", "bytes_rewritten")},
     }
 
 

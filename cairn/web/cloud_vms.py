@@ -15,7 +15,6 @@ a VM that starts.
 
 import contextlib
 import secrets
-from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -23,7 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from cairn import logs
-from cairn.appliance.offsite import OffsiteTable
+from cairn.appliance import space
 from cairn.errors import CairnError
 from cairn.store.catalog import RecoveryPoint
 from cairn.virt.vms import VmManager, VmRequest
@@ -37,27 +36,6 @@ LOCAL = "local"
 """the repository choice of the appliance's own repository"""
 
 
-@dataclass(frozen=True)
-class CloudTarget:
-    """An offsite target of the appliance: where some machines' points are copied."""
-
-    url: str
-    endpoint: str | None
-    machines: tuple[str, ...]
-
-
-def cloud_targets(console: Console) -> list[CloudTarget]:
-    """The appliance's offsite targets, one per repository URL (the first policy's endpoint)."""
-    found: dict[str, CloudTarget] = {}
-    for policy in OffsiteTable(console.state).policies():
-        known = found.get(policy.target)
-        if known is None:
-            found[policy.target] = CloudTarget(policy.target, policy.endpoint, (policy.machine,))
-        else:
-            found[policy.target] = replace(known, machines=(*known.machines, policy.machine))
-    return list(found.values())
-
-
 class CloudForm(BaseModel):
     """What the admin chose: ``repo`` an offsite target's URL or `OTHER` (then ``other`` and
     ``endpoint`` as typed), and a key's line (empty: the appliance's own key)."""
@@ -67,7 +45,7 @@ class CloudForm(BaseModel):
     endpoint: str = Field(default="", max_length=300)
     key: str = Field(default="", max_length=200)
 
-    def request(self, targets: list[CloudTarget], **options: Any) -> VmRequest:
+    def request(self, targets: list[space.Target], **options: Any) -> VmRequest:
         """The `VmRequest` of this choice; an offsite target's endpoint is its policy's."""
         url, endpoint = self.other.strip(), self.endpoint.strip()
         target = next((t for t in targets if t.url == self.repo), None)
@@ -90,7 +68,7 @@ class StartForm(CloudForm):
     firmware: Literal["auto", "bios", "uefi"] = "auto"
     disk_bus: Literal["auto", "virtio", "sata", "ide"] = "auto"
 
-    def vm_request(self, targets: list[CloudTarget]) -> VmRequest:
+    def vm_request(self, targets: list[space.Target]) -> VmRequest:
         return self.request(targets, source=self.source.strip(),
                             name=self.name.strip() or f"cloud-{secrets.token_hex(3)}",
                             cpus=self.cpus, memory_mib=self.memory,
@@ -112,12 +90,12 @@ def router(console: Console, auth: Auth, vms: VmManager) -> APIRouter:
              error: CairnError | None = None) -> HTMLResponse:
         return render(request, "vms.html", 200 if error is None else status_of(error),
                       vms=sorted(vms.list(), key=lambda vm: -vm.created),
-                      targets=cloud_targets(console), form=form, points=points,
+                      targets=space.targets(console.state), form=form, points=points,
                       message=str(error) if error else None, other=OTHER, local=LOCAL)
 
     @routes.get("/vms", response_class=HTMLResponse)
     def show(request: Request, _: Admin) -> HTMLResponse:
-        targets = cloud_targets(console)
+        targets = space.targets(console.state)
         return page(request, CloudForm(repo=targets[0].url if targets else LOCAL))
 
     @routes.post("/vms/cloud", response_class=HTMLResponse)
@@ -126,7 +104,7 @@ def router(console: Console, auth: Auth, vms: VmManager) -> APIRouter:
         """The chosen repository's points (a cloud one's read from the bucket), to choose
         one."""
         try:
-            points = vms.points(form.request(cloud_targets(console)))
+            points = vms.points(form.request(space.targets(console.state)))
         except CairnError as exc:
             return page(request, form, error=exc)
         return page(request, form, points)
@@ -134,7 +112,7 @@ def router(console: Console, auth: Auth, vms: VmManager) -> APIRouter:
     @routes.post("/vms/start")
     def start(request: Request, session: Change, form: Annotated[StartForm, Form()]) -> Response:
         """Start the VM (this waits until QEMU runs) and show its page."""
-        targets = cloud_targets(console)
+        targets = space.targets(console.state)
         try:
             vm = vms.start(form.vm_request(targets))
         except CairnError as exc:

@@ -24,6 +24,8 @@ from cairn.store.chunks import HASH_SIZE, ZERO
 FANOUT = 512
 LEVELS = 4
 PRELOAD_NODES = 8  # a read of leaves spanning this many level-1 nodes loads them in bulk
+LOST = b""
+"""the slot under a damaged node read tolerantly: no hash is known for it"""
 
 FetchMany = Callable[[list[bytes], Callable[[bytes, bytes], object]], Iterator[object]]
 
@@ -108,25 +110,32 @@ class NodeCache:
         raise exc
 
     def slot(self, tree: Tree, level: int, index: int) -> bytes:
-        """The hash in slot ``(level, index)`` of ``tree``, walking down from the root."""
+        """The hash in slot ``(level, index)`` of ``tree``, walking down from the root;
+        `LOST` below a damaged node read tolerantly (it has no children to walk)."""
         digest = tree.root
         for lvl in range(LEVELS, level, -1):
             node_index = index // FANOUT ** (lvl - level)
             position = (index // FANOUT ** (lvl - 1 - level)) % FANOUT
-            digest = self.children(tree, lvl, node_index, digest)[position]
+            kids = self.children(tree, lvl, node_index, digest)
+            if not kids:
+                return LOST
+            digest = kids[position]
         return digest
 
     def leaves(self, tree: Tree, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
         """Yield ``(block, hash)`` for blocks ``start..stop-1`` reading each level-1 node once."""
         first, last = start // FANOUT, -(-stop // FANOUT)
         if self._fetch_many is not None and last - first >= PRELOAD_NODES:
-            wanted = {self.slot(tree, 1, i) for i in range(first, last)} - {ZERO}
+            wanted = {self.slot(tree, 1, i) for i in range(first, last)} - {ZERO, LOST}
             with self._lock:
                 missing = [d for d in wanted if d not in self._nodes]
             for _ in self._fetch_many(missing, self.add):
                 pass
         for node_index in range(first, last):
-            kids = self.children(tree, 1, node_index, self.slot(tree, 1, node_index))
+            digest = self.slot(tree, 1, node_index)
+            if digest == LOST:  # under a damaged node: its blocks are not yielded
+                continue
+            kids = self.children(tree, 1, node_index, digest)
             base = node_index * FANOUT
             for k in range(max(start - base, 0), min(stop - base, len(kids))):
                 yield base + k, kids[k]

@@ -103,8 +103,9 @@ def test_restore_of_a_damaged_point_names_the_blocks_or_writes_zeros(
     assert out.read_bytes() == want
 
 
+@pytest.mark.parametrize("level", [1, 2])  # 2: the walk to every leaf starts under it
 def test_a_damaged_block_map_node_names_its_points_and_they_can_be_deleted(
-        repo: Repository, tmp_path: Path) -> None:
+        repo: Repository, tmp_path: Path, level: int) -> None:
     img = tmp_path / "img"
     data = make_image(img, 2 * 1024 * 1024, seed=5, fill=1.0)
     points, wants = [], []
@@ -112,8 +113,8 @@ def test_a_damaged_block_map_node_names_its_points_and_they_can_be_deleted(
         points.append(backup(repo, "vol", img))
         wants.append(digest(data))
         mutate(img, data, seed=20 + k, writes=2)
-    node = repo.nodes.slot(repo.tree(points[0]), 1, 0)
-    assert node != repo.nodes.slot(repo.tree(points[1]), 1, 0)
+    node = repo.nodes.slot(repo.tree(points[0]), level, 0)
+    assert node != repo.nodes.slot(repo.tree(points[1]), level, 0)
     flip_bit(repo, node)
     repo.close()  # a new process: nothing of the node is cached
     repo = Repository.open(repo.path)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from cairn import logs
-from cairn.ops.exports import ExportManager, ExportNotFound, ExportStart
+from cairn.ops.exports import ExportManager, ExportNotFound, ExportStart, OwnedExport
 
 
 class NewExport(BaseModel):
@@ -34,9 +34,9 @@ def router(repo_path: Path) -> APIRouter:
     manager = ExportManager(repo_path)
     api = APIRouter(prefix="/api/v1/exports", tags=["exports"])
 
-    def found(export_id: str) -> None:
+    def found(export_id: str) -> OwnedExport:
         try:
-            manager.get(export_id)
+            return manager.get(export_id)
         except ExportNotFound as exc:
             raise HTTPException(404, str(exc)) from None
 
@@ -53,8 +53,7 @@ def router(repo_path: Path) -> APIRouter:
 
     @api.get("/{export_id}")
     def get_export(export_id: str) -> dict[str, Any]:
-        found(export_id)
-        return manager.get(export_id).to_json()
+        return found(export_id).to_json()
 
     @api.get("/{export_id}/key")
     def psk_key(export_id: str) -> dict[str, str]:

@@ -30,6 +30,7 @@ class Faults:
     flip_rate: float = 0.0  # a GET returns one bit flipped
     listing: str = "full"  # "full", "empty" or "partial" (about half the names dropped)
     land_then_fail_rate: float = 0.0  # a PUT lands, then answers an error
+    land_then_fail_first: int = 0  # the first this many PUTs land, then answer an error
     injected: dict[str, int] = field(default_factory=dict)
 
 
@@ -65,7 +66,9 @@ class FaultyS3:
             raise S3Error(f"injected 503 to {action} {name}", retryable=True)
 
     def _landed(self, name: str) -> None:
-        if self._roll(self.faults.land_then_fail_rate):
+        with self._lock:
+            first = self.faults.injected.get("landed", 0) < self.faults.land_then_fail_first
+        if first or self._roll(self.faults.land_then_fail_rate):
             self._count("landed")
             raise S3Error(f"injected 500 after PUT {name} landed", retryable=True)
 

@@ -18,12 +18,11 @@ from typing import cast
 from cairn.store.blockmap import FANOUT, Tree
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO, ChunkStore
+from cairn.store.readahead import ReadAhead
 from cairn.store.repository import Repository
 
 CACHE_BYTES = 32 * 1024 * 1024
 """Decoded bytes kept per cache by default: 512 blocks at the default 64 KiB block size."""
-READAHEAD = 8
-"""Blocks fetched in the background when reads run on from where the previous one ended."""
 READAHEAD_THREADS = 4
 LEAF_NODES = 256
 """Level-1 block-map nodes kept per reader: 4 MiB of hashes, 8 GiB of disk at 64 KiB blocks."""
@@ -183,9 +182,9 @@ class PointReader:
     """Byte ranges of one point; safe to share between threads (an NBD export's clients).
 
     Reads go through a `BlockCache`, the reader's own unless one is given (the caller then
-    closes it). A small read that goes on from where the previous one ended starts
-    fetching the READAHEAD blocks after it. Close the reader (or use it as a context
-    manager) to stop the read-ahead threads.
+    closes it). Reads that go on from where earlier ones ended fetch the next blocks ahead
+    (`cairn.store.readahead`). Close the reader (or use it as a context manager) to stop
+    the read-ahead threads.
     """
 
     def __init__(self, repo: Repository, point: RecoveryPoint,
@@ -197,8 +196,7 @@ class PointReader:
         self.size = point.size
         self._own_cache = cache is None
         self.cache = BlockCache(repo.chunks) if cache is None else cache
-        self._last = -2  # the last block of the previous read
-        self._ahead = -1  # where the last read-ahead stopped
+        self._ahead = ReadAhead(self.tree.blocks)
         self._zeros = bytes(self.block_size)  # what a hole's block reads as
         self._leaf_nodes: OrderedDict[int, list[bytes]] = OrderedDict()
         self._nodes_lock = threading.Lock()
@@ -265,30 +263,11 @@ class PointReader:
         return self.cache.get_many(wanted)
 
     def _follow(self, first: int, last: int) -> None:
-        """Note a read of blocks ``first..last``; a small one that goes on from the
-        previous one starts the read-ahead."""
-        streaming = self._last <= first <= self._last + 1 and last > self._last
-        if streaming and last - first < READAHEAD:
-            self._read_ahead(last + 1)
-        self._last = last
-
-    def _read_ahead(self, start: int) -> None:
-        """Prefetch the READAHEAD blocks from ``start``: called after a small read that
-        starts where the previous one ended and goes into new blocks (a file streamed, a
-        disk booting), not after random reads nor after each piece of one block. A read of
-        READAHEAD blocks or more is already one batch: fetching the next beside it on
-        other threads costs more than it overlaps (a disk copied over NBD). While the
-        previous read-ahead (up to ``_ahead``) still leads by half of READAHEAD or more
-        nothing is asked, then only the blocks after it: a stream of held reads checks each
-        block once, in batches, not READAHEAD times one by one."""
-        stop = min(start + READAHEAD, self.tree.blocks)
-        if start <= self._ahead <= stop:
-            if self._ahead - start >= READAHEAD // 2:
-                return
-            start = self._ahead
-        self._ahead = stop
-        if stop > start:
-            self.cache.prefetch(d for d in self._hashes(start, stop) if d != ZERO)
+        """Note a read of blocks ``first..last``, and prefetch what `ReadAhead` asks for (a
+        stream's next blocks), those of them that are data."""
+        ahead = self._ahead.follow(first, last)
+        if ahead:
+            self.cache.prefetch(d for d in self._hashes(ahead.start, ahead.stop) if d != ZERO)
 
     def _hashes(self, start: int, stop: int) -> list[bytes]:
         """The hashes of blocks ``start..stop-1``, keeping recent level-1 nodes at hand: most

@@ -13,7 +13,8 @@ from cairn.store.catalog import ChunkTotals
 from cairn.store.chunks import chunk_name
 from cairn.store.cloud import init_cloud
 from cairn.store.delete import delete_points
-from cairn.store.reader import READAHEAD, PointReader
+from cairn.store.readahead import FIRST_WINDOW
+from cairn.store.reader import PointReader
 from cairn.store.repository import Repository
 from cairn.store.stats import repository_stats
 from cairn.store.verify import verify
@@ -142,7 +143,7 @@ def test_reader_reads_any_range(repo: Repository, tmp_path: Path) -> None:
 def test_small_reads_of_one_block_fetch_it_once(repo: Repository, tmp_path: Path) -> None:
     """A block read in 4 KiB pieces (as a booting machine does) is fetched and checked once,
     and every piece is still the image's bytes. Reads running on into the next block also
-    fetch the READAHEAD blocks after it, each once too."""
+    fetch the FIRST_WINDOW blocks after it, each once too."""
     img = tmp_path / "img"
     data = make_image(img, 1024 * 1024, seed=16, fill=1.0)
     point = backup(repo, "vol", img)
@@ -150,7 +151,7 @@ def test_small_reads_of_one_block_fetch_it_once(repo: Repository, tmp_path: Path
     with PointReader(repo, point) as reader:  # closing waits for the read-ahead
         pieces = [reader.pread(off, 4096) for off in range(0, 65536 * 2, 4096)]
     assert b"".join(pieces) == bytes(data[: 65536 * 2])
-    assert len(fetched) == len(set(fetched)) == 2 + READAHEAD
+    assert len(fetched) == len(set(fetched)) == 2 + FIRST_WINDOW
 
 
 def test_damage_met_by_read_ahead_fails_only_the_read_that_needs_it(

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 from cairn import logs
 from cairn.errors import CairnError, Corruption, S3AccessDenied, UsageError
 from cairn.store.chunks import chunk_name
-from cairn.store.cloud_counts import view
+from cairn.store.cloud_live import live
 from cairn.store.cloudlock import LOCK_WAIT, Bucket, RemoteLock, lifetime
 
 if TYPE_CHECKING:
@@ -182,22 +182,22 @@ def _survey(cloud: Cloud) -> _Bucket:
 
 
 def _live(repo: Repository, cloud: Cloud, listed: set[str]) -> set[bytes]:
-    """Every chunk a published point reaches, once the cache knows every listed point:
-    counted inside `cloud_counts.view`, so the block maps of the volumes this cache does
-    not count (other appliances') are read here, when a prune runs, not at every sync."""
-    known = {p.id for p in repo.catalog.points()}
-    if not listed <= known and not cloud.sync(repo):
-        known = {p.id for p in repo.catalog.points()}
-        if not listed <= known:  # the feed missed one: list every record, as a prune must
-            with repo.catalog.transaction():
-                cloud._full(repo)
-    known = {p.id for p in repo.catalog.points()}
-    if not listed <= known:
+    """Every chunk a published point reaches, once the cache knows every listed point: the
+    volumes this cache does not count (other appliances') by the counts the prunes keep
+    (`cloud_live`: their block maps are walked once per node, not at every sync or prune)."""
+    if not listed <= _known(repo) and not cloud.sync(repo) and not listed <= _known(repo):
+        with repo.catalog.transaction():  # the feed missed one: list every record, as a prune must
+            cloud._full(repo)
+    unknown = listed - _known(repo)
+    if unknown:
         raise CairnError(f"the points listed in {cloud.where} "
-                         f"({len(listed - known)} unknown to this node's cache) could not be "
+                         f"({len(unknown)} unknown to this node's cache) could not be "
                          "read: nothing was pruned; run the prune again")
-    with view(repo):
-        return {digest for digest, refs in repo.catalog.chunk_refs().items() if refs > 0}
+    return live(repo)
+
+
+def _known(repo: Repository) -> set[str]:
+    return {row[0] for row in repo.catalog.db.execute("SELECT id FROM points")}
 
 
 @dataclass

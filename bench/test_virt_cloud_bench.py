@@ -18,7 +18,7 @@ from cloud_bench import one_repeat, summarize
 from cloud_bench import table as cloud_table
 from images import ImagePair
 from tools import CAIRN, call
-from virt_bench import clone_times, export, readiness, sparse_big
+from virt_bench import clone_times, cpu_seconds, export, readiness, sparse_big
 
 MiB = 2**20
 
@@ -54,11 +54,13 @@ def test_export_is_timed_from_start_and_serves_the_point(work: Path) -> None:
     call([CAIRN, "init", "--repo", repo])
     src = image(work / "a.img", 4 * MiB, 2)
     point = json.loads(call([CAIRN, "backup", "--repo", repo, "--volume", "v", src, "--json"]))
-    with export(repo, point["point"]) as (url, line_s, probe_s, call_s):
+    with export(repo, point["point"]) as (url, line_s, probe_s, call_s, pid):
         assert 0 < line_s < 30 and line_s <= probe_s + 0.5 and 0 < call_s <= probe_s
         out = work / "copy.img"
+        before = cpu_seconds(pid)
         call(["nbdcopy", url, out])
         assert out.read_bytes() == src.read_bytes()
+        assert 0 < before <= cpu_seconds(pid)  # the export's own CPU (10 ms ticks)
     ready = readiness(repo, point["point"], 1)
     assert not math.isnan(ready["line_s"]) and ready["handshake_s"] < ready["nbdinfo_s"] + 1
     assert clone_times(repo, point["point"], 1)["clone_s"] > 0

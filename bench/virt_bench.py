@@ -82,8 +82,8 @@ def stopped(process: subprocess.Popen[Any], grace: float = 5.0) -> None:
 
 @contextmanager
 def export(repo: Path, point: str,
-           probe_args: tuple[str, ...] = ()) -> Iterator[tuple[str, float, float, float]]:
-    """Start `cairn export` and yield (url, line_s, probe_s, last_probe_call_s).
+           probe_args: tuple[str, ...] = ()) -> Iterator[tuple[str, float, float, float, int]]:
+    """Start `cairn export` and yield (url, line_s, probe_s, last_probe_call_s, pid).
 
     `line_s` is when the "exporting" line arrived, `probe_s` when the first `nbdinfo` (with
     `probe_args`) that answered returned, both from just before the process was started.
@@ -126,7 +126,8 @@ def export(repo: Path, point: str,
         deadline = time.perf_counter() + 5
         while not line_at and time.perf_counter() < deadline:
             time.sleep(0.001)
-        yield url, line_at[0] if line_at else float("nan"), ended - start, ended - began
+        yield (url, line_at[0] if line_at else float("nan"), ended - start, ended - began,
+               process.pid)
     finally:
         stopped(process)
 
@@ -135,11 +136,11 @@ def readiness(repo: Path, point: str, repeats: int) -> Results:
     """Export start-up, once polled with plain `nbdinfo`, once with a bare handshake."""
     lines, answers, calls, handshakes = [], [], [], []
     for _ in range(repeats):
-        with export(repo, point) as (_url, line_s, answer_s, call_s):
+        with export(repo, point) as (_url, line_s, answer_s, call_s, _pid):
             lines.append(line_s)
             answers.append(answer_s)
             calls.append(call_s)
-        with export(repo, point, ("--size",)) as (_url, line_s, answer_s, _call_s):
+        with export(repo, point, ("--size",)) as (_url, line_s, answer_s, _call_s, _pid):
             lines.append(line_s)
             handshakes.append(answer_s)
     return {"line_s": median(lines), "nbdinfo_s": median(answers),
@@ -185,13 +186,24 @@ def run(*argv: str | Path) -> None:
     call(list(argv))
 
 
-def cold_nbdcopy(repo: Path, point: str, repeats: int) -> list[float]:
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a process has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cold_nbdcopy(repo: Path, point: str, repeats: int,
+                 server_cpu: list[float] | None = None) -> list[float]:
     """`nbdcopy` with the page cache dropped, each run on a fresh export: an export keeps
-    the blocks it decoded, so a second run on the same one would be served from memory."""
+    the blocks it decoded, so a second run on the same one would be served from memory.
+    The export's CPU seconds per copy go to ``server_cpu`` when given."""
     samples: list[float] = []
     for _ in range(repeats):
-        with export(repo, point) as (url, *_):
+        with export(repo, point) as (url, *_, pid):
+            before = cpu_seconds(pid)
             samples += timed_runs(lambda url=url: run("nbdcopy", url, "null:"), 1, cold=True)
+            if server_cpu is not None:
+                server_cpu.append(cpu_seconds(pid) - before)
     return samples
 
 
@@ -248,29 +260,35 @@ def paired_reads(repo: Path, point: str, image: Path, repeats: int) -> Results:
     pair by pair, with the load at each: on a shared machine the load moves between the
     phases of `throughput`, and a ratio of runs made seconds apart is the fairer one.
     Cold pairs drop the page cache before each run, and each cold copy has a fresh export
-    (an export keeps what it decoded)."""
+    (an export keeps what it decoded). Each pair also has the export's CPU seconds for
+    the copy (``server_cpu_s``): what the load does not change."""
 
     def cat() -> None:
         with image.open("rb") as f:
             subprocess.run(["cat"], stdin=f, stdout=subprocess.DEVNULL, check=True)
 
     pairs: dict[str, list[dict[str, float]]] = {"warm": [], "cold": []}
-    with export(repo, point) as (url, *_):
+    with export(repo, point) as (url, *_, pid):
         run("nbdcopy", url, "null:")
         cat()
         for _ in range(repeats):
             load = os.getloadavg()[0]
             raw = timed_runs(cat, 1, cold=False, warm_up=False)[0]
+            before = cpu_seconds(pid)
             copy = timed_runs(lambda url=url: run("nbdcopy", url, "null:"), 1, cold=False,
                               warm_up=False)[0]
-            pairs["warm"].append({"cat_s": raw, "nbdcopy_s": copy, "load": load})
+            pairs["warm"].append({"cat_s": raw, "nbdcopy_s": copy, "load": load,
+                                  "server_cpu_s": cpu_seconds(pid) - before})
     for _ in range(repeats):
         load = os.getloadavg()[0]
         raw = timed_runs(cat, 1, cold=True)[0]
-        pairs["cold"].append({"cat_s": raw, "nbdcopy_s": cold_nbdcopy(repo, point, 1)[0],
-                              "load": load})
+        cpu: list[float] = []
+        copy = cold_nbdcopy(repo, point, 1, cpu)[0]
+        pairs["cold"].append({"cat_s": raw, "nbdcopy_s": copy, "load": load,
+                              "server_cpu_s": cpu[0]})
     return {mode: {"share": median([p["cat_s"] / p["nbdcopy_s"] for p in runs]),
-                   "shares": [p["cat_s"] / p["nbdcopy_s"] for p in runs], "pairs": runs}
+                   "shares": [p["cat_s"] / p["nbdcopy_s"] for p in runs],
+                   "server_cpu_s": median([p["server_cpu_s"] for p in runs]), "pairs": runs}
             for mode, runs in pairs.items()}
 
 
@@ -346,8 +364,8 @@ def paired_rows(paired: Results) -> list[tuple[str, str, str, str]]:
     rows = []
     for mode, part in paired.items():
         spread = ", ".join(f"{p['cat_s'] / p['nbdcopy_s']:.0%} ({p['cat_s']:.2f}/"
-                           f"{p['nbdcopy_s']:.2f} s, load {p['load']:.1f})"
-                           for p in part["pairs"])
+                           f"{p['nbdcopy_s']:.2f} s, load {p['load']:.1f}, server CPU "
+                           f"{p['server_cpu_s']:.2f} s)" for p in part["pairs"])
         rows.append((f"nbdcopy null: / raw cat ({mode}, side by side)", f"{part['share']:.0%}",
                      ">= 50%" if mode == "warm" else ">= 100%",
                      "ok" if part["share"] >= (0.5 if mode == "warm" else 1.0) else "MISS"))

@@ -6,13 +6,15 @@ walk is a tree diff against the cloud's point just before it in the same volume:
 subtrees are skipped, so the work and the traffic follow what changed. Each chunk that the
 cloud's catalog does not know is read from the local store, checked against its hash (a
 damaged local chunk is never sent on), and PUT as stored: both repositories use the same
-key (or none), so chunks travel unchanged. Only then is the point published in the bucket:
-a point appears there only once complete. A machine point is published (`cloud_machines`)
-once the bucket holds every disk's point of it, so it too appears only whole. A point
-record's ``bytes_stored`` is what the point added to the bucket (the stored size of the
-chunks the cloud lacked), not what its local backup stored: the two differ when points
-were skipped (``send``), deleted before they were sent, or when the cloud already held
-chunks from another volume or appliance.
+key (or none), so chunks travel unchanged. They are read in the local store's order (pack
+by pack, neighbours in one read: `ChunkStore.get_many_stored`), not one by one in hash
+order: the first replication read its packs at random, 64 KiB at a time. Only then is the
+point published in the bucket: a point appears there only once complete. A machine point is
+published (`cloud_machines`) once the bucket holds every disk's point of it, so it too
+appears only whole. A point record's ``bytes_stored`` is what the point added to the bucket
+(the stored size of the chunks the cloud lacked), not what its local backup stored: the two
+differ when points were skipped (``send``), deleted before they were sent, or when the
+cloud already held chunks from another volume or appliance.
 
 Replication takes no lock on the cloud: any number of appliances replicate into one
 repository at once, beside deletes and a prune (the argument: `cairn.store.cloud`). Before
@@ -29,8 +31,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from cairn.errors import MissingChunk, UsageError
@@ -45,8 +46,6 @@ from cairn.store.cloud_machines import publish_complete
 from cairn.store.cloudlock import lifetime
 from cairn.store.machine_points import MachinePoints
 from cairn.store.repository import Repository
-
-WORKERS = 8
 
 
 @dataclass
@@ -166,36 +165,36 @@ def replicate(local: Repository, cloud: Repository, volume: str | Sequence[str] 
 
     nodes = NodeCache(fetch)
 
-    def put(digest: bytes) -> tuple[bytes, int, int]:
-        stored = local.chunks.backend.get(chunk_name(digest))
-        size = len(local.chunks.decode(digest, stored))
+    def put(digest: bytes, stored: bytes, size: int) -> tuple[bytes, int, int]:
         throttle.take(len(stored))
         remote.put_chunk(chunk_name(digest), stored)
         return digest, size, len(stored)
 
+    def put_many(digests: set[bytes]) -> Iterator[tuple[bytes, int, int]]:
+        return local.chunks.get_many_stored(list(digests), put)
+
     remote.prepare(cloud)
     remote.nearby = local.chunks  # its own new block maps are not read back from the bucket
-    with ThreadPoolExecutor(WORKERS) as pool:
-        wanted = _wanted(local, cloud, remote, volumes, send, report)
-        for n, point in enumerate(wanted):
-            if until is not None and time.time() >= until:
-                report.left_for_later = len(wanted) - n
+    wanted = _wanted(local, cloud, remote, volumes, send, report)
+    for n, point in enumerate(wanted):
+        if until is not None and time.time() >= until:
+            report.left_for_later = len(wanted) - n
+            break
+        while True:
+            planned = time.monotonic()
+            remote.sync(cloud)  # what the plan relies on is what the bucket holds now
+            if cloud.catalog.point(point.id) is not None:
                 break
-            while True:
-                planned = time.monotonic()
-                remote.sync(cloud)  # what the plan relies on is what the bucket holds now
-                if cloud.catalog.point(point.id) is not None:
-                    break
-                placed = _placed(cloud, point)
-                written = _send(local, remote, _needed(nodes, local, cloud, point, placed),
-                                Sending(pool, put, report, progress))
-                if time.monotonic() - planned < lifetime() / 2:
-                    _publish(local, cloud, replace(placed, bytes_stored=sum(
-                        stored for _size, stored in written.values())), written, report)
-                    break
-                # Too long since the plan: a prune may since have condemned what it relied
-                # on. Plan again (what was sent is in packs the index knows: not sent twice).
-        report.machine_points = publish_complete(local, cloud)
+            placed = _placed(cloud, point)
+            written = _send(local, remote, _needed(nodes, local, cloud, point, placed),
+                            Sending(put_many, report, progress))
+            if time.monotonic() - planned < lifetime() / 2:
+                _publish(local, cloud, replace(placed, bytes_stored=sum(
+                    stored for _size, stored in written.values())), written, report)
+                break
+            # Too long since the plan: a prune may since have condemned what it relied
+            # on. Plan again (what was sent is in packs the index knows: not sent twice).
+    report.machine_points = publish_complete(local, cloud)
     if remote.locker is not None:
         report.lock_requests = remote.locker.retention.extensions
     report.seconds = round(time.monotonic() - started, 3)
@@ -239,10 +238,9 @@ def _needed(nodes: NodeCache, local: Repository, cloud: Repository, point: Recov
 
 @dataclass
 class Sending:
-    """How chunks go out: the workers, the upload of one, what is reported."""
+    """How chunks go out: read, checked and uploaded (``put_many``), and what is reported."""
 
-    pool: ThreadPoolExecutor
-    put: Callable[[bytes], tuple[bytes, int, int]]
+    put_many: Callable[[set[bytes]], Iterator[tuple[bytes, int, int]]]
     report: Report
     progress: Meter | None
 
@@ -252,7 +250,7 @@ def _send(local: Repository, remote: Cloud, needed: set[bytes], how: Sending
     """Send what of ``needed`` the cloud lacks; the sizes of every chunk the point adds."""
     report, progress = how.report, how.progress
     to_send, written = _plan(local, remote, needed, report, progress)
-    for digest, size, stored in how.pool.map(how.put, to_send):
+    for digest, size, stored in how.put_many(to_send):
         written[digest] = (size, stored)
         report.chunks_sent += 1
         report.bytes_sent += stored

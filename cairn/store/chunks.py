@@ -266,14 +266,32 @@ class ChunkStore:
     def get_many(self, digests: list[bytes], each: Callable[[bytes, bytes], T]) -> Iterator[T]:
         """``each(digest, content)`` for every chunk, checked, in the order the backend
         reads fastest; decoding and ``each`` run on the backend's reading threads."""
+        return self._read_many(digests, lambda digest, stored: each(
+            digest, self.checked(digest, stored)))
+
+    def get_many_stored(self, digests: list[bytes], each: Callable[[bytes, bytes, int], T]
+                        ) -> Iterator[T]:
+        """``each(digest, stored, size)`` for every chunk as stored (to be sent on
+        unchanged: replication), after the check `get_many` makes, so a damaged chunk is
+        never passed on; ``size`` is its content's. In the order the backend reads fastest
+        (a local pack store: pack by pack, neighbours in one read), on its reading threads."""
+
+        def check(digest: bytes, stored: bytes) -> T:
+            try:
+                size = len(self.decode(digest, stored))
+            except Corruption:  # moved by a repack after the look-up? Read it once more.
+                stored = self.backend.get(chunk_name(digest))
+                size = len(self.checked(digest, stored))
+            return each(digest, stored, size)
+
+        return self._read_many(digests, check)
+
+    def _read_many(self, digests: list[bytes], each: Callable[[bytes, bytes], T]
+                   ) -> Iterator[T]:
         by_name = {chunk_name(d): d for d in digests}
-
-        def decode(name: str, stored: bytes) -> T:
-            digest = by_name[name]
-            return each(digest, self.checked(digest, stored))
-
         try:
-            yield from self.backend.get_many(list(by_name), decode)
+            yield from self.backend.get_many(list(by_name), lambda name, stored: each(
+                by_name[name], stored))
         except KeyError as exc:
             raise self._missing(by_name.get(str(exc.args[0]), b"")) from None
 

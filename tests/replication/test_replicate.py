@@ -11,11 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+from cairn.store.repository import Repository
 from tests.appliance.harness import wait_for
 from tests.cli.test_cli import ROOT, one_line_error
 from tests.cli.test_export import free_port
 from tests.s3server import SeaweedS3
-from tests.store.helpers import make_image, mutate
+from tests.store.helpers import flip_bit, make_image, mutate
 
 
 class Cli:
@@ -164,6 +165,22 @@ def test_cloud_errors_are_clear(cli: Cli, s3_server: SeaweedS3, tmp_path: Path) 
     one_line_error(bad.run("points", "--repo", f"s3://{s3_server.bucket}/p"), 1)
     one_line_error(cli.run("points", "--repo", f"s3://{s3_server.bucket}/p", "--endpoint",
                            "http://127.0.0.1:9"), 1, "127.0.0.1:9")
+
+
+def test_a_damaged_local_chunk_is_never_sent(cli: Cli, cloud_url: str, tmp_path: Path) -> None:
+    local, img, _points = local_repo_with_points(cli, tmp_path, 1, encrypt=False)
+    cli.ok("init", "--repo", cloud_url)
+    repo = Repository.open(local)
+    try:
+        data = img.read_bytes()
+        blocks = (data[at:at + repo.block_size] for at in range(0, len(data), repo.block_size))
+        damaged = repo.chunks.hash(next(b for b in blocks if any(b)))
+        flip_bit(repo, damaged)
+    finally:
+        repo.close()
+    one_line_error(cli.run("replicate", "--repo", local, "--to", cloud_url), 1,
+                   damaged.hex(), "does not match its hash")
+    assert cli.json("points", "--repo", cloud_url) == []
 
 
 def test_two_appliances_and_a_prune_at_once_stay_consistent(cli: Cli, cloud_url: str,

@@ -13,6 +13,8 @@ Layout in the bucket (under its prefix)::
     locks/<random>.json              a prune's lock against another prune (`cloudlock`), only
     feed/<key>.<op>~<object name>    "this object was put/removed", for incremental syncs
                                      (`cloud_sync`)
+    feed/<key>.batch~<first key>     a copy of many recent point records, read by a sync
+                                     in one GET instead of one each (`cloud_batch`)
     removed/<volume>/<point id>_<created µs>_<mac>  a point that was here and was deleted
 
 ``points/`` and ``removed/`` together record every point ever sent: replication never sends
@@ -27,7 +29,8 @@ Nothing on local disk is needed to use the bucket: the cache folder
 `Cloud.sync` rebuilds from the ``points/`` objects, plus this node's clones. Any node can
 be lost and another rebuilds. A sync reads only what the feed announces since the last one
 (one request when nothing is new), and every prefix in full at a cache's first sync and then
-once a day (`cloud_sync`). It reads the point records it learns, never their block maps: a
+once a day (`cloud_sync`). It reads the point records it learns (most in a batch another
+sync wrote, `cloud_batch`), never their block maps: a
 cache counts runs (`runs`) only for the volumes it writes, and reads another appliance's
 block map when something walks it (a restore, a verify, the prune: `cloud_counts`).
 
@@ -66,13 +69,15 @@ Why that is safe, with G the grace period (`cloudlock.lifetime`, 30 minutes):
    object it announces and lands within `cloud_feed.WINDOW` of its key, so a windowed
    listing (after the cursor less the window, once every `cloud_sync.rescan_every`; the
    syncs between list only after the newest entry taken) sees it, and sees the object
-   too (read-after-write); a
-   removal is taken only once a HEAD says the record is gone. What has no entry (a writer
-   that died between its object and its entry, an older cairn, a name planted or altered
-   behind cairn's back) waits for the next full sync: a stale cache at worst sends a point
-   that is there already (its record is found identical) or lists a point deleted
-   elsewhere a while longer (its data outlives it by at least G). Deciding what is dead
-   never relies on the feed: the prune lists in full.
+   too (read-after-write); a removal is taken only once a HEAD says the record is gone.
+   A batch only saves the GETs of records whose entries the listing shows: each record in
+   it is authenticated as one read from ``points/``, and one that fails (or a batch that
+   fails) is read itself. What has no entry (a writer that died between its object and
+   its entry, an older cairn, a name planted or altered behind cairn's back) waits for
+   the next full sync: a stale cache at worst sends a point that is there already (its
+   record is found identical) or lists a point deleted elsewhere a while longer (its data
+   outlives it by at least G). Deciding what is dead never relies on the feed: the prune
+   lists in full.
 
 A listing is never trusted to say an object is gone: a point the cache knows leaves it only
 once a HEAD confirms its object is gone. Point records are created with ``If-None-Match``
@@ -118,6 +123,7 @@ from cairn.errors import (
     UsageError,
 )
 from cairn.store import (
+    cloud_batch,
     cloud_counts,
     cloud_feed,
     cloud_machines,
@@ -219,11 +225,12 @@ class Cloud:
                 self.sync(repo)
             cloud_sync.trim(self.backend, self.backend.delete_many, self.clock.now())
 
-    def announce(self, op: str, name: str) -> None:
+    def announce(self, op: str, name: str) -> str:
         """Tell every node's next sync that ``name`` was put or removed (``op``): a feed
-        entry, written once the change is made (`cloud_sync`)."""
-        key = cloud_feed.new_key(self.clock.now())
-        self.backend.put(cloud_sync.entry(key, op, name), b"")
+        entry, written once the change is made (`cloud_sync`); returns its name."""
+        entry = cloud_sync.entry(cloud_feed.new_key(self.clock.now()), op, name)
+        self.backend.put(entry, b"")
+        return entry
 
     def immutable(self, repo: Repository, policy: Immutability) -> None:
         """From now on, put what this node publishes under Object Lock (`immutable`)."""
@@ -255,7 +262,8 @@ class Cloud:
         be this very point. When immutable, every object the point needs is locked first,
         then the record; returns the date they are locked until (else None). Every pack
         put before is uploaded with its index first: a point is published only whole. The
-        record is announced in the feed (again, when a retry finds it there)."""
+        record is announced in the feed (again, when a retry finds it there), and kept for
+        the batches this node writes (`cloud_batch`)."""
         if self.packs is not None:
             self.packs.sync()
         record: dict[str, Any] = point.public()
@@ -277,7 +285,9 @@ class Cloud:
         if not created and self.read_record(name, self.backend.get(name)).root != point.root:
             raise Corruption(f"{name} in {self.where} already holds another point: it was "
                              "planted; remove it")
-        self.announce("put", name)
+        entry = self.announce("put", name)
+        if created and self.cache is not None:
+            cloud_batch.remember(self.cache, {entry: data})
         return until
 
     def unpublish(self, point: RecoveryPoint) -> None:
@@ -429,8 +439,10 @@ class Cloud:
         every reference count ends as if this node had seen every change itself. Points gone
         from the bucket were deleted by another node, which may already have removed the
         nodes of their block maps: the counts are then recounted from the remaining points
-        (`verify.expected_refs`). Their chunks are the prune's to free.
+        (`verify.expected_refs`). Their chunks are the prune's to free. A sync that read
+        many records one by one then writes a batch of them for the others (`cloud_batch`).
         """
+        batch = False
         with repo.catalog.transaction():
             state = cloud_sync.load(repo)
             now = time.time()
@@ -440,8 +452,11 @@ class Cloud:
                 self._full(repo)
                 state.after_full(cursor, now)
             else:
-                self._since(repo, state, now)
+                batch = self._since(repo, state, now)
             cloud_sync.save(repo, state)
+        written = cloud_batch.write(self, repo) if batch else None
+        if written is not None:  # it holds what it carries: its own next sync skips it
+            cloud_sync.note_seen(repo, [written], cloud_sync.load(repo))
         return full
 
     def _full(self, repo: Repository) -> None:
@@ -464,17 +479,19 @@ class Cloud:
         gone = {i for i in local.keys() - remote.keys()
                 if not self.backend.exists(point_object(local[i]))}
         unread = remote.keys() - (local.keys() & cloud_marks.known(repo))
-        arrivals = [p for p in self._read_points(repo, [remote[i] for i in unread])
+        arrivals = [p for p, _raw, _get in self._read_points(repo, [remote[i] for i in unread])
                     if p.id not in local]
         self._change(repo, arrivals, gone)
         merged = cloud_marks.merge(repo, self._read_marks(), self.where)
         marks.replace_marks(repo, merged)
         cloud_machines.sync(self, repo)
 
-    def _since(self, repo: Repository, state: cloud_sync.State, now: float) -> None:
+    def _since(self, repo: Repository, state: cloud_sync.State, now: float) -> bool:
         """The incremental sync: the feed's entries after the newest one taken (or, once
         every `cloud_sync.rescan_every`, after the last windowed listing's cursor less the
-        window) that this cache has not taken; ``state`` moves on."""
+        window) that this cache has not taken, their records read from the batches listed
+        with them where they carry them; ``state`` moves on. True when this sync read
+        enough records one by one to write a batch (`cloud_batch`)."""
         last = None if state.due_scan(now) else cloud_sync.tail(repo)
         if last is None:
             start = state.cursor if state.scan_from is None else state.scan_from
@@ -483,19 +500,25 @@ class Cloud:
             listed = list(cloud_feed.after(self.backend, cloud_sync.FEED, last))
         self._learn_time(listed)
         entries = [e for e in map(cloud_sync.parse, (n for n, _ in listed)) if e is not None]
+        batches = [b for b in map(cloud_sync.parse_batch, (n for n, _ in listed))
+                   if b is not None]
         cursor = cloud_feed.newest([e.name for e in entries], state.cursor)
         if last is None:
             state.scanned(cursor, now)
         else:
             state.cursor = cursor
         new = cloud_sync.unseen(repo, entries)
-        if new:
-            self._take(repo, new)
-            cloud_sync.note_seen(repo, new, state)
+        fetched = self._take(repo, new, batches) if new else 0
+        if new or batches:
+            cloud_sync.note_seen(repo, [*(e.name for e in new), *(b.name for b in batches)],
+                                 state)
+        return fetched >= cloud_batch.BATCH_MIN
 
-    def _take(self, repo: Repository, entries: list[cloud_sync.Entry]) -> None:
-        """Apply feed entries: read the records they name, forget the points whose
-        tombstone came and whose record a HEAD says is gone, read the marks named."""
+    def _take(self, repo: Repository, entries: list[cloud_sync.Entry],
+              batches: list[cloud_sync.Batch]) -> int:
+        """Apply feed entries: read the records they name (from ``batches`` where they
+        carry them), forget the points whose tombstone came and whose record a HEAD says
+        is gone, read the marks named. Returns how many records were read one by one."""
         puts = sorted({e.target for e in entries if e.op == "put"})
         self._learn_removed(repo, (n for n in puts if n.startswith("removed/")), every=False)
         gone = set()
@@ -504,9 +527,7 @@ class Cloud:
             point = repo.catalog.point(tombstone.id) if tombstone else None
             if point is not None and not self.backend.exists(point_object(point)):
                 gone.add(point.id)
-        records = [n for n in puts if n.startswith("points/") and self._is_record(n)
-                   and repo.catalog.point(self._point_id_of(n)) is None]
-        self._change(repo, self._read_points(repo, records), gone)
+        fetched = self._take_records(repo, entries, batches, gone)
         named = {n[len("marks/"):-len(".json")] for n in puts if n.startswith("marks/")
                  and n.endswith(".json") and n.count("/") == 1}
         ids = {i for i in named if _POINT_ID.match(i)}
@@ -515,6 +536,33 @@ class Cloud:
             marks.replace_marks(repo, merged)
         cloud_machines.take(self, repo, [e for e in entries
                                           if e.target.startswith(f"{cloud_machines.PREFIX}/")])
+        return fetched
+
+    def _take_records(self, repo: Repository, entries: list[cloud_sync.Entry],
+                      batches: list[cloud_sync.Batch], gone: set[str]) -> int:
+        """Add the points whose records ``entries`` announce and forget those ``gone``;
+        the records read are kept for this node's batches. Returns how many were read
+        one by one (not from a batch)."""
+        targets = {e.target: e.name for e in entries if e.op == "put"
+                   and e.target.startswith("points/") and self._is_record(e.target)
+                   and repo.catalog.point(self._point_id_of(e.target)) is None}
+        found = self._read_points(repo, sorted(targets), self._carried(repo, targets, batches))
+        self._change(repo, [p for p, _raw, _get in found], gone)
+        cloud_batch.remember(repo, {targets[point_object(p)]: raw for p, raw, _get in found})
+        return sum(got for _p, _raw, got in found)
+
+    def _carried(self, repo: Repository, targets: dict[str, str],
+                 batches: list[cloud_sync.Batch]) -> dict[str, bytes]:
+        """The records (by object name) that ``batches`` carry of ``targets`` (record name
+        -> feed entry), but for points whose tombstone this cache knows: those are read
+        one by one, as before batches (`cloud_batch`)."""
+        if not batches or not targets:
+            return {}
+        removed = {row[0] for row in cloud_sync.removed(repo)}
+        wanted = {entry: target for target, entry in targets.items()
+                  if self._point_id_of(target) not in removed}
+        got = cloud_batch.gather(batches, wanted, lambda b: cloud_batch.read(self, b))
+        return {wanted[entry]: raw for entry, raw in got.items()}
 
     def _is_record(self, name: str) -> bool:
         try:
@@ -528,23 +576,33 @@ class Cloud:
         if listed:
             self.clock.learn(max(stamp for _, stamp in listed))
 
-    def _read_points(self, repo: Repository, names: list[str]) -> list[RecoveryPoint]:
-        """The points whose records are ``names`` (read in parallel), each authenticated;
-        a record deleted since it was listed (or hidden, its lock passed) is skipped."""
+    def _read_points(self, repo: Repository, names: list[str],
+                     carried: dict[str, bytes] | None = None
+                     ) -> list[tuple[RecoveryPoint, bytes, bool]]:
+        """The points whose records are ``names``, each authenticated, with the record's
+        bytes and whether it was read from the bucket (True) or ``carried`` by a batch: the
+        others are read in parallel, and so is a carried copy that fails to open. A record
+        deleted since it was listed (or hidden, its lock passed) is skipped."""
         if not names:
             return []
+        copies = carried or {}
 
-        def read(name: str) -> tuple[RecoveryPoint, float | None] | None:
+        def read(name: str) -> tuple[RecoveryPoint, float | None, bytes, bool] | None:
+            if name in copies:
+                try:
+                    return *self._open_record(name, copies[name]), copies[name], False
+                except Corruption:
+                    pass  # the batch's copy: the record itself decides
             try:
                 raw = self.backend.get(name)
             except KeyError:
                 return None
-            return self._open_record(name, raw)
+            return *self._open_record(name, raw), raw, True
 
         found = [r for r in bounded_map(read, names, _READERS) if r is not None]
-        for point, until in found:
+        for point, until, _raw, _got in found:
             cloud_marks.note(repo, point.id, record_until=until)
-        return [point for point, _until in found]
+        return [(point, raw, got) for point, _until, raw, got in found]
 
     def _change(self, repo: Repository, arrivals: list[RecoveryPoint], gone: set[str]) -> None:
         """Forget the points ``gone`` (counts recounted), then add ``arrivals`` in creation
@@ -755,6 +813,8 @@ def _repository(url: str, backend: Bucket, config: RepositoryConfig,
     cloud.cache = repo
     backend.max_object = repo.chunks.max_stored
     repo.nodes = NodeCache(NodeFiles(folder / "nodes", repo))
+    if cloud_counts.migrate(repo):
+        logs.event("cloud.cache_counts_dropped", where=url, cache=str(folder))
     cloud.sync(repo)
     return repo
 

@@ -25,7 +25,10 @@ what the catalog's own rules (`delete`, `verify.expected_refs`) keep exact:
 
 ``has_chunk`` thus answers only for chunks a counted point holds: a writer asks the packs'
 indexes about the others (`replicate._plan`), as it already did for chunks no point of the
-cache held. A cache made before this module counts every volume it knows, as before.
+cache held. A cache made before this module counted every volume it knew, and went on
+counting them (reading every block map they gained at its syncs): `migrate`, on opening,
+drops its counts once, every volume uncounted, as if the cache were new; a writer counts
+its own volumes again at its next write (`settle`).
 """
 
 from __future__ import annotations
@@ -40,14 +43,36 @@ from cairn.store.repository import Repository
 
 _TABLE = "cloud_uncounted"
 _SCHEMA = f"CREATE TABLE IF NOT EXISTS {_TABLE}(volume_id INTEGER PRIMARY KEY)"
+_FORMAT = "cloud_counts_format"
+"""present once a cache counts only the volumes it writes (`migrate`)"""
 _VIEWING: set[int] = set()
 """catalogs (by id) inside a `view`: a nested one counts nothing again"""
 
 
-def _exists(repo: Repository) -> bool:
+def _exists(repo: Repository, table: str = _TABLE) -> bool:
     return repo.catalog.db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (_TABLE,)).fetchone() \
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone() \
         is not None
+
+
+def migrate(repo: Repository) -> bool:
+    """Make a cloud cache count only the volumes it writes; True when it dropped the counts
+    of a cache made before (every volume it knew counted). Run on opening, before the
+    first sync: once done, a table says so and this writes nothing."""
+    if _exists(repo, _FORMAT):
+        return False
+    repo.catalog.ensure_schema(_SCHEMA)
+    with repo.catalog.transaction() as db:
+        if _exists(repo, _FORMAT):
+            return False  # another process sharing the cache did it meanwhile
+        db.execute(f"CREATE TABLE {_FORMAT}(version INTEGER NOT NULL)")
+        db.execute(f"INSERT INTO {_FORMAT}(version) VALUES(1)")
+        volumes = [row[0] for row in db.execute("SELECT id FROM volumes")]
+        db.executemany(f"INSERT OR IGNORE INTO {_TABLE}(volume_id) VALUES(?)",
+                       ((v,) for v in volumes))
+        if volumes:
+            repo.catalog.recount(Counter())
+    return bool(volumes)
 
 
 def uncounted(repo: Repository) -> set[int]:

@@ -151,7 +151,7 @@ class _Pack:
     id: str = ""
 
 
-def _inflate(raw: bytes, what: str) -> bytes:
+def inflate(raw: bytes, what: str) -> bytes:
     import zstandard
 
     try:
@@ -376,7 +376,7 @@ class CloudPacks:
             raw = self._ranged().get(name, INDEX_LIMIT)
         except KeyError:
             return None
-        record = self.sealer.open(_inflate(raw, what), what)
+        record = self.sealer.open(inflate(raw, what), what)
         rows = self._parse(record, pack, what)
         return pack, int(record["size"]), stamp, rows
 

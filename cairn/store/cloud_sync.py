@@ -32,6 +32,12 @@ removed behind cairn's back) a full sync finds: the first sync of a cache, then 
 The feed is kept `FEED_KEEP` (far longer than `full_every`), so a cache whose cursor is
 older than what was trimmed always syncs in full first.
 
+A sync that had to read many records one by one also writes a *batch*, one feed object
+carrying the sealed records of the recent points (``feed/<key>.batch~<first key>``,
+`cloud_batch`): the syncs of other nodes read it instead of a record each. A batch is named
+here (`batch_name`, `Batch`) because it lives in the feed and is trimmed with it; a cairn
+without batches skips its name (`parse` answers None).
+
 This module owns its tables in the cache catalog: ``cloud_sync`` (cursor and the time of
 the last full sync), ``cloud_feed_seen`` and ``cloud_removed`` (the tombstones known, which
 replication reads instead of listing ``removed/`` at every run).
@@ -59,6 +65,7 @@ CREATE TABLE IF NOT EXISTS cloud_removed(
     id TEXT PRIMARY KEY, volume TEXT NOT NULL, created REAL NOT NULL)"""
 
 _OPS = ("put", "del")
+BATCH = "batch"
 _TARGET = re.compile(r"^(points|removed|marks|machines)/[A-Za-z0-9._/-]{1,400}$")
 
 
@@ -99,6 +106,41 @@ def parse(name: str) -> Entry | None:
             not _TARGET.match(target) or "/../" in f"/{target}/":
         return None
     return Entry(name, op, target)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch's name and the keys of the feed entries it may carry: ``first`` to its own
+    key ``last`` (its writer takes a key no earlier than any entry it carries)."""
+
+    name: str
+    first: str
+    last: str
+
+    def spans(self, entry_name: str) -> bool:
+        return self.first <= entry_key(entry_name) <= self.last
+
+
+def entry_key(name: str) -> str:
+    """The key of a feed object's name."""
+    return name.removeprefix(f"{FEED}/").partition(".")[0]
+
+
+def batch_name(key: str, first: str) -> str:
+    """The batch written at ``key`` carrying entries from key ``first`` on."""
+    assert cloud_feed.KEY.match(key) and cloud_feed.KEY.match(first) and first <= key
+    return f"{FEED}/{key}.{BATCH}~{first}"
+
+
+def parse_batch(name: str) -> Batch | None:
+    """The batch a feed object's name states, or None (an entry, or a name cairn never
+    writes)."""
+    key, _, rest = name.removeprefix(f"{FEED}/").partition(".")
+    op, _, first = rest.partition("~")
+    if op != BATCH or not cloud_feed.KEY.match(key) or not cloud_feed.KEY.match(first) \
+            or first > key or "/" in name.removeprefix(f"{FEED}/"):
+        return None
+    return Batch(name, first, key)
 
 
 @dataclass
@@ -158,12 +200,12 @@ def unseen(repo: Repository, entries: list[Entry]) -> list[Entry]:
     return [e for e in entries if e.name not in seen]
 
 
-def note_seen(repo: Repository, entries: Iterable[Entry], state: State) -> None:
-    """Remember ``entries`` as handled; forget those no windowed listing lists again."""
+def note_seen(repo: Repository, names: Iterable[str], state: State) -> None:
+    """Remember the feed objects ``names`` (entries, batches) as handled; forget those no
+    windowed listing lists again."""
     with repo.catalog.transaction() as db:
         db.executemany("INSERT OR IGNORE INTO cloud_feed_seen(name, at) VALUES(?, ?)",
-                       ((e.name, cloud_feed.name_time(e.name))
-                        for e in entries))
+                       ((name, cloud_feed.name_time(name)) for name in names))
         marks = [t for t in (state.cursor, state.scan_from) if t is not None]
         if marks:
             db.execute("DELETE FROM cloud_feed_seen WHERE at < ?",
@@ -187,11 +229,12 @@ def learn_removed(repo: Repository, found: Iterable[tuple[str, str, float]],
 
 
 def trim(bucket: cloud_feed.Listable, delete: Callable[[list[str]], None], now: float) -> int:
-    """Delete the feed entries older than `FEED_KEEP` by their key (a writer's chore at its
-    full sync); the listing stops at the first younger one. Returns how many went."""
+    """Delete the feed entries and batches older than `FEED_KEEP` by their key (a writer's
+    chore at its full sync); the listing stops at the first younger one. Returns how many
+    went."""
     old = []
     for name, _stamp in bucket.stamps(FEED):
-        if parse(name) is None:
+        if parse(name) is None and parse_batch(name) is None:
             continue  # not cairn's: left alone
         if cloud_feed.name_time(name) > now - FEED_KEEP:
             break

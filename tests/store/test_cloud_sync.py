@@ -3,10 +3,13 @@
 A second node learns what the first publishes, deletes and marks from the feed alone: a
 sync with nothing new is one listing, whatever the number of points; what was written
 without a feed entry (an older cairn, a writer that died) is found by the next full sync.
+Many new points come in one batch another node's sync wrote (`cloud_batch`); a batch that
+fails or was never written costs requests, never a point.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,16 +19,18 @@ from pathlib import Path
 import pytest
 
 from cairn.replication.replicate import replicate
-from cairn.store import cloud_feed, cloud_sync, marks
-from cairn.store.backends.s3 import S3Backend
+from cairn.store import cloud_batch, cloud_counts, cloud_feed, cloud_sync, marks
+from cairn.store.backends.s3 import S3Backend, open_s3_url
 from cairn.store.catalog import RecoveryPoint
-from cairn.store.cloud import init_cloud, open_cloud
+from cairn.store.cloud import Cloud, init_cloud, open_cloud
 from cairn.store.delete import delete_points
+from cairn.store.records import Sealer
 from cairn.store.repository import Repository
 from cairn.store.stats import repository_stats
 from cairn.store.verify import verify
 from tests.s3server import SeaweedS3
-from tests.store.cloud_points import Requests, plant_points
+from tests.store.cloud_points import Requests, feed_names, plant_points
+from tests.store.faulty_s3 import Faults, FaultyS3
 from tests.store.helpers import backup, digest, make_image, mutate, restored_digest
 
 
@@ -37,10 +42,12 @@ class Nodes:
     work: Path
     monkeypatch: pytest.MonkeyPatch
 
-    def open(self, node: str) -> Repository:
-        """The repository through ``node``'s own cache (another appliance)."""
+    def open(self, node: str, faults: Faults | None = None) -> Repository:
+        """The repository through ``node``'s own cache (another appliance), its requests
+        through ``faults`` if given."""
         self.monkeypatch.setenv("CAIRN_CACHE", str(self.work / f"cache-{node}"))
-        return open_cloud(self.url, None)
+        bucket = None if faults is None else FaultyS3(open_s3_url(self.url), faults)
+        return open_cloud(self.url, None, bucket=bucket)
 
 
 @pytest.fixture
@@ -183,4 +190,114 @@ def test_a_node_learns_points_by_their_records_and_reads_block_maps_on_demand(
     a.remote.sync(a)  # type: ignore[union-attr]
     assert verify(a).ok and a.catalog.point(nodes.points[0][0].id) is None
     a.close()
+    b.close()
+
+
+def _batches(repo: Repository) -> list[str]:
+    return [n for n in feed_names(repo) if cloud_sync.parse_batch(n) is not None]
+
+
+def _ids(repo: Repository) -> set[str]:
+    return {p.id for p in repo.catalog.points()}
+
+
+def test_a_sync_reads_many_new_points_from_one_batch_another_sync_wrote(nodes: Nodes) -> None:
+    a = nodes.open("a")
+    replicate(nodes.local, a)
+    template = a.catalog.point(nodes.points[0][0].id)
+    assert template is not None
+    b, c, d, e = (nodes.open(n) for n in "bcde")  # each synced in full before
+    planted = plant_points(a, template, 20)
+    requests = Requests(b)
+    b.remote.sync(b)  # type: ignore[union-attr]
+    counts = requests.take()
+    assert counts["get"] == 20 and counts["put"] == 1, counts  # one by one, then a batch
+    [batch] = _batches(b)
+    requests = Requests(c)
+    c.remote.sync(c)  # type: ignore[union-attr]
+    counts = requests.take()
+    assert counts["get"] == 1 and "put" not in counts, counts  # the batch alone
+    assert _ids(c) == _ids(b) >= set(planted)
+    requests.take_names()
+    c.remote.sync(c)  # type: ignore[union-attr]
+    assert requests.take() == {"stamps": 1} and requests.take_names() == 0  # nothing new
+    point = c.catalog.point(planted[3])
+    assert point is not None  # a point learnt from a batch is a real one
+    assert restored_digest(c, point, nodes.work / "out.img") == nodes.points[0][1]
+
+    # A point deleted since the batch was written is not taken from it: its tombstone's
+    # entry comes in the same listing, and its record (gone) is asked for itself.
+    a.remote.sync(a)  # type: ignore[union-attr]
+    doomed = a.catalog.point(planted[0])
+    assert doomed is not None
+    delete_points(a, [doomed])
+    requests = Requests(d)
+    d.remote.sync(d)  # type: ignore[union-attr]
+    assert requests.take()["get"] == 2  # the batch, and the deleted record's GET
+    assert _ids(d) == _ids(c) - {doomed.id}
+
+    # A batch altered (here sealed with another key) is skipped: the records are read
+    # one by one, and that sync writes a batch of its own.
+    cloud = e.remote
+    assert isinstance(cloud, Cloud)
+    cloud.backend.put(batch, cloud_batch.encode(Sealer(b"x" * 32), cloud.repository_id,
+                                                batch, {}))
+    requests = Requests(e)
+    cloud.sync(e)
+    counts = requests.take()
+    assert counts["get"] == 1 + 20 and counts["put"] == 1, counts  # 19 records, 1 gone
+    assert _ids(e) == _ids(d) and len(_batches(e)) == 2
+    for repo in (a, b, c, d, e):
+        repo.close()
+
+
+def test_a_batch_never_written_or_torn_loses_no_point(nodes: Nodes) -> None:
+    a = nodes.open("a")
+    replicate(nodes.local, a)
+    template = a.catalog.point(nodes.points[0][0].id)
+    assert template is not None
+    faults = Faults(fail_puts=re.compile(r"\.batch~"))
+    b, c = nodes.open("b", faults), nodes.open("c")
+    planted = plant_points(a, template, 12)
+    b.remote.sync(b)  # type: ignore[union-attr]  # its batch refused (a writer killed first)
+    assert faults.injected == {"error": 1} and not _batches(b) and set(planted) <= _ids(b)
+    d = nodes.open("d")
+    more = plant_points(a, template, 6)
+    c.remote.sync(c)  # type: ignore[union-attr]  # reads one by one, writes a batch
+    [batch] = _batches(c)
+    raw = c.remote.backend.get(batch, cloud_batch.INDEX_LIMIT)  # type: ignore[union-attr]
+    c.remote.backend.put(batch, raw[: len(raw) // 2])  # type: ignore[union-attr]
+    requests = Requests(d)
+    d.remote.sync(d)  # type: ignore[union-attr]  # the torn batch is skipped
+    assert requests.take()["get"] == 1 + len(more)
+    assert _ids(d) == _ids(c) == _ids(b) | set(more)
+    for repo in (a, b, c, d):
+        repo.close()
+
+
+def test_an_old_cache_drops_the_counts_of_volumes_it_does_not_write(nodes: Nodes) -> None:
+    a = nodes.open("a")
+    replicate(nodes.local, a)
+    b = nodes.open("b")
+    for repo in (a, b):  # caches made before: every volume counted, no format
+        cloud_counts.settle(repo)
+        with repo.catalog.transaction() as db:
+            db.execute("DROP TABLE cloud_counts_format")
+        assert repo.catalog.chunk_refs()
+        repo.close()
+    a, b = nodes.open("a"), nodes.open("b")
+    volumes = {v.id for v in b.catalog.volumes()}
+    for repo in (a, b):
+        assert not repo.catalog.chunk_refs() and cloud_counts.uncounted(repo) == volumes
+    mine, theirs = repository_stats(a), repository_stats(b)
+    assert (theirs.chunks, theirs.stored_bytes) == (mine.chunks, mine.stored_bytes)
+    assert verify(b).ok
+    # the writer counts its volume again at its next replication
+    backup(nodes.local, "web01-sda", nodes.work / "disk.img")
+    replicate(nodes.local, a)
+    assert cloud_counts.uncounted(a) == set() and a.catalog.chunk_refs() and verify(a).ok
+    a.close()
+    b.close()
+    b = nodes.open("b")
+    assert cloud_counts.migrate(b) is False and cloud_counts.uncounted(b) == volumes
     b.close()

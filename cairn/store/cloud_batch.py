@@ -1,0 +1,151 @@
+"""Batches: one object carrying the sealed records of many points, read by a sync in one GET.
+
+A sync learns a point another appliance published by reading its record (`cloud_sync`):
+one GET per point, at every node. With a fleet on one repository that is every point of
+the fleet at every node, and it grows with the fleet. So a sync that had to read at least
+`BATCH_MIN` records one by one writes, after it, a *batch*: one feed object
+``feed/<key>.batch~<first key>`` carrying the records of the last `SPAN` seconds that its
+cache holds (read at its syncs, or published by itself: `remember`). Another node's next
+sync lists the batch with the entries (one listing, as before), reads it, and reads one by
+one only the records it does not carry (`gather`). Whatever the fleet's size, a sync then
+costs about one batch plus the few records published since the newest batch, where it cost
+one GET per point published between two of its syncs.
+
+The object is zstd of the sealed JSON ``{repository, batch: <its own name>, records:
+{<feed entry name>: <the record's bytes as read>}}``.
+
+Why nothing changes for correctness:
+
+- A batch is a copy, never a source of points: a sync takes a point only for an entry its
+  listing shows now (written after the record, as before); the batch only saves the GET.
+  Each record in it is opened as one read from ``points/`` (`Cloud._open_record`: sealed,
+  bound to its name and this repository), and the batch is sealed as a whole and bound to
+  its name: one that fails, or any trouble reading it, is skipped and its records are read
+  one by one. Nothing relies on batches.
+- A batch may carry the record of a point deleted since (a GET would have missed it). A
+  record is taken from a batch only for a point whose tombstone the cache does not know;
+  if the tombstone's entry is not taken yet, the point stays listed until it is (a HEAD
+  confirms the record gone), as a record read just before a delete does today. Its data
+  outlives it by the grace period (`cloud.py`, rule 2).
+- A killed writer loses and duplicates nothing: a batch is one PUT (whole or absent),
+  made after the records and entries it carries, which stay where they were. A record
+  carried twice adds one point (its id is the catalog's key).
+- Object Lock stays on the records under ``points/``; a batch is a copy, trimmed with the
+  feed (`cloud_sync.trim`). A cairn without batches skips their names, and a repository
+  without batches is read record by record.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from cairn import logs
+from cairn.errors import CairnError, Corruption
+from cairn.store import cloud_feed, cloud_sync
+from cairn.store.cloud_packs import INDEX_LIMIT, inflate
+from cairn.store.records import Sealer
+from cairn.store.repository import Repository
+
+if TYPE_CHECKING:
+    from cairn.store.cloud import Cloud
+
+BATCH_MIN = 4
+"""records read one by one at a sync that make it write a batch"""
+SPAN = 3600.0
+"""seconds of records a batch carries: a node syncing at least this often reads one batch"""
+MAX_RECORDS = 4000
+"""records per batch at most (the newest): about 2 MB of JSON, well under `INDEX_LIMIT`"""
+
+_TABLE = """CREATE TABLE IF NOT EXISTS cloud_batch_records(
+    entry TEXT PRIMARY KEY, at REAL NOT NULL, raw BLOB NOT NULL) WITHOUT ROWID"""
+
+
+def remember(repo: Repository, records: dict[str, bytes]) -> None:
+    """Keep the records read or published (by feed entry name) for the batches this
+    cache writes; forget those older than a batch carries."""
+    repo.catalog.ensure_schema(_TABLE)
+    with repo.catalog.transaction() as db:
+        db.executemany("INSERT OR IGNORE INTO cloud_batch_records(entry, at, raw) "
+                       "VALUES(?, ?, ?)",
+                       ((e, cloud_feed.name_time(e), raw) for e, raw in records.items()))
+        db.execute("DELETE FROM cloud_batch_records WHERE at < ?", (time.time() - 2 * SPAN,))
+
+
+def _held(repo: Repository, since: float) -> dict[str, bytes]:
+    repo.catalog.ensure_schema(_TABLE)
+    rows = repo.catalog.db.execute(
+        "SELECT entry, raw FROM cloud_batch_records WHERE at >= ? ORDER BY entry DESC "
+        "LIMIT ?", (since, MAX_RECORDS))
+    return {entry: bytes(raw) for entry, raw in rows}
+
+
+def encode(sealer: Sealer, repository: str, name: str, records: dict[str, bytes]) -> bytes:
+    import zstandard
+
+    sealed = sealer.seal({"repository": repository, "batch": name,
+                          "records": {e: raw.decode() for e, raw in records.items()}})
+    return zstandard.ZstdCompressor(level=6).compress(json.dumps(sealed).encode())
+
+
+def decode(sealer: Sealer, repository: str, name: str, raw: bytes) -> dict[str, bytes]:
+    """The records a batch carries, once it is sealed and bound to ``name`` and this
+    repository; `Corruption` else."""
+    what = f"feed batch {name}"
+    if len(raw) > INDEX_LIMIT:
+        raise Corruption(f"{what} is larger than cairn writes one")
+    record = sealer.open(inflate(raw, what), what)
+    records = record.get("records")
+    if record.get("repository") != repository or record.get("batch") != name \
+            or not isinstance(records, dict) \
+            or not all(isinstance(v, str) for v in records.values()):
+        raise Corruption(f"{what} does not belong at that name in this repository")
+    return {e: v.encode() for e, v in records.items() if isinstance(e, str)}
+
+
+def gather(batches: Iterable[cloud_sync.Batch], wanted: Iterable[str],
+           read: Callable[[cloud_sync.Batch], dict[str, bytes]]) -> dict[str, bytes]:
+    """The records of the entries ``wanted`` that batches carry: the newest batch first,
+    each one read only while some wanted entry it may carry is still missing."""
+    missing = set(wanted)
+    found: dict[str, bytes] = {}
+    for batch in sorted(batches, key=lambda b: b.last, reverse=True):
+        if not any(batch.spans(e) for e in missing):
+            continue
+        carried = read(batch)
+        for entry in missing & carried.keys():
+            found[entry] = carried[entry]
+        missing -= carried.keys()
+    return found
+
+
+def read(cloud: Cloud, batch: cloud_sync.Batch) -> dict[str, bytes]:
+    """What ``batch`` carries; nothing when it cannot be read or opened (the records are
+    then read one by one)."""
+    try:
+        raw = cloud.backend.get(batch.name, INDEX_LIMIT)
+        return decode(cloud.sealer, cloud.repository_id, batch.name, raw)
+    except KeyError:
+        return {}
+    except CairnError as exc:
+        logs.event("cloud.batch_skipped", batch=batch.name, where=cloud.where, error=str(exc))
+        return {}
+
+
+def write(cloud: Cloud, repo: Repository) -> str | None:
+    """Put a batch of the records this cache holds from the last `SPAN`; its name, or
+    None when it holds none or the PUT failed (a batch only saves requests)."""
+    records = _held(repo, cloud.clock.now() - SPAN)
+    if not records:
+        return None
+    keys = sorted(cloud_sync.entry_key(e) for e in records)
+    key = max(cloud_feed.new_key(cloud.clock.now()), keys[-1])  # never before what it carries
+    name = cloud_sync.batch_name(key, keys[0])
+    try:
+        cloud.backend.put(name, encode(cloud.sealer, cloud.repository_id, name, records))
+    except CairnError as exc:
+        logs.event("cloud.batch_not_written", batch=name, where=cloud.where, error=str(exc))
+        return None
+    return name

@@ -454,9 +454,8 @@ class Cloud:
             else:
                 batch = self._since(repo, state, now)
             cloud_sync.save(repo, state)
-        written = cloud_batch.write(self, repo) if batch else None
-        if written is not None:  # it holds what it carries: its own next sync skips it
-            cloud_sync.note_seen(repo, [written], cloud_sync.load(repo))
+        if batch:
+            cloud_batch.write(self, repo)
         return full
 
     def _full(self, repo: Repository) -> None:
@@ -512,7 +511,7 @@ class Cloud:
         if new or batches:
             cloud_sync.note_seen(repo, [*(e.name for e in new), *(b.name for b in batches)],
                                  state)
-        return fetched >= cloud_batch.BATCH_MIN
+        return cloud_batch.due(repo, fetched, self.clock.now())
 
     def _take(self, repo: Repository, entries: list[cloud_sync.Entry],
               batches: list[cloud_sync.Batch]) -> int:
@@ -562,7 +561,9 @@ class Cloud:
         wanted = {entry: target for target, entry in targets.items()
                   if self._point_id_of(target) not in removed}
         got = cloud_batch.gather(batches, wanted, lambda b: cloud_batch.read(self, b))
-        return {wanted[entry]: raw for entry, raw in got.items()}
+        if self.packs is not None:
+            self.packs.offer(got)  # the indexes it carries: read by the refresh that follows
+        return {wanted[entry]: raw for entry, raw in got.items() if entry in wanted}
 
     def _is_record(self, name: str) -> bool:
         try:

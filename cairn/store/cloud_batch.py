@@ -3,25 +3,36 @@
 A sync learns a point another appliance published by reading its record (`cloud_sync`):
 one GET per point, at every node. With a fleet on one repository that is every point of
 the fleet at every node, and it grows with the fleet. So a sync that had to read at least
-`BATCH_MIN` records one by one writes, after it, a *batch*: one feed object
+`BATCH_MIN` records one by one, and has seen no batch younger than `BATCH_EVERY`, writes,
+after it, a *batch*: one feed object
 ``feed/<key>.batch~<first key>`` carrying the records of the last `SPAN` seconds that its
 cache holds (read at its syncs, or published by itself: `remember`). Another node's next
 sync lists the batch with the entries (one listing, as before), reads it, and reads one by
 one only the records it does not carry (`gather`). Whatever the fleet's size, a sync then
 costs about one batch plus the few records published since the newest batch, where it cost
-one GET per point published between two of its syncs.
+one GET per point published between two of its syncs. A PUT costs what a dozen GETs do
+(AWS S3), so batches are written at most about once every `BATCH_EVERY` across the fleet
+(two nodes syncing at once may both write one), not at every sync: the records published
+since the newest batch are read one by one.
+
+Every node also reads every new pack index once (a writer dedups against what the others
+stored, `cloud_packs`): a batch carries the indexes of the last `SPAN` its writer holds
+too (their sealed JSON, up to `INDEX_BYTES`), which the reader `offer`s to its packs, so
+its next `refresh` opens them in place of their GETs, for the names its listing shows.
 
 The object is zstd of the sealed JSON ``{repository, batch: <its own name>, records:
-{<feed entry name>: <the record's bytes as read>}}``.
+{<feed entry name>: <the record's bytes as read>, <index/<id>>: <the index's sealed
+JSON>}}``.
 
 Why nothing changes for correctness:
 
 - A batch is a copy, never a source of points: a sync takes a point only for an entry its
   listing shows now (written after the record, as before); the batch only saves the GET.
   Each record in it is opened as one read from ``points/`` (`Cloud._open_record`: sealed,
-  bound to its name and this repository), and the batch is sealed as a whole and bound to
-  its name: one that fails, or any trouble reading it, is skipped and its records are read
-  one by one. Nothing relies on batches.
+  bound to its name and this repository), each index as one read from ``index/``, only
+  for an index the reader listed (a batch never makes a pack known), and the batch is
+  sealed as a whole and bound to its name: one that fails, or any trouble reading it, is
+  skipped and what it carries is read one by one. Nothing relies on batches.
 - A batch may carry the record of a point deleted since (a GET would have missed it). A
   record is taken from a batch only for a point whose tombstone the cache does not know;
   if the tombstone's entry is not taken yet, the point stays listed until it is (a HEAD
@@ -45,7 +56,7 @@ from typing import TYPE_CHECKING
 from cairn import logs
 from cairn.errors import CairnError, Corruption
 from cairn.store import cloud_feed, cloud_sync
-from cairn.store.cloud_packs import INDEX_LIMIT, inflate
+from cairn.store.cloud_packs import inflate
 from cairn.store.records import Sealer
 from cairn.store.repository import Repository
 
@@ -54,13 +65,29 @@ if TYPE_CHECKING:
 
 BATCH_MIN = 4
 """records read one by one at a sync that make it write a batch"""
+BATCH_EVERY = 20.0
+"""seconds (by the batches' keys) a node waits after the newest batch it saw before
+writing another"""
 SPAN = 3600.0
 """seconds of records a batch carries: a node syncing at least this often reads one batch"""
 MAX_RECORDS = 4000
-"""records per batch at most (the newest): about 2 MB of JSON, well under `INDEX_LIMIT`"""
+"""records per batch at most (the newest): about 2 MB of JSON"""
+INDEX_BYTES = 4 << 20
+"""bytes of index texts per batch at most (the newest; a 32 MiB pack's is about 50 kB)"""
+BATCH_LIMIT = 16 << 20
+"""the largest batch a reader inflates"""
 
 _TABLE = """CREATE TABLE IF NOT EXISTS cloud_batch_records(
     entry TEXT PRIMARY KEY, at REAL NOT NULL, raw BLOB NOT NULL) WITHOUT ROWID"""
+
+
+def due(repo: Repository, fetched: int, now: float) -> bool:
+    """Whether a sync that read ``fetched`` records one by one writes a batch: enough of
+    them, and the newest batch this cache saw (`cloud_sync.newest_batch`) is old enough."""
+    if fetched < BATCH_MIN:
+        return False
+    newest = cloud_sync.newest_batch(repo)
+    return newest is None or cloud_feed.name_time(newest) < now - BATCH_EVERY
 
 
 def remember(repo: Repository, records: dict[str, bytes]) -> None:
@@ -94,9 +121,7 @@ def decode(sealer: Sealer, repository: str, name: str, raw: bytes) -> dict[str, 
     """The records a batch carries, once it is sealed and bound to ``name`` and this
     repository; `Corruption` else."""
     what = f"feed batch {name}"
-    if len(raw) > INDEX_LIMIT:
-        raise Corruption(f"{what} is larger than cairn writes one")
-    record = sealer.open(inflate(raw, what), what)
+    record = sealer.open(inflate(raw, what, BATCH_LIMIT), what)
     records = record.get("records")
     if record.get("repository") != repository or record.get("batch") != name \
             or not isinstance(records, dict) \
@@ -107,16 +132,16 @@ def decode(sealer: Sealer, repository: str, name: str, raw: bytes) -> dict[str, 
 
 def gather(batches: Iterable[cloud_sync.Batch], wanted: Iterable[str],
            read: Callable[[cloud_sync.Batch], dict[str, bytes]]) -> dict[str, bytes]:
-    """The records of the entries ``wanted`` that batches carry: the newest batch first,
-    each one read only while some wanted entry it may carry is still missing."""
+    """What the batches read carry (records by entry name, indexes by object name): the
+    newest batch first, each one read only while some of the entries ``wanted`` it may
+    carry is still missing."""
     missing = set(wanted)
     found: dict[str, bytes] = {}
     for batch in sorted(batches, key=lambda b: b.last, reverse=True):
         if not any(batch.spans(e) for e in missing):
             continue
         carried = read(batch)
-        for entry in missing & carried.keys():
-            found[entry] = carried[entry]
+        found = {**carried, **found}  # a newer batch's copy wins
         missing -= carried.keys()
     return found
 
@@ -125,7 +150,7 @@ def read(cloud: Cloud, batch: cloud_sync.Batch) -> dict[str, bytes]:
     """What ``batch`` carries; nothing when it cannot be read or opened (the records are
     then read one by one)."""
     try:
-        raw = cloud.backend.get(batch.name, INDEX_LIMIT)
+        raw = cloud.backend.get(batch.name, BATCH_LIMIT)
         return decode(cloud.sealer, cloud.repository_id, batch.name, raw)
     except KeyError:
         return {}
@@ -134,17 +159,34 @@ def read(cloud: Cloud, batch: cloud_sync.Batch) -> dict[str, bytes]:
         return {}
 
 
+def _indexes(cloud: Cloud, since: float) -> dict[str, bytes]:
+    """The newest index texts the packs hold from ``since`` on, `INDEX_BYTES` at most."""
+    if cloud.packs is None:
+        return {}
+    taken: dict[str, bytes] = {}
+    size = 0
+    for name, text in cloud.packs.index_texts(since, MAX_RECORDS).items():
+        size += len(text)
+        if size > INDEX_BYTES:
+            break
+        taken[name] = text
+    return taken
+
+
 def write(cloud: Cloud, repo: Repository) -> str | None:
-    """Put a batch of the records this cache holds from the last `SPAN`; its name, or
-    None when it holds none or the PUT failed (a batch only saves requests)."""
-    records = _held(repo, cloud.clock.now() - SPAN)
+    """Put a batch of the records and indexes this cache holds from the last `SPAN`; its
+    name, or None when it holds no record or the PUT failed (a batch only saves
+    requests)."""
+    since = cloud.clock.now() - SPAN
+    records = _held(repo, since)
     if not records:
         return None
     keys = sorted(cloud_sync.entry_key(e) for e in records)
     key = max(cloud_feed.new_key(cloud.clock.now()), keys[-1])  # never before what it carries
     name = cloud_sync.batch_name(key, keys[0])
+    carried = {**records, **_indexes(cloud, since)}
     try:
-        cloud.backend.put(name, encode(cloud.sealer, cloud.repository_id, name, records))
+        cloud.backend.put(name, encode(cloud.sealer, cloud.repository_id, name, carried))
     except CairnError as exc:
         logs.event("cloud.batch_not_written", batch=name, where=cloud.where, error=str(exc))
         return None

@@ -31,6 +31,13 @@ a legacy one-object chunk (``chunks/abc/<hash>``, repositories made before packs
 Deleting a chunk does nothing to the bucket: space is freed by the prune, whole packs at a
 time (`cairn.store.cloud_prune`), after the two-step deletion of ``CLOUD.md``.
 
+Every node reads every new index once (a writer dedups against what others stored). A
+sync that writes a batch of records (`cloud_batch`) puts in it the indexes of the last hour
+it holds (their sealed JSON, kept in ``index_text``: `index_texts`); a node that reads the
+batch `offer`s them here, and `refresh` takes an offered index in place of its GET, for a
+name its own listing shows (a batch never makes a pack known), opened and checked as one
+read from the bucket (one that fails is read from the bucket).
+
 Nothing from the bucket is trusted: an index must open with the repository's key
 (`records`) and name this repository, its own pack, and ranges inside the pack's size; a
 range read must be whole and every chunk in it is checked by its hash (`chunks`); the
@@ -91,7 +98,10 @@ CREATE TABLE IF NOT EXISTS chunks(
 CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks(pack);
 CREATE TABLE IF NOT EXISTS forgotten(id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cursor(one INTEGER PRIMARY KEY CHECK(one = 1), at REAL);
+CREATE TABLE IF NOT EXISTS index_text(id TEXT PRIMARY KEY, text BLOB NOT NULL) WITHOUT ROWID;
 """
+TEXT_KEEP = 2 * 3600.0
+"""seconds an index's text is kept for batches (`index_texts`): twice what one carries"""
 
 DATA_PREFIXES = ("packs", "index", "chunks")
 """where chunk bytes are kept (``chunks``: legacy one-object chunks)"""
@@ -127,6 +137,17 @@ def chunk_digest(name: str) -> bytes | None:
     return bytes.fromhex(match.group(1)) if match else None
 
 
+@dataclass(frozen=True)
+class _Index:
+    """A pack's index as read (or written) here, with its sealed JSON (``text``)."""
+
+    pack: str
+    size: int
+    stamp: float
+    rows: list[tuple[bytes, int, int, bool]]
+    text: bytes
+
+
 class _PackGone(Exception):
     """A pack a prune deleted (another copy of its chunks is read instead)."""
 
@@ -151,14 +172,14 @@ class _Pack:
     id: str = ""
 
 
-def inflate(raw: bytes, what: str) -> bytes:
+def inflate(raw: bytes, what: str, limit: int = INDEX_LIMIT) -> bytes:
     import zstandard
 
     try:
-        if zstandard.frame_content_size(raw) > INDEX_LIMIT:
-            raise Corruption(f"{what} claims to inflate past {INDEX_LIMIT} bytes: it was not "
+        if zstandard.frame_content_size(raw) > limit:
+            raise Corruption(f"{what} claims to inflate past {limit} bytes: it was not "
                              "written by cairn; remove it")
-        return zstandard.ZstdDecompressor().decompress(raw, max_output_size=INDEX_LIMIT)
+        return zstandard.ZstdDecompressor().decompress(raw, max_output_size=limit)
     except zstandard.ZstdError:
         raise Corruption(f"{what} is not a zstd frame: it was altered; remove it and its "
                          "pack, or restore them from a copy") from None
@@ -191,6 +212,8 @@ class CloudPacks:
         """one per pack in memory (the open one and those uploading): bounds memory"""
         self._pool: ThreadPoolExecutor | None = None
         self._refreshed = -REFRESH_EVERY
+        self._offered: dict[str, bytes] = {}
+        """index texts a batch carried, by object name (`offer`)"""
 
     def _ranged(self) -> PackBucket:
         return self.bucket  # type: ignore[return-value]  # S3Backend, or the tests' layer
@@ -274,19 +297,34 @@ class CloudPacks:
             "chunks": [[d.hex(), o, n] for d, (o, n) in pack.chunks.items()],
             "replaces": sorted(d.hex() for d in pack.replaces)})
         name = index_object(pack.id)
-        self.store(name, zstandard.ZstdCompressor(level=3).compress(
-            json.dumps(record, separators=(",", ":")).encode()))
+        text = json.dumps(record, separators=(",", ":")).encode()
+        self.store(name, zstandard.ZstdCompressor(level=3).compress(text))
         stamp = self.bucket.stamp(name)
         self.clock.learn(stamp)
-        self._record(pack.id, len(pack.buf), stamp,
-                     [(d, o, n, d in pack.replaces) for d, (o, n) in pack.chunks.items()])
+        self._record(_Index(pack.id, len(pack.buf), stamp, [
+            (d, o, n, d in pack.replaces) for d, (o, n) in pack.chunks.items()], text))
 
-    def _record(self, pack: str, size: int, stamp: float,
-                rows: list[tuple[bytes, int, int, bool]]) -> None:
+    def _record(self, index: _Index) -> None:
+        keep = cloud_feed.new_key(time.time() - TEXT_KEEP)[:14]
         with self._db.tx() as db:
-            db.execute("INSERT OR IGNORE INTO packs VALUES(?, ?, ?)", (pack, size, stamp))
+            db.execute("INSERT OR IGNORE INTO packs VALUES(?, ?, ?)",
+                       (index.pack, index.size, index.stamp))
             db.executemany("INSERT OR REPLACE INTO chunks VALUES(?, ?, ?, ?, ?)",
-                           ((d, pack, o, n, int(r)) for d, o, n, r in rows))
+                           ((d, index.pack, o, n, int(r)) for d, o, n, r in index.rows))
+            db.execute("INSERT OR IGNORE INTO index_text VALUES(?, ?)", (index.pack, index.text))
+            db.execute("DELETE FROM index_text WHERE id < ?", (keep,))
+
+    def index_texts(self, since: float, most: int) -> dict[str, bytes]:
+        """The sealed JSON of the indexes this node read or wrote whose key is ``since``
+        or later (the newest ``most``), by object name: for a batch (`cloud_batch`)."""
+        rows = self._db.query("SELECT id, text FROM index_text WHERE id >= ? ORDER BY id "
+                              "DESC LIMIT ?", (cloud_feed.new_key(since)[:14], most))
+        return {index_object(i): bytes(t) for i, t in rows}
+
+    def offer(self, texts: dict[str, bytes]) -> None:
+        """Index texts a batch carried (by object name): the next `refresh` opens one in
+        place of its GET when its listing shows that index."""
+        self._offered.update((n, t) for n, t in texts.items() if n.startswith("index/"))
 
     def sync(self) -> None:
         """Upload the open pack and wait for every upload: when this returns, each chunk
@@ -340,7 +378,8 @@ class CloudPacks:
 
                 for found in bounded_map(self._read_index, new, READERS):
                     if found is not None:
-                        self._record(*found)
+                        self._record(found)
+            self._offered.clear()
             at = cloud_feed.newest(list(listed), cursor)
             if at is not None:
                 with self._db.tx() as db:
@@ -365,20 +404,28 @@ class CloudPacks:
                     f"SELECT id FROM {table} WHERE id IN ({marks})", tuple(part)))
         return found
 
-    def _read_index(self, item: tuple[str, float]
-                    ) -> tuple[str, int, float, list[tuple[bytes, int, int, bool]]] | None:
-        """One index from the bucket, opened and checked; None when it went since the
-        listing (a prune deleted its pack)."""
+    def _read_index(self, item: tuple[str, float]) -> _Index | None:
+        """One index, opened and checked: the text a batch offered, else (or if that one
+        fails) from the bucket; None when it went since the listing (a prune deleted its
+        pack)."""
         pack, stamp = item
         name = index_object(pack)
         what = f"index {name} of pack {pack_object(pack)} in {self.where}"
+        offered = self._offered.get(name)
+        if offered is not None:
+            try:
+                return self._open_index(pack, stamp, offered, what)
+            except Corruption:
+                pass  # the batch's copy: the index itself decides
         try:
             raw = self._ranged().get(name, INDEX_LIMIT)
         except KeyError:
             return None
-        record = self.sealer.open(inflate(raw, what), what)
-        rows = self._parse(record, pack, what)
-        return pack, int(record["size"]), stamp, rows
+        return self._open_index(pack, stamp, inflate(raw, what), what)
+
+    def _open_index(self, pack: str, stamp: float, text: bytes, what: str) -> _Index:
+        record = self.sealer.open(text, what)
+        return _Index(pack, int(record["size"]), stamp, self._parse(record, pack, what), text)
 
     def _parse(self, record: dict[str, Any], pack: str,
                what: str) -> list[tuple[bytes, int, int, bool]]:

@@ -191,6 +191,13 @@ def tail(repo: Repository) -> str | None:
     return repo.catalog.db.execute("SELECT MAX(name) FROM cloud_feed_seen").fetchone()[0]
 
 
+def newest_batch(repo: Repository) -> str | None:
+    """The newest batch this cache listed lately (by name, so by key)."""
+    return repo.catalog.db.execute(
+        "SELECT MAX(name) FROM cloud_feed_seen WHERE name LIKE ?",
+        (f"{FEED}/%.{BATCH}~%",)).fetchone()[0]
+
+
 def unseen(repo: Repository, entries: list[Entry]) -> list[Entry]:
     """The entries this cache has not handled yet (those of the window come again)."""
     if not entries:

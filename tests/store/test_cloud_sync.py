@@ -141,7 +141,10 @@ def test_a_sync_lists_only_after_the_newest_entry_taken_and_the_window_now_and_t
     fresh = plant_points(a, template, 150)  # all inside the window
     b.remote.sync(b)  # type: ignore[union-attr]  # the window listed once, after the full sync
     assert set(fresh) <= {p.id for p in b.catalog.points()}
+    assert len(_batches(b)) == 1  # it read 150 records one by one: a batch for the others
     requests = Requests(b)
+    b.remote.sync(b)  # type: ignore[union-attr]  # lists that batch once, reads nothing
+    assert requests.take() == {"stamps": 1} and requests.take_names() == 1
     for _ in range(3):  # nothing new: one listing of nothing, however fresh the entries
         b.remote.sync(b)  # type: ignore[union-attr]
         assert requests.take() == {"stamps": 1} and requests.take_names() == 0
@@ -237,7 +240,7 @@ def test_a_sync_reads_many_new_points_from_one_batch_another_sync_wrote(nodes: N
     assert _ids(d) == _ids(c) - {doomed.id}
 
     # A batch altered (here sealed with another key) is skipped: the records are read
-    # one by one, and that sync writes a batch of its own.
+    # one by one (that sync writes no batch: it saw one younger than BATCH_EVERY).
     cloud = e.remote
     assert isinstance(cloud, Cloud)
     cloud.backend.put(batch, cloud_batch.encode(Sealer(b"x" * 32), cloud.repository_id,
@@ -245,9 +248,32 @@ def test_a_sync_reads_many_new_points_from_one_batch_another_sync_wrote(nodes: N
     requests = Requests(e)
     cloud.sync(e)
     counts = requests.take()
-    assert counts["get"] == 1 + 20 and counts["put"] == 1, counts  # 19 records, 1 gone
-    assert _ids(e) == _ids(d) and len(_batches(e)) == 2
+    assert counts["get"] == 1 + 20 and "put" not in counts, counts  # 19 records, 1 gone
+    assert _ids(e) == _ids(d) and _batches(e) == [batch]
     for repo in (a, b, c, d, e):
+        repo.close()
+
+
+def test_a_batch_carries_the_new_pack_indexes_too(nodes: Nodes) -> None:
+    a, b, c = nodes.open("a"), nodes.open("b"), nodes.open("c")
+    replicate(nodes.local, a)  # real packs, each with its index
+    template = a.catalog.point(nodes.points[0][0].id)
+    assert template is not None
+    plant_points(a, template, 3)
+    indexes = len(list(a.remote.backend.list("index")))  # type: ignore[union-attr]
+    requests = Requests(b)
+    b.remote.sync(b)  # type: ignore[union-attr]
+    counts = requests.take()
+    assert indexes and counts["get"] == 5 + indexes and counts["put"] == 1, counts
+    requests = Requests(c)
+    c.remote.sync(c)  # type: ignore[union-attr]
+    assert requests.take()["get"] == 1  # the batch: records and indexes
+    assert c.remote.packs.pack_ids() == b.remote.packs.pack_ids()  # type: ignore[union-attr]
+    for point, want in nodes.points:  # read through the indexes the batch carried
+        learnt = c.catalog.point(point.id)
+        assert learnt is not None
+        assert restored_digest(c, learnt, nodes.work / "out.img") == want
+    for repo in (a, b, c):
         repo.close()
 
 
@@ -265,7 +291,7 @@ def test_a_batch_never_written_or_torn_loses_no_point(nodes: Nodes) -> None:
     more = plant_points(a, template, 6)
     c.remote.sync(c)  # type: ignore[union-attr]  # reads one by one, writes a batch
     [batch] = _batches(c)
-    raw = c.remote.backend.get(batch, cloud_batch.INDEX_LIMIT)  # type: ignore[union-attr]
+    raw = c.remote.backend.get(batch, cloud_batch.BATCH_LIMIT)  # type: ignore[union-attr]
     c.remote.backend.put(batch, raw[: len(raw) // 2])  # type: ignore[union-attr]
     requests = Requests(d)
     d.remote.sync(d)  # type: ignore[union-attr]  # the torn batch is skipped

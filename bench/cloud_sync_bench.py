@@ -9,8 +9,11 @@ read) is timed, then its syncs with nothing new, with a few new points, with a t
 points announced within the last `cloud_feed.WINDOW` (a busy quarter hour: a sync lists
 only after the newest entry it took, the window once every `cloud_sync.rescan_every`),
 and a full sync again, side by side in one run, with the requests each
-made. The records are announced as written half an hour before the run (a repository's
-history), so the first figure is the steady state of a sync with nothing new.
+made. The busy quarter hour is also synced by a twin of that cache (a copy of its folder:
+another appliance as up to date) after the first one, which read every new record one by
+one and wrote a batch (`cloud_batch`): the twin reads the batch instead. The records are
+announced as written half an hour before the run (a repository's history), so the first
+figure is the steady state of a sync with nothing new.
 
 Run: `python bench/cloud_sync_bench.py [--points 10000]`. Results go to
 `bench/work/cloud-sync-<time>.json`.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -35,7 +39,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from images import save_result  # noqa: E402
 
 from cairn.replication.replicate import replicate  # noqa: E402
-from cairn.store import cloud_feed  # noqa: E402
+from cairn.store import cloud_batch, cloud_feed  # noqa: E402
 from cairn.store.cloud import Cloud, init_cloud, open_cloud  # noqa: E402
 from cairn.store.repository import Repository  # noqa: E402
 from tests.s3server import SeaweedS3  # noqa: E402
@@ -57,6 +61,16 @@ def _sync(repo: Repository) -> Callable[[], object]:
     return lambda: remote.sync(repo)
 
 
+def _twin(folder: Path, url: str, b: Repository) -> tuple[Repository, Repository]:
+    """``b`` reopened, and another node whose cache is a copy of its folder."""
+    b.close()
+    shutil.copytree(folder / "cache-b", folder / "cache-c")
+    os.environ["CAIRN_CACHE"] = str(folder / "cache-c")
+    c = open_cloud(url, None)
+    os.environ["CAIRN_CACHE"] = str(folder / "cache-b")
+    return open_cloud(url, None), c
+
+
 def measure(folder: Path, server: SeaweedS3, count: int, repeats: int) -> dict[str, Any]:
     for name, value in (("CAIRN_S3_ENDPOINT", server.endpoint),
                         ("CAIRN_S3_ACCESS_KEY", server.access_key),
@@ -64,6 +78,7 @@ def measure(folder: Path, server: SeaweedS3, count: int, repeats: int) -> dict[s
                         ("CAIRN_KEYS", str(folder / "keys")),
                         ("CAIRN_CACHE", str(folder / "cache-a"))):
         os.environ[name] = value
+    cloud_batch.BATCH_EVERY = 0.0  # the batch of 10 new points must not hold back the burst's
     image = folder / "disk.img"
     make_image(image, 1024 * 1024, seed=1, fill=0.5)
     url = f"s3://{server.bucket}/sync-bench"
@@ -88,9 +103,14 @@ def measure(folder: Path, server: SeaweedS3, count: int, repeats: int) -> dict[s
             requests.take()
             ten_s = timed(_sync(b))
             ten_requests = requests.take()
+            b, c = _twin(folder, url, b)
+            requests, twin = Requests(b), Requests(c)
             burst = plant_points(a, template, count // 10)  # all still inside the window
-            timed(_sync(b))
-            requests.take()
+            burst_s = timed(_sync(b))
+            burst_one = requests.take()
+            burst_twin_s = timed(_sync(c))
+            burst_batch = twin.take()
+            c.close()
             burst_idle = [timed(_sync(b)) for _ in range(5)]
             burst_requests = requests.take()
             os.environ["CAIRN_CLOUD_FULL_SYNC_SECONDS"] = "0"
@@ -105,6 +125,8 @@ def measure(folder: Path, server: SeaweedS3, count: int, repeats: int) -> dict[s
             "ten_new_requests": ten_requests,
             "idle_with_recent_entries": {"recent": len(burst), "median_s": statistics.median(
                 burst_idle), "requests": burst_requests},
+            "burst_sync": {"one_by_one_s": burst_s, "one_by_one_requests": burst_one,
+                           "from_batch_s": burst_twin_s, "from_batch_requests": burst_batch},
             "full_sync_s": full_s,
             "full_requests": full_requests, "full_over_idle": round(full_s / idle_s, 1),
             "target_idle_s": TARGET, "load": os.getloadavg()}

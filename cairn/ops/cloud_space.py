@@ -66,14 +66,26 @@ def prune_line(done: CloudPrune) -> str:
             f"{len(pruned.condemned)} (repacking {len(pruned.repacked)}), delete "
             f"{len(pruned.deleted)} condemned a grace period ago, freeing "
             f"{human_bytes(pruned.bytes_freed)}; lifted {len(pruned.lifted)}{released}"
+            f"{_locked(pruned.held, pruned.held_until)}"
             f"{_held(done.waiting.objects, done.waiting.until)}")
+
+
+def _locked(count: int, until: float | None) -> str:
+    if not count or until is None:
+        return ""
+    return (f"; {count} condemned pack(s) wait for their Object Lock to pass (until "
+            f"{_date(until)}): a later `cairn cloud prune` deletes them then")
+
+
+def _date(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
 
 
 def _held(count: int, until: float | None) -> str:
     if not count or until is None:
         return ""
     return (f"; {count} packed legacy object(s) wait for their Object Lock to pass (until "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(until))}): a later "
+            f"{_date(until)}): a later "
             "`cairn cloud prune` or `convert` deletes them then")
 
 

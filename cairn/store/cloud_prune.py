@@ -54,6 +54,7 @@ from cairn import logs
 from cairn.errors import CairnError, Corruption, S3AccessDenied, UsageError
 from cairn.store.chunks import chunk_name
 from cairn.store.cloud_live import live
+from cairn.store.cloud_pack_locks import PackLocks
 from cairn.store.cloudlock import LOCK_WAIT, Bucket, RemoteLock, lifetime
 
 if TYPE_CHECKING:
@@ -87,6 +88,9 @@ class PruneReport:
     lifted: list[str] = field(default_factory=list)
     bytes_freed: int = 0
     bytes_rewritten: int = 0
+    held: int = 0
+    """condemned packs due for deletion that Object Lock still keeps (`cloud_pack_locks`)"""
+    held_until: float | None = None
     seconds: float = 0.0
 
     def json(self) -> dict[str, Any]:
@@ -94,7 +98,8 @@ class PruneReport:
                 "packs_condemned": self.condemned, "packs_repacked": self.repacked,
                 "packs_written": self.new_packs, "packs_deleted": self.deleted,
                 "condemnations_lifted": self.lifted, "bytes_freed": self.bytes_freed,
-                "bytes_rewritten": self.bytes_rewritten, "seconds": self.seconds}
+                "bytes_rewritten": self.bytes_rewritten, "packs_held": self.held,
+                "packs_held_until": self.held_until, "seconds": self.seconds}
 
 
 def condemned(bucket: Bucket) -> dict[str, float]:
@@ -129,10 +134,14 @@ def _copies(packs: CloudPacks, digests: set[bytes]) -> dict[bytes, list[Location
     return found
 
 
-def server_now(bucket: Bucket) -> float:
-    """The server's time now: the LastModified of an object just written."""
-    bucket.put(CLOCK, b"")
-    return bucket.stamp(CLOCK)
+def server_now(cloud: Cloud) -> float:
+    """The server's time now: the LastModified of an object just written (in a versioned
+    bucket its older version is deleted: one would be left behind at every prune)."""
+    cloud.backend.put(CLOCK, b"")
+    now = cloud.backend.stamp(CLOCK)
+    if cloud.versions is not None:
+        cloud.versions.keep_latest(CLOCK)
+    return now
 
 
 def listed(what: str, where: str, listing: Iterator[tuple[str, Any]]) -> list[tuple[str, Any]]:
@@ -167,7 +176,7 @@ def _survey(cloud: Cloud) -> _Bucket:
     index, then the point): a point listed has its index listed, and an index listed has
     its pack listed, unless either was lost (or deleted by a prune, which holds the lock)."""
     bucket, where = cloud.backend, cloud.where
-    now = server_now(bucket)
+    now = server_now(cloud)
     notices = {_pack_id(name): stamp
                for name, stamp in listed("condemned/", where, bucket.stamps(CONDEMNED))}
     points = {cloud._point_id_of(name)
@@ -350,10 +359,14 @@ def _doomed(view: _Bucket, plan: _Plan, grace: float, unread: set[str]
 
 def _delete(cloud: Cloud, packs: CloudPacks, pack_ids: list[str], view: _Bucket,
             report: PruneReport) -> None:
-    """Pack, then index, then notice: each step leaves what the next prune completes."""
+    """Pack, then index, then notice: each step leaves what the next prune completes. A
+    pack Object Lock still keeps is left whole until a later prune (`cloud_pack_locks`)."""
     from cairn.store.cloud_packs import index_object, pack_object
 
+    locks = PackLocks.take(cloud, view.now, report.dry_run)
     for pack in sorted(pack_ids):
+        if locks.keeps(pack):
+            continue
         if not report.dry_run:
             if pack in view.packs:
                 _delete_object(cloud, pack_object(pack))
@@ -363,6 +376,8 @@ def _delete(cloud: Cloud, packs: CloudPacks, pack_ids: list[str], view: _Bucket,
             packs.forget_pack(pack)
         report.deleted.append(pack)
         report.bytes_freed += view.packs.get(pack, (0.0, 0))[1]
+    locks.close(view.notices.keys() - set(report.deleted))
+    report.held, report.held_until = len(locks.waiting), locks.until
 
 
 def _delete_object(cloud: Cloud, name: str) -> None:

@@ -322,6 +322,15 @@ class Retention:
         for marker in [] if kept else markers:
             self._send("DELETE", name, f"versionId={quote(_text(marker, 'VersionId'), safe='')}")
 
+    def keep_latest(self, name: str) -> None:
+        """Delete every version of ``name`` but the current one: an object written again
+        at every run (a clock) keeps one version, not one per run."""
+        versions, markers = self._versions(name)
+        for old in [*markers, *versions]:
+            if _text(old, "IsLatest") != "true":
+                self._send("DELETE", name,
+                           f"versionId={quote(_text(old, 'VersionId'), safe='')}")
+
     def _locked_under_marker(self, name: str, now: float) -> tuple[str, str] | None:
         """(version, marker) when ``name`` is hidden behind a delete marker while its newest
         version is still locked after ``now``; else None."""

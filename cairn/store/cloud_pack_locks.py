@@ -1,0 +1,107 @@
+"""Condemned packs that S3 Object Lock still keeps: left whole until their date, then
+deleted, every version, by a later prune.
+
+A point published immutably locks the packs holding its chunks (COMPLIANCE retention,
+`immutable`). When such a point is gone (its lock passed, or another point's copy of a chunk
+was the one kept) the prune may condemn a pack whose own lock has not passed yet. A DELETE
+of it then only puts a delete marker over the locked version: nothing is freed, the pack
+drops out of every listing, and no later prune would ever look for it again. So, on a bucket
+made with Object Lock, a prune about to delete a condemned pack reads the retention of the
+pack and of its index first; while either is locked it deletes nothing of it (pack, index
+and notice stay, the chunks stay readable) and records the date in an empty object
+``held/packs/<until, 11-digit epoch seconds>-<pack id>``: the next prunes learn what waits,
+and until when, from one listing, with no request per pack. Once the date passed, a prune
+reads the retention afresh (a record is only a hint: a forged or stale one delays a
+deletion or costs a read, it never lets a locked pack go) and deletes the pack and its
+index, every version, then the notice and the record.
+
+A record whose pack is no longer condemned (a point reused it: the prune lifted the
+condemnation) or no longer there is deleted by the next prune. Records sit under ``held/``
+beside the legacy objects' notices (`cloud_held`), which ignores names of this shape.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from cairn.store.cloud_packs import index_object, pack_object
+
+if TYPE_CHECKING:
+    from cairn.store.backends.s3_lock import Retention
+    from cairn.store.cloud import Cloud
+
+HELD_PACKS = "held/packs"
+_RECORD = re.compile(r"^held/packs/(\d{11})-([0-9a-f]{32})$")
+
+
+def _records(cloud: Cloud) -> dict[str, tuple[float, str]]:
+    """Pack id -> (the latest date recorded for it, that record's name)."""
+    found: dict[str, tuple[float, str]] = {}
+    for name, _stamp in cloud.backend.stamps(HELD_PACKS):
+        match = _RECORD.match(name)
+        if match and float(match.group(1)) >= found.get(match.group(2), (0.0, ""))[0]:
+            found[match.group(2)] = (float(match.group(1)), name)
+    return found
+
+
+@dataclass
+class PackLocks:
+    """One prune's view of the condemned packs Object Lock keeps (see the module doc)."""
+
+    cloud: Cloud
+    retention: Retention | None
+    now: float
+    dry_run: bool
+    records: dict[str, tuple[float, str]] = field(default_factory=dict)
+    waiting: dict[str, float] = field(default_factory=dict)
+    """pack -> the date it waits for, as this prune found it"""
+
+    @classmethod
+    def take(cls, cloud: Cloud, now: float, dry_run: bool) -> PackLocks:
+        """On a bucket without Object Lock, a view that keeps nothing (no request)."""
+        from cairn.store.cloud_held import retention_of
+
+        retention = retention_of(cloud)
+        records = _records(cloud) if retention is not None else {}
+        return cls(cloud, retention, now, dry_run, records)
+
+    def keeps(self, pack: str) -> bool:
+        """Whether Object Lock still keeps ``pack`` (or its index): then it is recorded
+        (not on a dry run) and nothing of it may be deleted now."""
+        if self.retention is None:
+            return False
+        recorded = self.records.get(pack, (0.0, ""))[0]
+        if recorded <= self.now:
+            recorded = max(self.retention.until(pack_object(pack)) or 0.0,
+                           self.retention.until(index_object(pack)) or 0.0)
+        if recorded <= self.now:
+            return False
+        self.waiting[pack] = recorded
+        if self.records.get(pack, (0.0, ""))[0] < recorded:
+            self._record(pack, recorded)
+        return True
+
+    def _record(self, pack: str, until: float) -> None:
+        if self.dry_run:
+            return
+        old = self.records.get(pack)
+        name = f"{HELD_PACKS}/{int(until):011d}-{pack}"
+        self.cloud.backend.put(name, b"")
+        if old is not None and old[1] != name:
+            self.cloud.backend.delete(old[1])
+        self.records[pack] = (until, name)
+
+    def close(self, condemned: Iterable[str]) -> None:
+        """Delete the records of packs no longer condemned or waiting (deleted now, or
+        their condemnation lifted)."""
+        still = set(condemned) | set(self.waiting)
+        stale = [name for pack, (_u, name) in self.records.items() if pack not in still]
+        if stale and not self.dry_run:
+            self.cloud.backend.delete_many(stale)
+
+    @property
+    def until(self) -> float | None:
+        return max(self.waiting.values(), default=None)

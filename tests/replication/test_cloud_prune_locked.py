@@ -1,0 +1,111 @@
+"""`cairn cloud prune` on a real SeaweedFS bucket with Object Lock (COMPLIANCE retention).
+
+Condemned packs still locked are not deleted (a DELETE would only hide them behind a marker
+and free nothing): the prune leaves them whole, records them, and says how many wait and
+until when; once a lock passes, a later prune deletes that pack and its index, every
+version. The prune's clock object keeps one version however many prunes run. Every point
+restores byte for byte throughout, read by a node with an empty cache.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cairn.replication.replicate import replicate
+from cairn.store.cloud import init_cloud, open_cloud
+from cairn.store.delete import delete_points
+from cairn.store.repository import Repository
+from tests.appliance.harness import wait_for
+from tests.replication.test_cloud_convert_locked import _server_time, _versions
+from tests.replication.test_replicate import Cli
+from tests.s3server import SeaweedS3
+from tests.store.helpers import backup, digest, make_image, mutate, restored_digest
+
+SHORT = 8.0
+DAY = 86400.0
+GRACE = 1.0
+
+
+def _keys(pack: str) -> list[str]:
+    return [f"r/packs/{pack[-2:]}/{pack}", f"r/index/{pack}"]
+
+
+def test_prune_leaves_locked_condemned_packs_whole_then_deletes_them_all_versions(
+        s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = f"prune-locked-{uuid.uuid4().hex[:8]}"
+    s3 = s3_server.client()
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    env = {**s3_server.cairn_env(tmp_path), "CAIRN_CLOUD_PACK_BYTES": str(96 << 10),
+           "CAIRN_CLOUD_LOCK_SECONDS": str(GRACE)}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    url = f"s3://{bucket}/r"
+    image = tmp_path / "disk.img"
+    data = make_image(image, 1024 * 1024, seed=3, fill=0.7)
+    want = {}
+    with Repository.init(tmp_path / "local") as local, init_cloud(url, None) as cloud:
+        for seed in range(3):
+            mutate(image, data, seed=seed, writes=12)
+            want[backup(local, "web01-sda", image).id] = digest(data)
+            replicate(local, cloud)  # one replication each: packs of their own
+        old = sorted(cloud.catalog.points(), key=lambda p: p.created)[:-1]
+        delete_points(cloud, old)  # no prune yet: the test runs each one
+    for point in old:
+        del want[point.id]
+
+    def whole(node: str) -> None:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("CAIRN_CACHE", str(tmp_path / node))
+            with open_cloud(url, None) as reader:
+                for point in reader.catalog.points():
+                    assert restored_digest(reader, point, tmp_path / "out.img") == \
+                        want[point.id]
+
+    cli = Cli(s3_server, tmp_path / "cache")
+    cli.env.update(env)
+    written = _server_time(s3, bucket)
+    wait_for(lambda: _server_time(s3, bucket) > written + GRACE + 1, 30, 0.25)
+    condemned = _prune(cli, url)["packs_condemned"]
+    assert len(condemned) >= 2, "the points left too few packs to condemn"
+
+    # Lock them all: one for a day, the others for seconds.
+    made = _server_time(s3, bucket)
+    with open_cloud(url, None) as cloud:
+        versions = cloud.remote.versions  # type: ignore[union-attr]
+        for k, pack in enumerate(condemned):
+            for key in _keys(pack):
+                versions.extend(key.removeprefix("r/"), made + (DAY if k == 0 else SHORT))
+    wait_for(lambda: _server_time(s3, bucket) > made + GRACE + 1, 30, 0.25)
+    held = _prune(cli, url)
+    assert held["packs_deleted"] == [] and held["packs_held"] == len(condemned)
+    assert made + DAY - 5 <= held["packs_held_until"] <= made + DAY + 5
+    assert _versions(s3, bucket, "r/packs/")[1] == []  # no delete marker hides a pack
+    for pack in condemned:
+        assert s3.head_object(Bucket=bucket, Key=_keys(pack)[0])
+    whole("held")
+
+    # The seconds pass: those packs go, every version; the day-long one still waits.
+    wait_for(lambda: _server_time(s3, bucket) > made + SHORT + 1, 60, 0.5)
+    freed = _prune(cli, url)
+    assert sorted(freed["packs_deleted"]) == sorted(condemned[1:])
+    assert freed["packs_held"] == 1 and freed["packs_held_until"] >= made + DAY - 5
+    keys, markers = _versions(s3, bucket, "r/")
+    for pack in condemned[1:]:
+        assert not set(_keys(pack)) & {*keys, *markers}
+    assert set(_keys(condemned[0])) <= set(keys)
+    records = [k for k in keys if k.startswith("r/held/packs/")]
+    assert len(records) == 1 and records[0].endswith(condemned[0])
+    assert keys.count("r/prune.time") == 1  # one version, however many prunes ran
+    said = cli.ok("cloud", "prune", url)
+    assert "1 condemned pack(s) wait for their Object Lock to pass (until " in said, said
+    whole("freed")
+
+
+def _prune(cli: Cli, url: str) -> dict[str, Any]:
+    report = cli.json("cloud", "prune", url)
+    assert isinstance(report, dict)
+    return report

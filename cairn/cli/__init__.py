@@ -43,6 +43,7 @@ COMMANDS = {
     "clones": "clone_cmd",
     "clone-rm": "clone_cmd",
     "export": "export_cmd",
+    "exports": "exports_cmd",
     "virtualize": "virtualize_cmd",
     "screenshot-verify": "screenshot_verify_cmd",
     "replicate": "replicate_cmd",

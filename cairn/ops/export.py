@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import secrets
 import ssl
 import tempfile
@@ -26,6 +27,7 @@ from pathlib import Path
 from cairn.errors import UsageError
 from cairn.ops.cache_budget import machine_budget, reserve
 from cairn.ops.machine_points import disks_of
+from cairn.store.clone_writers import Writer, check_free, writing
 from cairn.store.clones import CloneNotFound, get_clone
 from cairn.store.pins import pin_point
 from cairn.store.reader import BlockCache, PointReader
@@ -89,24 +91,36 @@ class _Disk:
 
 def _disks(repo: Repository, request: ExportRequest, stack: contextlib.ExitStack
            ) -> list[_Disk]:
-    """What ``request.target`` serves: a clone is one disk, a point one, a machine point
-    every disk (clone names first, then as `ops.machine_points.disks_of` resolves); a
-    point's disks read through one cache, its share of the machine's budget held until
-    ``stack`` closes."""
+    """What ``request.target`` serves: a clone is one disk (no other process writes it while
+    served, `cairn.store.clone_writers`), a point one, a machine point every disk (clone names
+    first, then as `ops.machine_points.disks_of` resolves); a point's disks read through one
+    cache, its share of the machine's budget held until ``stack`` closes."""
     try:
-        get_clone(repo, request.target)
+        clone = get_clone(repo, request.target)
     except CloneNotFound:
-        found = disks_of(repo, request.target)
-        want = request.cache_bytes or sum(point.allocated for point in found.points)
-        size = stack.enter_context(reserve(machine_budget(), want,
-                                           exact=request.cache_bytes is not None))
-        cache = BlockCache(repo.chunks, size)
-        stack.callback(cache.close)
-        return [_Disk(disk, PointDevice(PointReader(repo, point, cache)),
-                      f"point {point.id} ({point.volume})", size)
-                for disk, point in zip(found.names or ("",), found.points, strict=True)]
-    device, what = open_device(repo, request.target, request.read_only)
+        return _point_disks(repo, request, stack)
+    if request.read_only:  # a writer's map changes under a reader: it would see a torn disk
+        check_free(repo, clone.name)
+    else:
+        stack.enter_context(writing(repo, clone.name, Writer(
+            f"a writable export (pid {os.getpid()})",
+            "stop it first (`cairn exports list` shows the appliance's, `cairn exports stop "
+            "ID` stops one; Ctrl-C stops a `cairn export`)")))
+    device, what = open_device(repo, clone.name, request.read_only)
     return [_Disk("", device, what)]
+
+
+def _point_disks(repo: Repository, request: ExportRequest, stack: contextlib.ExitStack
+                 ) -> list[_Disk]:
+    found = disks_of(repo, request.target)
+    want = request.cache_bytes or sum(point.allocated for point in found.points)
+    size = stack.enter_context(reserve(machine_budget(), want,
+                                       exact=request.cache_bytes is not None))
+    cache = BlockCache(repo.chunks, size)
+    stack.callback(cache.close)
+    return [_Disk(disk, PointDevice(PointReader(repo, point, cache)),
+                  f"point {point.id} ({point.volume})", size)
+            for disk, point in zip(found.names or ("",), found.points, strict=True)]
 
 
 @contextlib.contextmanager

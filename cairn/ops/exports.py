@@ -35,8 +35,10 @@ from urllib.parse import urlsplit
 
 from cairn.errors import CairnError, InUse, UsageError
 from cairn.ops.machine_points import disks_of
+from cairn.store.clone_writers import check_free
 from cairn.store.clones import CloneNotFound, get_clone
 from cairn.store.repository import Repository
+from cairn.virt.failback import keep_as_point
 from cairn.virt.owned import alive, read_json, stop_process, tail
 from cairn.virt.vm_runner import write_json
 
@@ -49,7 +51,8 @@ STOP_PATIENCE = 15.0
 
 class ExportNotFound(UsageError):
     def __init__(self, export_id: str) -> None:
-        super().__init__(f"no export {export_id!r}: GET /api/v1/exports lists them")
+        super().__init__(f"no export {export_id!r}: `cairn exports` (GET /api/v1/exports) lists "
+                         "them")
 
 
 class PortInUse(InUse):
@@ -92,6 +95,8 @@ class OwnedExport:
     created: float
     psk_identity: str | None
     error: str | None = None
+    point: str | None = None
+    """what clients wrote, kept as a point when the export was stopped"""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,10 +131,12 @@ class ExportManager:
         self._lock = threading.Lock()
 
     def _check_target(self, request: ExportStart) -> None:
-        """Refuse an unknown point (404) or a writable point (400) before starting."""
+        """Refuse an unknown point (404), a writable point (400) or a clone another process
+        writes, a VM say (409), before starting."""
         with Repository.open(self.repo_path) as repo:
             try:
                 get_clone(repo, request.target)
+                check_free(repo, request.target)
                 return
             except CloneNotFound:
                 disks_of(repo, request.target)
@@ -237,15 +244,25 @@ class ExportManager:
                              "key: clients verify it with REPO/tls/cert.pem")
         return (folder / "keys.psk").read_text().strip()
 
-    def stop(self, export_id: str) -> OwnedExport:
-        """Stop the export's process (a gone one is only forgotten) and forget it."""
+    def stop(self, export_id: str, keep: bool = False) -> OwnedExport:
+        """Stop the export's process (a gone one is only forgotten) and forget it; with
+        ``keep``, what clients wrote to its clone becomes the newest point of the volume
+        (failback, as `vm stop --keep-as-point`), and the clone stays."""
         info = self.get(export_id)
+        if keep and not info.writable:
+            raise UsageError(f"export {export_id} is read-only: clients wrote nothing to keep "
+                             "as a point (stop it without keeping)")
         folder = self._folder(export_id)
         if info.pid is not None:
             stop_process(info.pid, _marker(read_json(folder / "spec.json")["argv"]),
                          STOP_PATIENCE)
+        point = None
+        if keep:
+            with Repository.open(self.repo_path) as repo:
+                point = keep_as_point(repo, get_clone(repo, info.target)).id
         shutil.rmtree(folder, ignore_errors=True)
-        return OwnedExport(**{**asdict(info), "state": "stopped", "pid": None, "error": None})
+        return OwnedExport(**{**asdict(info), "state": "stopped", "pid": None, "error": None,
+                              "point": point})
 
 
 def _marker(argv: list[str]) -> bytes:

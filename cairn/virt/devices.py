@@ -77,6 +77,10 @@ class CloneDevice:
         return self.volume.base.extents(offset, length, self.volume.is_hole)
 
     def close(self) -> None:
+        """Flush what clients wrote and did not flush, as a disk does at a clean shutdown:
+        an export stopped on purpose keeps every write it acknowledged."""
+        if not self.read_only:
+            self.volume.flush()
         self.volume.close()
 
 

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cairn.store.clone_writers import Writer, writing
 from cairn.store.clones import CloneVolume, get_clone
 from cairn.store.profiles import is_cloud
 from cairn.store.repository import Repository
@@ -126,12 +127,15 @@ class Status:
 
 
 @contextlib.contextmanager
-def exported_disk(repo: Repository, clone_name: str, sockets: Path, index: int
+def exported_disk(repo: Repository, clone_name: str, sockets: Path, index: int, vm: str
                   ) -> Iterator[str]:
-    """Serve one clone on a private unix socket; yield the URL QEMU opens it by."""
+    """Serve one clone, written by VM ``vm`` alone (`cairn.store.clone_writers`), on a
+    private unix socket; yield the URL QEMU opens it by."""
     export = secrets.token_urlsafe(18)
     path = sockets / f"disk{index}.sock"
-    with CloneVolume(repo, get_clone(repo, clone_name)) as volume:
+    with writing(repo, clone_name, Writer(f"VM {vm}", f"stop it first (`cairn vm stop {vm}`"
+                                          ", which keeps the clone)")), \
+            CloneVolume(repo, get_clone(repo, clone_name)) as volume:
         with NbdServer(CloneDevice(volume), export_name=export, serialize=False,
                        unix_path=path):
             yield f"nbd+unix:///{export}?socket={path}"
@@ -156,7 +160,7 @@ def run(folder: Path) -> int:
     try:
         spec = VmSpec.load(folder)
         with spec.open_repo() as repo, contextlib.ExitStack() as disks:
-            drives = [disks.enter_context(exported_disk(repo, clone, sockets, i))
+            drives = [disks.enter_context(exported_disk(repo, clone, sockets, i, spec.name))
                       for i, clone in enumerate(spec.clones)]
             vm = VirtualMachine(
                 drive=drives[0], more_drives=tuple(drives[1:]), format="raw",

@@ -56,6 +56,7 @@ from cairn.ops.cloud_keys import cloud_key
 from cairn.ops.machine_points import disks_of
 from cairn.store import marks
 from cairn.store.catalog import RecoveryPoint
+from cairn.store.clone_writers import check_free
 from cairn.store.clones import (
     Clone,
     CloneNotFound,
@@ -300,7 +301,8 @@ class VmManager:
         return self.get(name)
 
     def _disks_for(self, repo: Repository, request: VmRequest) -> _Disks:
-        """The clones to run: a kept one named by ``source`` (not in use), or new ones of a
+        """The clones to run: a kept one named by ``source`` (no VM's disk, no writable
+        export's: `cairn.store.clone_writers`), or new ones of a
         machine point (every disk, in the machine's order) or of a volume point."""
         try:
             clone = get_clone(repo, request.source)
@@ -310,7 +312,9 @@ class VmManager:
         user = next((vm.name for vm in self.list()
                      if vm.origin == origin and clone.name in vm.clones), None)
         if user is not None:
-            raise UsageError(f"clone {clone.name} is the disk of VM {user}: stop it first")
+            raise UsageError(f"clone {clone.name} is the disk of VM {user}: stop it first "
+                             f"(`cairn vm stop {user}`)")
+        check_free(repo, clone.name)
         point = repo.catalog.point(clone.point_id)
         assert point is not None  # a clone's point cannot be deleted
         return _Disks(point.id, point.volume, [clone], created=False)

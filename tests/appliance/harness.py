@@ -7,6 +7,7 @@ stopped by the fixtures, even when a test fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -31,6 +32,14 @@ def cairn(*args: str | Path, check: bool = True, timeout: float = 120,
     if check:
         assert result.returncode == 0, (args, result.stdout, result.stderr)
     return result
+
+
+def kill_exports(repo: Path) -> None:
+    """Kill every export process the appliance of ``repo`` started: they live in sessions
+    of their own, so stopping the appliance leaves them (as it should, but not in tests)."""
+    for status in (repo / "exports").glob("*/status.json"):
+        with contextlib.suppress(ProcessLookupError, ValueError, KeyError, OSError):
+            os.kill(json.loads(status.read_text())["pid"], signal.SIGKILL)
 
 
 def free_port() -> int:

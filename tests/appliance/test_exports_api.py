@@ -17,7 +17,7 @@ import pytest
 
 from cairn.agent.client import ApplianceClient
 from cairn.errors import ApplianceRefused
-from tests.appliance.harness import Appliance, cairn, wait_for
+from tests.appliance.harness import Appliance, cairn, kill_exports, wait_for
 from tests.store.helpers import make_image
 
 
@@ -55,9 +55,7 @@ def serving(appliance: Appliance) -> Iterator[ApplianceClient]:
         with appliance.admin() as client:
             yield client
     finally:
-        for status in (appliance.repo / "exports").glob("*/status.json"):
-            with contextlib.suppress(ProcessLookupError, ValueError, KeyError):
-                os.kill(json.loads(status.read_text())["pid"], signal.SIGKILL)
+        kill_exports(appliance.repo)
         appliance.stop()
 
 
@@ -102,3 +100,61 @@ def test_an_export_through_the_api_serves_the_point_over_tls_until_deleted(
         with pytest.raises(ApplianceRefused) as unknown:
             client.json("DELETE", f"/api/v1/exports/{cert['id']}")
         assert unknown.value.status == 404
+
+
+def exports(appliance: Appliance, *args: str, check: bool = True) -> Any:
+    """`cairn exports ...` as an admin runs it on the appliance host."""
+    result = cairn("exports", *args, *appliance.admin_args(), "--json", check=check)
+    return json.loads(result.stdout) if result.returncode == 0 else result
+
+
+def test_a_writable_clone_export_keeps_what_its_client_wrote_and_has_one_writer(
+        tmp_path: Path) -> None:
+    """`cairn exports` (the API): nbdcopy writes into a clone over TLS with a pre-shared key;
+    another user of the clone (an export, a VM) is refused naming the writer; stopping with
+    --keep-as-point makes the writes a point that restores bit for bit, and they stay in
+    the clone (read again through a new export)."""
+    appliance = Appliance(tmp_path)
+    image = tmp_path / "disk.img"
+    data = make_image(image, 2 * 1024 * 1024, seed=7, fill=0.6)
+    cairn("backup", "--repo", appliance.repo, "--volume", "v", image)
+    cairn("clone", "--repo", appliance.repo, "v@latest", "--name", "sandbox")
+    changed = bytearray(data)
+    changed[4096:4096 + 70000] = b"\x55" * 70000
+    (tmp_path / "changed.img").write_bytes(changed)
+    with serving(appliance) as client:
+        writer = exports(appliance, "start", "sandbox", "--writable", "--tls", "psk")
+        assert writer["writable"] and writer["state"] == "running"
+        assert exports(appliance, "show", writer["id"])["url"] == writer["url"]
+        keys = tmp_path / "keys.psk"
+        keys.write_text(exports(appliance, "key", writer["id"])["psk_file_line"] + "\n")
+        nbdcopy(str(tmp_path / "changed.img"), f"{writer['url']}?tls-psk-file={keys}")
+
+        second = refused(client, {"target": "sandbox", "writable": True})
+        assert second.status == 409
+        assert f"clone sandbox is written by a writable export (pid {writer['pid']})" \
+            in str(second)
+        vm = cairn("vm", "start", "sandbox", *appliance.admin_args(), check=False)
+        assert vm.returncode != 0 and "clone sandbox is written by a writable export" \
+            in vm.stderr and len(vm.stderr.strip().splitlines()) == 1, vm.stderr
+
+        assert refused(client, {"target": "sandbox"}).status == 409  # it would read torn
+        listed = cairn("exports", "list", *appliance.admin_args()).stdout
+        assert writer["id"] in listed and "read-write" in listed
+        stopped = exports(appliance, "stop", writer["id"], "--keep-as-point")
+        assert stopped["state"] == "stopped" and stopped["point"]
+
+        reader = exports(appliance, "start", "sandbox")
+        assert not reader["writable"]
+        certs = tmp_path / "certs"
+        certs.mkdir()
+        (certs / "ca-cert.pem").write_text(appliance.pem)
+        nbdcopy(f"{reader['url']}?tls-certificates={certs}", tmp_path / "again.img")
+        assert (tmp_path / "again.img").read_bytes() == bytes(changed)
+        read_only = exports(appliance, "stop", reader["id"], "--keep-as-point", check=False)
+        assert "is read-only" in read_only.stderr
+        exports(appliance, "stop", reader["id"])
+    out = tmp_path / "kept.img"
+    cairn("restore", "--repo", appliance.repo, stopped["point"], out)
+    assert out.read_bytes() == bytes(changed)
+    assert "sandbox" in cairn("clones", "--repo", appliance.repo).stdout

@@ -52,8 +52,10 @@ ELSEWHERE = {
     "vm start": "tests/virt/test_vms.py",
     "vm stop": "tests/virt/test_vms.py",
     "vm console": "tests/virt/test_vms.py",
+    **{f"exports{action}": "tests/appliance/test_exports_api.py"
+       for action in ("", " start", " list", " show", " key", " stop")},
 }
-"""Commands that need QEMU or an S3 server: the test that runs them with ``--json``."""
+"""Commands that need QEMU, an S3 server or NBD clients: the test that runs them with ``--json``."""
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$")
 ZONELESS = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d)?(?![:\d])"

@@ -277,6 +277,13 @@ def test_failback_keeps_what_the_vm_wrote_even_after_its_runner_died(
     written = b"FAILBACK" * 81920  # 640 KiB, ten 64 KiB blocks
     serial.run(f"yes FAILBACK | tr -d '\\n' | head -c {len(written)} | dd of=/dev/vda bs=65536 "
                f"seek={offset // 65536} conv=fsync 2>&1; echo WROTE $?", "WROTE 0")
+    disk = vm["clones"][0]
+    for export in (("export", "--repo", vms.appliance.repo, disk, "--nbd", "127.0.0.1:0"),
+                   ("exports", "start", disk, "--writable", *vms.appliance.admin_args())):
+        taken = cairn(*export, check=False)  # its clone has one writer: the VM
+        assert taken.returncode == 1 and len(taken.stderr.strip().splitlines()) == 1
+        assert f"clone {disk} is written by VM db: stop it first (`cairn vm stop db`" \
+            in taken.stderr, taken.stderr
     scratch = [Path(p) for p in json.loads(
         (vms.appliance.repo / "vms" / "db" / "status.json").read_text())["scratch"]]
     assert len(scratch) == 2 and all(p.is_dir() for p in scratch)  # the disks', QEMU's

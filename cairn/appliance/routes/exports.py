@@ -62,10 +62,12 @@ def router(repo_path: Path) -> APIRouter:
         return {"psk_file_line": manager.key(export_id)}
 
     @api.delete("/{export_id}")
-    def stop_export(export_id: str) -> dict[str, Any]:
+    def stop_export(export_id: str, keep_as_point: bool = False) -> dict[str, Any]:
+        """``keep_as_point``: what clients wrote to a writable clone export becomes the
+        newest point of its volume (``point`` in the answer), as a VM's stop keeps it."""
         found(export_id)
-        stopped = manager.stop(export_id)
-        logs.event("export.stopped", export=export_id)
+        stopped = manager.stop(export_id, keep_as_point)
+        logs.event("export.stopped", export=export_id, point=stopped.point)
         return stopped.to_json()
 
     return api

@@ -1,0 +1,80 @@
+"""One writer per clone at a time: a VM's runner or a writable export, never two.
+
+A clone's map lives in its writer's memory until a flush replaces the file whole, so two
+processes writing one clone lose each other's writes, and a VM whose disk an NBD client
+writes sees it change under its file systems. Whoever opens a clone to write holds an
+exclusive flock on ``clones/<name>/writer`` and writes into it who it is and how to stop
+it; the next writer is refused with that line (`cairn vm start` on a clone a writable
+export serves, a writable `cairn export` of a VM's disk). The kernel drops the lock when
+its holder dies, so a killed VM or export never leaves its clone taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+from cairn.errors import InUse
+from cairn.store.repository import Repository
+
+
+@dataclass(frozen=True)
+class Writer:
+    """Who writes the clone (``VM web01``) and how a user stops it, as a refusal says it."""
+
+    holder: str
+    fix: str
+
+
+class CloneBusy(InUse):
+    def __init__(self, clone: str, writer: Writer | None) -> None:
+        if writer is None:
+            super().__init__(f"clone {clone} is being written by another process: wait "
+                             "until it ends, or clone the point again")
+        else:
+            super().__init__(f"clone {clone} is written by {writer.holder}: {writer.fix}")
+
+
+def _open(repo: Repository, clone: str) -> int:
+    return os.open(repo.path / "clones" / clone / "writer", os.O_RDWR | os.O_CREAT
+                   | os.O_CLOEXEC, 0o600)
+
+
+def _holder(fd: int) -> Writer | None:
+    try:
+        return Writer(**json.loads(os.pread(fd, 4096, 0)))
+    except (ValueError, TypeError):
+        return None  # the holder has not written itself yet
+
+
+def _take(fd: int, clone: str) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise CloneBusy(clone, _holder(fd)) from None
+
+
+@contextlib.contextmanager
+def writing(repo: Repository, clone: str, writer: Writer) -> Iterator[None]:
+    """Be ``clone``'s writer until the block ends; `CloneBusy` if another one is."""
+    fd = _open(repo, clone)
+    try:
+        _take(fd, clone)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(asdict(writer)).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_free(repo: Repository, clone: str) -> None:
+    """Refuse (`CloneBusy`) before starting anything when ``clone`` has a writer now."""
+    fd = _open(repo, clone)
+    try:
+        _take(fd, clone)
+    finally:
+        os.close(fd)

@@ -1,6 +1,7 @@
 """The console's page of virtual machines: those the appliance runs, and starting one from a
 point of the appliance's repository or of a cloud repository (on this node, reading its
-blocks on demand), with the options of `cairn vm start`.
+blocks on demand), with the options of `cairn vm start`; a point page's "Virtualize" opens
+the form with that point of the appliance's repository chosen.
 
 The cloud repository is one of the appliance's offsite targets (with the endpoint its policy
 names, opened with the appliance's own key, so the admin pastes nothing) or another one given
@@ -70,7 +71,7 @@ class StartForm(CloudForm):
 
     def vm_request(self, targets: list[space.Target]) -> VmRequest:
         return self.request(targets, source=self.source.strip(),
-                            name=self.name.strip() or f"cloud-{secrets.token_hex(3)}",
+                            name=self.name.strip() or f"vm-{secrets.token_hex(3)}",
                             cpus=self.cpus, memory_mib=self.memory,
                             networks=_networks(self.networks), firmware=self.firmware,
                             disk_bus=self.disk_bus)
@@ -94,7 +95,12 @@ def router(console: Console, auth: Auth, vms: VmManager) -> APIRouter:
                       message=str(error) if error else None, other=OTHER, local=LOCAL)
 
     @routes.get("/vms", response_class=HTMLResponse)
-    def show(request: Request, _: Admin) -> HTMLResponse:
+    def show(request: Request, _: Admin, point: str = "") -> HTMLResponse:
+        """The page; ``point`` (a point page's "Virtualize"): the start form of the
+        appliance's points, that one chosen."""
+        if point:
+            form = StartForm(repo=LOCAL, source=point[:300])
+            return page(request, form, vms.points(form.request([])))
         targets = space.targets(console.state)
         return page(request, CloudForm(repo=targets[0].url if targets else LOCAL))
 

@@ -18,6 +18,7 @@ from cairn.virt.vms import VmManager
 from cairn.web import (
     auth,
     cloud_vms,
+    exports,
     files,
     jobs,
     machines,
@@ -44,6 +45,7 @@ def install(app: FastAPI, repo_path: Path, state: State, config: ApplianceConfig
     app.include_router(files.router(console, guard))
     app.include_router(vms.router(console, guard, machines_running))
     app.include_router(cloud_vms.router(console, guard, machines_running))
+    app.include_router(exports.router(console, guard))
     app.include_router(jobs.router(console, guard, machines_running))
     app.include_router(settings.router(console, guard))
     app.include_router(space.router(console, guard))

@@ -1,7 +1,8 @@
 """Booting a point from the console, with its screen in the page (noVNC).
 
 The VM is one of the appliance's managed VMs (`cairn.virt.vms.VmManager`, the same manager
-as the REST API's ``/api/v1/vms`` and `cairn vm`): it runs on a clone with no network, is
+as the REST API's ``/api/v1/vms`` and `cairn vm`), started from the virtual machines page
+(`cairn.web.cloud_vms`, where a point's "Virtualize" leads with the point chosen): it is
 listed by `cairn vm list`, and outlives a restart of the appliance. Its VNC server listens
 on loopback only, behind a one-time password; the browser reaches it only through this
 module's WebSocket, which checks the console session (an admin's) and the page's origin
@@ -12,7 +13,6 @@ noVNC itself is Debian's ``novnc`` package (``/usr/share/novnc``), served at ``/
 
 import asyncio
 import contextlib
-import secrets
 from pathlib import Path
 from typing import Annotated
 
@@ -21,15 +21,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.websockets import WebSocketDisconnect
 
 from cairn import logs
-from cairn.virt.vms import LIVE, VmInfo, VmManager, VmNotFound, VmRequest
+from cairn.virt.vms import LIVE, VmInfo, VmManager, VmNotFound
 from cairn.web.auth import COOKIE, Auth
-from cairn.web.overview import find_point, repository
 from cairn.web.pages import Console, PageRoute, Refused, render
 from cairn.web.users import Session
 
 NOVNC = Path("/usr/share/novnc")
 PIECE = 1 << 16
-MEMORY_MIB = 1024
 
 
 def find_vm(vms: VmManager, name: str) -> VmInfo:
@@ -77,16 +75,6 @@ def router(console: Console, auth: Auth, vms: VmManager) -> APIRouter:
     routes = APIRouter(route_class=PageRoute, include_in_schema=False)
     Admin = Annotated[Session, Depends(auth.admin)]
     Change = Annotated[Session, Depends(auth.change)]
-
-    @routes.post("/points/{point_id}/virtualize")
-    def start(point_id: str, session: Change) -> RedirectResponse:
-        """Start the VM (this waits until QEMU runs) and show its page."""
-        with repository(console) as repo:
-            point = find_point(repo, point_id)
-        name = f"console-{point.id[:12]}-{secrets.token_hex(2)}"
-        vm = vms.start(VmRequest(point.id, name=name, memory_mib=MEMORY_MIB))
-        logs.event("console.vm_started", point=point.id, vm=vm.name, user=session.user.name)
-        return RedirectResponse(f"/vms/{vm.name}", status_code=303)
 
     @routes.get("/vms/{name}", response_class=HTMLResponse)
     def page(request: Request, name: str, _: Admin) -> HTMLResponse:

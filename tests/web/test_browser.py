@@ -2,7 +2,8 @@
 
 An admin logs in, sees the machine, verifies a point's boot from the page and opens its
 screenshot, boots the point and reads the guest's login banner off the noVNC canvas (OCR),
-browses and downloads a file, compares two points and logs out; a viewer's delete is
+browses and downloads a file, compares two points, serves one over NBD from the exports
+page and reads it with nbdcopy, and logs out; a viewer's delete is
 refused. An admin starts a VM of the machine's point in its offsite cloud repository (a
 real SeaweedFS) from the virtual machines page, after a wrong key was refused there. Every
 page passes axe-core with no critical violation, and its screenshot is saved under
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.appliance.harness import ROOT, Appliance, cairn
+from tests.appliance.harness import ROOT, Appliance, cairn, kill_exports
 from tests.insights import images
 from tests.s3server import SeaweedS3
 from tests.virt.bootable_image import BANNER, build_bootable_image
@@ -93,6 +94,7 @@ def world(s3_server: SeaweedS3) -> Iterator[World]:
         cairn("machines", *appliance.admin_args(), "add", "web01")
         yield World(appliance, files, boot_point, data_points, cloud)
     finally:
+        kill_exports(appliance.repo)
         appliance.stop()
         shutil.rmtree(work, ignore_errors=True)
 
@@ -186,8 +188,12 @@ def test_an_admin_runs_through_the_console(world: World, browser: Browser) -> No
     shot = page.request.get(f"{url}/points/{world.boot_point}/screenshot.png")
     assert shot.ok and shot.body()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # boot it and read the guest's banner off the noVNC canvas
-    page.get_by_role("button", name="Virtualize").click()
+    # boot it from the start form "Virtualize" opens, and read the guest's banner off the
+    # noVNC canvas
+    page.get_by_role("link", name="Virtualize").click()
+    expect(page.get_by_label("Point", exact=True)).to_have_value(world.boot_point)
+    page.get_by_label("Memory (MiB)").fill("1024")
+    page.get_by_role("button", name="Start the virtual machine").click()
     expect(page.locator("#vnc canvas")).to_be_visible(timeout=120_000)
     expect(page.locator("#vnc-status")).to_have_text("connected", timeout=60_000)
     text = read_screen(page, BANNER, timeout=420)
@@ -216,6 +222,26 @@ def test_an_admin_runs_through_the_console(world: World, browser: Browser) -> No
     expect(changes).to_contain_text("/added.txt")
     expect(changes).to_contain_text("/empty")
     check(page, "compare")
+
+    # serve the older point over the network with a pre-shared key, read it, stop it
+    page.goto(f"{url}/points/{older}")
+    page.get_by_role("link", name="Export over the network").click()
+    expect(page.get_by_label("Point or clone")).to_have_value(older)
+    page.get_by_label("TLS").select_option("psk")
+    page.get_by_role("button", name="Start the export").click()
+    expect(page.locator("#export-message")).to_contain_text("serves at nbds://")
+    check(page, "exports")
+    keys = world.appliance.work / "console.psk"
+    keys.write_text(page.locator("code.key").inner_text() + "\n")
+    copy = world.appliance.work / "exported.img"
+    copied = subprocess.run(["nbdcopy", page.locator("code.url").inner_text()
+                             + f"?tls-psk-file={keys}", str(copy)], capture_output=True,
+                            text=True, timeout=120)
+    assert copied.returncode == 0, copied.stderr
+    assert copy.read_bytes() == (world.appliance.work / "a.img").read_bytes()
+    page.get_by_role("button", name=re.compile("Stop export")).click()
+    expect(page.locator("#export-message")).to_contain_text("stopped")
+    expect(page.get_by_role("cell", name="No export.")).to_be_visible()
 
     page.get_by_role("link", name="Jobs").click()
     expect(page.get_by_role("heading", name="Running now")).to_be_visible()

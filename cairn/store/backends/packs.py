@@ -122,14 +122,15 @@ def batches(found: dict[str, Location], gap: int = READ_GAP, limit: int = READ_L
     and up to ``limit`` bytes each. The cloud's packs are read the same way, with ranged
     GETs (`cloud_packs`)."""
     batch: list[tuple[str, Location]] = []
+    end = 0  # where the batch's bytes end (its objects may overlap: the furthest end)
     for name, loc in sorted(found.items(), key=lambda item: item[1]):
         if batch:
             pack, start = batch[0][1][0], batch[0][1][1]
-            end = max(o + n for _name, (_p, o, n) in batch)
             if loc[0] != pack or loc[1] - end > gap or loc[1] + loc[2] - start > limit:
                 yield batch
-                batch = []
+                batch, end = [], 0
         batch.append((name, loc))
+        end = max(end, loc[1] + loc[2])
     if batch:
         yield batch
 

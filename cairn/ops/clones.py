@@ -7,7 +7,8 @@ from typing import Any
 
 from cairn.ops.machine_points import clone_machine_point
 from cairn.ops.machine_points import resolve as resolve_machine_point
-from cairn.store.clones import Clone, create_clone, list_clones, remove_clone
+from cairn.store.clone_writers import check_free
+from cairn.store.clones import Clone, create_clone, get_clone, list_clones, remove_clone
 from cairn.store.repository import Repository
 
 
@@ -29,7 +30,10 @@ def clones(repo: Repository) -> list[Clone]:
 
 
 def remove(repo: Repository, names: Sequence[str]) -> list[str]:
-    """Remove the clones named (each with what only it held); returns the names removed."""
+    """Remove the clones named (each with what only it held); returns the names removed.
+    Nothing is removed if one of them is written now (a VM's disk, a writable export's)."""
+    for name in names:
+        check_free(repo, get_clone(repo, name).name)
     for name in names:
         remove_clone(repo, name)
     return list(names)

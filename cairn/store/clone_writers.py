@@ -39,9 +39,8 @@ class CloneBusy(InUse):
             super().__init__(f"clone {clone} is written by {writer.holder}: {writer.fix}")
 
 
-def _open(repo: Repository, clone: str) -> int:
-    return os.open(repo.path / "clones" / clone / "writer", os.O_RDWR | os.O_CREAT
-                   | os.O_CLOEXEC, 0o600)
+def _open(repo: Repository, clone: str, flags: int = os.O_RDWR | os.O_CREAT) -> int:
+    return os.open(repo.path / "clones" / clone / "writer", flags | os.O_CLOEXEC, 0o600)
 
 
 def _holder(fd: int) -> Writer | None:
@@ -72,8 +71,12 @@ def writing(repo: Repository, clone: str, writer: Writer) -> Iterator[None]:
 
 
 def check_free(repo: Repository, clone: str) -> None:
-    """Refuse (`CloneBusy`) before starting anything when ``clone`` has a writer now."""
-    fd = _open(repo, clone)
+    """Refuse (`CloneBusy`) before starting anything when ``clone`` has a writer now. Read
+    only (a flock needs no write access): a read-only repository's clones can be read."""
+    try:
+        fd = _open(repo, clone, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # never written since writers were recorded
     try:
         _take(fd, clone)
     finally:

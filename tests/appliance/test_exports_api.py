@@ -111,9 +111,9 @@ def exports(appliance: Appliance, *args: str, check: bool = True) -> Any:
 def test_a_writable_clone_export_keeps_what_its_client_wrote_and_has_one_writer(
         tmp_path: Path) -> None:
     """`cairn exports` (the API): nbdcopy writes into a clone over TLS with a pre-shared key;
-    another user of the clone (an export, a VM) is refused naming the writer; stopping with
-    --keep-as-point makes the writes a point that restores bit for bit, and they stay in
-    the clone (read again through a new export)."""
+    another user of the clone (an export, a VM, `clone-rm`) is refused naming the writer;
+    stopping with --keep-as-point makes the writes a point that restores bit for bit, and
+    they stay in the clone (read again through a new export)."""
     appliance = Appliance(tmp_path)
     image = tmp_path / "disk.img"
     data = make_image(image, 2 * 1024 * 1024, seed=7, fill=0.6)
@@ -139,6 +139,8 @@ def test_a_writable_clone_export_keeps_what_its_client_wrote_and_has_one_writer(
             in vm.stderr and len(vm.stderr.strip().splitlines()) == 1, vm.stderr
 
         assert refused(client, {"target": "sandbox"}).status == 409  # it would read torn
+        removal = cairn("clone-rm", "--repo", appliance.repo, "sandbox", check=False)
+        assert removal.returncode == 1 and "is written by a writable export" in removal.stderr
         listed = cairn("exports", "list", *appliance.admin_args()).stdout
         assert writer["id"] in listed and "read-write" in listed
         stopped = exports(appliance, "stop", writer["id"], "--keep-as-point")

@@ -249,11 +249,11 @@ class Cloud:
         assert self.packs is not None
         self.packs.put(name, data)
 
-    def store(self, name: str, data: bytes) -> None:
+    def store(self, name: str, data: bytes | memoryview) -> None:
         """Upload one object (a pack, an index): locked to the generation's horizon when
-        publishing immutably."""
+        publishing immutably. A pack comes as a view of a buffer reused once this returns."""
         if self.locker is not None:
-            self.locker.put(name, data)
+            self.locker.put(name, bytes(data))
         else:
             self.backend.put(name, data)
 

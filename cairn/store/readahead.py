@@ -27,7 +27,7 @@ STREAMS = 8
 besides); the least recently read is forgotten first."""
 
 
-@dataclass
+@dataclass(eq=False)  # streams are told apart by identity: two may hold equal numbers
 class _Stream:
     last: int  # the last block read
     ahead: int  # the block after the last one asked to be fetched ahead

@@ -64,9 +64,9 @@ class Space:
         """Prune ``url`` (condemn, repack, delete a grace later), or say what it would."""
         target = self.target(url)
 
-        def work(_task: Task) -> Outcome:
+        def work(task: Task) -> Outcome:
             with self._open(target) as cloud:
-                pruned = prune_cloud(cloud, dry_run)
+                pruned = prune_cloud(cloud, dry_run, task.counting)
             return Outcome(prune_line(pruned), pruned.json())
 
         return self.tasks.start("cloud-prune-preview" if dry_run else "cloud-prune",
@@ -85,8 +85,8 @@ class Space:
 
     def repack(self, volumes: list[str] | None, dry_run: bool, user: str) -> Task:
         """Gather the newest points' scattered blocks in the local repository."""
-        def work(_task: Task) -> Outcome:
-            result = repack_repository(self.repo_path, volumes, dry_run)
+        def work(task: Task) -> Outcome:
+            result = repack_repository(self.repo_path, volumes, dry_run, task.counting)
             return Outcome(repack_line(result, dry_run), result.to_json())
 
         return self.tasks.start("repack-preview" if dry_run else "repack", LOCAL, user, work)

@@ -16,7 +16,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,22 +55,37 @@ class Task:
     total: int = 0
     step: str = ""
     """what the work says it is doing (`progress`)"""
+    unit: str = "bytes"
+    """what ``done`` and ``total`` count: ``bytes``, or ``items`` (packs, volumes, points)"""
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    """each step the work went through, with its counts (the last one is ``step``)"""
 
     def json(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "subject": self.subject, "user": self.user,
                 "state": self.state, "started": self.started, "finished": self.finished,
                 "result": self.result, "report": self.report,
-                "progress": {"done": self.done, "total": self.total, "step": self.step}}
+                "progress": {"done": self.done, "total": self.total, "step": self.step,
+                             "unit": self.unit},
+                "phases": [dict(p) for p in self.phases]}
 
     @contextmanager
-    def progress(self, total: int, description: str) -> Iterator[Advance]:
+    def progress(self, total: int, description: str, unit: str = "bytes"
+                 ) -> Iterator[Advance]:
         """An `ops.progress.Progress`: the operation tells its task how far it is."""
-        self.total, self.done, self.step = total, 0, description
+        phase = {"step": description, "done": 0, "total": total, "unit": unit}
+        self.phases.append(phase)
+        self.total, self.done, self.step, self.unit = total, 0, description, unit
 
         def advance(n: int) -> None:
             self.done += n
+            phase["done"] += n
 
         yield advance
+
+    def counting(self, total: int, description: str) -> AbstractContextManager[Advance]:
+        """`progress` in things done (packs, volumes, points), not bytes: the phases of a
+        prune or a repack."""
+        return self.progress(total, description, "items")
 
 
 Work = Callable[[Task], Outcome]

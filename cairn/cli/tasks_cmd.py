@@ -26,7 +26,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _progress(t: dict[str, Any]) -> str:
     done = t["progress"]
-    return f"{100 * done['done'] // done['total']}%" if done["total"] else "-"
+    return _counts(done) if done["total"] else "-"
+
+
+def _counts(phase: dict[str, Any]) -> str:
+    """``45%`` of bytes, ``3/7`` of things (volumes, packs)."""
+    if phase.get("unit", "bytes") == "bytes":
+        return f"{100 * phase['done'] // max(phase['total'], 1)}%"
+    return f"{phase['done']}/{phase['total']}"
+
+
+def _phases(t: dict[str, Any]) -> None:
+    """The steps a task went through, one line each, under its row."""
+    for phase in t.get("phases", []):
+        counts = f" {_counts(phase)}" if phase["total"] else ""
+        print(f"  {phase['step']}{counts}")
 
 
 def _row(t: dict[str, Any], width: int = 80) -> list[str]:
@@ -51,4 +65,5 @@ def run(args: argparse.Namespace) -> int:
             print_json(task)
         else:
             table(HEADERS, [_row(task, 10_000)])
+            _phases(task)
         return 1 if task["state"] == "failed" else 0

@@ -20,6 +20,7 @@ from cairn.store.cloud import Cloud
 from cairn.store.cloud_convert import ConvertReport, convert
 from cairn.store.cloud_held import Waiting, release, waiting
 from cairn.store.cloud_prune import PruneReport, packs_of, prune
+from cairn.store.phases import phase
 from cairn.store.profiles import is_cloud
 from cairn.store.repository import Repository
 from cairn.units import human_bytes
@@ -39,15 +40,18 @@ class CloudPrune:
                 "legacy_held": self.waiting.objects, "legacy_held_until": self.waiting.until}
 
 
-def prune_cloud(repo: Repository, dry_run: bool = False) -> CloudPrune:
+def prune_cloud(repo: Repository, dry_run: bool = False,
+                progress: Progress | None = None) -> CloudPrune:
     """Condemn dead packs, repack sparse ones, delete what was condemned a grace ago; then
-    delete the legacy objects a conversion left under Object Lock whose date passed."""
-    pruned = prune(repo, dry_run)
+    delete the legacy objects a conversion left under Object Lock whose date passed.
+    ``progress`` is told each phase and its counts (volumes, packs), not bytes."""
+    pruned = prune(repo, dry_run, progress=progress)
     cloud = repo.remote
     assert isinstance(cloud, Cloud)  # `prune` refused anything else
     if dry_run:
         return CloudPrune(pruned, 0, waiting(cloud))
-    released, left = release(cloud, packs_of(repo))
+    with phase(progress, 0, "held legacy objects whose lock passed, deleted"):
+        released, left = release(cloud, packs_of(repo))
     return CloudPrune(pruned, released, left)
 
 

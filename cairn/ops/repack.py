@@ -6,19 +6,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cairn.ops.progress import Progress
 from cairn.store.repack import RepackResult, repack
 from cairn.store.repository import Repository
 from cairn.units import human_bytes
 
 
 def repack_repository(repo: Path | Repository, volumes: list[str] | None = None,
-                      dry_run: bool = False) -> RepackResult:
+                      dry_run: bool = False, progress: Progress | None = None) -> RepackResult:
     """One repack pass over ``volumes`` (default: all) of ``repo`` (opened here when a
-    path); `Locked` when another repack runs."""
+    path); `Locked` when another repack runs. ``progress`` is told its phases, in counts."""
     if isinstance(repo, Repository):
-        return repack(repo, volumes, dry_run)
+        return repack(repo, volumes, dry_run, progress=progress)
     with Repository.open(repo) as opened:
-        return repack(opened, volumes, dry_run)
+        return repack(opened, volumes, dry_run, progress=progress)
 
 
 def repack_line(result: RepackResult, dry_run: bool) -> str:

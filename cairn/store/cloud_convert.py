@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,7 @@ from cairn.errors import CairnError, Corruption, S3AccessDenied, UsageError
 from cairn.store.cloud_held import Holds, delete_legacy, retention_of
 from cairn.store.cloud_packs import pack_bytes
 from cairn.store.cloud_prune import condemned, listed, only_condemned, packs_of
+from cairn.store.phases import Progress, phase
 
 if TYPE_CHECKING:
     from cairn.store.cloud import Cloud
@@ -67,10 +67,6 @@ class ConvertReport:
                 "seconds": self.seconds}
 
 
-Progress = Callable[[int, str], AbstractContextManager[Callable[[int], None]]]
-"""`cairn.ops.progress.Progress`: given the total, told each count of bytes done"""
-
-
 def convert(repo: Repository, progress: Progress | None = None) -> ConvertReport:
     """Pack every legacy chunk object of ``repo`` (a cloud repository), then delete it;
     ``progress`` is told the legacy bytes looked at."""
@@ -94,7 +90,7 @@ def convert(repo: Repository, progress: Progress | None = None) -> ConvertReport
     at = _Where(repo, cloud, packs, cloud.backend, condemned(cloud.backend), holds)
     report = ConvertReport()
     total = sum(sizes.values())
-    with progress(total, "legacy chunks") if progress else nullcontext(_ignore) as advance:
+    with phase(progress, total, "legacy chunks") as advance:
         for start in range(0, len(names), GROUP):
             group = names[start:start + GROUP]
             _step(at, _legacy(group), report)
@@ -108,10 +104,6 @@ def convert(repo: Repository, progress: Progress | None = None) -> ConvertReport
     logs.event("cloud.convert", where=cloud.where, packed=report.chunks_packed,
                deleted=report.objects_deleted, packs=len(report.packs_written))
     return report
-
-
-def _ignore(_n: int) -> None:
-    """No one watches the progress."""
 
 
 def _legacy(names: list[str]) -> dict[bytes, str]:

@@ -42,6 +42,7 @@ from cairn.store import runs
 from cairn.store.blockmap import NodeCache, Tree
 from cairn.store.cloud_counts import uncounted
 from cairn.store.parallel import bounded_map
+from cairn.store.phases import Progress, phase
 
 if TYPE_CHECKING:
     from cairn.store.repository import Repository
@@ -186,13 +187,17 @@ def _drop(repo: Repository, volume_ids: Iterable[int]) -> None:
                                     ((v,) for v in volume_ids))
 
 
-def live(repo: Repository) -> set[bytes]:
+def live(repo: Repository, progress: Progress | None = None) -> set[bytes]:
     """Every chunk a point of this cache reaches: the catalog's counts of the volumes it
-    counts, and the kept counts of the others, brought up to date first."""
+    counts, and the kept counts of the others, brought up to date first (``progress`` is
+    told each volume counted)."""
     repo.catalog.ensure_schema(_SCHEMA)
     changes, _gone = _changes(repo)
-    planned = {c.volume_id: c for c in bounded_map(lambda c: _plan(repo.nodes, c), changes,
-                                                   WALKERS)}
+    planned = {}
+    with phase(progress, len(changes), "volumes whose points changed, counted") as advance:
+        for change in bounded_map(lambda c: _plan(repo.nodes, c), changes, WALKERS):
+            planned[change.volume_id] = change
+            advance(1)
     with repo.catalog.transaction() as db:
         changes, gone = _changes(repo)
         for change in changes:

@@ -56,6 +56,7 @@ from cairn.store.chunks import chunk_name
 from cairn.store.cloud_live import live
 from cairn.store.cloud_pack_locks import PackLocks
 from cairn.store.cloudlock import LOCK_WAIT, Bucket, RemoteLock, lifetime
+from cairn.store.phases import Advance, Progress, phase
 
 if TYPE_CHECKING:
     from cairn.store.cloud import Cloud
@@ -190,7 +191,8 @@ def _survey(cloud: Cloud) -> _Bucket:
     return _Bucket(now, points, packs, indexes, notices)
 
 
-def _live(repo: Repository, cloud: Cloud, listed: set[str]) -> set[bytes]:
+def _live(repo: Repository, cloud: Cloud, listed: set[str], progress: Progress | None
+          ) -> set[bytes]:
     """Every chunk a published point reaches, once the cache knows every listed point: the
     volumes this cache does not count (other appliances') by the counts the prunes keep
     (`cloud_live`: their block maps are walked once per node, not at every sync or prune)."""
@@ -202,7 +204,7 @@ def _live(repo: Repository, cloud: Cloud, listed: set[str]) -> set[bytes]:
         raise CairnError(f"the points listed in {cloud.where} "
                          f"({len(unknown)} unknown to this node's cache) could not be "
                          "read: nothing was pruned; run the prune again")
-    return live(repo)
+    return live(repo, progress)
 
 
 def _known(repo: Repository) -> set[str]:
@@ -257,9 +259,11 @@ def _refuse_missing(plan: _Plan, where: str) -> None:
                      "pruned; run `cairn verify --repair` from a node that holds the chunks")
 
 
-def prune(repo: Repository, dry_run: bool = False, wait: float = LOCK_WAIT) -> PruneReport:
+def prune(repo: Repository, dry_run: bool = False, wait: float = LOCK_WAIT,
+          progress: Progress | None = None) -> PruneReport:
     """One prune of a cloud repository (see the module docstring), alone among prunes:
-    `Locked` when another holds the prune lock longer than ``wait`` seconds."""
+    `Locked` when another holds the prune lock longer than ``wait`` seconds. ``progress``
+    is told each phase, and how many volumes, packs ... each has done."""
     from cairn.store.cloud import Cloud
 
     cloud = repo.remote
@@ -268,7 +272,7 @@ def prune(repo: Repository, dry_run: bool = False, wait: float = LOCK_WAIT) -> P
     started = time.monotonic()
     with _prune_lock(cloud, wait):
         cloud.sync(repo)
-        report = _prune(repo, cloud, packs_of(repo), dry_run)
+        report = _prune(repo, cloud, packs_of(repo), dry_run, progress)
     report.seconds = round(time.monotonic() - started, 3)
     logs.event("cloud.prune", where=cloud.where, **{k: v for k, v in report.json().items()
                                                     if not isinstance(v, list)})
@@ -293,12 +297,15 @@ def packs_of(repo: Repository) -> CloudPacks:
     return backend
 
 
-def _prune(repo: Repository, cloud: Cloud, packs: CloudPacks, dry_run: bool) -> PruneReport:
-    view = _survey(cloud)
-    if not dry_run:
-        _abort_stale_uploads(cloud, view.now)
-    live = _live(repo, cloud, view.points)
-    packs.refresh(full=True)
+def _prune(repo: Repository, cloud: Cloud, packs: CloudPacks, dry_run: bool,
+           progress: Progress | None) -> PruneReport:
+    with phase(progress, 0, "listing points, indexes and packs"):
+        view = _survey(cloud)
+        if not dry_run:
+            _abort_stale_uploads(cloud, view.now)
+    live = _live(repo, cloud, view.points, progress)
+    with phase(progress, 0, "reading pack indexes"):
+        packs.refresh(full=True)
     report = PruneReport(dry_run=dry_run, points=len(view.points), packs=len(view.packs))
     if not view.points:
         logs.event("cloud.prune_skipped", where=cloud.where, why="no points listed")
@@ -311,13 +318,17 @@ def _prune(repo: Repository, cloud: Cloud, packs: CloudPacks, dry_run: bool) -> 
             _delete_object(cloud, f"{CONDEMNED}/{pack}")
         view.notices.pop(pack)
     grace = lifetime()
-    _delete(cloud, packs, [p for p, stamp in view.notices.items() if view.now - stamp > grace],
-            view, report)
+    due = [p for p, stamp in view.notices.items() if view.now - stamp > grace]
+    with phase(progress, len(due), "packs condemned a grace ago, deleted") as advance:
+        _delete(cloud, packs, due, view, report, advance)
     doomed, sparse = _doomed(view, plan, grace, view.indexes.keys() ^ set(packs.pack_ids()))
     if not dry_run:
-        report.new_packs = _repack(repo, packs, plan, sparse, report)
-        for pack in [*doomed, *sparse]:
-            cloud.backend.put(f"{CONDEMNED}/{pack}", b"")
+        with phase(progress, len(sparse), "sparse packs rewritten") as advance:
+            report.new_packs = _repack(repo, packs, plan, sparse, report, advance)
+        with phase(progress, len(doomed) + len(sparse), "packs condemned") as advance:
+            for pack in [*doomed, *sparse]:
+                cloud.backend.put(f"{CONDEMNED}/{pack}", b"")
+                advance(1)
     report.repacked = sparse
     report.condemned = sorted([*doomed, *sparse])
     return report
@@ -358,13 +369,14 @@ def _doomed(view: _Bucket, plan: _Plan, grace: float, unread: set[str]
 
 
 def _delete(cloud: Cloud, packs: CloudPacks, pack_ids: list[str], view: _Bucket,
-            report: PruneReport) -> None:
+            report: PruneReport, advance: Advance) -> None:
     """Pack, then index, then notice: each step leaves what the next prune completes. A
     pack Object Lock still keeps is left whole until a later prune (`cloud_pack_locks`)."""
     from cairn.store.cloud_packs import index_object, pack_object
 
     locks = PackLocks.take(cloud, view.now, report.dry_run)
     for pack in sorted(pack_ids):
+        advance(1)
         if locks.keeps(pack):
             continue
         if not report.dry_run:
@@ -390,7 +402,7 @@ def _delete_object(cloud: Cloud, name: str) -> None:
 
 
 def _repack(repo: Repository, packs: CloudPacks, plan: _Plan, sparse: list[str],
-            report: PruneReport) -> list[str]:
+            report: PruneReport, advance: Advance) -> list[str]:
     """Write the canonical chunks of ``sparse`` packs into new packs, checked as read."""
     from cairn.store.cloud_packs import pack_bytes, pack_object
 
@@ -413,6 +425,7 @@ def _repack(repo: Repository, packs: CloudPacks, plan: _Plan, sparse: list[str],
             if size >= limit:
                 written.append(packs.write_pack(batch))
                 batch, size = [], 0
+        advance(1)
     if batch:
         written.append(packs.write_pack(batch))
     return written

@@ -51,6 +51,7 @@ from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO, chunk_name
 from cairn.store.locks import FileLock
 from cairn.store.marks import live_points
+from cairn.store.phases import Progress, phase
 from cairn.store.repository import Repository
 
 MIN_READ = 2 * 1024 * 1024
@@ -110,10 +111,11 @@ class RepackResult:
 
 
 def repack(repo: Repository, volumes: list[str] | None = None, dry_run: bool = False,
-           min_sparse: int = MIN_SPARSE) -> RepackResult:
+           min_sparse: int = MIN_SPARSE, progress: Progress | None = None) -> RepackResult:
     """Gather the sparsely read chunks of the newest point of ``volumes`` (default: every
     volume) into new packs, for each point read in ``min_sparse`` sparse reads or more,
-    then compact the packs that left sparse; with ``dry_run`` only say what would move."""
+    then compact the packs that left sparse; with ``dry_run`` only say what would move.
+    ``progress`` is told each phase: the volumes looked at, then the packs compacted."""
     start = time.monotonic()
     backend = repo.chunks.backend
     if repo.remote is not None or not isinstance(backend, PackBackend):
@@ -128,10 +130,13 @@ def repack(repo: Repository, volumes: list[str] | None = None, dry_run: bool = F
                                          "repack").acquire())
             locks.enter_context(repo.chunk_lock())
         work = _Pass(repo, backend, min_sparse, dry_run)
-        result.points = [work.gather(volume, point) for volume, point in hot
-                         if point is not None]
+        with phase(progress, len(hot), "volumes' newest points gathered") as advance:
+            for volume, point in hot:
+                if point is not None:
+                    result.points.append(work.gather(volume, point))
+                advance(1)
         if not dry_run:
-            work.compact(result)
+            work.compact(result, progress)
     result.seconds = time.monotonic() - start
     return result
 
@@ -178,7 +183,7 @@ class _Pass:
         self.sources |= {loc[0] for loc in moved}
         return moved
 
-    def compact(self, result: RepackResult) -> None:
+    def compact(self, result: RepackResult, progress: Progress | None) -> None:
         """Rewrite whole the packs the moves left less than COMPACT live, so they go.
 
         The chunks that stayed sit between holes now: reading them zero-fills the holes
@@ -188,9 +193,11 @@ class _Pass:
         """
         usage = self.backend.usage(self.sources)
         sparse = {pack for pack, (live, size) in usage.items() if live < COMPACT * size}
-        if not sparse:
-            return
-        moved = self.move(_in_written_order(self.backend, self.backend.objects_in(sparse)))
+        with phase(progress, len(sparse), "packs left sparse, compacted") as advance:
+            if not sparse:
+                return
+            moved = self.move(_in_written_order(self.backend, self.backend.objects_in(sparse)))
+            advance(len(sparse))
         result.compacted_packs = len(sparse)
         result.compacted_chunks = len(moved)
         result.compacted_bytes = sum(loc[2] for loc in moved)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
+from cairn.appliance.tasks import Task
 from cairn.units import human_bytes
 from cairn.virt.vms import VmManager
 from cairn.web.auth import Auth
@@ -27,14 +28,23 @@ def live(console: Console, vms: VmManager) -> list[dict[str, Any]]:
         {"id": f"job-{j.id}", "what": f"backup of {j.machine} ({j.reason})",
          "state": j.state, "bytes": j.bytes_sent, "seconds": j.seconds}
         for j in console.state.jobs(limit=HISTORY) if j.active]
-    rows += [{"id": f"task-{t.id}", "what": f"{t.kind} of {t.subject}"
-              + (f" ({human_bytes(t.done)} of {human_bytes(t.total)} of {t.step})"
-                 if t.total else ""), "state": t.state,
-              "bytes": None, "seconds": None}
+    rows += [{"id": f"task-{t.id}", "what": f"{t.kind} of {t.subject}{_step(t)}",
+              "state": t.state, "bytes": None, "seconds": None}
              for t in console.tasks.recent() if t.state == "running"]
     rows += [{"id": f"vm-{v.name}", "what": f"virtual machine {v.name} of {v.point}",
               "state": v.state, "bytes": None, "seconds": None} for v in running(vms)]
     return rows
+
+
+def _step(task: Task) -> str:
+    """What a task says it is doing: ``(3 of 7 packs condemned)``, bytes in units."""
+    if not task.step:
+        return ""
+    if not task.total:
+        return f" ({task.step})"
+    if task.unit == "bytes":
+        return f" ({human_bytes(task.done)} of {human_bytes(task.total)} of {task.step})"
+    return f" ({task.done} of {task.total} {task.step})"
 
 
 def router(console: Console, auth: Auth, vms: VmManager) -> APIRouter:

@@ -129,6 +129,12 @@ def test_a_cloud_prune_from_the_api_previews_then_frees_what_it_said(api: Api) -
     done = api.task("/api/v1/space/cloud/prune", {"to": api.url})
     assert done["state"] == "succeeded", done["result"]
     assert sorted(done["report"]["packs_deleted"]) == sorted(would["packs_deleted"])
+    phases = {p["step"]: p for p in done["phases"]}
+    deleted = phases["packs condemned a grace ago, deleted"]
+    assert deleted["done"] == deleted["total"] == len(would["packs_deleted"])
+    assert deleted["unit"] == "items" and done["phases"][0]["step"].startswith("listing")
+    assert "volumes whose points changed, counted" in phases and "packs condemned" in phases
+    assert done["progress"]["step"] == done["phases"][-1]["step"]
     assert done["report"]["bytes_freed"] == would["bytes_freed"]
     assert sum(api.objects().values()) < sum(before.values())
     assert not {n for n in api.objects() if n.startswith("condemned/")}
@@ -144,12 +150,16 @@ def test_a_conversion_and_a_repack_run_as_tasks_with_progress(api: Api) -> None:
     assert done["state"] == "succeeded", done["result"]
     assert done["report"]["chunks_packed"] == len(legacy)
     assert done["progress"] == {"done": sum(legacy.values()), "total": sum(legacy.values()),
-                                "step": "legacy chunks"}
+                                "step": "legacy chunks", "unit": "bytes"}
     assert not [n for n in api.objects() if n.startswith("chunks/")]
 
     repacked = api.task("/api/v1/space/repack", {"dry_run": True})
     assert repacked["state"] == "succeeded", repacked["result"]
     assert repacked["subject"] == "repository" and "points" in repacked["report"]
+    gathered = len(repacked["report"]["points"])
+    assert gathered >= 1 and repacked["phases"] == [  # a dry run compacts nothing
+        {"step": "volumes' newest points gathered", "done": gathered, "total": gathered,
+         "unit": "items"}]
 
 
 @dataclass
@@ -202,5 +212,7 @@ def test_cairn_tasks_follows_a_task_the_api_started(appliance: Appliance) -> Non
     assert [t["id"] for t in listed] == [started["id"]]
     table = cairn("tasks", *appliance.admin_args()).stdout
     assert "repack-preview" in table and "succeeded" in table
+    shown_text = cairn("tasks", *appliance.admin_args(), "show", str(started["id"])).stdout
+    assert "\n  volumes' newest points gathered" in shown_text  # its phases, one a line
     missing = cairn("tasks", *appliance.admin_args(), "show", "99", check=False)
     assert missing.returncode != 0 and "no task 99" in missing.stderr

@@ -117,7 +117,7 @@ class PackBucket(Protocol):
 
     def get(self, name: str, limit: int | None = None) -> bytes: ...
 
-    def get_range(self, name: str, start: int, end: int) -> bytes: ...
+    def get_range(self, name: str, start: int, end: int) -> bytes | memoryview: ...
 
 
 def pack_bytes() -> int:
@@ -569,7 +569,7 @@ class CloudPacks:
                     continue
             pack, offset, length = loc
             try:
-                return self._read(pack, offset, offset + length, digest)
+                return bytes(self._read(pack, offset, offset + length, digest))
             except _PackGone:
                 self.forget_pack(pack)  # a prune deleted it: read another copy
         raise MissingChunk(f"chunk {digest.hex()} is in no pack of {self.where} left")
@@ -582,7 +582,7 @@ class CloudPacks:
         return (self.bucket.exists(f"{CONDEMNED}/{pack}")
                 or not self.bucket.exists(index_object(pack)))
 
-    def _read(self, pack: str, start: int, end: int, digest: bytes) -> bytes:
+    def _read(self, pack: str, start: int, end: int, digest: bytes) -> bytes | memoryview:
         """Bytes ``[start, end)`` of a pack, whole, or an error naming it and its index."""
         name = pack_object(pack)
         try:

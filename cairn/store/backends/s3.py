@@ -310,14 +310,16 @@ class S3Backend:
         except BaseError as exc:
             raise self._translate(exc, f"GET {name}") from exc
 
-    def get_range(self, name: str, start: int, end: int) -> bytes:
+    def get_range(self, name: str, start: int, end: int) -> bytes | memoryview:
         """Bytes ``[start, end)`` of ``name`` in one ranged GET; fewer when the object is
         shorter (the server answers what it has, or 416 when it has nothing there: then
-        b""), so the caller can tell a truncated object. KeyError if it is missing."""
+        b""), so the caller can tell a truncated object. KeyError if it is missing.
+        A view of obstore's buffer, uncopied: a copy to bytes of each 8 MiB read cost a
+        cloud restore about 1 s of CPU per GB (page faults and the copy)."""
         if not self._bucket_checked:
             self.check_bucket()
         try:
-            return bytes(obstore.get_range(self._store, name, start=start, end=end))
+            return memoryview(obstore.get_range(self._store, name, start=start, end=end))
         except FileNotFoundError as exc:
             if "<Code>NoSuchBucket</Code>" in str(exc):
                 raise S3NoSuchBucket(self.endpoint, self.bucket) from exc

@@ -129,12 +129,16 @@ def appliance(args: argparse.Namespace) -> None:
     rounds: list[dict[str, Any]] = []
     with Repository.init(work / "repo") as local:
         while not rounds or time.time() < args.until:
+            started = time.monotonic()
             for n, (volume, (path, data)) in enumerate(images.items()):
                 ranges = mutate(path, data, seed=len(rounds) * 1000 + n) if rounds else None
                 expected[backup(local, volume, path, ranges).id] = sha256(data)
             rounds.append(replicate_round(args.url, local))
             save(Path(args.out), {"expected": expected, "rounds": rounds,
                                   "locks": meter.json()})
+            rest = args.interval - (time.monotonic() - started)  # the backup schedule
+            if rest > 0 and time.time() + rest < args.until:
+                time.sleep(rest)
 
 
 def collect(cloud: Repository) -> dict[str, Any]:
@@ -240,6 +244,7 @@ def parser() -> argparse.ArgumentParser:
     roles.choices["appliance"].add_argument("--index", type=int, required=True)
     roles.choices["appliance"].add_argument("--volumes", type=int, default=3)
     roles.choices["appliance"].add_argument("--size", type=int, default=2 * 2**20)
+    roles.choices["appliance"].add_argument("--interval", type=float, default=0.0)
     roles.choices["prune"].add_argument("--keep", type=int, default=3)
     roles.choices["prune"].add_argument("--pause", type=float, default=5.0)
     roles.choices["check"].add_argument("--expected", required=True)

@@ -25,6 +25,10 @@ stops the growth curve at 1,000 points. Results go to `bench/work/cloud-scale-<t
 seconds after the fleet stopped, so that a pack condemned in one pass is deleted in a later
 one within the run (the table then says the packs and bytes freed).
 
+`--interval S` starts each appliance's rounds S seconds apart (a backup schedule) instead of
+back to back: a sync then learns what the whole fleet published since the node's last
+round, as in a real fleet, where batches of records (`cloud_batch`) pay.
+
 Run: `.venv/bin/python bench/cloud_scale_bench.py [--quick] [--grace 120 --linger 260]`
 (no root needed).
 """
@@ -76,6 +80,9 @@ class Settings:
     linger: float = 0.0
     """seconds the prune keeps passing after the fleet stopped: a pack condemned in one
     pass is deleted in one at least ``grace`` later"""
+    interval: float = 0.0
+    """seconds between the starts of an appliance's rounds (0: back to back), as a backup
+    schedule: each sync then learns what the whole fleet published since its last round"""
 
 
 QUICK = Settings(appliances=50, volumes=2, size=2**20, seconds=90, levels=(1000,))
@@ -143,7 +150,8 @@ def fleet(run: Run, s: Settings) -> Results:
     before = run.requests()
     start = time.monotonic()
     children = [run.spawn(f"appliance-{n:03d}", "appliance", "--index", n, "--volumes",
-                          s.volumes, "--size", s.size, "--until", until)
+                          s.volumes, "--size", s.size, "--until", until,
+                          "--interval", s.interval)
                 for n in range(s.appliances)]
     prune = run.spawn("prune", "prune", "--keep", s.keep, "--until", until + s.linger)
     codes = wait_all([c for c, _ in [*children, prune]], s.seconds + s.linger + 900)
@@ -346,11 +354,13 @@ def main() -> int:
     parser.add_argument("--grace", type=int, help="the prune's grace period, seconds")
     parser.add_argument("--linger", type=float,
                         help="seconds the prune goes on after the fleet stops")
+    parser.add_argument("--interval", type=float,
+                        help="seconds between the starts of an appliance's rounds")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
     given = {"appliances": args.appliances, "seconds": args.seconds,
              "levels": tuple(int(n) for n in args.levels.split(",")) if args.levels else None,
-             "grace": args.grace, "linger": args.linger}
+             "grace": args.grace, "linger": args.linger, "interval": args.interval}
     s = QUICK if args.quick else DEFAULT
     s = Settings(**{**s.__dict__, **{k: v for k, v in given.items() if v}})
     WORK.mkdir(parents=True, exist_ok=True)

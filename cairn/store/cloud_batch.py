@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 
 BATCH_MIN = 4
 """records read one by one at a sync that make it write a batch"""
-BATCH_EVERY = 20.0
+BATCH_EVERY = 10.0
 """seconds (by the batches' keys) a node waits after the newest batch it saw before
 writing another"""
 SPAN = 3600.0

@@ -127,6 +127,7 @@ def appliance(args: argparse.Namespace) -> None:
                                                                  seed=args.index * 97 + n))
     expected: dict[str, str] = {}
     rounds: list[dict[str, Any]] = []
+    time.sleep(args.delay)  # its place in the fleet's schedule
     with Repository.init(work / "repo") as local:
         while not rounds or time.time() < args.until:
             started = time.monotonic()
@@ -245,6 +246,7 @@ def parser() -> argparse.ArgumentParser:
     roles.choices["appliance"].add_argument("--volumes", type=int, default=3)
     roles.choices["appliance"].add_argument("--size", type=int, default=2 * 2**20)
     roles.choices["appliance"].add_argument("--interval", type=float, default=0.0)
+    roles.choices["appliance"].add_argument("--delay", type=float, default=0.0)
     roles.choices["prune"].add_argument("--keep", type=int, default=3)
     roles.choices["prune"].add_argument("--pause", type=float, default=5.0)
     roles.choices["check"].add_argument("--expected", required=True)

@@ -27,7 +27,8 @@ one within the run (the table then says the packs and bytes freed).
 
 `--interval S` starts each appliance's rounds S seconds apart (a backup schedule) instead of
 back to back: a sync then learns what the whole fleet published since the node's last
-round, as in a real fleet, where batches of records (`cloud_batch`) pay.
+round, as in a real fleet, where batches of records (`cloud_batch`) pay; `--spread` spreads
+the appliances' first rounds over the interval, as schedules are.
 
 Run: `.venv/bin/python bench/cloud_scale_bench.py [--quick] [--grace 120 --linger 260]`
 (no root needed).
@@ -83,6 +84,9 @@ class Settings:
     interval: float = 0.0
     """seconds between the starts of an appliance's rounds (0: back to back), as a backup
     schedule: each sync then learns what the whole fleet published since its last round"""
+    spread: bool = False
+    """appliance n starts its first round ``interval * n / appliances`` late: backups spread
+    over the interval, as schedules are, instead of all at once"""
 
 
 QUICK = Settings(appliances=50, volumes=2, size=2**20, seconds=90, levels=(1000,))
@@ -151,7 +155,8 @@ def fleet(run: Run, s: Settings) -> Results:
     start = time.monotonic()
     children = [run.spawn(f"appliance-{n:03d}", "appliance", "--index", n, "--volumes",
                           s.volumes, "--size", s.size, "--until", until,
-                          "--interval", s.interval)
+                          "--interval", s.interval,
+                          "--delay", s.interval * n / s.appliances if s.spread else 0.0)
                 for n in range(s.appliances)]
     prune = run.spawn("prune", "prune", "--keep", s.keep, "--until", until + s.linger)
     codes = wait_all([c for c, _ in [*children, prune]], s.seconds + s.linger + 900)
@@ -356,11 +361,14 @@ def main() -> int:
                         help="seconds the prune goes on after the fleet stops")
     parser.add_argument("--interval", type=float,
                         help="seconds between the starts of an appliance's rounds")
+    parser.add_argument("--spread", action="store_true",
+                        help="spread the appliances' rounds over the interval")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
     given = {"appliances": args.appliances, "seconds": args.seconds,
              "levels": tuple(int(n) for n in args.levels.split(",")) if args.levels else None,
-             "grace": args.grace, "linger": args.linger, "interval": args.interval}
+             "grace": args.grace, "linger": args.linger, "interval": args.interval,
+             "spread": args.spread}
     s = QUICK if args.quick else DEFAULT
     s = Settings(**{**s.__dict__, **{k: v for k, v in given.items() if v}})
     WORK.mkdir(parents=True, exist_ok=True)

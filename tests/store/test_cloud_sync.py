@@ -240,7 +240,7 @@ def test_a_sync_reads_many_new_points_from_one_batch_another_sync_wrote(nodes: N
     assert _ids(d) == _ids(c) - {doomed.id}
 
     # A batch altered (here sealed with another key) is skipped: the records are read
-    # one by one (that sync writes no batch: it saw one younger than BATCH_EVERY).
+    # one by one.
     cloud = e.remote
     assert isinstance(cloud, Cloud)
     cloud.backend.put(batch, cloud_batch.encode(Sealer(b"x" * 32), cloud.repository_id,
@@ -248,8 +248,13 @@ def test_a_sync_reads_many_new_points_from_one_batch_another_sync_wrote(nodes: N
     requests = Requests(e)
     cloud.sync(e)
     counts = requests.take()
-    assert counts["get"] == 1 + 20 and "put" not in counts, counts  # 19 records, 1 gone
-    assert _ids(e) == _ids(d) and _batches(e) == [batch]
+    assert counts["get"] == 1 + 20, counts  # 19 records, 1 gone
+    assert _ids(e) == _ids(d)
+    # A sync writes a batch only when the newest one it saw is older than BATCH_EVERY.
+    now = time.time()
+    assert not cloud_batch.due(e, cloud_batch.BATCH_MIN - 1, now)
+    assert not cloud_batch.due(e, 20, cloud_feed.name_time(max(_batches(e))))
+    assert cloud_batch.due(e, 20, now + cloud_batch.BATCH_EVERY + 1)
     for repo in (a, b, c, d, e):
         repo.close()
 

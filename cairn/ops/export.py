@@ -27,7 +27,7 @@ from pathlib import Path
 from cairn.errors import UsageError
 from cairn.ops.cache_budget import machine_budget, reserve
 from cairn.ops.machine_points import disks_of
-from cairn.store.clone_writers import Writer, check_free, writing
+from cairn.store.clone_writers import Writer, reading, writing
 from cairn.store.clones import CloneNotFound, get_clone
 from cairn.store.pins import pin_point
 from cairn.store.reader import BlockCache, PointReader
@@ -99,8 +99,8 @@ def _disks(repo: Repository, request: ExportRequest, stack: contextlib.ExitStack
         clone = get_clone(repo, request.target)
     except CloneNotFound:
         return _point_disks(repo, request, stack)
-    if request.read_only:  # a writer's map changes under a reader: it would see a torn disk
-        check_free(repo, clone.name)
+    if request.read_only:
+        stack.enter_context(reading(repo, clone.name))
     else:
         stack.enter_context(writing(repo, clone.name, Writer(
             f"a writable export (pid {os.getpid()})",

@@ -131,12 +131,12 @@ class ExportManager:
         self._lock = threading.Lock()
 
     def _check_target(self, request: ExportStart) -> None:
-        """Refuse an unknown point (404), a writable point (400) or a clone another process
-        writes, a VM say (409), before starting."""
+        """Refuse an unknown point (404), a writable point (400), a clone another process
+        writes (a VM, say), or a writable clone one reads (409), before starting."""
         with Repository.open(self.repo_path) as repo:
             try:
                 get_clone(repo, request.target)
-                check_free(repo, request.target)
+                check_free(repo, request.target, request.writable)
                 return
             except CloneNotFound:
                 disks_of(repo, request.target)

@@ -114,7 +114,7 @@ def test_a_writable_clone_export_keeps_what_its_client_wrote_and_has_one_writer(
     """`cairn exports` (the API): nbdcopy writes into a clone over TLS with a pre-shared key;
     another user of the clone (an export, a VM, `clone-rm`) is refused naming the writer;
     stopping with --keep-as-point makes the writes a point that restores bit for bit, and
-    they stay in the clone (read again through a new export)."""
+    they stay in the clone (read again through a new export, which keeps writers out)."""
     appliance = Appliance(tmp_path)
     image = tmp_path / "disk.img"
     data = make_image(image, 2 * 1024 * 1024, seed=7, fill=0.6)
@@ -148,6 +148,11 @@ def test_a_writable_clone_export_keeps_what_its_client_wrote_and_has_one_writer(
 
         reader = client.json("POST", "/api/v1/exports", json={"target": "sandbox"})
         assert not reader["writable"]
+        for body, path in (({"source": "sandbox"}, "/api/v1/vms"),
+                           ({"target": "sandbox", "writable": True}, "/api/v1/exports")):
+            busy = refused(client, body, path=path)  # the reader would see a torn disk
+            assert busy.status == 409 and "clone sandbox is in use by an export that reads " \
+                "it" in str(busy), str(busy)
         certs = tmp_path / "certs"
         certs.mkdir()
         (certs / "ca-cert.pem").write_text(appliance.pem)

@@ -214,6 +214,8 @@ class Cloud:
         self.nearby: ChunkStore | None = None
         """the chunks of the local repository replicating here (same keys, so the same
         digests): block-map nodes are read from it before the bucket (`NodeFiles`)"""
+        self.node_files: NodeFiles | None = None
+        """the block-map nodes this node keeps on disk (set once it is opened)"""
 
     def prepare(self, repo: Repository) -> None:
         """Before a write (a replication, a delete): the cache synced. No lock is taken:
@@ -764,6 +766,21 @@ class NodeFiles:
         tmp.rename(path)
         return node
 
+    def load(self, digests: list[bytes]) -> list[bytes]:
+        """Those of ``digests`` not on local disk yet, read in one batch (a pack's
+        neighbours in one ranged GET, `CloudPacks.get_many`) and kept; returns them. A
+        prune's first walk of many points reads their block maps so, a level at a time
+        (`cloud_live`), instead of one GET per node as the walk meets it."""
+        wanted = [d for d in digests if not (self.folder / d.hex()).exists()]
+
+        def keep(digest: bytes, node: bytes) -> bytes:
+            tmp = self.folder / f"{digest.hex()}.{os.getpid()}-{threading.get_ident()}.tmp"
+            tmp.write_bytes(node)
+            tmp.rename(self.folder / digest.hex())
+            return node
+
+        return list(self.repo.chunks.get_many(wanted, keep)) if wanted else []
+
     def _nearby(self, digest: bytes) -> bytes | None:
         """The node from the local repository a replication reads (`Cloud.nearby`): the
         writer's own new block map is not fetched back from the bucket."""
@@ -813,7 +830,8 @@ def _repository(url: str, backend: Bucket, config: RepositoryConfig,
     repo.chunks.locate = cloud.packs.describe
     cloud.cache = repo
     backend.max_object = repo.chunks.max_stored
-    repo.nodes = NodeCache(NodeFiles(folder / "nodes", repo))
+    cloud.node_files = NodeFiles(folder / "nodes", repo)
+    repo.nodes = NodeCache(cloud.node_files)
     if cloud_counts.migrate(repo):
         logs.event("cloud.cache_counts_dropped", where=url, cache=str(folder))
     cloud.sync(repo)

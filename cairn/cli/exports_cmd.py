@@ -82,7 +82,7 @@ def _row(one: dict[str, Any]) -> list[str]:
 def _show(one: dict[str, Any]) -> None:
     mode = "read-write" if one["writable"] else "read-only"
     print(f"export {one['id']} of {one['target']}: {one['state']}, {mode}, TLS {one['tls']}")
-    for disk in one["disks"]:
+    for disk in one["disks"] if one["state"] == "running" else ():
         name = f"disk {disk['disk']}: " if disk["disk"] else ""
         print(f"  {name}{disk['what']} at {disk['url']}")
     if one["state"] == "running" and one["tls"] == "psk":

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 
 import pyotp
 
 from cairn.alerts import AlertStore
+from cairn.appliance.tasks import Outcome, Task
 from cairn.web.users import Users
 from tests.alerts.receivers import WebhookListener
 from tests.web.conftest import PASSWORD, Site, csrf, login
@@ -30,6 +32,35 @@ def test_jobs_history_and_live_events(site: Site) -> None:
     rows = json.loads(data.removeprefix("data: "))
     assert rows == [{"id": f"job-{job_id}", "what": "backup of web01 (manual)",
                      "state": "queued", "bytes": 0, "seconds": None}]
+
+
+def test_the_live_rows_show_a_running_tasks_step_and_counts(site: Site) -> None:
+    """A prune or a repack reports phases in counts (packs, volumes), a conversion in bytes:
+    the jobs page's live row says which step runs and how far it is, in its unit."""
+    tasks = site.client.app.state.cairn.tasks  # type: ignore[attr-defined]
+    halfway, finish = threading.Event(), threading.Event()
+
+    def work(task: Task) -> Outcome:
+        with task.counting(7, "packs condemned") as advance:
+            advance(3)
+            halfway.set()
+            finish.wait(30)
+        return Outcome("done")
+
+    started = tasks.start("cloud-prune", "s3://b/p", "alice", work)
+    try:
+        assert halfway.wait(30)
+        login(site.client, "victor")
+        with site.client.stream("GET", "/jobs/events") as events:
+            lines = events.iter_lines()
+            assert next(lines) == "event: live"
+            rows = json.loads(next(lines).removeprefix("data: "))
+        assert {"id": f"task-{started.id}", "what": "cloud-prune of s3://b/p (3 of 7 packs "
+                "condemned)", "state": "running", "bytes": None, "seconds": None} in rows
+        assert started.json()["phases"] == [{"step": "packs condemned", "done": 3,
+                                             "total": 7, "unit": "items"}]
+    finally:
+        finish.set()
 
 
 def test_admins_manage_users_from_the_settings_page(site: Site) -> None:

@@ -72,7 +72,8 @@ class ReadAhead:
             return range(start, stream.ahead)
 
     def _stream_at(self, first: int) -> _Stream | None:
-        for stream in reversed(self._streams):
-            if stream.last - stream.window <= first <= max(stream.ahead, stream.last + 1):
-                return stream
-        return None
+        """The stream a read from ``first`` continues: of those it falls in, the one whose
+        last read ended nearest (one stream's read-ahead may reach into another's reads)."""
+        near = [stream for stream in self._streams
+                if stream.last - stream.window <= first <= max(stream.ahead, stream.last + 1)]
+        return min(near, key=lambda stream: abs(first - stream.last - 1), default=None)

@@ -61,3 +61,15 @@ def test_read_ahead_stops_at_the_last_block() -> None:
     ahead = ReadAhead(10)
     asked = [block for batch in _stream(ahead, 0, 2) for block in batch]
     assert asked == [8, 9]
+
+
+def test_a_read_continues_the_stream_that_ended_nearest_it() -> None:
+    """Two streams close together (the halves of a small disk): the upper one's read-ahead
+    window reaches back over the lower one's next reads, which still continue the lower
+    stream, so every block of both halves past their first two reads is read ahead."""
+    ahead = ReadAhead(64)
+    asked: set[int] = set()
+    for step in range(0, 32, REQUEST):
+        for base in (0, 32):
+            asked.update(ahead.follow(base + step, base + step + REQUEST - 1))
+    assert asked >= set(range(2 * REQUEST, 32)) | set(range(32 + 2 * REQUEST, 64))

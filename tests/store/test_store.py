@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,35 @@ def test_small_reads_of_one_block_fetch_it_once(repo: Repository, tmp_path: Path
         pieces = [reader.pread(off, 4096) for off in range(0, 65536 * 2, 4096)]
     assert b"".join(pieces) == bytes(data[: 65536 * 2])
     assert len(fetched) == len(set(fetched)) == 2 + FIRST_WINDOW
+
+
+def test_two_interleaved_streams_read_ahead_each_block_once(repo: Repository,
+                                                            tmp_path: Path) -> None:
+    """Two connections copying two halves of a disk (as nbdcopy does) in 256 KiB reads,
+    turn by turn: each block is fetched once, every read after the first two of each half
+    is served by the read-ahead (nothing fetched on the reading thread), and the bytes are
+    the image's."""
+    img = tmp_path / "img"
+    data = make_image(img, 4 * 1024 * 1024, seed=18, fill=1.0)
+    point = backup(repo, "vol", img)
+    fetched = count_fetches(repo)
+    readers: list[str] = []  # the thread of each fetch
+    counting = repo.chunks.get_many
+
+    def get_many(digests: list[bytes], each: Callable[[bytes, bytes], bytes]
+                 ) -> Iterator[bytes]:
+        readers.append(threading.current_thread().name)
+        return counting(digests, each)
+
+    repo.chunks.get_many = get_many  # type: ignore[method-assign]
+    half, step = len(data) // 2, 4 * BLOCK
+    with PointReader(repo, point) as reader:  # closing waits for the read-ahead
+        for offset in range(0, half, step):
+            for base in (0, half):
+                got = reader.pread(base + offset, step)
+                assert got == bytes(data[base + offset : base + offset + step])
+    assert sorted(fetched) == sorted(set(fetched)) and len(fetched) == len(data) // BLOCK
+    assert readers.count(threading.current_thread().name) == 4  # two reads per half
 
 
 def test_damage_met_by_read_ahead_fails_only_the_read_that_needs_it(

@@ -25,6 +25,11 @@ realistic image pair of `images.py`:
    shares the 2 cores with its clients, so a target set against rclone may be out of reach
    of both: each tool's rate is also printed as a fraction of this ceiling.
 
+The CPU seconds the server and each tool spend per GB sent (`CpuMeter`) are recorded too,
+and from them the best ratio to rclone cairn could reach when both are bound by CPU (as on
+this machine's 2 shared cores) even if its own CPU cost nothing: rclone's server + client
+seconds per GB over the server's seconds per GB for cairn's packs.
+
 rclone sends the folder's files whole: their apparent size (a pack's punched holes read as
 zeros), which is what its rate on the wire is counted from (`repo_apparent`); its rate for
 the ratio is counted, as before, from the space the folder takes (`repo_bytes`).
@@ -42,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -95,6 +101,31 @@ def rclone_env(server: SeaweedS3, config: Path) -> dict[str, str]:
     return env
 
 
+class CpuMeter:
+    """CPU seconds (user + system) the server and the client (the tools this bench runs and
+    waits for) spend between `start` and `stop`.
+
+    Why: on 2 shared cores both tools are bound by CPU, the server's and their own; the
+    seconds each spends per GB say what ratio is reachable at all, whatever the load."""
+
+    def __init__(self, server: SeaweedS3) -> None:
+        self.pid = server.process.pid
+        self.server = self.client = 0.0
+
+    def _now(self) -> tuple[float, float]:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        own = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (int(fields[11]) + int(fields[12])) / tick, own.ru_utime + own.ru_stime
+
+    def start(self) -> None:
+        self.server, self.client = self._now()
+
+    def stop(self) -> tuple[float, float]:
+        server, client = self._now()
+        return server - self.server, client - self.client
+
+
 def timed_json(argv: list[str | Path], env: dict[str, str]) -> tuple[Any, float]:
     start = time.perf_counter()
     out = call([CAIRN, *argv, "--json"], env=env)
@@ -144,7 +175,10 @@ def one_repeat(pair: ImagePair, tmp: Path, rclone_transfers: int) -> Results:
         call([CAIRN, "init", "--repo", local], env=env)
         call([CAIRN, "init", "--repo", cloud], env=env)
         a, _ = timed_json(["backup", "--repo", local, "--volume", "vol", pair.a], env)
+        meter = CpuMeter(server)
+        meter.start()
         first, first_s = timed_json(["replicate", "--repo", local, "--to", cloud], env)
+        res["first_server_cpu"], res["first_client_cpu"] = meter.stop()
         b, _ = timed_json(["backup", "--repo", local, "--volume", "vol", pair.b], env)
         second, second_s = timed_json(["replicate", "--repo", local, "--to", cloud], env)
         res.update(a_stored=a["bytes_stored"], b_stored=b["bytes_stored"],
@@ -166,9 +200,13 @@ def one_repeat(pair: ImagePair, tmp: Path, rclone_transfers: int) -> Results:
     res["repo_apparent"] = apparent_bytes(local)
     with SeaweedS3.start(bucket=BUCKET) as server:
         env = rclone_env(server, tmp / "rclone.conf")
+        meter = CpuMeter(server)
+        drop_caches()
+        meter.start()
         res["rclone_s"] = timed_call(
             ["rclone", "copy", "--s3-no-check-bucket", f"--transfers={rclone_transfers}",
-             local, f"sw:{BUCKET}/rclone"], env)
+             local, f"sw:{BUCKET}/rclone"], env, cold=False)
+        res["rclone_server_cpu"], res["rclone_client_cpu"] = meter.stop()
     shutil.rmtree(local)
     shutil.rmtree(tmp / "cache", ignore_errors=True)
     drop_caches()
@@ -202,6 +240,17 @@ def summarize(runs: list[Results]) -> Results:
         r["repo_apparent"] / r["rclone_s"] / (r["ceiling_sent"] / r["ceiling_s"]) for r in runs)
     out["restore_ratio"] = statistics.median(r["restore_cloud_s"] / r["restore_local_s"]
                                              for r in runs)
+    per_gb = {"first_server": ("first_server_cpu", "first_sent"),
+              "first_client": ("first_client_cpu", "first_sent"),
+              "rclone_server": ("rclone_server_cpu", "repo_apparent"),
+              "rclone_client": ("rclone_client_cpu", "repo_apparent")}
+    for name, (cpu, sent) in per_gb.items():
+        out[f"{name}_s_gb"] = statistics.median(r[cpu] / r[sent] * 1e9 for r in runs)
+    # Both tools bound by CPU on the same cores: the best ratio cairn could reach if its own
+    # CPU cost nothing is rclone's CPU per byte (server + client) over the server's for cairn.
+    out["cpu_bound_best"] = statistics.median(
+        (r["rclone_server_cpu"] + r["rclone_client_cpu"]) / r["repo_bytes"]
+        / (r["first_server_cpu"] / r["first_sent"]) for r in runs)
     return out
 
 
@@ -231,6 +280,11 @@ def table(m: Results, label: str) -> str:
          f"{m['ceiling_parts_s']:.1f} s  {m['ceiling_parts_mb_s']:.0f} MB/s", "-", "-"),
         ("first replicate / ceiling, rclone (wire) / ceiling",
          f"{m['first_vs_ceiling']:.2f}, {m['rclone_vs_ceiling']:.2f}", "-", "-"),
+        ("CPU s per GB sent, server + client: cairn, rclone",
+         f"{m['first_server_s_gb']:.1f} + {m['first_client_s_gb']:.1f}, "
+         f"{m['rclone_server_s_gb']:.1f} + {m['rclone_client_s_gb']:.1f}", "-", "-"),
+        ("best ratio when CPU-bound (cairn's own CPU free)", f"{m['cpu_bound_best']:.2f}x",
+         "-", "-"),
         ("first replicate MB/s / rclone MB/s", f"{m['first_vs_rclone']:.2f}x",
          f">= {FIRST_VS_RCLONE}x", verdict(m["first_vs_rclone"] >= FIRST_VS_RCLONE)),
         ("second replicate (B)", f"{m['second_s']:.1f} s", "-", "-"),

@@ -145,12 +145,14 @@ def _plan(nodes: NodeCache, change: _Change) -> _Change:
 
 
 def chains(repo: Repository, volume_ids: set[int]) -> dict[int, list[Entry]]:
-    """The points the catalog holds now for each of ``volume_ids``, in counting order."""
+    """The points the catalog holds now for each of ``volume_ids``, in counting order (one
+    query: at ten thousand points, building each `RecoveryPoint` cost half a second)."""
     found: dict[int, list[Entry]] = {v: [] for v in volume_ids}
-    for point in repo.catalog.points():
-        if point.volume_id in found:
-            tree = repo.tree(point)
-            found[point.volume_id].append((point.seq, point.id, tree.root, tree.blocks))
+    block = repo.block_size
+    for volume_id, seq, point_id, root, size in repo.catalog.db.execute(
+            "SELECT volume_id, seq, id, root, size FROM points"):
+        if volume_id in found:
+            found[volume_id].append((seq, point_id, root, -(-size // block)))
     for entries in found.values():
         entries.sort()
     return found

@@ -51,5 +51,8 @@ def run(args: argparse.Namespace) -> int:
               f"{outcome.seconds:.0f} s: nothing lost"
               + (f"; {outcome.prune_passes} passes pruned the cloud "
                  f"({outcome.prunes_killed_midway} killed inside one), {outcome.packs_freed} packs "
-                 f"({human_bytes(outcome.pack_bytes_freed)}) freed" if args.cloud else ""))
+                 f"({human_bytes(outcome.pack_bytes_freed)}) freed; {outcome.batches_written} "
+                 f"batches written ({outcome.batches_killed_midway} passes killed inside a "
+                 f"batch write), {outcome.reader_points_checked} point restores checked "
+                 f"through a node that reads the feed and its batches" if args.cloud else ""))
     return 0

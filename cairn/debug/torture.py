@@ -22,7 +22,17 @@ the same way, and more: every chunk a published point needs must have a whole co
 pack object the bucket lists (the bytes a prune might have deleted, checked by listing, not
 through the cache it keeps), and after a pass that freed packs every cloud point is restored
 again. Dead bytes are not a failure there (a prune frees them a grace period later, or its
-next run does when it was killed); the packs and bytes that went are counted. A failure
+next run does when it was killed); the packs and bytes that went are counted.
+
+Batches (`cloud_batch`): the worker also syncs another node, with a cache of its own kept
+across passes, which reads the new records one by one and writes a batch of them (the
+workers write one at nearly every such sync: ``CAIRN_CLOUD_BATCH_MIN``); another share of
+the killed passes aim their kill inside a batch write. After every pass a *reader* node,
+opened before the first pass so that it learns every point from the feed and the batches
+in it (a fresh cache syncs in full and reads no batch), syncs and must hold exactly the
+points the bucket lists, each once, and restore them; it may differ only where the feed
+is silent (a writer killed between an object and its entry: rule 5 of `cloud`, a full
+sync finds those), which is checked against the feed's own listing and counted. A failure
 names the run's seed and the pass's.
 """
 
@@ -36,13 +46,16 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from cairn.debug.torture_worker import PruneMarks
+from cairn.debug.torture_worker import Marks, WorkerMarks, environ
 from cairn.errors import CairnError
 from cairn.restore.writer import restore_image
+from cairn.store import cloud_sync
 from cairn.store.backends.packs import PackBackend
+from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO, chunk_name
 from cairn.store.clones import CloneVolume, list_clones
 from cairn.store.cloud_counts import view
@@ -60,8 +73,17 @@ CLOUD_KILL_WITHIN = 1.5
 a replication, an unpublish or a prune takes a second, not a tenth)"""
 AIM_AT_PRUNE = 0.25
 """the share of a cloud run's killed passes whose kill is aimed inside a prune"""
+AIM_AT_BATCH = 0.2
+"""the share whose kill is aimed inside a batch write"""
 AIM_WAIT = 30.0
 PRUNE_KILL_WITHIN = 0.3
+BATCH_KILL_WITHIN = 0.015
+"""a batch write is one small PUT (10 to 25 ms on a local SeaweedFS): a kill aimed at one
+lands this soon after it began"""
+READER_ENV = {"CAIRN_CLOUD_BATCH_MIN": str(1 << 30), "CAIRN_CLOUD_FEED_RESCAN_SECONDS": "0"}
+"""the reader node writes no batch (those counted are the workers') and lists the feed's
+whole window at every sync (the tail-only listing between windowed ones may take an entry
+that landed late at a later sync: rule 5 allows it, the check would not)"""
 CLOUD_PACK_BYTES = 256 * 1024
 """packs of a few chunks: a replication writes several, and a prune finds sparse ones"""
 
@@ -97,6 +119,15 @@ class Outcome:
     """condemned notices seen by the checks (a clean pass may condemn and free unseen)"""
     packs_freed: int = 0
     pack_bytes_freed: int = 0
+    batches_written: int = 0
+    """batch objects the checks saw in the bucket's feed"""
+    batches_killed_midway: int = 0
+    """passes killed after a batch write began and before it returned"""
+    reader_points_checked: int = 0
+    """points the reader node (feed and batches only) restored bit for bit"""
+    reader_unannounced: int = 0
+    """points the reader and the bucket differed on at some check, each for want of a feed
+    entry (a writer killed between an object and its entry)"""
     seconds: float = 0.0
 
 
@@ -116,8 +147,10 @@ class Check:
     proven: set[tuple[str, str]]
 
 
-def _restores(repo: Repository, check: Check) -> int:
-    todo = [p for p in repo.catalog.points()
+def _restores(repo: Repository, check: Check, points: list[RecoveryPoint] | None = None
+              ) -> int:
+    """Restore ``points`` (default: the catalog's) not proven yet, or all when whole."""
+    todo = [p for p in (repo.catalog.points() if points is None else points)
             if check.whole or (p.id, p.source) not in check.proven]
     for point in todo:
         out = check.scratch / "restore.img"
@@ -185,9 +218,15 @@ class Space:
     prunes: int = 0
     freed: int = 0
     freed_bytes: int = 0
+    batches: set[str] = field(default_factory=set)
+    """every batch object a check listed"""
+    unannounced: set[tuple[str, str]] = field(default_factory=set)
+    """the points the reader node and the bucket differed on"""
 
     def fold(self, outcome: Outcome) -> None:
         outcome.prune_passes = self.prunes
+        outcome.batches_written = len(self.batches)
+        outcome.reader_unannounced = len(self.unannounced)
         outcome.packs_condemned = len(self.notices)
         outcome.packs_freed, outcome.pack_bytes_freed = self.freed, self.freed_bytes
 
@@ -245,7 +284,53 @@ def check_cloud(url: str, check: Check, space: Space) -> int:
         return _restores(cloud, replace(check, whole=check.whole or freed))
 
 
-def _work(argv: list[str], errors: Path, env: dict[str, str], marks: PruneMarks) -> None:
+def _records(names: Iterable[str]) -> set[tuple[str, str]]:
+    """(volume, point id) of the point records among object names."""
+    found = set()
+    for name in names:
+        parts = name.split("/")
+        if len(parts) == 3 and parts[0] == "points" and parts[2].endswith(".json"):
+            found.add((parts[1], parts[2].removesuffix(".json")))
+    return found
+
+
+def _unannounced(bucket: Bucket, held: set[tuple[str, str]], where: str,
+                 space: Space) -> None:
+    """The points the reader and the bucket differ on must each lack the feed entry that
+    would have told the reader (the record's, or its tombstone's); they are noted."""
+    listed = _records(bucket.list("points"))
+    feed = list(bucket.list(cloud_sync.FEED))
+    space.batches.update(n for n in feed if cloud_sync.parse_batch(n) is not None)
+    targets = {e.target for e in map(cloud_sync.parse, feed) if e is not None and e.op == "put"}
+    lost = {p for p in listed - held if f"points/{p[0]}/{p[1]}.json" in targets}
+    removed = {t.rpartition("_")[0].rpartition("_")[0] for t in targets
+               if t.startswith("removed/")}
+    stale = {p for p in held - listed if f"removed/{p[0]}/{p[1]}" in removed}
+    if lost or stale:
+        raise TortureFailed(f"{where}: a node syncing from the feed and its batches lacks "
+                            f"{len(lost)} announced point(s) {sorted(lost)[:3]} and still "
+                            f"holds {len(stale)} announced as removed {sorted(stale)[:3]}")
+    space.unannounced |= listed ^ held
+
+
+def check_reader(url: str, cache: Path, check: Check, space: Space) -> int:
+    """The reader node syncs (its feed's window, reading the batches listed there) and
+    must hold each point the bucket lists once, and restore it; returns the points
+    restored."""
+    from cairn.store.cloud import Cloud, open_cloud
+
+    with environ({"CAIRN_CACHE": str(cache), **READER_ENV}), open_cloud(url, None) as reader:
+        assert isinstance(reader.remote, Cloud)
+        points = reader.catalog.points()
+        held = {(p.volume, p.id) for p in points}
+        if len(held) != len(points):
+            raise TortureFailed(f"{check.where}: the reader node holds a point twice")
+        _unannounced(reader.remote.backend, held, check.where, space)
+        listed = _records(reader.remote.backend.list("points"))
+        return _restores(reader, check, [p for p in points if (p.volume, p.id) in listed])
+
+
+def _work(argv: list[str], errors: Path, env: dict[str, str], marks: WorkerMarks) -> None:
     """A worker's body, in a process the fork server made, with ``env`` set; its stderr
     goes to ``errors``."""
     from cairn.debug import torture_worker
@@ -269,7 +354,9 @@ def worker_env(settings: Settings) -> dict[str, str]:
     """What the workers run with: a short grace and small packs, so a prune's two steps
     both happen within a run."""
     return {"CAIRN_CLOUD_LOCK_SECONDS": str(settings.grace),
-            "CAIRN_CLOUD_PACK_BYTES": str(CLOUD_PACK_BYTES)} if settings.cloud_url else {}
+            "CAIRN_CLOUD_PACK_BYTES": str(CLOUD_PACK_BYTES),
+            "CAIRN_CLOUD_BATCH_MIN": "1", "CAIRN_CLOUD_BATCH_EVERY": "0"} \
+        if settings.cloud_url else {}
 
 
 def _one_pass(settings: Settings, rnd: random.Random, outcome: Outcome,
@@ -279,10 +366,11 @@ def _one_pass(settings: Settings, rnd: random.Random, outcome: Outcome,
     kill = rnd.random() < settings.kill_share
     where = f"torture seed {settings.seed}, pass {outcome.passes} (worker seed {pass_seed})"
     argv = [str(settings.work / "repo"), str(settings.work / "states"), str(pass_seed),
-            "0" if kill else str(CLEAN_STEPS), *([settings.cloud_url] if settings.cloud_url
-                                                   else [])]
+            "0" if kill else str(CLEAN_STEPS),
+            *([settings.cloud_url, str(settings.work / "node-b")] if settings.cloud_url
+              else [])]
     errors = settings.work / "scratch" / "worker.err"
-    marks = PruneMarks(forks.Event(), forks.Event())
+    marks = WorkerMarks(*(Marks(forks.Event(), forks.Event()) for _ in range(2)))
     child = forks.Process(target=_work, args=(argv, errors, worker_env(settings), marks))
     child.start()
     try:
@@ -296,22 +384,42 @@ def _one_pass(settings: Settings, rnd: random.Random, outcome: Outcome,
         raise TortureFailed(f"{where}: the worker failed: "
                             f"{errors.read_text(errors='replace').strip()[-300:]}")
     outcome.kills += killed
-    outcome.prunes_killed_midway += killed and marks.started.is_set() \
-        and not marks.ended.is_set()
+    outcome.prunes_killed_midway += killed and _inside(marks.prune)
+    outcome.batches_killed_midway += killed and _inside(marks.batch)
     outcome.clean_passes += child.exitcode == 0
     return where
 
 
+def _inside(marks: Marks) -> bool:
+    return marks.started.is_set() and not marks.ended.is_set()
+
+
+def _aim(settings: Settings, rnd: random.Random, marks: WorkerMarks
+         ) -> tuple[Marks, float] | None:
+    """What a cloud pass's kill is aimed inside, and how soon after it began it lands."""
+    if not settings.cloud_url:
+        return None
+    roll = rnd.random()
+    if roll < AIM_AT_PRUNE:
+        return marks.prune, PRUNE_KILL_WITHIN
+    if roll < AIM_AT_PRUNE + AIM_AT_BATCH:
+        return marks.batch, BATCH_KILL_WITHIN
+    return None
+
+
 def _kill(settings: Settings, rnd: random.Random, child: multiprocessing.process.BaseProcess,
-          marks: PruneMarks) -> bool:
+          marks: WorkerMarks) -> bool:
     """SIGKILL the worker at a random moment after its start or, in a share of the cloud
-    passes, at a random moment after its first cloud prune began; whether it was alive."""
-    if settings.cloud_url and rnd.random() < AIM_AT_PRUNE:
+    passes, at a random moment after its first cloud prune or batch write began; whether
+    it was alive."""
+    aim = _aim(settings, rnd, marks)
+    if aim is not None:
+        target, within = aim
         deadline = time.monotonic() + AIM_WAIT
         while child.is_alive() and time.monotonic() < deadline \
-                and not marks.started.wait(0.05):
+                and not target.started.wait(0.05):
             pass
-        time.sleep(rnd.uniform(0.0, PRUNE_KILL_WITHIN))
+        time.sleep(rnd.uniform(0.0, within))
     else:
         time.sleep(rnd.uniform(0.02, CLOUD_KILL_WITHIN if settings.cloud_url
                                else KILL_WITHIN))
@@ -319,6 +427,19 @@ def _kill(settings: Settings, rnd: random.Random, child: multiprocessing.process
         return False
     child.kill()
     return True
+
+
+def _check_clouds(settings: Settings, check: Check, proven: dict[str, set[tuple[str, str]]],
+                  outcome: Outcome, space: Space) -> None:
+    """The cloud copy through the workers' cache, then through the reader node's."""
+    assert settings.cloud_url is not None
+    outcome.cloud_points_checked += check_cloud(
+        settings.cloud_url, replace(check, where=check.where + " (cloud)",
+                                    proven=proven["cloud"]), space)
+    outcome.reader_points_checked += check_reader(  # once each: the data is the same
+        settings.cloud_url, settings.work / "reader",
+        replace(check, where=check.where + " (reader node)", whole=False,
+                proven=proven["reader"]), space)
 
 
 def torture(settings: Settings) -> Outcome:
@@ -329,8 +450,13 @@ def torture(settings: Settings) -> Outcome:
     rnd = random.Random(settings.seed)
     forks = _forks()
     outcome = Outcome()
-    proven: dict[str, set[tuple[str, str]]] = {"local": set(), "cloud": set()}
+    proven: dict[str, set[tuple[str, str]]] = {"local": set(), "cloud": set(),
+                                               "reader": set()}
     space = Space()
+    if settings.cloud_url:  # the reader node learns every later point from the feed
+        check_reader(settings.cloud_url, settings.work / "reader",
+                     Check("before the first pass", settings.work / "scratch", False, set()),
+                     space)
     started = time.monotonic()
     done = False
     while not done:
@@ -343,9 +469,8 @@ def torture(settings: Settings) -> Outcome:
             settings.work / "repo", settings.work / "states",
             Check(where, scratch, whole, proven["local"]))
         if settings.cloud_url:
-            outcome.cloud_points_checked += check_cloud(
-                settings.cloud_url, Check(where + " (cloud)", scratch, whole, proven["cloud"]),
-                space)
+            _check_clouds(settings, Check(where, scratch, whole, set()), proven, outcome,
+                          space)
     space.fold(outcome)
     outcome.seconds = time.monotonic() - started
     return outcome

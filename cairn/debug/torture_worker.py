@@ -10,8 +10,11 @@ is written to ``clone-<name>.sha256`` after the clone's flush, and removed befor
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -53,18 +56,57 @@ def mutate(rnd: random.Random, data: bytearray) -> None:
 
 
 @dataclass(frozen=True)
-class PruneMarks:
-    """Set around the worker's cloud prunes, so that the torture can aim a kill inside
-    one (a prune takes a tenth of a second: kills at random moments rarely land there) and
-    tell whether it did."""
+class Marks:
+    """Set around the first of the worker's operations of one kind, so that the torture
+    can aim a kill inside one (a prune takes a tenth of a second, a batch write a few
+    hundredths: kills at random moments rarely land there) and tell whether it did."""
 
     started: Event
     ended: Event
 
 
+@dataclass(frozen=True)
+class WorkerMarks:
+    prune: Marks
+    batch: Marks
+    """around the batch writes (`cloud_batch.write`) of the syncs of either node"""
+
+
+@contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """``values`` set in this process's environment, the old ones back after: a second
+    node's cache is chosen by ``CAIRN_CACHE`` when it is opened."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def marking_batches(marks: Marks) -> None:
+    """Wrap `cloud_batch.write` in this worker's process (the syncs call it there, at any
+    depth) so that ``marks`` tell when one began and ended."""
+    from cairn.store import cloud_batch
+
+    write: Callable[..., str | None] = cloud_batch.write
+
+    def marked(*args: object) -> str | None:
+        marks.started.set()
+        name = write(*args)
+        marks.ended.set()
+        return name
+
+    cloud_batch.write = marked
+
+
 class Worker:
     def __init__(self, repo: Repository, work: Path, seed: int, cloud_url: str | None,
-                 marks: PruneMarks | None = None) -> None:
+                 marks: WorkerMarks | None = None) -> None:
         self.repo = repo
         self.work = work
         self.seed = seed
@@ -75,6 +117,9 @@ class Worker:
         self.remote: Repository | None = None
         """the cloud repository, opened at the first cloud step and kept (as an appliance
         keeps it): a pass spends its time on the steps, not on opening"""
+        self.other: Repository | None = None
+        """the same cloud repository through another node's cache (`other_cache`)"""
+        self.other_cache: Path | None = None
         self.step = 0
 
     def backup(self, volume: str) -> None:
@@ -119,9 +164,10 @@ class Worker:
                     hashlib.sha256(content).hexdigest().encode())
 
     def cloud(self) -> None:
-        """Replicate, unpublish (one point, or what a retention of the last few drops), or
-        prune the packs (`cloud_prune`: condemn, repack, delete what was condemned a grace
-        period ago; the torture makes the grace short so that packs really go)."""
+        """Replicate (and another node syncs), unpublish (one point, or what a retention
+        of the last few drops), or prune the packs (`cloud_prune`: condemn, repack, delete
+        what was condemned a grace period ago; the torture makes the grace short so that
+        packs really go)."""
         from cairn.replication.replicate import replicate
         from cairn.store.cloud import open_cloud
         from cairn.store.cloud_prune import prune
@@ -132,18 +178,35 @@ class Worker:
         roll = self.rnd.random()
         if roll < 0.45:
             replicate(self.repo, self.remote)
+            self.sync_other()
         elif roll < 0.65:
             self.retire(self.remote)
         else:
             if self.marks is not None:
-                self.marks.started.set()
+                self.marks.prune.started.set()
             prune(self.remote, wait=0.0)
             if self.marks is not None:
-                self.marks.ended.set()
+                self.marks.prune.ended.set()
+
+    def sync_other(self) -> None:
+        """Another appliance, with a cache of its own kept across passes, syncs: it reads
+        the records this node published one by one and so writes a batch of them (the
+        torture lowers `cloud_batch.batch_min` for the workers), which its next syncs and
+        the torture's reader node read."""
+        from cairn.store.cloud import open_cloud
+
+        if self.other is not None:
+            assert self.other.remote is not None
+            self.other.remote.sync(self.other)
+            return
+        assert self.cloud_url is not None and self.other_cache is not None
+        with environ({"CAIRN_CACHE": str(self.other_cache)}):  # read at the open only
+            self.other = open_cloud(self.cloud_url, None)  # which syncs
 
     def close(self) -> None:
-        if self.remote is not None:
-            self.remote.close()
+        for repo in (self.remote, self.other):
+            if repo is not None:
+                repo.close()
 
     def retire(self, cloud: Repository) -> None:
         points = cloud.catalog.points()
@@ -186,11 +249,16 @@ class Worker:
             self.clone()
 
 
-def main(argv: list[str], marks: PruneMarks | None = None) -> int:
+def main(argv: list[str], marks: WorkerMarks | None = None) -> int:
+    """argv: the repository, the states folder, the seed, the steps (0: until killed),
+    and with a cloud its URL and the other node's cache folder."""
     repo_path, work, seed, steps = argv[:4]
     cloud_url = argv[4] if len(argv) > 4 else None
+    if marks is not None:
+        marking_batches(marks.batch)
     with Repository.open(Path(repo_path)) as repo:
         worker = Worker(repo, Path(work), int(seed), cloud_url, marks)
+        worker.other_cache = Path(argv[5]) if len(argv) > 5 else None
         try:
             while int(steps) == 0 or worker.step < int(steps):
                 worker.one()

@@ -49,6 +49,7 @@ Why nothing changes for correctness:
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -64,10 +65,10 @@ if TYPE_CHECKING:
     from cairn.store.cloud import Cloud
 
 BATCH_MIN = 4
-"""records read one by one at a sync that make it write a batch"""
+"""records read one by one at a sync that make it write a batch (`batch_min`)"""
 BATCH_EVERY = 10.0
 """seconds (by the batches' keys) a node waits after the newest batch it saw before
-writing another"""
+writing another (`batch_every`)"""
 SPAN = 3600.0
 """seconds of records a batch carries: a node syncing at least this often reads one batch"""
 MAX_RECORDS = 4000
@@ -81,13 +82,24 @@ _TABLE = """CREATE TABLE IF NOT EXISTS cloud_batch_records(
     entry TEXT PRIMARY KEY, at REAL NOT NULL, raw BLOB NOT NULL) WITHOUT ROWID"""
 
 
+def batch_min() -> int:
+    """`BATCH_MIN`, or ``CAIRN_CLOUD_BATCH_MIN`` (the torture's workers write a batch at
+    nearly every sync, so that kills land inside batch writes)."""
+    return int(os.environ.get("CAIRN_CLOUD_BATCH_MIN") or BATCH_MIN)
+
+
+def batch_every() -> float:
+    """`BATCH_EVERY`, or ``CAIRN_CLOUD_BATCH_EVERY`` seconds."""
+    return float(os.environ.get("CAIRN_CLOUD_BATCH_EVERY") or BATCH_EVERY)
+
+
 def due(repo: Repository, fetched: int, now: float) -> bool:
     """Whether a sync that read ``fetched`` records one by one writes a batch: enough of
     them, and the newest batch this cache saw (`cloud_sync.newest_batch`) is old enough."""
-    if fetched < BATCH_MIN:
+    if fetched < batch_min():
         return False
     newest = cloud_sync.newest_batch(repo)
-    return newest is None or cloud_feed.name_time(newest) < now - BATCH_EVERY
+    return newest is None or cloud_feed.name_time(newest) < now - batch_every()
 
 
 def remember(repo: Repository, records: dict[str, bytes]) -> None:

@@ -98,8 +98,10 @@ def test_debug_torture_over_every_writer(tmp_path: Path, s3_server: SeaweedS3) -
     """`cairn debug torture` as a user runs it, with a cloud repository: backups, deletes,
     prunes, clones, replications, cloud unpublishes and pack prunes SIGKILLed at random,
     each pass checked. The grace period is short, so the prunes really delete packs while
-    every published point stays whole in the bucket; some kills are aimed inside a prune.
-    Seed 5 found the prefetch that dropped SQLite's locks (see `store.sqlite`)."""
+    every published point stays whole in the bucket; some kills are aimed inside a prune,
+    others inside a batch write (another node's sync writes one after each replication),
+    and a node that learns points only from the feed and its batches holds exactly the
+    bucket's. Seed 5 found the prefetch that dropped SQLite's locks (see `store.sqlite`)."""
     env = {**os.environ, "CAIRN_S3_ENDPOINT": s3_server.endpoint,
            "CAIRN_S3_ACCESS_KEY": s3_server.access_key,
            "CAIRN_S3_SECRET_KEY": s3_server.secret_key, "CAIRN_CACHE": str(tmp_path / "cache"),
@@ -115,3 +117,4 @@ def test_debug_torture_over_every_writer(tmp_path: Path, s3_server: SeaweedS3) -
     assert outcome["points_checked"] > 0 and outcome["cloud_points_checked"] > 0, outcome
     assert outcome["prune_passes"] >= 2 and outcome["packs_freed"] > 0, outcome
     assert outcome["prunes_killed_midway"] >= 1, outcome
+    assert outcome["batches_written"] >= 1 and outcome["reader_points_checked"] > 0, outcome

@@ -80,8 +80,11 @@ class Appliance:
         self.log = work / "appliance.log"
         cairn("init", "--repo", self.repo, *(["--encrypt"] if encrypt else []))
 
-    def start(self, *serve_args: str, timeout: float = 30) -> None:
-        """Serve ``self.repo`` (``serve_args``: e.g. ``--recover-from URL``)."""
+    def start(self, *serve_args: str, timeout: float = 90) -> None:
+        """Serve ``self.repo`` (``serve_args``: e.g. ``--recover-from URL``).
+
+        The wait is long because a start on a loaded CI machine took over 30 s; an
+        appliance that dies is still reported at once (`_up` polls the process)."""
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [*CLI, "serve", "--repo", str(self.repo), "--listen", f"127.0.0.1:{self.port}",

@@ -16,7 +16,6 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,25 +23,14 @@ from cairn.replication.replicate import replicate
 from cairn.store.chunks import chunk_name
 from cairn.store.cloud import init_cloud, open_cloud
 from cairn.store.repository import Repository
-from cairn.store.verify import verify
 from tests.appliance.harness import wait_for
+from tests.replication.locked import locked_until, restores_whole, server_time, versions
 from tests.replication.test_replicate import Cli
 from tests.s3server import SeaweedS3
-from tests.store.helpers import backup, digest, make_image, mutate, restored_digest
+from tests.store.helpers import backup, digest, make_image, mutate
 
 SHORT = 15.0
 DAY = 86400.0
-
-
-def _versions(s3: Any, bucket: str, prefix: str) -> tuple[list[str], list[str]]:
-    listing = s3.list_object_versions(Bucket=bucket, Prefix=prefix)
-    return ([v["Key"] for v in listing.get("Versions", [])],
-            [m["Key"] for m in listing.get("DeleteMarkers", [])])
-
-
-def _until(s3: Any, bucket: str, key: str) -> float:
-    held = s3.get_object_retention(Bucket=bucket, Key=key)["Retention"]
-    return float(held["RetainUntilDate"].timestamp())
 
 
 def test_convert_under_object_lock_holds_locked_objects_then_a_prune_deletes_them(
@@ -79,16 +67,7 @@ def test_convert_under_object_lock_holds_locked_objects_then_a_prune_deletes_the
         for prefix in ("packs", "index"):
             remote.backend.delete_many(list(remote.backend.list(prefix)))
         shutil.rmtree(cloud.path)
-    assert _versions(s3, bucket, "r/packs/") == ([], [])
-
-    def whole(node: str) -> None:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("CAIRN_CACHE", str(tmp_path / node))
-            with open_cloud(url, None) as reader:
-                for point in reader.catalog.points():
-                    assert restored_digest(reader, point, tmp_path / "out.img") == \
-                        want[point.id]
-                assert verify(reader, read_data=True).ok
+    assert versions(s3, bucket, "r/packs/") == ([], [])
 
     cli = Cli(s3_server, tmp_path / "cache")
     cli.env.update(env)
@@ -100,36 +79,32 @@ def test_convert_under_object_lock_holds_locked_objects_then_a_prune_deletes_the
     assert converted["objects_deleted"] + converted["held_objects"] == legacy
     assert converted["held_objects"] >= len(long)
     assert converted["held_until"] >= time.time() + DAY - 120
-    keys, markers = _versions(s3, bucket, "r/chunks/")
+    keys, markers = versions(s3, bucket, "r/chunks/")
     assert len(keys) == legacy - converted["objects_deleted"] and markers == []
     # Each pack (and its index) is locked at least as long as what it now holds.
-    packs = _versions(s3, bucket, "r/packs/")[0]
+    packs = versions(s3, bucket, "r/packs/")[0]
     assert len(packs) == len(converted["packs_written"])
     for pack in converted["packs_written"]:
         for key in (f"r/packs/{pack[-2:]}/{pack}", f"r/index/{pack}"):
-            assert _until(s3, bucket, key) >= time.time() + SHORT - 60
-    assert max(_until(s3, bucket, k) for k in packs) >= time.time() + DAY - 120
-    notices = _versions(s3, bucket, "r/held/")[0]
+            assert locked_until(s3, bucket, key) >= time.time() + SHORT - 60
+    assert max(locked_until(s3, bucket, k) for k in packs) >= time.time() + DAY - 120
+    notices = versions(s3, bucket, "r/held/")[0]
     assert notices and sum(int(k.split("-")[-2]) for k in notices) == \
         converted["held_objects"]
-    whole("converted")
+    restores_whole(url, want, tmp_path / "converted", check=True)
 
     # Once the short locks pass, a prune deletes those objects, versions and all.
-    wait_for(lambda: _server_time(s3, bucket) > made + SHORT + 1, timeout=60, every=0.5)
+    wait_for(lambda: server_time(s3, bucket) > made + SHORT + 1, timeout=60, every=0.5)
     pruned = cli.json("cloud", "prune", url)
     assert isinstance(pruned, dict)
     assert pruned["legacy_held"] == len(long)
     assert pruned["legacy_released"] == converted["held_objects"] - len(long)
     assert pruned["legacy_held_until"] >= time.time() + DAY - 120
-    keys, markers = _versions(s3, bucket, "r/chunks/")
+    keys, markers = versions(s3, bucket, "r/chunks/")
     assert sorted(keys) == sorted(f"r/{n}" for n in long) and markers == []
     said = cli.ok("cloud", "convert", url)
     assert said.startswith("packed 0 chunk(s) (0 B) into 0 pack(s), deleted 0 legacy "
                            f"object(s); {len(long)} packed legacy object(s) wait for their "
                            "Object Lock to pass (until "), said
-    whole("released")
+    restores_whole(url, want, tmp_path / "released", check=True)
 
-
-def _server_time(s3: Any, bucket: str) -> float:
-    s3.put_object(Bucket=bucket, Key="clock", Body=b"")
-    return float(s3.head_object(Bucket=bucket, Key="clock")["LastModified"].timestamp())

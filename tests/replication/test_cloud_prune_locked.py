@@ -20,10 +20,10 @@ from cairn.store.cloud import init_cloud, open_cloud
 from cairn.store.delete import delete_points
 from cairn.store.repository import Repository
 from tests.appliance.harness import wait_for
-from tests.replication.test_cloud_convert_locked import _server_time, _versions
+from tests.replication.locked import restores_whole, server_time, versions
 from tests.replication.test_replicate import Cli
 from tests.s3server import SeaweedS3
-from tests.store.helpers import backup, digest, make_image, mutate, restored_digest
+from tests.store.helpers import backup, digest, make_image, mutate
 
 SHORT = 8.0
 DAY = 86400.0
@@ -57,43 +57,35 @@ def test_prune_leaves_locked_condemned_packs_whole_then_deletes_them_all_version
     for point in old:
         del want[point.id]
 
-    def whole(node: str) -> None:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("CAIRN_CACHE", str(tmp_path / node))
-            with open_cloud(url, None) as reader:
-                for point in reader.catalog.points():
-                    assert restored_digest(reader, point, tmp_path / "out.img") == \
-                        want[point.id]
-
     cli = Cli(s3_server, tmp_path / "cache")
     cli.env.update(env)
-    written = _server_time(s3, bucket)
-    wait_for(lambda: _server_time(s3, bucket) > written + GRACE + 1, 30, 0.25)
+    written = server_time(s3, bucket)
+    wait_for(lambda: server_time(s3, bucket) > written + GRACE + 1, 30, 0.25)
     condemned = _prune(cli, url)["packs_condemned"]
     assert len(condemned) >= 2, "the points left too few packs to condemn"
 
     # Lock them all: one for a day, the others for seconds.
-    made = _server_time(s3, bucket)
+    made = server_time(s3, bucket)
     with open_cloud(url, None) as cloud:
-        versions = cloud.remote.versions  # type: ignore[union-attr]
+        locks = cloud.remote.versions  # type: ignore[union-attr]
         for k, pack in enumerate(condemned):
             for key in _keys(pack):
-                versions.extend(key.removeprefix("r/"), made + (DAY if k == 0 else SHORT))
-    wait_for(lambda: _server_time(s3, bucket) > made + GRACE + 1, 30, 0.25)
+                locks.extend(key.removeprefix("r/"), made + (DAY if k == 0 else SHORT))
+    wait_for(lambda: server_time(s3, bucket) > made + GRACE + 1, 30, 0.25)
     held = _prune(cli, url)
     assert held["packs_deleted"] == [] and held["packs_held"] == len(condemned)
     assert made + DAY - 5 <= held["packs_held_until"] <= made + DAY + 5
-    assert _versions(s3, bucket, "r/packs/")[1] == []  # no delete marker hides a pack
+    assert versions(s3, bucket, "r/packs/")[1] == []  # no delete marker hides a pack
     for pack in condemned:
         assert s3.head_object(Bucket=bucket, Key=_keys(pack)[0])
-    whole("held")
+    restores_whole(url, want, tmp_path / "held")
 
     # The seconds pass: those packs go, every version; the day-long one still waits.
-    wait_for(lambda: _server_time(s3, bucket) > made + SHORT + 1, 60, 0.5)
+    wait_for(lambda: server_time(s3, bucket) > made + SHORT + 1, 60, 0.5)
     freed = _prune(cli, url)
     assert sorted(freed["packs_deleted"]) == sorted(condemned[1:])
     assert freed["packs_held"] == 1 and freed["packs_held_until"] >= made + DAY - 5
-    keys, markers = _versions(s3, bucket, "r/")
+    keys, markers = versions(s3, bucket, "r/")
     for pack in condemned[1:]:
         assert not set(_keys(pack)) & {*keys, *markers}
     assert set(_keys(condemned[0])) <= set(keys)
@@ -102,7 +94,7 @@ def test_prune_leaves_locked_condemned_packs_whole_then_deletes_them_all_version
     assert keys.count("r/prune.time") == 1  # one version, however many prunes ran
     said = cli.ok("cloud", "prune", url)
     assert "1 condemned pack(s) wait for their Object Lock to pass (until " in said, said
-    whole("freed")
+    restores_whole(url, want, tmp_path / "freed")
 
 
 def _prune(cli: Cli, url: str) -> dict[str, Any]:

@@ -241,8 +241,12 @@ class ChunkStore:
         """`decode`, reading the chunk once more before calling it damaged: a repack
         (`cairn.store.repack`) may have moved it between the backend's look-up and its
         read, leaving a hole where it was. Real damage costs one more read."""
+        return self._settle(digest, stored)[1]
+
+    def _settle(self, digest: bytes, stored: bytes) -> tuple[bytes, bytes]:
+        """`settled`, with the stored bytes that decoded (``stored``, or the second read)."""
         try:
-            return self.decode(digest, stored)
+            return stored, self.decode(digest, stored)
         except Corruption:
             try:
                 again = self.backend.get(chunk_name(digest))
@@ -250,12 +254,16 @@ class ChunkStore:
                 again = stored
             if again == stored:
                 raise
-        return self.decode(digest, again)
+        return again, self.decode(digest, again)
 
     def checked(self, digest: bytes, stored: bytes) -> bytes:
         """`settled`, quarantining the chunk when it fails."""
+        return self._checked(digest, stored)[1]
+
+    def _checked(self, digest: bytes, stored: bytes) -> tuple[bytes, bytes]:
+        """`checked`, with the stored bytes that decoded (`_settle`)."""
         try:
-            return self.settled(digest, stored)
+            return self._settle(digest, stored)
         except Corruption as exc:
             where = self.locate(digest) if self.locate is not None else ""
             failed = type(exc)(f"{exc}, {where}") if where else exc
@@ -277,12 +285,8 @@ class ChunkStore:
         (a local pack store: pack by pack, neighbours in one read), on its reading threads."""
 
         def check(digest: bytes, stored: bytes) -> T:
-            try:
-                size = len(self.decode(digest, stored))
-            except Corruption:  # moved by a repack after the look-up? Read it once more.
-                stored = self.backend.get(chunk_name(digest))
-                size = len(self.checked(digest, stored))
-            return each(digest, stored, size)
+            stored, data = self._checked(digest, stored)
+            return each(digest, stored, len(data))
 
         return self._read_many(digests, check)
 

@@ -3,6 +3,8 @@ read with the server's own client, its clock, and a fresh node restoring every p
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,35 @@ import pytest
 
 from cairn.store.cloud import open_cloud
 from cairn.store.verify import verify
+from tests.s3server import SeaweedS3
 from tests.store.helpers import restored_digest
+
+
+@dataclass(frozen=True)
+class LockedBucket:
+    s3: Any
+    """the server's own client, which reads versions and locks cairn does not show"""
+    name: str
+    env: dict[str, str]
+    """cairn's settings for the server (a CLI run needs them too)"""
+
+    @property
+    def url(self) -> str:
+        """The repository, under the prefix ``r/`` that the tests' keys name."""
+        return f"s3://{self.name}/r"
+
+
+def locked_bucket(s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                  kind: str, settings: dict[str, str]) -> LockedBucket:
+    """A new bucket with Object Lock, and cairn's settings for it (the server's, then
+    ``settings``) set for this test."""
+    name = f"{kind}-locked-{uuid.uuid4().hex[:8]}"
+    s3 = s3_server.client()
+    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    env = {**s3_server.cairn_env(tmp_path), **settings}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return LockedBucket(s3, name, env)
 
 
 def versions(s3: Any, bucket: str, prefix: str) -> tuple[list[str], list[str]]:

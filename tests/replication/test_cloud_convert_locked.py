@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shutil
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,13 @@ from cairn.store.chunks import chunk_name
 from cairn.store.cloud import init_cloud, open_cloud
 from cairn.store.repository import Repository
 from tests.appliance.harness import wait_for
-from tests.replication.locked import locked_until, restores_whole, server_time, versions
+from tests.replication.locked import (
+    locked_bucket,
+    locked_until,
+    restores_whole,
+    server_time,
+    versions,
+)
 from tests.replication.test_replicate import Cli
 from tests.s3server import SeaweedS3
 from tests.store.helpers import backup, digest, make_image, mutate
@@ -35,14 +40,10 @@ DAY = 86400.0
 
 def test_convert_under_object_lock_holds_locked_objects_then_a_prune_deletes_them(
         s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bucket = f"convert-locked-{uuid.uuid4().hex[:8]}"
-    s3 = s3_server.client()
-    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
-    env = {**s3_server.cairn_env(tmp_path), "CAIRN_CLOUD_PACK_BYTES": str(128 << 10),
-           "CAIRN_CLOUD_LOCK_SECONDS": "1"}
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    url = f"s3://{bucket}/r"
+    site = locked_bucket(s3_server, tmp_path, monkeypatch, "convert", {
+        "CAIRN_CLOUD_PACK_BYTES": str(128 << 10),
+        "CAIRN_CLOUD_LOCK_SECONDS": "1"})
+    s3, bucket, url = site.s3, site.name, site.url
     image = tmp_path / "disk.img"
     data = make_image(image, 1024 * 1024, seed=5, fill=0.6)
     want = {}
@@ -70,7 +71,7 @@ def test_convert_under_object_lock_holds_locked_objects_then_a_prune_deletes_the
     assert versions(s3, bucket, "r/packs/") == ([], [])
 
     cli = Cli(s3_server, tmp_path / "cache")
-    cli.env.update(env)
+    cli.env.update(site.env)
     converted = cli.json("cloud", "convert", url)
     assert isinstance(converted, dict)
     legacy = len(short) + len(long)

@@ -9,7 +9,6 @@ restores byte for byte throughout, read by a node with an empty cache.
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from cairn.store.cloud import init_cloud, open_cloud
 from cairn.store.delete import delete_points
 from cairn.store.repository import Repository
 from tests.appliance.harness import wait_for
-from tests.replication.locked import restores_whole, server_time, versions
+from tests.replication.locked import locked_bucket, restores_whole, server_time, versions
 from tests.replication.test_replicate import Cli
 from tests.s3server import SeaweedS3
 from tests.store.helpers import backup, digest, make_image, mutate
@@ -36,14 +35,10 @@ def _keys(pack: str) -> list[str]:
 
 def test_prune_leaves_locked_condemned_packs_whole_then_deletes_them_all_versions(
         s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bucket = f"prune-locked-{uuid.uuid4().hex[:8]}"
-    s3 = s3_server.client()
-    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
-    env = {**s3_server.cairn_env(tmp_path), "CAIRN_CLOUD_PACK_BYTES": str(96 << 10),
-           "CAIRN_CLOUD_LOCK_SECONDS": str(GRACE)}
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    url = f"s3://{bucket}/r"
+    site = locked_bucket(s3_server, tmp_path, monkeypatch, "prune", {
+        "CAIRN_CLOUD_PACK_BYTES": str(96 << 10),
+        "CAIRN_CLOUD_LOCK_SECONDS": str(GRACE)})
+    s3, bucket, url = site.s3, site.name, site.url
     image = tmp_path / "disk.img"
     data = make_image(image, 1024 * 1024, seed=3, fill=0.7)
     want = {}
@@ -58,7 +53,7 @@ def test_prune_leaves_locked_condemned_packs_whole_then_deletes_them_all_version
         del want[point.id]
 
     cli = Cli(s3_server, tmp_path / "cache")
-    cli.env.update(env)
+    cli.env.update(site.env)
     written = server_time(s3, bucket)
     wait_for(lambda: server_time(s3, bucket) > written + GRACE + 1, 30, 0.25)
     condemned = _prune(cli, url)["packs_condemned"]

@@ -23,6 +23,17 @@ from tests.appliance.harness import Agent, Appliance, restore, wait_for
 from tests.appliance.memory import filled, peak_rss, reset_peak, rss
 
 
+def _connect(port: int) -> socket.socket:
+    """A connection with a small send buffer: what `chunked_post` counts as sent is then
+    what the appliance's side took, not also the megabytes this side's kernel would queue
+    (an autotuned buffer once let 9 MiB count as sent against a cap a few MiB below)."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 * 1024)
+    raw.settimeout(60)
+    raw.connect(("127.0.0.1", port))
+    return raw
+
+
 def chunked_post(appliance: Appliance, path: str, total: int, token: str | None = None,
                  method: str = "POST") -> tuple[bytes, int]:
     """Send up to ``total`` bytes chunked; returns (response head, bytes sent before it)."""
@@ -31,8 +42,7 @@ def chunked_post(appliance: Appliance, path: str, total: int, token: str | None 
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
     chunk = b"{" + b" " * (1024 * 1024 - 1)
     sent = 0
-    with socket.create_connection(("127.0.0.1", appliance.port), timeout=60) as raw, \
-            context.wrap_socket(raw) as tls:
+    with _connect(appliance.port) as raw, context.wrap_socket(raw) as tls:
         tls.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                     f"{auth}Transfer-Encoding: chunked\r\n\r\n".encode())
         tls.setblocking(False)

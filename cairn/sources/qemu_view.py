@@ -24,6 +24,7 @@ Names cairn gives QEMU objects, so leftovers are recognisable: nodes and jobs
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import subprocess
 import tempfile
@@ -219,7 +220,7 @@ def clear_leftovers(monitor: Monitor) -> bool:
                if e["id"].startswith(EXPORT)]
     jobs = [j["device"] for j in monitor.execute("query-block-jobs")
             if j["device"].startswith(FLEECE)]
-    nodes = {n["node-name"]: n.get("file", "") for n in
+    nodes = {n["node-name"]: _image_file(n.get("file", "")) for n in
              monitor.execute("query-named-block-nodes", {"flat": True})
              if n["node-name"].startswith(FLEECE)}
     for export in exports:
@@ -235,6 +236,17 @@ def clear_leftovers(monitor: Monitor) -> bool:
         if folder.name.startswith(WORKDIR_PREFIX):
             shutil.rmtree(folder, ignore_errors=True)
     return bool(exports or jobs or nodes)
+
+
+def _image_file(name: str) -> str:
+    """The overlay's own file from QEMU's name for its node. A node opened with a backing
+    node is named ``json:{...}`` (the options, the overlay's file among them), not by its
+    file's path: read as a path, the killed backup's folder would never be found."""
+    if not name.startswith("json:"):
+        return name
+    with contextlib.suppress(ValueError, TypeError, KeyError):
+        return str(json.loads(name[len("json:"):])["file"]["filename"])
+    return name
 
 
 def settle_bitmaps(monitor: Monitor, keep: str | None) -> list[Disk]:

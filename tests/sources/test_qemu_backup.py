@@ -99,8 +99,9 @@ def test_view_holds_the_instant_while_the_guest_writes(
     assert vm.leftovers() == []
 
 
-def run_killed_backup(vm: LiveVm, repo: Repository) -> None:
-    """Start `cairn backup --qemu` and SIGKILL it while it reads from the view."""
+def run_killed_backup(vm: LiveVm, repo: Repository) -> set[Path]:
+    """Start `cairn backup --qemu` and SIGKILL it while it reads from the view; the folders
+    of its fleecing overlays, which it leaves."""
     proc = subprocess.Popen([sys.executable, "-m", "cairn", "backup", "--repo", str(repo.path),
                              "--qemu", str(vm.qmp)], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -112,6 +113,10 @@ def run_killed_backup(vm: LiveVm, repo: Repository) -> None:
         proc.kill()
     finally:
         proc.wait()
+    files = [Path(n["file"]) for n in vm.monitor.execute("query-named-block-nodes",
+                                                         {"flat": True})
+             if not n["file"].startswith("json:")]
+    return {f.parent for f in files if f.parent.name.startswith("cairn-qemu-")}
 
 
 def test_killed_backup_loses_no_change(start_vm: Callable[..., LiveVm], repo: Repository,
@@ -121,12 +126,13 @@ def test_killed_backup_loses_no_change(start_vm: Callable[..., LiveVm], repo: Re
     first = backup(repo, vm)
     vm.write("vda", 8 * MIB, 48 * MIB, 0x72)  # what the killed backup was reading
     vm.write("vdb", 0, MIB, 0x73)
-    run_killed_backup(vm, repo)
-    assert vm.leftovers() != []
+    overlays = run_killed_backup(vm, repo)
+    assert vm.leftovers() != [] and len(overlays) == 1 and all(p.is_dir() for p in overlays)
     vm.write("vda", 60 * MIB, MIB, 0x74)  # after the kill
     refs = references(vm, tmp_path, "after")
     third = backup(repo, vm)
     assert third.leftovers_cleared
+    assert [p for p in overlays if p.exists()] == []  # the killed backup's scratch: removed
     assert [d.mode for d in third.disks] == ["incremental", "incremental"]
     assert third.disks[0].point.bytes_read == 49 * MIB
     assert_restores(repo, third, refs, tmp_path)

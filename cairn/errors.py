@@ -85,6 +85,11 @@ class RepositoryExists(UsageError):
         super().__init__(f"{path} already holds a cairn repository: use it, or choose a new path")
 
 
+class NotKnown(UsageError):
+    """The request names an object that does not exist: 404 in the API and the console
+    alike (one mapping, `cairn.appliance.errors.STATUS`), exit 2 on the command line."""
+
+
 class UnknownPoint(UsageError):
     """``where``: the repository's location, when the reader may not know which it was."""
 

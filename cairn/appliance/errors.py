@@ -16,7 +16,15 @@ from fastapi.responses import JSONResponse
 
 from cairn import logs
 from cairn.appliance import metrics
-from cairn.errors import CairnError, InUse, Locked, PointLocked, UnknownPoint, UsageError
+from cairn.errors import (
+    CairnError,
+    InUse,
+    Locked,
+    NotKnown,
+    PointLocked,
+    UnknownPoint,
+    UsageError,
+)
 
 
 class Forbidden(Exception):
@@ -32,8 +40,8 @@ class Conflict(Exception):
 
 
 STATUS: tuple[tuple[type[Exception], int], ...] = (
-    (UsageError, 400), (Forbidden, 403), (NotFound, 404), (Locked, 409), (InUse, 409),
-    (Conflict, 409), (UnknownPoint, 404), (PointLocked, 409))
+    (NotKnown, 404), (UsageError, 400), (Forbidden, 403), (NotFound, 404), (Locked, 409),
+    (InUse, 409), (Conflict, 409), (UnknownPoint, 404), (PointLocked, 409))
 
 
 def client_error(status: int, message: str) -> JSONResponse:

@@ -35,7 +35,7 @@ def test_bad_exports_are_one_line_on_the_page_and_start_nothing(site: Site) -> N
         assert "\n" not in message.strip()
     assert not any((site.repo / "exports").glob("*"))
     unknown = site.client.post("/exports/0123456789ab/stop", data={"csrf": token})
-    assert unknown.status_code == 400
+    assert unknown.status_code == 404  # as REST's DELETE /api/v1/exports/ID answers
     assert "no export '0123456789ab'" in html.unescape(alert(unknown.text))
 
 

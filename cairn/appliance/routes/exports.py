@@ -2,8 +2,8 @@
 owned by the appliance (`cairn.ops.exports`).
 
 Admin only (the dependency is given where the router is included). An unknown export or
-point is 404, a port in use 409, anything else wrong with the request 400 (a TLS mode
-other than cert or psk is refused by the schema, 422).
+point is 404 (a `NotKnown`, as in the console), a port in use 409, anything else wrong with
+the request 400 (a TLS mode other than cert or psk is refused by the schema, 422).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from cairn import logs
-from cairn.ops.exports import ExportManager, ExportNotFound, ExportStart, OwnedExport
+from cairn.ops.exports import ExportManager, ExportStart
 
 
 class NewExport(BaseModel):
@@ -34,12 +34,6 @@ def router(repo_path: Path) -> APIRouter:
     manager = ExportManager(repo_path)
     api = APIRouter(prefix="/api/v1/exports", tags=["exports"])
 
-    def found(export_id: str) -> OwnedExport:
-        try:
-            return manager.get(export_id)
-        except ExportNotFound as exc:
-            raise HTTPException(404, str(exc)) from None
-
     @api.get("")
     def list_exports() -> list[dict[str, Any]]:
         return [one.to_json() for one in manager.list()]
@@ -53,19 +47,17 @@ def router(repo_path: Path) -> APIRouter:
 
     @api.get("/{export_id}")
     def get_export(export_id: str) -> dict[str, Any]:
-        return found(export_id).to_json()
+        return manager.get(export_id).to_json()
 
     @api.get("/{export_id}/key")
     def psk_key(export_id: str) -> dict[str, str]:
         """The line a psk export's clients put in their key file (``tls-psk-file=``)."""
-        found(export_id)
         return {"psk_file_line": manager.key(export_id)}
 
     @api.delete("/{export_id}")
     def stop_export(export_id: str, keep_as_point: bool = False) -> dict[str, Any]:
         """``keep_as_point``: what clients wrote to a writable clone export becomes the
         newest point of its volume (``point`` in the answer), as a VM's stop keeps it."""
-        found(export_id)
         stopped = manager.stop(export_id, keep_as_point)
         logs.event("export.stopped", export=export_id, point=stopped.point)
         return stopped.to_json()

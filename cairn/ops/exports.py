@@ -9,6 +9,11 @@ the command line), ``out.jsonl`` (the export's ``--json`` report: its URLs, secr
 included), ``export.log`` and, for a pre-shared key, ``keys.psk`` (mode 0600). Listing reads
 the folders: ``running`` while the process lives, ``gone`` once it died without being stopped.
 
+The process's temporary directory is a folder of its own (``TMPDIR``, named in ``spec.json``
+as ``scratch``): what it makes there (a psk export's key copy, sockets, the relay's log)
+would outlive a SIGKILL. So a secret never outlives its export, both that folder and
+``keys.psk`` are removed when the export is found gone, and when it is stopped.
+
 Always TLS: the appliance's certificate (``cert``: clients use ``REPO/tls/cert.pem``, the one
 the API serves, as their CA) or a key made for this export (``psk``: `key` gives the
 ``identity:hexkey`` line clients put in their key file).
@@ -26,6 +31,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -33,13 +39,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from cairn.errors import CairnError, InUse, UsageError
+from cairn.errors import CairnError, InUse, NotKnown, UsageError
 from cairn.ops.machine_points import disks_of
 from cairn.store.clone_writers import check_free
 from cairn.store.clones import CloneNotFound, get_clone
 from cairn.store.repository import Repository
 from cairn.virt.failback import keep_as_point
-from cairn.virt.owned import alive, read_json, stop_process, tail
+from cairn.virt.owned import alive, read_json, remove_scratch, stop_process, tail
 from cairn.virt.vm_runner import write_json
 
 TLS_MODES = ("cert", "psk")
@@ -47,9 +53,10 @@ EXPORT_ID = re.compile(r"^[0-9a-f]{12}$")
 PSK_IDENTITY = "cairn"
 START_TIMEOUT = 60.0
 STOP_PATIENCE = 15.0
+SCRATCH_PREFIX = "cairn-export-run-"
 
 
-class ExportNotFound(UsageError):
+class ExportNotFound(NotKnown):
     def __init__(self, export_id: str) -> None:
         super().__init__(f"no export {export_id!r}: `cairn exports` (GET /api/v1/exports) lists "
                          "them")
@@ -155,13 +162,16 @@ class ExportManager:
         with self._lock:
             self.folder.mkdir(mode=0o700, exist_ok=True)
             folder.mkdir(mode=0o700)
+        scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
         try:
             argv = self._argv(request, folder)
             write_json(folder / "spec.json", {**asdict(request), "id": export_id,
-                                              "argv": argv, "created": time.time()})
-            self._spawn(folder, argv)
+                                              "argv": argv, "created": time.time(),
+                                              "scratch": [scratch]})
+            self._spawn(folder, argv, scratch)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
             raise
         return self.get(export_id)
 
@@ -182,11 +192,13 @@ class ExportManager:
         return argv
 
     @staticmethod
-    def _spawn(folder: Path, argv: list[str]) -> None:
-        """Start the export in its own session; wait until it serves or fails."""
+    def _spawn(folder: Path, argv: list[str], scratch: str) -> None:
+        """Start the export in its own session, its temporary files in ``scratch``; wait
+        until it serves or fails."""
         with open(folder / "out.jsonl", "wb") as out, open(folder / "export.log", "ab") as log:
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=log,
-                                       start_new_session=True, close_fds=True)
+                                       start_new_session=True, close_fds=True,
+                                       env={**os.environ, "TMPDIR": scratch})
         write_json(folder / "status.json", {"pid": process.pid})
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -225,6 +237,8 @@ class ExportManager:
             raise ExportNotFound(export_id)
         pid = read_json(folder / "status.json").get("pid")
         running = alive(pid, _marker(spec["argv"]))
+        if not running and pid is not None:  # no pid yet: still starting, not gone
+            _forget_secrets(folder, spec)
         disks = [_disk(one) for one in _report(folder).get("exports", [])]
         first = disks[0] if disks else {}
         return OwnedExport(
@@ -242,7 +256,11 @@ class ExportManager:
         if self.get(export_id).tls != "psk":
             raise UsageError(f"export {export_id} uses the appliance's certificate, not a "
                              "key: clients verify it with REPO/tls/cert.pem")
-        return (folder / "keys.psk").read_text().strip()
+        try:
+            return (folder / "keys.psk").read_text().strip()
+        except FileNotFoundError:
+            raise UsageError(f"export {export_id} is gone, and its key with it: stop it "
+                             "(`cairn exports stop`) and start a new export") from None
 
     def stop(self, export_id: str, keep: bool = False) -> OwnedExport:
         """Stop the export's process (a gone one is only forgotten) and forget it; with
@@ -256,6 +274,7 @@ class ExportManager:
         if info.pid is not None:
             stop_process(info.pid, _marker(read_json(folder / "spec.json")["argv"]),
                          STOP_PATIENCE)
+        _forget_secrets(folder, read_json(folder / "spec.json"))
         point = None
         if keep:
             with Repository.open(self.repo_path) as repo:
@@ -263,6 +282,13 @@ class ExportManager:
         shutil.rmtree(folder, ignore_errors=True)
         return OwnedExport(**{**asdict(info), "state": "stopped", "pid": None, "error": None,
                               "point": point})
+
+
+def _forget_secrets(folder: Path, spec: dict[str, Any]) -> None:
+    """Remove the key and temporary folder of an export whose process is dead (a SIGKILL
+    left them): no client can use the key any more, and nothing else would remove them."""
+    remove_scratch(spec.get("scratch"), SCRATCH_PREFIX)
+    (folder / "keys.psk").unlink(missing_ok=True)
 
 
 def _marker(argv: list[str]) -> bytes:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -62,9 +61,10 @@ class PskListen:
 @contextlib.contextmanager
 def psk_relay(inner: Path, inner_name: str, folder: Path, listen: PskListen) -> Iterator[int]:
     """Serve the export ``inner_name`` of unix socket ``inner`` on ``listen`` with TLS-PSK
-    until the block ends; yields the port. ``folder``: private, for qemu-nbd's key copy."""
-    shutil.copyfile(listen.keys, folder / "keys.psk")
-    (folder / "keys.psk").chmod(0o600)
+    until the block ends; yields the port. ``folder``: private, where qemu-nbd looks for
+    ``keys.psk``: a link to the key file, not a copy, so no copy of the secret is left
+    behind when this process is killed (GnuTLS reads the file at each handshake)."""
+    (folder / "keys.psk").symlink_to(listen.keys.resolve())
     port = listen.port or _free_port(listen.host)
     argv = ["qemu-nbd", "--object", f"tls-creds-psk,id=psk0,endpoint=server,dir={folder}",
             "--tls-creds", "psk0", "--bind", listen.host, "--port", str(port),

@@ -29,12 +29,10 @@ presses the ACPI power button, forces the VM off after the timeout, then keeps, 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -72,7 +70,7 @@ from cairn.virt.failback import keep_as_point
 from cairn.virt.firmware import BusChoice, FirmwareChoice, plan_boot
 from cairn.virt.lans import Lans
 from cairn.virt.network import check_available, join_lans, parse_networks, qemu_args
-from cairn.virt.owned import alive, read_json, stop_process, tail
+from cairn.virt.owned import alive, read_json, remove_scratch, stop_process, tail
 from cairn.virt.qemu import vnc_secret
 from cairn.virt.vm_runner import SCRATCH_PREFIX, VmSpec, open_vm_repo, write_json
 
@@ -378,7 +376,7 @@ class VmManager:
         pid = status.get("pid")
         if state in LIVE and not alive(pid, RUNNER.encode()):
             state = "gone"
-            _remove_scratch(status.get("scratch"))
+            remove_scratch(status.get("scratch"), SCRATCH_PREFIX)
         port = status.get("vnc_port")
         return VmInfo(
             name=spec.name, state=state, point=spec.point, volume=spec.volume,
@@ -444,16 +442,3 @@ class VmManager:
             repo.new_point_id(), spec.machine, time.time(), "crash",
             f"what VM {spec.name} wrote", list(zip(spec.disks, points, strict=True)))
         return machine_point.id
-
-
-def _remove_scratch(folders: object) -> None:
-    """Remove a dead runner's temporary folders. Only folders of the temporary directory
-    named as the runner names them: ``status.json`` says which, but is no licence to
-    remove anything else."""
-    if not isinstance(folders, list):
-        return
-    tmp = os.path.realpath(tempfile.gettempdir())
-    for folder in map(Path, map(str, folders)):
-        if os.path.realpath(folder.parent) == tmp and folder.name.startswith(SCRATCH_PREFIX) \
-                and not folder.is_symlink():
-            shutil.rmtree(folder, ignore_errors=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cairn.agent.client import ApplianceClient, fingerprint_der
+from cairn.ops.exports import ExportManager
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "tests.appliance.cairn_cli"]
@@ -36,10 +37,13 @@ def cairn(*args: str | Path, check: bool = True, timeout: float = 120,
 
 def kill_exports(repo: Path) -> None:
     """Kill every export process the appliance of ``repo`` started: they live in sessions
-    of their own, so stopping the appliance leaves them (as it should, but not in tests)."""
+    of their own, so stopping the appliance leaves them (as it should, but not in tests),
+    then list them as the appliance does, which removes what the killed ones left."""
     for status in (repo / "exports").glob("*/status.json"):
         with contextlib.suppress(ProcessLookupError, ValueError, KeyError, OSError):
             os.kill(json.loads(status.read_text())["pid"], signal.SIGKILL)
+    manager = ExportManager(repo)
+    wait_for(lambda: all(export.state != "running" for export in manager.list()))
 
 
 def free_port() -> int:

@@ -91,8 +91,15 @@ def test_an_export_through_the_api_serves_the_point_over_tls_until_deleted(
 
         listed = {one["id"]: one["state"] for one in client.json("GET", "/api/v1/exports")}
         assert listed == {cert["id"]: "running", psk["id"]: "running"}
+        folder = appliance.repo / "exports" / psk["id"]
+        scratch = [Path(p) for p in json.loads((folder / "spec.json").read_text())["scratch"]]
+        relay_keys = [p / "keys.psk" for one in scratch for p in one.glob("cairn-psk-*")]
+        assert len(relay_keys) == 1 and relay_keys[0].is_symlink()  # no copy of the secret
         os.kill(psk["pid"], signal.SIGKILL)
         wait_for(lambda: client.json("GET", f"/api/v1/exports/{psk['id']}")["state"] == "gone")
+        assert [p for p in scratch if p.exists()] == []  # what the killed export left
+        assert not (folder / "keys.psk").exists()  # a dead export's key opens nothing
+        assert refused(client, None, "GET", f"/api/v1/exports/{psk['id']}/key").status == 400
 
         for one in (cert, psk):
             assert client.json("DELETE", f"/api/v1/exports/{one['id']}")["state"] == "stopped"

@@ -18,6 +18,20 @@ index, every version, then the notice and the record.
 A record whose pack is no longer condemned (a point reused it: the prune lifted the
 condemnation) or no longer there is deleted by the next prune. Records sit under ``held/``
 beside the legacy objects' notices (`cloud_held`), which ignores names of this shape.
+
+Packs hidden before this existed. Prunes older than these records deleted a locked pack like
+any other: its locked version stayed under a delete marker, its notice went, and nothing
+named it any more. `hidden_packs` finds them (and any pack someone else hid) with one
+listing of the versions under ``packs/`` per prune, on an Object Lock bucket only (no cursor
+can do less: a DELETE leaves no trace anywhere else, and the listing costs what the plain
+``packs/`` listing costs). The prune then treats such a pack as a pack with no notice
+(`cloud_prune`): if no published point needs it, it gets a notice like any dead pack (a
+writer that learnt its index past the marker sends its chunks again from then on), and a
+grace later it is recorded here while locked, then deleted, every version; if a point needs
+a chunk whose only copy is in it (a writer took it while it was hidden, or someone hid a
+live pack), the prune removes the delete marker instead (the pack is back, readable as
+before). The date that must pass is the latest lock of any version (`Retention.held_until`),
+never only the current one's (which a marker hides).
 """
 
 from __future__ import annotations
@@ -27,6 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from cairn.store.cloud_feed import KEY
 from cairn.store.cloud_packs import index_object, pack_object
 
 if TYPE_CHECKING:
@@ -45,6 +60,22 @@ def _records(cloud: Cloud) -> dict[str, tuple[float, str]]:
         if match and float(match.group(1)) >= found.get(match.group(2), (0.0, ""))[0]:
             found[match.group(2)] = (float(match.group(1)), name)
     return found
+
+
+def hidden_packs(retention: Retention) -> set[str]:
+    """The packs whose newest entry is a delete marker over a version still there (one
+    versions listing of ``packs/``); a name that is not a pack cairn writes is ignored."""
+    latest: dict[str, bool] = {}
+    kept: set[str] = set()
+    for entry in retention.entries("packs"):
+        pack = entry.name.rpartition("/")[2]
+        if not KEY.match(pack) or entry.name != pack_object(pack):
+            continue
+        if entry.latest:
+            latest[pack] = entry.marker
+        if not entry.marker:
+            kept.add(pack)
+    return {pack for pack, marker in latest.items() if marker and pack in kept}
 
 
 @dataclass
@@ -75,8 +106,8 @@ class PackLocks:
             return False
         recorded = self.records.get(pack, (0.0, ""))[0]
         if recorded <= self.now:
-            recorded = max(self.retention.until(pack_object(pack)) or 0.0,
-                           self.retention.until(index_object(pack)) or 0.0)
+            recorded = max(self.retention.held_until(pack_object(pack)) or 0.0,
+                           self.retention.held_until(index_object(pack)) or 0.0)
         if recorded <= self.now:
             return False
         self.waiting[pack] = recorded

@@ -25,6 +25,15 @@ server's LastModified against the server's time (`server_now`), never a host clo
 5. Writers count a chunk whose every copy is condemned as absent (`only_condemned`: sent
    again), and publish only if less than ``G/2`` (monotonic) passed since they read the
    notices; otherwise they plan again (`replicate`).
+6. On an Object Lock bucket, a pack hidden behind a delete marker (an older prune's DELETE
+   of a locked pack, or anyone's: `cloud_pack_locks.hidden_packs`) is a pack without a
+   notice: a writer may have taken its chunks (an index is read past its marker while
+   locked). One that holds the only copy of a live chunk is brought back (its markers
+   removed) and its notice, if any, lifted; any other gets a notice, whatever its age (no
+   writer is about to publish into a pack that is already hidden, and a writer that relied
+   on it before the notice is protected as in 4: its point is listed before the deletion,
+   which then brings the pack back instead), and goes by 4, every version, once its lock
+   has passed (`cloud_pack_locks`).
 
 Why nothing a point needs is deleted: a writer that planned at ``t_c`` and publishes at
 ``t_p < t_c + G/2`` relied only on packs without a notice at ``t_c``. A notice written at
@@ -54,7 +63,7 @@ from cairn import logs
 from cairn.errors import CairnError, Corruption, S3AccessDenied, UsageError
 from cairn.store.chunks import chunk_name
 from cairn.store.cloud_live import live
-from cairn.store.cloud_pack_locks import PackLocks
+from cairn.store.cloud_pack_locks import PackLocks, hidden_packs
 from cairn.store.cloudlock import LOCK_WAIT, Bucket, RemoteLock, lifetime
 from cairn.store.phases import Advance, Progress, phase
 
@@ -166,6 +175,9 @@ class _Bucket:
     indexes: dict[str, float]
     """pack id -> server stamp of every ``index/`` object"""
     notices: dict[str, float]
+    hidden: set[str] = field(default_factory=set)
+    """packs a delete marker hides over a version still there (Object Lock buckets only:
+    `cloud_pack_locks.hidden_packs`), listed in none of the above"""
 
 
 def _pack_id(name: str) -> str:
@@ -188,7 +200,11 @@ def _survey(cloud: Cloud) -> _Bucket:
     sizes = dict(listed("packs/", where, bucket.sizes("packs")))
     packs = {_pack_id(name): (stamp, sizes[name]) for name, stamp in stamps.items()
              if name in sizes}
-    return _Bucket(now, points, packs, indexes, notices)
+    from cairn.store.cloud_held import retention_of  # it imports this module
+
+    retention = retention_of(cloud)
+    hidden = hidden_packs(retention) - packs.keys() if retention is not None else set()
+    return _Bucket(now, points, packs, indexes, notices, hidden)
 
 
 def _live(repo: Repository, cloud: Cloud, listed: set[str], progress: Progress | None
@@ -218,6 +234,7 @@ class _Plan:
     live_bytes: dict[str, int] = field(default_factory=dict)
     canonical: dict[str, list[bytes]] = field(default_factory=dict)
     lift: set[str] = field(default_factory=set)
+    """condemned packs a point needs, and hidden ones to bring back"""
     missing: dict[str, bytes] = field(default_factory=dict)
     """a pack the live set needs that is missing or short -> one live chunk in it"""
 
@@ -226,17 +243,19 @@ def _canonical(packs: CloudPacks, live: set[bytes], view: _Bucket) -> _Plan:
     """Where each live chunk's one counted copy is: among the copies in packs that are
     there whole and not condemned, the one readers read, else the oldest; a chunk whose
     every such copy is condemned lifts the condemnation of that copy's pack, and one with
-    no whole copy at all is `missing`. (Chunks in no pack, legacy objects, are `convert`'s.)"""
+    no whole copy at all is `missing`, unless a hidden pack holds one: that pack is lifted
+    (brought back). (Chunks in no pack, legacy objects, are `convert`'s.)"""
     plan = _Plan()
     for digest, copies in _copies(packs, live).items():
-        known = [c for c in copies if c[0] in view.indexes]
+        known = [c for c in copies if c[0] in view.indexes or c[0] in view.hidden]
         whole = [c for c in known if c[0] in view.packs and view.packs[c[0]][1] >= c[1] + c[2]]
         if not known:
             continue  # every copy's index landed after the listing: young, nothing to decide
+        whole = whole or [c for c in known if c[0] in view.hidden]
         if not whole:
             plan.missing.setdefault(copies[0][0], digest)
             continue
-        free = [c for c in whole if c[0] not in view.notices]
+        free = [c for c in whole if c[0] not in view.notices and c[0] not in view.hidden]
         best = (free or whole)[0]
         if not free:
             plan.lift.add(best[0])
@@ -315,13 +334,15 @@ def _prune(repo: Repository, cloud: Cloud, packs: CloudPacks, dry_run: bool,
     report.lifted = sorted(plan.lift)
     for pack in report.lifted:
         if not dry_run:
-            _delete_object(cloud, f"{CONDEMNED}/{pack}")
-        view.notices.pop(pack)
+            _lift(cloud, pack, view)
+        view.notices.pop(pack, None)
+        view.hidden.discard(pack)
     grace = lifetime()
     due = [p for p, stamp in view.notices.items() if view.now - stamp > grace]
     with phase(progress, len(due), "packs condemned a grace ago, deleted") as advance:
         _delete(cloud, packs, due, view, report, advance)
     doomed, sparse = _doomed(view, plan, grace, view.indexes.keys() ^ set(packs.pack_ids()))
+    doomed = sorted({*doomed, *view.hidden} - view.notices.keys())  # hidden: none lifted
     if not dry_run:
         with phase(progress, len(sparse), "sparse packs rewritten") as advance:
             report.new_packs = _repack(repo, packs, plan, sparse, report, advance)
@@ -332,6 +353,19 @@ def _prune(repo: Repository, cloud: Cloud, packs: CloudPacks, dry_run: bool,
     report.repacked = sparse
     report.condemned = sorted([*doomed, *sparse])
     return report
+
+
+def _lift(cloud: Cloud, pack: str, view: _Bucket) -> None:
+    """A point needs ``pack``: a hidden one is brought back (its delete markers removed,
+    pack before index), then its notice goes, so writers take its chunks again."""
+    from cairn.store.cloud_packs import index_object, pack_object
+
+    if pack in view.hidden and cloud.versions is not None:
+        for name in (pack_object(pack), index_object(pack)):
+            if cloud.versions.restore(name):
+                logs.event("cloud.locked_object_restored", object=name, where=cloud.where)
+    if pack in view.notices:
+        _delete_object(cloud, f"{CONDEMNED}/{pack}")
 
 
 def _abort_stale_uploads(cloud: Cloud, now: float) -> None:
@@ -379,15 +413,16 @@ def _delete(cloud: Cloud, packs: CloudPacks, pack_ids: list[str], view: _Bucket,
         advance(1)
         if locks.keeps(pack):
             continue
+        info = packs.pack_info(pack) if pack not in view.packs else None
+        report.bytes_freed += view.packs.get(pack, (0.0, info.size if info else 0))[1]
         if not report.dry_run:
-            if pack in view.packs:
+            if pack in view.packs or pack in view.hidden:
                 _delete_object(cloud, pack_object(pack))
-            if pack in view.indexes:
+            if pack in view.indexes or pack in view.hidden:
                 _delete_object(cloud, index_object(pack))
             _delete_object(cloud, f"{CONDEMNED}/{pack}")
             packs.forget_pack(pack)
         report.deleted.append(pack)
-        report.bytes_freed += view.packs.get(pack, (0.0, 0))[1]
     locks.close(view.notices.keys() - set(report.deleted))
     report.held, report.held_until = len(locks.waiting), locks.until
 

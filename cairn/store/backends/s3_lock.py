@@ -309,6 +309,14 @@ class Retention:
                           key=lambda v: _text(v, "LastModified"))
         return versions, markers
 
+    def held_until(self, name: str) -> float | None:
+        """The latest date any version of ``name`` is locked until (its current one, or
+        one a delete marker hides), None when none is locked: what must pass before every
+        version of it can be deleted."""
+        versions, _markers = self._versions(name)
+        dates = [self.until(name, _text(v, "VersionId")) for v in versions]
+        return max((d for d in dates if d is not None), default=None)
+
     def forget(self, name: str) -> None:
         """After a DELETE of ``name`` in a versioned bucket: delete its versions too, so
         the space is really freed; a version still locked stays (with the marker over it),
@@ -321,6 +329,20 @@ class Retention:
             kept = kept or answer.status_code >= 300
         for marker in [] if kept else markers:
             self._send("DELETE", name, f"versionId={quote(_text(marker, 'VersionId'), safe='')}")
+
+    def restore(self, name: str) -> bool:
+        """Remove the delete markers over ``name`` when a version of it is still there,
+        locked or not: the object is back as it was (the prune's, for a pack a point
+        needs); True when done."""
+        versions, markers = self._versions(name)
+        if not versions or not markers:
+            return False
+        for marker in markers:
+            gone = self._send("DELETE", name,
+                              f"versionId={quote(_text(marker, 'VersionId'), safe='')}")
+            if gone.status_code >= 300:
+                raise self._refused(gone, f"removing the delete marker of {name}")
+        return True
 
     def keep_latest(self, name: str) -> None:
         """Delete every version of ``name`` but the current one: an object written again

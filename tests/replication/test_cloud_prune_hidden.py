@@ -1,0 +1,110 @@
+"""The prune finds packs hidden behind a delete marker on a real SeaweedFS bucket with Object
+Lock: what prunes older than `cloud_pack_locks`'s records left (a locked condemned pack and
+its index DELETEd, so only a marker over the locked version, and its notice gone).
+
+Such a pack is condemned again, recorded under ``held/packs/`` while locked, and deleted,
+every version, once its lock has passed. A hidden pack that the remaining point needs is
+brought back instead (its markers removed), never condemned. Every point restores byte for
+byte throughout, read by a node with an empty cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cairn.replication.replicate import replicate
+from cairn.store.cloud import init_cloud, open_cloud
+from cairn.store.cloud_prune import PruneReport, packs_of, prune
+from cairn.store.delete import delete_points
+from cairn.store.repository import Repository
+from tests.appliance.harness import wait_for
+from tests.replication.locked import locked_bucket, restores_whole, server_time, versions
+from tests.s3server import SeaweedS3
+from tests.store.helpers import backup, digest, make_image, mutate
+
+SHORT = 10.0
+DAY = 86400.0
+GRACE = 1.0
+
+
+def _keys(pack: str) -> list[str]:
+    return [f"r/packs/{pack[-2:]}/{pack}", f"r/index/{pack}"]
+
+
+def _prune(url: str) -> PruneReport:
+    with open_cloud(url, None) as cloud:
+        return prune(cloud, wait=0)
+
+
+def test_prune_finds_packs_an_older_prune_hid_records_then_deletes_them_and_revives_live(
+        s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = locked_bucket(s3_server, tmp_path, monkeypatch, "hidden", {
+        "CAIRN_CLOUD_PACK_BYTES": str(96 << 10),
+        "CAIRN_CLOUD_LOCK_SECONDS": str(GRACE)})
+    s3, bucket, url = site.s3, site.name, site.url
+    image = tmp_path / "disk.img"
+    data = make_image(image, 1024 * 1024, seed=5, fill=0.7)
+    want = {}
+    with Repository.init(tmp_path / "local") as local, init_cloud(url, None) as cloud:
+        for seed in range(3):
+            mutate(image, data, seed=seed, writes=12)
+            want[backup(local, "web01-sda", image).id] = digest(data)
+            replicate(local, cloud)
+        old = sorted(cloud.catalog.points(), key=lambda p: p.created)[:-1]
+        delete_points(cloud, old)
+    for point in old:
+        del want[point.id]
+    written = server_time(s3, bucket)
+    wait_for(lambda: server_time(s3, bucket) > written + GRACE + 1, 30, 0.25)
+    condemned = _prune(url).condemned
+    assert len(condemned) >= 2, "the points left too few packs to condemn"
+
+    # The state an older prune left: each condemned pack locked (one for a day, the others
+    # for seconds), then it and its index DELETEd (a marker over the locked version) and its
+    # notice gone. One pack the remaining point needs is hidden too.
+    made = server_time(s3, bucket)
+    with open_cloud(url, None) as cloud:
+        live = sorted(set(packs_of(cloud).pack_ids()) - set(condemned))[0]
+        locks = cloud.remote.versions  # type: ignore[union-attr]
+        for pack in [*condemned, live]:
+            for key in _keys(pack):
+                locks.extend(key.removeprefix("r/"),
+                             made + (DAY if pack in (condemned[0], live) else SHORT))
+    for pack in [*condemned, live]:
+        for key in _keys(pack):
+            s3.delete_object(Bucket=bucket, Key=key)
+    for pack in condemned:
+        s3.delete_object(Bucket=bucket, Key=f"r/condemned/{pack}")
+    hidden = set(versions(s3, bucket, "r/packs/")[1])
+    assert {_keys(p)[0] for p in [*condemned, live]} <= hidden
+
+    found = _prune(url)
+    assert set(condemned) <= set(found.condemned) and live not in found.condemned
+    assert found.lifted == [live]
+    for key in _keys(live):  # back, as it was
+        assert s3.head_object(Bucket=bucket, Key=key)
+
+    noticed = server_time(s3, bucket)
+    wait_for(lambda: server_time(s3, bucket) > noticed + GRACE + 1, 30, 0.25)
+    held = _prune(url)
+    assert condemned[0] not in held.deleted and set(held.deleted) <= set(condemned[1:])
+    assert held.held + len(held.deleted) == len(condemned)
+    assert held.held_until is not None and held.held_until >= made + DAY - 5
+    records = versions(s3, bucket, "r/held/packs/")[0]
+    assert any(k.endswith(condemned[0]) for k in records)
+    restores_whole(url, want, tmp_path / "held")
+
+    wait_for(lambda: server_time(s3, bucket) > made + SHORT + 1, 60, 0.5)
+    freed = _prune(url)
+    assert sorted([*held.deleted, *freed.deleted]) == sorted(condemned[1:])
+    assert freed.held == 1
+    keys, markers = versions(s3, bucket, "r/")
+    for pack in condemned[1:]:
+        assert not set(_keys(pack)) & {*keys, *markers}
+        assert f"r/condemned/{pack}" not in keys
+    assert set(_keys(condemned[0])) <= set(keys)
+    records = [k for k in keys if k.startswith("r/held/packs/")]
+    assert len(records) == 1 and records[0].endswith(condemned[0])
+    restores_whole(url, want, tmp_path / "freed", check=True)

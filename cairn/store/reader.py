@@ -144,7 +144,7 @@ class BlockCache:
         """Fetch ``batch`` (marked pending by the caller) in one go, then wake its waiters:
         they find the blocks in it, or none when the fetch failed."""
         try:
-            got = dict(self._chunks.get_many(batch.digests, _pair))
+            got = dict(self._chunks.get_many_kept(batch.digests, _pair))
             with self._lock:
                 self._keep(got)
             batch.blocks = got

@@ -96,12 +96,16 @@ def count_fetches(repo: Repository) -> list[bytes]:
     """Every digest the chunk store is asked for from now on: the proof that a read was served
     from a cache or read ahead."""
     fetched: list[bytes] = []
-    real_get_many = repo.chunks.get_many
+    chunks = repo.chunks
 
-    def counting_get_many(digests: list[bytes], each: Callable[[bytes, bytes], T]
-                          ) -> Iterator[T]:
-        fetched.extend(digests)
-        return real_get_many(digests, each)
+    def counting(real: Callable[[list[bytes], Callable[[bytes, bytes], T]], Iterator[T]]
+                 ) -> Callable[[list[bytes], Callable[[bytes, bytes], T]], Iterator[T]]:
+        def get(digests: list[bytes], each: Callable[[bytes, bytes], T]) -> Iterator[T]:
+            fetched.extend(digests)
+            return real(digests, each)
 
-    repo.chunks.get_many = counting_get_many  # type: ignore[method-assign]
+        return get
+
+    chunks.get_many_kept = counting(chunks.get_many_kept)  # type: ignore[method-assign]
+    chunks.get_many = counting(chunks.get_many)  # type: ignore[method-assign]
     return fetched

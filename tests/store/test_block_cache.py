@@ -6,9 +6,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
+from cairn.errors import Corruption
 from cairn.store.reader import BlockCache, PointReader
 from cairn.store.repository import Repository
-from tests.store.helpers import BLOCK, backup, count_fetches, make_image
+from tests.store.helpers import BLOCK, backup, count_fetches, flip_bit, make_image
 
 SIZE = 40 * BLOCK + 1000  # a short last block too
 
@@ -64,3 +67,25 @@ def test_pieces_without_waiting_answer_only_what_is_held(tmp_path: Path) -> None
                 assert b"".join(held) == bytes(data[offset : offset + length])
         cache.close()
     assert fetched == []
+
+
+def test_a_kept_block_stored_as_is_holds_only_its_own_bytes_and_a_flipped_one_is_refused(
+        tmp_path: Path) -> None:
+    """Random blocks are stored as is, and the cache keeps each as a view of its own read
+    (no copy), never of a read of its neighbours; a flipped bit in one is refused, and the
+    blocks around it still read right."""
+    data = make_image(tmp_path / "img", SIZE, seed=44, fill=1.0)
+    with Repository.init(tmp_path / "repo") as repo:
+        point = backup(repo, "vol", tmp_path / "img")
+        cache = BlockCache(repo.chunks, 2 * SIZE)
+        with PointReader(repo, point, cache) as reader:
+            hashes = [digest for _block, digest in reader.block_hashes()]
+            flip_bit(repo, hashes[3])
+            with pytest.raises(Corruption):
+                reader.pread(3 * BLOCK + 10, 100)
+            assert reader.pread(0, 3 * BLOCK) == bytes(data[: 3 * BLOCK])
+            assert reader.pread(4 * BLOCK, 8 * BLOCK) == bytes(data[4 * BLOCK : 12 * BLOCK])
+            held = cache.held_blocks(hashes[:3] + hashes[4:12], b"")
+        cache.close()
+    assert held is not None
+    assert [len(memoryview(block).obj) for block in held] == [BLOCK + 4] * 11

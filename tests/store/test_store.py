@@ -166,14 +166,14 @@ def test_two_interleaved_streams_read_ahead_each_block_once(repo: Repository,
     point = backup(repo, "vol", img)
     fetched = count_fetches(repo)
     readers: list[str] = []  # the thread of each fetch
-    counting = repo.chunks.get_many
+    counting = repo.chunks.get_many_kept
 
     def get_many(digests: list[bytes], each: Callable[[bytes, bytes], bytes]
                  ) -> Iterator[bytes]:
         readers.append(threading.current_thread().name)
         return counting(digests, each)
 
-    repo.chunks.get_many = get_many  # type: ignore[method-assign]
+    repo.chunks.get_many_kept = get_many  # type: ignore[method-assign]
     half, step = len(data) // 2, 4 * BLOCK
     with PointReader(repo, point) as reader:  # closing waits for the read-ahead
         for offset in range(0, half, step):

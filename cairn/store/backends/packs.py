@@ -451,6 +451,16 @@ class PackBackend:
         Up to READ_LIMIT bytes in all (one NBD request, a few blocks of a file) are read on
         the calling thread: its caller is already one of many (an NBD server's readers),
         and starting a thread pool would cost more than the reads it could overlap."""
+        return self._get_many(names, each, apart=False)
+
+    def get_apart(self, names: list[str], each: Callable[[str, bytes], T]) -> Iterator[T]:
+        """`get_many`, each object read on its own into bytes of its own (a read a
+        neighbour, in pack order): a caller may keep part of one (a cache keeps a block
+        stored as is) without keeping its neighbours' bytes in memory with it."""
+        return self._get_many(names, each, apart=True)
+
+    def _get_many(self, names: list[str], each: Callable[[str, bytes], T], apart: bool
+                  ) -> Iterator[T]:
         with self._lock:
             found = {n: self._pending[n] for n in names if n in self._pending}
         with self._db_lock:
@@ -463,7 +473,11 @@ class PackBackend:
             pack, start = batch[0][1][0], batch[0][1][1]
             end = batch[-1][1][1] + batch[-1][1][2]
             try:
-                data = os.pread(self._reader(pack), end - start, start)
+                fd = self._reader(pack)
+                if apart:
+                    return [each(name, os.pread(fd, length, offset))
+                            for name, (_pack, offset, length) in batch]
+                data = os.pread(fd, end - start, start)
             except FileNotFoundError:
                 return [each(name, self._moved(name, loc)) for name, loc in batch]
             view = memoryview(data)  # each object's bytes without a copy of its own

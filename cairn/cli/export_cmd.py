@@ -7,6 +7,7 @@ needs to connect: each disk's URL), one when they stopped."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import ssl
 import threading
@@ -22,7 +23,7 @@ from cairn.cli._common import (
     repo_location,
 )
 from cairn.errors import UsageError
-from cairn.ops.export import Export, ExportRequest, export
+from cairn.ops.export import EXPORT_ID_ENV, Export, ExportRequest, export
 from cairn.units import parse_size
 
 
@@ -87,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     with open_repo(args) as repo, \
             export(repo, ExportRequest(args.target, host, port, args.read_only, tls,
-                                       args.tls_psk, args.cache)) as served:
+                                       args.tls_psk, args.cache,
+                                       os.environ.get(EXPORT_ID_ENV))) as served:
         if args.json:
             print_json_line({"event": "exporting", "exports": [
                 {"disk": one.disk, "what": one.what, "size": one.size,

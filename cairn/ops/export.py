@@ -27,7 +27,7 @@ from pathlib import Path
 from cairn.errors import UsageError
 from cairn.ops.cache_budget import machine_budget, reserve
 from cairn.ops.machine_points import disks_of
-from cairn.store.clone_writers import Writer, reading, writing
+from cairn.store.clone_writers import Holder, reading, writing
 from cairn.store.clones import CloneNotFound, get_clone
 from cairn.store.pins import pin_point
 from cairn.store.reader import BlockCache, PointReader
@@ -37,6 +37,8 @@ from cairn.virt.nbd import NbdServer
 from cairn.virt.nbd_psk import PskListen, psk_identities, psk_relay
 
 IDLE_TIMEOUT = 600.0
+EXPORT_ID_ENV = "CAIRN_EXPORT_ID"
+"""Set by the appliance for the `cairn export` it runs: that export's id (`ExportRequest`)."""
 MAX_CLIENTS = 8
 
 
@@ -57,6 +59,9 @@ class ExportRequest:
     share of the machine's budget (`cairn.ops.cache_budget`). A point read again (a disk
     copied twice, a VM rebooted) is served from verified blocks held, without
     decompressing and hashing it again: several times as fast."""
+    export_id: str | None = None
+    """The appliance's id of this export (`cairn.ops.exports`), so that a VM or an export
+    refused because this one holds its clone names the one to stop; None: run by hand."""
 
 
 @dataclass(frozen=True)
@@ -100,14 +105,23 @@ def _disks(repo: Repository, request: ExportRequest, stack: contextlib.ExitStack
     except CloneNotFound:
         return _point_disks(repo, request, stack)
     if request.read_only:
-        stack.enter_context(reading(repo, clone.name))
+        stack.enter_context(reading(repo, clone.name, _holder(request)))
     else:
-        stack.enter_context(writing(repo, clone.name, Writer(
-            f"a writable export (pid {os.getpid()})",
-            "stop it first (`cairn exports list` shows the appliance's, `cairn exports stop "
-            "ID` stops one; Ctrl-C stops a `cairn export`)")))
+        stack.enter_context(writing(repo, clone.name, _holder(request)))
     device, what = open_device(repo, clone.name, request.read_only)
     return [_Disk("", device, what)]
+
+
+def _holder(request: ExportRequest) -> Holder:
+    """This export as a refusal names it: the appliance's by its id, one run by hand by its
+    pid."""
+    mode = "read-only" if request.read_only else "writable"
+    if request.export_id is not None:
+        return Holder(f"a {mode} export {request.export_id} (pid {os.getpid()})",
+                      f"stop it first (`cairn exports stop {request.export_id}`)")
+    return Holder(f"a {mode} export (pid {os.getpid()})",
+                  "stop it first (Ctrl-C stops a `cairn export`; `cairn exports list` shows "
+                  "the appliance's, `cairn exports stop ID` stops one)")
 
 
 def _point_disks(repo: Repository, request: ExportRequest, stack: contextlib.ExitStack

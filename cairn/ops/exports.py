@@ -12,7 +12,9 @@ the folders: ``running`` while the process lives, ``gone`` once it died without 
 The process's temporary directory is a folder of its own (``TMPDIR``, named in ``spec.json``
 as ``scratch``): what it makes there (a psk export's key copy, sockets, the relay's log)
 would outlive a SIGKILL. So a secret never outlives its export, both that folder and
-``keys.psk`` are removed when the export is found gone, and when it is stopped.
+``keys.psk`` are removed when the export is found gone, and when it is stopped. It is also
+told its id (``CAIRN_EXPORT_ID``), so that a VM or export refused because it holds a clone
+is told which export to stop (`cairn.store.clone_writers`).
 
 Always TLS: the appliance's certificate (``cert``: clients use ``REPO/tls/cert.pem``, the one
 the API serves, as their CA) or a key made for this export (``psk``: `key` gives the
@@ -40,6 +42,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cairn.errors import CairnError, InUse, NotKnown, UsageError
+from cairn.ops.export import EXPORT_ID_ENV
 from cairn.ops.machine_points import disks_of
 from cairn.store.clone_writers import check_free
 from cairn.store.clones import CloneNotFound, get_clone
@@ -198,7 +201,8 @@ class ExportManager:
         with open(folder / "out.jsonl", "wb") as out, open(folder / "export.log", "ab") as log:
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=log,
                                        start_new_session=True, close_fds=True,
-                                       env={**os.environ, "TMPDIR": scratch})
+                                       env={**os.environ, "TMPDIR": scratch,
+                                            EXPORT_ID_ENV: folder.name})
         write_json(folder / "status.json", {"pid": process.pid})
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cairn.store.clone_writers import Writer, writing
+from cairn.store.clone_writers import Holder, writing
 from cairn.store.clones import CloneVolume, get_clone
 from cairn.store.profiles import is_cloud
 from cairn.store.repository import Repository
@@ -133,7 +133,7 @@ def exported_disk(repo: Repository, clone_name: str, sockets: Path, index: int, 
     private unix socket; yield the URL QEMU opens it by."""
     export = secrets.token_urlsafe(18)
     path = sockets / f"disk{index}.sock"
-    with writing(repo, clone_name, Writer(f"VM {vm}", f"stop it first (`cairn vm stop {vm}`"
+    with writing(repo, clone_name, Holder(f"VM {vm}", f"stop it first (`cairn vm stop {vm}`"
                                           ", which keeps the clone)")), \
             CloneVolume(repo, get_clone(repo, clone_name)) as volume:
         with NbdServer(CloneDevice(volume), export_name=export, serialize=False,

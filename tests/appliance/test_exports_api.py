@@ -140,7 +140,8 @@ def test_a_writable_clone_export_keeps_what_its_client_wrote_and_has_one_writer(
 
         second = refused(client, {"target": "sandbox", "writable": True})
         assert second.status == 409
-        assert f"clone sandbox is written by a writable export (pid {writer['pid']})" \
+        assert f"clone sandbox is written by a writable export {writer['id']} (pid " \
+            f"{writer['pid']}): stop it first (`cairn exports stop {writer['id']}`)" \
             in str(second)
         vm = refused(client, {"source": "sandbox"}, path="/api/v1/vms")
         assert vm.status == 409 and "clone sandbox is written by a writable export" in str(vm)
@@ -155,11 +156,15 @@ def test_a_writable_clone_export_keeps_what_its_client_wrote_and_has_one_writer(
 
         reader = client.json("POST", "/api/v1/exports", json={"target": "sandbox"})
         assert not reader["writable"]
+        named = f"clone sandbox is in use by a read-only export {reader['id']} (pid " \
+            f"{reader['pid']}), which reads it: stop it first (`cairn exports stop " \
+            f"{reader['id']}`)"
         for body, path in (({"source": "sandbox"}, "/api/v1/vms"),
                            ({"target": "sandbox", "writable": True}, "/api/v1/exports")):
             busy = refused(client, body, path=path)  # the reader would see a torn disk
-            assert busy.status == 409 and "clone sandbox is in use by an export that reads " \
-                "it" in str(busy), str(busy)
+            assert busy.status == 409 and named in str(busy), str(busy)
+        removal = cairn("clone-rm", "--repo", appliance.repo, "sandbox", check=False)
+        assert removal.returncode == 1 and named in removal.stderr, removal.stderr
         certs = tmp_path / "certs"
         certs.mkdir()
         (certs / "ca-cert.pem").write_text(appliance.pem)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from cairn.ops.cache_budget import held
 from cairn.store.reader import CACHE_BYTES
-from tests.cli.test_cli import ROOT, ok
+from tests.cli.test_cli import ROOT, cairn, ok, one_line_error
 from tests.store.helpers import make_image
 
 
@@ -93,6 +94,30 @@ def test_clone_export_takes_writes_and_point_stays(tmp_path: Path) -> None:
     assert out.read_bytes() == bytes(data)
     ok("clone-rm", "--repo", repo, "sandbox")
     assert "sandbox" not in ok("clones", "--repo", repo)
+
+
+def test_a_clone_read_by_hand_names_its_readers_alive_to_a_writer(tmp_path: Path) -> None:
+    """A writer-to-be refused by readers names the one to stop; a SIGKILLed reader is
+    neither named nor counted (its name file is found unlocked and removed)."""
+    repo = tmp_path / "repo"
+    ok("init", "--repo", repo)
+    make_image(tmp_path / "disk.img", 1024 * 1024, seed=3, fill=0.5)
+    ok("backup", "--repo", repo, "--volume", "v", tmp_path / "disk.img")
+    ok("clone", "--repo", repo, "v@latest", "--name", "sandbox")
+    with exported(repo, "sandbox", "--read-only") as first, \
+            exported(repo, "sandbox", "--read-only") as second:
+        assert first != second
+        readers = repo / "clones" / "sandbox" / "readers"
+        pids = sorted(json.loads(f.read_text())["holder"].split("pid ")[1].rstrip(")")
+                      for f in readers.glob("*.json"))
+        both = cairn("clone-rm", "--repo", repo, "sandbox")
+        assert both.returncode == 1 and "(and 1 other readers)" in both.stderr, both.stderr
+        os.kill(int(pids[0]), signal.SIGKILL)
+        one_line_error(cairn("clone-rm", "--repo", repo, "sandbox"), 1,
+                       f"clone sandbox is in use by a read-only export (pid {pids[1]}), "
+                       "which reads it: stop it first (Ctrl-C stops a `cairn export`")
+        assert len(list(readers.glob("*.json"))) == 1  # the killed reader's: removed
+    ok("clone-rm", "--repo", repo, "sandbox")
 
 
 def test_export_needs_its_secret_name_and_tls_when_asked(tmp_path: Path) -> None:

@@ -108,7 +108,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -202,8 +202,9 @@ class Cloud:
         self.sealer = sealer
         self.repository_id = repository_id
         self.locker: Locker | None = None
-        self.versions: Retention | None = None
-        """set on a versioned bucket (every Object Lock bucket): see `revive`"""
+        self._versions: Retention | None = None
+        self._ask_versions: Callable[[], Retention | None] | None = None
+        self._versions_lock = threading.Lock()
         self._lockable: bool | None = None
         self.cache: Repository | None = None
         """the cache repository this cloud serves (set once it is opened)"""
@@ -216,6 +217,48 @@ class Cloud:
         digests): block-map nodes are read from it before the bucket (`NodeFiles`)"""
         self.node_files: NodeFiles | None = None
         """the block-map nodes this node keeps on disk (set once it is opened)"""
+
+    @property
+    def versions(self) -> Retention | None:
+        """The bucket's versions on a versioned bucket (every Object Lock bucket), else
+        None: see `revive`. Asked of the bucket at first use (`watch_versions`), not when
+        the repository opens: the question costs an HTTP client (0.3-0.5 s of CPU to load)
+        and a request, which a command that only reads points and chunks (a restore, a
+        listing) never needs."""
+        with self._versions_lock:
+            if self._ask_versions is not None:
+                ask, self._ask_versions = self._ask_versions, None
+                self._versions = ask()
+            return self._versions
+
+    @versions.setter
+    def versions(self, versions: Retention | None) -> None:
+        with self._versions_lock:
+            self._ask_versions, self._versions = None, versions
+
+    def watch_versions(self) -> None:
+        """On an S3 bucket, learn whether it keeps versions when first needed: a DELETE
+        (`Retention.forget`), an object missing (`Retention.behind_marker`), or a use of
+        `versions`."""
+        from cairn.store.backends.s3 import S3Backend
+
+        backend = self.backend
+        if not isinstance(backend, S3Backend):
+            return
+        with self._versions_lock:
+            self._ask_versions = lambda: _versions(backend)
+        backend.forget = self._forget
+        backend.behind_marker = self._behind_marker
+
+    def _forget(self, name: str) -> None:
+        versions = self.versions
+        if versions is not None:
+            versions.forget(name)
+
+    def _behind_marker(self, name: str, limit: int | None,
+                       span: tuple[int, int] | None) -> bytes | None:
+        versions = self.versions
+        return None if versions is None else versions.behind_marker(name, limit, span)
 
     def prepare(self, repo: Repository) -> None:
         """Before a write (a replication, a delete): the cache synced. No lock is taken:
@@ -793,21 +836,15 @@ class NodeFiles:
             return None
 
 
-def _versions(backend: Bucket) -> Retention | None:
+def _versions(backend: S3Backend) -> Retention | None:
     """In a versioned bucket (every Object Lock bucket) a DELETE only hides an object behind
     a marker and frees nothing: there cairn's deletes also delete the object's versions
     whose lock has passed (`Retention.forget`), so prune frees what no locked point needs;
     and what others hid while locked comes back (`Cloud.revive`)."""
-    from cairn.store.backends.s3 import S3Backend
-
-    if not isinstance(backend, S3Backend):
-        return None
     from cairn.store.backends.s3_lock import Retention
 
     versions = Retention(backend)
     if versions.versioned():
-        backend.forget = versions.forget
-        backend.behind_marker = versions.behind_marker
         return versions
     versions.close()
     return None
@@ -821,7 +858,7 @@ def _repository(url: str, backend: Bucket, config: RepositoryConfig,
     folder = cache_root() / config.id
     private_folder(folder)
     cloud = Cloud(backend, url, Sealer(key.secret), config.id)
-    cloud.versions = _versions(backend)
+    cloud.watch_versions()
     cloud.packs = CloudPacks(backend, folder, cloud.sealer, config.id, url)
     cloud.packs.store = cloud.store
     cloud.packs.hidden = lambda: cloud._hidden(("index",))

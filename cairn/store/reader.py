@@ -80,21 +80,41 @@ class BlockCache:
                 return block
         return self.get_many((digest,))[digest]
 
-    def held_blocks(self, digests: list[bytes], zeros: bytes) -> list[bytes] | None:
+    def held_blocks(self, digests: list[bytes], zeros: bytes, ahead: bool = False
+                    ) -> list[bytes] | None:
         """The content of each of ``digests`` in order (``zeros`` for ZERO) if every one is
         held now, else None: nothing is fetched, so a server can answer a cached read at
-        once and hand the rest to a pool."""
+        once and hand the rest to a pool. With ``ahead``, blocks being fetched already
+        (read ahead) are waited for: None only when one is neither held nor being
+        fetched, or its fetch failed (the pool's read then reports the error)."""
         with self._lock:
             blocks = self._blocks
             get = blocks.get
             found = [zeros if digest == ZERO else get(digest) for digest in digests]
-            if None in found:
-                return None
-            touch = blocks.move_to_end
-            for digest in digests:
-                if digest != ZERO:
-                    touch(digest)
-        return cast("list[bytes]", found)
+            if None not in found:
+                touch = blocks.move_to_end
+                for digest in digests:
+                    if digest != ZERO:
+                        touch(digest)
+                return cast("list[bytes]", found)
+            fetching = self._fetching(digests, found) if ahead else None
+        if not fetching:
+            return None
+        for batch in fetching:
+            batch.done.wait()
+        return self.held_blocks(digests, zeros)
+
+    def _fetching(self, digests: list[bytes], found: list[bytes | None]) -> list[_Batch] | None:
+        """The fetches under way that bring every block of ``digests`` not ``found``
+        (under the lock), or None when one of them is not being fetched."""
+        fetching: dict[int, _Batch] = {}
+        for digest, block in zip(digests, found, strict=True):
+            if block is None:
+                batch = self._pending.get(digest)
+                if batch is None:
+                    return None
+                fetching[id(batch)] = batch
+        return list(fetching.values())
 
     def get_many(self, digests: Iterable[bytes]) -> dict[bytes, bytes]:
         """The content of each of ``digests`` (never ZERO), checked."""
@@ -223,14 +243,15 @@ class PointReader:
             return pieces[0] if isinstance(pieces[0], bytes) else pieces[0].tobytes()
         return b"".join(pieces)
 
-    def pieces(self, offset: int, length: int, wait: bool = True
+    def pieces(self, offset: int, length: int, wait: bool = True, ahead: bool = False
                ) -> list[bytes | memoryview] | None:
         """The bytes `pread` returns as the cached blocks (and one shared block of zeros
         for holes) in order, views of them where the range cuts one, not joined: a server
         sends them as they are (`socket.sendmsg`), without copying a read's megabytes once
         more.
 
-        With ``wait`` False nothing is fetched: None unless every block is held already.
+        With ``wait`` False nothing is fetched: None unless every block is held already,
+        or with ``ahead`` is held or being read ahead (that read is waited for).
         """
         if offset < 0 or length < 0:
             raise ValueError(f"range {offset}+{length} is negative")
@@ -245,11 +266,11 @@ class PointReader:
             found = self._fetch(first, last, wanted)
             blocks = [found[digest] if digest != ZERO else self._zeros for digest in hashes]
         else:
-            held = self.cache.held_blocks(hashes, self._zeros)
+            self._follow(first, last)  # the next blocks are asked for before any wait
+            held = self.cache.held_blocks(hashes, self._zeros, ahead)
             if held is None:
                 return None
             blocks = held
-            self._follow(first, last)
         skip = offset - first * bs
         if not skip and length == len(blocks) * bs:  # whole blocks: most NBD reads
             return list(blocks)

@@ -43,8 +43,9 @@ class PiecewiseDevice(Protocol):
     tell, without waiting, whether a read is held at all (then it is answered at once on
     the connection's thread, with no hand-off to a pool)."""
 
-    def read_pieces(self, offset: int, length: int, wait: bool
+    def read_pieces(self, offset: int, length: int, wait: bool, ahead: bool = False
                     ) -> list[bytes | memoryview] | None:
         """``read(offset, length)`` as buffers in order; with ``wait`` False, None unless
-        the device holds all of it now."""
+        the device holds all of it now, or with ``ahead`` holds it or is reading the rest
+        ahead already (then it waits for that read, and starts no other)."""
         ...

@@ -25,10 +25,10 @@ class PointDevice:
     def read(self, offset: int, length: int) -> bytes:
         return self.reader.pread(offset, length)
 
-    def read_pieces(self, offset: int, length: int, wait: bool
+    def read_pieces(self, offset: int, length: int, wait: bool, ahead: bool = False
                     ) -> list[bytes | memoryview] | None:
         """See `cairn.virt.device.PiecewiseDevice`."""
-        return self.reader.pieces(offset, length, wait)
+        return self.reader.pieces(offset, length, wait, ahead)
 
     def write(self, offset: int, data: bytes) -> None:
         raise PermissionError("a recovery point is read-only: export a clone to write")

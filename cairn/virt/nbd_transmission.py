@@ -5,9 +5,10 @@ answered as each finishes, out of order (each reply carries its request's cookie
 protocol allows), so a client with many requests in flight (QEMU, nbdcopy) keeps the store's
 reads and decompression busy. At most `MAX_INFLIGHT_BYTES` of read replies are in flight per
 connection, so a client cannot make the server buffer more. A read the device already holds
-(a point's verified decoded blocks, `PiecewiseDevice`) skips the pool: it is answered on the
-connection's thread, its blocks sent as they are held (``sendmsg`` of views, no copy), and
-several such replies go out in one call while more requests wait in the receive buffer.
+(a point's verified decoded blocks, `PiecewiseDevice`), or is reading ahead already, skips
+the pool: it is answered on the connection's thread (after waiting for that read-ahead), its
+blocks sent as they are held (``sendmsg`` of views, no copy), and several such replies go
+out in one call while more requests wait in the receive buffer.
 Writes, trims, zeroes and flushes run on the connection's own thread in order; a flush
 therefore covers every write answered before it. Every range is checked before the device
 sees it, so the device contract (offsets inside ``[0, size)``) holds whatever a client sends.
@@ -127,15 +128,25 @@ class Transmission:
     def _answer_held(self, flags: int, cookie: int, offset: int, length: int) -> bool:
         """Answer a read the device holds already (a point's cached blocks) here, on the
         connection's thread: handing it to a pool costs more than sending it. The reply
-        joins the held ones to send (see `_next_request`). False (and nothing sent) when it
-        is not all held, or is not a plain in-range read: the pool then reads it, and
-        reports any error."""
+        joins the held ones to send (see `_next_request`).
+
+        A read whose missing blocks the device is reading ahead already (a stream: a disk
+        copied, a file read) waits for them here, the replies gathered so far sent first:
+        the next reads of the stream are then held, and go out together. A cold copy of
+        a 2 GiB point sent two thirds of its reads through the pool, each a hand-off and
+        a wake-up more, for data that came no sooner. False (and nothing sent) when it is
+        not all held or read ahead, or is not a plain in-range read: the pool then reads
+        it, and reports any error."""
         if self._pieces is None or flags & ~p.CMD_FLAG_FUA or not 0 < length <= p.MAX_PAYLOAD \
                 or offset + length > self.device.size:
             return False
         try:
             with self.lock:
                 pieces = self._pieces(offset, length, False)
+            if pieces is None:
+                self._flush_held()
+                with self.lock:
+                    pieces = self._pieces(offset, length, False, True)
         except Exception:  # a block-map read failed: the pool's read reports it
             return False
         if pieces is None:

@@ -7,20 +7,21 @@ from __future__ import annotations
 import json
 import random
 import socket
+import struct
 import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from nbd_client import NbdClient
+from nbd_client import NbdClient, recv_exact
 
 from cairn.store.reader import BlockCache, PointReader
 from cairn.store.repository import Repository
 from cairn.virt import nbd_protocol as p
 from cairn.virt.devices import PointDevice
 from cairn.virt.nbd import NbdServer
-from tests.store.helpers import BLOCK, backup, count_fetches, make_image
+from tests.store.helpers import BLOCK, backup, count_fetches, flip_bit, make_image
 
 SIZE = 48 * BLOCK + 777  # holes, data and a short last block
 
@@ -104,6 +105,60 @@ def pipelined(client: NbdClient, ranges: list[tuple[int, int]]) -> list[bytes]:
         for cookie, (offset, length) in enumerate(ranges, first)))
     client.cookie += len(ranges)
     return [client.reply(cookie, length) for cookie, (_, length) in enumerate(ranges, first)]
+
+
+def any_order(client: NbdClient, count: int) -> dict[int, bytes | int]:
+    """``count`` structured replies in whatever order they come: by cookie, the data read
+    or the error."""
+    out: dict[int, bytes | int] = {}
+    while len(out) < count:
+        magic, flags, kind, cookie, length = p.CHUNK_HEADER.unpack(
+            recv_exact(client.sock, p.CHUNK_HEADER.size))
+        assert magic == p.STRUCTURED_REPLY_MAGIC and flags & p.REPLY_FLAG_DONE
+        payload = recv_exact(client.sock, length)
+        out[cookie] = struct.unpack(">I", payload[:4])[0] if kind == p.REPLY_TYPE_ERROR \
+            else payload[8:]
+    return out
+
+
+def test_cold_streams_wait_for_their_read_ahead_and_a_flipped_block_is_refused(
+    serve: Callable[..., NbdServer], tmp_path: Path
+) -> None:
+    """Three connections each send a stream of 256 KiB reads at once to a cold export, as
+    nbdcopy does: a read waits on its connection's thread for blocks being read ahead, or
+    goes to the pool, and replies come in any order. Each reply, by its cookie, is the
+    image's bytes; the one read covering a flipped block gets EIO (that block is never
+    served), and the reads beside it, whose blocks shared its failed read-ahead, are right."""
+    size, step, bad = 96 * BLOCK, 4 * BLOCK, 70
+    data = make_image(tmp_path / "img", size, seed=47, fill=0.8)
+    data[bad * BLOCK : bad * BLOCK + 8] = b"not zero"  # the flipped block holds data
+    (tmp_path / "img").write_bytes(data)
+    with Repository.init(tmp_path / "repo") as repo:
+        point = backup(repo, "vol", tmp_path / "img")
+        cache = BlockCache(repo.chunks, 2 * size)
+        reader = PointReader(repo, point, cache)
+        flip_bit(repo, dict(reader.block_hashes())[bad])
+        device = PointDevice(reader)
+        server = serve(device, serialize=False)
+        streams = [[(base + offset, step) for offset in range(0, size // 3, step)]
+                   for base in range(0, size, size // 3)]
+        clients = [NbdClient(server.port) for _ in streams]
+        for client, ranges in zip(clients, streams, strict=True):
+            client.sock.sendall(b"".join(
+                p.REQUEST.pack(p.REQUEST_MAGIC, 0, p.CMD_READ, cookie, offset, length)
+                for cookie, (offset, length) in enumerate(ranges, 1)))
+        got = [any_order(client, len(ranges)) for client, ranges in zip(clients, streams,
+                                                                         strict=True)]
+        for client in clients:
+            client.close()
+        server.close()
+        device.close()
+        cache.close()
+    for replies, ranges in zip(got, streams, strict=True):
+        for cookie, (offset, length) in enumerate(ranges, 1):
+            want = p.NBD_EIO if offset <= bad * BLOCK < offset + length \
+                else bytes(data[offset : offset + length])
+            assert replies[cookie] == want, (offset, length)
 
 
 def test_send_all_sends_many_views_through_short_writes() -> None:

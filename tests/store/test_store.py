@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cairn.errors import Corruption, MissingChunk
+from cairn.restore import writer
 from cairn.store.catalog import ChunkTotals
 from cairn.store.chunks import chunk_name
 from cairn.store.cloud import init_cloud
@@ -63,6 +64,21 @@ def test_every_point_restores_whole(repo: Repository, tmp_path: Path) -> None:
     for point, want in expected:
         assert restored_digest(repo, point, tmp_path / "out") == want
     assert verify(repo, read_data=True).ok
+
+
+def test_a_restore_sent_to_disk_as_it_goes_is_whole(repo: Repository, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The restore starts the write-back of what it wrote every WRITEBACK bytes, from the
+    store's reading threads at once; the image is whole all the same, holes and a block
+    used in many places included."""
+    monkeypatch.setattr(writer, "WRITEBACK", 3 * BLOCK)
+    img = tmp_path / "img"
+    data = make_image(img, 4 * 1024 * 1024 + 5, seed=7)
+    for off in range(BLOCK, len(data) - BLOCK, 7 * BLOCK):
+        data[off : off + BLOCK] = data[:BLOCK]
+    img.write_bytes(data)
+    point = backup(repo, "vol", img)
+    assert restored_digest(repo, point, tmp_path / "out") == digest(data)
 
 
 def test_incremental_reads_and_stores_only_changes(repo: Repository, tmp_path: Path) -> None:

@@ -456,7 +456,10 @@ class PackBackend:
     def get_apart(self, names: list[str], each: Callable[[str, bytes], T]) -> Iterator[T]:
         """`get_many`, each object read on its own into bytes of its own (a read a
         neighbour, in pack order): a caller may keep part of one (a cache keeps a block
-        stored as is) without keeping its neighbours' bytes in memory with it."""
+        stored as is) without keeping its neighbours' bytes in memory with it. All on the
+        calling thread, whatever the size: the caller (a cache's read-ahead) is one of a
+        pool already, and a pool started per read-ahead of 64 blocks (just over
+        READ_LIMIT with the chunks' headers) cost two new threads each."""
         return self._get_many(names, each, apart=True)
 
     def _get_many(self, names: list[str], each: Callable[[str, bytes], T], apart: bool
@@ -484,7 +487,7 @@ class PackBackend:
             return [each(name, view[offset - start : offset - start + length])
                     for name, (_pack, offset, length) in batch]
 
-        if sum(length for _pack, _offset, length in found.values()) <= READ_LIMIT:
+        if apart or sum(length for _pack, _offset, length in found.values()) <= READ_LIMIT:
             for batch in batches(found):
                 yield from read(batch)
             return

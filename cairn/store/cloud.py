@@ -13,8 +13,9 @@ Layout in the bucket (under its prefix)::
     locks/<random>.json              a prune's lock against another prune (`cloudlock`), only
     feed/<key>.<op>~<object name>    "this object was put/removed", for incremental syncs
                                      (`cloud_sync`)
-    feed/<key>.batch~<first key>     a copy of many recent point records, read by a sync
-                                     in one GET instead of one each (`cloud_batch`)
+    feed/<key>.batch~<first key>     a copy of many recent point, marks and machine point
+                                     records, read by a sync in one GET instead of one
+                                     each (`cloud_batch`)
     removed/<volume>/<point id>_<created µs>_<mac>  a point that was here and was deleted
 
 ``points/`` and ``removed/`` together record every point ever sent: replication never sends
@@ -70,12 +71,14 @@ Why that is safe, with G the grace period (`cloudlock.lifetime`, 30 minutes):
    listing (after the cursor less the window, once every `cloud_sync.rescan_every`; the
    syncs between list only after the newest entry taken) sees it, and sees the object
    too (read-after-write); a removal is taken only once a HEAD says the record is gone.
-   A batch only saves the GETs of records whose entries the listing shows: each record in
-   it is authenticated as one read from ``points/``, and one that fails (or a batch that
-   fails) is read itself. What has no entry (a writer that died between its object and
-   its entry, an older cairn, a name planted or altered behind cairn's back) waits for
-   the next full sync: a stale cache at worst sends a point that is there already (its
-   record is found identical) or lists a point deleted elsewhere a while longer (its data
+   A batch only saves the GETs of records whose entries the listing shows (point records,
+   marks, machine points): each record in it is authenticated as one read from its own
+   name, and one that fails (or a batch that fails) is read itself; a record whose point's
+   tombstone the cache knows, or whose removal the listing announces, is always read.
+   What has no entry (a writer that died between its object and its entry, an older
+   cairn, a name planted or altered behind cairn's back) waits for the next full sync:
+   a stale cache at worst sends a point that is there already (its record is found
+   identical) or lists a point deleted elsewhere a while longer (its data
    outlives it by at least G). Deciding what is dead never relies on the feed: the prune
    lists in full.
 
@@ -108,7 +111,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -363,7 +366,7 @@ class Cloud:
         else:
             self.backend.put(name, data)
         cloud_marks.note(self.cache, point.id, seq=seq)
-        self.announce("put", name)
+        cloud_batch.remember(self.cache, {self.announce("put", name): data})
 
     def can_lock(self) -> bool:
         """Whether marks can go under Object Lock: a lock on a point is then itself locked
@@ -412,16 +415,11 @@ class Cloud:
             return [(name, None) for name in self.backend.list(prefix)]
         return [(e.name, e.version) for e in self.versions.entries(prefix) if not e.marker]
 
-    def _read_marks(self, ids: Collection[str] | None = None
-                    ) -> dict[str, cloud_marks.Sealed]:
-        """Every point's newest marks in the bucket, each sealed and bound to its name; with
-        ``ids`` (an incremental sync), only the current record of those points: a replayed
-        older one loses to the seq this node took before (`cloud_marks`), and a node that
-        took none syncs in full, reading every version."""
-        records = self._mark_records("marks") if ids is None else \
-            [(f"marks/{i}.json", None) for i in sorted(ids)]
+    def _read_marks(self) -> dict[str, cloud_marks.Sealed]:
+        """Every point's newest marks in the bucket (a full sync's), each sealed and bound
+        to its name."""
         found: dict[str, cloud_marks.Sealed] = {}
-        for name, version in records:
+        for name, version in self._mark_records("marks"):
             parts = name.split("/")
             point_id = parts[-1].removesuffix(".json")
             if len(parts) != 2 or not _POINT_ID.match(point_id) or not name.endswith(".json"):
@@ -436,6 +434,41 @@ class Cloud:
             if point_id not in found or sealed.seq > found[point_id].seq:
                 found[point_id] = sealed
         return found
+
+    def _take_marks(self, repo: Repository, named: dict[str, str],
+                    carried: dict[str, bytes]) -> int:
+        """An incremental sync's marks: the current record of each point ``named`` (point
+        id -> its newest feed entry), from the batch's copy where ``carried`` has one that
+        opens, else read: a replayed older one loses to the seq this node took before
+        (`cloud_marks`), and a node that took none syncs in full, reading every version.
+        The records are kept for this node's batches; returns how many were read."""
+        found: dict[str, cloud_marks.Sealed] = {}
+        raws: dict[str, bytes] = {}
+        fetched = 0
+        for point_id, entry in sorted(named.items()):
+            name = f"marks/{point_id}.json"
+            sealed = self._copy_of_marks(name, point_id, carried.get(entry))
+            raw = carried.get(entry, b"")
+            if sealed is None:
+                try:
+                    raw = self.backend.get(name)
+                except KeyError:
+                    continue  # removed since the listing
+                fetched += 1
+                sealed = self._open_marks(name, point_id, raw)
+            found[point_id], raws[entry] = sealed, raw
+        marks.replace_marks(repo, cloud_marks.merge(repo, found, self.where, only=named))
+        cloud_batch.remember(repo, raws)
+        return fetched
+
+    def _copy_of_marks(self, name: str, point_id: str, raw: bytes | None
+                       ) -> cloud_marks.Sealed | None:
+        """A batch's copy of a marks record, opened as one read; None when there is none or
+        it fails (the record itself decides)."""
+        try:
+            return None if raw is None else self._open_marks(name, point_id, raw)
+        except Corruption:
+            return None
 
     def _open_marks(self, name: str, point_id: str, raw: bytes) -> cloud_marks.Sealed:
         what = f"marks record {name} in {self.where}"
@@ -571,44 +604,61 @@ class Cloud:
             point = repo.catalog.point(tombstone.id) if tombstone else None
             if point is not None and not self.backend.exists(point_object(point)):
                 gone.add(point.id)
-        fetched = self._take_records(repo, entries, batches, gone)
-        named = {n[len("marks/"):-len(".json")] for n in puts if n.startswith("marks/")
-                 and n.endswith(".json") and n.count("/") == 1}
-        ids = {i for i in named if _POINT_ID.match(i)}
-        if ids:
-            merged = cloud_marks.merge(repo, self._read_marks(ids), self.where, only=ids)
-            marks.replace_marks(repo, merged)
-        cloud_machines.take(self, repo, [e for e in entries
-                                          if e.target.startswith(f"{cloud_machines.PREFIX}/")])
-        return fetched
+        newest = _newest_puts(entries)
+        carried = self._carried(repo, newest, {e.target for e in entries if e.op == "del"},
+                                batches)
+        fetched = self._take_records(repo, newest, carried, gone)
+        named = {t[len("marks/"):-len(".json")]: e for t, e in newest.items()
+                 if t.startswith("marks/") and t.endswith(".json") and t.count("/") == 1}
+        named = {i: e for i, e in named.items() if _POINT_ID.match(i)}
+        if named:
+            fetched += self._take_marks(repo, named, carried)
+        return fetched + cloud_machines.take(
+            self, repo, [e for e in entries if e.target.startswith(f"{cloud_machines.PREFIX}/")],
+            carried)
 
-    def _take_records(self, repo: Repository, entries: list[cloud_sync.Entry],
-                      batches: list[cloud_sync.Batch], gone: set[str]) -> int:
-        """Add the points whose records ``entries`` announce and forget those ``gone``;
-        the records read are kept for this node's batches. Returns how many were read
-        one by one (not from a batch)."""
-        targets = {e.target: e.name for e in entries if e.op == "put"
-                   and e.target.startswith("points/") and self._is_record(e.target)
-                   and repo.catalog.point(self._point_id_of(e.target)) is None}
-        found = self._read_points(repo, sorted(targets), self._carried(repo, targets, batches))
+    def _take_records(self, repo: Repository, newest: dict[str, str],
+                      carried: dict[str, bytes], gone: set[str]) -> int:
+        """Add the points whose records the feed announces (``newest``: object name -> its
+        newest put entry) and forget those ``gone``; the records read are kept for this
+        node's batches. Returns how many were read one by one (not from a batch)."""
+        targets = {t: e for t, e in newest.items() if t.startswith("points/")
+                   and self._is_record(t) and repo.catalog.point(self._point_id_of(t)) is None}
+        copies = {t: carried[e] for t, e in targets.items() if e in carried}
+        found = self._read_points(repo, sorted(targets), copies)
         self._change(repo, [p for p, _raw, _get in found], gone)
         cloud_batch.remember(repo, {targets[point_object(p)]: raw for p, raw, _get in found})
         return sum(got for _p, _raw, got in found)
 
-    def _carried(self, repo: Repository, targets: dict[str, str],
+    def _carried(self, repo: Repository, newest: dict[str, str], dropped: set[str],
                  batches: list[cloud_sync.Batch]) -> dict[str, bytes]:
-        """The records (by object name) that ``batches`` carry of ``targets`` (record name
-        -> feed entry), but for points whose tombstone this cache knows: those are read
-        one by one, as before batches (`cloud_batch`)."""
-        if not batches or not targets:
+        """The records (by feed entry) that ``batches`` carry of those ``newest`` announces
+        (object name -> its newest put entry), but for an object whose removal the same
+        listing announces (``dropped``), and for the point records and marks of points
+        whose tombstone this cache knows: those are read one by one, as before batches
+        (`cloud_batch`)."""
+        if not batches or not newest:
             return {}
         removed = {row[0] for row in cloud_sync.removed(repo)}
-        wanted = {entry: target for target, entry in targets.items()
-                  if self._point_id_of(target) not in removed}
+        wanted = {e for t, e in newest.items() if t not in dropped and self._new_record(
+            repo, t, removed)}
         got = cloud_batch.gather(batches, wanted, lambda b: cloud_batch.read(self, b))
         if self.packs is not None:
             self.packs.offer(got)  # the indexes it carries: read by the refresh that follows
-        return {wanted[entry]: raw for entry, raw in got.items() if entry in wanted}
+        return {entry: raw for entry, raw in got.items() if entry in wanted}
+
+    def _new_record(self, repo: Repository, name: str, removed: set[str]) -> bool:
+        """Whether a batch may stand in for a read of ``name``: a point record or marks
+        record of a point with no tombstone known, new to the cache for a point record, or
+        a machine point record new to the cache."""
+        leaf = name.rpartition("/")[2].removesuffix(".json")
+        if name.startswith("points/"):
+            return self._is_record(name) and leaf not in removed \
+                and repo.catalog.point(leaf) is None
+        if name.startswith("marks/"):
+            return leaf not in removed
+        return name.startswith(f"{cloud_machines.PREFIX}/") \
+            and cloud_machines.is_new(repo, leaf)
 
     def _is_record(self, name: str) -> bool:
         try:
@@ -834,6 +884,12 @@ class NodeFiles:
             return nearby.get(digest)
         except (MissingChunk, Corruption):
             return None
+
+
+def _newest_puts(entries: list[cloud_sync.Entry]) -> dict[str, str]:
+    """Object name -> the newest feed entry announcing it was put (a marks record is
+    written again and again: a batch's copy is taken for its newest entry only)."""
+    return {e.target: e.name for e in sorted(entries, key=lambda e: e.name) if e.op == "put"}
 
 
 def _versions(backend: S3Backend) -> Retention | None:

@@ -1,5 +1,8 @@
 """Batches: one object carrying the sealed records of many points, read by a sync in one GET.
 
+(Records here are point records, marks records and machine point records alike: each is
+announced by a feed entry, and a batch carries it under that entry's name.)
+
 A sync learns a point another appliance published by reading its record (`cloud_sync`):
 one GET per point, at every node. With a fleet on one repository that is every point of
 the fleet at every node, and it grows with the fleet. So a sync that had to read at least
@@ -29,7 +32,9 @@ Why nothing changes for correctness:
 - A batch is a copy, never a source of points: a sync takes a point only for an entry its
   listing shows now (written after the record, as before); the batch only saves the GET.
   Each record in it is opened as one read from ``points/`` (`Cloud._open_record`: sealed,
-  bound to its name and this repository), each index as one read from ``index/``, only
+  bound to its name and this repository), each marks record as one read from ``marks/``
+  (`Cloud._open_marks`), each machine point record as one from ``machines/``
+  (`cloud_machines.read_record`), each index as one read from ``index/``, only
   for an index the reader listed (a batch never makes a pack known), and the batch is
   sealed as a whole and bound to its name: one that fails, or any trouble reading it, is
   skipped and what it carries is read one by one. Nothing relies on batches.
@@ -37,7 +42,14 @@ Why nothing changes for correctness:
   record is taken from a batch only for a point whose tombstone the cache does not know;
   if the tombstone's entry is not taken yet, the point stays listed until it is (a HEAD
   confirms the record gone), as a record read just before a delete does today. Its data
-  outlives it by the grace period (`cloud.py`, rule 2).
+  outlives it by the grace period (`cloud.py`, rule 2). Likewise the marks of a point
+  whose tombstone the cache knows, and a machine point record whose removal (a ``del``
+  entry) is in the same listing, are read, never taken from a batch.
+- A marks record is written again at each change (a new ``seq``): the copy taken is the
+  one carried for the newest entry of that record the listing shows, else it is read. A
+  copy older than the record now in the bucket is what a GET made just before the last
+  write would have returned: its ``seq`` is lower, so the newer record wins when its entry
+  is taken, and a replayed copy loses as a replayed record does (`cloud_marks`).
 - A killed writer loses and duplicates nothing: a batch is one PUT (whole or absent),
   made after the records and entries it carries, which stay where they were. A record
   carried twice adds one point (its id is the catalog's key).

@@ -10,8 +10,10 @@ Replication publishes a record only once every point it names is published (`pub
 so a record never names a point the bucket never held; deleting or pruning a machine point
 removes its record after its points (`unpublish`). Every node's sync (`sync`, run by
 `Cloud.sync`) rebuilds its cache's machine points from the records: a group whose record is
-gone is dropped, and a record whose points are all gone is skipped. So ``points --machine``,
-restore, prune and retention of a cloud repository see machine points as a local one does.
+gone is dropped, and a record whose points are all gone is skipped (an incremental sync
+takes a new record from another node's batch when one carries it: `cloud_batch`). So
+``points --machine``, restore, prune and retention of a cloud repository see machine points
+as a local one does.
 
 A record is sealed with the repository's key and bound to its object name and repository,
 as point records are (`records`): one that was planted, moved or altered is refused, not
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cairn.errors import Corruption, UsageError
-from cairn.store import cloud_marks
+from cairn.store import cloud_batch, cloud_marks
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.machine_points import MachinePoint, MachinePoints, check_machine_name
 from cairn.store.repository import Repository, check_volume_name
@@ -94,7 +96,8 @@ def publish_complete(local: Repository, cloud: Repository) -> list[str]:
             if [v[1] for v in found.volumes] != [m.point.id for m in mp.members]:
                 raise Corruption(f"{name} in {remote.where} already holds another machine "
                                  "point: it was planted; remove it")
-        remote.announce("put", name)
+        entry = remote.announce("put", name)
+        cloud_batch.remember(cloud, {entry: data})
         there.record(mp.id, mp.machine, mp.created, mp.consistency, mp.note,
                      [(m.disk, p) for m, p in zip(mp.members, placed, strict=True)
                       if p is not None])
@@ -175,11 +178,20 @@ def sync(cloud: Cloud, repo: Repository) -> None:
     _add(cloud, repo, [listed[i] for i in listed.keys() - known])
 
 
-def take(cloud: Cloud, repo: Repository, entries: list[Entry]) -> None:
+def is_new(repo: Repository, point_id: str) -> bool:
+    """Whether the cache lacks the machine point ``point_id``."""
+    return MachinePoints(repo.catalog).get(point_id) is None
+
+
+def take(cloud: Cloud, repo: Repository, entries: list[Entry],
+         carried: dict[str, bytes]) -> int:
     """What the feed says changed (an incremental `Cloud.sync`): records put are added
-    when new here, records removed are dropped once a HEAD says they are gone."""
+    when new here (from a batch's copy where ``carried``, by feed entry, has one that
+    opens: `cloud_batch`), records removed are dropped once a HEAD says they are gone. The
+    records are kept for this node's batches; returns how many were read one by one."""
     store = MachinePoints(repo.catalog)
     new, gone = [], []
+    entry_of = {e.target: e.name for e in sorted(entries, key=lambda e: e.name)}
     for e in entries:
         point_id = e.target.rpartition("/")[2].removesuffix(".json")
         if e.target.count("/") != 2 or not e.target.endswith(".json") or \
@@ -192,19 +204,40 @@ def take(cloud: Cloud, repo: Repository, entries: list[Entry]) -> None:
     for point_id in gone:
         if store.get(point_id) is not None:
             store.forget(point_id)
-    _add(cloud, repo, new)
+    read = _add(cloud, repo, new, {n: carried[entry_of[n]] for n in new
+                                   if entry_of[n] in carried})
+    cloud_batch.remember(repo, {entry_of[name]: raw for name, (raw, _got) in read.items()})
+    return sum(got for _raw, got in read.values())
 
 
-def _add(cloud: Cloud, repo: Repository, names: list[str]) -> None:
-    """Add the machine points whose records are ``names`` (one deleted since it was
-    listed is skipped), with those of their points the cache holds."""
-    store = MachinePoints(repo.catalog)
-    for name in names:
+def _read(cloud: Cloud, name: str, copy: bytes | None) -> tuple[Record, bytes, bool] | None:
+    """A record, with its bytes and whether they were read (not a batch's ``copy``, which
+    is taken only when it opens as the record would); None when it went since listed."""
+    if copy is not None:
         try:
-            raw = cloud.backend.get(name)
-        except KeyError:
-            continue  # removed since the listing
-        record = read_record(cloud, name, raw)
+            return read_record(cloud, name, copy), copy, False
+        except Corruption:
+            pass  # the batch's copy: the record itself decides
+    try:
+        raw = cloud.backend.get(name)
+    except KeyError:
+        return None
+    return read_record(cloud, name, raw), raw, True
+
+
+def _add(cloud: Cloud, repo: Repository, names: list[str],
+         copies: dict[str, bytes] | None = None) -> dict[str, tuple[bytes, bool]]:
+    """Add the machine points whose records are ``names`` (one deleted since it was
+    listed is skipped), with those of their points the cache holds; returns each record
+    found, its bytes and whether it was read (not one of ``copies``)."""
+    store = MachinePoints(repo.catalog)
+    found: dict[str, tuple[bytes, bool]] = {}
+    for name in names:
+        got = _read(cloud, name, (copies or {}).get(name))
+        if got is None:
+            continue
+        record, raw, fetched = got
+        found[name] = (raw, fetched)
         members: list[tuple[str, RecoveryPoint]] = []
         for disk, member, volume in record.volumes:
             point = repo.catalog.point(member)
@@ -213,3 +246,4 @@ def _add(cloud: Cloud, repo: Repository, names: list[str]) -> None:
         if members and store.get(record.id) is None:
             store.record(record.id, record.machine, record.created, record.consistency,
                          record.note, members)
+    return found

@@ -17,7 +17,8 @@ carries ``seq``, larger at each write of that point's marks, and:
   still holds; flags are only ever added (detection adds them, nothing removes them).
 
 A lock and the flags are thereby monotone whatever is replayed; the deletion hold (which
-`undelete` may lift) follows the newest record.
+`undelete` may lift) follows the newest record. A copy of a record carried by a batch
+(`cloud_batch`) is taken under these same rules: it is a sealed record like any other.
 """
 
 from __future__ import annotations

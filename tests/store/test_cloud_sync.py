@@ -3,12 +3,14 @@
 A second node learns what the first publishes, deletes and marks from the feed alone: a
 sync with nothing new is one listing, whatever the number of points; what was written
 without a feed entry (an older cairn, a writer that died) is found by the next full sync.
-Many new points come in one batch another node's sync wrote (`cloud_batch`); a batch that
-fails or was never written costs requests, never a point.
+Many new points, marks and machine points come in one batch another node's sync wrote
+(`cloud_batch`); a batch that fails or was never written costs requests, never a point.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import time
 import uuid
@@ -19,11 +21,12 @@ from pathlib import Path
 import pytest
 
 from cairn.replication.replicate import replicate
-from cairn.store import cloud_batch, cloud_counts, cloud_feed, cloud_sync, marks
+from cairn.store import cloud_batch, cloud_counts, cloud_feed, cloud_machines, cloud_sync, marks
 from cairn.store.backends.s3 import S3Backend, open_s3_url
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.cloud import Cloud, init_cloud, open_cloud
 from cairn.store.delete import delete_points
+from cairn.store.machine_points import MachinePoints
 from cairn.store.records import Sealer
 from cairn.store.repository import Repository
 from cairn.store.stats import repository_stats
@@ -302,6 +305,73 @@ def test_a_batch_never_written_or_torn_loses_no_point(nodes: Nodes) -> None:
     d.remote.sync(d)  # type: ignore[union-attr]  # the torn batch is skipped
     assert requests.take()["get"] == 1 + len(more)
     assert _ids(d) == _ids(c) == _ids(b) | set(more)
+    for repo in (a, b, c, d):
+        repo.close()
+
+
+def _plant_machines(repo: Repository, point_ids: list[str]) -> list[str]:
+    """One machine point record (machine ``m1``) per point, announced; their ids."""
+    cloud = repo.remote
+    assert isinstance(cloud, Cloud)
+    ids = []
+    for n, point_id in enumerate(point_ids):
+        machine_point = os.urandom(8).hex()
+        record = {"repository": cloud.repository_id, "id": machine_point, "machine": "m1",
+                  "created": time.time() + n, "consistency": "crash", "note": "",
+                  "volumes": [{"disk": "sda", "point": point_id, "volume": "web01-sda"}]}
+        name = cloud_machines.record_name("m1", machine_point)
+        cloud.backend.put(name, json.dumps(cloud.sealer.seal(record)).encode())
+        cloud.announce("put", name)
+        ids.append(machine_point)
+    return ids
+
+
+def test_a_batch_carries_marks_and_machine_point_records_too(nodes: Nodes) -> None:
+    a = nodes.open("a")
+    replicate(nodes.local, a)
+    template = a.catalog.point(nodes.points[0][0].id)
+    assert template is not None and isinstance(a.remote, Cloud)
+    b, c, d = nodes.open("b"), nodes.open("c"), nodes.open("d")
+    planted = plant_points(a, template, 10)
+    until = round(time.time()) + 86400.0
+    for point_id in planted:  # a writes no batch: it does not sync
+        point = RecoveryPoint(**{**template.__dict__, "id": point_id})
+        a.remote.publish_marks(point, marks.Marks(locked_until=until))
+    machines = _plant_machines(a, planted)
+    requests = Requests(b)
+    b.remote.sync(b)  # type: ignore[union-attr]
+    counts = requests.take()
+    assert counts["get"] == 30 and counts["put"] == 1, counts  # one by one, then a batch
+
+    # One machine point deleted since the batch: its record is asked for itself (gone).
+    cloud_machines.unpublish(a, [(machines[0], "m1")])
+    requests = Requests(c)
+    c.remote.sync(c)  # type: ignore[union-attr]
+    counts = requests.take()
+    assert counts["get"] == 2, counts  # the batch, and the deleted record's GET
+    learnt = marks.all_marks(c)
+    assert {i: learnt[i].locked_until for i in planted} == dict.fromkeys(planted, until)
+    there = MachinePoints(c.catalog)
+    assert there.get(machines[0]) is None
+    for machine_point, point_id in zip(machines[1:], planted[1:], strict=True):
+        found = there.get(machine_point)
+        assert found is not None and [m.point.id for m in found.members] == [point_id]
+
+    # A batch's copy of a record bound to another name is not taken: that record is read.
+    [batch] = _batches(c)
+    carried = cloud_batch.decode(a.remote.sealer, a.remote.repository_id, batch,
+                                 a.remote.backend.get(batch, cloud_batch.BATCH_LIMIT))
+    swapped = dict(carried)
+    marks_entries = sorted(e for e in carried if "~marks~" in e)
+    swapped[marks_entries[0]] = carried[marks_entries[1]]
+    a.remote.backend.put(batch, cloud_batch.encode(a.remote.sealer, a.remote.repository_id,
+                                                   batch, swapped))
+    requests = Requests(d)
+    d.remote.sync(d)  # type: ignore[union-attr]
+    assert requests.take()["get"] == 3  # the batch, the deleted record, the swapped one
+    learnt = marks.all_marks(d)
+    assert {i: learnt[i].locked_until for i in planted} == dict.fromkeys(planted, until)
+    assert {mp.id for mp in MachinePoints(d.catalog).list()} == set(machines[1:])
     for repo in (a, b, c, d):
         repo.close()
 

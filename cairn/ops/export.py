@@ -18,12 +18,13 @@ import contextlib
 import ipaddress
 import os
 import secrets
+import shutil
 import ssl
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cairn import scratch
 from cairn.errors import UsageError
 from cairn.ops.cache_budget import machine_budget, reserve
 from cairn.ops.machine_points import disks_of
@@ -37,6 +38,7 @@ from cairn.virt.nbd import NbdServer
 from cairn.virt.nbd_psk import PskListen, psk_identities, psk_relay
 
 IDLE_TIMEOUT = 600.0
+PSK_PREFIX = "cairn-psk-"
 EXPORT_ID_ENV = "CAIRN_EXPORT_ID"
 """Set by the appliance for the `cairn export` it runs: that export's id (`ExportRequest`)."""
 MAX_CLIENTS = 8
@@ -185,7 +187,8 @@ def _serve(stack: contextlib.ExitStack, device: Device, request: ExportRequest, 
             device, request.host, port, name, serialize=False, tls=request.tls,
             idle_timeout=IDLE_TIMEOUT, max_clients=MAX_CLIENTS)).port
     listen = PskListen(request.host, port, name, request.psk, device.read_only, MAX_CLIENTS)
-    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cairn-psk-")))
+    folder = scratch.make(PSK_PREFIX)
+    stack.callback(shutil.rmtree, folder, True)
     inner_name = secrets.token_urlsafe(18)
     stack.enter_context(NbdServer(device, export_name=inner_name, serialize=False,
                                   unix_path=folder / "disk.sock", max_clients=MAX_CLIENTS))

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cairn import scratch
 from cairn.errors import CairnError, InUse, NotKnown, UsageError
 from cairn.ops.export import EXPORT_ID_ENV
 from cairn.ops.machine_points import disks_of
@@ -48,7 +49,7 @@ from cairn.store.clone_writers import check_free
 from cairn.store.clones import CloneNotFound, get_clone
 from cairn.store.repository import Repository
 from cairn.virt.failback import keep_as_point
-from cairn.virt.owned import alive, read_json, remove_scratch, stop_process, tail
+from cairn.virt.owned import alive, read_json, stop_process, tail
 from cairn.virt.vm_runner import write_json
 
 TLS_MODES = ("cert", "psk")
@@ -165,16 +166,16 @@ class ExportManager:
         with self._lock:
             self.folder.mkdir(mode=0o700, exist_ok=True)
             folder.mkdir(mode=0o700)
-        scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
+        tmp = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)  # not `scratch.make`: the export outlives us
         try:
             argv = self._argv(request, folder)
             write_json(folder / "spec.json", {**asdict(request), "id": export_id,
                                               "argv": argv, "created": time.time(),
-                                              "scratch": [scratch]})
-            self._spawn(folder, argv, scratch)
+                                              "scratch": [tmp]})
+            self._spawn(folder, argv, tmp)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
-            shutil.rmtree(scratch, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
         return self.get(export_id)
 
@@ -195,13 +196,13 @@ class ExportManager:
         return argv
 
     @staticmethod
-    def _spawn(folder: Path, argv: list[str], scratch: str) -> None:
-        """Start the export in its own session, its temporary files in ``scratch``; wait
+    def _spawn(folder: Path, argv: list[str], tmp: str) -> None:
+        """Start the export in its own session, its temporary files in ``tmp``; wait
         until it serves or fails."""
         with open(folder / "out.jsonl", "wb") as out, open(folder / "export.log", "ab") as log:
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=log,
                                        start_new_session=True, close_fds=True,
-                                       env={**os.environ, "TMPDIR": scratch,
+                                       env={**os.environ, "TMPDIR": tmp,
                                             EXPORT_ID_ENV: folder.name})
         write_json(folder / "status.json", {"pid": process.pid})
         deadline = time.monotonic() + START_TIMEOUT
@@ -291,7 +292,7 @@ class ExportManager:
 def _forget_secrets(folder: Path, spec: dict[str, Any]) -> None:
     """Remove the key and temporary folder of an export whose process is dead (a SIGKILL
     left them): no client can use the key any more, and nothing else would remove them."""
-    remove_scratch(spec.get("scratch"), SCRATCH_PREFIX)
+    scratch.remove(spec.get("scratch"), SCRATCH_PREFIX)
     (folder / "keys.psk").unlink(missing_ok=True)
 
 

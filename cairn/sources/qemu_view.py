@@ -27,13 +27,13 @@ import contextlib
 import json
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cairn import scratch
 from cairn.errors import SourceError, ToolMissing
 from cairn.sources.qmp import CommandFailed, Monitor
 from cairn.sources.vm_disks import PREFIX, Disk, list_disks
@@ -81,7 +81,7 @@ class PointInTimeView:
     freeze: Freeze | None = None
     pause_seconds: float = 0.0
     frozen: int = 0
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX)))
+    workdir: Path = field(default_factory=lambda: scratch.make(WORKDIR_PREFIX))
     _started: list[str] = field(default_factory=list)
 
     @property

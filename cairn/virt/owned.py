@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -59,15 +57,3 @@ def tail(path: Path, lines: int = 3) -> str:
         return "no output"
     return " | ".join(text.strip().splitlines()[-lines:]) or "no output"
 
-
-def remove_scratch(folders: object, prefix: str) -> None:
-    """Remove a dead owned process's temporary folders (what a SIGKILL left: sockets, logs,
-    a key copy). Only folders of the temporary directory whose names start with ``prefix``:
-    a status file says which, but is no licence to remove anything else."""
-    if not isinstance(folders, list):
-        return
-    tmp = os.path.realpath(tempfile.gettempdir())
-    for folder in map(Path, map(str, folders)):
-        if os.path.realpath(folder.parent) == tmp and folder.name.startswith(prefix) \
-                and not folder.is_symlink():
-            shutil.rmtree(folder, ignore_errors=True)

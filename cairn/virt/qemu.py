@@ -34,13 +34,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from cairn import scratch
 from cairn.errors import ToolMissing, VirtualMachineError
 
 QEMU = "qemu-system-x86_64"
@@ -220,7 +220,7 @@ class VirtualMachine:
         """Start QEMU and connect to its QMP socket; on any failure nothing is left running."""
         if shutil.which(QEMU) is None:
             raise ToolMissing(QEMU, "qemu-system-x86")
-        self._workdir = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
+        self._workdir = scratch.make(SCRATCH_PREFIX)
         qmp_socket = self._workdir / "qmp.sock"
         log = (self._workdir / "qemu.log").open("wb")
         try:

@@ -25,7 +25,6 @@ import secrets
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cairn import scratch
 from cairn.store.clone_writers import Holder, writing
 from cairn.store.clones import CloneVolume, get_clone
 from cairn.store.profiles import is_cloud
@@ -155,7 +155,7 @@ def run(folder: Path) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    sockets = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}disks-"))
+    sockets = scratch.make(f"{SCRATCH_PREFIX}disks-")
     status.set(scratch=[str(sockets)])  # a SIGKILL leaves it: the appliance removes it
     try:
         spec = VmSpec.load(folder)

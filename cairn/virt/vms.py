@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cairn import scratch
 from cairn.errors import (
     S3AccessDenied,
     S3Error,
@@ -70,7 +71,7 @@ from cairn.virt.failback import keep_as_point
 from cairn.virt.firmware import BusChoice, FirmwareChoice, plan_boot
 from cairn.virt.lans import Lans
 from cairn.virt.network import check_available, join_lans, parse_networks, qemu_args
-from cairn.virt.owned import alive, read_json, remove_scratch, stop_process, tail
+from cairn.virt.owned import alive, read_json, stop_process, tail
 from cairn.virt.qemu import vnc_secret
 from cairn.virt.vm_runner import SCRATCH_PREFIX, VmSpec, open_vm_repo, write_json
 
@@ -376,7 +377,7 @@ class VmManager:
         pid = status.get("pid")
         if state in LIVE and not alive(pid, RUNNER.encode()):
             state = "gone"
-            remove_scratch(status.get("scratch"), SCRATCH_PREFIX)
+            scratch.remove(status.get("scratch"), SCRATCH_PREFIX)
         port = status.get("vnc_port")
         return VmInfo(
             name=spec.name, state=state, point=spec.point, volume=spec.volume,

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from cairn.ops.cache_budget import held
 from cairn.store.reader import CACHE_BYTES
 from tests.cli.test_cli import ROOT, cairn, ok, one_line_error
@@ -189,6 +191,29 @@ def test_a_pre_shared_key_export_serves_only_clients_with_the_key(tmp_path: Path
     with exported(repo, "diskless") as url:  # what QEMU wrote stayed in the clone
         assert run("nbdcopy", url, copy).returncode == 0
         assert copy.read_bytes() == bytes(data)
+
+
+def test_a_killed_pre_shared_key_exports_folder_goes_at_the_next_export(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing can tidy up after a SIGKILL: the next export removes the killed one's
+    folder (`cairn.scratch`), which never held a copy of the key, only a link to it."""
+    repo, img, tmp = tmp_path / "repo", tmp_path / "v.img", tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    ok("init", "--repo", repo)
+    make_image(img, 1024 * 1024, seed=6)
+    ok("backup", "--repo", repo, "--volume", "v", img)
+    keys = psk_file(tmp_path / "keys.psk", "pxe01", bytes(range(32)))
+    with exported(repo, "v@latest", "--tls-psk", str(keys)):
+        [killed] = tmp.glob("cairn-psk-*")
+        assert (killed / "keys.psk").is_symlink()
+        assert (killed / "keys.psk").resolve() == keys.resolve()
+        os.kill(int(killed.name.split("-")[2]), signal.SIGKILL)
+    assert killed.is_dir()  # its process could not remove it
+    with exported(repo, "v@latest", "--tls-psk", str(keys)):
+        assert [p for p in tmp.glob("cairn-psk-*") if p != killed] != []
+        assert not killed.exists()
+    assert list(tmp.glob("cairn-psk-*")) == []  # stopped cleanly: removed its own
 
 
 def test_a_bad_pre_shared_key_file_is_refused(tmp_path: Path) -> None:

@@ -78,11 +78,13 @@ packs). 4 (rclone's --transfers) sent the 729 MB of the 2 GiB bench point in 17.
 SLACK = 1 << 20
 """room in a pack's buffer past the target size, for the chunk that fills it"""
 READ_GAP = 256 * 1024
-READ_LIMIT = 8 * 1024 * 1024
-"""bytes one ranged GET reads at most: restoring a 2 GiB point (730 MB stored) took
-SeaweedFS 1.7-1.9 s of CPU in 8 MiB reads against 2.0-2.3 s in 4 MiB ones, and cairn
-3.6-3.9 s against 3.8-4.1 s (whole 32 MiB packs: 4.7-5.3 s, big buffers), alternating in
-one run at load 13-18, where wall times swung 9-17 s whatever the size"""
+READ_LIMIT = 16 * 1024 * 1024
+"""bytes one ranged GET reads at most. SeaweedFS's CPU per byte falls with the size of a
+read: restoring a 2 GiB point (735 MB stored) cost it 1.9-2.15 s in 8 MiB reads against
+1.8-1.95 s in 16 MiB ones (medians of 4-5 alternating, load 8-9; raw GETs of the same
+ranges: 1.03-1.13 s against 0.91-0.97), and 2.0-2.3 s in 4 MiB ones; cairn's own CPU was
+the same. Whole 32 MiB packs cost cairn 1 s more (4.7-5.3 s against 3.6-3.9 s, measured
+before: big buffers)"""
 READERS = 8
 """ranged GETs in flight: on 2 cores 8 restored a 512 MiB point faster than 16 or 32 (3.1 s
 against 3.6 and 3.3, alternating in one run at load 11-13): decoding shares the GIL"""

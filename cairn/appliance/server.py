@@ -4,7 +4,9 @@ First start creates what later starts reuse: the certificate under ``<repo>/tls/
 pin it), and the admin token in ``<repo>/admin-token`` (mode 0600, root only; the value
 of ``CAIRN_ADMIN_TOKEN`` is valid too while it is set: see `cairn.appliance.tokens`). Jobs a
 previous process left running go back to the queue; sessions a killed ingest left in the
-store are cleaned by the store itself on the next backup of that volume.
+store are cleaned by the store itself on the next backup of that volume, and the temporary
+folders of a killed appliance's own QEMU work (a verification's VM, an agentless backup's
+fleecing view) are removed (`cairn.scratch`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import uvicorn
 
-from cairn import logs
+from cairn import logs, scratch
 from cairn.appliance import tokens
 from cairn.appliance.agentless import AgentlessRunner
 from cairn.appliance.app import create_app
@@ -27,7 +29,9 @@ from cairn.appliance.tls import ensure_certificate
 from cairn.appliance.verifier import Verifier
 from cairn.appliance.watch import AlertLoop
 from cairn.errors import ListenError, UsageError
+from cairn.sources.qemu_view import WORKDIR_PREFIX
 from cairn.store.repository import Repository
+from cairn.virt.qemu import SCRATCH_PREFIX
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -45,6 +49,8 @@ def serve(repo_path: Path, config: ApplianceConfig) -> int:
     state = State(repo_path / "appliance.db")
     tokens.start(repo_path, state)
     requeued = state.requeue_running()
+    for prefix in (SCRATCH_PREFIX, WORKDIR_PREFIX):
+        scratch.sweep(prefix)
     scheduler = Scheduler(state, config)
     alerts = AlertLoop(repo_path, state, config)
     agentless = AgentlessRunner(repo_path, state, config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 from collections.abc import Callable
@@ -108,9 +109,19 @@ def test_job_survives_appliance_restart(appliance: Appliance,
         taken = c.json("POST", "/api/v1/agent/jobs/next")
     assert taken["state"] == "running"
 
+    assert appliance.proc is not None
+    killed = appliance.proc.pid
     appliance.stop(kill=True)
+    tmp = tmp_path / "tmp"  # as a verification VM and a fleecing view of it left them
+    left = [tmp / f"cairn-vm-{killed}-x1", tmp / f"cairn-qemu-{killed}-x2"]
+    live = tmp / f"cairn-vm-{os.getpid()}-x3"
+    for folder in (*left, live):
+        folder.mkdir(parents=True)
+        (folder / "screen.png").write_bytes(b"png")
+    appliance.env = {**appliance.env, "TMPDIR": str(tmp)}
     appliance.start()
     assert appliance.jobs("app01")[0]["state"] == "queued"
+    assert sorted(tmp.iterdir()) == [live]  # the dead appliance's: removed
 
     summary = agent.run_once()[0]
     assert summary["ok"] and summary["job"] == taken["id"]

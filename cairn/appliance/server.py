@@ -6,7 +6,8 @@ of ``CAIRN_ADMIN_TOKEN`` is valid too while it is set: see `cairn.appliance.toke
 previous process left running go back to the queue; sessions a killed ingest left in the
 store are cleaned by the store itself on the next backup of that volume, and the temporary
 folders of a killed appliance's own QEMU work (a verification's VM, an agentless backup's
-fleecing view) are removed (`cairn.scratch`).
+fleecing view) are removed (`cairn.scratch`), as are the key and temporary folder of an
+export that died while it was down (`cairn.ops.exports`: a host reboot kills them all).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from cairn.appliance.tls import ensure_certificate
 from cairn.appliance.verifier import Verifier
 from cairn.appliance.watch import AlertLoop
 from cairn.errors import ListenError, UsageError
+from cairn.ops.exports import ExportManager
 from cairn.sources.qemu_view import WORKDIR_PREFIX
 from cairn.store.repository import Repository
 from cairn.virt.qemu import SCRATCH_PREFIX
@@ -41,6 +43,13 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _tidy(repo_path: Path) -> None:
+    """Remove what a killed appliance, or a killed export, left behind (see above)."""
+    for prefix in (SCRATCH_PREFIX, WORKDIR_PREFIX):
+        scratch.sweep(prefix)
+    ExportManager(repo_path).list()  # finding an export gone forgets its secrets
+
+
 def serve(repo_path: Path, config: ApplianceConfig) -> int:
     logs.setup(config.log_level)
     Repository.open(repo_path).close()
@@ -49,8 +58,7 @@ def serve(repo_path: Path, config: ApplianceConfig) -> int:
     state = State(repo_path / "appliance.db")
     tokens.start(repo_path, state)
     requeued = state.requeue_running()
-    for prefix in (SCRATCH_PREFIX, WORKDIR_PREFIX):
-        scratch.sweep(prefix)
+    _tidy(repo_path)
     scheduler = Scheduler(state, config)
     alerts = AlertLoop(repo_path, state, config)
     agentless = AgentlessRunner(repo_path, state, config)

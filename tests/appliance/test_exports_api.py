@@ -109,6 +109,15 @@ def test_an_export_through_the_api_serves_the_point_over_tls_until_deleted(
             client.json("DELETE", f"/api/v1/exports/{cert['id']}")
         assert unknown.value.status == 404
 
+        down = client.json("POST", "/api/v1/exports", json={"target": "v@latest", "tls": "psk"})
+        appliance.stop()
+        os.kill(down["pid"], signal.SIGKILL)  # dies while the appliance is down (a reboot)
+        wait_for(lambda: gone(down["pid"]))
+        folder = appliance.repo / "exports" / down["id"]
+        scratch = [Path(p) for p in json.loads((folder / "spec.json").read_text())["scratch"]]
+        appliance.start()  # tidies up as it starts, before anyone asks
+        assert not (folder / "keys.psk").exists() and [p for p in scratch if p.exists()] == []
+
 
 def exports(appliance: Appliance, *args: str, check: bool = True) -> Any:
     """`cairn exports ...` as an admin runs it on the appliance host."""

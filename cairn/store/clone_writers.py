@@ -110,8 +110,9 @@ def _named(repo: Repository, clone: str, reader: Holder) -> Iterator[None]:
         os.rename(folder / f"{name}.tmp", folder / f"{name}.json")
         yield
     finally:
-        with contextlib.suppress(OSError):
-            (folder / f"{name}.json").unlink()
+        for left in (f"{name}.json", f"{name}.tmp"):
+            with contextlib.suppress(OSError):
+                (folder / left).unlink()
         os.close(fd)
 
 

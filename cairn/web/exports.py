@@ -9,6 +9,7 @@ a port in use is refused), the same processes, listed by `cairn exports`. A refu
 line on this page, with what was chosen kept. Admins only: the page shows keys.
 """
 
+import contextlib
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -16,7 +17,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from cairn import logs
-from cairn.errors import CairnError
+from cairn.errors import CairnError, UsageError
 from cairn.ops.exports import ExportManager, ExportStart, OwnedExport
 from cairn.store import marks
 from cairn.web.auth import Auth
@@ -91,6 +92,11 @@ def router(console: Console, auth: Auth) -> APIRouter:
 
 
 def _keys(manager: ExportManager, exports: list[OwnedExport]) -> dict[str, str]:
-    """The key file line of each running psk export, shown beside its URL."""
-    return {one.id: manager.key(one.id) for one in exports
-            if one.tls == "psk" and one.state == "running"}
+    """The key file line of each running psk export, shown beside its URL. One that died
+    since it was listed has lost its key (`ExportManager.key` refuses): it shows none."""
+    keys = {}
+    for one in exports:
+        if one.tls == "psk" and one.state == "running":
+            with contextlib.suppress(UsageError):
+                keys[one.id] = manager.key(one.id)
+    return keys

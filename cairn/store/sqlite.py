@@ -48,12 +48,9 @@ def _prefetch(path: Path) -> None:
         os.close(fd)
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection in autocommit mode (callers issue BEGIN) on a WAL database.
-
-    A new database file is made 0600 first: SQLite gives its WAL and shared-memory files
-    the database file's mode, so the whole catalog stays private whatever the umask.
-    """
+def prefetch_once(path: Path) -> None:
+    """Start reading ``path`` and its log ahead, if no connection of this process opened it
+    yet (see the module's docstring): call it before opening the first."""
     key = os.path.abspath(path)
     with _guard:
         first = key not in _prefetched
@@ -61,6 +58,15 @@ def connect(path: Path) -> sqlite3.Connection:
     if first:
         for part in (path, path.with_name(path.name + "-wal")):
             _prefetch(part)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection in autocommit mode (callers issue BEGIN) on a WAL database.
+
+    A new database file is made 0600 first: SQLite gives its WAL and shared-memory files
+    the database file's mode, so the whole catalog stays private whatever the umask.
+    """
+    prefetch_once(path)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     db = sqlite3.connect(path, isolation_level=None, timeout=60.0, check_same_thread=False)
@@ -131,10 +137,14 @@ def full_disk(exc: sqlite3.OperationalError, path: Path) -> Exception:
 class SharedDb:
     """One connection to a small WAL database (``appliance.db``) for all of a process's
     threads, under one lock; transactions are IMMEDIATE, so other processes wait their
-    turn. The modules owning its tables (`appliance.state`, `alerts.store`) build on it."""
+    turn. The modules owning its tables (`appliance.state`, `alerts.store`) build on it.
+    ``prefetch``: read the file ahead as it opens (`prefetch_once`), for a database that is
+    only ever opened through this class."""
 
-    def __init__(self, path: Path, schema: str) -> None:
+    def __init__(self, path: Path, schema: str, prefetch: bool = False) -> None:
         self.path = path
+        if prefetch:
+            prefetch_once(path)
         self._lock = threading.RLock()
         self.db = sqlite3.connect(path, isolation_level=None, timeout=30.0,
                                   check_same_thread=False)

@@ -220,6 +220,10 @@ class Cloud:
         digests): block-map nodes are read from it before the bucket (`NodeFiles`)"""
         self.node_files: NodeFiles | None = None
         """the block-map nodes this node keeps on disk (set once it is opened)"""
+        self._batches: list[cloud_sync.Batch] = []
+        """the batches the last incremental sync listed (`carried_indexes`)"""
+        self._batch_reads: dict[str, dict[str, bytes]] = {}
+        """what each of those read so far carries: a batch is read once per sync"""
 
     @property
     def versions(self) -> Retention | None:
@@ -579,6 +583,7 @@ class Cloud:
         entries = [e for e in map(cloud_sync.parse, (n for n, _ in listed)) if e is not None]
         batches = [b for b in map(cloud_sync.parse_batch, (n for n, _ in listed))
                    if b is not None]
+        self._batches, self._batch_reads = batches, {}
         cursor = cloud_feed.newest([e.name for e in entries], state.cursor)
         if last is None:
             state.scanned(cursor, now)
@@ -642,10 +647,25 @@ class Cloud:
         removed = {row[0] for row in cloud_sync.removed(repo)}
         wanted = {e for t, e in newest.items() if t not in dropped and self._new_record(
             repo, t, removed)}
-        got = cloud_batch.gather(batches, wanted, lambda b: cloud_batch.read(self, b))
+        got = cloud_batch.gather(batches, wanted, self._read_batch)
         if self.packs is not None:
             self.packs.offer(got)  # the indexes it carries: read by the refresh that follows
         return {entry: raw for entry, raw in got.items() if entry in wanted}
+
+    def _read_batch(self, batch: cloud_sync.Batch) -> dict[str, bytes]:
+        if batch.name not in self._batch_reads:
+            self._batch_reads[batch.name] = cloud_batch.read(self, batch)
+        return self._batch_reads[batch.name]
+
+    def carried_indexes(self, names: list[str]) -> dict[str, bytes]:
+        """The texts of the index objects ``names`` (new to a `CloudPacks.refresh`, which
+        opens each as one read) that the batches the last sync listed carry, when there
+        are enough of them to be worth a batch's GET (`cloud_batch.batch_min`): the
+        indexes of packs whose points are not published yet, which no record brings."""
+        if len(names) < cloud_batch.batch_min() or not self._batches:
+            return {}
+        return cloud_batch.gather(self._batches, names, self._read_batch,
+                                  cloud_batch.may_carry_index)
 
     def _new_record(self, repo: Repository, name: str, removed: set[str]) -> bool:
         """Whether a batch may stand in for a read of ``name``: a point record or marks
@@ -918,6 +938,7 @@ def _repository(url: str, backend: Bucket, config: RepositoryConfig,
     cloud.packs = CloudPacks(backend, folder, cloud.sealer, config.id, url)
     cloud.packs.store = cloud.store
     cloud.packs.hidden = lambda: cloud._hidden(("index",))
+    cloud.packs.carrier = cloud.carried_indexes
     repo = Repository(url, folder, config, cloud.packs,
                       key.secret if key.encrypts else None, cloud)
     repo.chunks.locate = cloud.packs.describe

@@ -50,6 +50,14 @@ Why nothing changes for correctness:
   copy older than the record now in the bucket is what a GET made just before the last
   write would have returned: its ``seq`` is lower, so the newer record wins when its entry
   is taken, and a replayed copy loses as a replayed record does (`cloud_marks`).
+- The indexes of packs whose points are not published yet (what a writer's plan meets,
+  `CloudPacks.refresh`) are taken from the batches its node's last sync listed, when at
+  least `BATCH_MIN` of them are new and a batch's span may hold them (`may_carry_index`),
+  each batch read once per sync: again only for names the refresh's own listing shows,
+  each opened as one read. An index never changes once put (its pack's id is a fresh key;
+  it is put once, after its pack; repairs and repacks write new packs), so the copy is the
+  bytes a GET made at the listing would have returned: the pack was complete then, as a
+  writer relying on it needs (`cloud.py`, rule 1).
 - A killed writer loses and duplicates nothing: a batch is one PUT (whole or absent),
   made after the records and entries it carries, which stay where they were. A record
   carried twice adds one point (its id is the catalog's key).
@@ -154,15 +162,25 @@ def decode(sealer: Sealer, repository: str, name: str, raw: bytes) -> dict[str, 
     return {e: v.encode() for e, v in records.items() if isinstance(e, str)}
 
 
+def may_carry_index(batch: cloud_sync.Batch, name: str) -> bool:
+    """Whether ``batch`` may carry the index object ``name``: its writer puts the indexes
+    whose key is within the `SPAN` before its own key (`write`)."""
+    key = name.removeprefix("index/")
+    return cloud_feed.KEY.match(key) is not None and key <= batch.last \
+        and cloud_feed.key_time(key) >= cloud_feed.key_time(batch.last) - SPAN
+
+
 def gather(batches: Iterable[cloud_sync.Batch], wanted: Iterable[str],
-           read: Callable[[cloud_sync.Batch], dict[str, bytes]]) -> dict[str, bytes]:
+           read: Callable[[cloud_sync.Batch], dict[str, bytes]],
+           may_carry: Callable[[cloud_sync.Batch, str], bool] = cloud_sync.Batch.spans
+           ) -> dict[str, bytes]:
     """What the batches read carry (records by entry name, indexes by object name): the
-    newest batch first, each one read only while some of the entries ``wanted`` it may
-    carry is still missing."""
+    newest batch first, each one read only while some of the names ``wanted`` it may carry
+    (``may_carry``: by default, the entries of its span) is still missing."""
     missing = set(wanted)
     found: dict[str, bytes] = {}
     for batch in sorted(batches, key=lambda b: b.last, reverse=True):
-        if not any(batch.spans(e) for e in missing):
+        if not any(may_carry(batch, e) for e in missing):
             continue
         carried = read(batch)
         found = {**carried, **found}  # a newer batch's copy wins

@@ -36,7 +36,10 @@ sync that writes a batch of records (`cloud_batch`) puts in it the indexes of th
 it holds (their sealed JSON, kept in ``index_text``: `index_texts`); a node that reads the
 batch `offer`s them here, and `refresh` takes an offered index in place of its GET, for a
 name its own listing shows (a batch never makes a pack known), opened and checked as one
-read from the bucket (one that fails is read from the bucket).
+read from the bucket (one that fails is read from the bucket). A refresh that lists
+`cloud_batch.BATCH_MIN` or more new indexes no batch offered (a writer's plan meeting the
+packs of points others have not published yet, which no record brings) asks the batches
+its node's last sync listed for them (`carrier`: one GET per batch that may carry them).
 
 Nothing from the bucket is trusted: an index must open with the repository's key
 (`records`) and name this repository, its own pack, and ranges inside the pack's size; a
@@ -242,6 +245,9 @@ class CloudPacks:
         self._refreshed = -REFRESH_EVERY
         self._offered: dict[str, bytes] = {}
         """index texts a batch carried, by object name (`offer`)"""
+        self.carrier: Callable[[list[str]], dict[str, bytes]] = lambda names: {}
+        """index texts (by object name) that batches carry of the index objects named, new
+        to a refresh and not offered (`Cloud.carried_indexes`)"""
 
     def _ranged(self) -> PackBucket:
         return self.bucket  # type: ignore[return-value]  # S3Backend, or the tests' layer
@@ -402,6 +408,8 @@ class CloudPacks:
             known = self._known(list(ids.values()))
             new = [(ids[name], stamp) for name, stamp in listed.items()
                    if ids[name] not in known]
+            self.offer(self.carrier([n for n, i in ids.items()
+                                     if i not in known and n not in self._offered]))
             if new:
                 from cairn.store.parallel import bounded_map
 

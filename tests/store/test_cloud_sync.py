@@ -376,6 +376,32 @@ def test_a_batch_carries_marks_and_machine_point_records_too(nodes: Nodes) -> No
         repo.close()
 
 
+def test_a_writer_takes_the_indexes_of_packs_not_yet_published_from_a_batch(
+        nodes: Nodes) -> None:
+    a = nodes.open("a")
+    replicate(nodes.local, a)
+    template = a.catalog.point(nodes.points[0][0].id)
+    assert template is not None and a.remote.packs is not None
+    b, c = nodes.open("b"), nodes.open("c")
+    plant_points(a, template, 6)
+    nodes.monkeypatch.setenv("CAIRN_CLOUD_BATCH_MIN", "100")
+    b.remote.sync(b)  # type: ignore[union-attr]  # learns those points, writes no batch
+    nodes.monkeypatch.delenv("CAIRN_CLOUD_BATCH_MIN")
+    # A writer's packs whose point is not published yet: no record will bring them.
+    unpublished = [a.remote.packs.write_pack([(os.urandom(32), os.urandom(2000))])
+                   for _ in range(5)]
+    c.remote.sync(c)  # type: ignore[union-attr]  # reads them one by one, then a batch
+    assert len(_batches(c)) == 1
+    requests = Requests(b)
+    b.remote.sync(b)  # type: ignore[union-attr]  # lists the batch; no record is new
+    assert b.remote.packs.refresh() == len(unpublished)  # type: ignore[union-attr]
+    counts = requests.take()
+    assert counts["get"] == 1, counts  # the batch, not an index each
+    assert set(unpublished) <= set(b.remote.packs.pack_ids())  # type: ignore[union-attr]
+    for repo in (a, b, c):
+        repo.close()
+
+
 def test_an_old_cache_drops_the_counts_of_volumes_it_does_not_write(nodes: Nodes) -> None:
     a = nodes.open("a")
     replicate(nodes.local, a)

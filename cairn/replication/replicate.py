@@ -277,6 +277,8 @@ def _plan(local: Repository, remote: Cloud, needed: set[bytes], report: Report,
         doomed = cloud_prune.only_condemned(remote.packs, (needed - new) | there, notices)
         there -= doomed
         new |= doomed
+    if there:  # no point this cache counts holds them: their packs may be gone
+        there = cloud_prune.still_there(remote, remote.packs, there)
     report.chunks_already_there += len(needed) - len(new) + len(there)
     sizes = local.catalog.chunk_sizes(list(new))
     if progress:

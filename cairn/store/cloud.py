@@ -43,8 +43,10 @@ Why that is safe, with G the grace period (`cloudlock.lifetime`, 30 minutes):
    only after every chunk it reads is in the bucket: uploaded by this run (every upload
    acknowledged, packs flushed with their indexes, `cloud_packs`), held by a point the
    cache, synced just before the plan, counts (its predecessor, the volumes it writes), or
-   in a pack whose index the node read (a pack is put before its index), less what is
-   condemned (rule 3). None of these needs another node's block map: the cache's counts
+   in a pack whose index the node read (a pack is put before its index) and that a HEAD
+   made after the notices were listed still finds (the index a node keeps outlives a pack
+   another node's prune deleted: `cloud_prune.still_there`), less what is condemned
+   (rule 3). None of these needs another node's block map: the cache's counts
    of the volumes it does not write were never what kept a chunk in the bucket. A machine
    point's record follows the records of all its disks' points. A reader never meets a
    record whose data is not there, and a record, once there, never changes.

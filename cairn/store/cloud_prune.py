@@ -24,7 +24,10 @@ server's LastModified against the server's time (`server_now`), never a host clo
    the notice: a prune that dies midway leaves a notice that the next one completes.
 5. Writers count a chunk whose every copy is condemned as absent (`only_condemned`: sent
    again), and publish only if less than ``G/2`` (monotonic) passed since they read the
-   notices; otherwise they plan again (`replicate`).
+   notices; otherwise they plan again (`replicate`). A chunk no point their cache counts
+   holds, found in a pack by their index, counts only if that pack is still there after
+   the notices were listed (`still_there`): a pack deleted with its notice leaves no
+   notice to warn them, and their index still names it.
 6. On an Object Lock bucket, a pack hidden behind a delete marker (an older prune's DELETE
    of a locked pack, or anyone's: `cloud_pack_locks.hidden_packs`) is a pack without a
    notice: a writer may have taken its chunks (an index is read past its marker while
@@ -128,6 +131,32 @@ def only_condemned(packs: CloudPacks, digests: Iterable[bytes],
         return set()  # the copy each is read from is not condemned: the common case
     copies = _copies(packs, wanted)
     return {d for d, where in copies.items() if all(c[0] in doomed for c in where)}
+
+
+def still_there(cloud: Cloud, packs: CloudPacks, digests: Iterable[bytes]) -> set[bytes]:
+    """Those of ``digests`` whose copy the index reads is in a pack the bucket still holds,
+    checked after the writer listed the notices: a HEAD per pack (a chunk whose pack is gone
+    has its next copy checked, and a pack found gone is forgotten). A node's index keeps
+    every pack it ever read, and another node's prune deletes a pack without telling it;
+    once its notice is gone too, only the pack's absence says so. A pack there after the
+    notices were listed, none naming it, was not being deleted then (a prune deletes a pack
+    before its notice), so rule 3 covers it from then on."""
+    from cairn.store.cloud_packs import pack_object
+    from cairn.store.parallel import bounded_map
+
+    left = set(digests)
+    there: dict[str, bool] = {}
+    while True:
+        where = packs.locations(left)
+        left &= where.keys()  # no copy known any more: absent
+        unchecked = sorted({pack for pack, _o, _n in where.values()} - there.keys())
+        if not unchecked:
+            return {d for d in left if there[where[d][0]]}
+        found = bounded_map(lambda p: cloud.backend.exists(pack_object(p)), unchecked, 8)
+        for pack, present in zip(unchecked, found, strict=True):
+            there[pack] = present
+            if not present:
+                packs.forget_pack(pack)
 
 
 def _copies(packs: CloudPacks, digests: set[bytes]) -> dict[bytes, list[Location]]:

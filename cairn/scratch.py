@@ -18,6 +18,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from cairn import pids
+
 
 def make(prefix: str) -> Path:
     """A new folder (mode 0700) of this process, after sweeping dead ones of ``prefix``."""
@@ -30,7 +32,7 @@ def sweep(prefix: str) -> None:
     named = re.compile(re.escape(prefix) + r"(\d+)-\w+")
     for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
         found = named.fullmatch(folder.name)
-        if found and not _alive(int(found.group(1))) and _ours(folder):
+        if found and not pids.running(int(found.group(1))) and _ours(folder):
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -45,16 +47,6 @@ def remove(folders: object, prefix: str) -> None:
         if os.path.realpath(folder.parent) == tmp and folder.name.startswith(prefix) \
                 and not folder.is_symlink():
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's
-    return True
 
 
 def _ours(folder: Path) -> bool:

@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from cairn import pids
 from cairn.errors import Locked, UnknownPoint
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.locks import FileLock, describe, holder
@@ -41,9 +42,11 @@ def _users(folder: Path, point_id: str) -> list[str]:
     for note in sorted(folder.glob(f"point-{point_id}.*.who")):
         try:
             info = json.loads(note.read_text())
-            os.kill(int(info["pid"]), 0)
+            gone = not pids.running(int(info["pid"]))
         except (OSError, ValueError, KeyError, TypeError):
-            continue  # gone, or its process is: the kernel dropped its lock
+            continue  # gone since listed
+        if gone:
+            continue  # its process is: the kernel dropped its lock
         found.append(f"{info.get('what')}: " + describe(info, str(info.get("command"))))
     return found
 

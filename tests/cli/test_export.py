@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -194,11 +196,14 @@ def test_a_pre_shared_key_export_serves_only_clients_with_the_key(tmp_path: Path
 
 
 def test_a_killed_pre_shared_key_exports_folder_goes_at_the_next_export(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """Nothing can tidy up after a SIGKILL: the next export removes the killed one's
     folder (`cairn.scratch`), which never held a copy of the key, only a link to it."""
-    repo, img, tmp = tmp_path / "repo", tmp_path / "v.img", tmp_path / "tmp"
-    tmp.mkdir()
+    repo, img = tmp_path / "repo", tmp_path / "v.img"
+    # A TMPDIR of its own, short: the export's socket lives in it, and a unix socket's
+    # path may not pass 107 bytes (pytest-xdist's tmp_path left too few of them).
+    tmp = Path(tempfile.mkdtemp(prefix="psk-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(tmp, ignore_errors=True))
     monkeypatch.setenv("TMPDIR", str(tmp))
     ok("init", "--repo", repo)
     make_image(img, 1024 * 1024, seed=6)

@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 
-from cairn.store.cloud import open_cloud
+from cairn.replication.replicate import replicate
+from cairn.store.cloud import init_cloud, open_cloud
+from cairn.store.delete import delete_points
+from cairn.store.repository import Repository
 from cairn.store.verify import verify
 from tests.s3server import SeaweedS3
-from tests.store.helpers import restored_digest
+from tests.store.helpers import backup, digest, make_image, mutate, restored_digest
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,30 @@ def locked_bucket(s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.Monk
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return LockedBucket(s3, name, env)
+
+
+def pack_keys(pack: str) -> list[str]:
+    """A pack's object and its index object, under the prefix ``r/``."""
+    return [f"r/packs/{pack[-2:]}/{pack}", f"r/index/{pack}"]
+
+
+def two_points_deleted(url: str, tmp_path: Path, seed: int) -> dict[str, str]:
+    """Three points of one volume, each replicated on its own (packs of their own), then
+    the older two deleted with no prune yet (each test runs its own): the digest of the
+    point left, by its id."""
+    image = tmp_path / "disk.img"
+    data = make_image(image, 1024 * 1024, seed=seed, fill=0.7)
+    want = {}
+    with Repository.init(tmp_path / "local") as local, init_cloud(url, None) as cloud:
+        for step in range(3):
+            mutate(image, data, seed=step, writes=12)
+            want[backup(local, "web01-sda", image).id] = digest(data)
+            replicate(local, cloud)
+        old = sorted(cloud.catalog.points(), key=lambda p: p.created)[:-1]
+        delete_points(cloud, old)
+    for point in old:
+        del want[point.id]
+    return want
 
 
 def versions(s3: Any, bucket: str, prefix: str) -> tuple[list[str], list[str]]:

@@ -14,23 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from cairn.replication.replicate import replicate
-from cairn.store.cloud import init_cloud, open_cloud
+from cairn.store.cloud import open_cloud
 from cairn.store.cloud_prune import PruneReport, packs_of, prune
-from cairn.store.delete import delete_points
-from cairn.store.repository import Repository
 from tests.appliance.harness import wait_for
-from tests.replication.locked import locked_bucket, restores_whole, server_time, versions
+from tests.replication.locked import (
+    locked_bucket,
+    pack_keys,
+    restores_whole,
+    server_time,
+    two_points_deleted,
+    versions,
+)
 from tests.s3server import SeaweedS3
-from tests.store.helpers import backup, digest, make_image, mutate
 
 SHORT = 10.0
 DAY = 86400.0
 GRACE = 1.0
-
-
-def _keys(pack: str) -> list[str]:
-    return [f"r/packs/{pack[-2:]}/{pack}", f"r/index/{pack}"]
 
 
 def _prune(url: str) -> PruneReport:
@@ -44,18 +43,7 @@ def test_prune_finds_packs_an_older_prune_hid_records_then_deletes_them_and_revi
         "CAIRN_CLOUD_PACK_BYTES": str(96 << 10),
         "CAIRN_CLOUD_LOCK_SECONDS": str(GRACE)})
     s3, bucket, url = site.s3, site.name, site.url
-    image = tmp_path / "disk.img"
-    data = make_image(image, 1024 * 1024, seed=5, fill=0.7)
-    want = {}
-    with Repository.init(tmp_path / "local") as local, init_cloud(url, None) as cloud:
-        for seed in range(3):
-            mutate(image, data, seed=seed, writes=12)
-            want[backup(local, "web01-sda", image).id] = digest(data)
-            replicate(local, cloud)
-        old = sorted(cloud.catalog.points(), key=lambda p: p.created)[:-1]
-        delete_points(cloud, old)
-    for point in old:
-        del want[point.id]
+    want = two_points_deleted(url, tmp_path, seed=5)
     written = server_time(s3, bucket)
     wait_for(lambda: server_time(s3, bucket) > written + GRACE + 1, 30, 0.25)
     condemned = _prune(url).condemned
@@ -69,21 +57,21 @@ def test_prune_finds_packs_an_older_prune_hid_records_then_deletes_them_and_revi
         live = sorted(set(packs_of(cloud).pack_ids()) - set(condemned))[0]
         locks = cloud.remote.versions  # type: ignore[union-attr]
         for pack in [*condemned, live]:
-            for key in _keys(pack):
+            for key in pack_keys(pack):
                 locks.extend(key.removeprefix("r/"),
                              made + (DAY if pack in (condemned[0], live) else SHORT))
     for pack in [*condemned, live]:
-        for key in _keys(pack):
+        for key in pack_keys(pack):
             s3.delete_object(Bucket=bucket, Key=key)
     for pack in condemned:
         s3.delete_object(Bucket=bucket, Key=f"r/condemned/{pack}")
     hidden = set(versions(s3, bucket, "r/packs/")[1])
-    assert {_keys(p)[0] for p in [*condemned, live]} <= hidden
+    assert {pack_keys(p)[0] for p in [*condemned, live]} <= hidden
 
     found = _prune(url)
     assert set(condemned) <= set(found.condemned) and live not in found.condemned
     assert found.lifted == [live]
-    for key in _keys(live):  # back, as it was
+    for key in pack_keys(live):  # back, as it was
         assert s3.head_object(Bucket=bucket, Key=key)
 
     noticed = server_time(s3, bucket)
@@ -102,9 +90,9 @@ def test_prune_finds_packs_an_older_prune_hid_records_then_deletes_them_and_revi
     assert freed.held == 1
     keys, markers = versions(s3, bucket, "r/")
     for pack in condemned[1:]:
-        assert not set(_keys(pack)) & {*keys, *markers}
+        assert not set(pack_keys(pack)) & {*keys, *markers}
         assert f"r/condemned/{pack}" not in keys
-    assert set(_keys(condemned[0])) <= set(keys)
+    assert set(pack_keys(condemned[0])) <= set(keys)
     records = [k for k in keys if k.startswith("r/held/packs/")]
     assert len(records) == 1 and records[0].endswith(condemned[0])
     restores_whole(url, want, tmp_path / "freed", check=True)

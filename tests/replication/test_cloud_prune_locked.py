@@ -14,23 +14,22 @@ from typing import Any
 
 import pytest
 
-from cairn.replication.replicate import replicate
-from cairn.store.cloud import init_cloud, open_cloud
-from cairn.store.delete import delete_points
-from cairn.store.repository import Repository
+from cairn.store.cloud import open_cloud
 from tests.appliance.harness import wait_for
-from tests.replication.locked import locked_bucket, restores_whole, server_time, versions
+from tests.replication.locked import (
+    locked_bucket,
+    pack_keys,
+    restores_whole,
+    server_time,
+    two_points_deleted,
+    versions,
+)
 from tests.replication.test_replicate import Cli
 from tests.s3server import SeaweedS3
-from tests.store.helpers import backup, digest, make_image, mutate
 
 SHORT = 8.0
 DAY = 86400.0
 GRACE = 1.0
-
-
-def _keys(pack: str) -> list[str]:
-    return [f"r/packs/{pack[-2:]}/{pack}", f"r/index/{pack}"]
 
 
 def test_prune_leaves_locked_condemned_packs_whole_then_deletes_them_all_versions(
@@ -39,18 +38,7 @@ def test_prune_leaves_locked_condemned_packs_whole_then_deletes_them_all_version
         "CAIRN_CLOUD_PACK_BYTES": str(96 << 10),
         "CAIRN_CLOUD_LOCK_SECONDS": str(GRACE)})
     s3, bucket, url = site.s3, site.name, site.url
-    image = tmp_path / "disk.img"
-    data = make_image(image, 1024 * 1024, seed=3, fill=0.7)
-    want = {}
-    with Repository.init(tmp_path / "local") as local, init_cloud(url, None) as cloud:
-        for seed in range(3):
-            mutate(image, data, seed=seed, writes=12)
-            want[backup(local, "web01-sda", image).id] = digest(data)
-            replicate(local, cloud)  # one replication each: packs of their own
-        old = sorted(cloud.catalog.points(), key=lambda p: p.created)[:-1]
-        delete_points(cloud, old)  # no prune yet: the test runs each one
-    for point in old:
-        del want[point.id]
+    want = two_points_deleted(url, tmp_path, seed=3)
 
     cli = Cli(s3_server, tmp_path / "cache")
     cli.env.update(site.env)
@@ -64,7 +52,7 @@ def test_prune_leaves_locked_condemned_packs_whole_then_deletes_them_all_version
     with open_cloud(url, None) as cloud:
         locks = cloud.remote.versions  # type: ignore[union-attr]
         for k, pack in enumerate(condemned):
-            for key in _keys(pack):
+            for key in pack_keys(pack):
                 locks.extend(key.removeprefix("r/"), made + (DAY if k == 0 else SHORT))
     wait_for(lambda: server_time(s3, bucket) > made + GRACE + 1, 30, 0.25)
     held = _prune(cli, url)
@@ -72,7 +60,7 @@ def test_prune_leaves_locked_condemned_packs_whole_then_deletes_them_all_version
     assert made + DAY - 5 <= held["packs_held_until"] <= made + DAY + 5
     assert versions(s3, bucket, "r/packs/")[1] == []  # no delete marker hides a pack
     for pack in condemned:
-        assert s3.head_object(Bucket=bucket, Key=_keys(pack)[0])
+        assert s3.head_object(Bucket=bucket, Key=pack_keys(pack)[0])
     restores_whole(url, want, tmp_path / "held")
 
     # The seconds pass: those packs go, every version; the day-long one still waits.
@@ -82,8 +70,8 @@ def test_prune_leaves_locked_condemned_packs_whole_then_deletes_them_all_version
     assert freed["packs_held"] == 1 and freed["packs_held_until"] >= made + DAY - 5
     keys, markers = versions(s3, bucket, "r/")
     for pack in condemned[1:]:
-        assert not set(_keys(pack)) & {*keys, *markers}
-    assert set(_keys(condemned[0])) <= set(keys)
+        assert not set(pack_keys(pack)) & {*keys, *markers}
+    assert set(pack_keys(condemned[0])) <= set(keys)
     records = [k for k in keys if k.startswith("r/held/packs/")]
     assert len(records) == 1 and records[0].endswith(condemned[0])
     assert keys.count("r/prune.time") == 1  # one version, however many prunes ran

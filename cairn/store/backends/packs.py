@@ -40,6 +40,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from cairn import pids
 from cairn.errors import StorageFull
 from cairn.store import sqlite
 from cairn.store.backend import T
@@ -92,16 +93,6 @@ def _punch(fd: int, offset: int, length: int) -> None:
                                        start, end - start):
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _runs(locations: Iterable[Location]) -> list[Location]:
@@ -374,7 +365,7 @@ class PackBackend:
             if not _PACK_NAME.match(path.name):
                 continue
             pid = int(path.name.split("-", 1)[0])
-            if pid == os.getpid() or _alive(pid):
+            if pid == os.getpid() or pids.running(pid):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

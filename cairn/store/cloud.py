@@ -115,6 +115,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -471,10 +472,7 @@ class Cloud:
                        ) -> cloud_marks.Sealed | None:
         """A batch's copy of a marks record, opened as one read; None when there is none or
         it fails (the record itself decides)."""
-        try:
-            return None if raw is None else self._open_marks(name, point_id, raw)
-        except Corruption:
-            return None
+        return cloud_batch.opened(raw, partial(self._open_marks, name, point_id))
 
     def _open_marks(self, name: str, point_id: str, raw: bytes) -> cloud_marks.Sealed:
         what = f"marks record {name} in {self.where}"
@@ -706,11 +704,9 @@ class Cloud:
         copies = carried or {}
 
         def read(name: str) -> tuple[RecoveryPoint, float | None, bytes, bool] | None:
-            if name in copies:
-                try:
-                    return *self._open_record(name, copies[name]), copies[name], False
-                except Corruption:
-                    pass  # the batch's copy: the record itself decides
+            carried = cloud_batch.opened(copies.get(name), partial(self._open_record, name))
+            if carried is not None:
+                return *carried, copies[name], False
             try:
                 raw = self.backend.get(name)
             except KeyError:

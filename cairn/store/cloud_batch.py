@@ -72,7 +72,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from cairn import logs
 from cairn.errors import CairnError, Corruption
@@ -83,6 +83,9 @@ from cairn.store.repository import Repository
 
 if TYPE_CHECKING:
     from cairn.store.cloud import Cloud
+
+Opened = TypeVar("Opened")
+
 
 BATCH_MIN = 4
 """records read one by one at a sync that make it write a batch (`batch_min`)"""
@@ -233,3 +236,15 @@ def write(cloud: Cloud, repo: Repository) -> str | None:
         logs.event("cloud.batch_not_written", batch=name, where=cloud.where, error=str(exc))
         return None
     return name
+
+
+def opened(copy: bytes | None, open_: Callable[[bytes], Opened]) -> Opened | None:
+    """What a batch's ``copy`` of an object opens to, opened as one read of the object
+    would be; None when there is no copy or it fails: the object itself then decides, read
+    from the bucket (a batch is only ever a copy)."""
+    if copy is None:
+        return None
+    try:
+        return open_(copy)
+    except Corruption:
+        return None

@@ -213,11 +213,9 @@ def take(cloud: Cloud, repo: Repository, entries: list[Entry],
 def _read(cloud: Cloud, name: str, copy: bytes | None) -> tuple[Record, bytes, bool] | None:
     """A record, with its bytes and whether they were read (not a batch's ``copy``, which
     is taken only when it opens as the record would); None when it went since listed."""
-    if copy is not None:
-        try:
-            return read_record(cloud, name, copy), copy, False
-        except Corruption:
-            pass  # the batch's copy: the record itself decides
+    carried = cloud_batch.opened(copy, lambda raw: read_record(cloud, name, raw))
+    if carried is not None and copy is not None:
+        return carried, copy, False
     try:
         raw = cloud.backend.get(name)
     except KeyError:

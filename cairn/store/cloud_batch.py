@@ -8,19 +8,36 @@ one GET per point, at every node. With a fleet on one repository that is every p
 the fleet at every node, and it grows with the fleet. So a sync that had to read at least
 `BATCH_MIN` records one by one, and has seen no batch younger than `BATCH_EVERY`, writes,
 after it, a *batch*: one feed object
-``feed/<key>.batch~<first key>`` carrying the records of the last `SPAN` seconds that its
-cache holds (read at its syncs, or published by itself: `remember`). Another node's next
-sync lists the batch with the entries (one listing, as before), reads it, and reads one by
-one only the records it does not carry (`gather`). Whatever the fleet's size, a sync then
-costs about one batch plus the few records published since the newest batch, where it cost
-one GET per point published between two of its syncs. A PUT costs what a dozen GETs do
-(AWS S3), so batches are written at most about once every `BATCH_EVERY` across the fleet
-(two nodes syncing at once may both write one), not at every sync: the records published
-since the newest batch are read one by one.
+``feed/<key>.batch~<first key>`` carrying the records its cache holds (read at its syncs,
+or published by itself: `remember`) that are newer than the newest batch it saw, less
+`OVERLAP` (at most the last `SPAN` seconds: `_start`). Another node's next sync lists the
+batches with the entries (one listing, as before), reads the newest one, and older ones
+while an entry it wants lies in their span, and reads one by one only the records no
+batch carries (`gather`). Whatever the fleet's size, a sync then costs about one batch
+(a few for a node further behind) plus the few records published since the newest batch,
+where it cost one GET per point published between two of its syncs. A PUT costs what a
+dozen GETs do (AWS S3), so batches are written at most about once every `BATCH_EVERY`
+across the fleet, not at every sync: the records published since the newest batch are
+read one by one. Nodes syncing at once all decide to write before any of them has; so a
+writer lists the feed's last `BATCH_EVERY` once more right before its PUT and writes
+nothing if a batch landed there meanwhile (`_written_meanwhile`; two PUTs a listing apart
+may still both land).
+
+Why a batch carries only what came after the newest batch its writer saw (a *chain*, each
+link starting `OVERLAP` before the previous one's key): the previous batch already
+carries what came before, and a reader further behind lists the previous batches too
+(every batch newer than its cursor is in its listing, as are the entries) and reads them.
+A record a link lacks (one whose entry landed behind its writer's view, or one the
+previous batch lacked) costs a reader one GET, never a point: only GETs ride on batches.
+The overlap covers the usual gaps: the entries published while the previous writer's
+sync ran (its key is taken after its listing) and those that landed a few seconds late.
+At the old `SPAN`-long batches, with a batch every `BATCH_EVERY` seconds, every batch
+re-sent an hour of records and up to `INDEX_BYTES` of index texts every reader held.
 
 Every node also reads every new pack index once (a writer dedups against what the others
-stored, `cloud_packs`): a batch carries the indexes of the last `SPAN` its writer holds
-too (their sealed JSON, up to `INDEX_BYTES`), which the reader `offer`s to its packs, so
+stored, `cloud_packs`): a batch carries the indexes its writer holds from the same start
+too (their sealed JSON, up to `INDEX_BYTES`, the newest), and names itself from the first
+to the last key it carries, indexes included; the reader `offer`s them to its packs, so
 its next `refresh` opens them in place of their GETs, for the names its listing shows.
 
 The object is zstd of the sealed JSON ``{repository, batch: <its own name>, records:
@@ -93,7 +110,11 @@ BATCH_EVERY = 10.0
 """seconds (by the batches' keys) a node waits after the newest batch it saw before
 writing another (`batch_every`)"""
 SPAN = 3600.0
-"""seconds of records a batch carries: a node syncing at least this often reads one batch"""
+"""seconds of records a batch carries at most (the first of a chain): a node syncing at
+least this often finds every record it wants in batches"""
+OVERLAP = 30.0
+"""seconds before the newest batch seen that a batch starts (`batch_overlap`): the
+entries its writer's sync may not have held"""
 MAX_RECORDS = 4000
 """records per batch at most (the newest): about 2 MB of JSON"""
 INDEX_BYTES = 4 << 20
@@ -114,6 +135,11 @@ def batch_min() -> int:
 def batch_every() -> float:
     """`BATCH_EVERY`, or ``CAIRN_CLOUD_BATCH_EVERY`` seconds."""
     return float(os.environ.get("CAIRN_CLOUD_BATCH_EVERY") or BATCH_EVERY)
+
+
+def batch_overlap() -> float:
+    """`OVERLAP`, or ``CAIRN_CLOUD_BATCH_OVERLAP`` seconds."""
+    return float(os.environ.get("CAIRN_CLOUD_BATCH_OVERLAP") or OVERLAP)
 
 
 def due(repo: Repository, fetched: int, now: float) -> bool:
@@ -166,11 +192,10 @@ def decode(sealer: Sealer, repository: str, name: str, raw: bytes) -> dict[str, 
 
 
 def may_carry_index(batch: cloud_sync.Batch, name: str) -> bool:
-    """Whether ``batch`` may carry the index object ``name``: its writer puts the indexes
-    whose key is within the `SPAN` before its own key (`write`)."""
+    """Whether ``batch`` may carry the index object ``name``: its writer names it from
+    the first to the last key it carries, indexes included (`write`)."""
     key = name.removeprefix("index/")
-    return cloud_feed.KEY.match(key) is not None and key <= batch.last \
-        and cloud_feed.key_time(key) >= cloud_feed.key_time(batch.last) - SPAN
+    return cloud_feed.KEY.match(key) is not None and batch.first <= key <= batch.last
 
 
 def gather(batches: Iterable[cloud_sync.Batch], wanted: Iterable[str],
@@ -218,18 +243,43 @@ def _indexes(cloud: Cloud, since: float) -> dict[str, bytes]:
     return taken
 
 
-def write(cloud: Cloud, repo: Repository) -> str | None:
-    """Put a batch of the records and indexes this cache holds from the last `SPAN`; its
-    name, or None when it holds no record or the PUT failed (a batch only saves
+def _start(cloud: Cloud, repo: Repository) -> float:
+    """The writer time a batch carries records and indexes from: `OVERLAP` before the
+    newest batch this cache saw, or `SPAN` ago when it saw none since."""
+    start = cloud.clock.now() - SPAN
+    newest = cloud_sync.newest_batch(repo)
+    if newest is None:
+        return start
+    return max(start, cloud_feed.name_time(newest) - batch_overlap())
+
+
+def _written_meanwhile(cloud: Cloud) -> bool:
+    """Whether a batch younger than `BATCH_EVERY` is in the feed now (another node's,
+    syncing at the same time); also when the listing fails (a batch only saves
     requests)."""
-    since = cloud.clock.now() - SPAN
+    start = f"{cloud_sync.FEED}/{int((cloud.clock.now() - batch_every()) * 1e6):014x}"
+    try:
+        return any(cloud_sync.parse_batch(name) is not None
+                   for name, _ in cloud_feed.after(cloud.backend, cloud_sync.FEED, start))
+    except CairnError as exc:
+        logs.event("cloud.batch_not_written", where=cloud.where, error=str(exc))
+        return True
+
+
+def write(cloud: Cloud, repo: Repository) -> str | None:
+    """Put a batch of the records and indexes this cache holds from `_start` on; its
+    name, or None when it holds no record, a batch landed meanwhile, or the PUT failed (a
+    batch only saves requests)."""
+    since = _start(cloud, repo)
     records = _held(repo, since)
-    if not records:
+    if not records or _written_meanwhile(cloud):
         return None
-    keys = sorted(cloud_sync.entry_key(e) for e in records)
+    carried = {**records, **_indexes(cloud, since)}
+    keys = sorted(k for k in [*map(cloud_sync.entry_key, records),
+                              *(n.removeprefix("index/") for n in carried)]
+                  if cloud_feed.KEY.match(k))
     key = max(cloud_feed.new_key(cloud.clock.now()), keys[-1])  # never before what it carries
     name = cloud_sync.batch_name(key, keys[0])
-    carried = {**records, **_indexes(cloud, since)}
     try:
         cloud.backend.put(name, encode(cloud.sealer, cloud.repository_id, name, carried))
     except CairnError as exc:

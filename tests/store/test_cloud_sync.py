@@ -262,6 +262,60 @@ def test_a_sync_reads_many_new_points_from_one_batch_another_sync_wrote(nodes: N
         repo.close()
 
 
+def _carried(repo: Repository, batch: str) -> set[str]:
+    cloud = repo.remote
+    assert isinstance(cloud, Cloud)
+    raw = cloud.backend.get(batch, cloud_batch.BATCH_LIMIT)
+    return set(cloud_batch.decode(cloud.sealer, cloud.repository_id, batch, raw))
+
+
+def test_each_batch_carries_only_what_the_one_before_did_not(nodes: Nodes) -> None:
+    """A chain: each batch starts at the newest batch its writer saw (no overlap here), and
+    a reader three batches behind learns every point from the three, one GET each."""
+    nodes.monkeypatch.setenv("CAIRN_CLOUD_BATCH_EVERY", "0")
+    nodes.monkeypatch.setenv("CAIRN_CLOUD_BATCH_OVERLAP", "0")
+    a = nodes.open("a")
+    replicate(nodes.local, a)  # real packs: the first batch carries their indexes too
+    template = a.catalog.point(nodes.points[0][0].id)
+    assert template is not None
+    b, d = nodes.open("b"), nodes.open("d")  # each synced in full before
+    rounds = []
+    for _ in range(3):
+        before = set(feed_names(a))
+        rounds.append(set(plant_points(a, template, 8)))
+        announced = {n for n in set(feed_names(a)) - before if cloud_sync.parse(n)}
+        requests = Requests(b)
+        b.remote.sync(b)  # type: ignore[union-attr]
+        counts = requests.take()
+        assert counts["get"] == 8 and counts["put"] == 1, counts  # one by one, then a batch
+        batch = max(_batches(b))
+        carried = _carried(b, batch)
+        assert {n for n in carried if not n.startswith("index/")} == announced
+        assert len(rounds) == 1 or not any(n.startswith("index/") for n in carried)
+    requests = Requests(d)
+    d.remote.sync(d)  # type: ignore[union-attr]
+    counts = requests.take()
+    assert counts["get"] == 3 and "put" not in counts, counts  # the three batches alone
+    assert _ids(d) == _ids(b) >= set().union(*rounds)
+    point = d.catalog.point(min(rounds[0]))
+    assert point is not None
+    assert restored_digest(d, point, nodes.work / "out.img") == nodes.points[0][1]
+
+    # A sync that decided to write while another node's batch landed writes none: it
+    # lists the feed's last BATCH_EVERY once more right before its PUT.
+    plant_points(a, template, 8)
+    nodes.monkeypatch.setenv("CAIRN_CLOUD_BATCH_MIN", str(1 << 30))
+    d.remote.sync(d)  # type: ignore[union-attr]  # holds 8 records no batch carries
+    nodes.monkeypatch.setenv("CAIRN_CLOUD_BATCH_EVERY", "600")
+    cloud = d.remote
+    assert isinstance(cloud, Cloud)
+    requests.take()
+    assert cloud_batch.write(cloud, d) is None
+    assert requests.take() == {"stamps": 1} and len(_batches(d)) == 3
+    for repo in (a, b, d):
+        repo.close()
+
+
 def test_a_batch_carries_the_new_pack_indexes_too(nodes: Nodes) -> None:
     a, b, c = nodes.open("a"), nodes.open("b"), nodes.open("c")
     replicate(nodes.local, a)  # real packs, each with its index

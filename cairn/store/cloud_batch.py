@@ -9,12 +9,14 @@ the fleet at every node, and it grows with the fleet. So a sync that had to read
 `BATCH_MIN` records one by one, and has seen no batch younger than `BATCH_EVERY`, writes,
 after it, a *batch*: one feed object
 ``feed/<key>.batch~<first key>`` carrying the records its cache holds (read at its syncs,
-or published by itself: `remember`) that are newer than the newest batch it saw, less
-`OVERLAP` (at most the last `SPAN` seconds: `_start`). Another node's next sync lists the
-batches with the entries (one listing, as before), reads the newest one, and older ones
-while an entry it wants lies in their span, and reads one by one only the records no
-batch carries (`gather`). Whatever the fleet's size, a sync then costs about one batch
-(a few for a node further behind) plus the few records published since the newest batch,
+or published by itself: `remember`) from its *start* on (`_start`): `OVERLAP` before the
+newest batch it saw (a *link*), or the last `SPAN` (a *long* batch) when it saw no long
+batch in the last `LEVEL` seconds; ``<first key>`` is the start's. Another node's next
+sync lists the batches with the entries (one listing, as before), reads the newest one,
+and older ones while an entry it wants lies in their span (``first`` to ``key``), and
+reads one by one only the records no batch carries (`gather`). Whatever the fleet's size,
+a sync then costs about one batch (at most the links since the newest long batch and that
+one, for a node further behind) plus the few records published since the newest batch,
 where it cost one GET per point published between two of its syncs. A PUT costs what a
 dozen GETs do (AWS S3), so batches are written at most about once every `BATCH_EVERY`
 across the fleet, not at every sync: the records published since the newest batch are
@@ -23,21 +25,21 @@ writer lists the feed's last `BATCH_EVERY` once more right before its PUT and wr
 nothing if a batch landed there meanwhile (`_written_meanwhile`; two PUTs a listing apart
 may still both land).
 
-Why a batch carries only what came after the newest batch its writer saw (a *chain*, each
-link starting `OVERLAP` before the previous one's key): the previous batch already
-carries what came before, and a reader further behind lists the previous batches too
-(every batch newer than its cursor is in its listing, as are the entries) and reads them.
-A record a link lacks (one whose entry landed behind its writer's view, or one the
-previous batch lacked) costs a reader one GET, never a point: only GETs ride on batches.
-The overlap covers the usual gaps: the entries published while the previous writer's
-sync ran (its key is taken after its listing) and those that landed a few seconds late.
-At the old `SPAN`-long batches, with a batch every `BATCH_EVERY` seconds, every batch
-re-sent an hour of records and up to `INDEX_BYTES` of index texts every reader held.
+Why links, and long batches now and then: the batch a link follows already carries what
+came before it, and a reader further behind lists the earlier batches too (every batch
+newer than its cursor is in its listing, as are the entries) and reads them, back to the
+newest long one, which holds the hour before it. A record a link lacks (one whose entry
+landed behind its writer's view, or one the batch before lacked) costs a reader one GET,
+never a point: only GETs ride on batches. The overlap covers the usual gaps: the entries
+published while the previous writer's sync ran (its key is taken after its listing) and
+those that landed a few seconds late. When every batch carried the last `SPAN`, with a
+batch every `BATCH_EVERY` seconds each re-sent an hour of records and up to `INDEX_BYTES`
+of index texts that every reader held; now a batch in `LEVEL / BATCH_EVERY` does.
 
 Every node also reads every new pack index once (a writer dedups against what the others
 stored, `cloud_packs`): a batch carries the indexes its writer holds from the same start
-too (their sealed JSON, up to `INDEX_BYTES`, the newest), and names itself from the first
-to the last key it carries, indexes included; the reader `offer`s them to its packs, so
+too (their sealed JSON, up to `INDEX_BYTES`, the newest), and its key is no earlier than
+any it carries, indexes included; the reader `offer`s them to its packs, so
 its next `refresh` opens them in place of their GETs, for the names its listing shows.
 
 The object is zstd of the sealed JSON ``{repository, batch: <its own name>, records:
@@ -112,6 +114,9 @@ writing another (`batch_every`)"""
 SPAN = 3600.0
 """seconds of records a batch carries at most (the first of a chain): a node syncing at
 least this often finds every record it wants in batches"""
+LEVEL = 300.0
+"""seconds between long batches (`batch_level`): a reader behind reads at most the links
+written since the newest long batch, and that one"""
 OVERLAP = 30.0
 """seconds before the newest batch seen that a batch starts (`batch_overlap`): the
 entries its writer's sync may not have held"""
@@ -140,6 +145,11 @@ def batch_every() -> float:
 def batch_overlap() -> float:
     """`OVERLAP`, or ``CAIRN_CLOUD_BATCH_OVERLAP`` seconds."""
     return float(os.environ.get("CAIRN_CLOUD_BATCH_OVERLAP") or OVERLAP)
+
+
+def batch_level() -> float:
+    """`LEVEL`, or ``CAIRN_CLOUD_BATCH_LEVEL`` seconds."""
+    return float(os.environ.get("CAIRN_CLOUD_BATCH_LEVEL") or LEVEL)
 
 
 def due(repo: Repository, fetched: int, now: float) -> bool:
@@ -245,12 +255,24 @@ def _indexes(cloud: Cloud, since: float) -> dict[str, bytes]:
 
 def _start(cloud: Cloud, repo: Repository) -> float:
     """The writer time a batch carries records and indexes from: `OVERLAP` before the
-    newest batch this cache saw, or `SPAN` ago when it saw none since."""
-    start = cloud.clock.now() - SPAN
-    newest = cloud_sync.newest_batch(repo)
-    if newest is None:
-        return start
-    return max(start, cloud_feed.name_time(newest) - batch_overlap())
+    newest batch this cache saw (a link of the chain), or `SPAN` ago (a *long* batch) when
+    it saw no long batch in the last `LEVEL` seconds."""
+    now = cloud.clock.now()
+    seen = cloud_sync.batches_seen(repo, now - batch_level())
+    if not any(_long(b) for b in seen):
+        return now - SPAN
+    newest = max(seen, key=lambda b: b.last)
+    return max(now - SPAN, cloud_feed.key_time(newest.last) - batch_overlap())
+
+
+def _long(batch: cloud_sync.Batch) -> bool:
+    """Whether ``batch`` carries all its writer held of the `SPAN` before its key."""
+    return cloud_feed.key_time(batch.last) - cloud_feed.key_time(batch.first) >= SPAN
+
+
+def _floor(since: float) -> str:
+    """The lowest key of the writer time ``since``."""
+    return f"{int(since * 1_000_000):014x}{'0' * 18}"
 
 
 def _written_meanwhile(cloud: Cloud) -> bool:
@@ -275,11 +297,10 @@ def write(cloud: Cloud, repo: Repository) -> str | None:
     if not records or _written_meanwhile(cloud):
         return None
     carried = {**records, **_indexes(cloud, since)}
-    keys = sorted(k for k in [*map(cloud_sync.entry_key, records),
-                              *(n.removeprefix("index/") for n in carried)]
-                  if cloud_feed.KEY.match(k))
-    key = max(cloud_feed.new_key(cloud.clock.now()), keys[-1])  # never before what it carries
-    name = cloud_sync.batch_name(key, keys[0])
+    keys = [k for k in [*map(cloud_sync.entry_key, records),
+                        *(n.removeprefix("index/") for n in carried)] if cloud_feed.KEY.match(k)]
+    key = max(cloud_feed.new_key(cloud.clock.now()), *keys)  # never before what it carries
+    name = cloud_sync.batch_name(key, _floor(since))
     try:
         cloud.backend.put(name, encode(cloud.sealer, cloud.repository_id, name, carried))
     except CairnError as exc:

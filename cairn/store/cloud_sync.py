@@ -110,8 +110,9 @@ def parse(name: str) -> Entry | None:
 
 @dataclass(frozen=True)
 class Batch:
-    """A batch's name and the keys of the feed entries it may carry: ``first`` to its own
-    key ``last`` (its writer takes a key no earlier than any entry it carries)."""
+    """A batch's name and the keys of the feed entries (and indexes) it may carry:
+    ``first`` (its writer's start) to its own key ``last`` (no earlier than any key it
+    carries)."""
 
     name: str
     first: str
@@ -196,6 +197,14 @@ def newest_batch(repo: Repository) -> str | None:
     return repo.catalog.db.execute(
         "SELECT MAX(name) FROM cloud_feed_seen WHERE name LIKE ?",
         (f"{FEED}/%.{BATCH}~%",)).fetchone()[0]
+
+
+def batches_seen(repo: Repository, since: float) -> list[Batch]:
+    """The batches this cache listed lately whose key is ``since`` or later."""
+    rows = repo.catalog.db.execute(
+        "SELECT name FROM cloud_feed_seen WHERE name LIKE ? AND at >= ?",
+        (f"{FEED}/%.{BATCH}~%", since))
+    return [b for b in (parse_batch(row[0]) for row in rows) if b is not None]
 
 
 def unseen(repo: Repository, entries: list[Entry]) -> list[Entry]:

@@ -269,9 +269,25 @@ def _carried(repo: Repository, batch: str) -> set[str]:
     return set(cloud_batch.decode(cloud.sealer, cloud.repository_id, batch, raw))
 
 
+def _round(a: Repository, b: Repository, template: RecoveryPoint) -> tuple[set[str], set[str]]:
+    """``a`` publishes 8 points and ``b`` syncs, reads them one by one and writes a batch:
+    the ids, and what that batch carries."""
+    before = set(feed_names(a))
+    ids = set(plant_points(a, template, 8))
+    announced = {n for n in set(feed_names(a)) - before if cloud_sync.parse(n)}
+    requests = Requests(b)
+    b.remote.sync(b)  # type: ignore[union-attr]
+    counts = requests.take()
+    assert counts["get"] == 8 and counts["put"] == 1, counts  # one by one, then a batch
+    carried = _carried(b, max(_batches(b)))
+    assert announced <= carried
+    return ids, carried
+
+
 def test_each_batch_carries_only_what_the_one_before_did_not(nodes: Nodes) -> None:
     """A chain: each batch starts at the newest batch its writer saw (no overlap here), and
-    a reader three batches behind learns every point from the three, one GET each."""
+    a reader three batches behind learns every point from the three, one GET each; a long
+    batch comes back once the newest one is older than LEVEL."""
     nodes.monkeypatch.setenv("CAIRN_CLOUD_BATCH_EVERY", "0")
     nodes.monkeypatch.setenv("CAIRN_CLOUD_BATCH_OVERLAP", "0")
     a = nodes.open("a")
@@ -279,19 +295,14 @@ def test_each_batch_carries_only_what_the_one_before_did_not(nodes: Nodes) -> No
     template = a.catalog.point(nodes.points[0][0].id)
     assert template is not None
     b, d = nodes.open("b"), nodes.open("d")  # each synced in full before
-    rounds = []
+    rounds, carried = [], []
     for _ in range(3):
-        before = set(feed_names(a))
-        rounds.append(set(plant_points(a, template, 8)))
-        announced = {n for n in set(feed_names(a)) - before if cloud_sync.parse(n)}
-        requests = Requests(b)
-        b.remote.sync(b)  # type: ignore[union-attr]
-        counts = requests.take()
-        assert counts["get"] == 8 and counts["put"] == 1, counts  # one by one, then a batch
-        batch = max(_batches(b))
-        carried = _carried(b, batch)
-        assert {n for n in carried if not n.startswith("index/")} == announced
-        assert len(rounds) == 1 or not any(n.startswith("index/") for n in carried)
+        ids, batch = _round(a, b, template)
+        rounds.append(ids)
+        carried.append(batch)
+    records = [{n for n in batch if not n.startswith("index/")} for batch in carried]
+    assert [len(r) for r in records] == [8, 8, 8] and len(set().union(*records)) == 24
+    assert not any(n.startswith("index/") for n in carried[1] | carried[2])
     requests = Requests(d)
     d.remote.sync(d)  # type: ignore[union-attr]
     counts = requests.take()
@@ -300,6 +311,14 @@ def test_each_batch_carries_only_what_the_one_before_did_not(nodes: Nodes) -> No
     point = d.catalog.point(min(rounds[0]))
     assert point is not None
     assert restored_digest(d, point, nodes.work / "out.img") == nodes.points[0][1]
+
+    # Once the newest long batch seen is older than LEVEL, the next batch is long again:
+    # it carries the whole SPAN its writer holds.
+    nodes.monkeypatch.setenv("CAIRN_CLOUD_BATCH_LEVEL", "0.001")
+    _ids4, long = _round(a, b, template)
+    long_records = {n for n in long if not n.startswith("index/")}
+    assert set().union(*records) < long_records and len(long_records) == 32
+    assert any(n.startswith("index/") for n in long) and len(_batches(b)) == 4
 
     # A sync that decided to write while another node's batch landed writes none: it
     # lists the feed's last BATCH_EVERY once more right before its PUT.
@@ -311,7 +330,7 @@ def test_each_batch_carries_only_what_the_one_before_did_not(nodes: Nodes) -> No
     assert isinstance(cloud, Cloud)
     requests.take()
     assert cloud_batch.write(cloud, d) is None
-    assert requests.take() == {"stamps": 1} and len(_batches(d)) == 3
+    assert requests.take() == {"stamps": 1} and len(_batches(d)) == 4
     for repo in (a, b, d):
         repo.close()
 

@@ -79,6 +79,7 @@ def measure(folder: Path, server: SeaweedS3, count: int, repeats: int) -> dict[s
                         ("CAIRN_CACHE", str(folder / "cache-a"))):
         os.environ[name] = value
     cloud_batch.BATCH_EVERY = 0.0  # the batch of 10 new points must not hold back the burst's
+    cloud_batch.JITTER = 0.0  # a lone node: no other writer to wait for
     image = folder / "disk.img"
     make_image(image, 1024 * 1024, seed=1, fill=0.5)
     url = f"s3://{server.bucket}/sync-bench"

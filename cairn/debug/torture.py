@@ -355,7 +355,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
     both happen within a run."""
     return {"CAIRN_CLOUD_LOCK_SECONDS": str(settings.grace),
             "CAIRN_CLOUD_PACK_BYTES": str(CLOUD_PACK_BYTES),
-            "CAIRN_CLOUD_BATCH_MIN": "1", "CAIRN_CLOUD_BATCH_EVERY": "0"} \
+            "CAIRN_CLOUD_BATCH_MIN": "1", "CAIRN_CLOUD_BATCH_EVERY": "0",
+            "CAIRN_CLOUD_BATCH_JITTER": "0"} \
         if settings.cloud_url else {}
 
 

@@ -60,13 +60,16 @@ import struct
 import threading
 from pathlib import Path
 
-from cairn.errors import ListenError
+from cairn.errors import ListenError, UsageError
 from cairn.virt import nbd_protocol as p
 from cairn.virt.device import BlockDevice
 from cairn.virt.nbd_handshake import Export, negotiate
 from cairn.virt.nbd_transmission import Transmission
 
 log = logging.getLogger(__name__)
+
+UNIX_PATH_MAX = 107
+"""bytes of a unix socket's path at most (``sun_path`` holds 108, the last a NUL)"""
 
 
 class NbdServer:
@@ -143,6 +146,12 @@ class NbdServer:
         if self.unix_path is None:
             family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
             return socket.create_server((self.host, self.port), family=family, backlog=64)
+        path = os.fsencode(self.unix_path)
+        if len(path) > UNIX_PATH_MAX:
+            raise UsageError(
+                f"cannot serve NBD on the unix socket {self.unix_path}: its path is "
+                f"{len(path)} bytes, and a unix socket's may not pass {UNIX_PATH_MAX}; "
+                "set TMPDIR to a shorter folder (such as /tmp)")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             old = os.umask(0o177)

@@ -221,6 +221,22 @@ def test_a_killed_pre_shared_key_exports_folder_goes_at_the_next_export(
     assert list(tmp.glob("cairn-psk-*")) == []  # stopped cleanly: removed its own
 
 
+def test_a_temporary_folder_too_deep_for_a_socket_is_named_with_the_fix(tmp_path: Path) -> None:
+    """A psk export serves through a unix socket in its temporary folder, whose path may not
+    pass 107 bytes: a deep TMPDIR gets that problem named, not "choose another port"."""
+    repo, img = tmp_path / "repo", tmp_path / "v.img"
+    ok("init", "--repo", repo)
+    make_image(img, 1024 * 1024, seed=4)
+    ok("backup", "--repo", repo, "--volume", "v", img)
+    keys = psk_file(tmp_path / "keys.psk", "pxe01", bytes(range(32)))
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    result = cairn("export", "--repo", repo, "v@latest", "--nbd", "127.0.0.1:0",
+                   "--tls-psk", keys, env={"TMPDIR": str(deep)})
+    one_line_error(result, 2, "may not pass 107", "set TMPDIR to a shorter folder")
+    assert list(deep.iterdir()) == []  # its folder went with it
+
+
 def test_a_bad_pre_shared_key_file_is_refused(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     ok("init", "--repo", repo)

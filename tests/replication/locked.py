@@ -15,6 +15,7 @@ from cairn.store.cloud import init_cloud, open_cloud
 from cairn.store.delete import delete_points
 from cairn.store.repository import Repository
 from cairn.store.verify import verify
+from tests.appliance.harness import wait_for
 from tests.s3server import SeaweedS3
 from tests.store.helpers import backup, digest, make_image, mutate, restored_digest
 
@@ -51,14 +52,22 @@ def pack_keys(pack: str) -> list[str]:
     return [f"r/packs/{pack[-2:]}/{pack}", f"r/index/{pack}"]
 
 
-def two_points_deleted(url: str, tmp_path: Path, seed: int) -> dict[str, str]:
-    """Three points of one volume, each replicated on its own (packs of their own), then
-    the older two deleted with no prune yet (each test runs its own): the digest of the
-    point left, by its id."""
+GRACE = 1.0
+"""seconds of the prune's grace period in these tests (`CAIRN_CLOUD_LOCK_SECONDS`)"""
+
+
+def two_points_deleted(s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                       kind: str, seed: int) -> tuple[LockedBucket, dict[str, str]]:
+    """A locked bucket (small packs, a short grace) with three points of one volume, each
+    replicated on its own (packs of their own), the older two deleted with no prune yet
+    (each test runs its own), and the grace passed: the bucket, and the digest of the point
+    left by its id."""
+    site = locked_bucket(s3_server, tmp_path, monkeypatch, kind, {
+        "CAIRN_CLOUD_PACK_BYTES": str(96 << 10), "CAIRN_CLOUD_LOCK_SECONDS": str(GRACE)})
     image = tmp_path / "disk.img"
     data = make_image(image, 1024 * 1024, seed=seed, fill=0.7)
     want = {}
-    with Repository.init(tmp_path / "local") as local, init_cloud(url, None) as cloud:
+    with Repository.init(tmp_path / "local") as local, init_cloud(site.url, None) as cloud:
         for step in range(3):
             mutate(image, data, seed=step, writes=12)
             want[backup(local, "web01-sda", image).id] = digest(data)
@@ -67,7 +76,14 @@ def two_points_deleted(url: str, tmp_path: Path, seed: int) -> dict[str, str]:
         delete_points(cloud, old)
     for point in old:
         del want[point.id]
-    return want
+    grace_passes(site)
+    return site, want
+
+
+def grace_passes(site: LockedBucket, since: float | None = None) -> None:
+    """Wait until the grace period has passed on the server's clock since ``since`` (now)."""
+    start = server_time(site.s3, site.name) if since is None else since
+    wait_for(lambda: server_time(site.s3, site.name) > start + GRACE + 1, 30, 0.25)
 
 
 def versions(s3: Any, bucket: str, prefix: str) -> tuple[list[str], list[str]]:

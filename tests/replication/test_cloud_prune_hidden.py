@@ -18,7 +18,7 @@ from cairn.store.cloud import open_cloud
 from cairn.store.cloud_prune import PruneReport, packs_of, prune
 from tests.appliance.harness import wait_for
 from tests.replication.locked import (
-    locked_bucket,
+    grace_passes,
     pack_keys,
     restores_whole,
     server_time,
@@ -29,7 +29,6 @@ from tests.s3server import SeaweedS3
 
 SHORT = 10.0
 DAY = 86400.0
-GRACE = 1.0
 
 
 def _prune(url: str) -> PruneReport:
@@ -39,13 +38,8 @@ def _prune(url: str) -> PruneReport:
 
 def test_prune_finds_packs_an_older_prune_hid_records_then_deletes_them_and_revives_live(
         s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    site = locked_bucket(s3_server, tmp_path, monkeypatch, "hidden", {
-        "CAIRN_CLOUD_PACK_BYTES": str(96 << 10),
-        "CAIRN_CLOUD_LOCK_SECONDS": str(GRACE)})
+    site, want = two_points_deleted(s3_server, tmp_path, monkeypatch, "hidden", seed=5)
     s3, bucket, url = site.s3, site.name, site.url
-    want = two_points_deleted(url, tmp_path, seed=5)
-    written = server_time(s3, bucket)
-    wait_for(lambda: server_time(s3, bucket) > written + GRACE + 1, 30, 0.25)
     condemned = _prune(url).condemned
     assert len(condemned) >= 2, "the points left too few packs to condemn"
 
@@ -74,8 +68,7 @@ def test_prune_finds_packs_an_older_prune_hid_records_then_deletes_them_and_revi
     for key in pack_keys(live):  # back, as it was
         assert s3.head_object(Bucket=bucket, Key=key)
 
-    noticed = server_time(s3, bucket)
-    wait_for(lambda: server_time(s3, bucket) > noticed + GRACE + 1, 30, 0.25)
+    grace_passes(site)
     held = _prune(url)
     assert condemned[0] not in held.deleted and set(held.deleted) <= set(condemned[1:])
     assert held.held + len(held.deleted) == len(condemned)

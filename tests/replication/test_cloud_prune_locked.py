@@ -17,7 +17,7 @@ import pytest
 from cairn.store.cloud import open_cloud
 from tests.appliance.harness import wait_for
 from tests.replication.locked import (
-    locked_bucket,
+    grace_passes,
     pack_keys,
     restores_whole,
     server_time,
@@ -29,21 +29,14 @@ from tests.s3server import SeaweedS3
 
 SHORT = 8.0
 DAY = 86400.0
-GRACE = 1.0
 
 
 def test_prune_leaves_locked_condemned_packs_whole_then_deletes_them_all_versions(
         s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    site = locked_bucket(s3_server, tmp_path, monkeypatch, "prune", {
-        "CAIRN_CLOUD_PACK_BYTES": str(96 << 10),
-        "CAIRN_CLOUD_LOCK_SECONDS": str(GRACE)})
+    site, want = two_points_deleted(s3_server, tmp_path, monkeypatch, "prune", seed=3)
     s3, bucket, url = site.s3, site.name, site.url
-    want = two_points_deleted(url, tmp_path, seed=3)
-
     cli = Cli(s3_server, tmp_path / "cache")
     cli.env.update(site.env)
-    written = server_time(s3, bucket)
-    wait_for(lambda: server_time(s3, bucket) > written + GRACE + 1, 30, 0.25)
     condemned = _prune(cli, url)["packs_condemned"]
     assert len(condemned) >= 2, "the points left too few packs to condemn"
 
@@ -54,7 +47,7 @@ def test_prune_leaves_locked_condemned_packs_whole_then_deletes_them_all_version
         for k, pack in enumerate(condemned):
             for key in pack_keys(pack):
                 locks.extend(key.removeprefix("r/"), made + (DAY if k == 0 else SHORT))
-    wait_for(lambda: server_time(s3, bucket) > made + GRACE + 1, 30, 0.25)
+    grace_passes(site, made)
     held = _prune(cli, url)
     assert held["packs_deleted"] == [] and held["packs_held"] == len(condemned)
     assert made + DAY - 5 <= held["packs_held_until"] <= made + DAY + 5

@@ -67,12 +67,14 @@ from cairn.errors import CairnError, Corruption, S3AccessDenied, UsageError
 from cairn.store.chunks import chunk_name
 from cairn.store.cloud_live import live
 from cairn.store.cloud_pack_locks import PackLocks, hidden_packs
+from cairn.store.cloud_packs import CloudPacks, index_object, pack_bytes, pack_object
 from cairn.store.cloudlock import LOCK_WAIT, Bucket, RemoteLock, lifetime
+from cairn.store.parallel import bounded_map
 from cairn.store.phases import Advance, Progress, phase
 
 if TYPE_CHECKING:
     from cairn.store.cloud import Cloud
-    from cairn.store.cloud_packs import CloudPacks, Location
+    from cairn.store.cloud_packs import Location
     from cairn.store.repository import Repository
 
 CONDEMNED = "condemned"
@@ -141,9 +143,6 @@ def still_there(cloud: Cloud, packs: CloudPacks, digests: Iterable[bytes]) -> se
     once its notice is gone too, only the pack's absence says so. A pack there after the
     notices were listed, none naming it, was not being deleted then (a prune deletes a pack
     before its notice), so rule 3 covers it from then on."""
-    from cairn.store.cloud_packs import pack_object
-    from cairn.store.parallel import bounded_map
-
     left = set(digests)
     there: dict[str, bool] = {}
     while True:
@@ -299,8 +298,6 @@ def _refuse_missing(plan: _Plan, where: str) -> None:
     if not plan.missing:
         return
     pack, digest = sorted(plan.missing.items())[0]
-    from cairn.store.cloud_packs import pack_object
-
     raise Corruption(f"{pack_object(pack)} in {where} (named by index/{pack}) is missing or "
                      f"shorter than its index says, and chunk {digest.hex()} that a point "
                      f"needs is in it ({len(plan.missing)} such pack(s)): nothing was "
@@ -338,8 +335,6 @@ def _prune_lock(cloud: Cloud, wait: float) -> Iterator[None]:
 
 
 def packs_of(repo: Repository) -> CloudPacks:
-    from cairn.store.cloud_packs import CloudPacks
-
     backend = repo.chunks.backend
     assert isinstance(backend, CloudPacks)
     return backend
@@ -387,8 +382,6 @@ def _prune(repo: Repository, cloud: Cloud, packs: CloudPacks, dry_run: bool,
 def _lift(cloud: Cloud, pack: str, view: _Bucket) -> None:
     """A point needs ``pack``: a hidden one is brought back (its delete markers removed,
     pack before index), then its notice goes, so writers take its chunks again."""
-    from cairn.store.cloud_packs import index_object, pack_object
-
     if pack in view.hidden and cloud.versions is not None:
         for name in (pack_object(pack), index_object(pack)):
             if cloud.versions.restore(name):
@@ -435,8 +428,6 @@ def _delete(cloud: Cloud, packs: CloudPacks, pack_ids: list[str], view: _Bucket,
             report: PruneReport, advance: Advance) -> None:
     """Pack, then index, then notice: each step leaves what the next prune completes. A
     pack Object Lock still keeps is left whole until a later prune (`cloud_pack_locks`)."""
-    from cairn.store.cloud_packs import index_object, pack_object
-
     locks = PackLocks.take(cloud, view.now, report.dry_run)
     for pack in sorted(pack_ids):
         advance(1)
@@ -468,8 +459,6 @@ def _delete_object(cloud: Cloud, name: str) -> None:
 def _repack(repo: Repository, packs: CloudPacks, plan: _Plan, sparse: list[str],
             report: PruneReport, advance: Advance) -> list[str]:
     """Write the canonical chunks of ``sparse`` packs into new packs, checked as read."""
-    from cairn.store.cloud_packs import pack_bytes, pack_object
-
     written: list[str] = []
     batch: list[tuple[bytes, bytes]] = []
     size = 0

@@ -6,7 +6,8 @@ of ``CAIRN_ADMIN_TOKEN`` is valid too while it is set: see `cairn.appliance.toke
 previous process left running go back to the queue; sessions a killed ingest left in the
 store are cleaned by the store itself on the next backup of that volume, and the temporary
 folders of a killed appliance's own QEMU work (a verification's VM, an agentless backup's
-fleecing view) are removed (`cairn.scratch`), as are the key and temporary folder of an
+fleecing view, a download's conversion and a state copy in the repository's folder) are
+removed (`cairn.scratch`), as are the key and temporary folder of an
 export that died while it was down (`cairn.ops.exports`: a host reboot kills them all).
 """
 
@@ -26,6 +27,7 @@ from cairn.appliance.offsite_loop import OffsiteLoop
 from cairn.appliance.repacker import Repacker
 from cairn.appliance.scheduler import Scheduler
 from cairn.appliance.state import State
+from cairn.appliance.state_backup import COPY_PREFIX
 from cairn.appliance.tls import ensure_certificate
 from cairn.appliance.verifier import Verifier
 from cairn.appliance.watch import AlertLoop
@@ -34,6 +36,7 @@ from cairn.ops.exports import ExportManager
 from cairn.sources.qemu_view import WORKDIR_PREFIX
 from cairn.store.repository import Repository
 from cairn.virt.qemu import SCRATCH_PREFIX
+from cairn.web.points import CONVERT_PREFIX
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -47,6 +50,8 @@ def _tidy(repo_path: Path) -> None:
     """Remove what a killed appliance, or a killed export, left behind (see above)."""
     for prefix in (SCRATCH_PREFIX, WORKDIR_PREFIX):
         scratch.sweep(prefix)
+    for prefix in (CONVERT_PREFIX, COPY_PREFIX):
+        scratch.sweep(prefix, repo_path)
     ExportManager(repo_path).list()  # finding an export gone forgets its secrets
 
 

@@ -20,7 +20,6 @@ import base64
 import json
 import os
 import sqlite3
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from cairn import scratch
 from cairn.errors import UsageError
 from cairn.ops.offsite import local_key
 from cairn.store.chunks import derive
@@ -38,6 +38,8 @@ OBJECT = "appliance/state"
 MAGIC = b"CAIRNST1"
 LIMIT = 256 << 20
 FILES = ("tls/cert.pem", "tls/key.pem", "admin-token", "lans.json")
+COPY_PREFIX = "cairn-state-"
+"""a copy of appliance.db being taken, in the repository's folder (`scratch`)"""
 
 
 def _cipher(secret: bytes) -> AESGCM:
@@ -46,8 +48,8 @@ def _cipher(secret: bytes) -> AESGCM:
 
 def _database(repo: Path) -> bytes:
     """A consistent copy of appliance.db, taken by SQLite's online backup."""
-    with tempfile.TemporaryDirectory(dir=repo) as tmp:
-        copy = Path(tmp) / "appliance.db"
+    with scratch.folder(COPY_PREFIX, repo) as tmp:
+        copy = tmp / "appliance.db"
         source = sqlite3.connect(repo / "appliance.db")
         target = sqlite3.connect(copy)
         try:

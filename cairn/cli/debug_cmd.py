@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+from cairn import scratch
 from cairn.cli._common import add_json, print_json
 from cairn.units import human_bytes
 
@@ -19,8 +20,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                            "random moments; every pass checked whole")
     t.add_argument("--seconds", type=float, default=60.0, help="how long to run (default 60)")
     t.add_argument("--seed", type=int, default=1, help="the same seed replays the same run")
-    t.add_argument("--work", type=Path, help="folder for the repository and states "
-                                             "(default: a new temporary one)")
+    t.add_argument("--work", type=Path, help="folder for the repository and states, kept "
+                                             "(default: a temporary one, removed when the "
+                                             "run passes; a failed run's stays until the "
+                                             "next run)")
     t.add_argument("--kill-share", type=float, default=0.7,
                    help="share of passes SIGKILLed (the others must end cleanly)")
     t.add_argument("--cloud", metavar="s3://BUCKET/PREFIX",
@@ -35,15 +38,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from cairn.debug.torture import Settings, torture
 
-    work = args.work or Path(tempfile.mkdtemp(prefix="cairn-torture-"))
+    work = args.work or scratch.make("cairn-torture-")
     if args.cloud:
         from cairn.store.cloud import init_cloud
 
         init_cloud(args.cloud, None).close()
     outcome = torture(Settings(args.seconds, args.seed, work, args.cloud,
                                args.kill_share, args.grace))
+    if not args.work:  # passed: nothing to look at, and the seed replays it
+        shutil.rmtree(work, ignore_errors=True)
     if args.json:
-        print_json({**asdict(outcome), "seed": args.seed, "work": str(work)})
+        print_json({**asdict(outcome), "seed": args.seed,
+                    "work": str(args.work) if args.work else None})
     else:
         print(f"seed {args.seed}: {outcome.passes} passes, {outcome.kills} SIGKILLs, "
               f"{outcome.clean_passes} clean; {outcome.points_checked} local and "

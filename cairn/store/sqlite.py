@@ -109,10 +109,10 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
 def _copied(path: Path, wal: Path) -> sqlite3.Connection:
     """The database with its log applied, in memory (see `connect_read_only`)."""
     import shutil  # here: only a killed writer's log on read-only media needs them
-    import tempfile
 
-    folder = Path(tempfile.mkdtemp(prefix="cairn-ro-"))
-    try:
+    from cairn import scratch
+
+    with scratch.folder("cairn-ro-") as folder:
         shutil.copyfile(path, folder / path.name)
         shutil.copyfile(wal, folder / wal.name)
         source = sqlite3.connect(folder / path.name)
@@ -120,8 +120,6 @@ def _copied(path: Path, wal: Path) -> sqlite3.Connection:
         source.backup(memory)
         source.close()
         return memory
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def full_disk(exc: sqlite3.OperationalError, path: Path) -> Exception:

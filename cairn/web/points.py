@@ -6,8 +6,6 @@ operations.
 """
 
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
 
-from cairn import logs
+from cairn import logs, scratch
 from cairn.appliance.tasks import Outcome
 from cairn.ops.points import delete as delete_points
 from cairn.ops.restore import FORMATS, restore
@@ -28,6 +26,8 @@ from cairn.web.users import Session
 
 PIECE = 1 << 20
 VERIFY_SECONDS = 120.0
+CONVERT_PREFIX = "cairn-export-"
+"""a point being converted for download, in the repository's folder (`scratch`)"""
 
 
 def _raw(console: Console, point_id: str) -> Iterator[bytes]:
@@ -40,16 +40,13 @@ def _raw(console: Console, point_id: str) -> Iterator[bytes]:
 
 def _converted(console: Console, point_id: str, fmt: str) -> Iterator[bytes]:
     """The point as ``fmt``: qemu-img needs a seekable output, so it goes through a file."""
-    folder = Path(tempfile.mkdtemp(prefix="cairn-export-", dir=console.repo_path))
-    try:
+    with scratch.folder(CONVERT_PREFIX, console.repo_path) as folder:  # an image: not /tmp
         target = folder / f"image.{fmt}"
         with repository(console) as repo:
             restore(repo, find_point(repo, point_id).id, target, fmt)
         with target.open("rb") as f:
             while piece := f.read(PIECE):
                 yield piece
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _verify(console: Console, point_id: str) -> str:

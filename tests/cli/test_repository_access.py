@@ -15,13 +15,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from cairn import scratch
 from tests.cli.test_cli import ROOT, ok
 
 NOBODY = 65534
@@ -83,7 +83,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
 def setup(template: Template) -> Iterator[Setup]:
     """The template's repository in a folder other users may reach (a test's own
     ``tmp_path`` is not), on a small tmpfs so that it can also be filled."""
-    base = Path(tempfile.mkdtemp(prefix="cairn-access-"))
+    base = scratch.make("cairn-access-")
     os.chmod(base, 0o755)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", base],
                    check=True)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import random
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from cairn.scratch import make as make_scratch
 from tests.insights import images
 
 
@@ -30,7 +30,7 @@ class Images:
 
 @pytest.fixture(scope="session")
 def imgs() -> Iterator[Images]:
-    work = Path(tempfile.mkdtemp(prefix="cairn-insights-"))
+    work = make_scratch("cairn-insights-")
     try:
         tree = work / "tree"
         tree.mkdir()
@@ -66,7 +66,7 @@ def imgs() -> Iterator[Images]:
 @pytest.fixture
 def scratch() -> Iterator[Path]:
     """A temporary directory removed after the test, mounts or not."""
-    work = Path(tempfile.mkdtemp(prefix="cairn-insights-t-"))
+    work = make_scratch("cairn-insights-t-")
     try:
         yield work
     finally:

@@ -26,8 +26,9 @@ import shutil
 import stat
 import struct
 import subprocess
-import tempfile
 from pathlib import Path
+
+from cairn import scratch
 
 BANNER = "CAIRN TEST MACHINE"
 HOSTNAME = "cairn-test"
@@ -95,8 +96,7 @@ LABEL cairn
 
 def build_bootable_image(path: Path, size_mib: int = 64) -> Path:
     """Write a bootable raw disk image to `path` and return it."""
-    with tempfile.TemporaryDirectory(prefix="cairn-bootable-") as tmp:
-        work = Path(tmp)
+    with scratch.folder("cairn-bootable-") as work:
         boot = work / "boot"
         boot.mkdir()
         fetch_kernel(work, boot / "vmlinuz")

@@ -11,10 +11,11 @@ code, so SeaBIOS cannot boot it: only OVMF can.
 from __future__ import annotations
 
 import subprocess
-import tempfile
 from pathlib import Path
 
 from bootable_image import fetch_kernel, write_initramfs
+
+from cairn import scratch
 
 SYSTEMD_BOOT = Path("/usr/lib/systemd/boot/efi/systemd-bootx64.efi")
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
@@ -29,8 +30,7 @@ ENTRY = ("title cairn test machine\nlinux /vmlinuz\ninitrd /initrd.img\n"
 def build_uefi_image(path: Path, size_mib: int = 64) -> Path:
     """Write a raw GPT disk that boots with OVMF to `path` and return it."""
     esp_bytes = (size_mib - 2) * MiB
-    with tempfile.TemporaryDirectory(prefix="cairn-uefi-") as tmp:
-        work = Path(tmp)
+    with scratch.folder("cairn-uefi-") as work:
         fetch_kernel(work, work / "vmlinuz")
         write_initramfs(work / "initrd.img", work / "modules")
         (work / "loader.conf").write_text(LOADER_CONF)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from cairn import scratch
 from cairn.appliance.app import create_app
 from cairn.appliance.config import ApplianceConfig
 from cairn.appliance.state import State
@@ -51,7 +51,7 @@ def backup(repo_path: Path, volume: str, image: Path) -> RecoveryPoint:
 @pytest.fixture(scope="session")
 def two_points() -> Iterator[tuple[Path, dict[str, bytes], Path]]:
     """A repository template: web01.sda with points of an ext4 tree before and after edits."""
-    work = Path(tempfile.mkdtemp(prefix="cairn-web-"))
+    work = scratch.make("cairn-web-")
     try:
         tree = work / "tree"
         tree.mkdir()

@@ -16,7 +16,6 @@ import json
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from cairn import scratch
 from tests.appliance.harness import ROOT, Appliance, cairn, kill_exports
 from tests.insights import images
 from tests.s3server import SeaweedS3
@@ -65,7 +65,7 @@ def axe_script() -> Path:
 
 @pytest.fixture(scope="module")
 def world(s3_server: SeaweedS3) -> Iterator[World]:
-    work = Path(tempfile.mkdtemp(prefix="cairn-console-"))
+    work = scratch.make("cairn-console-")
     appliance = Appliance(work, env={**s3_server.cairn_env(work),
                                      "CAIRN_CLOUD_PACK_BYTES": str(256 << 10)})
     cloud = f"s3://{s3_server.bucket}/console-{work.name}"

@@ -70,7 +70,7 @@ def prune_line(done: CloudPrune) -> str:
             f"{len(pruned.condemned)} (repacking {len(pruned.repacked)}), delete "
             f"{len(pruned.deleted)} condemned a grace period ago, freeing "
             f"{human_bytes(pruned.bytes_freed)}; lifted {len(pruned.lifted)}{released}"
-            f"{_locked(pruned.held, pruned.held_until)}"
+            f"{_locked(pruned.held, pruned.held_until)}{_unreadable(pruned.unreadable)}"
             f"{_held(done.waiting.objects, done.waiting.until)}")
 
 
@@ -79,6 +79,14 @@ def _locked(count: int, until: float | None) -> str:
         return ""
     return (f"; {count} condemned pack(s) wait for their Object Lock to pass (until "
             f"{_date(until)}): a later `cairn cloud prune` deletes them then")
+
+
+def _unreadable(packs: list[str]) -> str:
+    if not packs:
+        return ""
+    return (f"; kept {len(packs)} hidden pack(s) whose index could not be read or opened "
+            f"({', '.join(packs[:3])}{' ...' if len(packs) > 3 else ''}): nothing proves "
+            "them unused; see the log for why")
 
 
 def _date(when: float) -> str:

@@ -32,6 +32,21 @@ a chunk whose only copy is in it (a writer took it while it was hidden, or someo
 live pack), the prune removes the delete marker instead (the pack is back, readable as
 before). The date that must pass is the latest lock of any version (`Retention.held_until`),
 never only the current one's (which a marker hides).
+
+Deciding needs the hidden pack's chunks, and a node may never have read its index: readers
+read past a marker only while the version under it is locked, so a node that first refreshed
+after the lock passed (a new node, a fresh cache) or that forgot the pack (its own older
+prune "deleted" it) has no rows for it. Condemned blind, such a pack could hold the only copy
+of a chunk a published point needs (a writer that read the index while it was locked), and
+would be deleted. So `read_hidden` reads the index of each hidden pack the node lacks: its
+newest version that is not a marker, by version id (`Retention.newest`), whether current or
+hidden, locked or not, opened with the repository's key and recorded like any index read, so
+the prune decides from its chunks exactly as for a known pack (brought back when it holds a
+live chunk's only copy, condemned otherwise). An index with no version left, or that does not
+open (another key, altered, names another pack), proves nothing about what the pack holds:
+the pack is kept (never condemned, never deleted, even when an older prune had condemned it
+blind), and the prune report names it (`packs_kept_unreadable`) at every prune until someone
+looks. Only packs already hidden are read this way; a pack in plain sight is as before.
 """
 
 from __future__ import annotations
@@ -41,12 +56,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from cairn.errors import Corruption
 from cairn.store.cloud_feed import KEY
-from cairn.store.cloud_packs import index_object, pack_object
+from cairn.store.cloud_packs import INDEX_LIMIT, index_object, pack_object
+from cairn.store.parallel import bounded_map
 
 if TYPE_CHECKING:
     from cairn.store.backends.s3_lock import Retention
     from cairn.store.cloud import Cloud
+    from cairn.store.cloud_packs import CloudPacks
 
 HELD_PACKS = "held/packs"
 _RECORD = re.compile(r"^held/packs/(\d{11})-([0-9a-f]{32})$")
@@ -76,6 +94,35 @@ def hidden_packs(retention: Retention) -> set[str]:
         if not entry.marker:
             kept.add(pack)
     return {pack for pack, marker in latest.items() if marker and pack in kept}
+
+
+def read_hidden(retention: Retention | None, packs: CloudPacks, hidden: set[str]
+                ) -> dict[str, str]:
+    """Read and record the index of each of the ``hidden`` packs that ``packs`` does not
+    know (see the module doc); returns those whose index could not be read or opened, each
+    with why: they must be kept."""
+    unknown = sorted(p for p in hidden if packs.pack_info(p) is None)
+    if retention is None or not unknown:
+        return {}
+
+    def read(pack: str) -> bytes | str:
+        try:
+            return retention.newest(index_object(pack), INDEX_LIMIT)
+        except KeyError:
+            return f"no version of {index_object(pack)} is left"
+        except Corruption as exc:
+            return str(exc)
+
+    unreadable: dict[str, str] = {}
+    for pack, raw in zip(unknown, bounded_map(read, unknown, 8), strict=True):
+        if isinstance(raw, bytes):
+            try:
+                packs.learn(pack, raw)
+                continue
+            except Corruption as exc:
+                raw = str(exc)
+        unreadable[pack] = raw
+    return unreadable
 
 
 @dataclass

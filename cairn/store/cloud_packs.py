@@ -460,6 +460,14 @@ class CloudPacks:
             return None
         return self._open_index(pack, stamp, inflate(raw, what), what)
 
+    def learn(self, pack: str, raw: bytes) -> None:
+        """Record the index of ``pack`` as stored (``raw``), read by the caller past a delete
+        marker (`cloud_pack_locks.read_hidden`); `Corruption` when it does not open with the
+        repository's key or names another pack or repository, and then nothing is recorded."""
+        what = f"index {index_object(pack)} of pack {pack_object(pack)} in {self.where}"
+        text = inflate(raw, what)
+        self._record(self._open_index(pack, cloud_feed.key_time(pack), text, what))
+
     def _open_index(self, pack: str, stamp: float, text: bytes, what: str) -> _Index:
         record = self.sealer.open(text, what)
         return _Index(pack, int(record["size"]), stamp, self._parse(record, pack, what), text)

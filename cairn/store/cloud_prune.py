@@ -36,7 +36,10 @@ server's LastModified against the server's time (`server_now`), never a host clo
    writer is about to publish into a pack that is already hidden, and a writer that relied
    on it before the notice is protected as in 4: its point is listed before the deletion,
    which then brings the pack back instead), and goes by 4, every version, once its lock
-   has passed (`cloud_pack_locks`).
+   has passed (`cloud_pack_locks`). What a hidden pack holds is read from its index even
+   where this node never read it (`cloud_pack_locks.read_hidden`: the newest version, past
+   the marker); a hidden pack whose index cannot be read or opened is kept, whatever its
+   notice says, and named in the report: nothing proves it dead.
 
 Why nothing a point needs is deleted: a writer that planned at ``t_c`` and publishes at
 ``t_p < t_c + G/2`` relied only on packs without a notice at ``t_c``. A notice written at
@@ -66,7 +69,7 @@ from cairn import logs
 from cairn.errors import CairnError, Corruption, S3AccessDenied, UsageError
 from cairn.store.chunks import chunk_name
 from cairn.store.cloud_live import live
-from cairn.store.cloud_pack_locks import PackLocks, hidden_packs
+from cairn.store.cloud_pack_locks import PackLocks, hidden_packs, read_hidden
 from cairn.store.cloud_packs import CloudPacks, index_object, pack_bytes, pack_object
 from cairn.store.cloudlock import LOCK_WAIT, Bucket, RemoteLock, lifetime
 from cairn.store.parallel import bounded_map
@@ -106,6 +109,8 @@ class PruneReport:
     held: int = 0
     """condemned packs due for deletion that Object Lock still keeps (`cloud_pack_locks`)"""
     held_until: float | None = None
+    unreadable: list[str] = field(default_factory=list)
+    """hidden packs kept because their index could not be read or opened (`read_hidden`)"""
     seconds: float = 0.0
 
     def json(self) -> dict[str, Any]:
@@ -114,7 +119,8 @@ class PruneReport:
                 "packs_written": self.new_packs, "packs_deleted": self.deleted,
                 "condemnations_lifted": self.lifted, "bytes_freed": self.bytes_freed,
                 "bytes_rewritten": self.bytes_rewritten, "packs_held": self.held,
-                "packs_held_until": self.held_until, "seconds": self.seconds}
+                "packs_held_until": self.held_until,
+                "packs_kept_unreadable": self.unreadable, "seconds": self.seconds}
 
 
 def condemned(bucket: Bucket) -> dict[str, float]:
@@ -349,7 +355,9 @@ def _prune(repo: Repository, cloud: Cloud, packs: CloudPacks, dry_run: bool,
     live = _live(repo, cloud, view.points, progress)
     with phase(progress, 0, "reading pack indexes"):
         packs.refresh(full=True)
-    report = PruneReport(dry_run=dry_run, points=len(view.points), packs=len(view.packs))
+        unreadable = _read_hidden(cloud, packs, view)
+    report = PruneReport(dry_run=dry_run, points=len(view.points), packs=len(view.packs),
+                         unreadable=sorted(unreadable))
     if not view.points:
         logs.event("cloud.prune_skipped", where=cloud.where, why="no points listed")
         return report
@@ -362,7 +370,8 @@ def _prune(repo: Repository, cloud: Cloud, packs: CloudPacks, dry_run: bool,
         view.notices.pop(pack, None)
         view.hidden.discard(pack)
     grace = lifetime()
-    due = [p for p, stamp in view.notices.items() if view.now - stamp > grace]
+    due = [p for p, stamp in view.notices.items()
+           if view.now - stamp > grace and p not in unreadable]
     with phase(progress, len(due), "packs condemned a grace ago, deleted") as advance:
         _delete(cloud, packs, due, view, report, advance)
     doomed, sparse = _doomed(view, plan, grace, view.indexes.keys() ^ set(packs.pack_ids()))
@@ -377,6 +386,17 @@ def _prune(repo: Repository, cloud: Cloud, packs: CloudPacks, dry_run: bool,
     report.repacked = sparse
     report.condemned = sorted([*doomed, *sparse])
     return report
+
+
+def _read_hidden(cloud: Cloud, packs: CloudPacks, view: _Bucket) -> set[str]:
+    """Learn the indexes of hidden packs this node never read; those that cannot be read
+    leave ``view.hidden`` (never condemned) and are returned (never deleted)."""
+    unreadable = read_hidden(cloud.versions if view.hidden else None, packs, view.hidden)
+    for pack, why in sorted(unreadable.items()):
+        logs.event("cloud.hidden_pack_kept", level=logging.WARNING, where=cloud.where,
+                   pack=pack_object(pack), why=why)
+    view.hidden -= unreadable.keys()
+    return set(unreadable)
 
 
 def _lift(cloud: Cloud, pack: str, view: _Bucket) -> None:

@@ -6,16 +6,24 @@ Such a pack is condemned again, recorded under ``held/packs/`` while locked, and
 every version, once its lock has passed. A hidden pack that the remaining point needs is
 brought back instead (its markers removed), never condemned. Every point restores byte for
 byte throughout, read by a node with an empty cache.
+
+A node that never read a hidden pack's index (a fresh cache, the lock already passed) reads
+it past the marker and decides from its chunks as for a known pack; one whose index does not
+open with the repository's key is kept and named in the report.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from cairn.store.cloud import open_cloud
 from cairn.store.cloud_prune import PruneReport, packs_of, prune
+from cairn.store.records import Sealer
 from tests.appliance.harness import wait_for
 from tests.replication.locked import (
     grace_passes,
@@ -31,9 +39,13 @@ SHORT = 10.0
 DAY = 86400.0
 
 
-def _prune(url: str) -> PruneReport:
-    with open_cloud(url, None) as cloud:
-        return prune(cloud, wait=0)
+def _prune(url: str, cache: Path | None = None) -> PruneReport:
+    """A prune, from a node with its own cache at ``cache`` if given (none read yet)."""
+    with pytest.MonkeyPatch.context() as patch:
+        if cache is not None:
+            patch.setenv("CAIRN_CACHE", str(cache))
+        with open_cloud(url, None) as cloud:
+            return prune(cloud, wait=0)
 
 
 def test_prune_finds_packs_an_older_prune_hid_records_then_deletes_them_and_revives_live(
@@ -88,4 +100,46 @@ def test_prune_finds_packs_an_older_prune_hid_records_then_deletes_them_and_revi
     assert set(pack_keys(condemned[0])) <= set(keys)
     records = [k for k in keys if k.startswith("r/held/packs/")]
     assert len(records) == 1 and records[0].endswith(condemned[0])
+    restores_whole(url, want, tmp_path / "freed", check=True)
+
+
+def test_prune_reads_hidden_indexes_it_never_read_and_keeps_a_pack_it_cannot_read(
+        s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site, want = two_points_deleted(s3_server, tmp_path, monkeypatch, "unread", seed=7)
+    s3, bucket, url = site.s3, site.name, site.url
+    condemned = _prune(url).condemned
+    assert len(condemned) >= 2, "the points left too few packs to condemn"
+    with open_cloud(url, None) as cloud:
+        live = sorted(set(packs_of(cloud).pack_ids()) - set(condemned))[0]
+
+    # Packs hidden behind a marker over a version no lock keeps any more (readers no
+    # longer read past it), their notices gone: the dead ones, one the remaining point
+    # needs, and one whose newest index is sealed with another key.
+    bad, dead = condemned[0], condemned[1:]
+    index = f"r/index/{bad}"
+    record = json.loads(zstandard.ZstdDecompressor().decompress(
+        s3.get_object(Bucket=bucket, Key=index)["Body"].read()))
+    record.pop("mac")
+    forged = json.dumps(Sealer(os.urandom(32)).seal(record)).encode()
+    s3.put_object(Bucket=bucket, Key=index, Body=zstandard.ZstdCompressor().compress(forged))
+    for pack in [*condemned, live]:
+        for key in pack_keys(pack):
+            s3.delete_object(Bucket=bucket, Key=key)
+    for pack in condemned:
+        s3.delete_object(Bucket=bucket, Key=f"r/condemned/{pack}")
+
+    fresh = _prune(url, tmp_path / "fresh")
+    assert fresh.lifted == [live] and live not in fresh.condemned
+    assert sorted(fresh.condemned) == sorted(dead)
+    assert fresh.unreadable == [bad] and fresh.json()["packs_kept_unreadable"] == [bad]
+    for key in pack_keys(live):  # back, as it was
+        assert s3.head_object(Bucket=bucket, Key=key)
+
+    grace_passes(site)
+    freed = _prune(url, tmp_path / "later")
+    assert sorted(freed.deleted) == sorted(dead) and freed.unreadable == [bad]
+    keys, markers = versions(s3, bucket, "r/")
+    for pack in dead:
+        assert not set(pack_keys(pack)) & {*keys, *markers}
+    assert set(pack_keys(bad)) <= set(keys)
     restores_whole(url, want, tmp_path / "freed", check=True)

@@ -384,14 +384,25 @@ class Retention:
             raise self._refused(answer, f"reading the locked version of {name}")
         return self._bounded(name, answer, span[1] - span[0] if span else limit)
 
-    def version(self, name: str, version: str) -> bytes:
-        """One version of ``name``; KeyError when it is gone."""
+    def version(self, name: str, version: str, limit: int | None = None) -> bytes:
+        """One version of ``name``; KeyError when it is gone. ``limit``: as `S3Backend.get`'s."""
         answer = self._send("GET", name, f"versionId={quote(version, safe='')}")
         if answer.status_code == 404:
             raise KeyError(name)
         if answer.status_code >= 300:
             raise self._refused(answer, f"reading version {version} of {name}")
-        return self._bounded(name, answer)
+        return self._bounded(name, answer, limit)
+
+    def newest(self, name: str, limit: int | None = None) -> bytes:
+        """The newest version of ``name`` that is not a delete marker, whether current or
+        hidden behind one, locked or not (one listing of its versions, one GET by version
+        id); KeyError when none is left. `behind_marker` reads only locked ones: this is
+        for the prune, which must know what a hidden pack's index names even once the
+        lock has passed (`cloud_pack_locks.read_hidden`)."""
+        versions, _markers = self._versions(name)
+        if not versions:
+            raise KeyError(name)
+        return self.version(name, _text(versions[-1], "VersionId"), limit)
 
     def _bounded(self, name: str, answer: httpx.Response, limit: int | None = None) -> bytes:
         limit = self.backend.max_object if limit is None else limit

@@ -27,6 +27,8 @@ declare -A NEED=(
   [debootstrap]=debootstrap   # the bench image pair, the .deb's install test
   [dpkg-deb]=dpkg             # make deb
   [unshare]=util-linux        # the .deb's install test: a private mount namespace
+  [restic]=restic             # make bench: the peers cairn is measured against
+  [borg]=borgbackup
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

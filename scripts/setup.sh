@@ -52,7 +52,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test,bench]' --config-settings editable_mode=compat
   touch "$stamp"
 fi
 # Byte-compile cairn once here: a cold `cairn` command otherwise compiles every module it

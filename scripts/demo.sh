@@ -12,7 +12,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "a 64 MiB ext4 disk image with some files (the machine we protect)"
 for i in $(seq 1 20); do head -c 200000 /dev/urandom > "$work/files/data$i.bin"; done
 cp README.md "$work/files/"
-mkfs.ext4 -q -F -d "$work/files" "$work/disk.img" 64M
+mkfs.ext4 -q -F -d "$work/files" "$work/disk.img" 64M >/dev/null
 ls -lh "$work/disk.img"
 
 step "cairn init"
@@ -56,7 +56,8 @@ qemu-img compare "$work/disk.img" "$work/restored.qcow2"
 step "Backup Insights: browse the newest point and compare it with the oldest, file by file"
 cairn ls web01-sda@latest /
 cairn diff "$oldest" web01-sda@latest
-cairn cat "$oldest" /README.md | head -3
+echo "the first line of README.md in the oldest point, read without restoring it:"
+cairn cat "$oldest" /README.md | head -1
 
 step "instant access: a writable clone of the oldest point, served over NBD"
 cairn clone "$oldest" --name sandbox

@@ -10,9 +10,11 @@ runner, an export) also names its folders in the process's status and removes th
 as it finds it gone (`remove`).
 
 Every temporary folder cairn makes comes from here (`folder` for one removed when its work
-ends, `make` for one that lives as long as its process), so none escapes the sweep. Folders
-too big for the temporary directory (a converted image, a copy of the appliance's
-database) are made ``under`` the repository, and swept there the same way.
+ends, `make` for one that lives as long as its process), so none escapes the sweep; the one
+exception is an appliance export's TMPDIR, made for a process that outlives its maker and
+removed through its spec (`remove`). Folders too big for the temporary directory (a
+converted image, a copy of the appliance's database) are made ``under`` the repository,
+and swept there the same way.
 """
 
 from __future__ import annotations

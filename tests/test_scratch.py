@@ -93,3 +93,25 @@ def test_a_sweep_removes_only_dead_processes_folders_of_its_own_kind(
     assert live_folder.is_dir() and other_folder.is_dir()
     scratch.sweep("cairn-insights-t-", tmp_path)
     assert not other_folder.exists()
+
+
+def test_the_appliance_start_removes_killed_conversions_and_state_copies_from_the_repository(
+        holders: Holders, tmp_path: Path) -> None:
+    """A download's conversion holds a whole image: it must not wait for the next one."""
+    from cairn.appliance.server import _tidy
+    from cairn.appliance.state_backup import COPY_PREFIX
+    from cairn.web.points import CONVERT_PREFIX
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _, live = holders.start(CONVERT_PREFIX, str(repo))
+    left = []
+    for prefix in (CONVERT_PREFIX, COPY_PREFIX):
+        child, folder = holders.start(prefix, str(repo))
+        child.kill()
+        child.wait()
+        left.append(folder)
+    assert all(folder.is_dir() for folder in left)
+    _tidy(repo)
+    assert [folder for folder in left if folder.exists()] == []
+    assert live.is_dir()

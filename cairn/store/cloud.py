@@ -544,7 +544,10 @@ class Cloud:
         """The full sync; the listing is taken inside the catalog's write lock, so a
         point another local process is publishing is either seen or added by it later.
         Nothing is written to the bucket: a record hidden behind a delete marker while
-        still locked is read past the marker (`S3Backend.behind_marker`)."""
+        still locked is read past the marker (`S3Backend.behind_marker`). Marks this cache
+        held before the listing for a point it neither has nor lists go: that point's record
+        is gone (`marks`)."""
+        orphans = marks.orphans(repo)
         self._learn_removed(repo, self.backend.list("removed"), every=True)
         remote: dict[str, str] = {}
         hidden = self.locked_hidden("points")
@@ -564,7 +567,7 @@ class Cloud:
                     if p.id not in local]
         self._change(repo, arrivals, gone)
         merged = cloud_marks.merge(repo, self._read_marks(), self.where)
-        marks.replace_marks(repo, merged)
+        marks.replace_marks(repo, merged | {i: marks.Marks() for i in orphans - remote.keys()})
         cloud_machines.sync(self, repo)
 
     def _since(self, repo: Repository, state: cloud_sync.State, now: float) -> bool:

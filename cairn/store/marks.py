@@ -18,6 +18,25 @@ so the CLI, the API, retention and agents all obey them; a lock can be extended,
 shortened or lifted before its date. For a cloud repository every mark is also a sealed
 object ``marks/<point id>.json`` in the bucket (`Cloud.publish_marks`), so every node
 learns it at its next sync.
+
+A point's marks go with it: a trigger deletes its row in the statement that deletes the
+point's row, so every deletion (`delete`, a purge, a prune, a cloud cache forgetting points)
+drops them in its own transaction (as `signals` does). What a repository kept before the
+trigger existed is an *orphan* row (its point gone); which ones may go differs:
+
+- a local repository writes marks only for points in its catalog (`_store`), so every
+  orphan there is a point deleted: all go once, when the trigger is made;
+- a cloud cache takes marks from the bucket's records, and may take a point's marks before
+  its record (an incremental sync reading a marks entry for a point published after it
+  listed, or whose record it has not read yet): such a row is the only copy this node keeps
+  of a lock or a hold it already took (the seq is remembered, so the record is not read
+  again until a full sync). So a cache drops no orphan when the trigger is made; its full
+  sync drops them (`Cloud._full`): a marks record exists only once its point's record does
+  (`Cloud.publish_marks` follows the record's publication), so a row that was here before a
+  full listing of ``points/`` (locked hidden records included) which does not show its point
+  is the mark of a point whose record has gone since: a point the same sync forgets.
+- a read-only repository is not changed: neither trigger nor cleanup (its reads join
+  ``points`` anyway).
 """
 
 from __future__ import annotations
@@ -41,6 +60,8 @@ _TABLE = """CREATE TABLE IF NOT EXISTS point_marks(
     deleted_at REAL,
     purge_after REAL,
     flags TEXT NOT NULL DEFAULT '[]')"""
+_GONE_WITH_POINT = """CREATE TRIGGER IF NOT EXISTS point_marks_gone AFTER DELETE ON points
+    BEGIN DELETE FROM point_marks WHERE point_id = OLD.id; END"""
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 _UNITS = {"": 86400, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -91,7 +112,26 @@ def deletion_window() -> float:
 
 
 def _ensure(repo: Repository) -> None:
-    repo.catalog.ensure_schema(_TABLE)
+    """The table, and the trigger that removes a point's marks with it (see the module
+    doc for the orphans dropped when it is made)."""
+    catalog = repo.catalog
+    catalog.ensure_schema(_TABLE)
+    if catalog.read_only or catalog.db.execute(
+            "SELECT 1 FROM main.sqlite_master WHERE type='trigger' AND "
+            "name='point_marks_gone'").fetchone() is not None:
+        return
+    with catalog.transaction() as db:
+        db.execute(_GONE_WITH_POINT)
+        if repo.remote is None:
+            db.execute("DELETE FROM point_marks WHERE point_id NOT IN (SELECT id FROM points)")
+
+
+def orphans(repo: Repository) -> set[str]:
+    """The points with marks here but no row in ``points`` (a cloud cache's taken before
+    their record, or left from before the trigger)."""
+    _ensure(repo)
+    return {r[0] for r in repo.catalog.db.execute(
+        "SELECT point_id FROM point_marks WHERE point_id NOT IN (SELECT id FROM points)")}
 
 
 def all_marks(repo: Repository) -> dict[str, Marks]:

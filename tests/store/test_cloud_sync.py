@@ -24,7 +24,7 @@ from cairn.replication.replicate import replicate
 from cairn.store import cloud_batch, cloud_counts, cloud_feed, cloud_machines, cloud_sync, marks
 from cairn.store.backends.s3 import S3Backend, open_s3_url
 from cairn.store.catalog import RecoveryPoint
-from cairn.store.cloud import Cloud, init_cloud, open_cloud
+from cairn.store.cloud import Cloud, init_cloud, open_cloud, point_object
 from cairn.store.delete import delete_points
 from cairn.store.machine_points import MachinePoints
 from cairn.store.records import Sealer
@@ -500,4 +500,37 @@ def test_an_old_cache_drops_the_counts_of_volumes_it_does_not_write(nodes: Nodes
     b.close()
     b = nodes.open("b")
     assert cloud_counts.migrate(b) is False and cloud_counts.uncounted(b) == volumes
+    b.close()
+
+
+def test_a_cache_keeps_marks_taken_before_their_point_and_drops_those_of_points_gone(
+        nodes: Nodes) -> None:
+    a = nodes.open("a")
+    replicate(nodes.local, a)
+    template = a.catalog.point(nodes.points[0][0].id)
+    assert template is not None and isinstance(a.remote, Cloud)
+    b = nodes.open("b")
+    # A point whose record has no feed entry yet (its writer died before writing it) and
+    # whose marks have one: b takes the marks before it knows the point.
+    [early] = plant_points(a, template, 1, announce=False)
+    point = RecoveryPoint(**{**template.__dict__, "id": early})
+    until = round(time.time()) + 86400.0
+    a.remote.publish_marks(point, marks.Marks(locked_until=until))
+    b.remote.sync(b)  # type: ignore[union-attr]
+    assert b.catalog.point(early) is None and marks.orphans(b) == {early}
+
+    # As a cache of an older cairn holds them: no trigger, and the marks of a point that
+    # went. Making the trigger drops neither here (the full sync decides).
+    with b.catalog.transaction() as db:
+        db.execute("DROP TRIGGER point_marks_gone")
+        db.execute("INSERT INTO point_marks(point_id, flags) VALUES('0123456789ab', '[]')")
+    assert marks.orphans(b) == {early, "0123456789ab"}
+
+    a.remote.announce("put", point_object(point))
+    b.remote.sync(b)  # type: ignore[union-attr]  # the record, and no marks entry
+    assert b.catalog.point(early) is not None
+    assert marks.marks_of(b, early).locked_until == until
+    assert b.remote.sync(b, full=True)  # type: ignore[union-attr]
+    assert marks.orphans(b) == set() and marks.marks_of(b, early).locked_until == until
+    a.close()
     b.close()

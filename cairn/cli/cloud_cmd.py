@@ -1,11 +1,22 @@
 """`cairn cloud prune|convert s3://BUCKET/PREFIX`: free a cloud repository's dead packs, and
-move a legacy one-object-per-chunk repository into packs."""
+move a legacy one-object-per-chunk repository into packs.
+
+The repository is the one argument, as in the README; ``--repo`` (and ``CAIRN_REPO``) name
+it too (the argument wins), as for every other command, so a user who types
+`cairn cloud prune --repo s3://...` out of habit is not refused."""
 
 from __future__ import annotations
 
 import argparse
 
-from cairn.cli._common import add_cloud_options, add_json, open_location, progress, report
+from cairn.cli._common import (
+    add_json,
+    add_repo,
+    open_location,
+    progress,
+    repo_location,
+    report,
+)
 from cairn.errors import UsageError
 from cairn.ops.cloud_space import convert_cloud, convert_line, prune_cloud, prune_line
 from cairn.store.profiles import is_cloud
@@ -23,16 +34,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "convert", help="move a legacy repository's chunk objects into packs (resumable: "
                         "run it again after an interruption)")
     for action in (prune, convert):
-        action.add_argument("url", metavar="s3://BUCKET/PREFIX", help="the cloud repository")
-        add_cloud_options(action)
+        action.add_argument("url", metavar="s3://BUCKET/PREFIX", nargs="?",
+                            help="the cloud repository (or --repo)")
+        add_repo(action)
         add_json(action)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if not is_cloud(args.url):
-        raise UsageError(f"{args.url!r} is not a cloud repository: give s3://BUCKET/PREFIX")
-    with open_location(args.url, args) as repo:
+    location = args.url or repo_location(args)
+    if not is_cloud(location):
+        raise UsageError(f"{location!r} is not a cloud repository: give s3://BUCKET/PREFIX")
+    with open_location(location, args) as repo:
         if args.action == "convert":
             done = convert_cloud(repo, None if args.json else progress)
             return report(args.json, done.json(), convert_line(done))

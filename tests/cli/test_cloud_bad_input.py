@@ -174,3 +174,19 @@ def test_convert_without_the_right_to_list_or_delete_changes_nothing(
         result = limited.run("cloud", "convert", sent.url)
         one_line_error(result, 1, *refused, sent.server.bucket)
     assert {name: sent.body(name) for name in sent.keys("")} == before
+
+
+def test_cloud_prune_takes_the_repository_as_argument_or_repo_and_names_a_missing_one(
+        sent: Sent) -> None:
+    """`--repo`, as every other command takes, names the repository too; none at all, or a
+    local one, is refused in one line with the fix."""
+    by_argument = json.loads(sent.cli.ok("cloud", "prune", sent.url, "--dry-run", "--json"))
+    by_option = json.loads(sent.cli.ok("cloud", "prune", "--repo", sent.url, "--dry-run",
+                                       "--json"))
+    assert by_option["packs"] == by_argument["packs"] > 0
+    assert by_option["dry_run"] and by_option["packs_condemned"] == []
+    sent.cli.env.pop("CAIRN_REPO", None)
+    one_line_error(sent.cli.run("cloud", "prune", "--dry-run"), 2, "no repository given",
+                   "--repo")
+    one_line_error(sent.cli.run("cloud", "convert", "--repo", sent.local), 2,
+                   "is not a cloud repository", "s3://BUCKET/PREFIX")

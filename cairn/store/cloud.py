@@ -232,9 +232,9 @@ class Cloud:
     def versions(self) -> Retention | None:
         """The bucket's versions on a versioned bucket (every Object Lock bucket), else
         None: see `revive`. Asked of the bucket at first use (`watch_versions`), not when
-        the repository opens: the question costs an HTTP client (0.3-0.5 s of CPU to load)
-        and a request, which a command that only reads points and chunks (a restore, a
-        listing) never needs."""
+        the repository opens: the question costs a request, which a command that only
+        reads points and chunks (a restore, a listing) never needs, and on a versioned
+        bucket an HTTP client to load (httpx: 0.3-0.5 s of CPU)."""
         with self._versions_lock:
             if self._ask_versions is not None:
                 ask, self._ask_versions = self._ask_versions, None
@@ -917,14 +917,16 @@ def _versions(backend: S3Backend) -> Retention | None:
     """In a versioned bucket (every Object Lock bucket) a DELETE only hides an object behind
     a marker and frees nothing: there cairn's deletes also delete the object's versions
     whose lock has passed (`Retention.forget`), so prune frees what no locked point needs;
-    and what others hid while locked comes back (`Cloud.revive`)."""
+    and what others hid while locked comes back (`Cloud.revive`). The question itself costs
+    no HTTP library beyond the standard one (`s3_bucket`): most buckets keep no versions."""
+    from cairn.store.backends.s3_bucket import Credentials, versioning_enabled
+
+    if not versioning_enabled(backend.endpoint, backend.bucket,
+                              Credentials(*backend._credentials)):
+        return None
     from cairn.store.backends.s3_lock import Retention
 
-    versions = Retention(backend)
-    if versions.versioned():
-        return versions
-    versions.close()
-    return None
+    return Retention(backend)
 
 
 def _repository(url: str, backend: Bucket, config: RepositoryConfig,

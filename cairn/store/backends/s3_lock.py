@@ -32,7 +32,7 @@ import httpx
 
 from cairn.errors import Corruption, S3Error, S3Unreachable, UsageError
 from cairn.store.backends.s3 import S3Backend
-from cairn.store.backends.s3_bucket import Credentials, signed_headers
+from cairn.store.backends.s3_bucket import Credentials, signed_headers, versioning_enabled
 
 PROBE_PREFIX = ".cairn-object-lock-probe"
 PROBE_DAYS = 1
@@ -228,13 +228,9 @@ class Retention:
         return ElementTree.fromstring(answer.text)
 
     def versioned(self) -> bool:
-        """Whether the bucket keeps versions (every Object Lock bucket does); a server
-        without the versioning API keeps none."""
-        try:
-            root = self._bucket_get("versioning=", "reading the bucket's versioning")
-        except S3Error:
-            return False
-        return _text(root, "Status") == "Enabled"
+        """Whether the bucket keeps versions (`s3_bucket.versioning_enabled`)."""
+        return versioning_enabled(self.backend.endpoint, self.backend.bucket,
+                                  Credentials(*self.backend._credentials))
 
     def lock_enabled(self) -> bool:
         """Whether the bucket was made with Object Lock (only then can a PUT be locked)."""

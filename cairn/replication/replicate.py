@@ -268,7 +268,7 @@ def _plan(local: Repository, remote: Cloud, needed: set[bytes], report: Report,
     condemned counts as absent and is sent again (`cloud`'s rule 3): that pack may be
     deleted before this point is published."""
     assert remote.cache is not None and remote.packs is not None
-    new = {digest for digest in needed if not remote.cache.catalog.has_chunk(digest)}
+    new = needed - remote.cache.catalog.held_chunks(list(needed))
     if new:
         remote.packs.refresh()
     there = set(remote.packs.locations(new))

@@ -576,9 +576,15 @@ class Catalog:
 
     # -- accounting ----------------------------------------------------------------------
 
-    def has_chunk(self, digest: bytes) -> bool:
-        return self.db.execute("SELECT 1 FROM chunks WHERE hash=?", (digest,)).fetchone() \
-            is not None
+    def held_chunks(self, hashes: list[bytes]) -> set[bytes]:
+        """Those of ``hashes`` the catalog holds: a few queries for a point's thousands of
+        chunks (one each cost a first replication 0.2 s of its start)."""
+        held: set[bytes] = set()
+        for part in _chunked(hashes):
+            marks = ",".join("?" * len(part))
+            held.update(r[0] for r in self.db.execute(
+                f"SELECT hash FROM chunks WHERE hash IN ({marks})", part))
+        return held
 
     def pinned(self) -> list[bytes]:
         """Every chunk a backup in progress (or a dead one) has pinned."""

@@ -23,7 +23,7 @@ what the catalog's own rules (`delete`, `verify.expected_refs`) keep exact:
   only their own volumes so: a chunk they share with a volume the cache does not count is
   taken as freed (an upper bound; a cloud delete frees nothing itself, the prune does).
 
-``has_chunk`` thus answers only for chunks a counted point holds: a writer asks the packs'
+``held_chunks`` thus answers only for chunks a counted point holds: a writer asks the packs'
 indexes about the others (`replicate._plan`), as it already did for chunks no point of the
 cache held. A cache made before this module counted every volume it knew, and went on
 counting them (reading every block map they gained at its syncs): `migrate`, on opening,

@@ -29,8 +29,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"logical size       {human_bytes(stats.logical_bytes)} (sum of point sizes"
           f"{', held ones included' if held else ''})")
     print(f"data in points     {human_bytes(stats.allocated_bytes)} (zero blocks excluded)")
-    unsized = "" if stats.unique_bytes is not None else (
-        " (sizes before compression are known only where the chunks were sent from)")
+    unsized = "" if not stats.unsized_chunks else (
+        f" ({stats.unsized_chunks} of them of unknown size before compression: stored before "
+        "pack indexes recorded it; the node that sent them knows it)")
     print(f"unique chunks      {stats.chunks} holding {_frees(stats.unique_bytes)}{unsized}")
     print(f"stored             {_frees(stats.stored_bytes)}")
     print(f"dedup ratio        {_times(stats.dedup_ratio)}")

@@ -167,7 +167,7 @@ def replicate(local: Repository, cloud: Repository, volume: str | Sequence[str] 
 
     def put(digest: bytes, stored: bytes, size: int) -> tuple[bytes, int, int]:
         throttle.take(len(stored))
-        remote.put_chunk(chunk_name(digest), stored)
+        remote.put_chunk(chunk_name(digest), stored, size)
         return digest, size, len(stored)
 
     def put_many(digests: set[bytes]) -> Iterator[tuple[bytes, int, int]]:

@@ -623,6 +623,13 @@ class Catalog:
             db.executemany("UPDATE chunks SET stored = ? WHERE hash = ? AND stored = 0",
                            ((n, h) for h, n in stored.items()))
 
+    def learn_plain(self, sizes: dict[bytes, int]) -> None:
+        """Record sizes before compression read from pack indexes (`Cloud.learn_sizes`);
+        known ones stay."""
+        with self.transaction() as db:
+            db.executemany("UPDATE chunks SET size = ? WHERE hash = ? AND size = 0",
+                           ((n, h) for h, n in sizes.items()))
+
     def stored_if_released(self, releases: Counter[bytes]) -> int | None:
         """Stored bytes of the chunks that losing ``releases`` (chunk: runs ending) would
         leave with no run and no pin: what a delete would free now. None when this catalog

@@ -299,10 +299,11 @@ class Cloud:
         self.locker = Locker(repo, policy, Retention(self.backend),
                              self.packs.objects if self.packs is not None else None)
 
-    def put_chunk(self, name: str, data: bytes) -> None:
-        """Add a chunk to the packs (`cloud_packs`)."""
+    def put_chunk(self, name: str, data: bytes, plain: int = 0) -> None:
+        """Add a chunk to the packs (`cloud_packs`); ``plain``: its size before
+        compression, which its pack's index keeps for nodes that did not send it."""
         assert self.packs is not None
-        self.packs.put(name, data)
+        self.packs.put(name, data, plain=plain)
 
     def store(self, name: str, data: bytes | memoryview) -> None:
         """Upload one object (a pack, an index): locked to the generation's horizon when
@@ -744,13 +745,15 @@ class Cloud:
         from the pack indexes (`cloud_packs`), else, for legacy chunk objects, from a
         listing of the bucket (no chunk is read): only when points arrived, listing just
         the folders of those chunks (``chunks/abc/``), or ``chunks/`` whole when that takes
-        fewer requests (a thousand objects each). Sizes before compression stay unknown:
-        only the node that sent a chunk knows them."""
+        fewer requests (a thousand objects each). Sizes before compression come with them
+        from the indexes that carry them (packs written since 2026-12-01); those of older
+        packs and of legacy objects stay unknown: only the node that sent them knows."""
         unsized = repo.catalog.unsized_chunks()
         if unsized and self.packs is not None:
             self.packs.refresh()
             packed = self.packs.locations(unsized)
             repo.catalog.learn_stored({d: length for d, (_p, _o, length) in packed.items()})
+            repo.catalog.learn_plain(self.packs.plain_sizes(packed))
             unsized = [d for d in unsized if d not in packed]
         wanted = {chunk_name(h): h for h in unsized}
         if not wanted:
@@ -947,6 +950,7 @@ def _repository(url: str, backend: Bucket, config: RepositoryConfig,
     repo.chunks.locate = cloud.packs.describe
     cloud.cache = repo
     backend.max_object = repo.chunks.max_stored
+    cloud.packs.largest = repo.chunks.max_size
     cloud.node_files = NodeFiles(folder / "nodes", repo)
     repo.nodes = NodeCache(cloud.node_files)
     if cloud_counts.migrate(repo):

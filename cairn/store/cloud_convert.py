@@ -135,15 +135,18 @@ def _step(at: _Where, group: dict[bytes, str], report: ConvertReport) -> None:
     done = [d for d in group if d in copies and d not in doomed]
     report.chunks_already_packed += len(done)
     batch: list[tuple[bytes, bytes]] = []
+    plain: dict[bytes, int] = {}  # sizes before compression, for the indexes
     size = 0
-    for digest, stored in _read(at, [d for d in group if d not in done], group, report):
+    for digest, stored, content in _read(at, [d for d in group if d not in done], group,
+                                         report):
         batch.append((digest, stored))
+        plain[digest] = content
         size += len(stored)
         if size >= pack_bytes():
-            done += _write(packs, batch, report)
+            done += _write(packs, batch, plain, report)
             batch, size = [], 0
     if batch:
-        done += _write(packs, batch, report)
+        done += _write(packs, batch, plain, report)
     free = [group[d] for d in done]
     if at.holds is not None:  # a locked object stays, its pack locked as long (`cloud_held`)
         free = at.holds.free(free)
@@ -153,31 +156,32 @@ def _step(at: _Where, group: dict[bytes, str], report: ConvertReport) -> None:
 
 
 def _read(at: _Where, digests: list[bytes], group: dict[bytes, str],
-          report: ConvertReport) -> Iterator[tuple[bytes, bytes]]:
-    """The stored bytes of each of ``digests``' legacy objects, checked against its hash."""
+          report: ConvertReport) -> Iterator[tuple[bytes, bytes, int]]:
+    """The stored bytes of each of ``digests``' legacy objects, checked against its hash,
+    and the size of its content."""
     by_name = {group[d]: d for d in digests}
 
-    def fetch(name: str) -> tuple[bytes, bytes | None]:
+    def fetch(name: str) -> tuple[bytes, bytes | None, int]:
         digest = by_name[name]
         try:
             stored = at.bucket.get(name)
         except KeyError:
-            return digest, None
+            return digest, None, 0
         try:
-            at.repo.chunks.decode(digest, stored)
+            size = len(at.repo.chunks.decode(digest, stored))
         except Corruption:
             report.damaged.append(name)
-            return digest, None
-        return digest, stored
+            return digest, None, 0
+        return digest, stored, size
 
     from cairn.store.parallel import bounded_map
 
-    return ((d, s) for d, s in bounded_map(fetch, list(by_name), 16) if s is not None)
+    return ((d, s, n) for d, s, n in bounded_map(fetch, list(by_name), 16) if s is not None)
 
 
-def _write(packs: CloudPacks, batch: list[tuple[bytes, bytes]],
+def _write(packs: CloudPacks, batch: list[tuple[bytes, bytes]], plain: dict[bytes, int],
            report: ConvertReport) -> list[bytes]:
-    report.packs_written.append(packs.write_pack(batch))
+    report.packs_written.append(packs.write_pack(batch, plain))
     report.chunks_packed += len(batch)
     report.bytes_packed += sum(len(stored) for _d, stored in batch)
     return [digest for digest, _stored in batch]

@@ -8,7 +8,8 @@ uploaded in one PUT (or in parts, `S3Backend.put`: whole or not at all), then it
     packs/<id[-2:]>/<id>   the stored chunks (`ChunkStore.encode`'s bytes) end to end: each
                            is decoded and checked on its own, so nothing in a pack is trusted
     index/<id>             zstd of the sealed JSON {repository, pack, size, chunks: [[digest
-                           hex, offset, length], ...], replaces: [digest hex, ...]}
+                           hex, offset, length], ...], replaces: [digest hex, ...], plain:
+                           [size before compression, ...]}
 
 ``<id>`` is a `cloud_feed.new_key` taken when the pack is sealed: a node lists only the
 indexes newer than its cursor (`refresh`), so learning what others stored costs requests for
@@ -41,6 +42,18 @@ read from the bucket (one that fails is read from the bucket). A refresh that li
 packs of points others have not published yet, which no record brings) asks the batches
 its node's last sync listed for them (`carrier`: one GET per batch that may carry them).
 
+``plain`` (since 2026-12-01; older indexes lack it) runs parallel to ``chunks``: each
+chunk's size before compression, 0 where the writer did not know it (a repair's put), so
+that `stats` is right on a node that learnt the chunks from the bucket (`plain_sizes`). A
+new key rather than a fourth element per chunk: readers before it refuse a chunk entry of
+another shape as damage, and ignore keys they do not know, and appliances of several
+versions share a bucket. An index whose ``plain`` is not a list of that length of ints
+from 0 to the repository's largest chunk (``largest``) is refused like any other damage,
+not read with its sizes dropped: it is sealed, so only a holder of the key wrote it, and a
+writer that broke this part of the contract is not trusted with the ranges beside it; one
+rule for every field keeps the check and its error the same. A size within the bounds
+cannot be checked without reading the chunk: it feeds statistics only, never a read.
+
 Nothing from the bucket is trusted: an index must open with the repository's key
 (`records`) and name this repository, its own pack, and ranges inside the pack's size; a
 range read must be whole and every chunk in it is checked by its hash (`chunks`); the
@@ -64,7 +77,7 @@ from cairn.errors import Corruption, MissingChunk
 from cairn.store import cloud_feed
 from cairn.store.backend import T
 from cairn.store.backends.packs import batches
-from cairn.store.chunks import chunk_name
+from cairn.store.chunks import DEFAULT_MAX_SIZE, chunk_name
 from cairn.store.sqlite import SharedDb
 
 if TYPE_CHECKING:
@@ -108,7 +121,12 @@ CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks(pack);
 CREATE TABLE IF NOT EXISTS forgotten(id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cursor(one INTEGER PRIMARY KEY CHECK(one = 1), at REAL);
 CREATE TABLE IF NOT EXISTS index_text(id TEXT PRIMARY KEY, text BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS plain(digest BLOB PRIMARY KEY, size INTEGER NOT NULL) WITHOUT ROWID;
 """
+"""``plain``: a chunk's size before compression, by digest (a fact of its content, whatever
+pack holds it), from the indexes that carry it; a digest not in it is of unknown size. A
+side table, so an existing file gains it as it opens, empty: its packs read before are
+unknown, as their indexes (older than ``plain``) mostly are."""
 TEXT_KEEP = 2 * 3600.0
 """seconds an index's text is kept for batches (`index_texts`): twice what one carries"""
 
@@ -155,6 +173,8 @@ class _Index:
     stamp: float
     rows: list[tuple[bytes, int, int, bool]]
     text: bytes
+    plain: dict[bytes, int] = field(default_factory=dict)
+    """the known sizes before compression (none for an index older than ``plain``)"""
 
 
 class _PackGone(Exception):
@@ -180,9 +200,10 @@ class _Pack:
     size: int = 0
     chunks: dict[bytes, tuple[int, int]] = field(default_factory=dict)
     replaces: set[bytes] = field(default_factory=set)
+    plain: dict[bytes, int] = field(default_factory=dict)
     id: str = ""
 
-    def add(self, digest: bytes, data: bytes) -> None:
+    def add(self, digest: bytes, data: bytes, plain: int = 0) -> None:
         end = self.size + len(data)
         if end > len(self.buf):  # a new buffer: an old upload may still hold this one
             grown = bytearray(max(end, 2 * len(self.buf)))
@@ -190,6 +211,8 @@ class _Pack:
             self.buf = grown
         self.buf[self.size : end] = data
         self.chunks[digest] = (self.size, len(data))
+        if plain:
+            self.plain[digest] = plain
         self.size = end
 
     def view(self) -> memoryview:
@@ -227,6 +250,8 @@ class CloudPacks:
         learning every index (no cursor yet) reads them too, past their marker"""
         self.clock = cloud_feed.Clock()
         self.target = pack_bytes()
+        self.largest = DEFAULT_MAX_SIZE
+        """the repository's largest plain chunk: a bigger size in an index is damage"""
         self._db = SharedDb(folder / "pack-index.db", _SCHEMA, prefetch=True)
         """read ahead as it opens: a restore's first look-up of its chunks, cold, read its
         pages one at a time (0.22-0.27 s for a 2 GiB point, 0.05-0.15 s read ahead)"""
@@ -254,10 +279,11 @@ class CloudPacks:
 
     # -- writing -------------------------------------------------------------------------
 
-    def put(self, name: str, data: bytes, replace: bool = False) -> None:
+    def put(self, name: str, data: bytes, replace: bool = False, plain: int = 0) -> None:
         """Append to the open pack; a full one is uploaded in the background (this call
         waits while IN_FLIGHT others are). ``replace``: the copy read from now on is this
-        one (a repair of a damaged copy)."""
+        one (a repair of a damaged copy). ``plain``: the chunk's size before compression,
+        for the index (0: unknown)."""
         digest = chunk_digest(name)
         if digest is None:
             raise ValueError(f"{name!r} is not a chunk name")
@@ -269,7 +295,7 @@ class CloudPacks:
                 if self._open is None and slot:
                     self._open, slot = _Pack(self._buffer()), False
                 if self._open is not None:
-                    full = self._append(digest, data, replace)
+                    full = self._append(digest, data, replace, plain)
                     break
             # No pack open: wait, outside the lock (an ending upload takes it), until fewer
             # than IN_FLIGHT + 1 packs are in memory.
@@ -280,11 +306,11 @@ class CloudPacks:
         if full is not None:
             self._ship(full)
 
-    def _append(self, digest: bytes, data: bytes, replace: bool) -> _Pack | None:
+    def _append(self, digest: bytes, data: bytes, replace: bool, plain: int) -> _Pack | None:
         """Add to the open pack (lock held); returns it once full, closed to more puts."""
         pack = self._open
         assert pack is not None
-        pack.add(digest, data)
+        pack.add(digest, data, plain)
         if replace:
             pack.replaces.add(digest)
         self._pending[digest] = pack
@@ -333,14 +359,16 @@ class CloudPacks:
         record = self.sealer.seal({
             "repository": self.repository, "pack": pack.id, "size": pack.size,
             "chunks": [[d.hex(), o, n] for d, (o, n) in pack.chunks.items()],
-            "replaces": sorted(d.hex() for d in pack.replaces)})
+            "replaces": sorted(d.hex() for d in pack.replaces),
+            "plain": [pack.plain.get(d, 0) for d in pack.chunks]})
         name = index_object(pack.id)
         text = json.dumps(record, separators=(",", ":")).encode()
         self.store(name, zstandard.ZstdCompressor(level=3).compress(text))
         stamp = self.bucket.stamp(name)
         self.clock.learn(stamp)
         self._record(_Index(pack.id, pack.size, stamp, [
-            (d, o, n, d in pack.replaces) for d, (o, n) in pack.chunks.items()], text))
+            (d, o, n, d in pack.replaces) for d, (o, n) in pack.chunks.items()], text,
+            pack.plain))
 
     def _record(self, index: _Index) -> None:
         keep = cloud_feed.new_key(time.time() - TEXT_KEEP)[:14]
@@ -350,6 +378,7 @@ class CloudPacks:
             db.executemany("INSERT OR REPLACE INTO chunks VALUES(?, ?, ?, ?, ?)",
                            ((d, index.pack, o, n, int(r)) for d, o, n, r in index.rows))
             db.execute("INSERT OR IGNORE INTO index_text VALUES(?, ?)", (index.pack, index.text))
+            db.executemany("INSERT OR IGNORE INTO plain VALUES(?, ?)", index.plain.items())
             db.execute("DELETE FROM index_text WHERE id < ?", (keep,))
 
     def index_texts(self, since: float, most: int) -> dict[str, bytes]:
@@ -381,13 +410,14 @@ class CloudPacks:
         if failed is not None:
             raise failed
 
-    def write_pack(self, items: Iterable[tuple[bytes, bytes]]) -> str:
+    def write_pack(self, items: Iterable[tuple[bytes, bytes]],
+                   plain: dict[bytes, int] | None = None) -> str:
         """Upload one pack of ``(digest, stored bytes)`` and its index now (the prune's
         repack); returns its id. Its chunks keep their digests: nothing that names them
-        changes."""
+        changes. ``plain``: their sizes before compression, where known."""
         pack = _Pack()
         for digest, stored in items:
-            pack.add(digest, stored)
+            pack.add(digest, stored, (plain or {}).get(digest, 0))
         self._send(pack)
         return pack.id
 
@@ -470,7 +500,23 @@ class CloudPacks:
 
     def _open_index(self, pack: str, stamp: float, text: bytes, what: str) -> _Index:
         record = self.sealer.open(text, what)
-        return _Index(pack, int(record["size"]), stamp, self._parse(record, pack, what), text)
+        rows = self._parse(record, pack, what)
+        return _Index(pack, int(record["size"]), stamp, rows, text,
+                      self._plain(record, rows, what))
+
+    def _plain(self, record: dict[str, Any], rows: list[tuple[bytes, int, int, bool]],
+               what: str) -> dict[bytes, int]:
+        """The known sizes before compression an index gives (none when it is older than
+        ``plain``); a list that is not one int from 0 to ``largest`` per chunk is damage."""
+        sizes = record.get("plain")
+        if sizes is None:
+            return {}
+        if not (isinstance(sizes, list) and len(sizes) == len(rows)
+                and all(type(n) is int and 0 <= n <= self.largest for n in sizes)):
+            raise Corruption(f"{what} gives sizes before compression that no chunk of this "
+                             "repository has: it was altered; remove it and its pack, or "
+                             "restore them from a copy")
+        return {d: n for (d, _o, _n, _r), n in zip(rows, sizes, strict=True) if n}
 
     def _parse(self, record: dict[str, Any], pack: str,
                what: str) -> list[tuple[bytes, int, int, bool]]:
@@ -507,6 +553,18 @@ class CloudPacks:
                 if digest not in best or (-rank, pack) < (-best[digest][0], best[digest][1]):
                     best[digest] = (rank, pack, offset, length)
         return {d: (p, o, n) for d, (_r, p, o, n) in best.items()}
+
+    def plain_sizes(self, digests: Iterable[bytes]) -> dict[bytes, int]:
+        """The size before compression of each of ``digests`` an index gave (`stats` on a
+        node that did not send them)."""
+        wanted = list(dict.fromkeys(digests))
+        found: dict[bytes, int] = {}
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            found.update(self._db.query(
+                f"SELECT digest, size FROM plain WHERE digest IN ({','.join('?' * len(part))})",
+                tuple(part)))
+        return found
 
     def pack_ids(self) -> list[str]:
         """Every pack the index knows, oldest first."""

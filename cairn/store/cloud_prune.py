@@ -481,13 +481,14 @@ def _repack(repo: Repository, packs: CloudPacks, plan: _Plan, sparse: list[str],
     """Write the canonical chunks of ``sparse`` packs into new packs, checked as read."""
     written: list[str] = []
     batch: list[tuple[bytes, bytes]] = []
+    plain: dict[bytes, int] = {}  # sizes before compression, for the new indexes
     size = 0
     limit = pack_bytes()
     for pack in sorted(sparse):
         for digest in plan.canonical.get(pack, []):
             try:
                 stored = packs.get(chunk_name(digest))
-                repo.chunks.decode(digest, stored)
+                plain[digest] = len(repo.chunks.decode(digest, stored))
             except (KeyError, Corruption) as exc:
                 raise Corruption(f"chunk {digest.hex()} in {pack_object(pack)} could not be "
                                  f"read back to repack it ({exc}): nothing was deleted; run "
@@ -496,9 +497,9 @@ def _repack(repo: Repository, packs: CloudPacks, plan: _Plan, sparse: list[str],
             size += len(stored)
             report.bytes_rewritten += len(stored)
             if size >= limit:
-                written.append(packs.write_pack(batch))
+                written.append(packs.write_pack(batch, plain))
                 batch, size = [], 0
         advance(1)
     if batch:
-        written.append(packs.write_pack(batch))
+        written.append(packs.write_pack(batch, plain))
     return written

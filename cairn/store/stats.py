@@ -19,8 +19,11 @@ class Stats:
     allocated_bytes: int
     chunks: int
     unique_bytes: int | None
-    """None when a cloud cache does not know every chunk's size before compression (only
-    the node that sent a chunk does): so are both ratios built on it"""
+    """None when a cloud cache does not know every chunk's size before compression (the
+    pack indexes carry it since 2026-12-01; of older packs, only the node that sent a
+    chunk knows it): so are both ratios built on it"""
+    unsized_chunks: int
+    """how many chunks' sizes before compression are unknown here"""
     stored_bytes: int | None
     """None when a chunk is missing from its cloud's listing (`verify` names it)"""
     dedup_ratio: float | None
@@ -72,6 +75,7 @@ def _stats(repo: Repository) -> Stats:
         allocated_bytes=allocated,
         chunks=totals.chunks,
         unique_bytes=unique,
+        unsized_chunks=totals.unsized,
         stored_bytes=stored,
         dedup_ratio=_ratio(allocated, unique),
         compression_ratio=None if unique is None else _ratio(unique, stored),

@@ -4,6 +4,7 @@ bucket (another machine, another user) knows what they store from the packs' ind
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,24 @@ def test_cloud_points_and_stats_show_what_the_bucket_stores(
     # a backup straight into the cloud of what it holds already adds nothing there
     direct = second.json("backup", "--repo", cloud_url, "--volume", "c", image)
     assert direct["bytes_stored"] == 0 and _bucket_chunk_bytes(s3_server, cloud_url) == in_bucket
+
+
+def test_a_node_that_learnt_the_points_from_the_bucket_has_the_senders_stats(
+        cli: Cli, cloud_url: str, tmp_path: Path, s3_server: SeaweedS3) -> None:
+    local, image = tmp_path / "local", tmp_path / "disk.img"
+    cli.ok("init", "--repo", local)
+    text = random.Random(7).randbytes(1 << 20).hex().encode()  # 2 MiB, compresses ~2x
+    image.write_bytes(text)
+    cli.ok("backup", "--repo", local, "--volume", "a", image, "--force")  # text, not a disk
+    image.write_bytes(text[: 1 << 20] + text[: 1 << 20])  # half of it again, dedup
+    cli.ok("backup", "--repo", local, "--volume", "a", image, "--force")  # text, not a disk
+    cli.ok("init", "--repo", cloud_url)
+    cli.ok("replicate", "--repo", local, "--to", cloud_url)
+
+    keys = ("unique_bytes", "dedup_ratio", "compression_ratio", "unsized_chunks")
+    sender = cli.json("stats", "--repo", cloud_url)
+    assert sender["dedup_ratio"] > 1.2 and sender["compression_ratio"] > 1.5, sender
+    fresh = Cli(s3_server, tmp_path / "fresh-cache")
+    assert [fresh.json("stats", "--repo", cloud_url)[k] for k in keys] \
+        == [sender[k] for k in keys]
+    assert "unknown" not in fresh.ok("stats", "--repo", cloud_url)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pytest
 import zstandard
@@ -20,10 +21,11 @@ from cairn.errors import Corruption, MissingChunk
 from cairn.replication.replicate import replicate
 from cairn.store.backends.s3 import S3Backend, open_s3_url
 from cairn.store.catalog import RecoveryPoint
-from cairn.store.cloud import init_cloud, open_cloud
+from cairn.store.cloud import Cloud, init_cloud, open_cloud
 from cairn.store.cloud_counts import view
 from cairn.store.cloud_feed import new_key
 from cairn.store.repository import Repository
+from cairn.store.stats import repository_stats
 from cairn.store.verify import verify
 from tests.s3server import SeaweedS3
 from tests.store.helpers import backup, digest, make_image, restored_digest
@@ -141,3 +143,68 @@ def test_an_index_that_fails_its_seal_or_names_another_pack_is_refused(
     with sent.node("cache") as known:  # the node that sent it needs no index again
         assert restored_digest(known, known.catalog.point(sent.point.id),  # type: ignore[arg-type]
                                sent.work / "out.img") == sent.want
+
+
+def _reseal(sent: Sent, name: str, plain: Callable[[list[int]], object]) -> None:
+    """Put index ``name`` again, sealed with the repository's key, its ``plain`` list (the
+    chunks' sizes before compression) changed by ``plain``; None drops it, as an index
+    written before it was."""
+    with sent.node("cache") as cache:
+        sealer = cast("Cloud", cache.remote).sealer
+    record = json.loads(zstandard.ZstdDecompressor().decompress(sent.real.get(name)))
+    del record["mac"]
+    sizes = plain(record.pop("plain"))
+    if sizes is not None:
+        record["plain"] = sizes
+    sent.real.put(name, zstandard.ZstdCompressor().compress(
+        json.dumps(sealer.seal(record)).encode()))
+
+
+def _sizes(repo: Repository) -> dict[bytes, int]:
+    """The sizes before compression a node knows, by chunk."""
+    with view(repo):
+        return {d: plain for d, (plain, _stored) in repo.catalog.chunk_sizes(
+            list(repo.catalog.chunk_refs())).items()}
+
+
+def test_a_node_learns_sizes_before_compression_from_the_indexes_and_old_ones_stay_unknown(
+        sent: Sent) -> None:
+    with sent.node("cache") as cache:
+        senders = _sizes(cache)
+    with sent.node("new-node") as new:
+        assert _sizes(new) == senders and len(senders) > 40
+        assert repository_stats(new).unique_bytes == sum(senders.values())
+
+    old = sorted(sent.real.list("index"))[1:]  # as written before indexes had sizes
+    for name in old:
+        _reseal(sent, name, lambda sizes: None)
+    with sent.node("old-node") as reader:
+        with view(reader):
+            in_old = {d for name in old for d, _o, _n in reader.chunks.backend.pack_info(  # type: ignore[attr-defined]
+                name.removeprefix("index/")).chunks}
+        learnt = _sizes(reader)
+        assert learnt == {d: n for d, n in senders.items() if d not in in_old} and learnt
+        stats = repository_stats(reader)
+        assert stats.unique_bytes is None and stats.dedup_ratio is None
+        assert stats.unsized_chunks == len(senders) - len(learnt)
+        assert stats.stored_bytes == sum(size for _name, size in sent.real.sizes("packs"))
+        assert restored_digest(reader, reader.catalog.point(sent.point.id),  # type: ignore[arg-type]
+                               sent.work / "out.img") == sent.want
+
+
+@pytest.mark.parametrize("lie", [
+    lambda sizes: [1 << 30, *sizes[1:]],  # more than any chunk of the repository
+    lambda sizes: sizes[:-1],  # one short
+    lambda sizes: [-1, *sizes[1:]],
+    lambda sizes: [str(sizes[0]), *sizes[1:]],
+    lambda sizes: {"0": sizes[0]},
+], ids=["too-big", "one-short", "negative", "text", "not-a-list"])
+def test_an_index_whose_sizes_before_compression_lie_is_refused(
+        sent: Sent, lie: Callable[[list[int]], object]) -> None:
+    blamed = sorted(sent.real.list("index"))[0]
+    _reseal(sent, blamed, lie)
+    with pytest.raises(Corruption) as failed:
+        sent.node("new-node").close()
+    text = str(failed.value)
+    assert "\n" not in text and blamed in text and "packs/" in text, text
+    assert failed.match("sizes before compression")

@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from cairn.store.chunks import chunk_name
 from cairn.store.cloud import init_cloud, open_cloud
 from cairn.store.cloud_counts import view
 from cairn.store.repository import Repository
+from cairn.store.stats import repository_stats
 from cairn.store.verify import verify
 from tests.appliance.harness import wait_for
 from tests.cli.test_cli import ROOT, one_line_error
@@ -50,6 +51,8 @@ class Site:
     data: bytearray
     work: Path
     cli: Cli
+    unsized: dict[str, int] = field(default_factory=dict)
+    """node -> how many chunks' sizes before compression it did not learn (`whole`)"""
 
     def backup(self, seed: int) -> None:
         mutate(self.image, self.data, seed=seed, writes=5)
@@ -99,6 +102,7 @@ class Site:
                     got = restored_digest(cloud, point, self.work / "out.img")
                     assert got == self.points[point.id], point.id
                 assert verify(cloud, read_data=True).ok
+                self.unsized[node] = repository_stats(cloud).unsized_chunks
 
 
 @pytest.fixture
@@ -157,6 +161,7 @@ def test_prune_condemns_then_deletes_dead_packs_and_repacks_sparse_ones(
             left)
     assert sum(site.objects("packs/").values()) < sum(packs.values())
     site.whole("after")
+    assert site.unsized["after"] == 0  # the repacked packs' indexes carry them too
     site.whole("before")  # a node that knew the deleted packs reads the chunks' new copies
 
 
@@ -205,6 +210,7 @@ def test_convert_moves_legacy_chunk_objects_into_packs_resumably(site: Site) -> 
     assert (again["chunks_packed"], again["objects_deleted"], again["packs_written"]) == (
         0, 0, [])
     site.whole("converted")
+    assert site.unsized["legacy"] > 0 and site.unsized["converted"] == 0
 
 
 def _make_legacy(site: Site) -> None:

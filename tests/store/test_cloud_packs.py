@@ -1,8 +1,9 @@
 """Chunks of a cloud repository travel and stay in packs (`cloud_packs`), on real SeaweedFS.
 
 What the bucket holds after a replication (packs and their indexes, no chunk objects), a
-second node reading every chunk through the indexes alone with few ranged GETs, and bad
-packs or indexes refused with errors naming both objects.
+second node reading every chunk through the indexes alone with few ranged GETs and
+learning the chunks' sizes before compression from them (unknown from indexes written
+before they carried them), and bad packs or indexes refused with errors naming both objects.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import cast
 import pytest
 import zstandard
 
+from cairn.cli import main
 from cairn.errors import Corruption, MissingChunk
 from cairn.replication.replicate import replicate
 from cairn.store.backends.s3 import S3Backend, open_s3_url
@@ -168,7 +170,7 @@ def _sizes(repo: Repository) -> dict[bytes, int]:
 
 
 def test_a_node_learns_sizes_before_compression_from_the_indexes_and_old_ones_stay_unknown(
-        sent: Sent) -> None:
+        sent: Sent, capsys: pytest.CaptureFixture[str]) -> None:
     with sent.node("cache") as cache:
         senders = _sizes(cache)
     with sent.node("new-node") as new:
@@ -190,6 +192,10 @@ def test_a_node_learns_sizes_before_compression_from_the_indexes_and_old_ones_st
         assert stats.stored_bytes == sum(size for _name, size in sent.real.sizes("packs"))
         assert restored_digest(reader, reader.catalog.point(sent.point.id),  # type: ignore[arg-type]
                                sent.work / "out.img") == sent.want
+    assert main(["stats", "--repo", sent.url]) == 0  # the same node, as a user asks
+    said = capsys.readouterr().out
+    assert f"holding ? ({stats.unsized_chunks} of them of unknown size before compression" \
+        in said and "dedup ratio        ?" in said, said
 
 
 @pytest.mark.parametrize("lie", [

@@ -94,8 +94,9 @@ CREATE TABLE IF NOT EXISTS bad_chunks(
 
 @dataclass(frozen=True)
 class ChunkTotals:
-    """What `Catalog.chunk_totals` counts. A cloud cache knows the plain size of only the
-    chunks it sent itself, and the stored size of those a listing showed (`Cloud.sync`):
+    """What `Catalog.chunk_totals` counts. A cloud cache knows the plain size of the chunks
+    it sent itself and of those whose pack index carries it (packs written since
+    2026-12-01), and the stored size of those an index or a listing showed (`Cloud.sync`):
     ``unsized`` and ``unstored`` count the chunks left out of ``plain`` and ``stored``."""
 
     chunks: int

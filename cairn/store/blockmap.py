@@ -141,6 +141,97 @@ class NodeCache:
                 yield base + k, kids[k]
 
 
+class TreeBuilder:
+    """A new point's tree, built as its changed blocks arrive in disk order.
+
+    Only nodes on the paths above changed blocks are rebuilt; every other subtree is the
+    parent's, shared as is. With no parent (or a parent of another size) every block must
+    be set. What it holds is one open node per level (``LEVELS * FANOUT`` hashes) whatever
+    the size of the volume: a node is finished, hashed and handed out (`take_nodes`) as
+    soon as a block past it is set, so a backup of a disk of any size never holds a map
+    of its blocks. It also counts the runs the new point starts (`runs`) where that needs
+    no walk of another tree: against no parent, or against the parent it is built on.
+    """
+
+    def __init__(self, cache: NodeCache, hash_node: Callable[[bytes], bytes],
+                 parent: Tree | None, blocks: int) -> None:
+        self.cache = cache
+        self.hash_node = hash_node
+        self.base = parent if parent is not None and parent.blocks == blocks else None
+        self.shape = Tree(ZERO, blocks)
+        self.root: bytes | None = None
+        self._open: list[tuple[int, list[bytes], bytes] | None] = [None] * (LEVELS + 1)
+        self._nodes: list[tuple[bytes, bytes]] = []
+        self._last = -1
+        self.runs: list[bytes] = []
+        """new runs' chunks (one per slot that differs from the base), for the caller to
+        take and empty as it goes"""
+
+    def set(self, index: int, digest: bytes) -> None:
+        """Block ``index`` holds ``digest``; blocks must come in increasing order."""
+        if index <= self._last:
+            raise ValueError(f"block {index} set after block {self._last}")
+        self._last = index
+        if digest != ZERO:
+            self.runs.append(digest)
+        self._put(1, index, digest)
+
+    def _put(self, level: int, index: int, digest: bytes) -> None:
+        """Slot ``index`` of ``level - 1`` holds ``digest``: write it into its open node."""
+        node_index = index // FANOUT
+        current = self._open[level]
+        if current is not None and current[0] != node_index:
+            self._close(level)
+            current = None
+        if current is None:
+            current = self._start(level, node_index)
+        current[1][index - node_index * FANOUT] = digest
+
+    def _start(self, level: int, node_index: int) -> tuple[int, list[bytes], bytes]:
+        """Open node ``(level, node_index)`` with the parent's children (or zeros)."""
+        if self.base is not None:
+            was = self.cache.slot(self.base, level, node_index)
+            kids = list(self.cache.children(self.base, level, node_index, was))
+        else:
+            was, kids = ZERO, [ZERO] * self.shape.child_count(level, node_index)
+        opened = self._open[level] = (node_index, kids, was)
+        return opened
+
+    def _close(self, level: int) -> None:
+        """Hash the open node of ``level`` and set it in its own parent."""
+        opened = self._open[level]
+        assert opened is not None
+        node_index, kids, was = opened
+        self._open[level] = None
+        digest = ZERO
+        if any(k != ZERO for k in kids):
+            node = b"".join(kids)
+            digest = self.hash_node(node)
+            self._nodes.append((digest, node))
+        if digest not in (ZERO, was):
+            self.runs.append(digest)
+        if level == LEVELS:
+            self.root = digest
+        else:
+            self._put(level + 1, node_index, digest)
+
+    def take_nodes(self) -> list[tuple[bytes, bytes]]:
+        """The ``(hash, node)`` chunks finished since the last call, to be stored."""
+        nodes, self._nodes = self._nodes, []
+        return nodes
+
+    def finish(self) -> Tree:
+        """Close every open node; the new tree (a parent's root when nothing changed)."""
+        for level in range(1, LEVELS + 1):
+            if self._open[level] is not None:
+                self._close(level)
+        if self.root is None:
+            self._start(LEVELS, 0)
+            self._close(LEVELS)
+        assert self.root is not None
+        return Tree(self.root, self.shape.blocks)
+
+
 def build(
     cache: NodeCache,
     hash_node: Callable[[bytes], bytes],
@@ -148,42 +239,13 @@ def build(
     blocks: int,
     changed: dict[int, bytes],
 ) -> tuple[Tree, list[tuple[bytes, bytes]]]:
-    """The tree of a new point: ``parent`` with the blocks in ``changed`` replaced.
-
-    Only nodes on the paths above changed blocks are rebuilt; every other subtree is the
-    parent's, shared as is. With no parent (or a parent of another size) ``changed`` must
-    hold every block. Returns the tree and the new ``(hash, node)`` chunks to store.
-    """
-    base = parent if parent is not None and parent.blocks == blocks else None
-    tree = Tree(ZERO, blocks)
-    new_nodes: list[tuple[bytes, bytes]] = []
-    level_changes = changed
-    for level in range(1, LEVELS + 1):
-        groups: dict[int, list[int]] = {}
-        for index in level_changes:
-            groups.setdefault(index // FANOUT, []).append(index)
-        if level == LEVELS and not groups:
-            groups[0] = []
-        next_changes: dict[int, bytes] = {}
-        for node_index, kids_changed in groups.items():
-            count = tree.child_count(level, node_index)
-            if base is not None:
-                kids = list(cache.children(base, level, node_index,
-                                           cache.slot(base, level, node_index)))
-            else:
-                kids = [ZERO] * count
-            for index in kids_changed:
-                kids[index - node_index * FANOUT] = level_changes[index]
-            if all(k == ZERO for k in kids):
-                digest = ZERO
-            else:
-                node = b"".join(kids)
-                digest = hash_node(node)
-                cache.add(digest, node)
-                new_nodes.append((digest, node))
-            next_changes[node_index] = digest
-        level_changes = next_changes
-    return Tree(level_changes[0], blocks), new_nodes
+    """The tree of a new point: ``parent`` with the blocks in ``changed`` replaced (see
+    `TreeBuilder`). Returns the tree and the new ``(hash, node)`` chunks to store."""
+    builder = TreeBuilder(cache, hash_node, parent, blocks)
+    for index in sorted(changed):
+        builder.set(index, changed[index])
+    tree = builder.finish()
+    return tree, builder.take_nodes()
 
 
 Slot = tuple[int, int]

@@ -10,6 +10,10 @@ deleted only after their row is gone (via ``pending_free``).
 wrote or decided to reuse is pinned, so a concurrent delete never frees it, and a backup
 killed halfway leaves pins that the next writer of that volume turns back into free space.
 
+``session_chunks`` is what a backup will commit, kept as it goes rather than in memory (a
+disk of a few TB has tens of millions of blocks): per chunk, the runs the new point starts
+and the sizes it wrote. Only its own session reads it, and it goes with the session.
+
 ``bad_chunks`` quarantines damage: a chunk that failed its hash or went missing, found by
 any read. A backup never counts a bad chunk as present, so it stores a fresh copy whenever
 its source still has the block, and marks the chunk *healed*; the next verify re-reads it
@@ -90,6 +94,18 @@ CREATE TABLE IF NOT EXISTS bad_chunks(
     found REAL NOT NULL,
     healed REAL) WITHOUT ROWID;
 """
+
+_SESSION_CHUNKS = """
+CREATE TABLE IF NOT EXISTS session_chunks(
+    session_id INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    runs INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    stored INTEGER NOT NULL,
+    PRIMARY KEY(session_id, hash)) WITHOUT ROWID;
+"""
+"""made by the first backup that needs it (`open_session`), so a catalog of an older
+cairn opens as it is, even read-only"""
 
 
 @dataclass(frozen=True)
@@ -193,9 +209,7 @@ class Catalog:
         """
         statements = [s.strip() for s in schema.split(";") if s.strip()]
         missing = [s for s in statements if s.upper().startswith(_CREATE_TABLE)
-                   and not self.db.execute(
-                       "SELECT 1 FROM main.sqlite_master WHERE type='table' AND name=?",
-                       (s[len(_CREATE_TABLE):].split("(", 1)[0].strip(),)).fetchone()]
+                   and not self._has_table(s[len(_CREATE_TABLE):].split("(", 1)[0].strip())]
         if self.read_only:
             for statement in missing:
                 self.db.execute("CREATE TEMP TABLE IF NOT EXISTS "
@@ -318,6 +332,7 @@ class Catalog:
 
     def open_session(self, volume_id: int) -> int:
         command = " ".join(sys.argv)[:200]
+        self.ensure_schema(_SESSION_CHUNKS)
         with self.transaction(durable=False) as db:
             cur = db.execute(
                 "INSERT INTO sessions(volume_id, pid, host, command, started) "
@@ -338,13 +353,43 @@ class Catalog:
                     f"SELECT hash FROM chunks WHERE hash IN ({marks})", part))
         return present
 
+    def pinned_by(self, session: int, hashes: list[bytes]) -> set[bytes]:
+        """Those of ``hashes`` that ``session`` pinned already (it stored or reused them)."""
+        found: set[bytes] = set()
+        for part in _chunked(hashes):
+            marks = ",".join("?" * len(part))
+            found.update(r[0] for r in self.db.execute(
+                f"SELECT hash FROM pins WHERE session_id=? AND hash IN ({marks})",
+                (session, *part)))
+        return found
+
+    def stage(self, session: int, runs: Counter[bytes],
+              written: list[tuple[bytes, int, int]]) -> None:
+        """Add to what ``session`` will commit: ``runs`` new runs per chunk, and the
+        ``(hash, size, stored bytes)`` of chunks it wrote. Not durable: a session that
+        does not commit is abandoned, and its staged rows with it."""
+        with self.transaction(durable=False) as db:
+            db.executemany(
+                "INSERT INTO session_chunks VALUES(?, ?, ?, 0, 0) ON CONFLICT DO UPDATE "
+                "SET runs = runs + excluded.runs", ((session, h, n) for h, n in runs.items()))
+            db.executemany(
+                "INSERT INTO session_chunks VALUES(?, ?, 0, ?, ?) ON CONFLICT DO UPDATE "
+                "SET size = excluded.size, stored = excluded.stored",
+                ((session, h, size, stored) for h, size, stored in written))
+
+    def unstage_runs(self, session: int) -> None:
+        """Forget the runs ``session`` staged (sizes stay): it counts them again."""
+        with self.transaction(durable=False) as db:
+            db.execute("UPDATE session_chunks SET runs = 0 WHERE session_id=?", (session,))
+
     def commit_point(self, session: int | None, point: RecoveryPoint,
                      increments: Counter[bytes], written: dict[bytes, tuple[int, int]],
                      append: bool = True) -> None:
         """Make ``point`` visible with its new runs, in one durable transaction.
 
         ``written`` maps each chunk this session stored to ``(size, stored bytes)``; every
-        other incremented chunk was pinned and found present, so its row exists. A point's
+        other incremented chunk was pinned and found present, so its row exists. What the
+        session staged (`stage`) is committed with them. A point's
         place in its volume (``seq``) follows its creation time in microseconds, so a point
         that arrives late (replicated, or learnt from a bucket) slots in where it belongs;
         a new backup (``append``) always goes last, even if the clock went back, since its
@@ -372,8 +417,25 @@ class Catalog:
                 "size = MAX(size, excluded.size), stored = MAX(stored, excluded.stored)",
                 ((h, n, *written.get(h, (0, 0))) for h, n in increments.items()))
             if session is not None:
+                self._commit_staged(db, session)
                 db.execute("DELETE FROM pins WHERE session_id=?", (session,))
                 db.execute("DELETE FROM sessions WHERE id=?", (session,))
+
+    def _commit_staged(self, db: sqlite3.Connection, session: int) -> None:
+        """Fold ``session``'s staged runs into ``chunks`` (inside `commit_point`)."""
+        if not self._has_table("session_chunks"):
+            return
+        db.execute(
+            "INSERT INTO chunks(hash, refs, size, stored) SELECT hash, runs, size, stored "
+            "FROM session_chunks WHERE session_id=? AND runs > 0 "
+            "ON CONFLICT(hash) DO UPDATE SET refs = refs + excluded.refs, "
+            "size = MAX(size, excluded.size), stored = MAX(stored, excluded.stored)",
+            (session,))
+        db.execute("DELETE FROM session_chunks WHERE session_id=?", (session,))
+
+    def _has_table(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM main.sqlite_master WHERE type='table' "
+                               "AND name=?", (name,)).fetchone() is not None
 
     def record_origin(self, origin: str, point_id: str) -> None:
         """Remember what made ``point_id`` (an appliance upload's id), inside the caller's
@@ -393,6 +455,8 @@ class Catalog:
             hashes = [r[0] for r in db.execute(
                 "SELECT hash FROM pins WHERE session_id=?", (session,))]
             db.execute("DELETE FROM pins WHERE session_id=?", (session,))
+            if self._has_table("session_chunks"):
+                db.execute("DELETE FROM session_chunks WHERE session_id=?", (session,))
             db.execute("DELETE FROM sessions WHERE id=?", (session,))
             self._free_unreferenced(db, hashes)
 

@@ -16,7 +16,11 @@ while this module only orchestrates. What it holds is bounded by bytes, never by
 of the source: reads of at most SCAN_BYTES, a read-ahead window of WORKERS * 2 of them, new
 chunks flushed once they keep WORKERS reads alive, and writes waited for once they keep
 WRITE_AHEAD reads alive (an appliance ingesting a 1 GiB upload held 220 MB when each of
-these was counted in 16 MiB reads).
+these was counted in 16 MiB reads). Nor does it keep anything per block: the block map is
+built as the blocks come (`TreeBuilder`), a chunk met again is known by its pin, the runs
+and sizes the commit needs wait in the catalog (`Tally`), and the backend is synced every
+SYNC_CHUNKS writes so that its own index of them does not wait in memory either (a first
+backup once held about 11 MiB per GiB of disk).
 """
 
 from __future__ import annotations
@@ -33,17 +37,20 @@ from itertools import pairwise
 from typing import Protocol
 
 from cairn.errors import Corruption
-from cairn.store import reserve, runs
-from cairn.store.blockmap import NodeCache, Tree, build, diff
+from cairn.store import reserve
+from cairn.store.blockmap import NodeCache, Tree, TreeBuilder, diff
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO
 from cairn.store.cloud_counts import settle
 from cairn.store.repository import Repository, check_volume_name, tolerant_nodes
+from cairn.store.tally import Tally
 
 BATCH_BLOCKS = 256
 SCAN_BYTES = 2 * 1024 * 1024
 WORKERS = max(2, min(8, os.cpu_count() or 2))
 WRITE_AHEAD = 2 * WORKERS * SCAN_BYTES
+NODE_BATCH = 16
+SYNC_CHUNKS = 4096
 
 
 class Source(Protocol):
@@ -112,30 +119,42 @@ def _unique(blocks: Iterable[int]) -> Iterator[int]:
 
 
 class _Pass:
-    """One ingest's running state: the slots that changed, the chunks it wrote or will
-    write, and the new chunks waiting to be pinned and written as one batch.
+    """One ingest's running state: the new block map being built, the new chunks waiting
+    to be pinned and written as one batch, and the runs and sizes to commit (`Tally`).
 
-    New chunks are pinned and written in batches of about BATCH_BLOCKS: a short changed
-    range alone would cost a catalog transaction for a few chunks. A batch keeps the reads
-    it slices alive, so it also closes at WORKERS reads' worth, and the writes queued keep
-    them alive until they land, so past WRITE_AHEAD bytes the pass waits for them.
+    Nothing here grows with the source: the block map is built as blocks come
+    (`TreeBuilder`), a chunk met again in a later batch is known by its pin, and what the
+    commit needs waits in the catalog. New chunks are pinned and written in batches of
+    about BATCH_BLOCKS: a short changed range alone would cost a catalog transaction for a
+    few chunks. A batch keeps the reads it slices alive, so it also closes at WORKERS
+    reads' worth, and the writes queued keep them alive until they land, so past
+    WRITE_AHEAD bytes the pass waits for them. Every SYNC_CHUNKS written the backend is
+    synced in the background: it indexes its puts only then, in memory until it does
+    (about 250 bytes a chunk).
     """
 
-    def __init__(self, ingest: Ingest, session: int, base: Tree | None) -> None:
+    def __init__(self, ingest: Ingest, session: int, parent: RecoveryPoint | None,
+                 base: Tree | None) -> None:
         self.ingest = ingest
         self.repo = ingest.repo
         self.session = session
         self.base = base
         self.same_shape = base is not None and base.blocks == ingest.blocks
-        self.changed: dict[int, bytes] = {}
+        self.builder = TreeBuilder(self.repo.nodes, self.repo.chunks.hash, base,
+                                   ingest.blocks)
+        self.counts_runs = parent is None or self.same_shape
+        """whether the builder's runs are the point's (else a diff counts them)"""
+        self.tally = Tally(self.repo.catalog, session)
+        self.healed: list[bytes] = []
         self.allocated_delta = 0
-        self.written: dict[bytes, tuple[int, int]] = {}
-        self.handled: set[bytes] = set()
         self.writes: list[Future[list[tuple[bytes, int, int]]]] = []
         self.writing = 0
         self.bytes_read = 0
         self.fresh: dict[bytes, bytes | memoryview] = {}
+        self.nodes: dict[bytes, bytes | memoryview] = {}
         self.held = 0
+        self.unsynced = 0
+        self.syncing: Future[None] | None = None
 
     def _put_all(self, items: list[tuple[bytes, bytes | memoryview]],
                  compress: bool) -> list[tuple[bytes, int, int]]:
@@ -145,11 +164,14 @@ class _Pass:
 
     def store(self, pool: ThreadPoolExecutor, items: dict[bytes, bytes | memoryview],
               compress: bool = True) -> None:
-        """Pin ``items``, then write the missing ones as one job: a future per chunk
-        would cost more than compressing it."""
-        present = self.repo.catalog.pin(self.session, list(items))
+        """Pin those of ``items`` this session has not pinned yet, then write the missing
+        ones as one job: a future per chunk would cost more than compressing it."""
+        catalog = self.repo.catalog
+        done = catalog.pinned_by(self.session, list(items))
+        new = [d for d in items if d not in done]
+        present = catalog.pin(self.session, new)
         bad = self.ingest.bad
-        missing = [(d, data) for d, data in items.items()
+        missing = [(d, items[d]) for d in new
                    if d not in present or d in bad or not self.ingest._intact(d)]
         if missing:
             self.writes.append(pool.submit(self._put_all, missing, compress))
@@ -172,17 +194,23 @@ class _Pass:
             index = scanned.start + k
             length = self.ingest._block_len(index)
             if digest == was:
-                if digest in bad and digest not in self.handled:  # heal in place
-                    self.handled.add(digest)
+                if digest in bad:  # heal in place
                     self.fresh[digest] = scanned.data[k * bs : k * bs + length]
                 continue
-            self.changed[index] = digest
+            self.builder.set(index, digest)
             self.allocated_delta += length * ((digest != ZERO) - (was not in (None, ZERO)))
-            if digest != ZERO and digest not in self.handled:
-                self.handled.add(digest)
+            if digest != ZERO:
                 self.fresh[digest] = scanned.data[k * bs : k * bs + length]
         if len(self.fresh) > before:
             self.held += len(scanned.data)
+        self._built()
+
+    def _built(self) -> None:
+        """Take the builder's new runs and finished nodes."""
+        if self.counts_runs:
+            self.tally.add_runs(self.builder.runs)
+        self.builder.runs.clear()
+        self.nodes.update(self.builder.take_nodes())
 
     def flush(self, pool: ThreadPoolExecutor, last: bool) -> None:
         """Store the waiting chunks when the batch is full, holds too much, or is the last."""
@@ -191,34 +219,60 @@ class _Pass:
             self.store(pool, self.fresh)
             self.writing += self.held
             self.fresh, self.held = {}, 0
+        if len(self.nodes) >= NODE_BATCH:  # stored raw: a delete's walk never loads zstd
+            self.store(pool, self.nodes, compress=False)
+            self.nodes = {}
 
-    def drain(self) -> None:
-        """Collect the writes that landed; wait for all once they hold WRITE_AHEAD bytes."""
+    def drain(self, syncer: ThreadPoolExecutor) -> None:
+        """Collect the writes that landed; wait for all once they hold WRITE_AHEAD bytes;
+        start a background sync of the backend once SYNC_CHUNKS were written since the
+        last (after the one before it ended)."""
         block = self.writing > WRITE_AHEAD
-        self.ingest._drain(self.writes, self.written, block=block)
+        self._collect(block)
         if block or not self.writes:
             self.writing = 0
+        if self.unsynced >= SYNC_CHUNKS and (self.syncing is None or self.syncing.done()):
+            self._synced()
+            self.syncing = syncer.submit(self.repo.chunks.backend.sync)
+            self.unsynced = 0
 
-    def finish(self, pool: ThreadPoolExecutor, parent: RecoveryPoint | None
-               ) -> tuple[Tree, int]:
-        """The new point's tree (its new nodes stored) and its allocated bytes, once every
-        chunk write has landed."""
-        blocks = self.ingest.blocks
+    def _synced(self) -> None:
+        """Wait for the background sync, if any (its failure fails the backup)."""
+        if self.syncing is not None:
+            self.syncing.result()
+            self.syncing = None
+
+    def _collect(self, block: bool) -> None:
+        """Tally the chunk writes that landed; wait for all of them when ``block``."""
+        keep = []
+        for fut in self.writes:
+            if block or fut.done():
+                for digest, length, stored in fut.result():
+                    self.tally.add_written(digest, length, stored)
+                    self.unsynced += 1
+                    if digest in self.ingest.bad:
+                        self.healed.append(digest)
+            else:
+                keep.append(fut)
+        self.writes[:] = keep
+
+    def finish(self, pool: ThreadPoolExecutor) -> Tree:
+        """The new point's tree, once every chunk write has landed and the background
+        sync ended."""
+        tree = self.builder.finish()
+        self._built()
+        if self.nodes:
+            self.store(pool, self.nodes, compress=False)
+        self._collect(block=True)
+        self._synced()
+        return tree
+
+    def allocated(self, parent: RecoveryPoint | None) -> int:
+        """The new point's allocated bytes."""
         if self.same_shape:
             assert parent is not None
-            allocated = parent.allocated + self.allocated_delta
-        else:
-            allocated = self.allocated_delta
-        if self.same_shape and not self.changed and parent is not None:
-            tree, nodes = Tree(parent.root, blocks), []
-        else:
-            tree, nodes = build(self.repo.nodes, self.repo.chunks.hash, self.base, blocks,
-                                self.changed)
-        fresh_nodes = {d: n for d, n in nodes if d not in self.handled}
-        if fresh_nodes:  # stored raw: a walk of the tree (a delete) then never loads zstd
-            self.store(pool, fresh_nodes, compress=False)
-        self.ingest._drain(self.writes, self.written, block=True)
-        return tree, allocated
+            return parent.allocated + self.allocated_delta
+        return self.allocated_delta
 
 
 class Ingest:
@@ -333,15 +387,29 @@ class Ingest:
             return False
         return True
 
-    def _increments(self, parent: RecoveryPoint | None, tree: Tree) -> Counter[bytes]:
-        """The runs the new point starts. Where the parent's block map is damaged below a
-        slot that changed, the slots under it count as new runs: an over-count only keeps
-        chunks longer, where guessing could free one a point needs."""
+    def _count_runs(self, parent: RecoveryPoint | None, tree: Tree, tally: Tally) -> None:
+        """Count the runs the new point starts where its builder could not: against a
+        parent of another size, or one whose block map is damaged. Where the parent's map
+        is damaged below a slot that changed, the slots under it count as new runs: an
+        over-count only keeps chunks longer, where guessing could free one a point needs."""
         old = self.repo.tree(parent) if parent is not None else None
         try:
-            return runs.ingest_increments(self.repo.nodes, old, tree)
+            self._stage_diff(NodeCache(self.repo.chunks.get, capacity=64), old, tree, tally)
         except Corruption:
-            return runs.ingest_increments(tolerant_nodes(self.repo), old, tree)
+            tally.drop_runs()
+            self._stage_diff(tolerant_nodes(self.repo), old, tree, tally)
+
+    @staticmethod
+    def _stage_diff(nodes: NodeCache, old: Tree | None, tree: Tree, tally: Tally) -> None:
+        """Tally one run per slot where ``tree`` differs from ``old``, by the batch."""
+        batch = []
+        for _slot, _was, digest in diff(nodes, old, tree):
+            if digest is not None and digest != ZERO:
+                batch.append(digest)
+                if len(batch) >= BATCH_BLOCKS:
+                    tally.add_runs(batch)
+                    batch = []
+        tally.add_runs(batch)
 
     def _scans(self, pool: ThreadPoolExecutor, candidates: Iterable[int]
                ) -> Iterator[tuple[_Scanned, bool]]:
@@ -364,45 +432,33 @@ class Ingest:
     def _ingest(self, session: int, volume_id: int, parent: RecoveryPoint | None,
                 base: Tree | None, candidates: Iterable[int], started: float) -> RecoveryPoint:
         repo = self.repo
-        work = _Pass(self, session, base)
-        with ThreadPoolExecutor(WORKERS) as pool:
+        work = _Pass(self, session, parent, base)
+        with ThreadPoolExecutor(WORKERS) as pool, ThreadPoolExecutor(1) as syncer:
             for scanned, last in self._scans(pool, candidates):
                 work.take(scanned)
                 work.flush(pool, last)
-                work.drain()
+                work.drain(syncer)
                 if self.progress:
                     self.progress(min(len(scanned.hashes) * self.block_size,
                                       self.size - scanned.start * self.block_size))
-            tree, allocated = work.finish(pool, parent)
-        written, bytes_read = work.written, work.bytes_read
+            tree = work.finish(pool)
         repo.chunks.backend.sync()
-        increments = self._increments(parent, tree)
+        if not work.counts_runs:
+            self._count_runs(parent, tree, work.tally)
+        work.tally.flush()
         point = RecoveryPoint(
             id=repo.new_point_id(), volume=self.volume_name, volume_id=volume_id, seq=0,
-            created=time.time(), size=self.size, root=tree.root, allocated=allocated,
-            bytes_read=bytes_read, bytes_stored=sum(s for _, s in written.values()),
+            created=time.time(), size=self.size, root=tree.root,
+            allocated=work.allocated(parent), bytes_read=work.bytes_read,
+            bytes_stored=work.tally.bytes_stored,
             seconds=round(time.monotonic() - started, 3), source=self.source.name)
         repo.publish(point)
         with repo.catalog.transaction():
-            repo.catalog.commit_point(session, point, increments, written)
+            repo.catalog.commit_point(session, point, Counter(), {})
             if self.origin:
                 repo.catalog.record_origin(self.origin, point.id)
-        healed = [h for h in written if h in self.bad]
-        if healed:
-            repo.catalog.mark_healed(healed)
+        if work.healed:
+            repo.catalog.mark_healed(work.healed)
         committed = repo.catalog.point(point.id)
         assert committed is not None
         return committed
-
-    @staticmethod
-    def _drain(writes: list[Future[list[tuple[bytes, int, int]]]],
-               written: dict[bytes, tuple[int, int]], block: bool) -> None:
-        """Collect finished chunk writes; wait for all of them when ``block``."""
-        keep = []
-        for fut in writes:
-            if block or fut.done():
-                for digest, length, stored in fut.result():
-                    written[digest] = (length, stored)
-            else:
-                keep.append(fut)
-        writes[:] = keep

@@ -38,7 +38,10 @@ def repo(tmp_path: Path) -> Repository:
 
 
 def _blocks(repo: Repository, point_id: str) -> list[bytes]:
-    return [h for _, h in PointReader(repo, repo.resolve(point_id)).block_hashes()]
+    """A point's block hashes, read as another process would: ``repo`` then holds no pack
+    open that a test goes on to delete (an open pack reads on after its unlink)."""
+    with Repository.open(repo.path) as other:
+        return [h for _, h in PointReader(other, other.resolve(point_id)).block_hashes()]
 
 
 def test_a_flipped_chunk_is_quarantined_and_the_next_backup_heals_it(

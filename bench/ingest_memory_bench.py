@@ -37,17 +37,17 @@ def _cairn(*args: str) -> list[str]:
     return [sys.executable, "-m", "cairn", *args]
 
 
-def backup_peak(work: Path, mib: int, code: Path) -> tuple[int, float]:
-    """Peak resident bytes and seconds of one first backup of ``mib`` MiB by the cairn
-    in ``code`` (a source tree)."""
+def backup_peak(work: Path, mib: int, code: Path) -> tuple[int, float, float]:
+    """Peak resident bytes, seconds and CPU seconds (less noisy on a busy machine) of one
+    first backup of ``mib`` MiB by the cairn in ``code`` (a source tree)."""
     disk, repo = work / "disk.img", work / f"repo{mib}"
     filled(disk, mib)
-    env = {**os.environ, "PYTHONPATH": str(code)}
-    subprocess.run(_cairn("init", "--repo", str(repo)), check=True, env=env,
+    env = {**os.environ, "PYTHONPATH": str(code)}  # and run there: -m puts the cwd first
+    subprocess.run(_cairn("init", "--repo", str(repo)), check=True, env=env, cwd=code,
                    stdout=subprocess.DEVNULL)
     started = time.monotonic()
     proc = subprocess.Popen(_cairn("backup", "--repo", str(repo), "--volume", "v", str(disk)),
-                            env=env, stdout=subprocess.DEVNULL)
+                            env=env, cwd=code, stdout=subprocess.DEVNULL)
     _pid, status, usage = os.wait4(proc.pid, 0)
     seconds = time.monotonic() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -55,7 +55,7 @@ def backup_peak(work: Path, mib: int, code: Path) -> tuple[int, float]:
         raise SystemExit(f"cairn backup of {mib} MiB failed with {proc.returncode}")
     disk.unlink()
     subprocess.run(["rm", "-rf", str(repo)], check=True)
-    return usage.ru_maxrss * 1024, seconds
+    return usage.ru_maxrss * 1024, seconds, usage.ru_utime + usage.ru_stime
 
 
 def trace(work: Path, mib: int) -> None:
@@ -100,6 +100,8 @@ def main() -> int:
                         help="disk sizes to back up, in MiB, smallest first")
     parser.add_argument("--code", type=Path, nargs="+", default=[ROOT],
                         help="cairn source trees to compare, run in turn at each size")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="how many times to run each tree in turn at each size")
     parser.add_argument("--trace", type=int, default=0, metavar="MIB",
                         help="instead, trace one in-process ingest of this many MiB")
     parser.add_argument("--json", action="store_true")
@@ -110,13 +112,14 @@ def main() -> int:
             return 0
         rows = []
         for mib in args.mib:
-            for code in args.code:
-                peak, seconds = backup_peak(Path(tmp), mib, code)
+            for code in args.code * args.rounds:
+                peak, seconds, cpu = backup_peak(Path(tmp), mib, code)
                 rows.append({"code": str(code), "mib": mib, "peak_mib": round(peak / MiB, 1),
-                             "seconds": round(seconds, 2), "load": os.getloadavg()[0]})
+                             "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
+                             "load": os.getloadavg()[0]})
     for code in args.code:
         mine = [r for r in rows if r["code"] == str(code)]
-        for row in mine[1:]:
+        for row in (r for r in mine if r["mib"] > mine[0]["mib"]):
             gib = (row["mib"] - mine[0]["mib"]) / 1024
             row["growth_mib_per_gib"] = round((row["peak_mib"] - mine[0]["peak_mib"]) / gib, 2)
     if args.json:
@@ -125,7 +128,7 @@ def main() -> int:
     for row in rows:
         growth = row.get("growth_mib_per_gib")
         print(f"{row['code']}: {row['mib']:6d} MiB: peak {row['peak_mib']:7.1f} MiB in "
-              f"{row['seconds']:6.2f} s (load {row['load']:.2f})"
+              f"{row['seconds']:6.2f} s, {row['cpu_seconds']:6.2f} s CPU (load {row['load']:.2f})"
               + (f", +{growth} MiB per GiB" if growth is not None else ""))
     return 0
 

@@ -363,19 +363,16 @@ class Catalog:
                 (session, *part)))
         return found
 
-    def stage(self, session: int, runs: Counter[bytes],
-              written: list[tuple[bytes, int, int]]) -> None:
-        """Add to what ``session`` will commit: ``runs`` new runs per chunk, and the
-        ``(hash, size, stored bytes)`` of chunks it wrote. Not durable: a session that
-        does not commit is abandoned, and its staged rows with it."""
+    def stage(self, session: int, rows: list[tuple[bytes, int, int, int]]) -> None:
+        """Add to what ``session`` will commit, per chunk ``(hash, new runs, size, stored
+        bytes)``: size and stored bytes of a chunk it wrote, else 0. Not durable: a
+        session that does not commit is abandoned, and its staged rows with it."""
         with self.transaction(durable=False) as db:
             db.executemany(
-                "INSERT INTO session_chunks VALUES(?, ?, ?, 0, 0) ON CONFLICT DO UPDATE "
-                "SET runs = runs + excluded.runs", ((session, h, n) for h, n in runs.items()))
-            db.executemany(
-                "INSERT INTO session_chunks VALUES(?, ?, 0, ?, ?) ON CONFLICT DO UPDATE "
-                "SET size = excluded.size, stored = excluded.stored",
-                ((session, h, size, stored) for h, size, stored in written))
+                "INSERT INTO session_chunks VALUES(?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
+                "SET runs = runs + excluded.runs, size = MAX(size, excluded.size), "
+                "stored = MAX(stored, excluded.stored)",
+                ((session, *row) for row in rows))
 
     def unstage_runs(self, session: int) -> None:
         """Forget the runs ``session`` staged (sizes stay): it counts them again."""

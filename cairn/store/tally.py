@@ -9,7 +9,6 @@ belong to the session: a backup killed halfway leaves them to go with its sessio
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 
 from cairn.store.catalog import Catalog
@@ -18,26 +17,38 @@ STAGE_ROWS = 2048
 
 
 class Tally:
-    """The runs and written chunks of one session, handed to the catalog by the batch."""
+    """The runs and written chunks of one session, handed to the catalog by the batch.
+
+    A chunk's run and its write usually land in the same batch, so they go as one row;
+    rows go in key order, which SQLite's B-tree takes several times faster than random.
+    """
 
     def __init__(self, catalog: Catalog, session: int) -> None:
         self.catalog = catalog
         self.session = session
-        self.runs: Counter[bytes] = Counter()
-        self.written: list[tuple[bytes, int, int]] = []
+        self.rows: dict[bytes, list[int]] = {}
+        """per chunk: [runs, size, stored bytes] not staged yet"""
         self.bytes_stored = 0
+
+    def _row(self, digest: bytes) -> list[int]:
+        row = self.rows.get(digest)
+        if row is None:
+            row = self.rows[digest] = [0, 0, 0]
+        return row
 
     def add_runs(self, digests: Iterable[bytes]) -> None:
         """One new run for each of ``digests`` (repeats count again)."""
-        self.runs.update(digests)
-        if len(self.runs) >= STAGE_ROWS:
+        for digest in digests:
+            self._row(digest)[0] += 1
+        if len(self.rows) >= STAGE_ROWS:
             self.flush()
 
     def add_written(self, digest: bytes, size: int, stored: int) -> None:
         """A chunk of ``size`` bytes this session wrote, taking ``stored`` bytes."""
-        self.written.append((digest, size, stored))
+        row = self._row(digest)
+        row[1], row[2] = size, stored
         self.bytes_stored += stored
-        if len(self.written) >= STAGE_ROWS:
+        if len(self.rows) >= STAGE_ROWS:
             self.flush()
 
     def drop_runs(self) -> None:
@@ -47,6 +58,7 @@ class Tally:
 
     def flush(self) -> None:
         """Stage what is held, before the commit and whenever a batch is full."""
-        if self.runs or self.written:
-            self.catalog.stage(self.session, self.runs, self.written)
-            self.runs, self.written = Counter(), []
+        if self.rows:
+            self.catalog.stage(self.session, sorted(
+                (digest, *row) for digest, row in self.rows.items()))
+            self.rows = {}

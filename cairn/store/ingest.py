@@ -442,10 +442,10 @@ class Ingest:
                     self.progress(min(len(scanned.hashes) * self.block_size,
                                       self.size - scanned.start * self.block_size))
             tree = work.finish(pool)
-        repo.chunks.backend.sync()
         if not work.counts_runs:
             self._count_runs(parent, tree, work.tally)
         work.tally.flush()
+        repo.chunks.backend.sync()
         point = RecoveryPoint(
             id=repo.new_point_id(), volume=self.volume_name, volume_id=volume_id, seq=0,
             created=time.time(), size=self.size, root=tree.root,

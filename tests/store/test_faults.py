@@ -81,6 +81,8 @@ def check(path: Path, expected: dict[str, str], scratch: Path) -> None:
                 repo.recover(volume)
         report = verify(repo, read_data=True)
         assert report.ok and report.orphans == 0, report.problems
+        staged = repo.catalog.db.execute("SELECT COUNT(*) FROM session_chunks").fetchone()
+        assert staged == (0,), "a failed backup's staged runs outlived its session"
         on_disk = set(repo.chunks.backend.list("chunks"))
         assert on_disk == {chunk_name(h) for h in repo.catalog.chunk_refs()}
         for point in repo.catalog.points():

@@ -99,7 +99,11 @@ def run(args: argparse.Namespace) -> int:
                 "psk_file": None if args.tls_psk is None else str(args.tls_psk)})
         else:
             _started(served, cert, args.tls_psk)
-        stop.wait()
+        # Not stop.wait(): the kernel may hand SIGTERM to any of the server's threads, and
+        # Python runs the handler only once the main thread runs again; one blocked on the
+        # event without a timeout never did (an export that ignored SIGTERM under load).
+        while not stop.wait(0.5):
+            pass
     if args.json:
         print_json_line({"event": "stopped"})
     else:

@@ -18,8 +18,8 @@ chunks flushed once they keep WORKERS reads alive, and writes waited for once th
 WRITE_AHEAD reads alive (an appliance ingesting a 1 GiB upload held 220 MB when each of
 these was counted in 16 MiB reads). Nor does it keep anything per block: the block map is
 built as the blocks come (`TreeBuilder`), a chunk met again is known by its pin, the runs
-and sizes the commit needs wait in the catalog (`Tally`), and the backend is synced every
-SYNC_CHUNKS writes so that its own index of them does not wait in memory either (a first
+and sizes the commit needs wait in the catalog (`Tally`), and local packs are synced every
+SYNC_CHUNKS writes so that their index of them does not wait in memory either (a first
 backup once held about 11 MiB per GiB of disk).
 """
 
@@ -38,6 +38,7 @@ from typing import Protocol
 
 from cairn.errors import Corruption
 from cairn.store import reserve
+from cairn.store.backends.packs import PackBackend
 from cairn.store.blockmap import NodeCache, Tree, TreeBuilder, diff
 from cairn.store.catalog import RecoveryPoint
 from cairn.store.chunks import ZERO
@@ -128,8 +129,8 @@ class _Pass:
     about BATCH_BLOCKS: a short changed range alone would cost a catalog transaction for a
     few chunks. A batch keeps the reads it slices alive, so it also closes at WORKERS
     reads' worth, and the writes queued keep them alive until they land, so past
-    WRITE_AHEAD bytes the pass waits for them. Every SYNC_CHUNKS written the backend is
-    synced in the background: it indexes its puts only then, in memory until it does
+    WRITE_AHEAD bytes the pass waits for them. Every SYNC_CHUNKS written local packs are
+    synced in the background: they index their puts only then, in memory until they do
     (about 250 bytes a chunk).
     """
 
@@ -155,6 +156,10 @@ class _Pass:
         self.held = 0
         self.unsynced = 0
         self.syncing: Future[None] | None = None
+        self.indexes_at_sync = isinstance(self.repo.chunks.backend, PackBackend)
+        """only local packs hold an index of their puts until a sync: a cloud's packs
+        forget theirs as each uploads (an early sync would only cut a pack short), and
+        one file per chunk holds nothing"""
 
     def _put_all(self, items: list[tuple[bytes, bytes | memoryview]],
                  compress: bool) -> list[tuple[bytes, int, int]]:
@@ -225,13 +230,14 @@ class _Pass:
 
     def drain(self, syncer: ThreadPoolExecutor) -> None:
         """Collect the writes that landed; wait for all once they hold WRITE_AHEAD bytes;
-        start a background sync of the backend once SYNC_CHUNKS were written since the
+        start a background sync of local packs once SYNC_CHUNKS were written since the
         last (after the one before it ended)."""
         block = self.writing > WRITE_AHEAD
         self._collect(block)
         if block or not self.writes:
             self.writing = 0
-        if self.unsynced >= SYNC_CHUNKS and (self.syncing is None or self.syncing.done()):
+        if self.indexes_at_sync and self.unsynced >= SYNC_CHUNKS \
+                and (self.syncing is None or self.syncing.done()):
             self._synced()
             self.syncing = syncer.submit(self.repo.chunks.backend.sync)
             self.unsynced = 0
@@ -442,10 +448,11 @@ class Ingest:
                     self.progress(min(len(scanned.hashes) * self.block_size,
                                       self.size - scanned.start * self.block_size))
             tree = work.finish(pool)
-        if not work.counts_runs:
-            self._count_runs(parent, tree, work.tally)
         work.tally.flush()
         repo.chunks.backend.sync()
+        if not work.counts_runs:  # walks the new nodes: read back only once they are synced
+            self._count_runs(parent, tree, work.tally)
+            work.tally.flush()
         point = RecoveryPoint(
             id=repo.new_point_id(), volume=self.volume_name, volume_id=volume_id, seq=0,
             created=time.time(), size=self.size, root=tree.root,

@@ -30,6 +30,11 @@ from cairn.virt.qemu import die_with_parent
 
 _PSK_LINE = re.compile(r"^([^:\s]{1,64}):((?:[0-9a-fA-F]{2}){16,64})$")
 START_TIMEOUT = 30.0
+RELAY_GRACE = 2.0
+"""seconds qemu-nbd gets to end on SIGTERM before SIGKILL. qemu-nbd 7.2 at times does not
+act on SIGTERM at all (seen under load: it stayed in poll(2), its upstream connection
+idle, until killed 10 s later, so `cairn export` took 10 s to stop). A relay holds nothing
+of its own: every write it acknowledged, the inner server acknowledged first."""
 
 
 def psk_identities(keys: Path) -> list[str]:
@@ -81,7 +86,7 @@ def psk_relay(inner: Path, inner_name: str, folder: Path, listen: PskListen) -> 
     finally:
         relay.terminate()
         try:
-            relay.wait(10)
+            relay.wait(RELAY_GRACE)
         except subprocess.TimeoutExpired:
             relay.kill()
             relay.wait()

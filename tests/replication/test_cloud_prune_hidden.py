@@ -26,6 +26,7 @@ from cairn.store.cloud_prune import PruneReport, packs_of, prune
 from cairn.store.records import Sealer
 from tests.appliance.harness import wait_for
 from tests.replication.locked import (
+    LockedBucket,
     grace_passes,
     pack_keys,
     restores_whole,
@@ -48,12 +49,19 @@ def _prune(url: str, cache: Path | None = None) -> PruneReport:
             return prune(cloud, wait=0)
 
 
+def _condemned(s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+               name: str, seed: int) -> tuple[LockedBucket, dict[str, str], list[str]]:
+    """`two_points_deleted`, then a first prune's condemned packs (two or more)."""
+    site, want = two_points_deleted(s3_server, tmp_path, monkeypatch, name, seed=seed)
+    condemned = _prune(site.url).condemned
+    assert len(condemned) >= 2, "the points left too few packs to condemn"
+    return site, want, condemned
+
+
 def test_prune_finds_packs_an_older_prune_hid_records_then_deletes_them_and_revives_live(
         s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    site, want = two_points_deleted(s3_server, tmp_path, monkeypatch, "hidden", seed=5)
+    site, want, condemned = _condemned(s3_server, tmp_path, monkeypatch, "hidden", 5)
     s3, bucket, url = site.s3, site.name, site.url
-    condemned = _prune(url).condemned
-    assert len(condemned) >= 2, "the points left too few packs to condemn"
 
     # The state an older prune left: each condemned pack locked (one for a day, the others
     # for seconds), then it and its index DELETEd (a marker over the locked version) and its
@@ -105,10 +113,8 @@ def test_prune_finds_packs_an_older_prune_hid_records_then_deletes_them_and_revi
 
 def test_prune_reads_hidden_indexes_it_never_read_and_keeps_a_pack_it_cannot_read(
         s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    site, want = two_points_deleted(s3_server, tmp_path, monkeypatch, "unread", seed=7)
+    site, want, condemned = _condemned(s3_server, tmp_path, monkeypatch, "unread", 7)
     s3, bucket, url = site.s3, site.name, site.url
-    condemned = _prune(url).condemned
-    assert len(condemned) >= 2, "the points left too few packs to condemn"
     with open_cloud(url, None) as cloud:
         live = sorted(set(packs_of(cloud).pack_ids()) - set(condemned))[0]
 

@@ -922,10 +922,10 @@ def _versions(backend: S3Backend) -> Retention | None:
     whose lock has passed (`Retention.forget`), so prune frees what no locked point needs;
     and what others hid while locked comes back (`Cloud.revive`). The question itself costs
     no HTTP library beyond the standard one (`s3_bucket`): most buckets keep no versions."""
-    from cairn.store.backends.s3_bucket import Credentials, versioning_enabled
+    from cairn.store.backends.s3_bucket import versioning_enabled
 
     if not versioning_enabled(backend.endpoint, backend.bucket,
-                              Credentials(*backend._credentials)):
+                              backend.credentials):
         return None
     from cairn.store.backends.s3_lock import Retention
 

@@ -68,6 +68,7 @@ from cairn.errors import (
     S3Unreachable,
     UsageError,
 )
+from cairn.store.backends.s3_bucket import Credentials, create_bucket
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8333"
 DEFAULT_REGION = "us-east-1"
@@ -136,7 +137,7 @@ class S3Backend:
             raise UsageError(
                 f"S3 endpoint {self.endpoint!r} is not a URL: give one like {DEFAULT_ENDPOINT}"
             )
-        self._credentials = (
+        self.credentials = Credentials(
             access_key or _env("CAIRN_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID") or _PLACEHOLDER_KEY,
             secret_key or _env("CAIRN_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY")
             or _PLACEHOLDER_KEY,
@@ -147,9 +148,9 @@ class S3Backend:
             bucket,
             prefix=self.prefix or None,
             endpoint=self.endpoint,
-            access_key_id=self._credentials[0],
-            secret_access_key=self._credentials[1],
-            region=self._credentials[2],
+            access_key_id=self.credentials.access_key,
+            secret_access_key=self.credentials.secret_key,
+            region=self.credentials.region,
             virtual_hosted_style_request=not path_style,
             # Every PUT carries the SHA-256 of its body; the server refuses a body that
             # arrived different, so a chunk is checked on arrival, not only before it left.
@@ -187,7 +188,7 @@ class S3Backend:
 
     @property
     def region(self) -> str:
-        return self._credentials[2]
+        return self.credentials.region
 
     def _translate(self, exc: Exception, action: str) -> CairnError:
         """Name the cause from obstore's message, which carries the status and S3 code."""
@@ -236,9 +237,7 @@ class S3Backend:
 
     def create_bucket(self) -> None:
         """Create the bucket (`s3_bucket`); only `cairn init` does, when it is missing."""
-        from cairn.store.backends.s3_bucket import create_bucket
-
-        create_bucket(self.endpoint, self.bucket, *self._credentials)
+        create_bucket(self.endpoint, self.bucket, self.credentials)
         self._bucket_checked = False
 
     def is_empty(self) -> bool:

@@ -18,11 +18,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
-from xml.etree import ElementTree
 
 from cairn.errors import S3AccessDenied, S3Error, S3Unreachable
 
@@ -68,7 +65,12 @@ def signed_headers(method: str, url: str, body: bytes, credentials: Credentials,
 
 def _send(method: str, url: str, body: bytes, credentials: Credentials,
           timeout: float) -> tuple[int, str]:
-    """One signed request; its HTTP status and text (an error status is an answer too)."""
+    """One signed request; its HTTP status and text (an error status is an answer too).
+    The HTTP client loads here, not with the module: every cloud command imports this one
+    (`S3Backend` keeps its `Credentials`), few send a request through it."""
+    import urllib.error
+    import urllib.request
+
     headers = signed_headers(method, url, body, credentials)
     request = urllib.request.Request(url, data=body if method == "PUT" else None,
                                      headers=headers, method=method)
@@ -83,14 +85,13 @@ def _send(method: str, url: str, body: bytes, credentials: Credentials,
                             str(getattr(exc, "reason", exc)) or type(exc).__name__) from None
 
 
-def create_bucket(endpoint: str, bucket: str, access_key: str, secret_key: str,
-                  region: str) -> None:
+def create_bucket(endpoint: str, bucket: str, credentials: Credentials) -> None:
     url = f"{endpoint.rstrip('/')}/{bucket}"
-    body = b"" if region == "us-east-1" else (
+    body = b"" if credentials.region == "us-east-1" else (
         "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
-        f"<LocationConstraint>{region}</LocationConstraint></CreateBucketConfiguration>"
+        f"<LocationConstraint>{credentials.region}</LocationConstraint></CreateBucketConfiguration>"
     ).encode()
-    status, text = _send("PUT", url, body, Credentials(access_key, secret_key, region), 30.0)
+    status, text = _send("PUT", url, body, credentials, 30.0)
     if status < 300 or "BucketAlreadyOwnedByYou" in text:
         return
     if status in (401, 403):
@@ -106,6 +107,8 @@ def versioning_enabled(endpoint: str, bucket: str, credentials: Credentials) -> 
                          credentials, 60.0)
     if status >= 300:
         return False
+    from xml.etree import ElementTree
+
     try:
         root = ElementTree.fromstring(text)
     except ElementTree.ParseError:

@@ -32,7 +32,7 @@ import httpx
 
 from cairn.errors import Corruption, S3Error, S3Unreachable, UsageError
 from cairn.store.backends.s3 import S3Backend
-from cairn.store.backends.s3_bucket import Credentials, signed_headers, versioning_enabled
+from cairn.store.backends.s3_bucket import signed_headers, versioning_enabled
 
 PROBE_PREFIX = ".cairn-object-lock-probe"
 PROBE_DAYS = 1
@@ -58,7 +58,7 @@ class LockProbe:
 def _request(backend: S3Backend, method: str, key: str, query: str = "",
              extra: dict[str, str] | None = None, body: bytes = b"") -> httpx.Response:
     url = f"{backend.endpoint}/{backend.bucket}/{key}" + (f"?{query}" if query else "")
-    headers = signed_headers(method, url, body, Credentials(*backend._credentials), extra=extra)
+    headers = signed_headers(method, url, body, backend.credentials, extra=extra)
     try:
         return httpx.request(method, url, content=body, headers=headers, timeout=30.0)
     except httpx.HTTPError as exc:
@@ -158,7 +158,7 @@ class Retention:
         url = (f"{self.backend.endpoint}/{self.backend.bucket}/{key}"
                + (f"?{query}" if query else ""))
         for attempt in (1, 2):
-            headers = signed_headers(method, url, body, Credentials(*self.backend._credentials),
+            headers = signed_headers(method, url, body, self.backend.credentials,
                                      extra=extra)
             try:
                 answer = self._client.request(method, url, content=body, headers=headers)
@@ -230,7 +230,7 @@ class Retention:
     def versioned(self) -> bool:
         """Whether the bucket keeps versions (`s3_bucket.versioning_enabled`)."""
         return versioning_enabled(self.backend.endpoint, self.backend.bucket,
-                                  Credentials(*self.backend._credentials))
+                                  self.backend.credentials)
 
     def lock_enabled(self) -> bool:
         """Whether the bucket was made with Object Lock (only then can a PUT be locked)."""
@@ -291,7 +291,7 @@ class Retention:
     def _send_bucket(self, method: str, query: str, body: bytes = b"") -> httpx.Response:
         url = f"{self.backend.endpoint}/{self.backend.bucket}?{query}"
         extra = {"content-md5": _md5(body)} if body else None
-        headers = signed_headers(method, url, body, Credentials(*self.backend._credentials),
+        headers = signed_headers(method, url, body, self.backend.credentials,
                                  extra=extra)
         return self._client.request(method, url, content=body, headers=headers)
 

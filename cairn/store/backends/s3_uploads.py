@@ -29,7 +29,7 @@ import httpx
 from cairn import logs
 from cairn.errors import S3AccessDenied, S3Error, S3Unreachable
 from cairn.store.backends.s3 import S3Backend
-from cairn.store.backends.s3_bucket import Credentials, signed_headers
+from cairn.store.backends.s3_bucket import signed_headers
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class Upload:
 
 def _send(backend: S3Backend, method: str, key: str, query: str) -> httpx.Response:
     url = "/".join(filter(None, [backend.endpoint, backend.bucket, key])) + f"?{query}"
-    headers = signed_headers(method, url, b"", Credentials(*backend._credentials))
+    headers = signed_headers(method, url, b"", backend.credentials)
     try:
         answer = httpx.request(method, url, headers=headers, timeout=30.0)
     except httpx.HTTPError as exc:
